@@ -1,0 +1,187 @@
+"""The single exception tree of msgin5g.
+
+Every exception we raise on purpose derives from :class:`MSGin5GError`::
+
+    MSGin5GError                      every exception we raise on purpose
+    ├── ConfigError                   invalid configuration; names the offending key
+    ├── CodecError
+    │   ├── DecodeError               ANY malformed input; the only exception decoders raise
+    │   └── EncodeError               model not representable
+    ├── ServiceError                  a domain outcome; .cause (FailureCause) and .detail
+    │   ├── InvalidRequest
+    │   ├── NotRegistered             unknown or unregistered originator
+    │   ├── NotAuthorized
+    │   ├── PayloadTooLarge
+    │   ├── RecipientUnreachable      not deliverable now
+    │   └── Overloaded                back-pressure
+    ├── StorageError                  a backend failed; driver errors chained with ``from``
+    │   ├── StorageUnavailable
+    │   └── StorageConflict
+    └── TransportError                client side: the peer could not be reached or refused
+        ├── ConnectError
+        ├── RequestTimeout            retransmissions exhausted
+        ├── RemoteReset               the peer answered with a CoAP RST
+        └── RemoteError               the peer answered with an error code
+
+Domain errors know nothing about wire codes: the CoAP transport maps them in
+``msgin5g.transports.coap.codes``.
+"""
+
+from msgin5g.spec.causes import FailureCause
+
+__all__ = [
+    "CodecError",
+    "ConfigError",
+    "ConnectError",
+    "DecodeError",
+    "EncodeError",
+    "InvalidRequest",
+    "MSGin5GError",
+    "NotAuthorized",
+    "NotRegistered",
+    "Overloaded",
+    "PayloadTooLarge",
+    "RecipientUnreachable",
+    "RemoteError",
+    "RemoteReset",
+    "RequestTimeout",
+    "ServiceError",
+    "StorageConflict",
+    "StorageError",
+    "StorageUnavailable",
+    "TransportError",
+]
+
+
+class MSGin5GError(Exception):
+    """Root of every exception msgin5g raises on purpose."""
+
+    def hint(self) -> str | None:
+        """Return advice for a CLI user, or None."""
+        return None
+
+
+class ConfigError(MSGin5GError):
+    """Invalid configuration; the message starts with the offending key path."""
+
+
+class CodecError(MSGin5GError):
+    """A wire format could not be read or written."""
+
+
+class DecodeError(CodecError):
+    """Malformed input. ``member`` names the offending JSON member when known."""
+
+    def __init__(self, detail: str, *, member: str | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.member = member
+
+
+class EncodeError(CodecError):
+    """A value cannot be represented on the wire."""
+
+
+class ServiceError(MSGin5GError):
+    """A domain outcome that stops a procedure.
+
+    Attributes:
+        cause: the ``failureCause`` value that describes it on the wire.
+        detail: human-readable text (never contains secrets).
+    """
+
+    default_cause: FailureCause = FailureCause.INTERNAL_ERROR
+
+    def __init__(self, detail: str = "", *, cause: FailureCause | None = None) -> None:
+        super().__init__(detail or self.__class__.__name__)
+        self.detail = detail
+        self.cause = cause if cause is not None else self.default_cause
+
+
+class InvalidRequest(ServiceError):
+    """The request is well-formed but semantically invalid."""
+
+    default_cause = FailureCause.INVALID_MESSAGE
+
+
+class NotRegistered(ServiceError):
+    """The originator is not registered (or not from its registered address)."""
+
+    default_cause = FailureCause.NOT_REGISTERED
+
+
+class NotAuthorized(ServiceError):
+    """The originator may not do this."""
+
+    default_cause = FailureCause.NOT_AUTHORIZED
+
+
+class PayloadTooLarge(ServiceError):
+    """The payload exceeds the configured limit."""
+
+    default_cause = FailureCause.PAYLOAD_TOO_LARGE
+
+
+class RecipientUnreachable(ServiceError):
+    """The recipient cannot be reached now."""
+
+    default_cause = FailureCause.RECIPIENT_NOT_REACHABLE
+
+
+class Overloaded(ServiceError):
+    """The server sheds load; ``retry_after`` says when to try again (seconds)."""
+
+    default_cause = FailureCause.SERVER_CONGESTION
+
+    def __init__(self, detail: str = "", *, retry_after: int = 5) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class StorageError(MSGin5GError):
+    """A storage backend failed."""
+
+
+class StorageUnavailable(StorageError):
+    """The backend cannot be reached or opened."""
+
+
+class StorageConflict(StorageError):
+    """A write conflicted with existing data."""
+
+
+class TransportError(MSGin5GError):
+    """The peer could not be reached, or refused the exchange."""
+
+
+class ConnectError(TransportError):
+    """The local socket could not be opened or the address is invalid."""
+
+    def hint(self) -> str | None:
+        return "check the host and port, and that no other process uses the port"
+
+
+class RequestTimeout(TransportError):
+    """No answer after all CoAP retransmissions."""
+
+    def hint(self) -> str | None:
+        return "is an MSGin5G server running at that address?"
+
+
+class RemoteReset(TransportError):
+    """The peer answered with a CoAP RST (it holds no state for the exchange)."""
+
+
+class RemoteError(TransportError):
+    """The peer answered with an error response.
+
+    Attributes:
+        status: the CoAP code as "c.dd" text (e.g. "4.00").
+        payload: the response body (often a JSON diagnostic).
+    """
+
+    def __init__(self, status: str, payload: bytes = b"") -> None:
+        text = payload.decode("utf-8", "replace")[:200]
+        super().__init__(f"{status} {text}".strip())
+        self.status = status
+        self.payload = payload

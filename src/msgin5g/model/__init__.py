@@ -1,0 +1,1 @@
+"""Transport-neutral vocabulary of msgin5g: messages, registrations, stored items."""

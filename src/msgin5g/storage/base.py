@@ -1,0 +1,138 @@
+"""Storage interfaces of the MSGin5G Server.
+
+The service layer reaches persistence only through these protocols. Every backend
+(``memory``, ``sqlite``) implements all of them on one object, the :class:`Backend`,
+and passes the same conformance suite (``tests/storage``).
+
+Durability contract: when an ``await`` of a *write* method returns, the write is
+durable for that backend (for SQLite: committed to the WAL and fsynced according to
+``synchronous``). Backends are free to batch concurrent writes into one transaction
+(group commit) as long as each caller's await returns only after its own write is
+committed. Read methods see every write whose await has returned.
+"""
+
+from typing import Protocol
+
+from msgin5g.model.queue import QueuedItem, ReportRoute
+from msgin5g.model.registry import UERegistration
+
+__all__ = ["Backend", "CredentialStore", "MessageQueue", "RegistrationStore", "ReportStore"]
+
+
+class CredentialStore(Protocol):
+    """Provisioned UEs and a digest of their PSK_TOKEN credential."""
+
+    async def put_credential(self, ue_service_id: str, digest: bytes) -> None:
+        """Create or replace the credential digest of a UE."""
+        ...
+
+    async def get_credential(self, ue_service_id: str) -> bytes | None:
+        """Return the credential digest, or None if the UE is not provisioned."""
+        ...
+
+    async def delete_credential(self, ue_service_id: str) -> bool:
+        """Remove a provisioned UE; True if it existed."""
+        ...
+
+    async def list_credentials(self) -> list[str]:
+        """All provisioned UE Service IDs, sorted."""
+        ...
+
+
+class RegistrationStore(Protocol):
+    """Registered UEs (client profile and contact address)."""
+
+    async def put_registration(self, registration: UERegistration) -> None:
+        """Create or replace the registration of ``registration.ue_service_id``."""
+        ...
+
+    async def delete_registration(self, ue_service_id: str) -> bool:
+        """Remove a registration; True if it existed."""
+        ...
+
+    async def load_registrations(self) -> list[UERegistration]:
+        """Every stored registration (loaded once at start-up)."""
+        ...
+
+
+class MessageQueue(Protocol):
+    """Accepted, undelivered messages and reports, per recipient."""
+
+    async def enqueue(self, item: QueuedItem) -> int:
+        """Store ``item`` durably, assign and return its ``seq`` (also set on item)."""
+        ...
+
+    async def remove(self, seq: int) -> None:
+        """Forget a delivered/expired/failed item; unknown ``seq`` is ignored."""
+        ...
+
+    def remove_nowait(self, seq: int) -> None:
+        """Schedule removal of ``seq``; it becomes durable with the next commit.
+
+        Used on the delivery hot path, where losing the removal in a crash only
+        causes a duplicate delivery (at-least-once), never a lost message.
+        """
+        ...
+
+    async def pending_for(
+        self, recipient: str, *, after_seq: int = 0, limit: int = 100
+    ) -> list[QueuedItem]:
+        """Items for ``recipient`` ordered by (priority, seq).
+
+        Only items with ``seq > after_seq`` are returned when ``after_seq`` is given
+        (callers page through with it only when priorities are equal; most callers
+        load the whole working set with a large limit).
+        """
+        ...
+
+    async def recipients_with_pending(self) -> list[str]:
+        """Distinct recipients that have at least one item (start-up redelivery)."""
+        ...
+
+    async def take_expired(self, now: float, *, limit: int = 1000) -> list[QueuedItem]:
+        """Remove and return up to ``limit`` items with ``expires_at <= now``."""
+        ...
+
+    async def find(self, recipient: str, message_id: str) -> QueuedItem | None:
+        """The stored ``MSG`` for ``recipient`` with that MSGin5G Message ID."""
+        ...
+
+    async def set_expiry(self, seq: int, expires_at: float) -> bool:
+        """Change the expiry of an item; True if it exists."""
+        ...
+
+    async def take_all_for(self, recipient: str) -> list[QueuedItem]:
+        """Remove and return every item of ``recipient`` (de-registration)."""
+        ...
+
+    async def count(self) -> int:
+        """Number of items stored."""
+        ...
+
+
+class ReportStore(Protocol):
+    """Routes for delivery status reports still expected."""
+
+    async def put_report_route(self, route: ReportRoute) -> None:
+        """Remember that ``route.reporter`` may report on ``route.message_id``."""
+        ...
+
+    async def take_report_route(self, message_id: str, reporter: str) -> ReportRoute | None:
+        """Remove and return the route, or None if none is expected."""
+        ...
+
+    async def purge_report_routes(self, now: float) -> int:
+        """Drop routes that expired; return how many."""
+        ...
+
+
+class Backend(CredentialStore, RegistrationStore, MessageQueue, ReportStore, Protocol):
+    """One storage backend: all stores, plus lifecycle."""
+
+    async def start(self) -> None:
+        """Open files/connections and create the schema if needed."""
+        ...
+
+    async def aclose(self) -> None:
+        """Flush pending writes and release everything."""
+        ...
