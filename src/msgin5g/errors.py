@@ -6,6 +6,7 @@ Every exception we raise on purpose derives from :class:`MSGin5GError`::
     ├── ConfigError                   invalid configuration; names the offending key
     ├── CodecError
     │   ├── DecodeError               ANY malformed input; the only exception decoders raise
+    │   │   └── UnsupportedMessageType  well-formed JSON with an unknown ``messageType``
     │   └── EncodeError               model not representable
     ├── ServiceError                  a domain outcome; .cause (FailureCause) and .detail
     │   ├── InvalidRequest
@@ -13,6 +14,7 @@ Every exception we raise on purpose derives from :class:`MSGin5GError`::
     │   ├── NotAuthorized
     │   ├── PayloadTooLarge
     │   ├── RecipientUnreachable      not deliverable now
+    │   ├── DeliveryRejected          the recipient refused the message (4.xx)
     │   └── Overloaded                back-pressure
     ├── StorageError                  a backend failed; driver errors chained with ``from``
     │   ├── StorageUnavailable
@@ -34,6 +36,7 @@ __all__ = [
     "ConfigError",
     "ConnectError",
     "DecodeError",
+    "DeliveryRejected",
     "EncodeError",
     "InvalidRequest",
     "MSGin5GError",
@@ -50,6 +53,7 @@ __all__ = [
     "StorageError",
     "StorageUnavailable",
     "TransportError",
+    "UnsupportedMessageType",
 ]
 
 
@@ -76,6 +80,10 @@ class DecodeError(CodecError):
         super().__init__(detail)
         self.detail = detail
         self.member = member
+
+
+class UnsupportedMessageType(DecodeError):
+    """The payload is a JSON object whose ``messageType`` this receiver does not handle."""
 
 
 class EncodeError(CodecError):
@@ -124,6 +132,12 @@ class PayloadTooLarge(ServiceError):
 
 class RecipientUnreachable(ServiceError):
     """The recipient cannot be reached now."""
+
+    default_cause = FailureCause.RECIPIENT_NOT_REACHABLE
+
+
+class DeliveryRejected(ServiceError):
+    """The recipient answered a delivery with an error: retrying will not help."""
 
     default_cause = FailureCause.RECIPIENT_NOT_REACHABLE
 

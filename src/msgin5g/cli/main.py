@@ -1,0 +1,323 @@
+"""Argument parsing and sub-commands of ``msgin5g``.
+
+``asyncio.run`` appears only here. Errors from the error tree are printed as one
+line plus their ``hint()``; the exit status is 1 for such errors and 2 for usage.
+"""
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from msgin5g.client import Client
+from msgin5g.coap.endpoint import use_uvloop
+from msgin5g.config import ServerConfig, load_config
+from msgin5g.errors import ConfigError, MSGin5GError
+from msgin5g.server import Server, list_ues, provision_ue, remove_ue
+
+__all__ = ["build_parser", "main"]
+
+_DESCRIPTION = """\
+msgin5g: 3GPP MSGin5G Service (TS 23.554 / TS 24.538) server and device client.
+
+Server side:   msgin5g serve                     run the MSGin5G Server (CoAP, SQLite)
+               msgin5g ue add|list|remove        provision UEs in the server's storage
+Device side:   msgin5g ue register|deregister    register a UE with a server
+               msgin5g ue send                   send a point-to-point message
+               msgin5g ue listen                 stay registered, print what arrives
+
+Configuration: --config FILE (TOML), MSGIN5G_* environment variables, options.
+"""
+
+
+def _add_storage(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    parser.add_argument(
+        "--storage",
+        metavar="URL",
+        help="storage URL (default sqlite:///./msgin5g.db; or memory:)",
+    )
+
+
+def _add_device(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("ue_service_id", metavar="ID", help="this UE's Service ID")
+    parser.add_argument("--secret", help="the UE's provisioned secret (or MSGIN5G_SECRET)")
+    parser.add_argument(
+        "--server",
+        default=os.environ.get("MSGIN5G_SERVER", "coap://127.0.0.1:5683"),
+        help="server URI (default coap://127.0.0.1:5683 or MSGIN5G_SERVER)",
+    )
+    parser.add_argument(
+        "--bind",
+        default="0.0.0.0:0",
+        metavar="HOST:PORT",
+        help="local UDP address of the UE (default any address, free port)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (also used to document the CLI)."""
+    parser = argparse.ArgumentParser(
+        prog="msgin5g",
+        description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING, ERROR")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the MSGin5G Server",
+        description="Run the MSGin5G Server: MSGin5G-1 over CoAP/UDP, durable "
+        "store-and-forward in SQLite. Stops cleanly on SIGINT/SIGTERM.",
+    )
+    _add_storage(serve)
+    serve.add_argument("--coap", metavar="HOST:PORT", help="CoAP bind (default 0.0.0.0:5683)")
+    serve.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="any configuration value, e.g. --set delivery.default_ttl=3600",
+    )
+
+    ue = commands.add_parser("ue", help="provision UEs, or act as a UE")
+    ue_commands = ue.add_subparsers(dest="ue_command", required=True, metavar="ACTION")
+
+    add = ue_commands.add_parser(
+        "add",
+        help="provision a UE (prints a generated secret once)",
+        description="Store a UE Service ID and the digest of its PSK_TOKEN "
+        "credential. Without --secret a random secret is generated and printed "
+        "once: keep it, the server stores only a digest.",
+    )
+    add.add_argument("ue_service_id", metavar="ID")
+    add.add_argument("--secret", help="use this secret instead of generating one")
+    _add_storage(add)
+    lst = ue_commands.add_parser("list", help="list provisioned UEs")
+    _add_storage(lst)
+    rm = ue_commands.add_parser("remove", help="remove a provisioned UE")
+    rm.add_argument("ue_service_id", metavar="ID")
+    _add_storage(rm)
+
+    reg = ue_commands.add_parser("register", help="register a UE and print REGRESP")
+    _add_device(reg)
+    dereg = ue_commands.add_parser("deregister", help="de-register a UE")
+    _add_device(dereg)
+
+    send = ue_commands.add_parser(
+        "send",
+        help="register, send one message, print MSGRESP (and the IMDN with --report)",
+    )
+    _add_device(send)
+    send.add_argument("--to", required=True, metavar="OTHER", help="recipient UE Service ID")
+    body = send.add_mutually_exclusive_group(required=True)
+    body.add_argument("--text", help="payload text (UTF-8)")
+    body.add_argument("--file", type=Path, help="payload file (binary)")
+    send.add_argument("--report", action="store_true", help="ask for a delivery report")
+    send.add_argument(
+        "--store-until",
+        metavar="TIME",
+        help="RFC 3339 expiry of the stored message, e.g. 2030-01-01T00:00:00Z",
+    )
+    send.add_argument(
+        "--no-store", action="store_true", help="do not store if the recipient is offline"
+    )
+    send.add_argument("--priority", choices=["HIGH", "MIDDLE", "LOW"])
+    send.add_argument("--app", metavar="APPLICATION_ID", help="applicationId")
+    send.add_argument(
+        "--wait",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="with --report: how long to wait for the report (default 30)",
+    )
+
+    listen = ue_commands.add_parser(
+        "listen",
+        help="register and print each received message/report as a JSON line",
+        description="Register, then print every MSG and IMDN the server delivers as "
+        "one JSON line (the wire JSON; with --decode also 'payloadText'). Reports "
+        "are sent automatically when a message asks for one.",
+    )
+    _add_device(listen)
+    listen.add_argument("--count", type=int, default=0, help="exit after N items")
+    listen.add_argument(
+        "--timeout", type=float, default=0.0, help="exit after SECONDS without traffic"
+    )
+    listen.add_argument("--decode", action="store_true", help="add payloadText (UTF-8)")
+    return parser
+
+
+def _server_config(args: argparse.Namespace) -> ServerConfig:
+    overrides: dict[str, Any] = {}
+    for item in getattr(args, "set", []) or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item}: expected SECTION.KEY=VALUE")
+        overrides[key.strip()] = value
+    if getattr(args, "coap", None):
+        overrides["coap.bind"] = args.coap
+    if getattr(args, "storage", None):
+        overrides["storage.url"] = args.storage
+    if args.log_level:
+        overrides["log.level"] = args.log_level
+    environ = {k: v for k, v in os.environ.items() if k.startswith("MSGIN5G_")}
+    return load_config(args.config, environ, overrides)
+
+
+async def _serve(config: ServerConfig) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    async with Server(config) as server:
+        host, port = server.coap_address
+        print(f"msgin5g: serving MSGin5G-1 on coap://{host}:{port}/msgin5g", flush=True)
+        await stop.wait()
+        logging.getLogger("msgin5g").info("shutting down")
+
+
+def _print(obj: msgspec.Struct, *, decode: bool = False) -> None:
+    data: dict[str, Any] = json.loads(msgspec.json.encode(obj))
+    if decode and isinstance(data.get("payload"), str):
+        raw = base64.b64decode(data["payload"])
+        data["payloadText"] = raw.decode("utf-8", "replace")
+    print(json.dumps(data, separators=(",", ":")), flush=True)
+
+
+def _bind(text: str) -> tuple[str, int]:
+    from msgin5g.config import parse_hostport
+
+    return parse_hostport(text, default_port=0)
+
+
+def _client(args: argparse.Namespace) -> Client:
+    secret = args.secret or os.environ.get("MSGIN5G_SECRET")
+    return Client(args.ue_service_id, secret, server=args.server, bind=_bind(args.bind))
+
+
+async def _ue_device(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        if args.ue_command == "deregister":
+            _print(await client.deregister())
+            return 0
+        _print(await client.register())
+        if args.ue_command == "register":
+            return 0
+        if args.ue_command == "send":
+            return await _send(client, args)
+        return await _listen(client, args)
+
+
+async def _send(client: Client, args: argparse.Namespace) -> int:
+    payload = args.file.read_bytes() if args.file else args.text.encode()
+    expires = None
+    if args.store_until:
+        try:
+            expires = datetime.fromisoformat(args.store_until.replace("Z", "+00:00"))
+        except ValueError:
+            raise ConfigError(f"--store-until: not an RFC 3339 time: {args.store_until}") from None
+    resp = await client.send(
+        args.to,
+        payload,
+        report=args.report,
+        store_and_forward=not args.no_store,
+        expires=expires,
+        priority=args.priority,
+        application_id=args.app,
+    )
+    _print(resp)
+    if resp.delivery_status in ("DELY_FAILED", "DELY_REJECTED"):
+        return 1
+    if args.report:
+        try:
+            while True:
+                received = await client.receive(timeout=args.wait)
+                _print(received.item)
+                if received.is_report and received.item.message_id == resp.message_id:
+                    break
+        except TimeoutError:
+            print(f"msgin5g: no report within {args.wait:g} s", file=sys.stderr)
+            return 3
+    return 0
+
+
+async def _listen(client: Client, args: argparse.Namespace) -> int:
+    seen = 0
+    while args.count <= 0 or seen < args.count:
+        try:
+            received = await client.receive(timeout=args.timeout or None)
+        except TimeoutError:
+            return 0
+        _print(received.item, decode=args.decode)
+        seen += 1
+    await asyncio.sleep(0.2)  # let automatic reports go out
+    return 0
+
+
+async def _ue_admin(args: argparse.Namespace) -> int:
+    config = _server_config(args)
+    url = config.storage.url
+    if args.ue_command == "add":
+        secret = await provision_ue(
+            url, args.ue_service_id, args.secret, synchronous=config.storage.synchronous
+        )
+        if args.secret:
+            print(f"provisioned {args.ue_service_id}")
+        else:
+            print(f"provisioned {args.ue_service_id}; secret (shown once): {secret}")
+        return 0
+    if args.ue_command == "remove":
+        if await remove_ue(url, args.ue_service_id):
+            print(f"removed {args.ue_service_id}")
+            return 0
+        print(f"msgin5g: {args.ue_service_id} is not provisioned", file=sys.stderr)
+        return 1
+    for ue, registered in await list_ues(url):
+        print(f"{ue}\t{'registered' if registered else 'not registered'}")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    use_uvloop()
+    if args.command == "serve":
+        config = _server_config(args)
+        logging.basicConfig(
+            level=config.log.level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+        asyncio.run(_serve(config))
+        return 0
+    logging.basicConfig(level=(args.log_level or "WARNING").upper())
+    if args.ue_command in {"add", "list", "remove"}:
+        return asyncio.run(_ue_admin(args))
+    return asyncio.run(_ue_device(args))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``msgin5g`` command."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return _run(args)
+    except MSGin5GError as exc:
+        print(f"msgin5g: {exc}", file=sys.stderr)
+        hint = exc.hint()
+        if hint:
+            print(f"hint: {hint}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

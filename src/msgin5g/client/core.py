@@ -1,0 +1,455 @@
+"""The MSGin5G Client on our CoAP engine (digest §3.2.2, §3.3.2, §3.7.4, §3.7.7, §3.9.3).
+
+One :class:`Client` is one UE: one UDP socket that sends requests to the server
+and serves the server's requests on ``/msgin5g``. Received messages and delivery
+reports are queued and read with ``async for`` or :meth:`Client.receive`.
+
+Behaviour a device needs and the standard leaves to the client:
+
+* every received ``MSG`` is acknowledged 2.04 at once; duplicates (same
+  originator and Message ID, e.g. a redelivery after a server crash) are
+  acknowledged but not queued twice;
+* when a message asks for a delivery status report, the client sends the
+  ``IMDN`` (``REPT_DELY_SUCCESS``) as soon as the message is queued for the
+  application (``auto_report=True``), re-using nothing but the Message ID;
+* if the server answers ``NOT_REGISTERED`` or resets an exchange (it lost the
+  registration, or the client's address changed), the client registers again and
+  repeats the request once.
+"""
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from urllib.parse import urlsplit
+
+from msgin5g.coap.endpoint import Endpoint, Request, Site
+from msgin5g.coap.exchange import Peer
+from msgin5g.coap.message import CoapMessage, encode_uint, make_response, uri_path_options
+from msgin5g.coap.numbers import Code, OptionNumber, Type
+from msgin5g.codec.ue_payload import (
+    decode_downlink,
+    decode_error_body,
+    decode_response,
+    encode,
+)
+from msgin5g.errors import (
+    ConnectError,
+    DecodeError,
+    NotAuthorized,
+    NotRegistered,
+    RemoteError,
+    RemoteReset,
+)
+from msgin5g.model.credentials import psk_token
+from msgin5g.model.messages import (
+    Dereg,
+    DeregResp,
+    ErrorBody,
+    Imdn,
+    Msg,
+    MsgResp,
+    MsgUpd,
+    Reg,
+    RegResp,
+    StoreAndForwardParams,
+    UECredentialInfo,
+)
+from msgin5g.spec.causes import FailureCause, Result
+from msgin5g.spec.coap import CONTENT_FORMAT_JSON, DEFAULT_COAP_PORT, MSGIN5G_PATH
+from msgin5g.spec.delivery import (
+    AuthType,
+    DeliveryStatus,
+    PriorityType,
+    ReportDeliveryStatus,
+)
+
+__all__ = ["Client", "Received"]
+
+log = logging.getLogger(__name__)
+
+_CF = [(OptionNumber.CONTENT_FORMAT, encode_uint(CONTENT_FORMAT_JSON))]
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """A message or a delivery report the server delivered to this UE."""
+
+    item: Msg | Imdn
+
+    @property
+    def is_report(self) -> bool:
+        """True for an ``IMDN``."""
+        return isinstance(self.item, Imdn)
+
+
+def _cause(text: str | None) -> FailureCause:
+    try:
+        return FailureCause(text or "INTERNAL_ERROR")
+    except ValueError:
+        return FailureCause.INTERNAL_ERROR
+
+
+class Client:
+    """One MSGin5G UE talking to an MSGin5G Server over CoAP.
+
+    Args:
+        ue_service_id: this UE's Service ID.
+        secret: the provisioned secret; the ``PSK_TOKEN`` credential is derived
+            from it. Give ``credential`` instead to present a token directly.
+        server: ``coap://host[:port][/path]`` of the server (path default msgin5g).
+        bind: local (host, port) of the UE's socket; port 0 picks a free one.
+        auto_report: send ``IMDN`` success reports automatically.
+        queue_size: bound of the receive queue (the server's retransmissions
+            apply back-pressure when the application does not read).
+    """
+
+    def __init__(
+        self,
+        ue_service_id: str,
+        secret: str | None = None,
+        *,
+        server: str = "coap://127.0.0.1:5683",
+        bind: tuple[str, int] = ("0.0.0.0", 0),
+        credential: str | None = None,
+        auto_report: bool = True,
+        queue_size: int = 10_000,
+    ) -> None:
+        self.ue_service_id = ue_service_id
+        if credential is None and secret is not None:
+            credential = psk_token(secret, ue_service_id)
+        self._credential = credential
+        parts = urlsplit(server)
+        if parts.scheme != "coap" or not parts.hostname:
+            raise ConnectError(f"server must be a coap:// URI, got {server!r}")
+        self._server_host = parts.hostname
+        self._server_port = parts.port or DEFAULT_COAP_PORT
+        path = tuple(p for p in parts.path.split("/") if p) or MSGIN5G_PATH
+        self._options = uri_path_options(path) + _CF
+        self._bind = bind
+        self._auto_report = auto_report
+        self._queue: asyncio.Queue[Received] = asyncio.Queue(queue_size)
+        self._seen: dict[tuple[str, str, int], None] = {}
+        self._endpoint: Endpoint | None = None
+        self._server: Peer | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._registration: Reg | None = None
+        self.registered = False
+
+    # lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the UE's socket and resolve the server address."""
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await loop.getaddrinfo(
+                self._server_host, self._server_port, type=2  # SOCK_DGRAM
+            )
+        except OSError as exc:
+            raise ConnectError(f"cannot resolve {self._server_host}: {exc}") from exc
+        family, _, _, _, sockaddr = infos[0]
+        self._server = tuple(sockaddr)
+        bind = self._bind
+        if family == 10 and bind[0] == "0.0.0.0":  # AF_INET6
+            bind = ("::", bind[1])
+        site = Site()
+        site.add(MSGIN5G_PATH, self._render_post)
+        try:
+            self._endpoint = await Endpoint.create(bind, site=site)
+        except OSError as exc:
+            raise ConnectError(f"cannot bind {bind[0]}:{bind[1]}: {exc}") from exc
+
+    async def aclose(self) -> None:
+        """Close the socket (does not de-register)."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._endpoint is not None:
+            await self._endpoint.aclose()
+            self._endpoint = None
+
+    async def __aenter__(self) -> "Client":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    @property
+    def local_address(self) -> tuple[str, int]:
+        """The UE socket's address."""
+        return self._require().local_address
+
+    def _require(self) -> Endpoint:
+        if self._endpoint is None:
+            raise ConnectError("client not started (use 'async with Client(...)')")
+        return self._endpoint
+
+    # requests -----------------------------------------------------------------------
+
+    async def _post(self, payload: bytes) -> CoapMessage:
+        endpoint = self._require()
+        request = CoapMessage(Type.CON, Code.POST, options=self._options, payload=payload)
+        assert self._server is not None  # noqa: S101 - set in start()
+        response = await endpoint.request(request, self._server)
+        if response.code >= 128:
+            body = decode_error_body(response.payload)
+            raise RemoteError(_code_text(response.code), response.payload) from (
+                None if body is None else _BodyError(body)
+            )
+        return response
+
+    def _credential_info(self) -> UECredentialInfo:
+        if self._credential is None:
+            return UECredentialInfo(auth_type=AuthType.NONE)
+        return UECredentialInfo(auth_type=AuthType.PSK_TOKEN, credential=self._credential)
+
+    async def register(
+        self,
+        *,
+        client_address: str | None = None,
+        max_segment_size: int | None = None,
+        refuse_store_and_forward: bool = False,
+        msgin5g_ue_id: str | None = None,
+    ) -> RegResp:
+        """Register with the server (``REG``, digest §3.2.2).
+
+        Raises:
+            NotAuthorized: the server answered ``registrationResult = FAILURE``
+                (``.cause`` holds its ``failureCause``).
+            RemoteError, RequestTimeout: CoAP-level failure.
+        """
+        from msgin5g.model.messages import CommAvailability
+
+        avail = None
+        if refuse_store_and_forward:
+            avail = CommAvailability(
+                scheduled_comm_time=datetime.now().astimezone(),
+                comm_duration_time=0,
+                store_and_forward_option="NOT_REQUESTED",
+            )
+        reg = Reg(
+            ue_service_id=self.ue_service_id,
+            ue_credential_info=self._credential_info(),
+            client_address=client_address,
+            max_segment_size=max_segment_size,
+            comm_availability=avail,
+            msgin5g_ue_id=msgin5g_ue_id,
+        )
+        self._registration = reg
+        return await self._send_reg(reg)
+
+    async def _send_reg(self, reg: Reg) -> RegResp:
+        response = await self._post(encode(reg))
+        resp = decode_response(response.payload)
+        if not isinstance(resp, RegResp):
+            raise DecodeError("expected REGRESP", member="messageType")
+        if resp.registration_result != Result.SUCCESS:
+            self.registered = False
+            raise NotAuthorized(
+                f"registration refused: {resp.failure_cause}",
+                cause=_cause(resp.failure_cause),
+            )
+        self.registered = True
+        return resp
+
+    async def deregister(self) -> DeregResp:
+        """De-register (``DEREG``, digest §3.3.2)."""
+        dereg = Dereg(ue_service_id=self.ue_service_id, ue_credential_info=self._credential_info())
+        response = await self._post(encode(dereg))
+        resp = decode_response(response.payload)
+        if not isinstance(resp, DeregResp):
+            raise DecodeError("expected DEREGRESP", member="messageType")
+        if resp.deregistration_result == Result.SUCCESS:
+            self.registered = False
+            self._registration = None
+        return resp
+
+    async def send(
+        self,
+        to: str,
+        payload: bytes | str,
+        *,
+        application_id: str | None = None,
+        report: bool = False,
+        priority: PriorityType | str | None = None,
+        store_and_forward: bool = True,
+        expires: datetime | None = None,
+        message_id: str | None = None,
+    ) -> MsgResp:
+        """Send a point-to-point message to another UE (``MSG``, digest §3.7.4).
+
+        ``store_and_forward`` defaults to True in this library (the wire default
+        is False): a device usually wants its message kept for a sleeping peer.
+
+        Returns:
+            The server's ``MSGRESP``; ``DELY_ACCEPTED``/``DELY_STORED`` are not
+            proof of delivery — only an ``IMDN`` is.
+        """
+        data = payload.encode() if isinstance(payload, str) else payload
+        msg = Msg(
+            message_id=message_id or str(uuid.uuid4()),
+            originating_ue_service_id=self.ue_service_id,
+            recipient_ue_service_id=to,
+            delivery_status_required=report,
+            application_id=application_id,
+            payload=data,
+            priority_type=PriorityType(priority) if priority else None,
+            store_and_forward_flag=store_and_forward,
+            store_and_forward_params=(
+                StoreAndForwardParams(message_expiration_time=expires) if expires else None
+            ),
+        )
+        return await self._submit(encode(msg))
+
+    async def update_stored(
+        self, to: str, message_id: str, *, expires: datetime | None
+    ) -> MsgResp:
+        """Change the expiry of a stored message, or discard it (``expires=None``)."""
+        upd = MsgUpd(
+            originating_ue_service_id=self.ue_service_id,
+            recipient_ue_service_id=to,
+            message_id=message_id,
+            store_and_forward_params=(
+                StoreAndForwardParams(message_expiration_time=expires) if expires else None
+            ),
+        )
+        return await self._submit(encode(upd))
+
+    async def _submit(self, body: bytes) -> MsgResp:
+        for attempt in (1, 2):
+            try:
+                response = await self._post(body)
+            except RemoteReset:
+                if attempt == 2 or not await self._reregister():
+                    raise
+                continue
+            resp = decode_response(response.payload)
+            if not isinstance(resp, MsgResp):
+                raise DecodeError("expected MSGRESP", member="messageType")
+            if (
+                attempt == 1
+                and resp.delivery_status == DeliveryStatus.DELY_REJECTED
+                and resp.failure_cause in (FailureCause.NOT_REGISTERED, FailureCause.NOT_AUTHORIZED)
+                and await self._reregister()
+            ):
+                continue
+            return resp
+        raise NotRegistered("server keeps refusing this UE")  # pragma: no cover
+
+    async def _reregister(self) -> bool:
+        if self._registration is None:
+            return False
+        log.info("%s: server lost our registration; registering again", self.ue_service_id)
+        try:
+            await self._send_reg(self._registration)
+        except NotAuthorized:
+            return False
+        return True
+
+    async def send_report(
+        self,
+        message: Msg,
+        status: ReportDeliveryStatus = ReportDeliveryStatus.REPT_DELY_SUCCESS,
+        cause: FailureCause | None = None,
+    ) -> None:
+        """Send an ``IMDN`` about ``message`` to its originator (digest §3.9.3)."""
+        imdn = Imdn(
+            message_id=message.message_id,
+            delivery_status=status,
+            originating_ue_service_id=self.ue_service_id,
+            recipient_ue_service_id=message.originating_ue_service_id,
+            recipient_as_service_id=(
+                None if message.originating_ue_service_id else message.originating_as_service_id
+            ),
+            failure_cause=cause.value if cause else None,
+        )
+        await self._post(encode(imdn))
+
+    # reception ------------------------------------------------------------------------
+
+    async def receive(self, timeout: float | None = None) -> Received:
+        """The next received message or report.
+
+        Raises:
+            TimeoutError: nothing arrived within ``timeout`` seconds.
+        """
+        if timeout is None:
+            return await self._queue.get()
+        return await asyncio.wait_for(self._queue.get(), timeout)
+
+    def __aiter__(self) -> AsyncIterator[Received]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Received]:
+        while True:
+            yield await self._queue.get()
+
+    async def _render_post(self, request: Request) -> CoapMessage:
+        message = request.message
+        if message.content_format != CONTENT_FORMAT_JSON:
+            return make_response(message, Code.UNSUPPORTED_CONTENT_FORMAT)
+        try:
+            item = decode_downlink(message.payload)
+        except DecodeError as exc:
+            log.warning("%s: bad request from server: %s", self.ue_service_id, exc)
+            body = ErrorBody(
+                message_type="ERROR",
+                failure_cause=FailureCause.INVALID_MESSAGE,
+                detail=str(exc)[:200],
+            )
+            return make_response(
+                message, Code.BAD_REQUEST, encode(body), content_format=CONTENT_FORMAT_JSON
+            )
+        if isinstance(item, Msg):
+            if item.recipient_ue_service_id not in (None, self.ue_service_id):
+                resp = MsgResp(
+                    message_id=item.message_id,
+                    originating_ue_service_id=item.originating_ue_service_id,
+                    delivery_status=DeliveryStatus.DELY_REJECTED,
+                    failure_cause=FailureCause.RECIPIENT_UNKNOWN,
+                )
+                return make_response(
+                    message, Code.CHANGED, encode(resp), content_format=CONTENT_FORMAT_JSON
+                )
+            key = (item.originator or "", item.message_id, item.segment_number or 0)
+        else:
+            key = (item.originator or "", item.message_id, -1)
+        if key in self._seen:
+            return make_response(message, Code.CHANGED)
+        if self._queue.full():
+            return make_response(message, Code.SERVICE_UNAVAILABLE)
+        self._remember(key)
+        self._queue.put_nowait(Received(item))
+        if isinstance(item, Msg) and item.delivery_status_required and self._auto_report:
+            task = asyncio.create_task(self._auto_imdn(item))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return make_response(message, Code.CHANGED)
+
+    def _remember(self, key: tuple[str, str, int]) -> None:
+        if len(self._seen) >= 100_000:
+            for old in list(self._seen)[:50_000]:
+                del self._seen[old]
+        self._seen[key] = None
+
+    async def _auto_imdn(self, item: Msg) -> None:
+        with contextlib.suppress(Exception):
+            await self.send_report(item)
+            return
+        log.warning("%s: could not send IMDN for %s", self.ue_service_id, item.message_id)
+
+
+class _BodyError(Exception):
+    """Carries a decoded error body as the cause of a RemoteError."""
+
+    def __init__(self, body: ErrorBody) -> None:
+        super().__init__(f"{body.failure_cause}: {body.detail}")
+        self.body = body
+
+
+def _code_text(code: int) -> str:
+    return f"{code >> 5}.{code & 31:02d}"

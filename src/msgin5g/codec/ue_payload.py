@@ -1,0 +1,225 @@
+"""MSGin5G-1 JSON payloads (TS 24.538 digest §2.6, §2.7, §3, §4) ↔ model.
+
+Decoding is one msgspec call over a tagged union (tag ``messageType``) followed by
+the cross-member rules msgspec cannot express (exactly one recipient, the inner
+rules of ``commAvailability``, the value of ``msgin5gServiceId``). Every failure
+is a :class:`~msgin5g.errors.DecodeError` whose ``member`` names the offending JSON
+member (``"ueCredentialInfo.authType"``), or an
+:class:`~msgin5g.errors.UnsupportedMessageType` for an unknown ``messageType``.
+Unknown members are ignored (forward compatibility, digest §2.6).
+"""
+
+import re
+from typing import Final
+
+import msgspec
+
+from msgin5g.errors import DecodeError, EncodeError, UnsupportedMessageType
+from msgin5g.model.messages import (
+    Dereg,
+    DeregResp,
+    ErrorBody,
+    Imdn,
+    Msg,
+    MsgResp,
+    MsgUpd,
+    Reg,
+    RegResp,
+)
+from msgin5g.spec.delivery import MSGIN5G_SERVICE_ID
+
+__all__ = [
+    "Downlink",
+    "Response",
+    "Uplink",
+    "decode_downlink",
+    "decode_error_body",
+    "decode_response",
+    "decode_uplink",
+    "encode",
+    "message_type_of",
+]
+
+Uplink = Reg | Dereg | Msg | Imdn | MsgUpd
+"""Requests a client sends to the server that this server handles."""
+
+Downlink = Msg | Imdn
+"""Requests the server sends to a client."""
+
+Response = RegResp | DeregResp | MsgResp
+"""Piggybacked response payloads the server sends."""
+
+_uplink_decoder: Final = msgspec.json.Decoder(Uplink)
+_downlink_decoder: Final = msgspec.json.Decoder(Downlink)
+_response_decoder: Final = msgspec.json.Decoder(Response)
+_error_decoder: Final = msgspec.json.Decoder(ErrorBody)
+_encoder: Final = msgspec.json.Encoder()
+
+_AT_PATH = re.compile(r" - at `\$\.?([^`]*)`$")
+_MISSING = re.compile(r"missing required field `([^`]+)`")
+_RECIPIENTS: Final = (
+    "recipient_ue_service_id",
+    "recipient_as_service_id",
+    "recipient_group_service_id",
+    "recipient_broadcast_area_id",
+    "messaging_topic",
+)
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.capitalize() for part in rest)
+
+def _translate(exc: msgspec.MsgspecError, data: bytes) -> DecodeError:
+    text = str(exc)
+    if isinstance(exc, msgspec.DecodeError) and not isinstance(
+        exc, msgspec.ValidationError
+    ):
+        return DecodeError(f"payload is not valid JSON: {text}")
+    at = _AT_PATH.search(text)
+    path = at.group(1) if at else ""
+    missing = _MISSING.search(text)
+    member = path
+    if missing:
+        member = f"{path}.{missing.group(1)}" if path else missing.group(1)
+    if member == "messageType" and text.startswith("Invalid value"):
+        return UnsupportedMessageType(
+            f"unsupported messageType: {text.split(' - ')[0]}", member="messageType"
+        )
+    if not member and "Expected `object`" in text:
+        return DecodeError("payload must be a JSON object", member=None)
+    return DecodeError(_clean(text), member=member or None)
+
+def _clean(text: str) -> str:
+    return text.replace("`$.", "`").replace("`$`", "`payload`")
+
+def message_type_of(data: bytes) -> str | None:
+    """Best-effort ``messageType`` of a payload (for error bodies); never raises."""
+    try:
+        obj = msgspec.json.decode(data)
+    except msgspec.MsgspecError:
+        return None
+    if isinstance(obj, dict):
+        value = obj.get("messageType")
+        return value if isinstance(value, str) else None
+    return None
+
+def _check_service_id(value: str | None) -> None:
+    if value is not None and value != MSGIN5G_SERVICE_ID:
+        raise DecodeError(
+            f"msgin5gServiceId must be {MSGIN5G_SERVICE_ID!r}",
+            member="msgin5gServiceId",
+        )
+
+def _check_msg(msg: Msg) -> None:
+    present = [name for name in _RECIPIENTS if getattr(msg, name) is not None]
+    if len(present) != 1:
+        names = ", ".join(_camel(n) for n in _RECIPIENTS)
+        raise DecodeError(
+            f"exactly one of {names} must be present (found {len(present)})",
+            member=_camel(present[1]) if len(present) > 1 else "recipientUeServiceId",
+        )
+    if msg.originating_ue_service_id is None:
+        raise DecodeError(
+            "Object missing required field `originatingUeServiceId`",
+            member="originatingUeServiceId",
+        )
+    if msg.originating_as_service_id is not None:
+        raise DecodeError(
+            "a client may not send originatingAsServiceId",
+            member="originatingAsServiceId",
+        )
+
+def _check_reg(reg: Reg) -> None:
+    avail = reg.comm_availability
+    if (
+        avail is not None
+        and avail.periodic_comm_indicator is not None
+        and avail.periodic_comm_interval is None
+    ):
+        raise DecodeError(
+            "periodicCommInterval is mandatory when periodicCommIndicator is present",
+            member="commAvailability.periodicCommInterval",
+        )
+
+def _check_imdn(imdn: Imdn) -> None:
+    if (imdn.originating_ue_service_id is None) == (
+        imdn.originating_as_service_id is None
+    ):
+        raise DecodeError(
+            "exactly one of originatingUeServiceId, originatingAsServiceId is required",
+            member="originatingUeServiceId",
+        )
+    if (imdn.recipient_ue_service_id is None) == (imdn.recipient_as_service_id is None):
+        raise DecodeError(
+            "exactly one of recipientUeServiceId, recipientAsServiceId is required",
+            member="recipientUeServiceId",
+        )
+
+def decode_uplink(data: bytes) -> Uplink:
+    """Decode and validate a request a client sent to the server.
+
+    Args:
+        data: the CoAP payload (UTF-8 JSON).
+
+    Returns:
+        The typed message.
+
+    Raises:
+        UnsupportedMessageType: ``messageType`` is not one this server handles.
+        DecodeError: anything else malformed; ``member`` names the culprit.
+    """
+    try:
+        message = _uplink_decoder.decode(data)
+    except msgspec.MsgspecError as exc:
+        raise _translate(exc, data) from None
+    _check_service_id(message.msgin5g_service_id)
+    if isinstance(message, Msg):
+        _check_msg(message)
+    elif isinstance(message, Reg):
+        _check_reg(message)
+    elif isinstance(message, Imdn):
+        _check_imdn(message)
+    return message
+
+def decode_downlink(data: bytes) -> Downlink:
+    """Decode a request the server sent to a client (``MSG`` or ``IMDN``).
+
+    Raises:
+        UnsupportedMessageType: another ``messageType``.
+        DecodeError: anything else malformed.
+    """
+    try:
+        message = _downlink_decoder.decode(data)
+    except msgspec.MsgspecError as exc:
+        raise _translate(exc, data) from None
+    _check_service_id(message.msgin5g_service_id)
+    return message
+
+def decode_response(data: bytes) -> Response:
+    """Decode a piggybacked response payload (``REGRESP``/``DEREGRESP``/``MSGRESP``).
+
+    Raises:
+        DecodeError: malformed or of another type.
+    """
+    try:
+        return _response_decoder.decode(data)
+    except msgspec.MsgspecError as exc:
+        raise _translate(exc, data) from None
+
+def decode_error_body(data: bytes) -> ErrorBody | None:
+    """Decode the JSON diagnostic of a 4.xx/5.xx response, or None if absent/other."""
+    try:
+        return _error_decoder.decode(data)
+    except msgspec.MsgspecError:
+        return None
+
+def encode(message: msgspec.Struct) -> bytes:
+    """Encode any model message as compact UTF-8 JSON.
+
+    Raises:
+        EncodeError: the value cannot be represented.
+    """
+    try:
+        return _encoder.encode(message)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise EncodeError(str(exc)) from exc

@@ -1,0 +1,256 @@
+"""Configuration of the MSGin5G Server: dataclasses, TOML file, ``MSGIN5G_*`` variables.
+
+Precedence (lowest first): defaults, the TOML file (``--config``), environment
+variables, command-line options. Every field can be set in each place:
+
+* TOML: ``[section] key = value`` (e.g. ``[storage] url = "sqlite:///db.sqlite"``);
+* environment: ``MSGIN5G_<SECTION>_<KEY>`` (e.g. ``MSGIN5G_STORAGE_URL``), plus the
+  shortcut ``MSGIN5G_COAP`` for ``coap.bind``;
+* CLI: ``--coap HOST:PORT``, ``--storage URL`` and ``--set section.key=value``.
+
+Unknown keys are an error (a typo must not silently fall back to a default).
+Values are validated in ``__post_init__`` and errors name the key path.
+"""
+
+import dataclasses
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from msgin5g.errors import ConfigError
+
+__all__ = [
+    "CoapConfig",
+    "DeliveryConfig",
+    "LogConfig",
+    "ServerConfig",
+    "StorageConfig",
+    "load_config",
+    "parse_hostport",
+]
+
+
+def parse_hostport(text: str, *, default_port: int = 5683) -> tuple[str, int]:
+    """Parse ``HOST:PORT``, ``[V6]:PORT``, ``HOST`` or ``:PORT``.
+
+    Raises:
+        ConfigError: the text is not an address.
+    """
+    text = text.strip()
+    host, port = text, ""
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise ConfigError(f"invalid address {text!r}: missing ']'")
+        host, rest = text[1:end], text[end + 1 :]
+        port = rest[1:] if rest.startswith(":") else ""
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    try:
+        number = int(port) if port else default_port
+    except ValueError:
+        raise ConfigError(f"invalid port in {text!r}") from None
+    if not 0 <= number <= 65535:
+        raise ConfigError(f"port out of range in {text!r}")
+    return host or "0.0.0.0", number
+
+
+@dataclass(frozen=True, slots=True)
+class CoapConfig:
+    """MSGin5G-1 CoAP listener."""
+
+    bind: str = "0.0.0.0:5683"
+    """Address and UDP port to listen on (``HOST:PORT``; ``[::]:5683`` for IPv6)."""
+    max_payload: int = 4096
+    """Largest request payload in octets; larger gets 4.13 (digest §5.5)."""
+    max_concurrent_requests: int = 20000
+    """Requests being processed at once before the server answers 5.03."""
+    recv_buffer: int = 4 * 1024 * 1024
+    """SO_RCVBUF/SO_SNDBUF of the socket (PERFORMANCE.md: the default drops)."""
+    ack_timeout: float = 2.0
+    """RFC 7252 ACK_TIMEOUT for server-originated CON requests (seconds)."""
+    max_retransmit: int = 4
+    """RFC 7252 MAX_RETRANSMIT for server-originated CON requests."""
+
+    def __post_init__(self) -> None:
+        parse_hostport(self.bind)
+        if self.max_payload < 64:
+            raise ConfigError("coap.max_payload: must be at least 64")
+        if self.max_concurrent_requests < 1:
+            raise ConfigError("coap.max_concurrent_requests: must be positive")
+        if self.ack_timeout <= 0:
+            raise ConfigError("coap.ack_timeout: must be positive")
+        if self.max_retransmit < 0:
+            raise ConfigError("coap.max_retransmit: must not be negative")
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """``bind`` as (host, port)."""
+        return parse_hostport(self.bind)
+
+
+@dataclass(frozen=True, slots=True)
+class StorageConfig:
+    """Where registrations and accepted messages are kept."""
+
+    url: str = "sqlite:///./msgin5g.db"
+    """``sqlite:///relative.db``, ``sqlite:////abs/path.db`` or ``memory:``."""
+    synchronous: str = "FULL"
+    """SQLite ``PRAGMA synchronous``: FULL fsyncs every group commit, NORMAL
+    survives process crashes but may lose the last commits on power loss."""
+
+    def __post_init__(self) -> None:
+        if not (self.url.startswith("sqlite:") or self.url == "memory:"):
+            raise ConfigError(f"storage.url: unsupported URL {self.url!r}")
+        if self.synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
+            raise ConfigError("storage.synchronous: one of OFF, NORMAL, FULL, EXTRA")
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryConfig:
+    """Store-and-forward, reports and authentication policy."""
+
+    default_ttl: float = 86400.0
+    """Lifetime of a stored message without ``messageExpirationTime`` (s, 24 h)."""
+    max_ttl: float = 7 * 86400.0
+    """Cap on any stored message's lifetime (s, 7 days)."""
+    report_wait: float = 86400.0
+    """How long the server waits for a recipient's IMDN (s, IMDN_WAIT)."""
+    dedup_window: float = 86400.0
+    """Window for duplicate (originator, messageId) detection (s)."""
+    dedup_max_entries: int = 1_000_000
+    """Bound on remembered message IDs; the oldest generation is dropped first."""
+    sweep_interval: float = 1.0
+    """How often expired stored messages are looked for (s)."""
+    retry_interval: float = 300.0
+    """How often delivery is retried to registered but unreachable UEs (s)."""
+    credential_cache_ttl: float = 30.0
+    """How long a looked-up credential is cached; ``ue remove`` takes effect
+    within this time on a running server (s)."""
+    allow_auth_none: bool = False
+    """Accept ``authType: NONE`` (test beds only)."""
+
+    def __post_init__(self) -> None:
+        for name in ("default_ttl", "max_ttl", "report_wait", "dedup_window"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"delivery.{name}: must be positive")
+        if self.default_ttl > self.max_ttl:
+            raise ConfigError("delivery.default_ttl: must not exceed max_ttl")
+        if self.sweep_interval <= 0 or self.retry_interval <= 0:
+            raise ConfigError("delivery.sweep_interval/retry_interval: positive")
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    """Logging."""
+
+    level: str = "INFO"
+    """DEBUG, INFO, WARNING or ERROR."""
+
+    def __post_init__(self) -> None:
+        if self.level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ConfigError("log.level: one of DEBUG, INFO, WARNING, ERROR")
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """Everything ``msgin5g serve`` needs."""
+
+    coap: CoapConfig = field(default_factory=CoapConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+
+_T = TypeVar("_T")
+
+
+def _coerce(section: str, key: str, target: type[Any] | str, value: Any) -> Any:
+    kind = target if isinstance(target, str) else target.__name__
+    try:
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in {"1", "true", "yes", "on"}:
+                return True
+            if text in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError(text)
+        if kind == "int":
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return int(value)
+        if kind == "float":
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return float(value)
+        return str(value)
+    except ValueError:
+        raise ConfigError(f"{section}.{key}: expected {kind}, got {value!r}") from None
+
+
+def _build(cls: type[_T], section: str, values: Mapping[str, Any]) -> _T:
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in fields:
+            raise ConfigError(f"{section}.{key}: unknown key")
+        kwargs[key] = _coerce(section, key, fields[key].type, value)
+    return cls(**kwargs)
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    "coap": CoapConfig,
+    "storage": StorageConfig,
+    "delivery": DeliveryConfig,
+    "log": LogConfig,
+}
+
+
+def load_config(
+    path: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> ServerConfig:
+    """Build the server configuration.
+
+    Args:
+        path: TOML file, or None for defaults only.
+        environ: environment (``MSGIN5G_*`` variables are read from it).
+        overrides: ``{"section.key": value}`` from the command line (highest).
+
+    Raises:
+        ConfigError: unreadable file, unknown key or invalid value.
+    """
+    merged: dict[str, dict[str, Any]] = {name: {} for name in _SECTIONS}
+    if path is not None:
+        try:
+            document = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"config file {path}: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path}: {exc}") from exc
+        for name, table in document.items():
+            if name not in _SECTIONS or not isinstance(table, dict):
+                raise ConfigError(f"{name}: unknown section")
+            merged[name].update(table)
+    for var, value in (environ or {}).items():
+        if var == "MSGIN5G_COAP":
+            merged["coap"]["bind"] = value
+            continue
+        if not var.startswith("MSGIN5G_") or var.startswith("MSGIN5G_TEST_"):
+            continue
+        rest = var[len("MSGIN5G_") :].lower()
+        section, _, key = rest.partition("_")
+        if section in _SECTIONS and key:
+            merged[section][key] = value
+    for dotted, value in (overrides or {}).items():
+        section, _, key = dotted.partition(".")
+        if section not in _SECTIONS or not key:
+            raise ConfigError(f"{dotted}: expected section.key")
+        merged[section][key] = value
+    built = {name: _build(cls, name, merged[name]) for name, cls in _SECTIONS.items()}
+    return ServerConfig(**built)

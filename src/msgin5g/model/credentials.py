@@ -1,0 +1,45 @@
+"""The ``PSK_TOKEN`` credential (digest §3.2.4, PROJECT CHOICE).
+
+``credential = base64(HMAC-SHA256(key = secret, message = UE Service ID))``.
+
+The token is a *bearer* credential: anyone who sees it can register as that UE.
+It must therefore travel only over a protected transport (DTLS or OSCORE, a later
+issue). The server never stores the secret nor the token, only
+``SHA-256(token)``, so a copy of the database does not reveal credentials.
+"""
+
+import base64
+import hashlib
+import hmac
+import secrets
+
+__all__ = ["credential_digest", "generate_secret", "psk_token", "verify_credential"]
+
+
+def psk_token(secret: str, ue_service_id: str) -> str:
+    """Compute the ``PSK_TOKEN`` credential a UE presents.
+
+    Args:
+        secret: the per-UE shared secret provisioned with ``msgin5g ue add``.
+        ue_service_id: the UE Service ID.
+
+    Returns:
+        The base64 (RFC 4648 §4, padded) HMAC-SHA256 of the UE Service ID.
+    """
+    mac = hmac.new(secret.encode(), ue_service_id.encode(), hashlib.sha256).digest()
+    return base64.b64encode(mac).decode("ascii")
+
+
+def credential_digest(credential: str) -> bytes:
+    """The value the server stores for a credential: SHA-256 of its text."""
+    return hashlib.sha256(credential.encode()).digest()
+
+
+def verify_credential(credential: str, stored_digest: bytes) -> bool:
+    """Constant-time check of a presented credential against the stored digest."""
+    return hmac.compare_digest(credential_digest(credential), stored_digest)
+
+
+def generate_secret() -> str:
+    """A new random secret (256 bits, URL-safe text)."""
+    return secrets.token_urlsafe(32)

@@ -1,0 +1,49 @@
+"""Provisioning of UEs on a storage backend (``msgin5g ue add|list|remove``).
+
+These work directly on the storage file, also while a server runs on it
+(SQLite WAL allows a second writer process); a running server sees a new UE at
+once and a removed UE within ``delivery.credential_cache_ttl`` seconds.
+"""
+
+from msgin5g.model.credentials import credential_digest, generate_secret, psk_token
+from msgin5g.storage import open_backend
+
+__all__ = ["list_ues", "provision_ue", "remove_ue"]
+
+
+async def provision_ue(
+    url: str, ue_service_id: str, secret: str | None = None, *, synchronous: str = "FULL"
+) -> str:
+    """Provision a UE; returns the secret (generated when not given)."""
+    secret = secret or generate_secret()
+    backend = open_backend(url, synchronous=synchronous)
+    await backend.start()
+    try:
+        digest = credential_digest(psk_token(secret, ue_service_id))
+        await backend.put_credential(ue_service_id, digest)
+    finally:
+        await backend.aclose()
+    return secret
+
+
+async def remove_ue(url: str, ue_service_id: str) -> bool:
+    """Remove a UE's credential and registration; True if it was provisioned."""
+    backend = open_backend(url)
+    await backend.start()
+    try:
+        existed = await backend.delete_credential(ue_service_id)
+        await backend.delete_registration(ue_service_id)
+    finally:
+        await backend.aclose()
+    return existed
+
+
+async def list_ues(url: str) -> list[tuple[str, bool]]:
+    """Provisioned UE Service IDs with whether each is currently registered."""
+    backend = open_backend(url)
+    await backend.start()
+    try:
+        registered = {r.ue_service_id for r in await backend.load_registrations()}
+        return [(ue, ue in registered) for ue in await backend.list_credentials()]
+    finally:
+        await backend.aclose()

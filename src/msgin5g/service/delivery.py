@@ -1,0 +1,356 @@
+"""Store-and-forward delivery engine (TS 23.554 §8.3.3, §8.3.6; digest §3.7.6, §3.8).
+
+Every accepted message or report becomes a :class:`~msgin5g.model.queue.QueuedItem`
+that is written durably *before* its sender is acknowledged, so a ``kill -9``
+after the acknowledgement loses nothing. Delivery then runs per recipient:
+
+* a **mailbox** per recipient holds the items to push, in a heap ordered by
+  (priority, arrival seq), and one drain task sends them one at a time (CoAP
+  NSTART = 1 towards each client keeps them in order anyway);
+* an acknowledged item is removed with ``remove_nowait`` (batched into the next
+  group commit; a crash before it causes a duplicate, never a loss);
+* when a delivery fails (retransmissions exhausted, RST, 5.xx) the recipient is
+  marked **unreachable**: items with the store-and-forward flag stay in storage,
+  the others are dropped with a failure report; new messages for it are stored
+  without a delivery attempt;
+* the recipient's registration, or any uplink request from it, **wakes** the
+  mailbox: stored items are loaded from storage (in priority then arrival order)
+  and delivered; a periodic retry (``delivery.retry_interval``) wakes unreachable
+  but registered recipients too;
+* the **sweeper** removes expired items every ``delivery.sweep_interval`` and sends
+  ``MESSAGE_EXPIRED`` reports to originators that asked for one.
+
+No item is ever in two places: the storage row is the truth, the heap only a
+working copy, and ``seqs``/``done`` sets keep a reload from storage from
+duplicating an item that is queued or was just delivered.
+"""
+
+import asyncio
+import heapq
+import logging
+from collections.abc import Iterable
+
+from msgin5g.config import DeliveryConfig
+from msgin5g.errors import DeliveryRejected, RecipientUnreachable
+from msgin5g.model.messages import Imdn, Msg
+from msgin5g.model.queue import QueuedItem
+from msgin5g.service.ports import Clock, Deliverer
+from msgin5g.service.registry import Registry
+from msgin5g.spec.causes import FailureCause
+from msgin5g.spec.delivery import PriorityRank, ReportDeliveryStatus
+from msgin5g.storage.base import Backend
+
+__all__ = ["DeliveryEngine"]
+
+log = logging.getLogger(__name__)
+
+_LOAD_BATCH = 500
+_DONE_CAP = 50_000
+
+
+class _Mailbox:
+    __slots__ = ("done", "heap", "more", "seqs", "task")
+
+    def __init__(self) -> None:
+        self.heap: list[tuple[int, int, QueuedItem]] = []
+        self.seqs: set[int] = set()
+        self.done: set[int] = set()
+        self.more = False
+        self.task: asyncio.Task[None] | None = None
+
+
+class DeliveryEngine:
+    """Pushes accepted items to their recipients; owns the sweeper task."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        deliverer: Deliverer,
+        registry: Registry,
+        clock: Clock,
+        config: DeliveryConfig,
+    ) -> None:
+        self._backend = backend
+        self._deliverer = deliverer
+        self._registry = registry
+        self._clock = clock
+        self._config = config
+        self._mailboxes: dict[str, _Mailbox] = {}
+        self._unreachable: set[str] = set()
+        self._backlog: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._last_retry = 0.0
+        self.delivered = 0
+        self.failed = 0
+        self.expired = 0
+
+    # lifecycle ---------------------------------------------------------------
+
+    async def start(self, *, sweeper: bool = True) -> None:
+        """Find recipients with stored items and start delivering to registered ones."""
+        self._backlog.update(await self._backend.recipients_with_pending())
+        self._last_retry = self._clock.now()
+        for recipient in list(self._backlog):
+            if self._registry.get(recipient) is not None:
+                self.wake(recipient)
+        if sweeper:
+            self._sweeper = asyncio.create_task(self._sweep_loop(), name="sweeper")
+
+    async def aclose(self) -> None:
+        """Stop the sweeper and every drain task (items stay in storage)."""
+        tasks = [t for t in (self._sweeper, *self._tasks) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()
+        self._mailboxes.clear()
+
+    # state queries -------------------------------------------------------------
+
+    def is_unreachable(self, recipient: str) -> bool:
+        """Whether the last delivery to a registered recipient failed."""
+        return recipient in self._unreachable
+
+    def pending_in_memory(self) -> int:
+        """Items queued in mailboxes (diagnostics)."""
+        return sum(len(mb.heap) for mb in self._mailboxes.values())
+
+    # entry points ---------------------------------------------------------------
+
+    async def accept(self, item: QueuedItem, *, deliver_now: bool) -> None:
+        """Store ``item`` durably and, if ``deliver_now``, queue it for delivery."""
+        await self._backend.enqueue(item)
+        if deliver_now:
+            self._push(item.recipient, item)
+        else:
+            self._backlog.add(item.recipient)
+
+    def on_uplink(self, ue_service_id: str) -> None:
+        """A registered UE sent something: it is reachable; deliver what waits."""
+        if ue_service_id in self._unreachable or ue_service_id in self._backlog:
+            self._unreachable.discard(ue_service_id)
+            self.wake(ue_service_id)
+
+    def on_registered(self, ue_service_id: str) -> None:
+        """A UE (re-)registered: deliver what is stored for it."""
+        self.on_uplink(ue_service_id)
+
+    def wake(self, recipient: str) -> None:
+        """Load stored items of ``recipient`` and deliver them."""
+        self._backlog.discard(recipient)
+        mailbox = self._mailboxes.setdefault(recipient, _Mailbox())
+        mailbox.more = True
+        self._ensure_task(recipient, mailbox)
+
+    async def forget(self, recipient: str) -> list[QueuedItem]:
+        """Remove and return everything stored for ``recipient`` (de-registration)."""
+        mailbox = self._mailboxes.pop(recipient, None)
+        if mailbox is not None and mailbox.task is not None:
+            mailbox.task.cancel()
+        self._unreachable.discard(recipient)
+        self._backlog.discard(recipient)
+        return await self._backend.take_all_for(recipient)
+
+    def drop_from_memory(self, recipient: str, seq: int) -> None:
+        """Forget a queued copy of ``seq`` (after it was discarded from storage)."""
+        mailbox = self._mailboxes.get(recipient)
+        if mailbox is None or seq not in mailbox.seqs:
+            return
+        mailbox.seqs.discard(seq)
+        mailbox.heap = [entry for entry in mailbox.heap if entry[1] != seq]
+        heapq.heapify(mailbox.heap)
+
+    def update_in_memory(self, recipient: str, seq: int, expires_at: float) -> None:
+        """Apply a new expiry to a queued copy of ``seq``."""
+        mailbox = self._mailboxes.get(recipient)
+        if mailbox is None:
+            return
+        for _, entry_seq, item in mailbox.heap:
+            if entry_seq == seq:
+                item.expires_at = expires_at
+
+    # failure reports ---------------------------------------------------------------
+
+    async def report_failure(self, item: QueuedItem, cause: FailureCause) -> None:
+        """Tell the originator of a failed ``MSG`` (if it asked) why it failed."""
+        self.failed += 1
+        message = item.item
+        if not isinstance(message, Msg) or not message.delivery_status_required:
+            return
+        originator = message.originating_ue_service_id
+        if originator is None:
+            log.info("no report path for %s from an AS yet", message.message_id)
+            return
+        await self._backend.take_report_route(message.message_id, item.recipient)
+        report = Imdn(
+            message_id=message.message_id,
+            delivery_status=ReportDeliveryStatus.REPT_DELY_FAILED,
+            originating_ue_service_id=item.recipient,
+            recipient_ue_service_id=originator,
+            failure_cause=cause.value,
+        )
+        await self.send_report(originator, report)
+
+    async def send_report(self, recipient: str, report: Imdn) -> None:
+        """Queue a report for a UE (store-and-forward always applies to reports)."""
+        now = self._clock.now()
+        item = QueuedItem(
+            recipient=recipient,
+            item=report,
+            priority=PriorityRank.HIGH,
+            expires_at=now + self._config.default_ttl,
+            store=True,
+        )
+        reachable = (
+            self._registry.get(recipient) is not None
+            and recipient not in self._unreachable
+        )
+        await self.accept(item, deliver_now=reachable)
+
+    # internals -----------------------------------------------------------------------
+
+    def _push(self, recipient: str, item: QueuedItem) -> None:
+        mailbox = self._mailboxes.get(recipient)
+        if mailbox is None:
+            mailbox = self._mailboxes[recipient] = _Mailbox()
+        if item.seq in mailbox.seqs or item.seq in mailbox.done:
+            return
+        mailbox.seqs.add(item.seq)
+        heapq.heappush(mailbox.heap, (item.priority, item.seq, item))
+        self._ensure_task(recipient, mailbox)
+
+    def _ensure_task(self, recipient: str, mailbox: _Mailbox) -> None:
+        if mailbox.task is None:
+            task = asyncio.create_task(self._drain(recipient, mailbox))
+            mailbox.task = task
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _load(self, recipient: str, mailbox: _Mailbox) -> None:
+        mailbox.more = False
+        items = await self._backend.pending_for(recipient, limit=_LOAD_BATCH)
+        if len(items) == _LOAD_BATCH:
+            mailbox.more = True
+        for item in items:
+            if item.seq not in mailbox.seqs and item.seq not in mailbox.done:
+                mailbox.seqs.add(item.seq)
+                heapq.heappush(mailbox.heap, (item.priority, item.seq, item))
+
+    async def _drain(self, recipient: str, mailbox: _Mailbox) -> None:
+        try:
+            await self._drain_loop(recipient, mailbox)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("delivery to %s failed unexpectedly", recipient)
+            self._backlog.add(recipient)
+        finally:
+            mailbox.task = None
+            if self._mailboxes.get(recipient) is mailbox:
+                if mailbox.heap or mailbox.more:
+                    if recipient not in self._unreachable:
+                        self._ensure_task(recipient, mailbox)
+                else:
+                    del self._mailboxes[recipient]
+
+    async def _drain_loop(self, recipient: str, mailbox: _Mailbox) -> None:
+        while True:
+            if not mailbox.heap:
+                if not mailbox.more:
+                    return
+                await self._load(recipient, mailbox)
+                if not mailbox.heap:
+                    return
+            registration = self._registry.get(recipient)
+            if registration is None:
+                await self._park(recipient, mailbox, FailureCause.RECIPIENT_NOT_REGISTERED)
+                return
+            _, seq, item = heapq.heappop(mailbox.heap)
+            if item.expires_at <= self._clock.now():
+                mailbox.seqs.discard(seq)  # the sweeper reports and removes it
+                continue
+            try:
+                await self._deliverer.deliver(registration.contact, item.item)
+            except RecipientUnreachable as exc:
+                heapq.heappush(mailbox.heap, (item.priority, seq, item))
+                log.info("%s unreachable (%s); parking its queue", recipient, exc)
+                await self._park(recipient, mailbox, FailureCause.RECIPIENT_NOT_REACHABLE)
+                return
+            except DeliveryRejected as exc:
+                log.warning("%s refused %s: %s", recipient, _describe(item), exc)
+                self._finish(mailbox, seq)
+                await self.report_failure(item, exc.cause)
+                continue
+            self._finish(mailbox, seq)
+            self.delivered += 1
+
+    def _finish(self, mailbox: _Mailbox, seq: int) -> None:
+        mailbox.seqs.discard(seq)
+        if len(mailbox.done) >= _DONE_CAP:
+            mailbox.done.clear()
+        mailbox.done.add(seq)
+        self._backend.remove_nowait(seq)
+
+    async def _park(self, recipient: str, mailbox: _Mailbox, cause: FailureCause) -> None:
+        """Stop delivering to ``recipient``: keep storable items, fail the rest."""
+        if self._registry.get(recipient) is not None:
+            self._unreachable.add(recipient)
+        entries, mailbox.heap = mailbox.heap, []
+        mailbox.seqs.clear()
+        mailbox.more = False
+        kept = False
+        for _, seq, item in entries:
+            if item.store:
+                kept = True
+                continue
+            await self._backend.remove(seq)
+            await self.report_failure(item, cause)
+        # storage may hold further items that were never loaded: always look
+        # again when the recipient shows up
+        del kept
+        self._backlog.add(recipient)
+
+    # sweeper ----------------------------------------------------------------------------
+
+    async def sweep_once(self) -> int:
+        """Drop expired items (with failure reports); retry unreachable UEs when due.
+
+        Returns:
+            The number of expired items.
+        """
+        now = self._clock.now()
+        count = 0
+        while True:
+            expired = await self._backend.take_expired(now, limit=1000)
+            for item in expired:
+                self.drop_from_memory(item.recipient, item.seq)
+                self.expired += 1
+                log.info("expired %s for %s", _describe(item), item.recipient)
+                await self.report_failure(item, FailureCause.MESSAGE_EXPIRED)
+            count += len(expired)
+            if len(expired) < 1000:
+                break
+        if now - self._last_retry >= self._config.retry_interval:
+            self._last_retry = now
+            await self._backend.purge_report_routes(now)
+            self._retry(r for r in list(self._unreachable) if self._registry.get(r))
+        return count
+
+    def _retry(self, recipients: Iterable[str]) -> None:
+        for recipient in recipients:
+            self._unreachable.discard(recipient)
+            self.wake(recipient)
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._config.sweep_interval)
+            try:
+                await self.sweep_once()
+            except Exception:
+                log.exception("sweeper failed; retrying next interval")
+
+
+def _describe(item: QueuedItem) -> str:
+    kind = "report" if isinstance(item.item, Imdn) else "message"
+    return f"{kind} {item.item.message_id}"

@@ -1,0 +1,352 @@
+"""MessagingService: the one façade every transport calls (TS 23.554 §8.2, §8.3, §8.7.1).
+
+Procedures and where they are specified:
+
+* registration / de-registration — digest §3.2.3, §3.3.3;
+* point-to-point message — digest §3.7.5 (server reception), §3.8 (store and forward);
+* delivery status report — digest §3.9.3;
+* update of a stored message (``MSGUPD``) — digest §3.8 step 5.
+
+Application-level outcomes (registration failure, delivery status) are the *value*
+of a procedure, returned as the response message the stage-2 flows define
+(``REGRESP``, ``MSGRESP`` …); internal checks raise :class:`ServiceError` subclasses
+that are turned into those responses here. Anything else propagates and becomes
+5.00 at the transport edge.
+"""
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+from msgin5g.config import DeliveryConfig
+from msgin5g.errors import InvalidRequest, NotRegistered, ServiceError
+from msgin5g.model.credentials import credential_digest
+from msgin5g.model.messages import (
+    Dereg,
+    DeregResp,
+    Imdn,
+    Msg,
+    MsgResp,
+    MsgUpd,
+    Reg,
+    RegResp,
+)
+from msgin5g.model.queue import QueuedItem, ReportRoute
+from msgin5g.model.registry import Contact
+from msgin5g.service.delivery import DeliveryEngine
+from msgin5g.service.ports import Clock, Deliverer, SystemClock
+from msgin5g.service.registry import Registry
+from msgin5g.spec.causes import FailureCause, Result
+from msgin5g.spec.delivery import DeliveryStatus, PriorityRank
+from msgin5g.storage.base import Backend
+
+__all__ = ["MessagingService", "RegistrationOutcome"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationOutcome:
+    """Result of a ``REG``: the response and whether a new context was created."""
+
+    response: RegResp
+    created: bool
+
+
+class _Dedup:
+    """(originator, messageId) → (content hash, response): two generations by age/size."""
+
+    __slots__ = ("_current", "_max", "_previous", "_rotated", "_window")
+
+    def __init__(self, window: float, max_entries: int, now: float) -> None:
+        self._current: dict[tuple[str, str], tuple[int, MsgResp]] = {}
+        self._previous: dict[tuple[str, str], tuple[int, MsgResp]] = {}
+        self._window = window
+        self._max = max(2, max_entries // 2)
+        self._rotated = now
+
+    def get(self, key: tuple[str, str], now: float) -> tuple[int, MsgResp] | None:
+        if now - self._rotated >= self._window or len(self._current) >= self._max:
+            self._previous, self._current = self._current, {}
+            self._rotated = now
+        return self._current.get(key) or self._previous.get(key)
+
+    def put(self, key: tuple[str, str], value: tuple[int, MsgResp]) -> None:
+        self._current[key] = value
+
+
+class MessagingService:
+    """The MSGin5G Server's use cases over one storage backend."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        deliverer: Deliverer,
+        *,
+        config: DeliveryConfig | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.config = config or DeliveryConfig()
+        self.clock: Clock = clock or SystemClock()
+        self.backend = backend
+        self.registry = Registry(backend, self.clock, self.config)
+        self.delivery = DeliveryEngine(
+            backend, deliverer, self.registry, self.clock, self.config
+        )
+        self._dedup = _Dedup(
+            self.config.dedup_window, self.config.dedup_max_entries, self.clock.now()
+        )
+
+    async def start(self, *, sweeper: bool = True) -> None:
+        """Load registrations and resume delivery of everything stored."""
+        await self.load()
+        await self.resume(sweeper=sweeper)
+
+    async def load(self) -> None:
+        """Load the registrations (before the transports accept requests)."""
+        await self.registry.load()
+
+    async def resume(self, *, sweeper: bool = True) -> None:
+        """Resume delivery of stored items (once the deliverer can send)."""
+        await self.delivery.start(sweeper=sweeper)
+
+    async def aclose(self) -> None:
+        """Stop background work (stored items stay stored)."""
+        await self.delivery.aclose()
+
+    # provisioning -------------------------------------------------------------
+
+    async def provision(self, ue_service_id: str, credential: str) -> None:
+        """Store the digest of a UE's credential (``msgin5g ue add``)."""
+        await self.backend.put_credential(ue_service_id, credential_digest(credential))
+        self.registry.forget_credential(ue_service_id)
+
+    # registration ---------------------------------------------------------------
+
+    async def register(self, reg: Reg, source: Contact) -> RegistrationOutcome:
+        """Handle ``REG`` (digest §3.2.3)."""
+        cause = await self.registry.authenticate(reg.ue_service_id, reg.ue_credential_info)
+        if cause is not None:
+            log.warning("registration of %s refused: %s", reg.ue_service_id, cause)
+            return RegistrationOutcome(_reg_failure(reg.ue_service_id, cause), False)
+        try:
+            _, created = await self.registry.register(reg, source)
+        except ServiceError as exc:
+            return RegistrationOutcome(_reg_failure(reg.ue_service_id, exc.cause), False)
+        log.debug("registered %s from %s", reg.ue_service_id, source)
+        self.delivery.on_registered(reg.ue_service_id)
+        response = RegResp(
+            ue_service_id=reg.ue_service_id, registration_result=Result.SUCCESS
+        )
+        return RegistrationOutcome(response, created)
+
+    async def deregister(self, dereg: Dereg, source: Contact) -> DeregResp:
+        """Handle ``DEREG`` (digest §3.3.3): idempotent; drops stored messages."""
+        ue = dereg.ue_service_id
+        if dereg.ue_credential_info is not None:
+            cause = await self.registry.authenticate(ue, dereg.ue_credential_info)
+            if cause is not None:
+                return _dereg_failure(ue, cause)
+        else:
+            registration = self.registry.get(ue)
+            if registration is not None and registration.source != source:
+                return _dereg_failure(ue, FailureCause.NOT_AUTHORIZED)
+        await self.registry.deregister(ue)
+        for item in await self.delivery.forget(ue):
+            await self.delivery.report_failure(item, FailureCause.RECIPIENT_DEREGISTERED)
+        log.debug("de-registered %s", ue)
+        return DeregResp(ue_service_id=ue, deregistration_result=Result.SUCCESS)
+
+    # messages --------------------------------------------------------------------
+
+    async def submit(self, msg: Msg, source: Contact) -> MsgResp:
+        """Handle a client's ``MSG`` (digest §3.7.5) and return its ``MSGRESP``."""
+        originator = msg.originating_ue_service_id or ""
+        try:
+            self.registry.check_source(originator, source)
+        except NotRegistered as exc:
+            log.warning("MSG %s rejected: %s", msg.message_id, exc.detail)
+            return _msg_resp(msg, DeliveryStatus.DELY_REJECTED, exc.cause)
+        self.delivery.on_uplink(originator)
+        now = self.clock.now()
+        key = (originator, msg.message_id)
+        fingerprint = hash(msg)
+        if msg.segmentation_set_id is None:
+            seen = self._dedup.get(key, now)
+            if seen is not None:
+                if seen[0] == fingerprint:
+                    return seen[1]
+                return _msg_resp(
+                    msg, DeliveryStatus.DELY_REJECTED, FailureCause.DUPLICATE_MESSAGE_ID
+                )
+        response = await self._route(msg, now)
+        if msg.segmentation_set_id is None:
+            self._dedup.put(key, (fingerprint, response))
+        return response
+
+    async def _route(self, msg: Msg, now: float) -> MsgResp:
+        if msg.recipient_ue_service_id is not None:
+            return await self._to_ue(msg, msg.recipient_ue_service_id, now)
+        if msg.messaging_topic is not None:
+            # no subscriber can exist before topic subscription lands: publishing
+            # to a topic without subscribers is accepted (digest §3.7.5 step 5)
+            return _msg_resp(msg, DeliveryStatus.DELY_ACCEPTED)
+        cause = (
+            FailureCause.GROUP_NOT_FOUND
+            if msg.recipient_group_service_id is not None
+            else FailureCause.RECIPIENT_UNKNOWN
+        )
+        return _msg_resp(msg, DeliveryStatus.DELY_FAILED, cause)
+
+    def _expiry(self, msg: Msg, now: float) -> float:
+        limit = now + self.config.max_ttl
+        params = msg.store_and_forward_params
+        when: datetime | None = params.message_expiration_time if params else None
+        if when is None:
+            return now + self.config.default_ttl
+        return min(when.timestamp(), limit)
+
+    async def _to_ue(self, msg: Msg, recipient: str, now: float) -> MsgResp:
+        registration = self.registry.get(recipient)
+        if registration is None and not await self.registry.is_known(recipient):
+            return _msg_resp(msg, DeliveryStatus.DELY_FAILED, FailureCause.RECIPIENT_UNKNOWN)
+        expires_at = self._expiry(msg, now)
+        if expires_at <= now:
+            return _msg_resp(msg, DeliveryStatus.DELY_FAILED, FailureCause.MESSAGE_EXPIRED)
+        refuses = registration is not None and registration.refuses_store_and_forward
+        store = msg.store_and_forward_flag and not refuses
+        online = registration is not None and not self.delivery.is_unreachable(recipient)
+        if not online and not store:
+            if refuses:
+                cause = FailureCause.STORE_AND_FORWARD_NOT_ALLOWED
+            elif registration is None:
+                cause = FailureCause.RECIPIENT_NOT_REGISTERED
+            else:
+                cause = FailureCause.RECIPIENT_NOT_REACHABLE
+            return _msg_resp(msg, DeliveryStatus.DELY_FAILED, cause)
+        priority = PriorityRank[str(msg.priority_type)] if msg.priority_type else 1
+        item = QueuedItem(
+            recipient=recipient,
+            item=msg,
+            priority=priority,
+            expires_at=expires_at,
+            store=store,
+        )
+        if msg.delivery_status_required and msg.originating_ue_service_id:
+            route = ReportRoute(
+                message_id=msg.message_id,
+                reporter=recipient,
+                originator=msg.originating_ue_service_id,
+                expires_at=expires_at + self.config.report_wait,
+            )
+            await asyncio.gather(
+                self.delivery.accept(item, deliver_now=online),
+                self.backend.put_report_route(route),
+            )
+        else:
+            await self.delivery.accept(item, deliver_now=online)
+        status = DeliveryStatus.DELY_ACCEPTED if online else DeliveryStatus.DELY_STORED
+        return _msg_resp(msg, status)
+
+    # reports -------------------------------------------------------------------------
+
+    async def report(self, imdn: Imdn, source: Contact) -> None:
+        """Handle a client's ``IMDN`` (digest §3.9.3): relay it to the originator.
+
+        Reports from unregistered or spoofed senders, and reports nobody asked for,
+        are acknowledged and ignored (digest §3.9.3 step 1), with a log line.
+        """
+        reporter = imdn.originating_ue_service_id or ""
+        try:
+            self.registry.check_source(reporter, source)
+        except NotRegistered as exc:
+            log.warning("IMDN for %s ignored: %s", imdn.message_id, exc.detail)
+            return
+        self.delivery.on_uplink(reporter)
+        route = await self.backend.take_report_route(imdn.message_id, reporter)
+        if route is None:
+            log.warning(
+                "IMDN for %s from %s ignored: %s",
+                imdn.message_id,
+                reporter,
+                FailureCause.NOT_AUTHORIZED,
+            )
+            return
+        await self.delivery.send_report(route.originator, imdn)
+
+    # stored message update ------------------------------------------------------------
+
+    async def update_stored(self, upd: MsgUpd, source: Contact) -> MsgResp:
+        """Handle ``MSGUPD`` (digest §3.8 step 5): new expiry, or discard."""
+        resp = MsgResp(
+            message_id=upd.message_id,
+            originating_ue_service_id=upd.originating_ue_service_id,
+            delivery_status=DeliveryStatus.DELY_FAILED,
+            failure_cause=FailureCause.MESSAGE_NOT_FOUND,
+        )
+        try:
+            self.registry.check_source(upd.originating_ue_service_id, source)
+        except NotRegistered as exc:
+            return _replace(resp, DeliveryStatus.DELY_REJECTED, exc.cause)
+        stored = await self.backend.find(upd.recipient_ue_service_id, upd.message_id)
+        if stored is None or not isinstance(stored.item, Msg):
+            return resp
+        if stored.item.originating_ue_service_id != upd.originating_ue_service_id:
+            return _replace(resp, DeliveryStatus.DELY_REJECTED, FailureCause.NOT_AUTHORIZED)
+        recipient = upd.recipient_ue_service_id
+        params = upd.store_and_forward_params
+        if params is None:
+            await self.backend.remove(stored.seq)
+            self.delivery.drop_from_memory(recipient, stored.seq)
+            await self.backend.take_report_route(upd.message_id, recipient)
+            return _replace(resp, DeliveryStatus.DELY_ACCEPTED, None)
+        now = self.clock.now()
+        when = params.message_expiration_time
+        expires_at = (
+            min(when.timestamp(), now + self.config.max_ttl)
+            if when
+            else now + self.config.default_ttl
+        )
+        if expires_at <= now:
+            raise InvalidRequest("messageExpirationTime is in the past")
+        await self.backend.set_expiry(stored.seq, expires_at)
+        self.delivery.update_in_memory(recipient, stored.seq, expires_at)
+        return _replace(resp, DeliveryStatus.DELY_STORED, None)
+
+
+def _msg_resp(
+    msg: Msg, status: DeliveryStatus, cause: FailureCause | None = None
+) -> MsgResp:
+    return MsgResp(
+        message_id=msg.message_id,
+        originating_ue_service_id=msg.originating_ue_service_id,
+        originating_as_service_id=msg.originating_as_service_id,
+        delivery_status=status,
+        failure_cause=cause.value if cause is not None else None,
+    )
+
+
+def _replace(resp: MsgResp, status: DeliveryStatus, cause: FailureCause | None) -> MsgResp:
+    return MsgResp(
+        message_id=resp.message_id,
+        originating_ue_service_id=resp.originating_ue_service_id,
+        delivery_status=status,
+        failure_cause=cause.value if cause is not None else None,
+    )
+
+
+def _reg_failure(ue_service_id: str, cause: FailureCause) -> RegResp:
+    return RegResp(
+        ue_service_id=ue_service_id,
+        registration_result=Result.FAILURE,
+        failure_cause=cause.value,
+    )
+
+
+def _dereg_failure(ue_service_id: str, cause: FailureCause) -> DeregResp:
+    return DeregResp(
+        ue_service_id=ue_service_id,
+        deregistration_result=Result.FAILURE,
+        failure_cause=cause.value,
+    )

@@ -1,0 +1,175 @@
+"""UE provisioning and registration (TS 23.554 §8.2.1/§8.2.2, digest §3.2, §3.3).
+
+Registrations live in memory (a dict keyed by UE Service ID, loaded at start-up)
+and durably in the backend; the dict is the routing table on the hot path.
+Credentials are looked up in the backend and cached for
+``delivery.credential_cache_ttl`` seconds.
+"""
+
+import json
+import logging
+from urllib.parse import urlsplit
+
+import msgspec
+
+from msgin5g.config import DeliveryConfig
+from msgin5g.errors import InvalidRequest, NotRegistered
+from msgin5g.model.credentials import verify_credential
+from msgin5g.model.messages import Reg, UECredentialInfo
+from msgin5g.model.registry import Contact, UERegistration
+from msgin5g.service.ports import Clock
+from msgin5g.spec.causes import FailureCause
+from msgin5g.spec.delivery import AuthType
+from msgin5g.storage.base import Backend
+
+__all__ = ["Registry", "contact_from_address"]
+
+log = logging.getLogger(__name__)
+
+_PROFILE_FIELDS = (
+    "msgin5g_ue_id",
+    "client_ports",
+    "triggering_info",
+    "comm_availability",
+    "max_segment_size",
+    "client_address",
+)
+
+
+def contact_from_address(address: str) -> Contact:
+    """Parse a ``clientAddress`` URI (``coap://host:port/path``).
+
+    Raises:
+        InvalidRequest: not a usable coap URI.
+    """
+    try:
+        parts = urlsplit(address)
+        port = parts.port or 5683
+    except ValueError:
+        raise InvalidRequest("clientAddress is not a valid URI") from None
+    if parts.scheme != "coap" or not parts.hostname:
+        raise InvalidRequest("clientAddress must be a coap:// URI with a host")
+    path = tuple(p for p in parts.path.split("/") if p) or ("msgin5g",)
+    return Contact(parts.hostname, port, path)
+
+
+class Registry:
+    """Provisioned credentials and current registrations."""
+
+    def __init__(self, backend: Backend, clock: Clock, config: DeliveryConfig) -> None:
+        self._backend = backend
+        self._clock = clock
+        self._config = config
+        self._registrations: dict[str, UERegistration] = {}
+        self._credentials: dict[str, tuple[float, bytes | None]] = {}
+
+    async def load(self) -> None:
+        """Fill the routing table from the backend (start-up)."""
+        for registration in await self._backend.load_registrations():
+            self._registrations[registration.ue_service_id] = registration
+        log.info("loaded %d registrations", len(self._registrations))
+
+    def __len__(self) -> int:
+        return len(self._registrations)
+
+    def get(self, ue_service_id: str) -> UERegistration | None:
+        """The registration of a UE, or None."""
+        return self._registrations.get(ue_service_id)
+
+    def check_source(self, ue_service_id: str, source: Contact) -> UERegistration:
+        """The registration of the UE that sent an uplink request from ``source``.
+
+        Raises:
+            NotRegistered: not registered, or registered from another address.
+        """
+        registration = self._registrations.get(ue_service_id)
+        if registration is None:
+            raise NotRegistered(f"{ue_service_id} is not registered")
+        if registration.source != source:
+            raise NotRegistered(
+                f"{ue_service_id} is registered from another address",
+                cause=FailureCause.NOT_AUTHORIZED,
+            )
+        return registration
+
+    async def credential(self, ue_service_id: str) -> bytes | None:
+        """The stored credential digest of a UE (None: not provisioned)."""
+        now = self._clock.now()
+        cached = self._credentials.get(ue_service_id)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        digest = await self._backend.get_credential(ue_service_id)
+        if len(self._credentials) > 1_000_000:
+            self._credentials.clear()
+        self._credentials[ue_service_id] = (
+            now + self._config.credential_cache_ttl,
+            digest,
+        )
+        return digest
+
+    async def is_known(self, ue_service_id: str) -> bool:
+        """Whether the UE is registered or at least provisioned."""
+        if ue_service_id in self._registrations:
+            return True
+        return await self.credential(ue_service_id) is not None
+
+    async def authenticate(
+        self, ue_service_id: str, info: UECredentialInfo | None
+    ) -> FailureCause | None:
+        """Verify ``ueCredentialInfo``; None when valid, else the failure cause."""
+        digest = await self.credential(ue_service_id)
+        if digest is None:
+            return FailureCause.UNKNOWN_UE_SERVICE_ID
+        if info is None:
+            return FailureCause.AUTHENTICATION_FAILED
+        if info.auth_type == AuthType.NONE:
+            return None if self._config.allow_auth_none else FailureCause.NOT_AUTHORIZED
+        if info.auth_type != AuthType.PSK_TOKEN:
+            return FailureCause.AUTHENTICATION_FAILED
+        if not verify_credential(info.credential, digest):
+            return FailureCause.AUTHENTICATION_FAILED
+        return None
+
+    async def register(self, reg: Reg, source: Contact) -> tuple[UERegistration, bool]:
+        """Store the client profile of an authenticated UE.
+
+        Returns:
+            The registration and whether it is new (True) or a refresh.
+
+        Raises:
+            InvalidRequest: unusable ``clientAddress``.
+        """
+        contact = (
+            contact_from_address(reg.client_address) if reg.client_address else source
+        )
+        avail = reg.comm_availability
+        profile = {
+            name: msgspec.to_builtins(getattr(reg, name))
+            for name in _PROFILE_FIELDS
+            if getattr(reg, name) is not None
+        }
+        registration = UERegistration(
+            ue_service_id=reg.ue_service_id,
+            source=source,
+            contact=contact,
+            registered_at=self._clock.now(),
+            refuses_store_and_forward=bool(
+                avail is not None and avail.store_and_forward_option is not None
+            ),
+            max_segment_size=reg.max_segment_size,
+            profile=json.dumps(profile, separators=(",", ":")),
+        )
+        await self._backend.put_registration(registration)
+        new = reg.ue_service_id not in self._registrations
+        self._registrations[reg.ue_service_id] = registration
+        return registration, new
+
+    async def deregister(self, ue_service_id: str) -> bool:
+        """Remove a registration; True if there was one."""
+        existed = self._registrations.pop(ue_service_id, None) is not None
+        await self._backend.delete_registration(ue_service_id)
+        return existed
+
+    def forget_credential(self, ue_service_id: str) -> None:
+        """Drop a cached credential (after provisioning changes in-process)."""
+        self._credentials.pop(ue_service_id, None)

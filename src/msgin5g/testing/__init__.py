@@ -1,0 +1,5 @@
+"""Test helpers shipped with msgin5g (never imported by the rest of ``src``)."""
+
+from msgin5g.testing.fakes import FakeClock, RecordingDeliverer
+
+__all__ = ["FakeClock", "RecordingDeliverer"]

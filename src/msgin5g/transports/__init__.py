@@ -1,0 +1,1 @@
+"""Wire adapters into the service layer; the only place errors become wire codes."""

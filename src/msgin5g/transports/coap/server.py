@@ -1,0 +1,211 @@
+"""The server side of MSGin5G-1 on our CoAP engine (TS 24.538 §6, digest §2, §3).
+
+Pipeline for every request to ``/msgin5g`` (digest §3 "common behaviour"):
+
+1. method must be POST (the engine's router answers 4.05) and the path known (4.04);
+2. a payload must carry Content-Format 50 → else 4.15;
+3. an over-size payload is refused by the engine with 4.13 + Size1;
+4. the JSON is decoded and validated → 4.00 with ``{"messageType", "failureCause",
+   "detail"}`` naming the offending member;
+5. the service runs the procedure; its response message is piggybacked on the ACK
+   with 2.01 (new registration) or 2.04, Content-Format 50.
+
+Errors become CoAP codes only here, through :mod:`.codes`; each is logged once
+(INFO for a client's mistake, ERROR with traceback for our bug).
+
+:class:`CoapTransport` also implements the service's ``Deliverer`` port: a
+server-originated CON POST to the client's ``/msgin5g`` (digest §3.7.6), whose
+2.xx means delivered; RST, 5.xx or exhausted retransmissions mean unreachable
+(store and forward, §3.8), 4.xx means the client refused the item.
+"""
+
+import logging
+from urllib.parse import urlsplit
+
+from msgin5g.coap.endpoint import Endpoint, Request, Site
+from msgin5g.coap.exchange import Peer
+from msgin5g.coap.message import CoapMessage, encode_uint, make_response, uri_path_options
+from msgin5g.coap.numbers import Code, OptionNumber, TransmissionParameters, Type
+from msgin5g.codec.ue_payload import decode_uplink, encode, message_type_of
+from msgin5g.config import CoapConfig
+from msgin5g.errors import (
+    DecodeError,
+    DeliveryRejected,
+    MSGin5GError,
+    RecipientUnreachable,
+    RemoteReset,
+    RequestTimeout,
+    TransportError,
+)
+from msgin5g.model.messages import Dereg, ErrorBody, Imdn, Msg, MsgUpd, Reg
+from msgin5g.model.registry import Contact
+from msgin5g.service.messaging import MessagingService
+from msgin5g.spec.coap import CONTENT_FORMAT_JSON, MSGIN5G_PATH
+from msgin5g.spec.causes import FailureCause
+from msgin5g.transports.coap.codes import code_for
+
+__all__ = ["CoapTransport"]
+
+log = logging.getLogger(__name__)
+
+_CF_JSON = [(OptionNumber.CONTENT_FORMAT, encode_uint(CONTENT_FORMAT_JSON))]
+
+
+class CoapTransport:
+    """MSGin5G-1 server endpoint and downlink deliverer."""
+
+    def __init__(self, config: CoapConfig) -> None:
+        self.config = config
+        self._service: MessagingService | None = None
+        self._endpoint: Endpoint | None = None
+        self._paths: dict[tuple[str, ...], list[tuple[int, bytes]]] = {}
+
+    @property
+    def endpoint(self) -> Endpoint:
+        """The running CoAP endpoint."""
+        if self._endpoint is None:
+            raise RuntimeError("CoapTransport not started")
+        return self._endpoint
+
+    @property
+    def local_address(self) -> tuple[str, int]:
+        """Address and port actually bound."""
+        return self.endpoint.local_address
+
+    async def start(self, service: MessagingService) -> None:
+        """Bind the socket and serve ``/msgin5g`` for ``service``."""
+        self._service = service
+        site = Site()
+        site.add(MSGIN5G_PATH, self.render_post)
+        params = TransmissionParameters(
+            ack_timeout=self.config.ack_timeout,
+            max_retransmit=self.config.max_retransmit,
+        )
+        self._endpoint = await Endpoint.create(
+            self.config.address,
+            site=site,
+            params=params,
+            max_request_payload=self.config.max_payload,
+            max_concurrent_requests=self.config.max_concurrent_requests,
+            recv_buffer=self.config.recv_buffer,
+            send_buffer=self.config.recv_buffer,
+        )
+        log.info("MSGin5G-1 CoAP listening on %s:%d", *self._endpoint.local_address)
+
+    async def aclose(self) -> None:
+        """Close the socket."""
+        if self._endpoint is not None:
+            await self._endpoint.aclose()
+            self._endpoint = None
+
+    # uplink ---------------------------------------------------------------------
+
+    async def render_post(self, request: Request) -> CoapMessage:
+        """Handle a POST to ``/msgin5g``."""
+        message = request.message
+        try:
+            if message.content_format != CONTENT_FORMAT_JSON:
+                log.info("4.15 from %s: Content-Format %s", request.peer, message.content_format)
+                return _error(
+                    message,
+                    Code.UNSUPPORTED_CONTENT_FORMAT,
+                    FailureCause.INVALID_MESSAGE,
+                    "Content-Format must be 50 (application/json)",
+                )
+            uplink = decode_uplink(message.payload)
+            return await self._dispatch(uplink, request.peer, message)
+        except MSGin5GError as exc:
+            code, cause = code_for(exc)
+            detail = getattr(exc, "detail", None) or str(exc)
+            if isinstance(exc, DecodeError):
+                log.info("4.00 from %s: %s", request.peer, detail)
+            else:
+                log.info("%s from %s: %s", cause, request.peer, detail)
+            return _error(message, code, cause, detail)
+
+    async def _dispatch(
+        self, uplink: Reg | Dereg | Msg | Imdn | MsgUpd, peer: Peer, request: CoapMessage
+    ) -> CoapMessage:
+        service = self._service
+        assert service is not None  # noqa: S101 - set in start()
+        source = _contact(peer)
+        if isinstance(uplink, Msg):
+            msg_resp = await service.submit(uplink, source)
+            return make_response(
+                request, Code.CHANGED, encode(msg_resp), content_format=CONTENT_FORMAT_JSON
+            )
+        if isinstance(uplink, Imdn):
+            await service.report(uplink, source)
+            return make_response(request, Code.CHANGED)
+        if isinstance(uplink, Reg):
+            outcome = await service.register(uplink, source)
+            code = Code.CREATED if outcome.created else Code.CHANGED
+            extra = None
+            if uplink.client_address and outcome.response.failure_cause is None:
+                extra = _location_path(uplink.client_address)
+            return make_response(
+                request,
+                code,
+                encode(outcome.response),
+                content_format=CONTENT_FORMAT_JSON,
+                options=extra,
+            )
+        if isinstance(uplink, Dereg):
+            dereg_resp = await service.deregister(uplink, source)
+            return make_response(
+                request, Code.CHANGED, encode(dereg_resp), content_format=CONTENT_FORMAT_JSON
+            )
+        upd_resp = await service.update_stored(uplink, source)
+        return make_response(
+            request, Code.CHANGED, encode(upd_resp), content_format=CONTENT_FORMAT_JSON
+        )
+
+    # downlink (Deliverer port) ------------------------------------------------------
+
+    async def deliver(self, contact: Contact, item: Msg | Imdn) -> None:
+        """CON POST ``item`` to the client at ``contact`` and wait for its answer."""
+        options = self._paths.get(contact.path)
+        if options is None:
+            options = uri_path_options(contact.path) + _CF_JSON
+            self._paths[contact.path] = options
+        request = CoapMessage(Type.CON, Code.POST, options=options, payload=encode(item))
+        try:
+            response = await self.endpoint.request(request, (contact.host, contact.port))
+        except RequestTimeout as exc:
+            raise RecipientUnreachable("no acknowledgement") from exc
+        except RemoteReset as exc:
+            raise RecipientUnreachable("client answered RST (no context)") from exc
+        except TransportError as exc:
+            raise RecipientUnreachable(str(exc)) from exc
+        code = response.code
+        if 64 <= code < 128:
+            return
+        if 128 <= code < 160:
+            raise DeliveryRejected(f"client answered {code >> 5}.{code & 31:02d}")
+        raise RecipientUnreachable(f"client answered {code >> 5}.{code & 31:02d}")
+
+
+def _contact(peer: Peer) -> Contact:
+    host, port = peer[0], peer[1]  # type: ignore[index]
+    return Contact(str(host), int(port))
+
+
+def _location_path(address: str) -> list[tuple[int, bytes]] | None:
+    try:
+        path = urlsplit(address).path
+    except ValueError:
+        return None
+    return [
+        (OptionNumber.LOCATION_PATH, part.encode()) for part in path.split("/") if part
+    ] or None
+
+
+def _error(
+    request: CoapMessage, code: int, cause: FailureCause, detail: str
+) -> CoapMessage:
+    body = ErrorBody(
+        message_type=message_type_of(request.payload) or "ERROR",
+        failure_cause=cause.value,
+        detail=detail[:300],
+    )
+    return make_response(request, code, encode(body), content_format=CONTENT_FORMAT_JSON)

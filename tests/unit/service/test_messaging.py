@@ -1,0 +1,363 @@
+"""MessagingService on the memory backend with a fake clock and deliverer."""
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+
+from msgin5g.config import DeliveryConfig
+from msgin5g.model.credentials import psk_token
+from msgin5g.model.messages import (
+    CommAvailability,
+    Dereg,
+    Imdn,
+    Msg,
+    MsgUpd,
+    Reg,
+    StoreAndForwardParams,
+    UECredentialInfo,
+)
+from msgin5g.model.registry import Contact
+from msgin5g.service import MessagingService
+from msgin5g.storage.memory import MemoryBackend
+from msgin5g.testing import FakeClock, RecordingDeliverer
+
+UE1 = Contact("10.0.0.1", 40001)
+UE2 = Contact("10.0.0.2", 40002)
+SECRETS = {"ue1": "s1", "ue2": "s2", "ue3": "s3"}
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def deliverer() -> RecordingDeliverer:
+    return RecordingDeliverer()
+
+
+@pytest.fixture
+async def service(
+    clock: FakeClock, deliverer: RecordingDeliverer
+) -> AsyncIterator[MessagingService]:
+    backend = MemoryBackend()
+    await backend.start()
+    svc = MessagingService(
+        backend, deliverer, config=DeliveryConfig(default_ttl=3600), clock=clock
+    )
+    for ue, secret in SECRETS.items():
+        await svc.provision(ue, psk_token(secret, ue))
+    await svc.start(sweeper=False)
+    yield svc
+    await svc.aclose()
+    await backend.aclose()
+
+
+def reg(ue: str, secret: str | None = None, **kw: object) -> Reg:
+    info = UECredentialInfo(
+        auth_type="PSK_TOKEN", credential=psk_token(secret or SECRETS[ue], ue)
+    )
+    return Reg(ue_service_id=ue, ue_credential_info=info, **kw)  # type: ignore[arg-type]
+
+
+def msg(mid: str = "m1", *, to: str = "ue2", frm: str = "ue1", **kw: object) -> Msg:
+    return Msg(
+        message_id=mid,
+        originating_ue_service_id=frm,
+        recipient_ue_service_id=to,
+        payload=b"hello",
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+async def settle() -> None:
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+async def test_register_new_then_refresh(service: MessagingService) -> None:
+    first = await service.register(reg("ue1"), UE1)
+    again = await service.register(reg("ue1"), UE1)
+    assert first.created and first.response.registration_result == "SUCCESS"
+    assert not again.created and again.response.registration_result == "SUCCESS"
+    assert service.registry.get("ue1") is not None
+
+
+@pytest.mark.parametrize(
+    ("ue", "secret", "cause"),
+    [
+        ("ue1", "wrong", "AUTHENTICATION_FAILED"),
+        ("nobody", "x", "UNKNOWN_UE_SERVICE_ID"),
+    ],
+)
+async def test_register_failure_has_cause(
+    service: MessagingService, ue: str, secret: str, cause: str
+) -> None:
+    outcome = await service.register(reg(ue, secret), UE1)
+    assert not outcome.created
+    assert outcome.response.registration_result == "FAILURE"
+    assert outcome.response.failure_cause == cause
+    assert service.registry.get(ue) is None
+
+
+async def test_auth_none_refused_unless_test_mode(service: MessagingService) -> None:
+    r = Reg(ue_service_id="ue1", ue_credential_info=UECredentialInfo(auth_type="NONE"))
+    outcome = await service.register(r, UE1)
+    assert outcome.response.failure_cause == "NOT_AUTHORIZED"
+
+
+async def test_p2p_delivered_and_report_relayed(
+    service: MessagingService, deliverer: RecordingDeliverer
+) -> None:
+    await service.register(reg("ue1"), UE1)
+    await service.register(reg("ue2"), UE2)
+    resp = await service.submit(msg(delivery_status_required=True), UE1)
+    assert resp.delivery_status == "DELY_ACCEPTED"
+    await settle()
+    [delivered] = deliverer.items_for(UE2)
+    assert isinstance(delivered, Msg) and delivered.payload == b"hello"
+    assert await service.backend.count() == 0  # removed after the ACK
+    imdn = Imdn(
+        message_id="m1",
+        delivery_status="REPT_DELY_SUCCESS",
+        originating_ue_service_id="ue2",
+        recipient_ue_service_id="ue1",
+    )
+    await service.report(imdn, UE2)
+    await settle()
+    [report] = deliverer.items_for(UE1)
+    assert report == imdn
+
+
+async def test_report_without_route_is_ignored(
+    service: MessagingService, deliverer: RecordingDeliverer
+) -> None:
+    await service.register(reg("ue1"), UE1)
+    await service.register(reg("ue2"), UE2)
+    imdn = Imdn(
+        message_id="never-sent",
+        delivery_status="REPT_DELY_SUCCESS",
+        originating_ue_service_id="ue2",
+        recipient_ue_service_id="ue1",
+    )
+    await service.report(imdn, UE2)
+    await settle()
+    assert deliverer.items_for(UE1) == []
+
+
+async def test_sender_must_be_registered_from_its_address(
+    service: MessagingService,
+) -> None:
+    resp = await service.submit(msg(), UE1)
+    assert (resp.delivery_status, resp.failure_cause) == ("DELY_REJECTED", "NOT_REGISTERED")
+    await service.register(reg("ue1"), UE1)
+    spoofed = await service.submit(msg(), Contact("6.6.6.6", 1))
+    assert (spoofed.delivery_status, spoofed.failure_cause) == (
+        "DELY_REJECTED",
+        "NOT_AUTHORIZED",
+    )
+
+
+async def test_unknown_recipient_fails(service: MessagingService) -> None:
+    await service.register(reg("ue1"), UE1)
+    resp = await service.submit(msg(to="ghost"), UE1)
+    assert (resp.delivery_status, resp.failure_cause) == ("DELY_FAILED", "RECIPIENT_UNKNOWN")
+
+
+async def test_offline_without_flag_fails_with_flag_stored(
+    service: MessagingService, deliverer: RecordingDeliverer
+) -> None:
+    await service.register(reg("ue1"), UE1)
+    failed = await service.submit(msg("a"), UE1)
+    assert (failed.delivery_status, failed.failure_cause) == (
+        "DELY_FAILED",
+        "RECIPIENT_NOT_REGISTERED",
+    )
+    stored = await service.submit(msg("b", store_and_forward_flag=True), UE1)
+    assert stored.delivery_status == "DELY_STORED"
+    assert await service.backend.count() == 1
+    await service.register(reg("ue2"), UE2)
+    await settle()
+    assert [m.message_id for m in deliverer.items_for(UE2)] == ["b"]
+    assert await service.backend.count() == 0
+
+
+async def test_stored_delivered_in_priority_then_arrival_order(
+    service: MessagingService, deliverer: RecordingDeliverer
+) -> None:
+    await service.register(reg("ue1"), UE1)
+    for mid, prio in [("l1", "LOW"), ("m1", None), ("h1", "HIGH"), ("l2", "LOW"), ("h2", "HIGH")]:
+        r = await service.submit(msg(mid, store_and_forward_flag=True, priority_type=prio), UE1)
+        assert r.delivery_status == "DELY_STORED"
+    await service.register(reg("ue2"), UE2)
+    await settle()
+    assert [m.message_id for m in deliverer.items_for(UE2)] == ["h1", "h2", "m1", "l1", "l2"]
+
+
+async def test_unreachable_recipient_keeps_stored_and_fails_others(
+    service: MessagingService, deliverer: RecordingDeliverer
+) -> None:
+    await service.register(reg("ue1"), UE1)
+    await service.register(reg("ue2"), UE2)
+    deliverer.unreachable.add(UE2)
+    await service.submit(msg("keep", store_and_forward_flag=True), UE1)
+    await service.submit(msg("drop", delivery_status_required=True), UE1)
+    await settle()
+    # 'drop' had no store flag: it failed and ue1 asked for a report
+    reports = [i for i in deliverer.items_for(UE1) if isinstance(i, Imdn)]
+    assert [(r.message_id, r.failure_cause) for r in reports] == [
+        ("drop", "RECIPIENT_NOT_REACHABLE")
+    ]
+    # while unreachable, new messages are stored without an attempt
+    later = await service.submit(msg("later", store_and_forward_flag=True), UE1)
+    assert later.delivery_status == "DELY_STORED"
+    deliverer.unreachable.clear()
+    # any uplink from ue2 wakes its mailbox
+    await service.submit(msg("x", to="ue1", frm="ue2"), UE2)
+    await settle()
+    assert [m.message_id for m in deliverer.items_for(UE2)] == ["keep", "later"]
+
+
+async def test_expiry_sends_failure_report(
+    service: MessagingService, deliverer: RecordingDeliverer, clock: FakeClock
+) -> None:
+    await service.register(reg("ue1"), UE1)
+    when = datetime.fromtimestamp(clock.now() + 60, UTC)
+    params = StoreAndForwardParams(message_expiration_time=when)
+    r = await service.submit(
+        msg(store_and_forward_flag=True, store_and_forward_params=params,
+            delivery_status_required=True),
+        UE1,
+    )
+    assert r.delivery_status == "DELY_STORED"
+    assert await service.delivery.sweep_once() == 0
+    clock.advance(61)
+    assert await service.delivery.sweep_once() == 1
+    await settle()
+    [report] = deliverer.items_for(UE1)
+    assert isinstance(report, Imdn)
+    assert (report.delivery_status, report.failure_cause) == (
+        "REPT_DELY_FAILED",
+        "MESSAGE_EXPIRED",
+    )
+    assert report.originating_ue_service_id == "ue2"
+    await service.register(reg("ue2"), UE2)
+    await settle()
+    assert deliverer.items_for(UE2) == []
+
+
+async def test_duplicate_message_id(service: MessagingService) -> None:
+    await service.register(reg("ue1"), UE1)
+    await service.register(reg("ue2"), UE2)
+    first = await service.submit(msg("dup"), UE1)
+    again = await service.submit(msg("dup"), UE1)
+    other = await service.submit(
+        Msg(message_id="dup", originating_ue_service_id="ue1",
+            recipient_ue_service_id="ue2", payload=b"different"),
+        UE1,
+    )
+    assert again == first
+    assert (other.delivery_status, other.failure_cause) == (
+        "DELY_REJECTED",
+        "DUPLICATE_MESSAGE_ID",
+    )
+
+
+async def test_store_and_forward_refused_by_recipient(
+    service: MessagingService, deliverer: RecordingDeliverer
+) -> None:
+    await service.register(reg("ue1"), UE1)
+    avail = CommAvailability(
+        scheduled_comm_time=datetime.now(UTC),
+        comm_duration_time=10,
+        store_and_forward_option="NOT_REQUESTED",
+    )
+    await service.register(reg("ue2", comm_availability=avail), UE2)
+    deliverer.unreachable.add(UE2)
+    await service.submit(msg("first", store_and_forward_flag=True), UE1)
+    await settle()
+    resp = await service.submit(msg("second", store_and_forward_flag=True), UE1)
+    assert (resp.delivery_status, resp.failure_cause) == (
+        "DELY_FAILED",
+        "STORE_AND_FORWARD_NOT_ALLOWED",
+    )
+    assert await service.backend.count() == 0
+
+
+async def test_deregister_drops_stored_with_reports(
+    service: MessagingService, deliverer: RecordingDeliverer
+) -> None:
+    await service.register(reg("ue1"), UE1)
+    await service.register(reg("ue2"), UE2)
+    deliverer.unreachable.add(UE2)
+    await service.submit(msg("s", store_and_forward_flag=True, delivery_status_required=True), UE1)
+    await settle()
+    info = UECredentialInfo(auth_type="PSK_TOKEN", credential=psk_token("s2", "ue2"))
+    resp = await service.deregister(Dereg(ue_service_id="ue2", ue_credential_info=info), UE2)
+    assert resp.deregistration_result == "SUCCESS"
+    await settle()
+    [report] = deliverer.items_for(UE1)
+    assert isinstance(report, Imdn) and report.failure_cause == "RECIPIENT_DEREGISTERED"
+    assert await service.backend.count() == 0
+    # idempotent
+    again = await service.deregister(Dereg(ue_service_id="ue2", ue_credential_info=info), UE2)
+    assert again.deregistration_result == "SUCCESS"
+
+
+async def test_deregister_with_wrong_credential_fails(service: MessagingService) -> None:
+    await service.register(reg("ue2"), UE2)
+    info = UECredentialInfo(auth_type="PSK_TOKEN", credential="bogus")
+    resp = await service.deregister(Dereg(ue_service_id="ue2", ue_credential_info=info), UE2)
+    assert (resp.deregistration_result, resp.failure_cause) == (
+        "FAILURE",
+        "AUTHENTICATION_FAILED",
+    )
+    assert service.registry.get("ue2") is not None
+
+
+async def test_msgupd_update_and_discard(
+    service: MessagingService, deliverer: RecordingDeliverer, clock: FakeClock
+) -> None:
+    await service.register(reg("ue1"), UE1)
+    await service.register(reg("ue3"), Contact("10.0.0.3", 3))
+    await service.submit(msg("s1", store_and_forward_flag=True), UE1)
+    later = datetime.fromtimestamp(clock.now() + 7200, UTC)
+    params = StoreAndForwardParams(message_expiration_time=later)
+    upd = MsgUpd(originating_ue_service_id="ue1", recipient_ue_service_id="ue2",
+                 message_id="s1", store_and_forward_params=params)
+    assert (await service.update_stored(upd, UE1)).delivery_status == "DELY_STORED"
+    stored = await service.backend.find("ue2", "s1")
+    assert stored is not None and stored.expires_at == pytest.approx(later.timestamp())
+    foreign = MsgUpd(originating_ue_service_id="ue3", recipient_ue_service_id="ue2",
+                     message_id="s1")
+    r = await service.update_stored(foreign, Contact("10.0.0.3", 3))
+    assert r.failure_cause == "NOT_AUTHORIZED"
+    discard = MsgUpd(originating_ue_service_id="ue1", recipient_ue_service_id="ue2",
+                     message_id="s1")
+    assert (await service.update_stored(discard, UE1)).delivery_status == "DELY_ACCEPTED"
+    assert await service.backend.count() == 0
+    missing = await service.update_stored(discard, UE1)
+    assert missing.failure_cause == "MESSAGE_NOT_FOUND"
+
+
+async def test_restart_resumes_delivery(clock: FakeClock) -> None:
+    backend = MemoryBackend()
+    await backend.start()
+    first = MessagingService(backend, RecordingDeliverer(), clock=clock)
+    await first.provision("ue1", psk_token("s1", "ue1"))
+    await first.provision("ue2", psk_token("s2", "ue2"))
+    await first.start(sweeper=False)
+    await first.register(reg("ue1"), UE1)
+    await first.register(reg("ue2"), UE2)
+    first.delivery._deliverer.unreachable.add(UE2)  # type: ignore[attr-defined]
+    await first.submit(msg("k", store_and_forward_flag=True), UE1)
+    await settle()
+    await first.aclose()
+    deliverer = RecordingDeliverer()
+    second = MessagingService(backend, deliverer, clock=clock)
+    await second.start(sweeper=False)
+    await settle()
+    assert [m.message_id for m in deliverer.items_for(UE2)] == ["k"]
+    await second.aclose()
