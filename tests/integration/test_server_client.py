@@ -63,8 +63,12 @@ async def test_wrong_secret_is_refused(server: Server) -> None:
         assert info.value.cause == "AUTHENTICATION_FAILED"
 
 
-async def test_offline_recipient_gets_stored_message_on_registration(server: Server) -> None:
-    async with Client("ue1", "secret-ue1", server=uri(server), bind=("127.0.0.1", 0)) as ue1:
+async def test_offline_recipient_gets_stored_message_on_registration(
+    server: Server,
+) -> None:
+    async with Client(
+        "ue1", "secret-ue1", server=uri(server), bind=("127.0.0.1", 0)
+    ) as ue1:
         await ue1.register()
         resp = await ue1.send("ue2", "while you were away", report=True)
         assert resp.delivery_status == "DELY_STORED"
@@ -80,7 +84,9 @@ async def test_offline_recipient_gets_stored_message_on_registration(server: Ser
 
 
 async def test_recipient_gone_silent_then_back(server: Server) -> None:
-    async with Client("ue1", "secret-ue1", server=uri(server), bind=("127.0.0.1", 0)) as ue1:
+    async with Client(
+        "ue1", "secret-ue1", server=uri(server), bind=("127.0.0.1", 0)
+    ) as ue1:
         await ue1.register()
         ue2 = Client("ue2", "secret-ue2", server=uri(server), bind=("127.0.0.1", 0))
         await ue2.start()
@@ -94,7 +100,9 @@ async def test_recipient_gone_silent_then_back(server: Server) -> None:
             assert server.service is not None
             if server.service.delivery.is_unreachable("ue2"):
                 break
-        assert server.service is not None and server.service.delivery.is_unreachable("ue2")
+        assert server.service is not None and server.service.delivery.is_unreachable(
+            "ue2"
+        )
         again = await ue1.send("ue2", "second")
         assert again.delivery_status == "DELY_STORED"
         async with Client(

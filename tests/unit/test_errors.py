@@ -20,7 +20,10 @@ def test_every_service_error_is_mapped_explicitly() -> None:
 
 
 def test_codec_errors_are_bad_request() -> None:
-    assert code_for(errors.DecodeError("x")) == (Code.BAD_REQUEST, FailureCause.INVALID_MESSAGE)
+    assert code_for(errors.DecodeError("x")) == (
+        Code.BAD_REQUEST,
+        FailureCause.INVALID_MESSAGE,
+    )
     assert code_for(errors.UnsupportedMessageType("x")) == (
         Code.BAD_REQUEST,
         FailureCause.UNSUPPORTED_MESSAGE_TYPE,
@@ -32,7 +35,11 @@ def test_unmapped_error_is_internal() -> None:
 
 
 def test_all_errors_listed_in_dunder_all() -> None:
-    names = {n for n in dir(errors) if isinstance(getattr(errors, n), type)
-             and issubclass(getattr(errors, n), errors.MSGin5GError)}
+    names = {
+        n
+        for n in dir(errors)
+        if isinstance(getattr(errors, n), type)
+        and issubclass(getattr(errors, n), errors.MSGin5GError)
+    }
     assert names == set(errors.__all__)
     assert errors.__all__ == sorted(errors.__all__)

@@ -52,7 +52,9 @@ def _add_storage(parser: argparse.ArgumentParser) -> None:
 
 def _add_device(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("ue_service_id", metavar="ID", help="this UE's Service ID")
-    parser.add_argument("--secret", help="the UE's provisioned secret (or MSGIN5G_SECRET)")
+    parser.add_argument(
+        "--secret", help="the UE's provisioned secret (or MSGIN5G_SECRET)"
+    )
     parser.add_argument(
         "--server",
         default=os.environ.get("MSGIN5G_SERVER", "coap://127.0.0.1:5683"),
@@ -83,7 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
         "store-and-forward in SQLite. Stops cleanly on SIGINT/SIGTERM.",
     )
     _add_storage(serve)
-    serve.add_argument("--coap", metavar="HOST:PORT", help="CoAP bind (default 0.0.0.0:5683)")
+    serve.add_argument(
+        "--coap", metavar="HOST:PORT", help="CoAP bind (default 0.0.0.0:5683)"
+    )
     serve.add_argument(
         "--set",
         action="append",
@@ -121,7 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="register, send one message, print MSGRESP (and the IMDN with --report)",
     )
     _add_device(send)
-    send.add_argument("--to", required=True, metavar="OTHER", help="recipient UE Service ID")
+    send.add_argument(
+        "--to", required=True, metavar="OTHER", help="recipient UE Service ID"
+    )
     body = send.add_mutually_exclusive_group(required=True)
     body.add_argument("--text", help="payload text (UTF-8)")
     body.add_argument("--file", type=Path, help="payload file (binary)")
@@ -132,7 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="RFC 3339 expiry of the stored message, e.g. 2030-01-01T00:00:00Z",
     )
     send.add_argument(
-        "--no-store", action="store_true", help="do not store if the recipient is offline"
+        "--no-store",
+        action="store_true",
+        help="do not store if the recipient is offline",
     )
     send.add_argument("--priority", choices=["HIGH", "MIDDLE", "LOW"])
     send.add_argument("--app", metavar="APPLICATION_ID", help="applicationId")
@@ -229,7 +237,9 @@ async def _send(client: Client, args: argparse.Namespace) -> int:
         try:
             expires = datetime.fromisoformat(args.store_until.replace("Z", "+00:00"))
         except ValueError:
-            raise ConfigError(f"--store-until: not an RFC 3339 time: {args.store_until}") from None
+            raise ConfigError(
+                f"--store-until: not an RFC 3339 time: {args.store_until}"
+            ) from None
     resp = await client.send(
         args.to,
         payload,

@@ -20,6 +20,7 @@ Behaviour a device needs and the standard leaves to the client:
 import asyncio
 import contextlib
 import logging
+import socket
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -28,7 +29,12 @@ from urllib.parse import urlsplit
 
 from msgin5g.coap.endpoint import Endpoint, Request, Site
 from msgin5g.coap.exchange import Peer
-from msgin5g.coap.message import CoapMessage, encode_uint, make_response, uri_path_options
+from msgin5g.coap.message import (
+    CoapMessage,
+    encode_uint,
+    make_response,
+    uri_path_options,
+)
 from msgin5g.coap.numbers import Code, OptionNumber, Type
 from msgin5g.codec.ue_payload import (
     decode_downlink,
@@ -71,7 +77,9 @@ __all__ = ["Client", "Received"]
 
 log = logging.getLogger(__name__)
 
-_CF = [(OptionNumber.CONTENT_FORMAT, encode_uint(CONTENT_FORMAT_JSON))]
+_CF: list[tuple[int, bytes]] = [
+    (OptionNumber.CONTENT_FORMAT, encode_uint(CONTENT_FORMAT_JSON))
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,14 +154,16 @@ class Client:
         loop = asyncio.get_running_loop()
         try:
             infos = await loop.getaddrinfo(
-                self._server_host, self._server_port, type=2  # SOCK_DGRAM
+                self._server_host,
+                self._server_port,
+                type=2,  # SOCK_DGRAM
             )
         except OSError as exc:
             raise ConnectError(f"cannot resolve {self._server_host}: {exc}") from exc
         family, _, _, _, sockaddr = infos[0]
         self._server = tuple(sockaddr)
         bind = self._bind
-        if family == 10 and bind[0] == "0.0.0.0":  # AF_INET6
+        if family == socket.AF_INET6 and bind[0] == "0.0.0.0":
             bind = ("::", bind[1])
         site = Site()
         site.add(MSGIN5G_PATH, self._render_post)
@@ -192,7 +202,9 @@ class Client:
 
     async def _post(self, payload: bytes) -> CoapMessage:
         endpoint = self._require()
-        request = CoapMessage(Type.CON, Code.POST, options=self._options, payload=payload)
+        request = CoapMessage(
+            Type.CON, Code.POST, options=self._options, payload=payload
+        )
         assert self._server is not None  # noqa: S101 - set in start()
         response = await endpoint.request(request, self._server)
         if response.code >= 128:
@@ -205,7 +217,9 @@ class Client:
     def _credential_info(self) -> UECredentialInfo:
         if self._credential is None:
             return UECredentialInfo(auth_type=AuthType.NONE)
-        return UECredentialInfo(auth_type=AuthType.PSK_TOKEN, credential=self._credential)
+        return UECredentialInfo(
+            auth_type=AuthType.PSK_TOKEN, credential=self._credential
+        )
 
     async def register(
         self,
@@ -258,7 +272,9 @@ class Client:
 
     async def deregister(self) -> DeregResp:
         """De-register (``DEREG``, digest §3.3.2)."""
-        dereg = Dereg(ue_service_id=self.ue_service_id, ue_credential_info=self._credential_info())
+        dereg = Dereg(
+            ue_service_id=self.ue_service_id, ue_credential_info=self._credential_info()
+        )
         response = await self._post(encode(dereg))
         resp = decode_response(response.payload)
         if not isinstance(resp, DeregResp):
@@ -300,7 +316,9 @@ class Client:
             priority_type=PriorityType(priority) if priority else None,
             store_and_forward_flag=store_and_forward,
             store_and_forward_params=(
-                StoreAndForwardParams(message_expiration_time=expires) if expires else None
+                StoreAndForwardParams(message_expiration_time=expires)
+                if expires
+                else None
             ),
         )
         return await self._submit(encode(msg))
@@ -314,7 +332,9 @@ class Client:
             recipient_ue_service_id=to,
             message_id=message_id,
             store_and_forward_params=(
-                StoreAndForwardParams(message_expiration_time=expires) if expires else None
+                StoreAndForwardParams(message_expiration_time=expires)
+                if expires
+                else None
             ),
         )
         return await self._submit(encode(upd))
@@ -333,7 +353,8 @@ class Client:
             if (
                 attempt == 1
                 and resp.delivery_status == DeliveryStatus.DELY_REJECTED
-                and resp.failure_cause in (FailureCause.NOT_REGISTERED, FailureCause.NOT_AUTHORIZED)
+                and resp.failure_cause
+                in (FailureCause.NOT_REGISTERED, FailureCause.NOT_AUTHORIZED)
                 and await self._reregister()
             ):
                 continue
@@ -343,7 +364,9 @@ class Client:
     async def _reregister(self) -> bool:
         if self._registration is None:
             return False
-        log.info("%s: server lost our registration; registering again", self.ue_service_id)
+        log.info(
+            "%s: server lost our registration; registering again", self.ue_service_id
+        )
         try:
             await self._send_reg(self._registration)
         except NotAuthorized:
@@ -363,7 +386,9 @@ class Client:
             originating_ue_service_id=self.ue_service_id,
             recipient_ue_service_id=message.originating_ue_service_id,
             recipient_as_service_id=(
-                None if message.originating_ue_service_id else message.originating_as_service_id
+                None
+                if message.originating_ue_service_id
+                else message.originating_as_service_id
             ),
             failure_cause=cause.value if cause else None,
         )
@@ -371,7 +396,7 @@ class Client:
 
     # reception ------------------------------------------------------------------------
 
-    async def receive(self, timeout: float | None = None) -> Received:
+    async def receive(self, timeout: float | None = None) -> Received:  # noqa: ASYNC109
         """The next received message or report.
 
         Raises:
@@ -402,7 +427,10 @@ class Client:
                 detail=str(exc)[:200],
             )
             return make_response(
-                message, Code.BAD_REQUEST, encode(body), content_format=CONTENT_FORMAT_JSON
+                message,
+                Code.BAD_REQUEST,
+                encode(body),
+                content_format=CONTENT_FORMAT_JSON,
             )
         if isinstance(item, Msg):
             if item.recipient_ue_service_id not in (None, self.ue_service_id):
@@ -413,7 +441,10 @@ class Client:
                     failure_cause=FailureCause.RECIPIENT_UNKNOWN,
                 )
                 return make_response(
-                    message, Code.CHANGED, encode(resp), content_format=CONTENT_FORMAT_JSON
+                    message,
+                    Code.CHANGED,
+                    encode(resp),
+                    content_format=CONTENT_FORMAT_JSON,
                 )
             key = (item.originator or "", item.message_id, item.segment_number or 0)
         else:
@@ -424,7 +455,11 @@ class Client:
             return make_response(message, Code.SERVICE_UNAVAILABLE)
         self._remember(key)
         self._queue.put_nowait(Received(item))
-        if isinstance(item, Msg) and item.delivery_status_required and self._auto_report:
+        if (
+            isinstance(item, Msg)
+            and item.delivery_status_required
+            and self._auto_report
+        ):
             task = asyncio.create_task(self._auto_imdn(item))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -440,7 +475,9 @@ class Client:
         with contextlib.suppress(Exception):
             await self.send_report(item)
             return
-        log.warning("%s: could not send IMDN for %s", self.ue_service_id, item.message_id)
+        log.warning(
+            "%s: could not send IMDN for %s", self.ue_service_id, item.message_id
+        )
 
 
 class _BodyError(Exception):

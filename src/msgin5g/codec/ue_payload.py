@@ -10,7 +10,7 @@ Unknown members are ignored (forward compatibility, digest §2.6).
 """
 
 import re
-from typing import Final
+from typing import Final, cast
 
 import msgspec
 
@@ -65,9 +65,11 @@ _RECIPIENTS: Final = (
     "messaging_topic",
 )
 
+
 def _camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(part.capitalize() for part in rest)
+
 
 def _translate(exc: msgspec.MsgspecError, data: bytes) -> DecodeError:
     text = str(exc)
@@ -89,8 +91,10 @@ def _translate(exc: msgspec.MsgspecError, data: bytes) -> DecodeError:
         return DecodeError("payload must be a JSON object", member=None)
     return DecodeError(_clean(text), member=member or None)
 
+
 def _clean(text: str) -> str:
     return text.replace("`$.", "`").replace("`$`", "`payload`")
+
 
 def message_type_of(data: bytes) -> str | None:
     """Best-effort ``messageType`` of a payload (for error bodies); never raises."""
@@ -103,12 +107,14 @@ def message_type_of(data: bytes) -> str | None:
         return value if isinstance(value, str) else None
     return None
 
+
 def _check_service_id(value: str | None) -> None:
     if value is not None and value != MSGIN5G_SERVICE_ID:
         raise DecodeError(
             f"msgin5gServiceId must be {MSGIN5G_SERVICE_ID!r}",
             member="msgin5gServiceId",
         )
+
 
 def _check_msg(msg: Msg) -> None:
     present = [name for name in _RECIPIENTS if getattr(msg, name) is not None]
@@ -129,6 +135,7 @@ def _check_msg(msg: Msg) -> None:
             member="originatingAsServiceId",
         )
 
+
 def _check_reg(reg: Reg) -> None:
     avail = reg.comm_availability
     if (
@@ -140,6 +147,7 @@ def _check_reg(reg: Reg) -> None:
             "periodicCommInterval is mandatory when periodicCommIndicator is present",
             member="commAvailability.periodicCommInterval",
         )
+
 
 def _check_imdn(imdn: Imdn) -> None:
     if (imdn.originating_ue_service_id is None) == (
@@ -155,6 +163,7 @@ def _check_imdn(imdn: Imdn) -> None:
             member="recipientUeServiceId",
         )
 
+
 def decode_uplink(data: bytes) -> Uplink:
     """Decode and validate a request a client sent to the server.
 
@@ -169,7 +178,7 @@ def decode_uplink(data: bytes) -> Uplink:
         DecodeError: anything else malformed; ``member`` names the culprit.
     """
     try:
-        message = _uplink_decoder.decode(data)
+        message = cast(Uplink, _uplink_decoder.decode(data))
     except msgspec.MsgspecError as exc:
         raise _translate(exc, data) from None
     _check_service_id(message.msgin5g_service_id)
@@ -181,6 +190,7 @@ def decode_uplink(data: bytes) -> Uplink:
         _check_imdn(message)
     return message
 
+
 def decode_downlink(data: bytes) -> Downlink:
     """Decode a request the server sent to a client (``MSG`` or ``IMDN``).
 
@@ -189,11 +199,12 @@ def decode_downlink(data: bytes) -> Downlink:
         DecodeError: anything else malformed.
     """
     try:
-        message = _downlink_decoder.decode(data)
+        message = cast(Downlink, _downlink_decoder.decode(data))
     except msgspec.MsgspecError as exc:
         raise _translate(exc, data) from None
     _check_service_id(message.msgin5g_service_id)
     return message
+
 
 def decode_response(data: bytes) -> Response:
     """Decode a piggybacked response payload (``REGRESP``/``DEREGRESP``/``MSGRESP``).
@@ -202,9 +213,10 @@ def decode_response(data: bytes) -> Response:
         DecodeError: malformed or of another type.
     """
     try:
-        return _response_decoder.decode(data)
+        return cast(Response, _response_decoder.decode(data))
     except msgspec.MsgspecError as exc:
         raise _translate(exc, data) from None
+
 
 def decode_error_body(data: bytes) -> ErrorBody | None:
     """Decode the JSON diagnostic of a 4.xx/5.xx response, or None if absent/other."""
@@ -212,6 +224,7 @@ def decode_error_body(data: bytes) -> ErrorBody | None:
         return _error_decoder.decode(data)
     except msgspec.MsgspecError:
         return None
+
 
 def encode(message: msgspec.Struct) -> bytes:
     """Encode any model message as compact UTF-8 JSON.

@@ -71,21 +71,21 @@ class _Message(
     """Base of every MSGin5G-1 payload; the tag is ``messageType``."""
 
 
-class UECredentialInfo(_Element):
+class UECredentialInfo(_Element, frozen=True):
     """``ueCredentialInfo`` (digest §3.2.4): authentication type and data."""
 
     auth_type: ShortText
     credential: Annotated[str, msgspec.Meta(max_length=1024)] = ""
 
 
-class ClientPort(_Element):
+class ClientPort(_Element, frozen=True):
     """An entry of ``clientPorts``: device-trigger port and protocol (SMS/NIDD)."""
 
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)]
     protocol: ShortText | None = None
 
 
-class TriggeringInfo(_Element):
+class TriggeringInfo(_Element, frozen=True):
     """``triggeringInfo``: UE identifier plus ports for device triggering."""
 
     msisdn: ShortText | None = None
@@ -93,7 +93,7 @@ class TriggeringInfo(_Element):
     client_ports: list[ClientPort] | None = None
 
 
-class CommAvailability(_Element):
+class CommAvailability(_Element, frozen=True):
     """``commAvailability`` (TS 24.538-R18 §6.3.1.1.1 d) 5))."""
 
     scheduled_comm_time: datetime
@@ -104,13 +104,13 @@ class CommAvailability(_Element):
     store_and_forward_option: ShortText | None = None
 
 
-class StoreAndForwardParams(_Element):
+class StoreAndForwardParams(_Element, frozen=True):
     """``storeAndForwardParams`` (TS 23.554 Table 8.3.2-2)."""
 
     message_expiration_time: datetime | None = None
 
 
-class ItemResponse(_Element):
+class ItemResponse(_Element, frozen=True):
     """Per-item outcome in an ``MSGRESP`` for an aggregate (digest §3.7.3)."""
 
     message_id: MessageId
@@ -118,7 +118,7 @@ class ItemResponse(_Element):
     failure_cause: ShortText | None = None
 
 
-class Reg(_Message, tag="REG"):
+class Reg(_Message, tag="REG", frozen=True):
     """Registration request (digest §3.2.5)."""
 
     ue_service_id: ServiceId
@@ -134,7 +134,7 @@ class Reg(_Message, tag="REG"):
     wait_time: NonNegative | None = None
 
 
-class RegResp(_Message, tag="REGRESP"):
+class RegResp(_Message, tag="REGRESP", frozen=True):
     """Registration response (piggybacked 2.01/2.04)."""
 
     ue_service_id: str
@@ -143,7 +143,7 @@ class RegResp(_Message, tag="REGRESP"):
     msgin5g_service_id: str | None = None
 
 
-class Dereg(_Message, tag="DEREG"):
+class Dereg(_Message, tag="DEREG", frozen=True):
     """De-registration request (digest §3.3.4)."""
 
     ue_service_id: ServiceId
@@ -153,7 +153,7 @@ class Dereg(_Message, tag="DEREG"):
     wait_time: NonNegative | None = None
 
 
-class DeregResp(_Message, tag="DEREGRESP"):
+class DeregResp(_Message, tag="DEREGRESP", frozen=True):
     """De-registration response (piggybacked 2.04)."""
 
     ue_service_id: str
@@ -162,7 +162,7 @@ class DeregResp(_Message, tag="DEREGRESP"):
     msgin5g_service_id: str | None = None
 
 
-class Msg(_Message, tag="MSG"):
+class Msg(_Message, tag="MSG", frozen=True):
     """MSGin5G message (digest §3.7.2)."""
 
     message_id: MessageId
@@ -172,9 +172,9 @@ class Msg(_Message, tag="MSG"):
     recipient_as_service_id: ServiceId | None = None
     recipient_group_service_id: ServiceId | None = None
     recipient_broadcast_area_id: ServiceId | None = None
-    messaging_topic: Annotated[str, msgspec.Meta(min_length=1, max_length=255)] | None = (
-        None
-    )
+    messaging_topic: (
+        Annotated[str, msgspec.Meta(min_length=1, max_length=255)] | None
+    ) = None
     delivery_status_required: bool = False
     application_id: ShortText | None = None
     payload: bytes | None = None
@@ -194,7 +194,7 @@ class Msg(_Message, tag="MSG"):
         return self.originating_ue_service_id or self.originating_as_service_id
 
 
-class MsgResp(_Message, tag="MSGRESP"):
+class MsgResp(_Message, tag="MSGRESP", frozen=True):
     """Message response (digest §3.7.3)."""
 
     message_id: str
@@ -205,7 +205,7 @@ class MsgResp(_Message, tag="MSGRESP"):
     item_responses: list[ItemResponse] | None = None
 
 
-class Imdn(_Message, tag="IMDN"):
+class Imdn(_Message, tag="IMDN", frozen=True):
     """Delivery status report (digest §3.9.2)."""
 
     message_id: MessageId
@@ -231,7 +231,7 @@ class Imdn(_Message, tag="IMDN"):
         return self.recipient_ue_service_id or self.recipient_as_service_id
 
 
-class MsgUpd(_Message, tag="MSGUPD"):
+class MsgUpd(_Message, tag="MSGUPD", frozen=True):
     """Update or discard a stored message (digest §3.8 step 5)."""
 
     originating_ue_service_id: ServiceId

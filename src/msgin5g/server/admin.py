@@ -12,7 +12,11 @@ __all__ = ["list_ues", "provision_ue", "remove_ue"]
 
 
 async def provision_ue(
-    url: str, ue_service_id: str, secret: str | None = None, *, synchronous: str = "FULL"
+    url: str,
+    ue_service_id: str,
+    secret: str | None = None,
+    *,
+    synchronous: str = "FULL",
 ) -> str:
     """Provision a UE; returns the secret (generated when not given)."""
     secret = secret or generate_secret()

@@ -8,4 +8,10 @@ transports implement and ``msgin5g.server`` wires in.
 from msgin5g.service.messaging import MessagingService, RegistrationOutcome
 from msgin5g.service.ports import Clock, Deliverer, SystemClock
 
-__all__ = ["Clock", "Deliverer", "MessagingService", "RegistrationOutcome", "SystemClock"]
+__all__ = [
+    "Clock",
+    "Deliverer",
+    "MessagingService",
+    "RegistrationOutcome",
+    "SystemClock",
+]

@@ -264,7 +264,9 @@ class DeliveryEngine:
                     return
             registration = self._registry.get(recipient)
             if registration is None:
-                await self._park(recipient, mailbox, FailureCause.RECIPIENT_NOT_REGISTERED)
+                await self._park(
+                    recipient, mailbox, FailureCause.RECIPIENT_NOT_REGISTERED
+                )
                 return
             _, seq, item = heapq.heappop(mailbox.heap)
             if item.expires_at <= self._clock.now():
@@ -275,7 +277,9 @@ class DeliveryEngine:
             except RecipientUnreachable as exc:
                 heapq.heappush(mailbox.heap, (item.priority, seq, item))
                 log.info("%s unreachable (%s); parking its queue", recipient, exc)
-                await self._park(recipient, mailbox, FailureCause.RECIPIENT_NOT_REACHABLE)
+                await self._park(
+                    recipient, mailbox, FailureCause.RECIPIENT_NOT_REACHABLE
+                )
                 return
             except DeliveryRejected as exc:
                 log.warning("%s refused %s: %s", recipient, _describe(item), exc)
@@ -292,7 +296,9 @@ class DeliveryEngine:
         mailbox.done.add(seq)
         self._backend.remove_nowait(seq)
 
-    async def _park(self, recipient: str, mailbox: _Mailbox, cause: FailureCause) -> None:
+    async def _park(
+        self, recipient: str, mailbox: _Mailbox, cause: FailureCause
+    ) -> None:
         """Stop delivering to ``recipient``: keep storable items, fail the rest."""
         if self._registry.get(recipient) is not None:
             self._unreachable.add(recipient)

@@ -126,14 +126,18 @@ class MessagingService:
 
     async def register(self, reg: Reg, source: Contact) -> RegistrationOutcome:
         """Handle ``REG`` (digest §3.2.3)."""
-        cause = await self.registry.authenticate(reg.ue_service_id, reg.ue_credential_info)
+        cause = await self.registry.authenticate(
+            reg.ue_service_id, reg.ue_credential_info
+        )
         if cause is not None:
             log.warning("registration of %s refused: %s", reg.ue_service_id, cause)
             return RegistrationOutcome(_reg_failure(reg.ue_service_id, cause), False)
         try:
             _, created = await self.registry.register(reg, source)
         except ServiceError as exc:
-            return RegistrationOutcome(_reg_failure(reg.ue_service_id, exc.cause), False)
+            return RegistrationOutcome(
+                _reg_failure(reg.ue_service_id, exc.cause), False
+            )
         log.debug("registered %s from %s", reg.ue_service_id, source)
         self.delivery.on_registered(reg.ue_service_id)
         response = RegResp(
@@ -154,7 +158,9 @@ class MessagingService:
                 return _dereg_failure(ue, FailureCause.NOT_AUTHORIZED)
         await self.registry.deregister(ue)
         for item in await self.delivery.forget(ue):
-            await self.delivery.report_failure(item, FailureCause.RECIPIENT_DEREGISTERED)
+            await self.delivery.report_failure(
+                item, FailureCause.RECIPIENT_DEREGISTERED
+            )
         log.debug("de-registered %s", ue)
         return DeregResp(ue_service_id=ue, deregistration_result=Result.SUCCESS)
 
@@ -210,13 +216,19 @@ class MessagingService:
     async def _to_ue(self, msg: Msg, recipient: str, now: float) -> MsgResp:
         registration = self.registry.get(recipient)
         if registration is None and not await self.registry.is_known(recipient):
-            return _msg_resp(msg, DeliveryStatus.DELY_FAILED, FailureCause.RECIPIENT_UNKNOWN)
+            return _msg_resp(
+                msg, DeliveryStatus.DELY_FAILED, FailureCause.RECIPIENT_UNKNOWN
+            )
         expires_at = self._expiry(msg, now)
         if expires_at <= now:
-            return _msg_resp(msg, DeliveryStatus.DELY_FAILED, FailureCause.MESSAGE_EXPIRED)
+            return _msg_resp(
+                msg, DeliveryStatus.DELY_FAILED, FailureCause.MESSAGE_EXPIRED
+            )
         refuses = registration is not None and registration.refuses_store_and_forward
         store = msg.store_and_forward_flag and not refuses
-        online = registration is not None and not self.delivery.is_unreachable(recipient)
+        online = registration is not None and not self.delivery.is_unreachable(
+            recipient
+        )
         if not online and not store:
             if refuses:
                 cause = FailureCause.STORE_AND_FORWARD_NOT_ALLOWED
@@ -293,7 +305,9 @@ class MessagingService:
         if stored is None or not isinstance(stored.item, Msg):
             return resp
         if stored.item.originating_ue_service_id != upd.originating_ue_service_id:
-            return _replace(resp, DeliveryStatus.DELY_REJECTED, FailureCause.NOT_AUTHORIZED)
+            return _replace(
+                resp, DeliveryStatus.DELY_REJECTED, FailureCause.NOT_AUTHORIZED
+            )
         recipient = upd.recipient_ue_service_id
         params = upd.store_and_forward_params
         if params is None:
@@ -327,7 +341,9 @@ def _msg_resp(
     )
 
 
-def _replace(resp: MsgResp, status: DeliveryStatus, cause: FailureCause | None) -> MsgResp:
+def _replace(
+    resp: MsgResp, status: DeliveryStatus, cause: FailureCause | None
+) -> MsgResp:
     return MsgResp(
         message_id=resp.message_id,
         originating_ue_service_id=resp.originating_ue_service_id,

@@ -92,6 +92,6 @@ DEFAULT_PRIORITY = PriorityType.MIDDLE
 class AuthType(StrEnum):
     """``ueCredentialInfo.authType`` values (digest §3.2.4)."""
 
-    PSK_TOKEN = "PSK_TOKEN"
+    PSK_TOKEN = "PSK_TOKEN"  # noqa: S105 - a type name, not a secret
     AKMA = "AKMA"
     NONE = "NONE"

@@ -79,8 +79,16 @@ def test_encode_is_camel_case_and_omits_absent() -> None:
         "originatingUeServiceId": "a",
         "deliveryStatus": "DELY_STORED",
     }
-    body = json.loads(encode(Msg(message_id="x", originating_ue_service_id="a",
-                                 recipient_ue_service_id="b", payload=b"\xff")))
+    body = json.loads(
+        encode(
+            Msg(
+                message_id="x",
+                originating_ue_service_id="a",
+                recipient_ue_service_id="b",
+                payload=b"\xff",
+            )
+        )
+    )
     assert body["payload"] == "/w==" and body["messageType"] == "MSG"
 
 
@@ -88,7 +96,9 @@ def test_encode_is_camel_case_and_omits_absent() -> None:
     "message",
     [
         RegResp(ue_service_id="a", registration_result="SUCCESS"),
-        DeregResp(ue_service_id="a", deregistration_result="FAILURE", failure_cause="X"),
+        DeregResp(
+            ue_service_id="a", deregistration_result="FAILURE", failure_cause="X"
+        ),
         MsgResp(message_id="m", delivery_status="DELY_ACCEPTED"),
     ],
 )
@@ -100,7 +110,9 @@ def test_responses_round_trip(message: RegResp | DeregResp | MsgResp) -> None:
     "message",
     [
         Dereg(ue_service_id="a"),
-        MsgUpd(originating_ue_service_id="a", recipient_ue_service_id="b", message_id="m"),
+        MsgUpd(
+            originating_ue_service_id="a", recipient_ue_service_id="b", message_id="m"
+        ),
         decode_uplink(MSG_EXAMPLE),
         decode_uplink(REG_EXAMPLE),
     ],
@@ -124,22 +136,76 @@ def test_unknown_members_are_ignored() -> None:
 @pytest.mark.parametrize(
     ("payload", "member", "fragment"),
     [
-        (b'{"messageType":"REG","ueCredentialInfo":{"authType":"PSK_TOKEN"}}', "ueServiceId", "ueServiceId"),
-        (b'{"messageType":"REG","ueServiceId":"a","ueCredentialInfo":{}}', "ueCredentialInfo.authType", "authType"),
-        (b'{"messageType":"REG","ueServiceId":7,"ueCredentialInfo":{"authType":"x"}}', "ueServiceId", "str"),
-        (b'{"messageType":"MSG","originatingUeServiceId":"a","recipientUeServiceId":"b"}', "messageId", "messageId"),
-        (b'{"messageType":"MSG","messageId":"m","originatingUeServiceId":"a","recipientUeServiceId":"b","payload":"@@@"}', "payload", "base64"),
-        (b'{"messageType":"MSG","messageId":"m","originatingUeServiceId":"a","recipientUeServiceId":"b","priorityType":"URGENT"}', "priorityType", "URGENT"),
-        (b'{"messageType":"MSG","messageId":"m","originatingUeServiceId":"a"}', "recipientUeServiceId", "exactly one"),
-        (b'{"messageType":"MSG","messageId":"m","originatingUeServiceId":"a","recipientUeServiceId":"b","messagingTopic":"t"}', "messagingTopic", "exactly one"),
-        (b'{"messageType":"MSG","messageId":"m","recipientUeServiceId":"b"}', "originatingUeServiceId", "originatingUeServiceId"),
-        (b'{"messageType":"REG","ueServiceId":"a/b","ueCredentialInfo":{"authType":"x"}}', "ueServiceId", "regex"),
-        (b'{"messageType":"REG","ueServiceId":"a","ueCredentialInfo":{"authType":"x"},"commAvailability":{"scheduledCommTime":"2025-01-01T00:00:00Z","commDurationTime":1,"periodicCommIndicator":true}}', "commAvailability.periodicCommInterval", "periodicCommInterval"),
-        (b'{"messageType":"DEREG","ueServiceId":"a","msgin5gServiceId":"other"}', "msgin5gServiceId", "org.3gpp.msgin5g"),
-        (b'{"messageType":"IMDN","messageId":"m","deliveryStatus":"REPT_DELY_SUCCESS","originatingUeServiceId":"a"}', "recipientUeServiceId", "recipient"),
+        (
+            b'{"messageType":"REG","ueCredentialInfo":{"authType":"PSK_TOKEN"}}',
+            "ueServiceId",
+            "ueServiceId",
+        ),
+        (
+            b'{"messageType":"REG","ueServiceId":"a","ueCredentialInfo":{}}',
+            "ueCredentialInfo.authType",
+            "authType",
+        ),
+        (
+            b'{"messageType":"REG","ueServiceId":7,"ueCredentialInfo":{"authType":"x"}}',
+            "ueServiceId",
+            "str",
+        ),
+        (
+            b'{"messageType":"MSG","originatingUeServiceId":"a","recipientUeServiceId":"b"}',
+            "messageId",
+            "messageId",
+        ),
+        (
+            b'{"messageType":"MSG","messageId":"m","originatingUeServiceId":"a","recipientUeServiceId":"b","payload":"@@@"}',
+            "payload",
+            "base64",
+        ),
+        (
+            b'{"messageType":"MSG","messageId":"m","originatingUeServiceId":"a","recipientUeServiceId":"b","priorityType":"URGENT"}',
+            "priorityType",
+            "URGENT",
+        ),
+        (
+            b'{"messageType":"MSG","messageId":"m","originatingUeServiceId":"a"}',
+            "recipientUeServiceId",
+            "exactly one",
+        ),
+        (
+            b'{"messageType":"MSG","messageId":"m","originatingUeServiceId":"a","recipientUeServiceId":"b","messagingTopic":"t"}',
+            "messagingTopic",
+            "exactly one",
+        ),
+        (
+            b'{"messageType":"MSG","messageId":"m","recipientUeServiceId":"b"}',
+            "originatingUeServiceId",
+            "originatingUeServiceId",
+        ),
+        (
+            b'{"messageType":"REG","ueServiceId":"a/b","ueCredentialInfo":{"authType":"x"}}',
+            "ueServiceId",
+            "regex",
+        ),
+        (
+            b'{"messageType":"REG","ueServiceId":"a","ueCredentialInfo":{"authType":"x"},"commAvailability":{"scheduledCommTime":"2025-01-01T00:00:00Z","commDurationTime":1,"periodicCommIndicator":true}}',
+            "commAvailability.periodicCommInterval",
+            "periodicCommInterval",
+        ),
+        (
+            b'{"messageType":"DEREG","ueServiceId":"a","msgin5gServiceId":"other"}',
+            "msgin5gServiceId",
+            "org.3gpp.msgin5g",
+        ),
+        (
+            b'{"messageType":"IMDN","messageId":"m","deliveryStatus":"REPT_DELY_SUCCESS","originatingUeServiceId":"a"}',
+            "recipientUeServiceId",
+            "recipient",
+        ),
     ],
 )
-def test_validation_errors_name_the_member(payload: bytes, member: str, fragment: str) -> None:
+def test_validation_errors_name_the_member(
+    payload: bytes, member: str, fragment: str
+) -> None:
     with pytest.raises(DecodeError) as info:
         decode_uplink(payload)
     assert not isinstance(info.value, UnsupportedMessageType)
@@ -149,7 +215,16 @@ def test_validation_errors_name_the_member(payload: bytes, member: str, fragment
 
 @pytest.mark.parametrize(
     "payload",
-    [b"", b"not json", b"[1,2]", b'"text"', b"{", b"\xff\xfe", b"{}", b'{"messageType":7}'],
+    [
+        b"",
+        b"not json",
+        b"[1,2]",
+        b'"text"',
+        b"{",
+        b"\xff\xfe",
+        b"{}",
+        b'{"messageType":7}',
+    ],
 )
 def test_malformed_payloads(payload: bytes) -> None:
     with pytest.raises(DecodeError):
@@ -186,8 +261,10 @@ def test_arbitrary_bytes_decode_or_decode_error(data: bytes) -> None:
 
 _json = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=10),
-    lambda children: st.lists(children, max_size=3)
-    | st.dictionaries(st.text(max_size=8), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(st.text(max_size=8), children, max_size=3)
+    ),
     max_leaves=10,
 )
 
@@ -197,15 +274,25 @@ _json = st.recursive(
     st.sampled_from(["REG", "DEREG", "MSG", "IMDN", "MSGUPD", "X"]),
     st.dictionaries(
         st.sampled_from(
-            ["ueServiceId", "messageId", "payload", "ueCredentialInfo",
-             "recipientUeServiceId", "originatingUeServiceId", "deliveryStatus",
-             "commAvailability", "storeAndForwardParams"]
+            [
+                "ueServiceId",
+                "messageId",
+                "payload",
+                "ueCredentialInfo",
+                "recipientUeServiceId",
+                "originatingUeServiceId",
+                "deliveryStatus",
+                "commAvailability",
+                "storeAndForwardParams",
+            ]
         ),
         _json,
         max_size=6,
     ),
 )
-def test_structured_garbage_decode_or_decode_error(kind: str, members: dict[str, object]) -> None:
+def test_structured_garbage_decode_or_decode_error(
+    kind: str, members: dict[str, object]
+) -> None:
     members["messageType"] = kind
     try:
         decode_uplink(json.dumps(members).encode())

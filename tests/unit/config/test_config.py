@@ -36,7 +36,12 @@ def test_example_file_loads() -> None:
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("1.2.3.4:5", ("1.2.3.4", 5)), ("[::1]:9", ("::1", 9)), (":7", ("0.0.0.0", 7)), ("h", ("h", 5683))],
+    [
+        ("1.2.3.4:5", ("1.2.3.4", 5)),
+        ("[::1]:9", ("::1", 9)),
+        (":7", ("0.0.0.0", 7)),
+        ("h", ("h", 5683)),
+    ],
 )
 def test_parse_hostport(text: str, expected: tuple[str, int]) -> None:
     assert parse_hostport(text) == expected

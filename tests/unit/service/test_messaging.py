@@ -151,7 +151,10 @@ async def test_sender_must_be_registered_from_its_address(
     service: MessagingService,
 ) -> None:
     resp = await service.submit(msg(), UE1)
-    assert (resp.delivery_status, resp.failure_cause) == ("DELY_REJECTED", "NOT_REGISTERED")
+    assert (resp.delivery_status, resp.failure_cause) == (
+        "DELY_REJECTED",
+        "NOT_REGISTERED",
+    )
     await service.register(reg("ue1"), UE1)
     spoofed = await service.submit(msg(), Contact("6.6.6.6", 1))
     assert (spoofed.delivery_status, spoofed.failure_cause) == (
@@ -163,7 +166,10 @@ async def test_sender_must_be_registered_from_its_address(
 async def test_unknown_recipient_fails(service: MessagingService) -> None:
     await service.register(reg("ue1"), UE1)
     resp = await service.submit(msg(to="ghost"), UE1)
-    assert (resp.delivery_status, resp.failure_cause) == ("DELY_FAILED", "RECIPIENT_UNKNOWN")
+    assert (resp.delivery_status, resp.failure_cause) == (
+        "DELY_FAILED",
+        "RECIPIENT_UNKNOWN",
+    )
 
 
 async def test_offline_without_flag_fails_with_flag_stored(
@@ -188,12 +194,26 @@ async def test_stored_delivered_in_priority_then_arrival_order(
     service: MessagingService, deliverer: RecordingDeliverer
 ) -> None:
     await service.register(reg("ue1"), UE1)
-    for mid, prio in [("l1", "LOW"), ("m1", None), ("h1", "HIGH"), ("l2", "LOW"), ("h2", "HIGH")]:
-        r = await service.submit(msg(mid, store_and_forward_flag=True, priority_type=prio), UE1)
+    for mid, prio in [
+        ("l1", "LOW"),
+        ("m1", None),
+        ("h1", "HIGH"),
+        ("l2", "LOW"),
+        ("h2", "HIGH"),
+    ]:
+        r = await service.submit(
+            msg(mid, store_and_forward_flag=True, priority_type=prio), UE1
+        )
         assert r.delivery_status == "DELY_STORED"
     await service.register(reg("ue2"), UE2)
     await settle()
-    assert [m.message_id for m in deliverer.items_for(UE2)] == ["h1", "h2", "m1", "l1", "l2"]
+    assert [m.message_id for m in deliverer.items_for(UE2)] == [
+        "h1",
+        "h2",
+        "m1",
+        "l1",
+        "l2",
+    ]
 
 
 async def test_unreachable_recipient_keeps_stored_and_fails_others(
@@ -227,8 +247,11 @@ async def test_expiry_sends_failure_report(
     when = datetime.fromtimestamp(clock.now() + 60, UTC)
     params = StoreAndForwardParams(message_expiration_time=when)
     r = await service.submit(
-        msg(store_and_forward_flag=True, store_and_forward_params=params,
-            delivery_status_required=True),
+        msg(
+            store_and_forward_flag=True,
+            store_and_forward_params=params,
+            delivery_status_required=True,
+        ),
         UE1,
     )
     assert r.delivery_status == "DELY_STORED"
@@ -254,8 +277,12 @@ async def test_duplicate_message_id(service: MessagingService) -> None:
     first = await service.submit(msg("dup"), UE1)
     again = await service.submit(msg("dup"), UE1)
     other = await service.submit(
-        Msg(message_id="dup", originating_ue_service_id="ue1",
-            recipient_ue_service_id="ue2", payload=b"different"),
+        Msg(
+            message_id="dup",
+            originating_ue_service_id="ue1",
+            recipient_ue_service_id="ue2",
+            payload=b"different",
+        ),
         UE1,
     )
     assert again == first
@@ -292,24 +319,34 @@ async def test_deregister_drops_stored_with_reports(
     await service.register(reg("ue1"), UE1)
     await service.register(reg("ue2"), UE2)
     deliverer.unreachable.add(UE2)
-    await service.submit(msg("s", store_and_forward_flag=True, delivery_status_required=True), UE1)
+    await service.submit(
+        msg("s", store_and_forward_flag=True, delivery_status_required=True), UE1
+    )
     await settle()
     info = UECredentialInfo(auth_type="PSK_TOKEN", credential=psk_token("s2", "ue2"))
-    resp = await service.deregister(Dereg(ue_service_id="ue2", ue_credential_info=info), UE2)
+    resp = await service.deregister(
+        Dereg(ue_service_id="ue2", ue_credential_info=info), UE2
+    )
     assert resp.deregistration_result == "SUCCESS"
     await settle()
     [report] = deliverer.items_for(UE1)
     assert isinstance(report, Imdn) and report.failure_cause == "RECIPIENT_DEREGISTERED"
     assert await service.backend.count() == 0
     # idempotent
-    again = await service.deregister(Dereg(ue_service_id="ue2", ue_credential_info=info), UE2)
+    again = await service.deregister(
+        Dereg(ue_service_id="ue2", ue_credential_info=info), UE2
+    )
     assert again.deregistration_result == "SUCCESS"
 
 
-async def test_deregister_with_wrong_credential_fails(service: MessagingService) -> None:
+async def test_deregister_with_wrong_credential_fails(
+    service: MessagingService,
+) -> None:
     await service.register(reg("ue2"), UE2)
     info = UECredentialInfo(auth_type="PSK_TOKEN", credential="bogus")
-    resp = await service.deregister(Dereg(ue_service_id="ue2", ue_credential_info=info), UE2)
+    resp = await service.deregister(
+        Dereg(ue_service_id="ue2", ue_credential_info=info), UE2
+    )
     assert (resp.deregistration_result, resp.failure_cause) == (
         "FAILURE",
         "AUTHENTICATION_FAILED",
@@ -325,18 +362,26 @@ async def test_msgupd_update_and_discard(
     await service.submit(msg("s1", store_and_forward_flag=True), UE1)
     later = datetime.fromtimestamp(clock.now() + 7200, UTC)
     params = StoreAndForwardParams(message_expiration_time=later)
-    upd = MsgUpd(originating_ue_service_id="ue1", recipient_ue_service_id="ue2",
-                 message_id="s1", store_and_forward_params=params)
+    upd = MsgUpd(
+        originating_ue_service_id="ue1",
+        recipient_ue_service_id="ue2",
+        message_id="s1",
+        store_and_forward_params=params,
+    )
     assert (await service.update_stored(upd, UE1)).delivery_status == "DELY_STORED"
     stored = await service.backend.find("ue2", "s1")
     assert stored is not None and stored.expires_at == pytest.approx(later.timestamp())
-    foreign = MsgUpd(originating_ue_service_id="ue3", recipient_ue_service_id="ue2",
-                     message_id="s1")
+    foreign = MsgUpd(
+        originating_ue_service_id="ue3", recipient_ue_service_id="ue2", message_id="s1"
+    )
     r = await service.update_stored(foreign, Contact("10.0.0.3", 3))
     assert r.failure_cause == "NOT_AUTHORIZED"
-    discard = MsgUpd(originating_ue_service_id="ue1", recipient_ue_service_id="ue2",
-                     message_id="s1")
-    assert (await service.update_stored(discard, UE1)).delivery_status == "DELY_ACCEPTED"
+    discard = MsgUpd(
+        originating_ue_service_id="ue1", recipient_ue_service_id="ue2", message_id="s1"
+    )
+    assert (
+        await service.update_stored(discard, UE1)
+    ).delivery_status == "DELY_ACCEPTED"
     assert await service.backend.count() == 0
     missing = await service.update_stored(discard, UE1)
     assert missing.failure_cause == "MESSAGE_NOT_FOUND"

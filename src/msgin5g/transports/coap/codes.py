@@ -32,7 +32,10 @@ ERROR_CODES: dict[type[MSGin5GError], tuple[int, FailureCause]] = {
     NotRegistered: (Code.FORBIDDEN, FailureCause.NOT_REGISTERED),
     NotAuthorized: (Code.FORBIDDEN, FailureCause.NOT_AUTHORIZED),
     PayloadTooLarge: (Code.REQUEST_ENTITY_TOO_LARGE, FailureCause.PAYLOAD_TOO_LARGE),
-    RecipientUnreachable: (Code.SERVICE_UNAVAILABLE, FailureCause.RECIPIENT_NOT_REACHABLE),
+    RecipientUnreachable: (
+        Code.SERVICE_UNAVAILABLE,
+        FailureCause.RECIPIENT_NOT_REACHABLE,
+    ),
     DeliveryRejected: (Code.INTERNAL_SERVER_ERROR, FailureCause.INTERNAL_ERROR),
     Overloaded: (Code.SERVICE_UNAVAILABLE, FailureCause.SERVER_CONGESTION),
     ServiceError: (Code.INTERNAL_SERVER_ERROR, FailureCause.INTERNAL_ERROR),

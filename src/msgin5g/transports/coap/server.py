@@ -4,7 +4,8 @@ Pipeline for every request to ``/msgin5g`` (digest §3 "common behaviour"):
 
 1. method must be POST (the engine's router answers 4.05) and the path known (4.04);
 2. a payload must carry Content-Format 50 → else 4.15;
-3. an over-size payload is refused by the engine with 4.13 + Size1;
+3. an over-size payload is refused by the engine with 4.13 + Size1, and so is a
+   block-wise (Block1) request: MSGin5G segments large payloads itself (digest §2.1);
 4. the JSON is decoded and validated → 4.00 with ``{"messageType", "failureCause",
    "detail"}`` naming the offending member;
 5. the service runs the procedure; its response message is piggybacked on the ACK
@@ -24,7 +25,12 @@ from urllib.parse import urlsplit
 
 from msgin5g.coap.endpoint import Endpoint, Request, Site
 from msgin5g.coap.exchange import Peer
-from msgin5g.coap.message import CoapMessage, encode_uint, make_response, uri_path_options
+from msgin5g.coap.message import (
+    CoapMessage,
+    encode_uint,
+    make_response,
+    uri_path_options,
+)
 from msgin5g.coap.numbers import Code, OptionNumber, TransmissionParameters, Type
 from msgin5g.codec.ue_payload import decode_uplink, encode, message_type_of
 from msgin5g.config import CoapConfig
@@ -40,8 +46,8 @@ from msgin5g.errors import (
 from msgin5g.model.messages import Dereg, ErrorBody, Imdn, Msg, MsgUpd, Reg
 from msgin5g.model.registry import Contact
 from msgin5g.service.messaging import MessagingService
-from msgin5g.spec.coap import CONTENT_FORMAT_JSON, MSGIN5G_PATH
 from msgin5g.spec.causes import FailureCause
+from msgin5g.spec.coap import CONTENT_FORMAT_JSON, MSGIN5G_PATH
 from msgin5g.transports.coap.codes import code_for
 
 __all__ = ["CoapTransport"]
@@ -104,8 +110,24 @@ class CoapTransport:
         """Handle a POST to ``/msgin5g``."""
         message = request.message
         try:
+            if message.opt(OptionNumber.BLOCK1) is not None:
+                log.info("4.13 from %s: block-wise request", request.peer)
+                size1 = [(OptionNumber.SIZE1, encode_uint(self.config.max_payload))]
+                response = _error(
+                    message,
+                    Code.REQUEST_ENTITY_TOO_LARGE,
+                    FailureCause.PAYLOAD_TOO_LARGE,
+                    "block-wise transfer is not supported; MSGin5G segments large "
+                    "payloads instead (TS 23.554 §8.5)",
+                )
+                response.options.extend(size1)
+                return response
             if message.content_format != CONTENT_FORMAT_JSON:
-                log.info("4.15 from %s: Content-Format %s", request.peer, message.content_format)
+                log.info(
+                    "4.15 from %s: Content-Format %s",
+                    request.peer,
+                    message.content_format,
+                )
                 return _error(
                     message,
                     Code.UNSUPPORTED_CONTENT_FORMAT,
@@ -124,7 +146,10 @@ class CoapTransport:
             return _error(message, code, cause, detail)
 
     async def _dispatch(
-        self, uplink: Reg | Dereg | Msg | Imdn | MsgUpd, peer: Peer, request: CoapMessage
+        self,
+        uplink: Reg | Dereg | Msg | Imdn | MsgUpd,
+        peer: Peer,
+        request: CoapMessage,
     ) -> CoapMessage:
         service = self._service
         assert service is not None  # noqa: S101 - set in start()
@@ -132,7 +157,10 @@ class CoapTransport:
         if isinstance(uplink, Msg):
             msg_resp = await service.submit(uplink, source)
             return make_response(
-                request, Code.CHANGED, encode(msg_resp), content_format=CONTENT_FORMAT_JSON
+                request,
+                Code.CHANGED,
+                encode(msg_resp),
+                content_format=CONTENT_FORMAT_JSON,
             )
         if isinstance(uplink, Imdn):
             await service.report(uplink, source)
@@ -153,7 +181,10 @@ class CoapTransport:
         if isinstance(uplink, Dereg):
             dereg_resp = await service.deregister(uplink, source)
             return make_response(
-                request, Code.CHANGED, encode(dereg_resp), content_format=CONTENT_FORMAT_JSON
+                request,
+                Code.CHANGED,
+                encode(dereg_resp),
+                content_format=CONTENT_FORMAT_JSON,
             )
         upd_resp = await service.update_stored(uplink, source)
         return make_response(
@@ -168,9 +199,13 @@ class CoapTransport:
         if options is None:
             options = uri_path_options(contact.path) + _CF_JSON
             self._paths[contact.path] = options
-        request = CoapMessage(Type.CON, Code.POST, options=options, payload=encode(item))
+        request = CoapMessage(
+            Type.CON, Code.POST, options=options, payload=encode(item)
+        )
         try:
-            response = await self.endpoint.request(request, (contact.host, contact.port))
+            response = await self.endpoint.request(
+                request, (contact.host, contact.port)
+            )
         except RequestTimeout as exc:
             raise RecipientUnreachable("no acknowledgement") from exc
         except RemoteReset as exc:
@@ -208,4 +243,6 @@ def _error(
         failure_cause=cause.value,
         detail=detail[:300],
     )
-    return make_response(request, code, encode(body), content_format=CONTENT_FORMAT_JSON)
+    return make_response(
+        request, code, encode(body), content_format=CONTENT_FORMAT_JSON
+    )

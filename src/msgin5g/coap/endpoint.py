@@ -1,0 +1,569 @@
+"""asyncio CoAP endpoint: the only module of the engine that does I/O.
+
+What: :class:`Endpoint` binds one UDP socket (an asyncio ``DatagramProtocol``,
+uvloop when the caller installed it, see :func:`use_uvloop`), feeds every
+datagram to the sans-I/O :class:`~msgin5g.coap.exchange.MessageLayer` and
+carries out the actions it returns: sending datagrams, running request
+handlers (server role, routed by a :class:`Site`) and resolving the futures of
+:meth:`Endpoint.request` (client role). One endpoint can be both.
+
+RFC clauses (on top of those in :mod:`msgin5g.coap.exchange`):
+    * §5.8 method handling: unknown Uri-Path -> 4.04 Not Found; method not
+      allowed on the resource -> 4.05 Method Not Allowed.
+    * §5.9.2.9 / §5.10.9: a request body above ``max_request_payload`` -> 4.13
+      Request Entity Too Large with Size1 = the limit.
+    * §5.9.3.4 / §5.10.5: overload -> 5.03 Service Unavailable with Max-Age.
+    * §5.2.2 separate responses: a handler calls
+      :meth:`Endpoint.accept_empty` before slow work.
+
+Design choices:
+    * ``datagram_received`` is lean: decode + duplicate check in the layer, then
+      a type switch over the returned actions. No logging string formatting,
+      no per-message timers, no ``ipaddress`` parsing, no deep copies.
+    * One timer for the whole endpoint: a ``loop.call_at`` handle armed for
+      ``layer.next_deadline()``; re-armed only when the deadline moves earlier.
+    * Handlers run as tasks (strong references kept in a set) so that a slow
+      handler never blocks the socket; their number is capped.
+    * Routes are matched on the raw Uri-Path *bytes* tuple, so no UTF-8
+      decoding happens on the hot path (a path with invalid UTF-8 cannot match
+      a route and gets 4.04).
+    * Peers passed to :meth:`Endpoint.request` are normalised to the form the
+      socket reports for incoming datagrams (numeric host, 4-tuple on IPv6
+      sockets, IPv4-mapped addresses on dual-stack sockets), so responses match.
+    * Socket buffers are enlarged (4 MiB by default): with the kernel default of
+      ~208 KiB bursts of a few hundred datagrams are lost.
+
+Log levels: DEBUG normal flow and malformed input, INFO retransmission
+exhaustion (in the layer), WARNING misbehaving peers, ERROR handler bugs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from msgin5g.coap.exchange import (
+    Action,
+    Complete,
+    Dispatch,
+    Fail,
+    MessageLayer,
+    Peer,
+    Send,
+)
+from msgin5g.coap.message import CoapMessage, encode_uint
+from msgin5g.coap.numbers import Code, OptionNumber, TransmissionParameters
+from msgin5g.errors import ConnectError, RequestTimeout
+
+__all__ = ["Endpoint", "Handler", "Request", "Site", "use_uvloop"]
+
+log = logging.getLogger(__name__)
+
+_URI_PATH = int(OptionNumber.URI_PATH)
+_NOT_FOUND = int(Code.NOT_FOUND)
+_METHOD_NOT_ALLOWED = int(Code.METHOD_NOT_ALLOWED)
+_TOO_LARGE = int(Code.REQUEST_ENTITY_TOO_LARGE)
+_UNAVAILABLE = int(Code.SERVICE_UNAVAILABLE)
+_INTERNAL = int(Code.INTERNAL_SERVER_ERROR)
+_SIZE1 = int(OptionNumber.SIZE1)
+_MAX_AGE = int(OptionNumber.MAX_AGE)
+
+
+@dataclass(slots=True)
+class Request:
+    """A request handed to a :data:`Handler`.
+
+    Attributes:
+        message: the decoded request.
+        peer: the sender's address as the socket reported it.
+        endpoint: the endpoint that received it (for ``accept_empty`` or for
+            sending requests of its own).
+    """
+
+    message: CoapMessage
+    peer: Peer
+    endpoint: Endpoint
+
+    @property
+    def path(self) -> tuple[str, ...]:
+        """The Uri-Path segments (UTF-8 decoded)."""
+        return self.message.uri_path
+
+
+Handler = Callable[[Request], Awaitable[CoapMessage]]
+"""Serves one request; returns the response (its code, options and payload are
+used; type, Message ID and token are set by the message layer)."""
+
+
+class _Route:
+    __slots__ = ("handler", "methods")
+
+    def __init__(self, handler: Handler, methods: frozenset[int]) -> None:
+        self.handler = handler
+        self.methods = methods
+
+
+class Site:
+    """Routes requests to handlers by Uri-Path."""
+
+    def __init__(self) -> None:
+        self._exact: dict[tuple[bytes, ...], _Route] = {}
+        self._prefixes: list[tuple[tuple[bytes, ...], _Route]] = []
+
+    def add(
+        self,
+        path: tuple[str, ...],
+        handler: Handler,
+        *,
+        methods: frozenset[int] = frozenset({Code.POST}),
+        prefix: bool = False,
+    ) -> None:
+        """Register ``handler`` for ``path``.
+
+        Args:
+            path: the Uri-Path segments, e.g. ``("msgin5g",)``.
+            handler: the coroutine function serving it.
+            methods: allowed method codes; others get 4.05.
+            prefix: also serve every path below ``path`` (longest prefix wins;
+                an exact route always wins over a prefix route).
+        """
+        key = tuple(segment.encode() for segment in path)
+        route = _Route(handler, frozenset(int(m) for m in methods))
+        if prefix:
+            self._prefixes = [p for p in self._prefixes if p[0] != key]
+            self._prefixes.append((key, route))
+            self._prefixes.sort(key=lambda p: len(p[0]), reverse=True)
+        else:
+            self._exact[key] = route
+
+    def resolve(self, message: CoapMessage) -> Handler | int:
+        """Return the handler for ``message``, or the error code to answer with."""
+        path = tuple([v for n, v in message.options if n == _URI_PATH])
+        route = self._exact.get(path)
+        if route is None:
+            for key, candidate in self._prefixes:
+                if path[: len(key)] == key:
+                    route = candidate
+                    break
+            else:
+                return _NOT_FOUND
+        if message.code not in route.methods:
+            return _METHOD_NOT_ALLOWED
+        return route.handler
+
+
+class _Protocol(asyncio.DatagramProtocol):
+    """Thin adapter: forwards datagrams to the endpoint."""
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self._endpoint = endpoint
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self._endpoint._on_datagram(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("socket error: %s", exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
+def use_uvloop() -> bool:
+    """Install uvloop's event loop policy if uvloop is importable.
+
+    Returns:
+        True when uvloop is now the policy.
+    """
+    try:
+        import uvloop
+    except ImportError:
+        return False
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return True
+
+
+class Endpoint:
+    """A CoAP-over-UDP endpoint (server and client). Build with :meth:`create`."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        site: Site | None,
+        params: TransmissionParameters,
+        max_request_payload: int | None,
+        max_concurrent_requests: int,
+        overload_max_age: int,
+    ) -> None:
+        """Prefer :meth:`create`, which also binds the socket."""
+        self._loop = loop
+        self._site = site
+        self._layer = MessageLayer(loop.time, params=params)
+        self._max_payload = max_request_payload
+        self._max_concurrent = max_concurrent_requests
+        self._overload_options = [(_MAX_AGE, encode_uint(overload_max_age))]
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_when = 0.0
+        self._transport: asyncio.DatagramTransport | None = None
+        self._protocol: _Protocol | None = None
+        self._sendto: Callable[[bytes, Any], None] = _not_open
+        self._family = socket.AF_INET
+        self._closed = False
+        self._handler_errors = 0
+
+    @classmethod
+    async def create(
+        cls,
+        bind: tuple[str, int] = ("127.0.0.1", 0),
+        *,
+        site: Site | None = None,
+        params: TransmissionParameters | None = None,
+        max_request_payload: int | None = None,
+        max_concurrent_requests: int = 10_000,
+        recv_buffer: int = 4 * 1024 * 1024,
+        send_buffer: int = 4 * 1024 * 1024,
+        overload_max_age: int = 5,
+    ) -> Endpoint:
+        """Bind a UDP socket and start serving.
+
+        Args:
+            bind: local (host, port); port 0 picks a free port; IPv6 hosts work.
+            site: routes for incoming requests; None answers every request 4.04.
+            params: transmission parameters (RFC 7252 §4.8).
+            max_request_payload: larger request bodies get 4.13 (None: no limit).
+            max_concurrent_requests: handlers running at once; beyond, 5.03.
+            recv_buffer: SO_RCVBUF in bytes.
+            send_buffer: SO_SNDBUF in bytes.
+            overload_max_age: Max-Age (s) of the 5.03 overload response.
+
+        Returns:
+            the running endpoint.
+
+        Raises:
+            ConnectError: the address cannot be resolved or bound.
+        """
+        loop = asyncio.get_running_loop()
+        self = cls(
+            loop,
+            site=site,
+            params=params if params is not None else TransmissionParameters(),
+            max_request_payload=max_request_payload,
+            max_concurrent_requests=max_concurrent_requests,
+            overload_max_age=overload_max_age,
+        )
+        sock = await _bind_socket(loop, bind, recv_buffer, send_buffer)
+        self._family = sock.family
+        protocol = _Protocol(self)
+        try:
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: protocol, sock=sock
+            )
+        except OSError as exc:
+            sock.close()
+            raise ConnectError(f"cannot open UDP endpoint on {bind!r}: {exc}") from exc
+        self._transport = transport
+        self._protocol = protocol
+        self._sendto = transport.sendto
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("CoAP endpoint listening on %r", self.local_address)
+        return self
+
+    # ----------------------------------------------------------------- public
+
+    @property
+    def local_address(self) -> tuple[str, int]:
+        """The bound (host, port)."""
+        if self._transport is None:
+            raise ConnectError("endpoint not open")
+        name = self._transport.get_extra_info("sockname")
+        return (name[0], name[1])
+
+    def stats(self) -> dict[str, int]:
+        """Return the message-layer counters plus ``handlers_running``."""
+        counters = self._layer.stats()
+        counters["handlers_running"] = len(self._tasks)
+        counters["handler_errors"] = self._handler_errors
+        return counters
+
+    def send_raw(self, data: bytes, peer: Peer) -> None:
+        """Send a datagram as is (tests, diagnostics)."""
+        self._sendto(data, peer)
+
+    def accept_empty(self, req: Request) -> None:
+        """Acknowledge ``req`` now with an empty ACK; the response becomes separate."""
+        self._run(self._layer.accept_empty(req.message, req.peer))
+
+    async def request(
+        self,
+        message: CoapMessage,
+        peer: Peer,
+        *,
+        mid: int | None = None,
+        token: bytes | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 (also cancels the exchange)
+    ) -> CoapMessage:
+        """Send a request and wait for its response.
+
+        Args:
+            message: the request; ``mtype`` CON or NON selects reliability.
+            peer: destination (host, port); host names are resolved.
+            mid: explicit Message ID (default: allocated).
+            token: explicit token (default: 4 random bytes).
+            timeout: overall limit in seconds (default: the RFC 7252 timers).
+
+        Returns:
+            the response, whatever its code.
+
+        Raises:
+            RequestTimeout: no answer (retransmissions exhausted or ``timeout``).
+            RemoteReset: the peer answered with RST.
+            ConnectError: the endpoint is closed or the peer cannot be resolved.
+            ValueError: invalid message, or mid/token already in use.
+        """
+        if self._closed:
+            raise ConnectError("endpoint closed")
+        normal = _numeric_peer(peer, self._family) if type(peer) is tuple else None
+        peer = normal if normal is not None else await self._resolve_peer(peer)
+        future: asyncio.Future[CoapMessage] = self._loop.create_future()
+        self._run(self._layer.send_request(message, peer, future, mid=mid, token=token))
+        try:
+            if timeout is None:
+                return await future
+            try:
+                async with asyncio.timeout(timeout):
+                    return await future
+            except TimeoutError:
+                raise RequestTimeout(f"no response within {timeout} s") from None
+        finally:
+            # awaiting a future cancels it when the caller is cancelled/timed out
+            if future.cancelled() or not future.done():
+                self._layer.cancel(future)
+                self._arm_timer()
+
+    async def aclose(self) -> None:
+        """Stop: cancel handlers and the timer, fail pending requests, close."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self._complete(self._layer.abort_all(ConnectError("endpoint closed")))
+        transport, protocol = self._transport, self._protocol
+        self._sendto = _not_open
+        if transport is not None and protocol is not None:
+            transport.close()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await protocol.closed
+
+    async def __aenter__(self) -> Endpoint:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # ------------------------------------------------------------- internals
+
+    def _on_datagram(self, data: bytes, addr: Peer) -> None:
+        if self._closed:
+            return
+        try:
+            self._run(self._layer.receive(data, addr))
+        except Exception:
+            log.exception("internal error processing a datagram from %r", addr)
+
+    def _run(self, actions: list[Action]) -> None:
+        """Carry out the actions of the message layer, then re-arm the timer."""
+        for action in actions:
+            cls = action.__class__
+            if cls is Send:
+                self._sendto(action.data, action.peer)  # type: ignore[union-attr]
+            elif cls is Dispatch:
+                self._dispatch(action.request, action.peer)  # type: ignore[union-attr]
+            else:
+                self._complete((action,))
+        self._arm_timer()
+
+    @staticmethod
+    def _complete(actions: list[Action] | tuple[Action, ...]) -> None:
+        for action in actions:
+            if isinstance(action, Complete):
+                future: asyncio.Future[CoapMessage] = action.handle  # type: ignore[assignment]
+                if not future.done():
+                    future.set_result(action.response)
+            elif isinstance(action, Fail):
+                future = action.handle  # type: ignore[assignment]
+                if future is not None and not future.done():
+                    future.set_exception(action.error)
+
+    def _arm_timer(self) -> None:
+        deadline = self._layer.next_deadline()
+        if deadline is None:
+            return
+        timer = self._timer
+        if timer is not None:
+            if self._timer_when <= deadline:
+                return
+            timer.cancel()
+        self._timer_when = deadline
+        self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._closed:
+            return
+        try:
+            self._run(self._layer.poll())
+        except Exception:
+            log.exception("internal error in the CoAP timer")
+            self._arm_timer()
+
+    def _dispatch(self, message: CoapMessage, peer: Peer) -> None:
+        site = self._site
+        target: Handler | int = (
+            site.resolve(message) if site is not None else _NOT_FOUND
+        )
+        if target.__class__ is int:
+            self._reply(message, peer, CoapMessage(0, target))  # type: ignore[arg-type]
+            return
+        limit = self._max_payload
+        if limit is not None and len(message.payload) > limit:
+            options = [(_SIZE1, encode_uint(limit))]
+            self._reply(message, peer, CoapMessage(0, _TOO_LARGE, options=options))
+            return
+        tasks = self._tasks
+        if len(tasks) >= self._max_concurrent:
+            self._reply(
+                message,
+                peer,
+                CoapMessage(0, _UNAVAILABLE, options=list(self._overload_options)),
+            )
+            return
+        task = self._loop.create_task(
+            self._handle(target, Request(message, peer, self))  # type: ignore[arg-type]
+        )
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    async def _handle(self, handler: Handler, request: Request) -> None:
+        try:
+            response = await handler(request)
+            if not isinstance(response, CoapMessage):
+                raise TypeError(f"handler returned {type(response).__name__}")
+        except Exception:
+            self._handler_errors += 1
+            log.exception(
+                "handler for %r raised; answering 5.00", request.message.uri_path
+            )
+            response = CoapMessage(0, _INTERNAL)
+        self._reply(request.message, request.peer, response)
+
+    def _reply(self, message: CoapMessage, peer: Peer, response: CoapMessage) -> None:
+        if self._closed:
+            return
+        try:
+            actions = self._layer.respond(message, peer, response)
+        except Exception:
+            self._handler_errors += 1
+            log.exception("response to %r cannot be sent; answering 5.00", peer)
+            actions = self._layer.respond(message, peer, CoapMessage(0, _INTERNAL))
+        self._run(actions)
+
+    async def _resolve_peer(self, peer: Peer) -> Peer:
+        """Resolve a host name to the form the socket reports source addresses."""
+        if not isinstance(peer, tuple) or len(peer) < 2:
+            raise ValueError(f"peer must be a (host, port) tuple, got {peer!r}")
+        flags = socket.AI_V4MAPPED if self._family == socket.AF_INET6 else 0
+        try:
+            infos = await self._loop.getaddrinfo(
+                peer[0],
+                peer[1],
+                family=self._family,
+                type=socket.SOCK_DGRAM,
+                flags=flags,
+            )
+        except OSError as exc:
+            raise ConnectError(f"cannot resolve {peer[0]!r}: {exc}") from exc
+        resolved = _numeric_peer(tuple(infos[0][4]), self._family)
+        if resolved is None:
+            raise ConnectError(f"cannot resolve {peer[0]!r}")
+        return resolved
+
+
+def _not_open(data: bytes, peer: Any) -> None:
+    raise ConnectError("endpoint not open")
+
+
+def _numeric_peer(peer: tuple[Any, ...], family: int) -> Peer | None:
+    """Canonical numeric form of ``peer`` for a socket of ``family``, or None."""
+    if len(peer) < 2:
+        return None
+    host, port = peer[0], peer[1]
+    if family == socket.AF_INET6:
+        try:
+            packed = socket.inet_pton(socket.AF_INET6, host)
+        except (OSError, TypeError):
+            try:
+                socket.inet_pton(socket.AF_INET, host)
+            except (OSError, TypeError):
+                return None
+            return (f"::ffff:{host}", port, 0, 0)
+        flow = peer[2] if len(peer) > 2 else 0
+        scope = peer[3] if len(peer) > 3 else 0
+        return (socket.inet_ntop(socket.AF_INET6, packed), port, flow, scope)
+    try:
+        socket.inet_pton(socket.AF_INET, host)
+    except (OSError, TypeError):
+        return None
+    return (host, port)
+
+
+async def _bind_socket(
+    loop: asyncio.AbstractEventLoop,
+    bind: tuple[str, int],
+    recv_buffer: int,
+    send_buffer: int,
+) -> socket.socket:
+    host, port = bind[0], bind[1]
+    try:
+        infos = await loop.getaddrinfo(
+            host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE
+        )
+    except OSError as exc:
+        raise ConnectError(f"cannot resolve bind address {host!r}: {exc}") from exc
+    family, _, _, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        for option, size in (
+            (socket.SO_RCVBUF, recv_buffer),
+            (socket.SO_SNDBUF, send_buffer),
+        ):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, option, size)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise ConnectError(f"cannot bind UDP {bind!r}: {exc}") from exc
+    return sock

@@ -1,0 +1,165 @@
+"""End to end with real processes on loopback: `msgin5g serve` and the CLI."""
+
+import json
+import subprocess
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tests.e2e.conftest import ServerProcess, msgin5g, spawn
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
+
+
+def lines(text: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def listen(
+    server: ServerProcess, ue: str, secret: str, *extra: str
+) -> subprocess.Popen[str]:
+    proc = spawn(
+        "ue",
+        "listen",
+        ue,
+        "--secret",
+        secret,
+        "--server",
+        server.url,
+        "--bind",
+        "127.0.0.1:0",
+        *extra,
+    )
+    assert proc.stdout is not None
+    first = json.loads(proc.stdout.readline())  # REGRESP once registered
+    assert first["registrationResult"] == "SUCCESS", first
+    return proc
+
+
+def send(
+    server: ServerProcess, *args: str, check: bool = True
+) -> list[dict[str, object]]:
+    result = msgin5g(
+        "ue",
+        "send",
+        "ue1",
+        "--secret",
+        "s1",
+        "--server",
+        server.url,
+        "--bind",
+        "127.0.0.1:0",
+        *args,
+        check=check,
+    )
+    return lines(result.stdout)
+
+
+def test_two_ues_message_and_report(server: ServerProcess) -> None:
+    receiver = listen(server, "ue2", "s2", "--count", "1", "--decode")
+    out = send(server, "--to", "ue2", "--text", "hello ue2", "--report")
+    _regresp, msgresp, imdn = out
+    assert msgresp["deliveryStatus"] == "DELY_ACCEPTED"
+    assert imdn["messageType"] == "IMDN"
+    assert imdn["deliveryStatus"] == "REPT_DELY_SUCCESS"
+    assert imdn["messageId"] == msgresp["messageId"]
+    stdout, _ = receiver.communicate(timeout=20)
+    [msg] = lines(stdout)
+    assert msg["messageType"] == "MSG" and msg["payloadText"] == "hello ue2"
+    assert msg["originatingUeServiceId"] == "ue1"
+
+
+def test_offline_recipient_stored_then_delivered(server: ServerProcess) -> None:
+    out = send(server, "--to", "ue2", "--text", "stored for later")
+    assert out[1]["deliveryStatus"] == "DELY_STORED"
+    receiver = listen(server, "ue2", "s2", "--count", "1", "--decode")
+    stdout, stderr = receiver.communicate(timeout=20)
+    got = lines(stdout)
+    assert got, (stdout, stderr, receiver.returncode)
+    assert got[0]["payloadText"] == "stored for later"
+
+
+def test_sigkill_after_acknowledgement_loses_nothing(server: ServerProcess) -> None:
+    sent = []
+    for i in range(5):
+        out = send(server, "--to", "ue2", "--text", f"m{i}")
+        assert out[1]["deliveryStatus"] == "DELY_STORED"
+        sent.append(f"m{i}")
+    server.kill9()
+    server.start()
+    receiver = listen(server, "ue2", "s2", "--count", "5", "--decode")
+    stdout, _ = receiver.communicate(timeout=30)
+    assert [m["payloadText"] for m in lines(stdout)] == sent
+
+
+def test_expiry_produces_failure_report(server: ServerProcess) -> None:
+    until = (
+        (datetime.now(UTC) + timedelta(seconds=1.5)).isoformat().replace("+00:00", "Z")
+    )
+    start = time.monotonic()
+    out = send(
+        server,
+        "--to",
+        "ue2",
+        "--text",
+        "too late",
+        "--report",
+        "--store-until",
+        until,
+        "--wait",
+        "20",
+    )
+    msgresp, imdn = out[1], out[2]
+    assert msgresp["deliveryStatus"] == "DELY_STORED"
+    assert imdn["deliveryStatus"] == "REPT_DELY_FAILED"
+    assert imdn["failureCause"] == "MESSAGE_EXPIRED"
+    assert imdn["originatingUeServiceId"] == "ue2"
+    assert time.monotonic() - start >= 1.0
+    receiver = listen(server, "ue2", "s2", "--timeout", "1.5")
+    stdout, _ = receiver.communicate(timeout=20)
+    assert lines(stdout) == []
+
+
+def test_unknown_recipient_and_bad_secret(server: ServerProcess) -> None:
+    result = msgin5g(
+        "ue",
+        "send",
+        "ue1",
+        "--secret",
+        "s1",
+        "--server",
+        server.url,
+        "--to",
+        "nobody",
+        "--text",
+        "x",
+        check=False,
+    )
+    assert result.returncode == 1
+    assert lines(result.stdout)[1]["failureCause"] == "RECIPIENT_UNKNOWN"
+    bad = msgin5g(
+        "ue", "register", "ue1", "--secret", "nope", "--server", server.url, check=False
+    )
+    assert bad.returncode == 1
+    assert "AUTHENTICATION_FAILED" in bad.stderr
+
+
+def test_provisioning_commands(server: ServerProcess) -> None:
+    added = msgin5g("ue", "add", "ue3", "--storage", server.storage)
+    assert "secret (shown once):" in added.stdout
+    secret = added.stdout.strip().rsplit(" ", 1)[1]
+    reg = msgin5g("ue", "register", "ue3", "--secret", secret, "--server", server.url)
+    assert lines(reg.stdout)[0]["registrationResult"] == "SUCCESS"
+    listing = msgin5g("ue", "list", "--storage", server.storage).stdout
+    assert "ue3\tregistered" in listing and "ue2\tnot registered" in listing
+    assert (
+        "removed ue3"
+        in msgin5g("ue", "remove", "ue3", "--storage", server.storage).stdout
+    )
+    assert (
+        msgin5g(
+            "ue", "remove", "ue3", "--storage", server.storage, check=False
+        ).returncode
+        == 1
+    )
