@@ -96,7 +96,7 @@ class _Lat(msgspec.Struct):
 async def _worker(
     port: int, ues: list[str], all_ues: list[str], seconds: float, warmup: float
 ) -> dict[str, Any]:
-    from msgin5g.coap import Code, CoapMessage, Endpoint, Site, Type, make_response
+    from msgin5g.coap import CoapMessage, Code, Endpoint, Site, Type, make_response
     from msgin5g.coap.message import encode_uint, uri_path_options
 
     options = [*uri_path_options(("msgin5g",)), (12, encode_uint(50))]
@@ -137,8 +137,8 @@ async def _worker(
         nonlocal sent, acked
         target = all_ues[(index[ue] + 1) % len(all_ues)]
         prefix = (
-            '{"messageType":"MSG","originatingUeServiceId":"%s","recipientUeServiceId":"%s",'
-            '"messageId":"%s-' % (ue, target, ue)
+            f'{{"messageType":"MSG","originatingUeServiceId":"{ue}",'
+            f'"recipientUeServiceId":"{target}","messageId":"{ue}-'
         ).encode()
         n = 0
         while time.perf_counter() < t_end:
@@ -153,7 +153,7 @@ async def _worker(
                     CoapMessage(Type.CON, Code.POST, options=options, payload=body),
                     server,
                 )
-            except Exception:  # noqa: BLE001
+            except Exception:
                 continue
             if resp.code == Code.CHANGED and b"DELY_ACCEPTED" in resp.payload:
                 acked += 1
@@ -213,7 +213,7 @@ def run_load(port: int, ues: list[str], workers: int, seconds: float) -> dict[st
 async def register_many(
     port: int, ids: list[str], sockets: int = 8, window: int = 64
 ) -> float:
-    from msgin5g.coap import Code, CoapMessage, Endpoint, Type
+    from msgin5g.coap import CoapMessage, Code, Endpoint, Type
     from msgin5g.coap.message import encode_uint, uri_path_options
 
     options = [*uri_path_options(("msgin5g",)), (12, encode_uint(50))]

@@ -16,7 +16,13 @@ from typing import Protocol
 from msgin5g.model.queue import QueuedItem, ReportRoute
 from msgin5g.model.registry import UERegistration
 
-__all__ = ["Backend", "CredentialStore", "MessageQueue", "RegistrationStore", "ReportStore"]
+__all__ = [
+    "Backend",
+    "CredentialStore",
+    "MessageQueue",
+    "RegistrationStore",
+    "ReportStore",
+]
 
 
 class CredentialStore(Protocol):
@@ -117,7 +123,9 @@ class ReportStore(Protocol):
         """Remember that ``route.reporter`` may report on ``route.message_id``."""
         ...
 
-    async def take_report_route(self, message_id: str, reporter: str) -> ReportRoute | None:
+    async def take_report_route(
+        self, message_id: str, reporter: str
+    ) -> ReportRoute | None:
         """Remove and return the route, or None if none is expected."""
         ...
 
