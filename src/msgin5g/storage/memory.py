@@ -1,0 +1,230 @@
+"""In-memory storage backend: the reference implementation.
+
+What:
+    :class:`MemoryBackend` keeps everything in plain dicts (plus a heap of expiry
+    times), in the event loop's thread. It defines the observable semantics every
+    other backend must reproduce (``tests/storage`` runs the same conformance suite
+    against all of them) and serves unit tests and ephemeral runs.
+
+Why no group commit:
+    There is nothing to commit: each write is applied before its ``await`` returns,
+    and :meth:`MemoryBackend.remove_nowait` removes immediately.
+
+Durability semantics:
+    None across processes: everything is lost when the process ends. Within the
+    process the contract of :mod:`msgin5g.storage.base` holds trivially (reads see
+    every completed write). Stored items are copies: mutating a
+    :class:`~msgin5g.model.queue.QueuedItem` after ``enqueue`` (or one returned by
+    a read) does not change the stored item, just as with a database.
+"""
+
+import heapq
+
+import msgspec
+
+from msgin5g.model.messages import Msg
+from msgin5g.model.queue import QueuedItem, ReportRoute
+from msgin5g.model.registry import UERegistration
+
+__all__ = ["MemoryBackend"]
+
+
+def _copy(item: QueuedItem) -> QueuedItem:
+    return msgspec.structs.replace(item)
+
+
+def _queue_order(item: QueuedItem) -> tuple[int, int]:
+    return (item.priority, item.seq)
+
+
+class MemoryBackend:
+    """Dict-based implementation of :class:`msgin5g.storage.base.Backend`.
+
+    ``start`` and ``aclose`` only mark the lifecycle; the data lives as long as the
+    object. Not thread-safe: use it from one event loop.
+    """
+
+    def __init__(self) -> None:
+        """Create an empty backend."""
+        self._credentials: dict[str, bytes] = {}
+        self._registrations: dict[str, UERegistration] = {}
+        self._items: dict[int, QueuedItem] = {}
+        self._by_recipient: dict[str, dict[int, QueuedItem]] = {}
+        # (expires_at, seq); stale entries (removed items, changed expiry) are
+        # skipped when popped and dropped by _compact_expiry().
+        self._expiry: list[tuple[float, int]] = []
+        self._routes: dict[tuple[str, str], ReportRoute] = {}
+        self._last_seq = 0
+
+    def __repr__(self) -> str:
+        return f"MemoryBackend(items={len(self._items)})"
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        """Nothing to open."""
+
+    async def aclose(self) -> None:
+        """Nothing to flush; the data stays readable. Safe to call twice."""
+
+    # ---------------------------------------------------------------- CredentialStore
+
+    async def put_credential(self, ue_service_id: str, digest: bytes) -> None:
+        """Create or replace the credential digest of a UE."""
+        self._credentials[ue_service_id] = bytes(digest)
+
+    async def get_credential(self, ue_service_id: str) -> bytes | None:
+        """Return the credential digest, or None if the UE is not provisioned."""
+        return self._credentials.get(ue_service_id)
+
+    async def delete_credential(self, ue_service_id: str) -> bool:
+        """Remove a provisioned UE; True if it existed."""
+        return self._credentials.pop(ue_service_id, None) is not None
+
+    async def list_credentials(self) -> list[str]:
+        """All provisioned UE Service IDs, sorted."""
+        return sorted(self._credentials)
+
+    # ---------------------------------------------------------------- RegistrationStore
+
+    async def put_registration(self, registration: UERegistration) -> None:
+        """Create or replace the registration of ``registration.ue_service_id``."""
+        self._registrations[registration.ue_service_id] = registration
+
+    async def delete_registration(self, ue_service_id: str) -> bool:
+        """Remove a registration; True if it existed."""
+        return self._registrations.pop(ue_service_id, None) is not None
+
+    async def load_registrations(self) -> list[UERegistration]:
+        """Every stored registration, ordered by UE Service ID."""
+        return [self._registrations[ue] for ue in sorted(self._registrations)]
+
+    # ---------------------------------------------------------------- MessageQueue
+
+    async def enqueue(self, item: QueuedItem) -> int:
+        """Store a copy of ``item``; assign and return its ``seq`` (set on item too)."""
+        self._last_seq += 1
+        seq = self._last_seq
+        item.seq = seq
+        stored = _copy(item)
+        self._items[seq] = stored
+        self._by_recipient.setdefault(stored.recipient, {})[seq] = stored
+        heapq.heappush(self._expiry, (stored.expires_at, seq))
+        return seq
+
+    def _pop(self, seq: int) -> QueuedItem | None:
+        item = self._items.pop(seq, None)
+        if item is not None:
+            per_recipient = self._by_recipient[item.recipient]
+            del per_recipient[seq]
+            if not per_recipient:
+                del self._by_recipient[item.recipient]
+        return item
+
+    async def remove(self, seq: int) -> None:
+        """Forget a delivered/expired/failed item; unknown ``seq`` is ignored."""
+        self._pop(seq)
+        self._compact_expiry()
+
+    def remove_nowait(self, seq: int) -> None:
+        """Remove ``seq`` immediately (there is no commit to wait for)."""
+        self._pop(seq)
+        self._compact_expiry()
+
+    async def pending_for(
+        self, recipient: str, *, after_seq: int = 0, limit: int = 100
+    ) -> list[QueuedItem]:
+        """Items for ``recipient`` with ``seq > after_seq``, by (priority, seq)."""
+        items = self._by_recipient.get(recipient)
+        if not items or limit <= 0:
+            return []
+        selected = sorted(
+            (item for seq, item in items.items() if seq > after_seq), key=_queue_order
+        )
+        return [_copy(item) for item in selected[:limit]]
+
+    async def recipients_with_pending(self) -> list[str]:
+        """Distinct recipients that have at least one item, sorted."""
+        return sorted(self._by_recipient)
+
+    async def take_expired(self, now: float, *, limit: int = 1000) -> list[QueuedItem]:
+        """Remove and return up to ``limit`` items with ``expires_at <= now``.
+
+        Items come soonest-expiring first (then by seq).
+        """
+        taken: list[QueuedItem] = []
+        heap = self._expiry
+        while heap and heap[0][0] <= now and len(taken) < limit:
+            expires_at, seq = heapq.heappop(heap)
+            item = self._items.get(seq)
+            if item is None or item.expires_at != expires_at:
+                continue  # stale entry
+            self._pop(seq)
+            taken.append(item)
+        return taken
+
+    async def find(self, recipient: str, message_id: str) -> QueuedItem | None:
+        """The stored ``MSG`` for ``recipient`` with that MSGin5G Message ID.
+
+        ``IMDN`` items are never returned. With duplicates the lowest seq wins.
+        """
+        items = self._by_recipient.get(recipient, {})
+        for seq in sorted(items):
+            item = items[seq]
+            if isinstance(item.item, Msg) and item.item.message_id == message_id:
+                return _copy(item)
+        return None
+
+    async def set_expiry(self, seq: int, expires_at: float) -> bool:
+        """Change the expiry of an item; True if it exists."""
+        item = self._items.get(seq)
+        if item is None:
+            return False
+        item.expires_at = expires_at
+        heapq.heappush(self._expiry, (expires_at, seq))
+        self._compact_expiry()
+        return True
+
+    async def take_all_for(self, recipient: str) -> list[QueuedItem]:
+        """Remove and return every item of ``recipient``, by (priority, seq)."""
+        items = self._by_recipient.pop(recipient, None)
+        if not items:
+            return []
+        for seq in items:
+            del self._items[seq]
+        self._compact_expiry()
+        return sorted(items.values(), key=_queue_order)
+
+    async def count(self) -> int:
+        """Number of items stored."""
+        return len(self._items)
+
+    def _compact_expiry(self) -> None:
+        """Rebuild the expiry heap once stale entries dominate it."""
+        if len(self._expiry) > 2 * len(self._items) + 64:
+            self._expiry = [(item.expires_at, seq) for seq, item in self._items.items()]
+            heapq.heapify(self._expiry)
+
+    # ---------------------------------------------------------------- ReportStore
+
+    async def put_report_route(self, route: ReportRoute) -> None:
+        """Remember (or replace) the route for ``(message_id, reporter)``."""
+        self._routes[route.message_id, route.reporter] = route
+
+    async def take_report_route(
+        self, message_id: str, reporter: str
+    ) -> ReportRoute | None:
+        """Remove and return the route, or None if none is expected.
+
+        Expiry is not checked here; :meth:`purge_report_routes` drops old routes.
+        """
+        return self._routes.pop((message_id, reporter), None)
+
+    async def purge_report_routes(self, now: float) -> int:
+        """Drop routes with ``expires_at <= now``; return how many."""
+        expired = [
+            key for key, route in self._routes.items() if route.expires_at <= now
+        ]
+        for key in expired:
+            del self._routes[key]
+        return len(expired)
