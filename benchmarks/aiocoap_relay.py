@@ -30,8 +30,8 @@ class Relay(aiocoap.resource.Resource):  # type: ignore[misc]
         body = decoder.decode(request.payload)
         kind = body.get("messageType")
         if kind == "REG":
-            host, port = request.remote.sockaddr[:2]
-            self.addresses[body["ueServiceId"]] = f"coap://{host}:{port}/msgin5g"
+            hostinfo = request.remote.hostinfo
+            self.addresses[body["ueServiceId"]] = f"coap://{hostinfo}/msgin5g"
             reply = {
                 "messageType": "REGRESP",
                 "ueServiceId": body["ueServiceId"],

@@ -155,7 +155,11 @@ async def _worker(
                 )
             except Exception:
                 continue
-            if resp.code == Code.CHANGED and b"DELY_ACCEPTED" in resp.payload:
+            if (
+                now >= t_start
+                and resp.code == Code.CHANGED
+                and b"DELY_ACCEPTED" in resp.payload
+            ):
                 acked += 1
 
     t_start = time.perf_counter() + warmup
