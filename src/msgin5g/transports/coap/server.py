@@ -23,6 +23,8 @@ server-originated CON POST to the client's ``/msgin5g`` (digest §3.7.6), whose
 import logging
 from urllib.parse import urlsplit
 
+import msgspec
+
 from msgin5g.coap.endpoint import Endpoint, Request, Site
 from msgin5g.coap.exchange import Peer
 from msgin5g.coap.message import (
@@ -155,13 +157,7 @@ class CoapTransport:
         assert service is not None  # noqa: S101 - set in start()
         source = _contact(peer)
         if isinstance(uplink, Msg):
-            msg_resp = await service.submit(uplink, source)
-            return make_response(
-                request,
-                Code.CHANGED,
-                encode(msg_resp),
-                content_format=CONTENT_FORMAT_JSON,
-            )
+            return _json(request, Code.CHANGED, await service.submit(uplink, source))
         if isinstance(uplink, Imdn):
             await service.report(uplink, source)
             return make_response(request, Code.CHANGED)
@@ -171,25 +167,12 @@ class CoapTransport:
             extra = None
             if uplink.client_address and outcome.response.failure_cause is None:
                 extra = _location_path(uplink.client_address)
-            return make_response(
-                request,
-                code,
-                encode(outcome.response),
-                content_format=CONTENT_FORMAT_JSON,
-                options=extra,
-            )
+            return _json(request, code, outcome.response, extra)
         if isinstance(uplink, Dereg):
-            dereg_resp = await service.deregister(uplink, source)
-            return make_response(
-                request,
-                Code.CHANGED,
-                encode(dereg_resp),
-                content_format=CONTENT_FORMAT_JSON,
+            return _json(
+                request, Code.CHANGED, await service.deregister(uplink, source)
             )
-        upd_resp = await service.update_stored(uplink, source)
-        return make_response(
-            request, Code.CHANGED, encode(upd_resp), content_format=CONTENT_FORMAT_JSON
-        )
+        return _json(request, Code.CHANGED, await service.update_stored(uplink, source))
 
     # downlink (Deliverer port) ------------------------------------------------------
 
@@ -243,6 +226,15 @@ def _error(
         failure_cause=cause.value,
         detail=detail[:300],
     )
+    return _json(request, code, body)
+
+
+def _json(
+    request: CoapMessage,
+    code: int,
+    body: msgspec.Struct,
+    options: list[tuple[int, bytes]] | None = None,
+) -> CoapMessage:
     return make_response(
-        request, code, encode(body), content_format=CONTENT_FORMAT_JSON
+        request, code, encode(body), content_format=CONTENT_FORMAT_JSON, options=options
     )
