@@ -114,3 +114,55 @@ async def test_recipient_gone_silent_then_back(server: Server) -> None:
                 b"are you there?",
                 b"second",
             ]
+
+
+async def test_client_registers_again_when_server_lost_it(server: Server) -> None:
+    async with (
+        Client("ue1", "secret-ue1", server=uri(server), bind=("127.0.0.1", 0)) as ue1,
+        Client("ue2", "secret-ue2", server=uri(server), bind=("127.0.0.1", 0)) as ue2,
+    ):
+        await ue1.register()
+        await ue2.register()
+        assert server.service is not None
+        await server.service.registry.deregister("ue1")  # the server forgets ue1
+        resp = await ue1.send("ue2", "still here")
+        assert resp.delivery_status == "DELY_ACCEPTED"
+        assert server.service.registry.get("ue1") is not None
+        got = await ue2.receive(timeout=5)
+        assert isinstance(got.item, Msg) and got.item.payload == b"still here"
+
+
+async def test_server_survives_garbage_datagrams(
+    server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    import random
+    import socket
+
+    from msgin5g.coap.message import CoapMessage, encode_uint, uri_path_options
+
+    rng = random.Random(7)
+    valid = CoapMessage(
+        0,
+        2,
+        mid=1,
+        token=b"ab",
+        options=[*uri_path_options(("msgin5g",)), (12, encode_uint(50))],
+        payload=b'{"messageType":"REG","ueServiceId":"ue1"}',
+    ).encode()
+    host, port = server.coap_address
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for i in range(600):
+            if i % 3 == 0:
+                data = bytes(rng.getrandbits(8) for _ in range(rng.randrange(0, 80)))
+            else:
+                raw = bytearray(valid)
+                for _ in range(rng.randrange(1, 4)):
+                    raw[rng.randrange(len(raw))] = rng.getrandbits(8)
+                data = bytes(raw[: rng.randrange(1, len(raw) + 1)])
+            sock.sendto(data, (host, port))
+        await asyncio.sleep(0.5)
+    async with Client(
+        "ue1", "secret-ue1", server=uri(server), bind=("127.0.0.1", 0)
+    ) as ue1:
+        assert (await ue1.register()).registration_result == "SUCCESS"
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]

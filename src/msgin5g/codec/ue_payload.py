@@ -71,7 +71,11 @@ def _camel(name: str) -> str:
     return head + "".join(part.capitalize() for part in rest)
 
 
-def _translate(exc: msgspec.MsgspecError, data: bytes) -> DecodeError:
+def _translate(
+    exc: msgspec.MsgspecError | UnicodeDecodeError, data: bytes
+) -> DecodeError:
+    if isinstance(exc, UnicodeDecodeError):
+        return DecodeError(f"payload is not valid UTF-8 (octet {exc.start})")
     text = str(exc)
     if isinstance(exc, msgspec.DecodeError) and not isinstance(
         exc, msgspec.ValidationError
@@ -100,7 +104,7 @@ def message_type_of(data: bytes) -> str | None:
     """Best-effort ``messageType`` of a payload (for error bodies); never raises."""
     try:
         obj = msgspec.json.decode(data)
-    except msgspec.MsgspecError:
+    except (msgspec.MsgspecError, UnicodeDecodeError):
         return None
     if isinstance(obj, dict):
         value = obj.get("messageType")
@@ -179,7 +183,7 @@ def decode_uplink(data: bytes) -> Uplink:
     """
     try:
         message = cast(Uplink, _uplink_decoder.decode(data))
-    except msgspec.MsgspecError as exc:
+    except (msgspec.MsgspecError, UnicodeDecodeError) as exc:
         raise _translate(exc, data) from None
     _check_service_id(message.msgin5g_service_id)
     if isinstance(message, Msg):
@@ -200,7 +204,7 @@ def decode_downlink(data: bytes) -> Downlink:
     """
     try:
         message = cast(Downlink, _downlink_decoder.decode(data))
-    except msgspec.MsgspecError as exc:
+    except (msgspec.MsgspecError, UnicodeDecodeError) as exc:
         raise _translate(exc, data) from None
     _check_service_id(message.msgin5g_service_id)
     return message
@@ -214,7 +218,7 @@ def decode_response(data: bytes) -> Response:
     """
     try:
         return cast(Response, _response_decoder.decode(data))
-    except msgspec.MsgspecError as exc:
+    except (msgspec.MsgspecError, UnicodeDecodeError) as exc:
         raise _translate(exc, data) from None
 
 
@@ -222,7 +226,7 @@ def decode_error_body(data: bytes) -> ErrorBody | None:
     """Decode the JSON diagnostic of a 4.xx/5.xx response, or None if absent/other."""
     try:
         return _error_decoder.decode(data)
-    except msgspec.MsgspecError:
+    except (msgspec.MsgspecError, UnicodeDecodeError):
         return None
 
 

@@ -242,6 +242,7 @@ def test_message_type_of_never_raises() -> None:
     assert message_type_of(MSG_EXAMPLE) == "MSG"
     assert message_type_of(b"\x00garbage") is None
     assert message_type_of(b"[]") is None
+    assert message_type_of(b'{"messageType":"\xfa"}') is None
 
 
 def test_error_body() -> None:
