@@ -299,3 +299,14 @@ def test_structured_garbage_decode_or_decode_error(
         decode_uplink(json.dumps(members).encode())
     except DecodeError:
         pass
+
+
+@given(st.binary(max_size=40), st.sampled_from([b"messageType", b"ueServiceId", b"x"]))
+def test_invalid_utf8_inside_json_is_decode_error(raw: bytes, key: bytes) -> None:
+    data = b'{"' + key + b'":"' + raw + b'","messageType":"REG"}'
+    for decoder in (decode_uplink, decode_downlink, decode_response):
+        try:
+            decoder(data)
+        except DecodeError:
+            pass
+    message_type_of(data)
