@@ -3,6 +3,7 @@
 import asyncio
 import json
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -10,7 +11,7 @@ from msgin5g.client import Client
 from msgin5g.model.credentials import psk_token
 from msgin5g.model.messages import Msg
 from msgin5g.server import Server
-from tests.conftest import require_binary
+from tests.conftest import fail_or_skip, require_binary
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(60)]
 
@@ -154,3 +155,25 @@ async def test_libcoap_error_codes(
         "-m", "post", "-t", "50", "-e", reg_json("ue2", "secret-ue2"), uri(server)
     )
     assert json.loads(out)["registrationResult"] == "SUCCESS"
+
+
+NODE_COAP = Path(__file__).parent / "node" / "node_modules" / ".bin" / "coap"
+
+
+async def test_node_coap_cli_registers(server: Server) -> None:
+    if not NODE_COAP.exists():
+        fail_or_skip("node coap-cli not installed (scripts/install runs npm ci)")
+    proc = await asyncio.create_subprocess_exec(
+        str(NODE_COAP),
+        "post",
+        "-q",
+        "-O",
+        "12,0x32",
+        "-p",
+        reg_json("ue1", "secret-ue1"),
+        uri(server),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert json.loads(out)["registrationResult"] == "SUCCESS", err
