@@ -9,6 +9,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
+import msgspec
 import pytest
 
 from msgin5g.errors import ConfigError
@@ -543,3 +544,39 @@ async def test_sqlite_in_memory_url_works() -> None:
         assert await backend.list_credentials() == ["ue"]
     finally:
         await backend.aclose()
+
+
+class _Rec(msgspec.Struct):
+    name: str
+    size: int = 0
+    tags: list[str] = []
+
+
+async def test_records_put_get_replace_delete_load(backend: Backend) -> None:
+    assert await backend.get_record("k", "a", _Rec) is None
+    await backend.put_record("k", "b", _Rec("b", 2, ["x"]))
+    await backend.put_record("k", "a", _Rec("a", 1))
+    await backend.put_record("other", "a", _Rec("zzz"))
+    assert await backend.get_record("k", "a", _Rec) == _Rec("a", 1)
+    await backend.put_record("k", "a", _Rec("a", 5))
+    assert [r.size for r in await backend.load_records("k", _Rec)] == [5, 2]
+    assert await backend.delete_record("k", "a") is True
+    assert await backend.delete_record("k", "a") is False
+    assert await backend.load_records("k", _Rec) == [_Rec("b", 2, ["x"])]
+    assert await backend.load_records("other", _Rec) == [_Rec("zzz")]
+
+
+async def test_records_are_copies(backend: Backend) -> None:
+    record = _Rec("a", tags=["x"])
+    await backend.put_record("k", "a", record)
+    record.tags.append("changed")
+    stored = await backend.get_record("k", "a", _Rec)
+    assert stored is not None
+    assert stored.tags == ["x"]
+
+
+async def test_records_survive_reopen(backend_factory: BackendFactory) -> None:
+    backend = await backend_factory.open()
+    await backend.put_record("k", "a", _Rec("a", 3))
+    again = await backend_factory.reopen(backend)
+    assert await again.get_record("k", "a", _Rec) == _Rec("a", 3)

@@ -11,7 +11,9 @@ durable for that backend (for SQLite: committed to the WAL and fsynced according
 committed. Read methods see every write whose await has returned.
 """
 
-from typing import Protocol
+from typing import Protocol, TypeVar
+
+import msgspec
 
 from msgin5g.model.queue import QueuedItem, ReportRoute
 from msgin5g.model.registry import UERegistration
@@ -20,9 +22,12 @@ __all__ = [
     "Backend",
     "CredentialStore",
     "MessageQueue",
+    "RecordStore",
     "RegistrationStore",
     "ReportStore",
 ]
+
+R = TypeVar("R", bound=msgspec.Struct)
 
 
 class CredentialStore(Protocol):
@@ -134,7 +139,35 @@ class ReportStore(Protocol):
         ...
 
 
-class Backend(CredentialStore, RegistrationStore, MessageQueue, ReportStore, Protocol):
+class RecordStore(Protocol):
+    """Small durable records of any model Struct, by (kind, key).
+
+    For state that is looked up by key and loaded whole at start-up: Application
+    Server registrations, a gateway's cached requests, groups, subscriptions. The
+    backend chooses the encoding (msgpack); callers pass and get model Structs.
+    ``kind`` names the collection (e.g. ``"as-registration"``).
+    """
+
+    async def put_record(self, kind: str, key: str, record: msgspec.Struct) -> None:
+        """Create or replace the record ``key`` of ``kind``."""
+        ...
+
+    async def get_record(self, kind: str, key: str, type_: type[R]) -> R | None:
+        """The record decoded as ``type_``, or None."""
+        ...
+
+    async def delete_record(self, kind: str, key: str) -> bool:
+        """Remove a record; True if it existed."""
+        ...
+
+    async def load_records(self, kind: str, type_: type[R]) -> list[R]:
+        """Every record of ``kind`` ordered by key."""
+        ...
+
+
+class Backend(
+    CredentialStore, RegistrationStore, MessageQueue, ReportStore, RecordStore, Protocol
+):
     """One storage backend: all stores, plus lifecycle."""
 
     async def start(self) -> None:

@@ -25,6 +25,7 @@ import msgspec
 from msgin5g.model.messages import Msg
 from msgin5g.model.queue import QueuedItem, ReportRoute
 from msgin5g.model.registry import UERegistration
+from msgin5g.storage.base import R
 
 __all__ = ["MemoryBackend"]
 
@@ -55,6 +56,7 @@ class MemoryBackend:
         self._expiry: list[tuple[float, int]] = []
         self._routes: dict[tuple[str, str], ReportRoute] = {}
         self._last_seq = 0
+        self._records: dict[tuple[str, str], bytes] = {}
 
     def __repr__(self) -> str:
         return f"MemoryBackend(items={len(self._items)})"
@@ -228,3 +230,26 @@ class MemoryBackend:
         for key in expired:
             del self._routes[key]
         return len(expired)
+
+    # ---------------------------------------------------------------- RecordStore
+
+    async def put_record(self, kind: str, key: str, record: msgspec.Struct) -> None:
+        """Create or replace a record (kept encoded, so callers cannot alias it)."""
+        self._records[kind, key] = msgspec.msgpack.encode(record)
+
+    async def get_record(self, kind: str, key: str, type_: type[R]) -> R | None:
+        """The record decoded as ``type_``, or None."""
+        body = self._records.get((kind, key))
+        return None if body is None else msgspec.msgpack.decode(body, type=type_)
+
+    async def delete_record(self, kind: str, key: str) -> bool:
+        """Remove a record; True if it existed."""
+        return self._records.pop((kind, key), None) is not None
+
+    async def load_records(self, kind: str, type_: type[R]) -> list[R]:
+        """Every record of ``kind`` ordered by key."""
+        decoder = msgspec.msgpack.Decoder(type_)
+        return [
+            decoder.decode(self._records[k])
+            for k in sorted(k for k in self._records if k[0] == kind)
+        ]

@@ -60,12 +60,13 @@ from msgin5g.errors import (
 from msgin5g.model.messages import Imdn, Msg
 from msgin5g.model.queue import QueuedItem, ReportRoute
 from msgin5g.model.registry import UERegistration
+from msgin5g.storage.base import R
 
 __all__ = ["SCHEMA_VERSION", "SqliteBackend", "map_driver_errors"]
 
 _log = logging.getLogger(__name__)
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 """Value of ``PRAGMA user_version`` for the schema this module creates."""
 
 _SYNCHRONOUS_MODES: Final = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
@@ -99,6 +100,12 @@ _SCHEMA: Final = (
         PRIMARY KEY (message_id, reporter)
     ) WITHOUT ROWID""",
     "CREATE INDEX IF NOT EXISTS report_routes_by_expiry ON report_routes(expires_at)",
+    """CREATE TABLE IF NOT EXISTS records (
+        kind TEXT NOT NULL,
+        key TEXT NOT NULL,
+        body BLOB NOT NULL,
+        PRIMARY KEY (kind, key)
+    ) WITHOUT ROWID""",
 )
 
 # Primary SQLite result codes meaning "the database cannot be used right now".
@@ -849,6 +856,55 @@ class SqliteBackend:
         """Drop routes with ``expires_at <= now``; return how many."""
         result: int = await self._submit(_op_purge_report_routes, now)
         return result
+
+    # ---------------------------------------------------------------- RecordStore
+
+    async def put_record(self, kind: str, key: str, record: msgspec.Struct) -> None:
+        """Create or replace a record (msgpack-encoded)."""
+        await self._submit(_op_put_record, kind, key, msgspec.msgpack.encode(record))
+
+    async def get_record(self, kind: str, key: str, type_: type[R]) -> R | None:
+        """The record decoded as ``type_``, or None."""
+        body: bytes | None = await self._read(_op_get_record, kind, key)
+        return None if body is None else msgspec.msgpack.decode(body, type=type_)
+
+    async def delete_record(self, kind: str, key: str) -> bool:
+        """Remove a record; True if it existed."""
+        result: bool = await self._submit(_op_delete_record, kind, key)
+        return result
+
+    async def load_records(self, kind: str, type_: type[R]) -> list[R]:
+        """Every record of ``kind`` ordered by key."""
+        bodies: list[bytes] = await self._read(_op_load_records, kind)
+        decoder = msgspec.msgpack.Decoder(type_)
+        return [decoder.decode(body) for body in bodies]
+
+
+def _op_put_record(conn: sqlite3.Connection, kind: str, key: str, body: bytes) -> None:
+    conn.execute(
+        "INSERT INTO records(kind, key, body) VALUES (?, ?, ?) "
+        "ON CONFLICT(kind, key) DO UPDATE SET body = excluded.body",
+        (kind, key, body),
+    )
+
+
+def _op_get_record(conn: sqlite3.Connection, kind: str, key: str) -> bytes | None:
+    row = conn.execute(
+        "SELECT body FROM records WHERE kind = ? AND key = ?", (kind, key)
+    ).fetchone()
+    return None if row is None else bytes(row[0])
+
+
+def _op_delete_record(conn: sqlite3.Connection, kind: str, key: str) -> bool:
+    cur = conn.execute("DELETE FROM records WHERE kind = ? AND key = ?", (kind, key))
+    return cur.rowcount > 0
+
+
+def _op_load_records(conn: sqlite3.Connection, kind: str) -> list[bytes]:
+    rows = conn.execute(
+        "SELECT body FROM records WHERE kind = ? ORDER BY key", (kind,)
+    ).fetchall()
+    return [bytes(row[0]) for row in rows]
 
 
 def _set_outcomes(outcomes: list[_Outcome]) -> None:
