@@ -16,6 +16,10 @@ import msgspec
 
 from msgin5g.errors import DecodeError, EncodeError, UnsupportedMessageType
 from msgin5g.model.messages import (
+    BulkDereg,
+    BulkDeregResp,
+    BulkReg,
+    BulkRegResp,
     Dereg,
     DeregResp,
     ErrorBody,
@@ -40,13 +44,13 @@ __all__ = [
     "message_type_of",
 ]
 
-Uplink = Reg | Dereg | Msg | Imdn | MsgUpd
+Uplink = Reg | Dereg | Msg | Imdn | MsgUpd | BulkReg | BulkDereg
 """Requests a client sends to the server that this server handles."""
 
 Downlink = Msg | Imdn
 """Requests the server sends to a client."""
 
-Response = RegResp | DeregResp | MsgResp
+Response = RegResp | DeregResp | MsgResp | BulkRegResp | BulkDeregResp
 """Piggybacked response payloads the server sends."""
 
 _uplink_decoder: Final = msgspec.json.Decoder(Uplink)
@@ -153,6 +157,35 @@ def _check_reg(reg: Reg) -> None:
         )
 
 
+def _check_bulk(bulk: BulkReg | BulkDereg) -> None:
+    entries: list[Reg] | list[Dereg]
+    if isinstance(bulk, BulkReg):
+        count, entries, name = (
+            bulk.num_of_reg_requests,
+            bulk.reg_requests,
+            "numOfRegRequests",
+        )
+    else:
+        count, entries, name = (
+            bulk.num_of_dereg_requests,
+            bulk.dereg_requests,
+            "numOfDeregRequests",
+        )
+    if count != len(entries):
+        raise DecodeError(
+            f"{name} is {count} but the list has {len(entries)}", member=name
+        )
+    seen: set[str] = set()
+    for entry in entries:
+        if entry.ue_service_id in seen:
+            raise DecodeError(
+                f"{entry.ue_service_id} appears twice in the bulk request", member=name
+            )
+        seen.add(entry.ue_service_id)
+        if isinstance(entry, Reg):
+            _check_reg(entry)
+
+
 def _check_imdn(imdn: Imdn) -> None:
     if (imdn.originating_ue_service_id is None) == (
         imdn.originating_as_service_id is None
@@ -192,6 +225,8 @@ def decode_uplink(data: bytes) -> Uplink:
         _check_reg(message)
     elif isinstance(message, Imdn):
         _check_imdn(message)
+    elif isinstance(message, (BulkReg, BulkDereg)):
+        _check_bulk(message)
     return message
 
 

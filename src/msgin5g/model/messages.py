@@ -26,10 +26,15 @@ from msgin5g.spec.delivery import (
 )
 
 __all__ = [
+    "BulkDereg",
+    "BulkDeregResp",
+    "BulkReg",
+    "BulkRegResp",
     "ClientPort",
     "CommAvailability",
     "Dereg",
     "DeregResp",
+    "DeregResult",
     "ErrorBody",
     "Imdn",
     "ItemResponse",
@@ -38,6 +43,7 @@ __all__ = [
     "MsgUpd",
     "Reg",
     "RegResp",
+    "RegResult",
     "StoreAndForwardParams",
     "TriggeringInfo",
     "UECredentialInfo",
@@ -239,6 +245,58 @@ class MsgUpd(_Message, tag="MSGUPD", frozen=True):
     message_id: MessageId
     store_and_forward_params: StoreAndForwardParams | None = None
     msgin5g_service_id: ShortText | None = None
+
+
+class RegResult(_Element, frozen=True):
+    """One entry of ``regResponses`` (digest §3.4.5)."""
+
+    ue_service_id: str
+    registration_result: str
+    failure_cause: str | None = None
+
+
+class DeregResult(_Element, frozen=True):
+    """One entry of ``deregResponses`` (digest §3.5)."""
+
+    ue_service_id: str
+    deregistration_result: str
+    failure_cause: str | None = None
+
+
+class BulkReg(_Message, tag="BULKREG", frozen=True):
+    """Bulk registration from a Gateway UE (TS 23.554 §8.2.7, digest §3.4.5)."""
+
+    ue_service_id: ServiceId
+    ue_credential_info: UECredentialInfo
+    num_of_reg_requests: Annotated[int, msgspec.Meta(ge=1, le=10_000)]
+    reg_requests: Annotated[list[Reg], msgspec.Meta(min_length=1, max_length=10_000)]
+    msgin5g_service_id: ShortText | None = None
+
+
+class BulkRegResp(_Message, tag="BULKREGRESP", frozen=True):
+    """Bulk registration response (2.01/2.04 piggybacked)."""
+
+    num_of_reg_responses: int
+    reg_responses: list[RegResult]
+
+
+class BulkDereg(_Message, tag="BULKDEREG", frozen=True):
+    """Bulk de-registration from a Gateway UE (TS 23.554 §8.2.9, digest §3.5)."""
+
+    ue_service_id: ServiceId
+    ue_credential_info: UECredentialInfo
+    num_of_dereg_requests: Annotated[int, msgspec.Meta(ge=1, le=10_000)]
+    dereg_requests: Annotated[
+        list[Dereg], msgspec.Meta(min_length=1, max_length=10_000)
+    ]
+    msgin5g_service_id: ShortText | None = None
+
+
+class BulkDeregResp(_Message, tag="BULKDEREGRESP", frozen=True):
+    """Bulk de-registration response (2.04 piggybacked)."""
+
+    num_of_dereg_responses: int
+    dereg_responses: list[DeregResult]
 
 
 class ErrorBody(msgspec.Struct, rename="camel", omit_defaults=True, frozen=True):

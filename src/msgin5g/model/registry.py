@@ -24,6 +24,8 @@ class UERegistration(msgspec.Struct, frozen=True, gc=False):
         refuses_store_and_forward: the UE sent ``storeAndForwardOption``.
         max_segment_size: announced supported segment size, if any.
         profile: the rest of the client profile as JSON text (opaque to routing).
+        gateway: UE Service ID of the Gateway UE this UE registered through (bulk
+            registration); downlink then goes to the gateway's current contact.
     """
 
     ue_service_id: str
@@ -33,3 +35,4 @@ class UERegistration(msgspec.Struct, frozen=True, gc=False):
     refuses_store_and_forward: bool = False
     max_segment_size: int | None = None
     profile: str = "{}"
+    gateway: str | None = None

@@ -268,12 +268,18 @@ class DeliveryEngine:
                     recipient, mailbox, FailureCause.RECIPIENT_NOT_REGISTERED
                 )
                 return
+            contact = self._registry.contact_for(recipient)
+            if contact is None:  # registered through a gateway that is gone
+                await self._park(
+                    recipient, mailbox, FailureCause.RECIPIENT_NOT_REACHABLE
+                )
+                return
             _, seq, item = heapq.heappop(mailbox.heap)
             if item.expires_at <= self._clock.now():
                 mailbox.seqs.discard(seq)  # the sweeper reports and removes it
                 continue
             try:
-                await self._deliverer.deliver(registration.contact, item.item)
+                await self._deliverer.deliver(contact, item.item)
             except RecipientUnreachable as exc:
                 heapq.heappush(mailbox.heap, (item.priority, seq, item))
                 log.info("%s unreachable (%s); parking its queue", recipient, exc)

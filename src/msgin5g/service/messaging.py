@@ -23,14 +23,20 @@ from msgin5g.config import DeliveryConfig
 from msgin5g.errors import InvalidRequest, NotRegistered, ServiceError
 from msgin5g.model.credentials import credential_digest
 from msgin5g.model.messages import (
+    BulkDereg,
+    BulkDeregResp,
+    BulkReg,
+    BulkRegResp,
     Dereg,
     DeregResp,
+    DeregResult,
     Imdn,
     Msg,
     MsgResp,
     MsgUpd,
     Reg,
     RegResp,
+    RegResult,
 )
 from msgin5g.model.queue import QueuedItem, ReportRoute
 from msgin5g.model.registry import Contact
@@ -156,13 +162,128 @@ class MessagingService:
             registration = self.registry.get(ue)
             if registration is not None and registration.source != source:
                 return _dereg_failure(ue, FailureCause.NOT_AUTHORIZED)
+        await self._drop_registration(ue)
+        return DeregResp(ue_service_id=ue, deregistration_result=Result.SUCCESS)
+
+    async def _drop_registration(self, ue: str) -> None:
         await self.registry.deregister(ue)
         for item in await self.delivery.forget(ue):
             await self.delivery.report_failure(
                 item, FailureCause.RECIPIENT_DEREGISTERED
             )
         log.debug("de-registered %s", ue)
-        return DeregResp(ue_service_id=ue, deregistration_result=Result.SUCCESS)
+
+    # bulk registration through a Gateway UE ---------------------------------------
+
+    async def _gateway_refusal(
+        self, gateway: str, bulk: BulkReg | BulkDereg, source: Contact
+    ) -> FailureCause | None:
+        """Why the gateway may not act for others, or None (digest §3.4.4 step 1).
+
+        Project policy: any provisioned UE may act as a Gateway UE once it has
+        authenticated and is registered from the address the bulk request came from.
+        """
+        cause = await self.registry.authenticate(gateway, bulk.ue_credential_info)
+        if cause is not None:
+            return cause
+        try:
+            self.registry.check_source(gateway, source)
+        except NotRegistered as exc:
+            return exc.cause
+        return None
+
+    async def bulk_register(
+        self, bulk: BulkReg, source: Contact
+    ) -> tuple[BulkRegResp, bool]:
+        """Handle ``BULKREG`` (digest §3.4.4); returns the response and "any new".
+
+        Every entry is authenticated and registered on its own; their writes are
+        issued together so the group commit stores them in one transaction.
+        """
+        gateway = bulk.ue_service_id
+        refusal = await self._gateway_refusal(gateway, bulk, source)
+        if refusal is not None:
+            log.warning("bulk registration from %s refused: %s", gateway, refusal)
+            refused = [
+                RegResult(
+                    ue_service_id=entry.ue_service_id,
+                    registration_result=Result.FAILURE,
+                    failure_cause=FailureCause.NOT_AUTHORIZED.value,
+                )
+                for entry in bulk.reg_requests
+            ]
+            return _bulk_reg_resp(refused), False
+        self.delivery.on_uplink(gateway)
+        outcomes = await asyncio.gather(
+            *(self._register_entry(e, source, gateway) for e in bulk.reg_requests)
+        )
+        log.debug("bulk registration of %d UEs via %s", len(outcomes), gateway)
+        created = any(new for _, new in outcomes)
+        return _bulk_reg_resp([result for result, _ in outcomes]), created
+
+    async def _register_entry(
+        self, entry: Reg, source: Contact, gateway: str
+    ) -> tuple[RegResult, bool]:
+        ue = entry.ue_service_id
+        cause = await self.registry.authenticate(ue, entry.ue_credential_info)
+        if cause is None:
+            try:
+                _, created = await self.registry.register(
+                    entry, source, gateway=gateway
+                )
+            except ServiceError as exc:
+                cause = exc.cause
+            else:
+                self.delivery.on_registered(ue)
+                ok = RegResult(ue_service_id=ue, registration_result=Result.SUCCESS)
+                return ok, created
+        failed = RegResult(
+            ue_service_id=ue,
+            registration_result=Result.FAILURE,
+            failure_cause=cause.value,
+        )
+        return failed, False
+
+    async def bulk_deregister(self, bulk: BulkDereg, source: Contact) -> BulkDeregResp:
+        """Handle ``BULKDEREG`` (digest §3.5).
+
+        Entries registered through this gateway, or carrying their own valid
+        credential, are de-registered; others fail with ``NOT_AUTHORIZED``.
+        """
+        gateway = bulk.ue_service_id
+        refusal = await self._gateway_refusal(gateway, bulk, source)
+        results: list[DeregResult] = []
+        for entry in bulk.dereg_requests:
+            ue = entry.ue_service_id
+            cause = refusal or await self._may_deregister_via(entry, gateway)
+            if cause is None:
+                await self._drop_registration(ue)
+                results.append(
+                    DeregResult(ue_service_id=ue, deregistration_result=Result.SUCCESS)
+                )
+                continue
+            results.append(
+                DeregResult(
+                    ue_service_id=ue,
+                    deregistration_result=Result.FAILURE,
+                    failure_cause=cause.value,
+                )
+            )
+        return BulkDeregResp(
+            num_of_dereg_responses=len(results), dereg_responses=results
+        )
+
+    async def _may_deregister_via(
+        self, entry: Dereg, gateway: str
+    ) -> FailureCause | None:
+        if entry.ue_credential_info is not None:
+            return await self.registry.authenticate(
+                entry.ue_service_id, entry.ue_credential_info
+            )
+        registration = self.registry.get(entry.ue_service_id)
+        if registration is None or registration.gateway == gateway:
+            return None
+        return FailureCause.NOT_AUTHORIZED
 
     # messages --------------------------------------------------------------------
 
@@ -350,6 +471,10 @@ def _replace(
         delivery_status=status,
         failure_cause=cause.value if cause is not None else None,
     )
+
+
+def _bulk_reg_resp(results: list[RegResult]) -> BulkRegResp:
+    return BulkRegResp(num_of_reg_responses=len(results), reg_responses=results)
 
 
 def _reg_failure(ue_service_id: str, cause: FailureCause) -> RegResp:

@@ -85,12 +85,30 @@ class Registry:
         registration = self._registrations.get(ue_service_id)
         if registration is None:
             raise NotRegistered(f"{ue_service_id} is not registered")
-        if registration.source != source:
+        if registration.source != source and not self._via_gateway(
+            registration, source
+        ):
             raise NotRegistered(
                 f"{ue_service_id} is registered from another address",
                 cause=FailureCause.NOT_AUTHORIZED,
             )
         return registration
+
+    def _via_gateway(self, registration: UERegistration, source: Contact) -> bool:
+        if registration.gateway is None:
+            return False
+        gateway = self._registrations.get(registration.gateway)
+        return gateway is not None and gateway.source == source
+
+    def contact_for(self, ue_service_id: str) -> Contact | None:
+        """Where downlink for a UE goes now (its gateway's contact if it has one)."""
+        registration = self._registrations.get(ue_service_id)
+        if registration is None:
+            return None
+        if registration.gateway is None:
+            return registration.contact
+        gateway = self._registrations.get(registration.gateway)
+        return None if gateway is None else gateway.contact
 
     async def credential(self, ue_service_id: str) -> bytes | None:
         """The stored credential digest of a UE (None: not provisioned)."""
@@ -130,8 +148,13 @@ class Registry:
             return FailureCause.AUTHENTICATION_FAILED
         return None
 
-    async def register(self, reg: Reg, source: Contact) -> tuple[UERegistration, bool]:
+    async def register(
+        self, reg: Reg, source: Contact, *, gateway: str | None = None
+    ) -> tuple[UERegistration, bool]:
         """Store the client profile of an authenticated UE.
+
+        With ``gateway`` the UE registered in bulk through that Gateway UE: its
+        contact is the gateway (``clientAddress`` is ignored).
 
         Returns:
             The registration and whether it is new (True) or a refresh.
@@ -140,7 +163,9 @@ class Registry:
             InvalidRequest: unusable ``clientAddress``.
         """
         contact = (
-            contact_from_address(reg.client_address) if reg.client_address else source
+            contact_from_address(reg.client_address)
+            if reg.client_address and gateway is None
+            else source
         )
         avail = reg.comm_availability
         profile = {
@@ -158,6 +183,7 @@ class Registry:
             ),
             max_segment_size=reg.max_segment_size,
             profile=json.dumps(profile, separators=(",", ":")),
+            gateway=gateway,
         )
         await self._backend.put_registration(registration)
         new = reg.ue_service_id not in self._registrations

@@ -231,7 +231,7 @@ def test_malformed_payloads(payload: bytes) -> None:
         decode_uplink(payload)
 
 
-@pytest.mark.parametrize("kind", ["FOO", "BULKREG", "REGRESP", "msg"])
+@pytest.mark.parametrize("kind", ["FOO", "AGGMSG", "REGRESP", "msg"])
 def test_unsupported_message_type(kind: str) -> None:
     with pytest.raises(UnsupportedMessageType) as info:
         decode_uplink(json.dumps({"messageType": kind}).encode())
@@ -310,3 +310,43 @@ def test_invalid_utf8_inside_json_is_decode_error(raw: bytes, key: bytes) -> Non
         except DecodeError:
             pass
     message_type_of(data)
+
+
+def test_bulk_registration_example_decodes() -> None:
+    data = b"""{"messageType":"BULKREG","ueServiceId":"gw-0001",
+      "ueCredentialInfo":{"authType":"PSK_TOKEN","credential":"x"},
+      "numOfRegRequests":2,
+      "regRequests":[
+        {"messageType":"REG","ueServiceId":"sensor-17","ueCredentialInfo":{"authType":"PSK_TOKEN"}},
+        {"ueServiceId":"sensor-18","ueCredentialInfo":{"authType":"PSK_TOKEN"}}]}"""
+    from msgin5g.model.messages import BulkReg
+
+    bulk = decode_uplink(data)
+    assert isinstance(bulk, BulkReg)
+    assert [r.ue_service_id for r in bulk.reg_requests] == ["sensor-17", "sensor-18"]
+
+
+@pytest.mark.parametrize(
+    ("payload", "member"),
+    [
+        (
+            b'{"messageType":"BULKREG","ueServiceId":"g","ueCredentialInfo":{"authType":"x"},'
+            b'"numOfRegRequests":2,"regRequests":[{"ueServiceId":"a","ueCredentialInfo":{"authType":"x"}}]}',
+            "numOfRegRequests",
+        ),
+        (
+            b'{"messageType":"BULKDEREG","ueServiceId":"g","ueCredentialInfo":{"authType":"x"},'
+            b'"numOfDeregRequests":2,"deregRequests":[{"ueServiceId":"a"},{"ueServiceId":"a"}]}',
+            "numOfDeregRequests",
+        ),
+        (
+            b'{"messageType":"BULKREG","ueServiceId":"g","ueCredentialInfo":{"authType":"x"},'
+            b'"numOfRegRequests":1,"regRequests":[{"messageType":"DEREG","ueServiceId":"a"}]}',
+            "regRequests[0].messageType",
+        ),
+    ],
+)
+def test_bulk_validation(payload: bytes, member: str) -> None:
+    with pytest.raises(DecodeError) as info:
+        decode_uplink(payload)
+    assert info.value.member == member

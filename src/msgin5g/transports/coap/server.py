@@ -45,7 +45,16 @@ from msgin5g.errors import (
     RequestTimeout,
     TransportError,
 )
-from msgin5g.model.messages import Dereg, ErrorBody, Imdn, Msg, MsgUpd, Reg
+from msgin5g.model.messages import (
+    BulkDereg,
+    BulkReg,
+    Dereg,
+    ErrorBody,
+    Imdn,
+    Msg,
+    MsgUpd,
+    Reg,
+)
 from msgin5g.model.registry import Contact
 from msgin5g.service.messaging import MessagingService
 from msgin5g.spec.causes import FailureCause
@@ -149,7 +158,7 @@ class CoapTransport:
 
     async def _dispatch(
         self,
-        uplink: Reg | Dereg | Msg | Imdn | MsgUpd,
+        uplink: Reg | Dereg | Msg | Imdn | MsgUpd | BulkReg | BulkDereg,
         peer: Peer,
         request: CoapMessage,
     ) -> CoapMessage:
@@ -171,6 +180,13 @@ class CoapTransport:
         if isinstance(uplink, Dereg):
             return _json(
                 request, Code.CHANGED, await service.deregister(uplink, source)
+            )
+        if isinstance(uplink, BulkReg):
+            bulk_resp, created = await service.bulk_register(uplink, source)
+            return _json(request, Code.CREATED if created else Code.CHANGED, bulk_resp)
+        if isinstance(uplink, BulkDereg):
+            return _json(
+                request, Code.CHANGED, await service.bulk_deregister(uplink, source)
             )
         return _json(request, Code.CHANGED, await service.update_stored(uplink, source))
 
