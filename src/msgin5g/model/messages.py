@@ -26,6 +26,9 @@ from msgin5g.spec.delivery import (
 )
 
 __all__ = [
+    "AggImdn",
+    "AggMsg",
+    "AggregatedItem",
     "BulkDereg",
     "BulkDeregResp",
     "BulkReg",
@@ -44,6 +47,9 @@ __all__ = [
     "Reg",
     "RegResp",
     "RegResult",
+    "ReportItem",
+    "SegConfir",
+    "SegRec",
     "StoreAndForwardParams",
     "TriggeringInfo",
     "UECredentialInfo",
@@ -244,6 +250,85 @@ class MsgUpd(_Message, tag="MSGUPD", frozen=True):
     recipient_ue_service_id: ServiceId
     message_id: MessageId
     store_and_forward_params: StoreAndForwardParams | None = None
+    msgin5g_service_id: ShortText | None = None
+
+
+class AggregatedItem(_Element, frozen=True):
+    """One message inside an ``AGGMSG`` (digest §3.10.2)."""
+
+    message_id: MessageId
+    application_id: ShortText | None = None
+    delivery_status_required: bool = False
+    payload: bytes | None = None
+    priority_type: PriorityType | None = None
+    store_and_forward_flag: bool = False
+    store_and_forward_params: StoreAndForwardParams | None = None
+
+
+class AggMsg(_Message, tag="AGGMSG", frozen=True):
+    """Aggregated MSGin5G message (digest §3.10.2): items for one common target."""
+
+    message_id: MessageId
+    aggregated_messages: Annotated[
+        list[AggregatedItem], msgspec.Meta(min_length=1, max_length=1000)
+    ]
+    originating_ue_service_id: ServiceId | None = None
+    originating_as_service_id: ServiceId | None = None
+    recipient_ue_service_id: ServiceId | None = None
+    recipient_as_service_id: ServiceId | None = None
+    recipient_group_service_id: ServiceId | None = None
+    recipient_broadcast_area_id: ServiceId | None = None
+    messaging_topic: ShortText | None = None
+    security_credentials: Annotated[str, msgspec.Meta(max_length=1024)] | None = None
+    msgin5g_service_id: ShortText | None = None
+
+
+class ReportItem(_Element, frozen=True):
+    """One report inside an ``AGGIMDN`` (digest §3.11)."""
+
+    message_id: MessageId
+    delivery_status: ReportDeliveryStatus
+    failure_cause: ShortText | None = None
+
+
+class AggImdn(_Message, tag="AGGIMDN", frozen=True):
+    """Aggregated delivery status report (digest §3.11)."""
+
+    delivery_reports: Annotated[
+        list[ReportItem], msgspec.Meta(min_length=1, max_length=1000)
+    ]
+    originating_ue_service_id: ServiceId | None = None
+    originating_as_service_id: ServiceId | None = None
+    recipient_ue_service_id: ServiceId | None = None
+    recipient_as_service_id: ServiceId | None = None
+    security_credentials: Annotated[str, msgspec.Meta(max_length=1024)] | None = None
+    msgin5g_service_id: ShortText | None = None
+
+
+class SegRec(_Message, tag="SEGREC", frozen=True):
+    """Segments recovery: the reassembler asks for missing segments (§3.12.3)."""
+
+    message_id: MessageId
+    segmentation_set_id: ShortText
+    missing_segments: Annotated[list[Positive], msgspec.Meta(max_length=10_000)]
+    originating_ue_service_id: ServiceId | None = None
+    originating_as_service_id: ServiceId | None = None
+    recipient_ue_service_id: ServiceId | None = None
+    recipient_as_service_id: ServiceId | None = None
+    total_segments_unknown: bool = False
+    msgin5g_service_id: ShortText | None = None
+
+
+class SegConfir(_Message, tag="SEGCONFIR", frozen=True):
+    """Message segments received confirmation (§3.12.3)."""
+
+    message_id: MessageId
+    segmentation_set_id: ShortText
+    total_segments: Positive
+    originating_ue_service_id: ServiceId | None = None
+    originating_as_service_id: ServiceId | None = None
+    recipient_ue_service_id: ServiceId | None = None
+    recipient_as_service_id: ServiceId | None = None
     msgin5g_service_id: ShortText | None = None
 
 
