@@ -18,13 +18,13 @@ Behaviour a device needs and the standard leaves to the client:
 """
 
 import asyncio
-import contextlib
 import logging
 import socket
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from urllib.parse import urlsplit
 
 from msgin5g.coap.endpoint import Endpoint, Request, Site
@@ -45,13 +45,18 @@ from msgin5g.codec.ue_payload import (
 from msgin5g.errors import (
     ConnectError,
     DecodeError,
+    MSGin5GError,
     NotAuthorized,
     NotRegistered,
     RemoteError,
     RemoteReset,
+    ServiceError,
 )
+from msgin5g.model.aggregation import bundle, bundle_reports, unbundle, unbundle_reports
 from msgin5g.model.credentials import psk_token
 from msgin5g.model.messages import (
+    AggImdn,
+    AggMsg,
     Dereg,
     DeregResp,
     ErrorBody,
@@ -61,8 +66,16 @@ from msgin5g.model.messages import (
     MsgUpd,
     Reg,
     RegResp,
+    SegConfir,
+    SegRec,
     StoreAndForwardParams,
     UECredentialInfo,
+)
+from msgin5g.model.segmentation import (
+    DEFAULT_SEGMENT_SIZE,
+    Abandoned,
+    Reassembler,
+    split,
 )
 from msgin5g.spec.causes import FailureCause, Result
 from msgin5g.spec.coap import CONTENT_FORMAT_JSON, DEFAULT_COAP_PORT, MSGIN5G_PATH
@@ -76,6 +89,9 @@ from msgin5g.spec.delivery import (
 __all__ = ["Client", "Received"]
 
 log = logging.getLogger(__name__)
+
+_SEG_BUFFER_TTL = 600.0
+"""Seconds a sent segmented message is kept for ``SEGREC`` (SEG_BUFFER_TTL)."""
 
 _CF: list[tuple[int, bytes]] = [
     (OptionNumber.CONTENT_FORMAT, encode_uint(CONTENT_FORMAT_JSON))
@@ -113,6 +129,10 @@ class Client:
         auto_report: send ``IMDN`` success reports automatically.
         queue_size: bound of the receive queue (the server's retransmissions
             apply back-pressure when the application does not read).
+        segment_size: largest payload sent in one ``MSG``; larger payloads are
+            segmented (TS 23.554 §8.5; default 2048 octets).
+        gap_timer: seconds without a new downlink segment before the client
+            asks for the missing ones with ``SEGREC`` (REASSEMBLY_GAP_TIMER).
     """
 
     def __init__(
@@ -125,6 +145,8 @@ class Client:
         credential: str | None = None,
         auto_report: bool = True,
         queue_size: int = 10_000,
+        segment_size: int = DEFAULT_SEGMENT_SIZE,
+        gap_timer: float = 30.0,
     ) -> None:
         self.ue_service_id = ue_service_id
         if credential is None and secret is not None:
@@ -140,12 +162,17 @@ class Client:
         self._bind = bind
         self._auto_report = auto_report
         self._queue: asyncio.Queue[Received] = asyncio.Queue(queue_size)
-        self._seen: dict[tuple[str, str, int], None] = {}
+        self._seen: dict[tuple[str, str, bool], None] = {}
         self._endpoint: Endpoint | None = None
         self._server: Peer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._registration: Reg | None = None
         self.registered = False
+        self.segment_size = segment_size
+        self._gap_timer = gap_timer
+        self._reassembler: Reassembler | None = None
+        self._outbox: dict[tuple[str, str], tuple[float, list[Msg]]] = {}
+        self._timer: asyncio.Task[None] | None = None
 
     # lifecycle -------------------------------------------------------------------
 
@@ -171,9 +198,17 @@ class Client:
             self._endpoint = await Endpoint.create(bind, site=site)
         except OSError as exc:
             raise ConnectError(f"cannot bind {bind[0]}:{bind[1]}: {exc}") from exc
+        self._reassembler = Reassembler(
+            loop.time, gap_timer=self._gap_timer, timeout=10 * self._gap_timer
+        )
+        self._timer = asyncio.create_task(self._housekeeping())
 
     async def aclose(self) -> None:
         """Close the socket (does not de-register)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            await asyncio.gather(self._timer, return_exceptions=True)
+            self._timer = None
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -295,15 +330,20 @@ class Client:
         store_and_forward: bool = True,
         expires: datetime | None = None,
         message_id: str | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> MsgResp:
         """Send a point-to-point message to another UE (``MSG``, digest §3.7.4).
 
         ``store_and_forward`` defaults to True in this library (the wire default
         is False): a device usually wants its message kept for a sleeping peer.
+        A payload above ``segment_size`` is sent as segments (digest §3.12), one
+        outstanding at a time; ``progress(sent, total)`` is called after each.
 
         Returns:
-            The server's ``MSGRESP``; ``DELY_ACCEPTED``/``DELY_STORED`` are not
-            proof of delivery — only an ``IMDN`` is.
+            The server's ``MSGRESP`` (for a segmented message: the answer to the
+            last segment, which carries the outcome of the whole message);
+            ``DELY_ACCEPTED``/``DELY_STORED`` are not proof of delivery — only an
+            ``IMDN`` is.
         """
         data = payload.encode() if isinstance(payload, str) else payload
         msg = Msg(
@@ -321,7 +361,57 @@ class Client:
                 else None
             ),
         )
-        return await self._submit(encode(msg))
+        return await self._send_segmented(msg, progress)
+
+    async def _send_segmented(
+        self, msg: Msg, progress: Callable[[int, int], None] | None = None
+    ) -> MsgResp:
+        segments = split(msg, self.segment_size)
+        if len(segments) > 1:
+            key = (msg.message_id, segments[0].segmentation_set_id or "")
+            loop = asyncio.get_running_loop()
+            self._outbox[key] = (loop.time() + _SEG_BUFFER_TTL, segments)
+        resp: MsgResp | None = None
+        for index, segment in enumerate(segments, 1):
+            resp = await self._submit(encode(segment))
+            if progress is not None:
+                progress(index, len(segments))
+            if resp.delivery_status in (
+                DeliveryStatus.DELY_FAILED,
+                DeliveryStatus.DELY_REJECTED,
+            ):
+                break
+        assert resp is not None  # noqa: S101 - split() returns at least one
+        return resp
+
+    async def send_aggregated(
+        self,
+        to: str,
+        payloads: list[bytes | str],
+        *,
+        application_id: str | None = None,
+        report: bool = False,
+        store_and_forward: bool = True,
+    ) -> MsgResp:
+        """Send several small messages to one UE in one ``AGGMSG`` (digest §3.10).
+
+        Returns:
+            The server's ``MSGRESP`` for the aggregate; ``itemResponses`` lists
+            items whose outcome differs from the aggregate's.
+        """
+        messages = [
+            Msg(
+                message_id=str(uuid.uuid4()),
+                originating_ue_service_id=self.ue_service_id,
+                recipient_ue_service_id=to,
+                delivery_status_required=report,
+                application_id=application_id,
+                payload=p.encode() if isinstance(p, str) else p,
+                store_and_forward_flag=store_and_forward,
+            )
+            for p in payloads
+        ]
+        return await self._submit(encode(bundle(messages)))
 
     async def update_stored(
         self, to: str, message_id: str, *, expires: datetime | None
@@ -380,19 +470,7 @@ class Client:
         cause: FailureCause | None = None,
     ) -> None:
         """Send an ``IMDN`` about ``message`` to its originator (digest §3.9.3)."""
-        imdn = Imdn(
-            message_id=message.message_id,
-            delivery_status=status,
-            originating_ue_service_id=self.ue_service_id,
-            recipient_ue_service_id=message.originating_ue_service_id,
-            recipient_as_service_id=(
-                None
-                if message.originating_ue_service_id
-                else message.originating_as_service_id
-            ),
-            failure_cause=cause.value if cause else None,
-        )
-        await self._post(encode(imdn))
+        await self._post(encode(self._imdn(message, status, cause)))
 
     # reception ------------------------------------------------------------------------
 
@@ -419,7 +497,9 @@ class Client:
             return make_response(message, Code.UNSUPPORTED_CONTENT_FORMAT)
         try:
             item = decode_downlink(message.payload)
-        except DecodeError as exc:
+            if isinstance(item, Msg):
+                return self._on_msg(message, item)
+        except (DecodeError, ServiceError) as exc:
             log.warning("%s: bad request from server: %s", self.ue_service_id, exc)
             body = ErrorBody(
                 message_type="ERROR",
@@ -432,52 +512,168 @@ class Client:
                 encode(body),
                 content_format=CONTENT_FORMAT_JSON,
             )
-        if isinstance(item, Msg):
-            if item.recipient_ue_service_id not in (None, self.ue_service_id):
-                resp = MsgResp(
-                    message_id=item.message_id,
-                    originating_ue_service_id=item.originating_ue_service_id,
-                    delivery_status=DeliveryStatus.DELY_REJECTED,
-                    failure_cause=FailureCause.RECIPIENT_UNKNOWN,
-                )
-                return make_response(
-                    message,
-                    Code.CHANGED,
-                    encode(resp),
-                    content_format=CONTENT_FORMAT_JSON,
-                )
-            key = (item.originator or "", item.message_id, item.segment_number or 0)
-        else:
-            key = (item.originator or "", item.message_id, -1)
-        if key in self._seen:
-            return make_response(message, Code.CHANGED)
-        if self._queue.full():
-            return make_response(message, Code.SERVICE_UNAVAILABLE)
-        self._remember(key)
-        self._queue.put_nowait(Received(item))
-        if (
-            isinstance(item, Msg)
-            and item.delivery_status_required
-            and self._auto_report
-        ):
-            task = asyncio.create_task(self._auto_imdn(item))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        if isinstance(item, AggMsg):
+            messages = unbundle(item)
+            if self._queue.maxsize - self._queue.qsize() < len(messages):
+                return make_response(message, Code.SERVICE_UNAVAILABLE)
+            accepted = [m for m in messages if self._accept(m, report=False)]
+            self._report([m for m in accepted if m.delivery_status_required])
+        elif isinstance(item, Imdn):
+            self._accept(item, report=False)
+        elif isinstance(item, AggImdn):
+            for report in unbundle_reports(item):
+                self._accept(report, report=False)
+        elif isinstance(item, SegRec):
+            self._spawn(self._resend(item))
+        else:  # SegConfir: the server has the whole message
+            self._outbox.pop((item.message_id, item.segmentation_set_id), None)
         return make_response(message, Code.CHANGED)
 
-    def _remember(self, key: tuple[str, str, int]) -> None:
+    def _on_msg(self, request: CoapMessage, item: Msg) -> CoapMessage:
+        if item.recipient_ue_service_id not in (None, self.ue_service_id):
+            resp = MsgResp(
+                message_id=item.message_id,
+                originating_ue_service_id=item.originating_ue_service_id,
+                delivery_status=DeliveryStatus.DELY_REJECTED,
+                failure_cause=FailureCause.RECIPIENT_UNKNOWN,
+            )
+            return make_response(
+                request, Code.CHANGED, encode(resp), content_format=CONTENT_FORMAT_JSON
+            )
+        if self._queue.full():
+            return make_response(request, Code.SERVICE_UNAVAILABLE)
+        if item.segmentation_set_id is not None:
+            assert self._reassembler is not None  # noqa: S101 - set in start()
+            whole = self._reassembler.add(item)
+            if whole is None:
+                return make_response(request, Code.CHANGED)
+            self._spawn(self._confirm_segments(item, whole))
+            item = whole
+        self._accept(item, report=True)
+        return make_response(request, Code.CHANGED)
+
+    def _accept(self, item: Msg | Imdn, *, report: bool) -> bool:
+        """Queue a message or report once; True if it was new."""
+        key = (item.originator or "", item.message_id, isinstance(item, Imdn))
+        if key in self._seen:
+            return False
         if len(self._seen) >= 100_000:
             for old in list(self._seen)[:50_000]:
                 del self._seen[old]
         self._seen[key] = None
+        self._queue.put_nowait(Received(item))
+        if report and isinstance(item, Msg) and item.delivery_status_required:
+            self._report([item])
+        return True
 
-    async def _auto_imdn(self, item: Msg) -> None:
-        with contextlib.suppress(Exception):
-            await self.send_report(item)
+    def _report(self, messages: list[Msg]) -> None:
+        """Send success reports: one IMDN, or one AGGIMDN per originator."""
+        if not messages or not self._auto_report:
             return
-        log.warning(
-            "%s: could not send IMDN for %s", self.ue_service_id, item.message_id
+        reports = [
+            self._imdn(m, ReportDeliveryStatus.REPT_DELY_SUCCESS) for m in messages
+        ]
+        by_target: dict[tuple[str | None, str | None], list[Imdn]] = {}
+        for report in reports:
+            by_target.setdefault((report.recipient, None), []).append(report)
+        for group in by_target.values():
+            body = encode(group[0] if len(group) == 1 else bundle_reports(group))
+            self._spawn(self._post_quietly(body, group[0].message_id))
+
+    def _imdn(
+        self,
+        message: Msg,
+        status: ReportDeliveryStatus,
+        cause: FailureCause | None = None,
+    ) -> Imdn:
+        return Imdn(
+            message_id=message.message_id,
+            delivery_status=status,
+            originating_ue_service_id=self.ue_service_id,
+            recipient_ue_service_id=message.originating_ue_service_id,
+            recipient_as_service_id=(
+                None
+                if message.originating_ue_service_id
+                else message.originating_as_service_id
+            ),
+            failure_cause=cause.value if cause else None,
         )
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _post_quietly(self, body: bytes, what: str) -> None:
+        try:
+            await self._post(body)
+        except MSGin5GError as exc:
+            log.warning("%s: could not send %s: %s", self.ue_service_id, what, exc)
+
+    def _segment_peer(self, segment: Msg) -> dict[str, str | None]:
+        """Originator/recipient members of a SEGREC/SEGCONFIR about ``segment``."""
+        return {
+            "originating_ue_service_id": self.ue_service_id,
+            "recipient_ue_service_id": segment.originating_ue_service_id,
+            "recipient_as_service_id": (
+                None
+                if segment.originating_ue_service_id
+                else segment.originating_as_service_id
+            ),
+        }
+
+    async def _confirm_segments(self, segment: Msg, whole: Msg) -> None:
+        total = -(-len(whole.payload or b"") // max(1, len(segment.payload or b"")))
+        confirmation = SegConfir(
+            message_id=segment.message_id,
+            segmentation_set_id=segment.segmentation_set_id or "",
+            total_segments=segment.total_segments or max(total, 1),
+            **self._segment_peer(segment),
+        )
+        await self._post_quietly(encode(confirmation), "SEGCONFIR")
+
+    async def _resend(self, request: SegRec) -> None:
+        entry = self._outbox.get((request.message_id, request.segmentation_set_id))
+        if entry is None:
+            log.info(
+                "%s: SEGREC for unknown set %s", self.ue_service_id, request.message_id
+            )
+            return
+        segments = entry[1]
+        for number in request.missing_segments:
+            if 1 <= number <= len(segments):
+                await self._post_quietly(encode(segments[number - 1]), "segment")
+
+    async def _housekeeping(self) -> None:
+        """Reassembly timers (SEGREC / give up) and the sent-segments buffer."""
+        assert self._reassembler is not None  # noqa: S101 - set in start()
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(min(1.0, self._gap_timer / 2))
+            for action in self._reassembler.poll():
+                sample = action.segment_set.first or action.segment_set.sample
+                if sample is None:
+                    continue
+                if isinstance(action, Abandoned):
+                    if action.segment_set.report_required:
+                        failed = self._imdn(
+                            sample,
+                            ReportDeliveryStatus.REPT_DELY_FAILED,
+                            FailureCause.SEGMENT_MISSING,
+                        )
+                        await self._post_quietly(encode(failed), "IMDN")
+                    continue
+                recovery = SegRec(
+                    message_id=sample.message_id,
+                    segmentation_set_id=sample.segmentation_set_id or "",
+                    missing_segments=action.missing,
+                    total_segments_unknown=action.segment_set.total is None,
+                    **self._segment_peer(sample),
+                )
+                await self._post_quietly(encode(recovery), "SEGREC")
+            now = loop.time()
+            for key in [k for k, (until, _) in self._outbox.items() if until <= now]:
+                del self._outbox[key]
 
 
 class _BodyError(Exception):

@@ -16,6 +16,8 @@ import msgspec
 
 from msgin5g.errors import DecodeError, EncodeError, UnsupportedMessageType
 from msgin5g.model.messages import (
+    AggImdn,
+    AggMsg,
     BulkDereg,
     BulkDeregResp,
     BulkReg,
@@ -29,6 +31,8 @@ from msgin5g.model.messages import (
     MsgUpd,
     Reg,
     RegResp,
+    SegConfir,
+    SegRec,
 )
 from msgin5g.spec.delivery import MSGIN5G_SERVICE_ID
 
@@ -47,7 +51,7 @@ __all__ = [
 Uplink = Reg | Dereg | Msg | Imdn | MsgUpd | BulkReg | BulkDereg
 """Requests a client sends to the server that this server handles."""
 
-Downlink = Msg | Imdn
+Downlink = Msg | Imdn | AggMsg | AggImdn | SegRec | SegConfir
 """Requests the server sends to a client."""
 
 Response = RegResp | DeregResp | MsgResp | BulkRegResp | BulkDeregResp
@@ -231,7 +235,9 @@ def decode_uplink(data: bytes) -> Uplink:
 
 
 def decode_downlink(data: bytes) -> Downlink:
-    """Decode a request the server sent to a client (``MSG`` or ``IMDN``).
+    """Decode a request the server sent to a client.
+
+    ``MSG``, ``IMDN``, ``AGGMSG``, ``AGGIMDN``, ``SEGREC`` or ``SEGCONFIR``.
 
     Raises:
         UnsupportedMessageType: another ``messageType``.
