@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from msgin5g.client import Client
-from msgin5g.coap import Code, CoapMessage, Endpoint, Request, Site, Type, make_response
+from msgin5g.coap import CoapMessage, Code, Endpoint, Request, Site, Type, make_response
 from msgin5g.coap.message import encode_uint, uri_path_options
 from msgin5g.codec.ue_payload import encode
 from msgin5g.model.aggregation import bundle
