@@ -252,6 +252,7 @@ async def _send(client: Client, args: argparse.Namespace) -> int:
         expires=expires,
         priority=args.priority,
         application_id=args.app,
+        progress=_progress,
     )
     _print(resp)
     if resp.delivery_status in ("DELY_FAILED", "DELY_REJECTED"):
@@ -267,6 +268,17 @@ async def _send(client: Client, args: argparse.Namespace) -> int:
             print(f"msgin5g: no report within {args.wait:g} s", file=sys.stderr)
             return 3
     return 0
+
+
+def _progress(sent: int, total: int) -> None:
+    """Progress bar on stderr for a segmented message (stdout stays JSON)."""
+    if total < 2:
+        return
+    width = 30
+    filled = width * sent // total
+    bar = "#" * filled + "-" * (width - filled)
+    end = "\n" if sent == total else ""
+    print(f"\rsegments [{bar}] {sent}/{total}", end=end, file=sys.stderr, flush=True)
 
 
 async def _listen(client: Client, args: argparse.Namespace) -> int:
