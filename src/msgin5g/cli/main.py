@@ -144,6 +144,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not store if the recipient is offline",
     )
     send.add_argument("--priority", choices=["HIGH", "MIDDLE", "LOW"])
+    send.add_argument(
+        "--segment-size",
+        type=int,
+        default=2048,
+        metavar="OCTETS",
+        help="larger payloads are sent as MSGin5G segments (default 2048)",
+    )
     send.add_argument("--app", metavar="APPLICATION_ID", help="applicationId")
     send.add_argument(
         "--wait",
@@ -218,7 +225,13 @@ def _bind(text: str) -> tuple[str, int]:
 
 def _client(args: argparse.Namespace) -> Client:
     secret = args.secret or os.environ.get("MSGIN5G_SECRET")
-    return Client(args.ue_service_id, secret, server=args.server, bind=_bind(args.bind))
+    return Client(
+        args.ue_service_id,
+        secret,
+        server=args.server,
+        bind=_bind(args.bind),
+        segment_size=getattr(args, "segment_size", 2048),
+    )
 
 
 async def _ue_device(args: argparse.Namespace) -> int:
