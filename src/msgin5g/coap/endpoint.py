@@ -299,9 +299,13 @@ class Endpoint:
         """Send a datagram as is (tests, diagnostics)."""
         self._sendto(data, peer)
 
-    def accept_empty(self, req: Request) -> None:
-        """Acknowledge ``req`` now with an empty ACK; the response becomes separate."""
-        self._run(self._layer.accept_empty(req.message, req.peer))
+    def accept_empty(self, req: Request, *, final: bool = False) -> None:
+        """Acknowledge ``req`` now with an empty ACK; the response becomes separate.
+
+        With ``final`` no separate response follows (the handler's return value is
+        discarded): the answer is a matched request (digest §2.2 rule 5).
+        """
+        self._run(self._layer.accept_empty(req.message, req.peer, final=final))
 
     async def request(
         self,

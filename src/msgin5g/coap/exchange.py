@@ -567,12 +567,18 @@ class MessageLayer:
         self._sent += 1
         return [Send(data, peer)]
 
-    def accept_empty(self, request: CoapMessage, peer: Peer) -> list[Action]:
+    def accept_empty(
+        self, request: CoapMessage, peer: Peer, *, final: bool = False
+    ) -> list[Action]:
         """Acknowledge a CON request now; the response will be separate.
 
         Args:
             request: the dispatched request.
             peer: where it came from.
+            final: no separate response will follow: the answer is a new,
+                matched request (TS 24.538-R18 §6.3.4.3.3, a gateway's
+                ``REGRESP``); a later :meth:`respond` sends nothing, and
+                duplicates of the request get the empty ACK again.
 
         Returns:
             ``[Send(empty ACK)]``, or ``[]`` for a NON request or one already
@@ -584,7 +590,7 @@ class MessageLayer:
         state = self._cache.get(key)
         if state is not None and state != _PROCESSING:
             return []
-        self._cache.update(key, _SEPARATE)
+        self._cache.update(key, _SEPARATE_DONE if final else _SEPARATE)
         self._sent += 1
         return [Send(_empty(_ACK, request.mid), peer)]
 

@@ -1,0 +1,125 @@
+"""The configuration resource ``/msgin5g/config`` of the MSGin5G Server (digest §3.1).
+
+PROJECT CHOICE (the SEAL CM transport of TS 24.546 is out of scope): a CON
+**POST** to ``/msgin5g/config`` with Content-Format 50 and a JSON ``CONFREQ``
+(``ueServiceId``, ``ueCredentialInfo``) or ``BULKCONFREQ`` (a Gateway UE's
+identity and credential plus one ``CONFREQ`` per constrained UE). POST rather than
+GET because the request carries a credential, which must not travel in a
+Uri-Query (it would end up in logs and proxies' caches).
+
+Answer: **2.05 Content**, Content-Format 50, ``CONFRESP`` / ``BULKCONFRESP``.
+A ``CONFREQ`` with ``Accept: 41`` gets the XML document of TS 24.538 §7.2.3
+(Content-Format 41, ``application/xml``) when it succeeds. Errors follow the
+``/msgin5g`` resource: 4.15 for another Content-Format, 4.00 with a JSON body
+naming the member for malformed JSON, 4.06 for an unsupported Accept.
+
+``<MSGin5G-Server-address>``: ``coap://HOST:PORT/msgin5g`` where HOST is the
+request's Uri-Host if it has one, else the address the socket is bound to, else
+(wildcard bind) the machine's fully qualified name.
+"""
+
+import logging
+import socket
+from typing import Protocol
+
+import msgspec
+
+from msgin5g.coap.endpoint import Request
+from msgin5g.coap.message import CoapMessage, make_response
+from msgin5g.coap.numbers import Code, OptionNumber
+from msgin5g.codec.ue_payload import decode_config_request, encode, message_type_of
+from msgin5g.errors import DecodeError
+from msgin5g.model.messages import ConfReq, ErrorBody
+from msgin5g.service.configuration import ConfigurationService, render_document
+from msgin5g.service.messaging import MessagingService
+from msgin5g.spec.causes import FailureCause, Result
+from msgin5g.spec.coap import CONTENT_FORMAT_JSON
+
+__all__ = ["CONFIG_PATH", "CONTENT_FORMAT_XML", "ConfigurationResource"]
+
+log = logging.getLogger(__name__)
+
+CONFIG_PATH: tuple[str, ...] = ("msgin5g", "config")
+"""Uri-Path of the configuration resource (PROJECT CHOICE)."""
+
+CONTENT_FORMAT_XML = 41
+"""``application/xml`` (RFC 7252 §12.3)."""
+
+
+class _Bound(Protocol):
+    @property
+    def local_address(self) -> tuple[str, int]: ...
+
+
+class ConfigurationResource:
+    """Serves ``/msgin5g/config`` for one server.
+
+    Args:
+        service: the running messaging service (its registry authenticates).
+        transport: anything with ``local_address`` (the CoAP transport).
+    """
+
+    def __init__(self, service: MessagingService, transport: _Bound) -> None:
+        self.configuration = ConfigurationService(service.registry)
+        self._transport = transport
+
+    def server_address(self, message: CoapMessage) -> str:
+        """The ``<MSGin5G-Server-address>`` to announce to this requester."""
+        host, port = self._transport.local_address
+        uri_host = message.opt(OptionNumber.URI_HOST)
+        if uri_host:
+            host = uri_host.decode("utf-8", "replace")
+        elif host in ("0.0.0.0", "::"):
+            host = socket.getfqdn()
+        if ":" in host:
+            host = f"[{host}]"
+        return f"coap://{host}:{port}/msgin5g"
+
+    async def render_post(self, request: Request) -> CoapMessage:
+        """Handle a POST to ``/msgin5g/config``."""
+        message = request.message
+        if message.content_format != CONTENT_FORMAT_JSON:
+            log.info("4.15 from %s on /msgin5g/config", request.peer)
+            return _error(
+                message,
+                Code.UNSUPPORTED_CONTENT_FORMAT,
+                "Content-Format must be 50 (application/json)",
+            )
+        accept = message.uint_opt(OptionNumber.ACCEPT)
+        if accept not in (None, CONTENT_FORMAT_JSON, CONTENT_FORMAT_XML):
+            return make_response(message, Code.NOT_ACCEPTABLE)
+        try:
+            config_request = decode_config_request(message.payload)
+        except DecodeError as exc:
+            log.info("4.00 from %s on /msgin5g/config: %s", request.peer, exc)
+            return _error(message, Code.BAD_REQUEST, str(exc))
+        address = self.server_address(message)
+        if isinstance(config_request, ConfReq):
+            response = await self.configuration.configure(config_request, address)
+            if accept == CONTENT_FORMAT_XML and response.result == Result.SUCCESS:
+                return make_response(
+                    message,
+                    Code.CONTENT,
+                    render_document(response).encode(),
+                    content_format=CONTENT_FORMAT_XML,
+                )
+            return _json(message, response)
+        bulk = await self.configuration.bulk_configure(config_request, address)
+        return _json(message, bulk)
+
+
+def _json(request: CoapMessage, body: msgspec.Struct) -> CoapMessage:
+    return make_response(
+        request, Code.CONTENT, encode(body), content_format=CONTENT_FORMAT_JSON
+    )
+
+
+def _error(request: CoapMessage, code: int, detail: str) -> CoapMessage:
+    body = ErrorBody(
+        message_type=message_type_of(request.payload) or "ERROR",
+        failure_cause=FailureCause.INVALID_MESSAGE.value,
+        detail=detail[:300],
+    )
+    return make_response(
+        request, code, encode(body), content_format=CONTENT_FORMAT_JSON
+    )
