@@ -262,6 +262,8 @@ def start_ours(port: int, db: Path) -> subprocess.Popen[str]:
             f"127.0.0.1:{port}",
             "--storage",
             f"sqlite:///{db}",
+            "--set",
+            "rest.enabled=false",
         ],
         stdout=subprocess.PIPE,
         text=True,

@@ -85,6 +85,8 @@ class ServerProcess:
             "coap.max_retransmit=1",
             "--set",
             "delivery.sweep_interval=0.2",
+            "--set",
+            "rest.enabled=false",  # REST tests enable it on a free port
             *self.extra,
         )
         assert self.proc.stdout is not None

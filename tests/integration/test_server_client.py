@@ -28,6 +28,7 @@ async def server(tmp_path: Path) -> AsyncIterator[Server]:
             "storage.url": url,
             "coap.ack_timeout": "0.2",
             "coap.max_retransmit": "1",
+            "rest.enabled": "false",
         },
     )
     async with Server(config) as srv:

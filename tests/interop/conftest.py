@@ -17,7 +17,12 @@ async def server(tmp_path: Path) -> AsyncIterator[Server]:
     config = load_config(
         None,
         {},
-        {"coap.bind": "127.0.0.1:0", "storage.url": url, "coap.max_payload": "1024"},
+        {
+            "coap.bind": "127.0.0.1:0",
+            "storage.url": url,
+            "coap.max_payload": "1024",
+            "rest.enabled": "false",
+        },
     )
     async with Server(config) as srv:
         yield srv

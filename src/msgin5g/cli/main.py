@@ -21,6 +21,8 @@ from typing import Any
 
 import msgspec
 
+from msgin5g.cli import asapp
+from msgin5g.cli import gateway as gateway_cli
 from msgin5g.client import Client
 from msgin5g.coap.endpoint import use_uvloop
 from msgin5g.config import ServerConfig, load_config
@@ -37,6 +39,9 @@ Server side:   msgin5g serve                     run the MSGin5G Server (CoAP, S
 Device side:   msgin5g ue register|deregister    register a UE with a server
                msgin5g ue send                   send a point-to-point message
                msgin5g ue listen                 stay registered, print what arrives
+AS side:       msgin5g as add                    provision an AS's OAuth2 client
+               msgin5g as register|deregister    AS registration (TS 29.538 REST)
+               msgin5g as send|listen            A2P message; AS simulator (P2A)
 
 Configuration: --config FILE (TOML), MSGIN5G_* environment variables, options.
 """
@@ -90,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--coap", metavar="HOST:PORT", help="CoAP bind (default 0.0.0.0:5683)"
     )
     serve.add_argument(
+        "--http", metavar="HOST:PORT", help="HTTP bind (default 127.0.0.1:8080)"
+    )
+    serve.add_argument(
         "--set",
         action="append",
         default=[],
@@ -97,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="any configuration value, e.g. --set delivery.default_ttl=3600",
     )
 
+    gateway_cli.add_gateway_parser(commands)
+    asapp.add_parser(commands, _add_storage)
     ue = commands.add_parser("ue", help="provision UEs, or act as a UE")
     ue_commands = ue.add_subparsers(dest="ue_command", required=True, metavar="ACTION")
 
@@ -120,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device(reg)
     dereg = ue_commands.add_parser("deregister", help="de-register a UE")
     _add_device(dereg)
+    for parser_ in (reg, dereg):
+        gateway_cli.add_ue_options(parser_)
 
     send = ue_commands.add_parser(
         "send",
@@ -185,6 +197,8 @@ def _server_config(args: argparse.Namespace) -> ServerConfig:
         overrides[key.strip()] = value
     if getattr(args, "coap", None):
         overrides["coap.bind"] = args.coap
+    if getattr(args, "http", None):
+        overrides["rest.bind"] = args.http
     if getattr(args, "storage", None):
         overrides["storage.url"] = args.storage
     if args.log_level:
@@ -203,6 +217,9 @@ async def _serve(config: ServerConfig) -> None:
         # start-up objects (registrations, tables) never die: keep them out of
         # every later collection (PERFORMANCE.md: full collections grow with them)
         gc.freeze()
+        if server.http_address is not None:
+            web, web_port = server.http_address
+            print(f"msgin5g: serving TS 29.538 APIs on http://{web}:{web_port}")
         host, port = server.coap_address
         print(f"msgin5g: serving MSGin5G-1 on coap://{host}:{port}/msgin5g", flush=True)
         await stop.wait()
@@ -235,6 +252,8 @@ def _client(args: argparse.Namespace) -> Client:
 
 
 async def _ue_device(args: argparse.Namespace) -> int:
+    if getattr(args, "via_gateway", None):
+        return await gateway_cli.run_via_gateway(args)
     async with _client(args) as client:
         if args.ue_command == "deregister":
             _print(await client.deregister())
@@ -330,6 +349,21 @@ async def _ue_admin(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _as_command(args: argparse.Namespace) -> int:
+    from msgin5g.server.applications import provision_as_client
+
+    async def provision(as_service_id: str, secret: str | None) -> str:
+        config = _server_config(args)
+        return await provision_as_client(
+            config.storage.url,
+            as_service_id,
+            secret,
+            synchronous=config.storage.synchronous,
+        )
+
+    return await asapp.run(args, provision)
+
+
 def _run(args: argparse.Namespace) -> int:
     use_uvloop()
     if args.command == "serve":
@@ -341,6 +375,10 @@ def _run(args: argparse.Namespace) -> int:
         asyncio.run(_serve(config))
         return 0
     logging.basicConfig(level=(args.log_level or "WARNING").upper())
+    if args.command == "gateway":
+        return gateway_cli.run_gateway(args)
+    if args.command == "as":
+        return asyncio.run(_as_command(args))
     if args.ue_command in {"add", "list", "remove"}:
         return asyncio.run(_ue_admin(args))
     return asyncio.run(_ue_device(args))

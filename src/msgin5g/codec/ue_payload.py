@@ -18,14 +18,28 @@ from msgin5g.errors import DecodeError, EncodeError, UnsupportedMessageType
 from msgin5g.model.messages import (
     AggImdn,
     AggMsg,
+    AppDereg,
+    AppDeregResp,
+    AppReg,
+    AppRegResp,
+    BulkConfReq,
+    BulkConfResp,
     BulkDereg,
     BulkDeregResp,
     BulkReg,
     BulkRegResp,
+    ConfReq,
+    ConfResp,
     Dereg,
     DeregResp,
     ErrorBody,
+    GwDereg,
+    GwDeregResp,
+    GwReg,
+    GwRegResp,
     Imdn,
+    LocalImdn,
+    LocalMsg,
     Msg,
     MsgResp,
     MsgUpd,
@@ -37,11 +51,21 @@ from msgin5g.model.messages import (
 from msgin5g.spec.delivery import MSGIN5G_SERVICE_ID
 
 __all__ = [
+    "ConfigRequest",
+    "ConfigResponse",
     "Downlink",
+    "GatewayResponse",
+    "LocalDownlink",
+    "LocalUplink",
     "Response",
     "Uplink",
+    "decode_config_request",
+    "decode_config_response",
     "decode_downlink",
     "decode_error_body",
+    "decode_gateway_response",
+    "decode_local_downlink",
+    "decode_local_uplink",
     "decode_response",
     "decode_uplink",
     "encode",
@@ -57,7 +81,27 @@ Downlink = Msg | Imdn | AggMsg | AggImdn | SegRec | SegConfir
 Response = RegResp | DeregResp | MsgResp | BulkRegResp | BulkDeregResp
 """Piggybacked response payloads the server sends."""
 
+LocalUplink = Reg | Dereg | LocalMsg | LocalImdn | AppReg | AppDereg | GwReg | GwDereg
+"""Requests a constrained UE sends to its Gateway UE (MSGin5G-5/-6, digest §2.3)."""
+
+LocalDownlink = RegResp | DeregResp | Msg | Imdn
+"""Requests a Gateway UE sends to a constrained UE (digest §2.3)."""
+
+GatewayResponse = AppRegResp | AppDeregResp | GwRegResp | GwDeregResp | MsgResp
+"""Piggybacked responses a Gateway UE sends to a constrained UE."""
+
+ConfigRequest = ConfReq | BulkConfReq
+"""Configuration requests (digest §3.1; project form on ``/msgin5g/config``)."""
+
+ConfigResponse = ConfResp | BulkConfResp
+"""Configuration responses."""
+
 _uplink_decoder: Final = msgspec.json.Decoder(Uplink)
+_local_uplink_decoder: Final = msgspec.json.Decoder(LocalUplink)
+_local_downlink_decoder: Final = msgspec.json.Decoder(LocalDownlink)
+_gateway_response_decoder: Final = msgspec.json.Decoder(GatewayResponse)
+_config_request_decoder: Final = msgspec.json.Decoder(ConfigRequest)
+_config_response_decoder: Final = msgspec.json.Decoder(ConfigResponse)
 _downlink_decoder: Final = msgspec.json.Decoder(Downlink)
 _response_decoder: Final = msgspec.json.Decoder(Response)
 _error_decoder: Final = msgspec.json.Decoder(ErrorBody)
@@ -259,6 +303,95 @@ def decode_response(data: bytes) -> Response:
     """
     try:
         return cast(Response, _response_decoder.decode(data))
+    except (msgspec.MsgspecError, UnicodeDecodeError) as exc:
+        raise _translate(exc, data) from None
+
+
+def decode_local_uplink(data: bytes) -> LocalUplink:
+    """Decode a request a constrained UE sent to its Gateway UE.
+
+    ``msgin5gServiceId`` is mandatory on these links (digest §2.6).
+
+    Raises:
+        UnsupportedMessageType: a ``messageType`` the gateway does not serve.
+        DecodeError: anything else malformed; ``member`` names the culprit.
+    """
+    try:
+        message = cast(LocalUplink, _local_uplink_decoder.decode(data))
+    except (msgspec.MsgspecError, UnicodeDecodeError) as exc:
+        raise _translate(exc, data) from None
+    if message.msgin5g_service_id is None:
+        raise DecodeError(
+            "Object missing required field `msgin5gServiceId`",
+            member="msgin5gServiceId",
+        )
+    _check_service_id(message.msgin5g_service_id)
+    if isinstance(message, Reg):
+        _check_reg(message)
+    return message
+
+
+def decode_local_downlink(data: bytes) -> LocalDownlink:
+    """Decode a request a Gateway UE sent to a constrained UE.
+
+    ``REGRESP``/``DEREGRESP`` (matched requests), ``MSG`` or ``IMDN``.
+
+    Raises:
+        UnsupportedMessageType: another ``messageType``.
+        DecodeError: anything else malformed.
+    """
+    try:
+        message = cast(LocalDownlink, _local_downlink_decoder.decode(data))
+    except (msgspec.MsgspecError, UnicodeDecodeError) as exc:
+        raise _translate(exc, data) from None
+    _check_service_id(message.msgin5g_service_id)
+    return message
+
+
+def decode_gateway_response(data: bytes) -> GatewayResponse:
+    """Decode a piggybacked response of a Gateway UE to a constrained UE.
+
+    Raises:
+        DecodeError: malformed or of another type.
+    """
+    try:
+        return cast(GatewayResponse, _gateway_response_decoder.decode(data))
+    except (msgspec.MsgspecError, UnicodeDecodeError) as exc:
+        raise _translate(exc, data) from None
+
+
+def decode_config_request(data: bytes) -> ConfigRequest:
+    """Decode a ``CONFREQ`` or ``BULKCONFREQ`` (count must match the list).
+
+    Raises:
+        UnsupportedMessageType: another ``messageType``.
+        DecodeError: anything else malformed.
+    """
+    try:
+        message = cast(ConfigRequest, _config_request_decoder.decode(data))
+    except (msgspec.MsgspecError, UnicodeDecodeError) as exc:
+        raise _translate(exc, data) from None
+    _check_service_id(message.msgin5g_service_id)
+    if (
+        isinstance(message, BulkConfReq)
+        and len(message.conf_requests) != message.num_of_conf_requests
+    ):
+        raise DecodeError(
+            f"numOfConfRequests is {message.num_of_conf_requests} but the list has "
+            f"{len(message.conf_requests)}",
+            member="numOfConfRequests",
+        )
+    return message
+
+
+def decode_config_response(data: bytes) -> ConfigResponse:
+    """Decode a ``CONFRESP`` or ``BULKCONFRESP``.
+
+    Raises:
+        DecodeError: malformed or of another type.
+    """
+    try:
+        return cast(ConfigResponse, _config_response_decoder.decode(data))
     except (msgspec.MsgspecError, UnicodeDecodeError) as exc:
         raise _translate(exc, data) from None
 

@@ -29,18 +29,32 @@ __all__ = [
     "AggImdn",
     "AggMsg",
     "AggregatedItem",
+    "AppDereg",
+    "AppDeregResp",
+    "AppReg",
+    "AppRegResp",
+    "BulkConfReq",
+    "BulkConfResp",
     "BulkDereg",
     "BulkDeregResp",
     "BulkReg",
     "BulkRegResp",
     "ClientPort",
     "CommAvailability",
+    "ConfReq",
+    "ConfResp",
     "Dereg",
     "DeregResp",
     "DeregResult",
     "ErrorBody",
+    "GwDereg",
+    "GwDeregResp",
+    "GwReg",
+    "GwRegResp",
     "Imdn",
     "ItemResponse",
+    "LocalImdn",
+    "LocalMsg",
     "Msg",
     "MsgResp",
     "MsgUpd",
@@ -382,6 +396,156 @@ class BulkDeregResp(_Message, tag="BULKDEREGRESP", frozen=True):
 
     num_of_dereg_responses: int
     dereg_responses: list[DeregResult]
+
+
+Layer2Id = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-fA-F]{6}$")]
+"""PC5 Layer-2 ID: 24 bits as 6 hex digits (digest §1.2)."""
+
+
+class AppReg(_Message, tag="APPREG", frozen=True):
+    """Application registration at a Gateway UE (MSGin5G-5, digest §3.6.1).
+
+    ``ueCredentialInfo`` is a project addition: with ``ueServiceId`` it lets the
+    gateway register that UE Service ID with the server on the application's behalf.
+    """
+
+    application_id: Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+    layer2_id: Layer2Id
+    ue_service_id: ServiceId | None = None
+    ue_credential_info: UECredentialInfo | None = None
+    msgin5g_service_id: ShortText | None = None
+
+
+class AppRegResp(_Message, tag="APPREGRESP", frozen=True):
+    """Piggybacked answer to ``APPREG`` (digest §3.6.1)."""
+
+    registration_result: str
+    application_id: str | None = None
+    failure_cause: str | None = None
+
+
+class AppDereg(_Message, tag="APPDEREG", frozen=True):
+    """Application de-registration at a Gateway UE (digest §3.6.1)."""
+
+    application_id: Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+    layer2_id: Layer2Id | None = None
+    ue_service_id: ServiceId | None = None
+    msgin5g_service_id: ShortText | None = None
+
+
+class AppDeregResp(_Message, tag="APPDEREGRESP", frozen=True):
+    """Piggybacked answer to ``APPDEREG``."""
+
+    deregistration_result: str
+    application_id: str | None = None
+    failure_cause: str | None = None
+
+
+class GwReg(_Message, tag="GWREG", frozen=True):
+    """Registration to gateway services (MSGin5G-6, digest §3.6.2)."""
+
+    layer2_id: Layer2Id
+    ue_service_id: ServiceId
+    required_packet_size: Positive
+    msgin5g_ue_id: ShortText | None = None
+    msgin5g_service_id: ShortText | None = None
+
+
+class GwRegResp(_Message, tag="GWREGRESP", frozen=True):
+    """Piggybacked answer to ``GWREG``: the gateway's identity and packet size."""
+
+    layer2_id: str
+    ue_service_id: str
+    allowed_packet_size: int
+    registration_result: str
+    msgin5g_ue_id: str | None = None
+    failure_cause: str | None = None
+
+
+class GwDereg(_Message, tag="GWDEREG", frozen=True):
+    """Leave a gateway (digest §3.6.2)."""
+
+    ue_service_id: ServiceId
+    layer2_id: Layer2Id | None = None
+    msgin5g_service_id: ShortText | None = None
+
+
+class GwDeregResp(_Message, tag="GWDEREGRESP", frozen=True):
+    """Piggybacked answer to ``GWDEREG``."""
+
+    ue_service_id: str
+    deregistration_result: str
+
+
+class LocalMsg(_Message, tag="MSG", frozen=True):
+    """``MSG`` from a constrained UE to its gateway, Annex A.3 form (digest §3.17.3).
+
+    Not part of the MSGin5G-1 unions (it shares the ``MSG`` tag with :class:`Msg`).
+    """
+
+    target_address: ServiceId
+    message_id: MessageId
+    payload: bytes
+    target_type: ShortText = "UE"
+    application_id: ShortText | None = None
+    delivery_status_required: bool = False
+    priority_type: PriorityType | None = None
+    msgin5g_service_id: ShortText | None = None
+
+
+class LocalImdn(_Message, tag="IMDN", frozen=True):
+    """``IMDN`` from a constrained UE to its gateway, Annex A.3 form (§3.17.3)."""
+
+    target_address: ServiceId
+    message_id: MessageId
+    delivery_status: ReportDeliveryStatus
+    target_type: ShortText = "UE"
+    failure_cause: ShortText | None = None
+    application_id: ShortText | None = None
+    msgin5g_service_id: ShortText | None = None
+
+
+class ConfReq(_Message, tag="CONFREQ", frozen=True):
+    """Request for the MSGin5G UE configuration document (digest §3.1, project form).
+
+    The stage-3 carriage (SEAL CM over HTTP/XCAP) is out of scope; the project
+    serves the same content on ``/msgin5g/config`` (see docs/gateway.md).
+    """
+
+    ue_service_id: ServiceId
+    ue_credential_info: UECredentialInfo
+    msgin5g_ue_id: ShortText | None = None
+    msgin5g_ue_info: dict[str, str] | None = None
+    msgin5g_service_id: ShortText | None = None
+
+
+class ConfResp(_Message, tag="CONFRESP", frozen=True):
+    """The configuration document's elements (TS 24.538 §7.2.3) or a failure."""
+
+    ue_service_id: str
+    result: str
+    msgin5g_server_address: str | None = None
+    segment_size: int | None = None
+    failure_cause: str | None = None
+
+
+class BulkConfReq(_Message, tag="BULKCONFREQ", frozen=True):
+    """Bulk configuration by a Gateway UE (TS 23.554 §8.1.4, project form)."""
+
+    ue_service_id: ServiceId
+    ue_credential_info: UECredentialInfo
+    num_of_conf_requests: Annotated[int, msgspec.Meta(ge=1, le=10_000)]
+    conf_requests: Annotated[
+        list[ConfReq], msgspec.Meta(min_length=1, max_length=10_000)
+    ]
+    msgin5g_service_id: ShortText | None = None
+
+
+class BulkConfResp(_Message, tag="BULKCONFRESP", frozen=True):
+    """Per-device configurations, in request order."""
+
+    num_of_conf_responses: int
+    conf_responses: list[ConfResp]
 
 
 class ErrorBody(msgspec.Struct, rename="camel", omit_defaults=True, frozen=True):

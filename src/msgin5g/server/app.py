@@ -1,8 +1,11 @@
-"""The running MSGin5G Server: one backend, one service, the CoAP transport.
+"""The running MSGin5G Server: one backend, one service, CoAP and REST transports.
 
-Start-up order matters for "nothing acknowledged is lost": registrations are
-loaded before the socket accepts requests, and stored messages are resumed only
-once the socket can deliver them.
+Start-up order matters for "nothing acknowledged is lost": registrations (UEs and
+ASs) are loaded before any socket accepts requests, and stored messages are
+resumed only once the sockets can deliver them. The HTTP server of the TS 29.538
+APIs (``[rest]``, on by default on 127.0.0.1:8080) runs in the same event loop;
+the HTTP client that delivers to Application Servers is always wired, so items
+stored for ASs are delivered even when the APIs are switched off.
 """
 
 import logging
@@ -13,6 +16,7 @@ from msgin5g.service.ports import Clock
 from msgin5g.storage import open_backend
 from msgin5g.storage.base import Backend
 from msgin5g.transports.coap import CoapTransport
+from msgin5g.transports.rest import HttpASDeliverer, RestTransport
 
 __all__ = ["Server"]
 
@@ -28,6 +32,8 @@ class Server:
         self.backend: Backend | None = None
         self.service: MessagingService | None = None
         self.coap: CoapTransport | None = None
+        self.rest: RestTransport | None = None
+        self._as_deliverer: HttpASDeliverer | None = None
 
     async def start(self) -> None:
         """Open storage, load state, bind the CoAP socket, resume deliveries."""
@@ -37,12 +43,23 @@ class Server:
         await backend.start()
         self.backend = backend
         coap = CoapTransport(self.config.coap)
+        as_deliverer = HttpASDeliverer(self.config.rest.delivery_timeout)
+        self._as_deliverer = as_deliverer
         service = MessagingService(
-            backend, coap, config=self.config.delivery, clock=self._clock
+            backend,
+            coap,
+            config=self.config.delivery,
+            clock=self._clock,
+            as_deliverer=as_deliverer,
         )
+        self.service = service
         await service.load()
+        if self.config.rest.enabled:
+            rest = RestTransport(self.config.rest)
+            await rest.start(service)
+            self.rest = rest
         await coap.start(service)
-        self.coap, self.service = coap, service
+        self.coap = coap
         await service.resume()
         log.info(
             "MSGin5G server ready: %d registered UEs, %d stored items",
@@ -57,15 +74,25 @@ class Server:
             raise RuntimeError("server not started")
         return self.coap.local_address
 
+    @property
+    def http_address(self) -> tuple[str, int] | None:
+        """The bound HTTP address, or None when the REST APIs are off."""
+        return None if self.rest is None else self.rest.local_address
+
     async def aclose(self) -> None:
         """Stop accepting, stop deliveries, flush and close storage."""
+        if self.rest is not None:
+            await self.rest.aclose()
         if self.coap is not None:
             await self.coap.aclose()
         if self.service is not None:
             await self.service.aclose()
+        if self._as_deliverer is not None:
+            await self._as_deliverer.aclose()
         if self.backend is not None:
             await self.backend.aclose()
         self.coap = self.service = self.backend = None
+        self.rest = self._as_deliverer = None
 
     async def __aenter__(self) -> "Server":
         await self.start()

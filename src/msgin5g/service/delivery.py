@@ -20,6 +20,17 @@ after the acknowledgement loses nothing. Delivery then runs per recipient:
 * the **sweeper** removes expired items every ``delivery.sweep_interval`` and sends
   ``MESSAGE_EXPIRED`` reports to originators that asked for one.
 
+**Application Servers** (P2A messages and reports for A2P messages, digest §2.11,
+§2.12, §3.11) use the very same mailboxes, keyed ``"as/" + AS Service ID``
+(:mod:`msgin5g.model.application`). Their contact is the registered ``targetUri``
+and they are pushed through the :class:`~msgin5g.service.ports.ASDeliverer` port.
+An AS sends no uplink that could wake its mailbox, so when a delivery fails the
+mailbox is parked like a UE's and a **retry timer** wakes it again after a
+back-off that starts at ``delivery.as_retry_initial`` and doubles per failure up
+to ``delivery.as_retry_max`` (reset by a success or a new registration). Items
+stay stored meanwhile (durably, as every accepted item), so an AS that is down
+loses nothing; a restarted server resumes them like UE mailboxes.
+
 No item is ever in two places: the storage row is the truth, the heap only a
 working copy, and ``seqs``/``done`` sets keep a reload from storage from
 duplicating an item that is queued or was just delivered.
@@ -32,9 +43,11 @@ from collections.abc import Iterable
 
 from msgin5g.config import DeliveryConfig
 from msgin5g.errors import DeliveryRejected, RecipientUnreachable
+from msgin5g.model.application import as_key, as_of_key
 from msgin5g.model.messages import Imdn, Msg
 from msgin5g.model.queue import QueuedItem
-from msgin5g.service.ports import Clock, Deliverer
+from msgin5g.service.applications import ApplicationRegistry
+from msgin5g.service.ports import ASDeliverer, Clock, Deliverer
 from msgin5g.service.registry import Registry
 from msgin5g.spec.causes import FailureCause
 from msgin5g.spec.delivery import PriorityRank, ReportDeliveryStatus
@@ -69,10 +82,21 @@ class DeliveryEngine:
         registry: Registry,
         clock: Clock,
         config: DeliveryConfig,
+        *,
+        applications: ApplicationRegistry | None = None,
+        as_deliverer: ASDeliverer | None = None,
     ) -> None:
         self._backend = backend
         self._deliverer = deliverer
         self._registry = registry
+        self._applications = (
+            applications
+            if applications is not None
+            else ApplicationRegistry(backend, clock)
+        )
+        self._as_deliverer = as_deliverer
+        self._as_failures: dict[str, int] = {}
+        self._as_timers: dict[str, asyncio.TimerHandle] = {}
         self._clock = clock
         self._config = config
         self._mailboxes: dict[str, _Mailbox] = {}
@@ -92,13 +116,16 @@ class DeliveryEngine:
         self._backlog.update(await self._backend.recipients_with_pending())
         self._last_retry = self._clock.now()
         for recipient in list(self._backlog):
-            if self._registry.get(recipient) is not None:
+            if self._is_registered(recipient):
                 self.wake(recipient)
         if sweeper:
             self._sweeper = asyncio.create_task(self._sweep_loop(), name="sweeper")
 
     async def aclose(self) -> None:
         """Stop the sweeper and every drain task (items stay in storage)."""
+        for timer in self._as_timers.values():
+            timer.cancel()
+        self._as_timers.clear()
         tasks = [t for t in (self._sweeper, *self._tasks) if t is not None]
         for task in tasks:
             task.cancel()
@@ -111,6 +138,16 @@ class DeliveryEngine:
     def is_unreachable(self, recipient: str) -> bool:
         """Whether the last delivery to a registered recipient failed."""
         return recipient in self._unreachable
+
+    def set_as_deliverer(self, as_deliverer: ASDeliverer) -> None:
+        """Attach the port that reaches Application Servers (composition root)."""
+        self._as_deliverer = as_deliverer
+
+    def _is_registered(self, key: str) -> bool:
+        as_id = as_of_key(key)
+        if as_id is None:
+            return self._registry.get(key) is not None
+        return self._applications.get(as_id) is not None
 
     def pending_in_memory(self) -> int:
         """Items queued in mailboxes (diagnostics)."""
@@ -136,6 +173,16 @@ class DeliveryEngine:
         """A UE (re-)registered: deliver what is stored for it."""
         self.on_uplink(ue_service_id)
 
+    def on_as_registered(self, as_service_id: str) -> None:
+        """An AS registered: deliver what is stored for it, without back-off."""
+        key = as_key(as_service_id)
+        self._as_failures.pop(key, None)
+        timer = self._as_timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+        self._unreachable.discard(key)
+        self.wake(key)
+
     def wake(self, recipient: str) -> None:
         """Load stored items of ``recipient`` and deliver them."""
         self._backlog.discard(recipient)
@@ -145,6 +192,10 @@ class DeliveryEngine:
 
     async def forget(self, recipient: str) -> list[QueuedItem]:
         """Remove and return everything stored for ``recipient`` (de-registration)."""
+        timer = self._as_timers.pop(recipient, None)
+        if timer is not None:
+            timer.cancel()
+        self._as_failures.pop(recipient, None)
         mailbox = self._mailboxes.pop(recipient, None)
         if mailbox is not None and mailbox.task is not None:
             mailbox.task.cancel()
@@ -178,22 +229,24 @@ class DeliveryEngine:
         message = item.item
         if not isinstance(message, Msg) or not message.delivery_status_required:
             return
-        originator = message.originating_ue_service_id
-        if originator is None:
-            log.info("no report path for %s from an AS yet", message.message_id)
-            return
         await self._backend.take_report_route(message.message_id, item.recipient)
+        reporter_as = as_of_key(item.recipient)
         report = Imdn(
             message_id=message.message_id,
             delivery_status=ReportDeliveryStatus.REPT_DELY_FAILED,
-            originating_ue_service_id=item.recipient,
-            recipient_ue_service_id=originator,
+            originating_ue_service_id=None if reporter_as else item.recipient,
+            originating_as_service_id=reporter_as,
+            recipient_ue_service_id=message.originating_ue_service_id,
+            recipient_as_service_id=message.originating_as_service_id,
             failure_cause=cause.value,
         )
-        await self.send_report(originator, report)
+        if message.originating_as_service_id is not None:
+            await self.send_report(as_key(message.originating_as_service_id), report)
+        elif message.originating_ue_service_id is not None:
+            await self.send_report(message.originating_ue_service_id, report)
 
     async def send_report(self, recipient: str, report: Imdn) -> None:
-        """Queue a report for a UE (store-and-forward always applies to reports)."""
+        """Queue a report for a UE or AS key (store and forward always applies)."""
         now = self._clock.now()
         item = QueuedItem(
             recipient=recipient,
@@ -203,8 +256,7 @@ class DeliveryEngine:
             store=True,
         )
         reachable = (
-            self._registry.get(recipient) is not None
-            and recipient not in self._unreachable
+            self._is_registered(recipient) and recipient not in self._unreachable
         )
         await self.accept(item, deliver_now=reachable)
 
@@ -255,6 +307,10 @@ class DeliveryEngine:
                     del self._mailboxes[recipient]
 
     async def _drain_loop(self, recipient: str, mailbox: _Mailbox) -> None:
+        as_id = as_of_key(recipient)
+        if as_id is not None:
+            await self._drain_as(recipient, as_id, mailbox)
+            return
         while True:
             if not mailbox.heap:
                 if not mailbox.more:
@@ -295,6 +351,66 @@ class DeliveryEngine:
             self._finish(mailbox, seq)
             self.delivered += 1
 
+    async def _drain_as(self, key: str, as_id: str, mailbox: _Mailbox) -> None:
+        """Deliver an AS mailbox to its ``targetUri`` (digest §3.11)."""
+        while True:
+            if not mailbox.heap:
+                if not mailbox.more:
+                    return
+                await self._load(key, mailbox)
+                if not mailbox.heap:
+                    return
+            registration = self._applications.get(as_id)
+            if registration is None or registration.target_uri is None:
+                await self._park(key, mailbox, FailureCause.RECIPIENT_NOT_REGISTERED)
+                return
+            _, seq, item = heapq.heappop(mailbox.heap)
+            if item.expires_at <= self._clock.now():
+                mailbox.seqs.discard(seq)
+                continue
+            try:
+                if self._as_deliverer is None:
+                    raise RecipientUnreachable("no HTTP client towards ASs")
+                await self._as_deliverer.deliver_to_as(
+                    registration.target_uri, item.item
+                )
+            except RecipientUnreachable as exc:
+                heapq.heappush(mailbox.heap, (item.priority, seq, item))
+                await self._park(key, mailbox, FailureCause.RECIPIENT_NOT_REACHABLE)
+                delay = self._schedule_as_retry(key)
+                log.info("AS %s unreachable (%s); retry in %.1f s", as_id, exc, delay)
+                return
+            except DeliveryRejected as exc:
+                log.warning("AS %s refused %s: %s", as_id, _describe(item), exc)
+                self._finish(mailbox, seq)
+                await self.report_failure(item, exc.cause)
+                continue
+            self._as_failures.pop(key, None)
+            if key in self._unreachable:  # back: look for items stored meanwhile
+                self._unreachable.discard(key)
+                mailbox.more = True
+            self._finish(mailbox, seq)
+            self.delivered += 1
+
+    def _schedule_as_retry(self, key: str) -> float:
+        failures = self._as_failures.get(key, 0)
+        self._as_failures[key] = failures + 1
+        backoff: float = self._config.as_retry_initial * 2.0 ** min(failures, 30)
+        delay = min(backoff, self._config.as_retry_max)
+        old = self._as_timers.pop(key, None)
+        if old is not None:
+            old.cancel()
+        loop = asyncio.get_running_loop()
+        self._as_timers[key] = loop.call_later(delay, self._retry_as, key)
+        return delay
+
+    def _retry_as(self, key: str) -> None:
+        # the key stays "unreachable" (new items are stored, answered
+        # DELY_STORED) until a delivery succeeds
+        self._as_timers.pop(key, None)
+        if self._is_registered(key):
+            self.wake(key)
+
     def _finish(self, mailbox: _Mailbox, seq: int) -> None:
         mailbox.seqs.discard(seq)
         if len(mailbox.done) >= _DONE_CAP:
@@ -306,7 +422,7 @@ class DeliveryEngine:
         self, recipient: str, mailbox: _Mailbox, cause: FailureCause
     ) -> None:
         """Stop delivering to ``recipient``: keep storable items, fail the rest."""
-        if self._registry.get(recipient) is not None:
+        if self._is_registered(recipient):
             self._unreachable.add(recipient)
         entries, mailbox.heap = mailbox.heap, []
         mailbox.seqs.clear()
@@ -346,7 +462,11 @@ class DeliveryEngine:
         if now - self._last_retry >= self._config.retry_interval:
             self._last_retry = now
             await self._backend.purge_report_routes(now)
-            self._retry(r for r in list(self._unreachable) if self._registry.get(r))
+            self._retry(
+                r
+                for r in list(self._unreachable)
+                if self._is_registered(r) and r not in self._as_timers
+            )
         return count
 
     def _retry(self, recipients: Iterable[str]) -> None:

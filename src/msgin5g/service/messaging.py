@@ -5,7 +5,18 @@ Procedures and where they are specified:
 * registration / de-registration — digest §3.2.3, §3.3.3;
 * point-to-point message — digest §3.7.5 (server reception), §3.8 (store and forward);
 * delivery status report — digest §3.9.3;
-* update of a stored message (``MSGUPD``) — digest §3.8 step 5.
+* update of a stored message (``MSGUPD``) — digest §3.8 step 5;
+* Application Server registration / de-registration — digest §2.5, §3.4;
+* Application-to-Point (an AS sends to a UE) — digest §2.11, §3.5;
+* Point-to-Application (a UE, or a gateway for a UE, sends to an AS) — §2.12, §3.11;
+* delivery status reports from an AS or a gateway — digest §2.0.4, §3.5.
+
+A2P and P2A are not a second routing path: an AS's message is a model ``Msg``
+with ``originatingAsServiceId`` and goes through the same ``_route`` /
+:class:`DeliveryEngine` / report-route machinery as a UE's; an AS is a mailbox
+keyed ``"as/<AS Service ID>"`` (:mod:`msgin5g.model.application`) whose contact
+is its ``targetUri``. The REST transport calls the ``*_as`` / ``*_api`` methods
+with the authenticated OAuth2 client id (None when OAuth2 is off).
 
 Application-level outcomes (registration failure, delivery status) are the *value*
 of a procedure, returned as the response message the stage-2 flows define
@@ -20,7 +31,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from msgin5g.config import DeliveryConfig
-from msgin5g.errors import InvalidRequest, NotRegistered, ServiceError
+from msgin5g.errors import InvalidRequest, NotAuthorized, NotRegistered, ServiceError
+from msgin5g.model.application import ASRegistration, as_key
 from msgin5g.model.credentials import credential_digest
 from msgin5g.model.messages import (
     BulkDereg,
@@ -40,8 +52,9 @@ from msgin5g.model.messages import (
 )
 from msgin5g.model.queue import QueuedItem, ReportRoute
 from msgin5g.model.registry import Contact
+from msgin5g.service.applications import ApplicationRegistry
 from msgin5g.service.delivery import DeliveryEngine
-from msgin5g.service.ports import Clock, Deliverer, SystemClock
+from msgin5g.service.ports import ASDeliverer, Clock, Deliverer, SystemClock
 from msgin5g.service.registry import Registry
 from msgin5g.spec.causes import FailureCause, Result
 from msgin5g.spec.delivery import DeliveryStatus, PriorityRank
@@ -92,13 +105,21 @@ class MessagingService:
         *,
         config: DeliveryConfig | None = None,
         clock: Clock | None = None,
+        as_deliverer: ASDeliverer | None = None,
     ) -> None:
         self.config = config or DeliveryConfig()
         self.clock: Clock = clock or SystemClock()
         self.backend = backend
         self.registry = Registry(backend, self.clock, self.config)
+        self.applications = ApplicationRegistry(backend, self.clock)
         self.delivery = DeliveryEngine(
-            backend, deliverer, self.registry, self.clock, self.config
+            backend,
+            deliverer,
+            self.registry,
+            self.clock,
+            self.config,
+            applications=self.applications,
+            as_deliverer=as_deliverer,
         )
         self._dedup = _Dedup(
             self.config.dedup_window, self.config.dedup_max_entries, self.clock.now()
@@ -112,6 +133,7 @@ class MessagingService:
     async def load(self) -> None:
         """Load the registrations (before the transports accept requests)."""
         await self.registry.load()
+        await self.applications.load()
 
     async def resume(self, *, sweeper: bool = True) -> None:
         """Resume delivery of stored items (once the deliverer can send)."""
@@ -296,6 +318,10 @@ class MessagingService:
             log.warning("MSG %s rejected: %s", msg.message_id, exc.detail)
             return _msg_resp(msg, DeliveryStatus.DELY_REJECTED, exc.cause)
         self.delivery.on_uplink(originator)
+        return await self._submit_deduplicated(msg, originator)
+
+    async def _submit_deduplicated(self, msg: Msg, originator: str) -> MsgResp:
+        """Duplicate check by (originator key, messageId), then routing."""
         now = self.clock.now()
         key = (originator, msg.message_id)
         fingerprint = hash(msg)
@@ -315,6 +341,8 @@ class MessagingService:
     async def _route(self, msg: Msg, now: float) -> MsgResp:
         if msg.recipient_ue_service_id is not None:
             return await self._to_ue(msg, msg.recipient_ue_service_id, now)
+        if msg.recipient_as_service_id is not None:
+            return await self._to_as(msg, msg.recipient_as_service_id, now)
         if msg.messaging_topic is not None:
             # no subscriber can exist before topic subscription lands: publishing
             # to a topic without subscribers is accepted (digest §3.7.5 step 5)
@@ -325,6 +353,18 @@ class MessagingService:
             else FailureCause.RECIPIENT_UNKNOWN
         )
         return _msg_resp(msg, DeliveryStatus.DELY_FAILED, cause)
+
+    async def _to_as(self, msg: Msg, as_service_id: str, now: float) -> MsgResp:
+        """Point-to-Application (digest §2.12): queue for the AS's targetUri."""
+        registration = self.applications.get(as_service_id)
+        if registration is None or registration.target_uri is None:
+            # de-registered (or send-only) ASs are not message endpoints (§2.5)
+            return _msg_resp(
+                msg, DeliveryStatus.DELY_FAILED, FailureCause.RECIPIENT_UNKNOWN
+            )
+        key = as_key(as_service_id)
+        online = not self.delivery.is_unreachable(key)
+        return await self._enqueue(msg, key, now, online=online, refuses=False)
 
     def _expiry(self, msg: Msg, now: float) -> float:
         limit = now + self.config.max_ttl
@@ -340,20 +380,40 @@ class MessagingService:
             return _msg_resp(
                 msg, DeliveryStatus.DELY_FAILED, FailureCause.RECIPIENT_UNKNOWN
             )
+        refuses = registration is not None and registration.refuses_store_and_forward
+        online = registration is not None and not self.delivery.is_unreachable(
+            recipient
+        )
+        return await self._enqueue(
+            msg,
+            recipient,
+            now,
+            online=online,
+            refuses=refuses,
+            registered=registration is not None,
+        )
+
+    async def _enqueue(
+        self,
+        msg: Msg,
+        recipient: str,
+        now: float,
+        *,
+        online: bool,
+        refuses: bool,
+        registered: bool = True,
+    ) -> MsgResp:
+        """Store ``msg`` for the mailbox ``recipient`` (a UE or an AS key)."""
         expires_at = self._expiry(msg, now)
         if expires_at <= now:
             return _msg_resp(
                 msg, DeliveryStatus.DELY_FAILED, FailureCause.MESSAGE_EXPIRED
             )
-        refuses = registration is not None and registration.refuses_store_and_forward
         store = msg.store_and_forward_flag and not refuses
-        online = registration is not None and not self.delivery.is_unreachable(
-            recipient
-        )
         if not online and not store:
             if refuses:
                 cause = FailureCause.STORE_AND_FORWARD_NOT_ALLOWED
-            elif registration is None:
+            elif not registered:
                 cause = FailureCause.RECIPIENT_NOT_REGISTERED
             else:
                 cause = FailureCause.RECIPIENT_NOT_REACHABLE
@@ -366,11 +426,16 @@ class MessagingService:
             expires_at=expires_at,
             store=store,
         )
-        if msg.delivery_status_required and msg.originating_ue_service_id:
+        originator = (
+            as_key(msg.originating_as_service_id)
+            if msg.originating_as_service_id is not None
+            else msg.originating_ue_service_id
+        )
+        if msg.delivery_status_required and originator:
             route = ReportRoute(
                 message_id=msg.message_id,
                 reporter=recipient,
-                originator=msg.originating_ue_service_id,
+                originator=originator,
                 expires_at=expires_at + self.config.report_wait,
             )
             await asyncio.gather(
@@ -406,6 +471,108 @@ class MessagingService:
                 FailureCause.NOT_AUTHORIZED,
             )
             return
+        await self.delivery.send_report(route.originator, imdn)
+
+    # Application Servers (TS 29.538 northbound APIs) -------------------------------------
+
+    async def register_as(
+        self,
+        as_service_id: str,
+        *,
+        application_id: str | None = None,
+        target_uri: str | None = None,
+        profile: str = "{}",
+        client: str | None = None,
+    ) -> ASRegistration:
+        """AS registration (digest §2.5): store it, then deliver what waits for it.
+
+        Raises:
+            InvalidRequest: unusable ``asSvcId`` or ``targetUri``.
+            NotAuthorized: already registered, or ``client`` acts for another AS.
+        """
+        registration = await self.applications.register(
+            as_service_id,
+            application_id=application_id,
+            target_uri=target_uri,
+            profile=profile,
+            owner=client,
+        )
+        log.info("AS %s registered (%s)", as_service_id, target_uri)
+        self.delivery.on_as_registered(as_service_id)
+        return registration
+
+    async def deregister_as(
+        self, registration_id: str, *, client: str | None = None
+    ) -> ASRegistration:
+        """AS de-registration (digest §2.5): stored items fail with reports.
+
+        Raises:
+            NotRegistered: unknown ``registrationId`` (``APPLICATION_NOT_FOUND``).
+            NotAuthorized: the registration belongs to another client.
+        """
+        registration = self.applications.check_deregistration(registration_id, client)
+        await self.applications.deregister(registration)
+        for item in await self.delivery.forget(as_key(registration.as_service_id)):
+            await self.delivery.report_failure(
+                item, FailureCause.RECIPIENT_DEREGISTERED
+            )
+        log.info("AS %s de-registered", registration.as_service_id)
+        return registration
+
+    def _check_as(self, as_service_id: str, client: str | None) -> None:
+        if client is not None and client != as_service_id:
+            raise NotAuthorized(f"client {client} may not act for {as_service_id}")
+        if self.applications.get(as_service_id) is None:
+            raise NotRegistered(f"AS {as_service_id} is not registered")
+
+    async def submit_from_as(self, msg: Msg, *, client: str | None = None) -> MsgResp:
+        """Application-to-Point (digest §2.11): an AS's ``MSG`` into ``_route``.
+
+        Raises:
+            NotAuthorized: ``client`` may not act for the originating AS.
+            NotRegistered: the originating AS is not registered.
+        """
+        as_service_id = msg.originating_as_service_id or ""
+        self._check_as(as_service_id, client)
+        return await self._submit_deduplicated(msg, as_key(as_service_id))
+
+    async def submit_for_ue(self, msg: Msg, *, client: str | None = None) -> MsgResp:
+        """A message a gateway sends on behalf of a UE (``/deliver-ue-message``).
+
+        The originating UE must be provisioned or registered. Project policy: any
+        authenticated API client may act as a Message Gateway (TS 23.554 §8.6).
+
+        Raises:
+            NotRegistered: the originating UE is unknown.
+        """
+        ue = msg.originating_ue_service_id or ""
+        if not await self.registry.is_known(ue):
+            raise NotRegistered(
+                f"UE {ue} is unknown", cause=FailureCause.NOT_REGISTERED
+            )
+        log.debug("message %s for %s via API client %s", msg.message_id, ue, client)
+        return await self._submit_deduplicated(msg, ue)
+
+    async def report_from_api(self, imdn: Imdn, *, client: str | None = None) -> None:
+        """A delivery status report from an AS or a gateway (digest §2.0.4).
+
+        Relayed to the original sender like a UE's ``IMDN``.
+
+        Raises:
+            NotAuthorized / NotRegistered: the reporting AS may not report.
+            NotRegistered: no report is expected (``MESSAGE_NOT_FOUND``).
+        """
+        if imdn.originating_as_service_id is not None:
+            self._check_as(imdn.originating_as_service_id, client)
+            reporter = as_key(imdn.originating_as_service_id)
+        else:
+            reporter = imdn.originating_ue_service_id or ""
+        route = await self.backend.take_report_route(imdn.message_id, reporter)
+        if route is None:
+            raise NotRegistered(
+                f"no report expected from {reporter} for {imdn.message_id}",
+                cause=FailureCause.MESSAGE_NOT_FOUND,
+            )
         await self.delivery.send_report(route.originator, imdn)
 
     # stored message update ------------------------------------------------------------

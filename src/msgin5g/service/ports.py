@@ -1,6 +1,8 @@
 """Ports the domain needs from the outside world (dependency inversion).
 
-The CoAP transport implements :class:`Deliverer`; tests use a recording fake.
+The CoAP transport implements :class:`Deliverer` (towards UEs); the REST
+transport's HTTP client implements :class:`ASDeliverer` (towards Application
+Servers, digest §3.11); tests use recording fakes.
 """
 
 import time
@@ -9,7 +11,7 @@ from typing import Protocol
 from msgin5g.model.messages import Imdn, Msg
 from msgin5g.model.registry import Contact
 
-__all__ = ["Clock", "Deliverer", "SystemClock"]
+__all__ = ["ASDeliverer", "Clock", "Deliverer", "SystemClock"]
 
 
 class Clock(Protocol):
@@ -40,5 +42,21 @@ class Deliverer(Protocol):
             RecipientUnreachable: no answer, or the client holds no context (RST),
                 or a 5.xx; the item may be retried later.
             DeliveryRejected: the client refused the item (4.xx); retrying is futile.
+        """
+        ...
+
+
+class ASDeliverer(Protocol):
+    """Pushes a message or report to an Application Server's ``targetUri``."""
+
+    async def deliver_to_as(self, target_uri: str, item: Msg | Imdn) -> None:
+        """POST ``item`` below ``target_uri`` (digest §3.11).
+
+        Returns when the AS answered 2xx.
+
+        Raises:
+            RecipientUnreachable: connection failure, timeout, 408/429 or 5xx;
+                the item is retried with back-off.
+            DeliveryRejected: any other 4xx; retrying is futile.
         """
         ...

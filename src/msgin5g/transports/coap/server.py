@@ -60,6 +60,7 @@ from msgin5g.service.messaging import MessagingService
 from msgin5g.spec.causes import FailureCause
 from msgin5g.spec.coap import CONTENT_FORMAT_JSON, MSGIN5G_PATH
 from msgin5g.transports.coap.codes import code_for
+from msgin5g.transports.coap.configuration import CONFIG_PATH, ConfigurationResource
 
 __all__ = ["CoapTransport"]
 
@@ -94,6 +95,7 @@ class CoapTransport:
         self._service = service
         site = Site()
         site.add(MSGIN5G_PATH, self.render_post)
+        site.add(CONFIG_PATH, ConfigurationResource(service, self).render_post)
         params = TransmissionParameters(
             ack_timeout=self.config.ack_timeout,
             max_retransmit=self.config.max_retransmit,

@@ -1,0 +1,75 @@
+"""Application Servers known to the MSGin5G Server (TS 23.554 §8.2.5/§8.2.6).
+
+An AS registers through MSGS_ASRegistration (digest §2.5, §3.4) and is then a
+valid message endpoint: Point-to-Application messages and the delivery status
+reports of its Application-to-Point messages are POSTed to its ``targetUri``
+(digest §3.11).
+
+**Mailbox keys.** The store-and-forward queue and the report routes are keyed by a
+plain string. A UE's key is its UE Service ID; an AS's key is ``"as/"`` + its AS
+Service ID. A UE Service ID can never contain ``/`` (digest §1.2, enforced by the
+``ServiceId`` pattern of :mod:`msgin5g.model.messages`), so the two never collide,
+and every storage backend (and every database written before ASs existed) keeps
+working unchanged.
+"""
+
+import msgspec
+
+__all__ = [
+    "AS_KEY_PREFIX",
+    "ASClient",
+    "ASRegistration",
+    "as_key",
+    "as_of_key",
+]
+
+AS_KEY_PREFIX = "as/"
+"""Prefix of an AS's mailbox key (see the module docstring)."""
+
+
+def as_key(as_service_id: str) -> str:
+    """The queue / report-route key of an Application Server."""
+    return AS_KEY_PREFIX + as_service_id
+
+
+def as_of_key(key: str) -> str | None:
+    """The AS Service ID of a mailbox key, or None for a UE's key."""
+    if key.startswith(AS_KEY_PREFIX):
+        return key[len(AS_KEY_PREFIX) :]
+    return None
+
+
+class ASRegistration(msgspec.Struct, frozen=True, gc=False):
+    """A registered Application Server (digest §2.5, ``ASRegistration``).
+
+    Attributes:
+        registration_id: server-allocated id, last segment of the ``Location``.
+        as_service_id: the AS Service ID (``asSvcId``), the routing key.
+        registered_at: epoch seconds of the registration.
+        application_id: ``appId``, if given.
+        target_uri: ``targetUri``: base URI for delivery towards the AS; None
+            means the AS only sends (messages to it are refused).
+        profile: ``asProf`` as JSON text (opaque to routing).
+        owner: OAuth2 client id that registered it (None when OAuth2 is off);
+            only the owner may de-register it.
+    """
+
+    registration_id: str
+    as_service_id: str
+    registered_at: float
+    application_id: str | None = None
+    target_uri: str | None = None
+    profile: str = "{}"
+    owner: str | None = None
+
+
+class ASClient(msgspec.Struct, frozen=True, gc=False):
+    """An OAuth2 client provisioned with ``msgin5g as add`` (TS 29.538 §10).
+
+    Attributes:
+        client_id: the client id; by convention the AS Service ID it acts for.
+        secret_digest: SHA-256 of the client secret (the secret is never stored).
+    """
+
+    client_id: str
+    secret_digest: bytes

@@ -1,0 +1,45 @@
+"""TS 29.538 northbound REST transport (MSGS_ASRegistration, MSGS_MSGDelivery).
+
+One module per API (``msgs_asregistration``, ``msgs_msgdelivery``), the shared
+pipeline in ``asgi``, the error table in ``problems``, OAuth2 and rate limits in
+``auth``, the HTTP client towards ASs in ``outbound`` and the embedded ASGI
+server in ``runner``. :class:`RestTransport` ties them to a running service.
+"""
+
+from msgin5g.config import RestConfig
+from msgin5g.service.messaging import MessagingService
+from msgin5g.transports.rest.asgi import create_app
+from msgin5g.transports.rest.outbound import HttpASDeliverer
+from msgin5g.transports.rest.runner import AsgiServer
+
+__all__ = ["HttpASDeliverer", "RestTransport", "create_app"]
+
+
+class RestTransport:
+    """The HTTP server of the northbound APIs inside the running event loop."""
+
+    def __init__(self, config: RestConfig) -> None:
+        self.config = config
+        self._server: AsgiServer | None = None
+
+    async def start(self, service: MessagingService) -> None:
+        """Bind ``rest.bind`` and serve the APIs for ``service``."""
+        host, port = self.config.address
+        server = AsgiServer(
+            create_app(service, self.config), host, port, self.config.server
+        )
+        await server.start()
+        self._server = server
+
+    @property
+    def local_address(self) -> tuple[str, int]:
+        """Address and port actually bound."""
+        if self._server is None:
+            raise RuntimeError("RestTransport not started")
+        return self._server.host, self._server.port
+
+    async def aclose(self) -> None:
+        """Stop the HTTP server."""
+        if self._server is not None:
+            await self._server.aclose()
+            self._server = None

@@ -1,0 +1,268 @@
+"""The FastAPI application of the northbound APIs (TS 29.538; digest §3.2).
+
+``create_app(service, config)`` mounts
+
+* ``/msgs-asregistration/v1`` (:mod:`.msgs_asregistration`),
+* ``/msgs-msgdelivery/v1`` (:mod:`.msgs_msgdelivery`),
+* ``/oauth2/token`` (client-credentials token endpoint, :mod:`.auth`),
+
+and installs the request pipeline every API shares:
+
+1. :class:`BodyGuard` (pure ASGI, before any parsing): a POST over HTTP/1.x
+   without ``Content-Length`` gets ``411``; a body above ``rest.max_body``
+   (declared or streamed, also over h2c) gets ``413``; a body that is not
+   ``application/json`` gets ``415`` (the token endpoint takes
+   ``application/x-www-form-urlencoded``);
+2. authentication (``401``) and the per-AS rate limit (``429``), see :mod:`.auth`;
+3. pydantic validation of the body against the TS 29.538 schema → ``400`` with
+   ``invalidParams`` naming each offending member;
+4. the service call; domain errors become problems in :mod:`.problems` only.
+
+Any other exception is logged once with its traceback and answered ``500``
+ProblemDetails without detail; the server keeps serving.
+"""
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse, Response
+
+from msgin5g.config import RestConfig
+from msgin5g.errors import MSGin5GError
+from msgin5g.service.messaging import MessagingService
+from msgin5g.spec.causes import FailureCause
+from msgin5g.transports.rest.auth import (
+    RateLimiter,
+    TokenIssuer,
+    parse_client_credentials,
+)
+from msgin5g.transports.rest.problems import PROBLEM_JSON, problem, problem_for
+
+__all__ = ["BodyGuard", "RestContext", "create_app"]
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+TOKEN_PATH = "/oauth2/token"  # noqa: S105 - a path, not a secret
+_FORM = "application/x-www-form-urlencoded"
+
+
+@dataclass
+class RestContext:
+    """What the API handlers share: the service, configuration, auth, limits."""
+
+    service: MessagingService
+    config: RestConfig
+    clock: Callable[[], float] = field(default=time.time)
+    tokens: TokenIssuer = field(init=False)
+    limiter: RateLimiter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.tokens = TokenIssuer(self.config.token_lifetime, self.clock)
+        self.limiter = RateLimiter(
+            self.config.rate_limit, self.config.rate_burst, self.clock
+        )
+
+    def caller(self, request: Request) -> str | None:
+        """The authenticated client id (None with OAuth2 off).
+
+        Raises:
+            _Unauthorized: OAuth2 is on and the bearer token is missing/invalid.
+        """
+        if not self.config.oauth2:
+            return None
+        client = self.tokens.client_of(request.headers.get("authorization"))
+        if client is None:
+            raise _Unauthorized
+        return client
+
+    def admit(self, caller: str | None, as_service_id: str) -> None:
+        """Apply the per-AS rate limit (raises ``Overloaded``)."""
+        self.limiter.check(caller or as_service_id)
+
+    def location(self, request: Request, path: str) -> str:
+        """Absolute URI of a created resource below ``{apiRoot}``."""
+        root = self.config.api_root or str(request.base_url).rstrip("/")
+        return root.rstrip("/") + path
+
+
+class _Unauthorized(Exception):
+    """No valid bearer token (answered 401 by the app's handler)."""
+
+
+class BodyGuard:
+    """ASGI middleware: 411 / 413 / 415 before the body reaches the framework."""
+
+    def __init__(self, app: ASGIApp, max_body: int) -> None:
+        self.app = app
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in {"POST", "PUT", "PATCH"}:
+            await self.app(scope, receive, send)
+            return
+        headers = {k.lower(): v for k, v in scope.get("headers", [])}
+        length = headers.get(b"content-length")
+        reply = None
+        if length is None and str(scope.get("http_version", "1.1")).startswith("1"):
+            reply = problem(411, FailureCause.INVALID_MESSAGE, "Content-Length needed")
+        elif length is not None and (not length.isdigit() or len(length) > 12):
+            reply = problem(400, FailureCause.INVALID_MESSAGE, "bad Content-Length")
+        elif length is not None and int(length) > self.max_body:
+            reply = _too_large(self.max_body)
+        else:
+            ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+            wanted = _FORM if scope["path"] == TOKEN_PATH else "application/json"
+            if ctype.decode("latin-1") != wanted:
+                reply = problem(
+                    415, FailureCause.INVALID_MESSAGE, f"Content-Type must be {wanted}"
+                )
+        if reply is None:
+            body = await _read_body(receive, self.max_body)
+            if body is None:
+                reply = _too_large(self.max_body)
+                reply.headers["Connection"] = "close"
+            else:
+                await self.app(scope, _replay(body), send)
+                return
+        elif (
+            reply.status_code == 413 or await _read_body(receive, self.max_body) is None
+        ):
+            # refused before the framework read the body: it was consumed above
+            # (bounded) so the connection stays usable, or it is closed
+            reply.headers["Connection"] = "close"
+        log.info("HTTP %d for %s %s", reply.status_code, scope["method"], scope["path"])
+        await reply(scope, receive, send)
+
+
+def _too_large(limit: int) -> Response:
+    return problem(
+        413, FailureCause.PAYLOAD_TOO_LARGE, f"request body above {limit} octets"
+    )
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"".join(chunks)
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _replay(body: bytes) -> Receive:
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return {"type": "http.disconnect"}
+
+    return receive
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p != "body"]
+    return ".".join(parts) or "body"
+
+
+def create_app(service: MessagingService, config: RestConfig) -> Any:
+    """The ASGI application (FastAPI wrapped in :class:`BodyGuard`)."""
+    from msgin5g.transports.rest import msgs_asregistration, msgs_msgdelivery
+
+    ctx = RestContext(service, config, service.clock.now)
+    app = FastAPI(
+        title="msgin5g northbound APIs (TS 29.538)",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    app.state.ctx = ctx
+    app.include_router(msgs_asregistration.router(ctx))
+    app.include_router(msgs_msgdelivery.router(ctx))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        errors = exc.errors()
+        invalid = [(_loc(e.get("loc", ())), str(e.get("msg", ""))) for e in errors]
+        log.info("HTTP 400 %s %s: %s", request.method, request.url.path, invalid[:3])
+        return problem(
+            400,
+            FailureCause.INVALID_MESSAGE,
+            "the request does not match the TS 29.538 schema",
+            invalid=invalid[:20] or [("body", "invalid")],
+        )
+
+    @app.exception_handler(MSGin5GError)
+    async def _domain(request: Request, exc: MSGin5GError) -> Response:
+        return problem_for(exc)
+
+    @app.exception_handler(_Unauthorized)
+    async def _unauthorized(request: Request, exc: _Unauthorized) -> Response:
+        log.info("HTTP 401 %s %s", request.method, request.url.path)
+        return problem(
+            401,
+            FailureCause.NOT_AUTHORIZED,
+            "a valid OAuth2 bearer token is required",
+            headers={"WWW-Authenticate": 'Bearer realm="msgin5g"'},
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        cause = FailureCause.INVALID_MESSAGE
+        return problem(exc.status_code, cause, str(exc.detail), headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception) -> Response:
+        log.error("HTTP 500 %s %s", request.method, request.url.path, exc_info=exc)
+        return problem(500, FailureCause.INTERNAL_ERROR)
+
+    @app.post(TOKEN_PATH, include_in_schema=False)
+    async def token(request: Request) -> Response:
+        grant, client_id, secret = parse_client_credentials(
+            await request.body(), request.headers.get("authorization")
+        )
+        if grant != "client_credentials":
+            return _oauth_error(400, "unsupported_grant_type")
+        if not client_id or secret is None:
+            return _oauth_error(400, "invalid_request")
+        if not await service.applications.verify_client(client_id, secret):
+            log.warning("token refused for client %s", client_id)
+            return _oauth_error(401, "invalid_client")
+        access, lifetime = ctx.tokens.issue(client_id)
+        return JSONResponse(
+            {"access_token": access, "token_type": "Bearer", "expires_in": lifetime},
+            headers={"Cache-Control": "no-store"},
+        )
+
+    return BodyGuard(app, config.max_body)
+
+
+def _oauth_error(status: int, error: str) -> Response:
+    headers = {"Cache-Control": "no-store"}
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Basic realm="msgin5g"'
+    return JSONResponse({"error": error}, status_code=status, headers=headers)
+
+
+_ = PROBLEM_JSON

@@ -1,0 +1,94 @@
+"""MSGS_MSGDelivery, ``{apiRoot}/msgs-msgdelivery/v1`` (TS 29.538 §5/§8; digest §3.5).
+
+* ``POST /deliver-as-message`` (MSGS_MSGDelivery_ASODelivery, Application-to-Point,
+  digest §2.11): ``oriAddr`` must be an AS (``400`` otherwise), registered
+  (``403``) and, with OAuth2, the caller's own; ``destAddr`` ``UE`` or ``AS``.
+  ``GROUP``, ``TOPIC`` and ``BC`` are answered ``400`` with ``cause``
+  ``UNSUPPORTED_ADDRESS_TYPE`` and an ``invalidParams`` entry for
+  ``destAddr.addrType`` until group, topic and broadcast messaging exist
+  (issue #4).
+* ``POST /deliver-ue-message`` (MSGS_MSGDelivery_UEODelivery): a Message Gateway
+  sends for a UE (``oriAddr`` ``UE``, provisioned or registered, else ``403``).
+* ``POST /deliver-report`` (ASODeliveryReport / UEODeliveryReport): a report on a
+  message this server delivered to the reporter; relayed to the original sender
+  like an ``IMDN`` (``404`` ``MESSAGE_NOT_FOUND`` when no report is expected).
+
+Each body becomes a model ``Msg``/``Imdn`` (:mod:`msgin5g.codec.openapi_json`) and
+enters the same service procedures as MSGin5G-1 traffic; the ``MSGRESP`` becomes a
+``200 MessageDeliveryAck`` (``status`` absent = accepted, ``DELY_STORED``,
+``DELY_FAILED`` + ``failureCause``) or a problem (:func:`.problems.ack_or_problem`).
+"""
+
+from fastapi import APIRouter, Depends
+from starlette.responses import Response
+
+from msgin5g.codec.openapi_json import (
+    AddressType,
+    ASMessageDelivery,
+    DeliveryStatusReport,
+    UEMessageDelivery,
+    imdn_from_report,
+    msg_from_as_delivery,
+    msg_from_ue_delivery,
+)
+from msgin5g.model.messages import MsgResp
+from msgin5g.spec.delivery import DeliveryStatus
+from msgin5g.transports.rest.asgi import RestContext
+from msgin5g.transports.rest.problems import ack_or_problem, problem
+
+__all__ = ["PREFIX", "router"]
+
+PREFIX = "/msgs-msgdelivery/v1"
+
+_NOT_YET = {AddressType.GROUP, AddressType.TOPIC, AddressType.BC}
+
+
+def _unsupported(addr_type: str) -> Response:
+    return problem(
+        400,
+        "UNSUPPORTED_ADDRESS_TYPE",
+        f"destAddr.addrType {addr_type} is not supported yet: group, topic and "
+        "broadcast messaging come with issue #4",
+        invalid=[("destAddr.addrType", f"{addr_type} not supported yet")],
+    )
+
+
+def router(ctx: RestContext) -> APIRouter:
+    """The MSGS_MSGDelivery routes bound to ``ctx``."""
+    api = APIRouter(prefix=PREFIX)
+
+    @api.post("/deliver-as-message", response_model=None)
+    async def deliver_as_message(
+        body: ASMessageDelivery, caller: str | None = Depends(ctx.caller)
+    ) -> Response:
+        ctx.admit(caller, body.ori_addr.addr)
+        if body.dest_addr.addr_type in _NOT_YET:
+            return _unsupported(body.dest_addr.addr_type)
+        msg = msg_from_as_delivery(body)
+        resp = await ctx.service.submit_from_as(msg, client=caller)
+        return ack_or_problem(resp, body.ori_addr)
+
+    @api.post("/deliver-ue-message", response_model=None)
+    async def deliver_ue_message(
+        body: UEMessageDelivery, caller: str | None = Depends(ctx.caller)
+    ) -> Response:
+        ctx.admit(caller, body.ori_addr.addr)
+        if body.dest_addr.addr_type in _NOT_YET:
+            return _unsupported(body.dest_addr.addr_type)
+        msg = msg_from_ue_delivery(body)
+        resp = await ctx.service.submit_for_ue(msg, client=caller)
+        return ack_or_problem(resp, body.ori_addr)
+
+    @api.post("/deliver-report", response_model=None)
+    async def deliver_report(
+        body: DeliveryStatusReport, caller: str | None = Depends(ctx.caller)
+    ) -> Response:
+        ctx.admit(caller, body.ori_addr.addr)
+        imdn = imdn_from_report(body)
+        await ctx.service.report_from_api(imdn, client=caller)
+        accepted = MsgResp(
+            message_id=body.msg_id, delivery_status=DeliveryStatus.DELY_ACCEPTED
+        )
+        return ack_or_problem(accepted, body.ori_addr)
+
+    return api

@@ -1,0 +1,126 @@
+"""Runs the ASGI app inside the server's own asyncio loop (HTTP/1.1 and h2c).
+
+Both supported ASGI servers run in the event loop that already serves CoAP, so
+the API handlers call the service directly (no thread hop, no second process):
+
+* **Granian** (default), embedded mode (``granian.server.embed``): its Rust
+  runtime thread does the HTTP parsing and I/O and schedules the ASGI callables
+  on *our* loop. Measured 2.3-3.1x Hypercorn's request rate (docs/rest.md).
+* **Hypercorn** (``rest.server = "hypercorn"``): pure Python on asyncio
+  (``hypercorn.asyncio.serve`` with a shutdown trigger).
+
+Both serve HTTP/1.1 and HTTP/2 over cleartext (prior knowledge) on one port.
+Port 0 picks a free port before binding (used by tests).
+"""
+
+import asyncio
+import contextlib
+import logging
+import socket
+from typing import Any
+
+from msgin5g.errors import ConnectError
+
+__all__ = ["AsgiServer"]
+
+log = logging.getLogger(__name__)
+
+
+def _free_port(host: str) -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _check_bindable(host: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise ConnectError(f"HTTP bind {host}:{port}: {exc.strerror}") from exc
+
+
+class AsgiServer:
+    """One ASGI server task in the running loop."""
+
+    def __init__(self, app: Any, host: str, port: int, kind: str = "granian") -> None:
+        self.app = app
+        self.host = host
+        self.port = port if port else _free_port(host)
+        self.kind = kind
+        self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+        self._granian: Any = None
+
+    async def start(self) -> None:
+        """Bind and serve; returns once the port accepts connections.
+
+        Raises:
+            ConnectError: the address cannot be bound or the server did not start.
+        """
+        _check_bindable(self.host, self.port)
+        coro = self._run_granian() if self.kind == "granian" else self._run_hypercorn()
+        self._task = asyncio.create_task(coro, name=f"http-{self.kind}")
+        for _ in range(200):
+            if self._task.done():
+                break
+            with contextlib.suppress(OSError):
+                _, writer = await asyncio.open_connection(self.host, self.port)
+                writer.close()
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()
+                log.info(
+                    "HTTP (%s) listening on %s:%d", self.kind, self.host, self.port
+                )
+                return
+            await asyncio.sleep(0.025)
+        await self.aclose()
+        raise ConnectError(f"HTTP server did not start on {self.host}:{self.port}")
+
+    async def _run_granian(self) -> None:
+        from granian.constants import HTTPModes, Interfaces
+        from granian.server.embed import Server
+
+        logging.getLogger("granian").setLevel(logging.ERROR)  # "experimental" note
+        self._granian = Server(
+            self.app,
+            address=self.host,
+            port=self.port,
+            interface=Interfaces.ASGINL,
+            http=HTTPModes.auto,
+            websockets=False,
+            backlog=1024,
+            log_enabled=False,
+        )
+        await self._granian.serve()
+
+    async def _run_hypercorn(self) -> None:
+        from hypercorn.asyncio import serve
+        from hypercorn.config import Config
+
+        config = Config()
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        config.bind = [f"{host}:{self.port}"]
+        config.accesslog = None
+        config.errorlog = logging.getLogger("hypercorn.error")
+        config.backlog = 1024
+        config.keep_alive_max_requests = 1_000_000  # default 1000 ends h2c connections
+        await serve(self.app, config, shutdown_trigger=self._stop.wait, mode="asgi")
+
+    async def aclose(self) -> None:
+        """Stop accepting and wait for the server task."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._stop.set()
+        if self._granian is not None:
+            self._granian.stop()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout=5)
+        except (TimeoutError, Exception):
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
