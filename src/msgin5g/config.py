@@ -138,6 +138,23 @@ class DeliveryConfig:
     doubled after every further failure up to ``as_retry_max``."""
     as_retry_max: float = 60.0
     """Longest back-off between delivery attempts to an unreachable AS (s)."""
+    segment_size: int = 2048
+    """Largest downlink payload per ``MSG`` for a UE that announced no
+    ``maxSegmentSize``; larger messages are segmented (TS 23.554 §8.5.1)."""
+    aggregate_downlink: bool = True
+    """Bundle small queued messages (or reports) for one UE from one originator
+    into one ``AGGMSG`` (``AGGIMDN``) when several are waiting (§8.4.3)."""
+    aggregate_max_items: int = 50
+    """Most items in one downlink aggregate."""
+    aggregate_max_octets: int = 4096
+    """Estimated encoded size an aggregate may reach (payloads plus ~160 octets
+    per item), so it stays within a client's CoAP payload limit."""
+    aggregate_max_item_octets: int = 256
+    """Largest payload of a message that may be aggregated (AGG_MAX_ITEM)."""
+    reassembly_gap_timer: float = 30.0
+    """Seconds without a new segment before the server sends ``SEGREC``."""
+    reassembly_timeout: float = 300.0
+    """Seconds after the first segment before an incomplete set is given up."""
 
     def __post_init__(self) -> None:
         for name in ("default_ttl", "max_ttl", "report_wait", "dedup_window"):

@@ -12,6 +12,19 @@ from tests.e2e.conftest import ServerProcess, msgin5g, spawn
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 
 
+def finish(proc: subprocess.Popen[str], timeout: float) -> tuple[str, str]:
+    """Rest of a process's output after ``listen`` read its first line.
+
+    ``communicate()`` would read the pipe directly and lose what ``readline()``
+    already buffered (the delivered message often arrives in the same read).
+    """
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    proc.wait(timeout)
+    with proc.stdout, proc.stderr:
+        return proc.stdout.read(), proc.stderr.read()
+
+
 def lines(text: str) -> list[dict[str, object]]:
     return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
 
@@ -64,7 +77,7 @@ def test_two_ues_message_and_report(server: ServerProcess) -> None:
     assert imdn["messageType"] == "IMDN"
     assert imdn["deliveryStatus"] == "REPT_DELY_SUCCESS"
     assert imdn["messageId"] == msgresp["messageId"]
-    stdout, _ = receiver.communicate(timeout=20)
+    stdout, _ = finish(receiver, 20)
     [msg] = lines(stdout)
     assert msg["messageType"] == "MSG" and msg["payloadText"] == "hello ue2"
     assert msg["originatingUeServiceId"] == "ue1"
@@ -74,7 +87,7 @@ def test_offline_recipient_stored_then_delivered(server: ServerProcess) -> None:
     out = send(server, "--to", "ue2", "--text", "stored for later")
     assert out[1]["deliveryStatus"] == "DELY_STORED"
     receiver = listen(server, "ue2", "s2", "--count", "1", "--decode")
-    stdout, stderr = receiver.communicate(timeout=20)
+    stdout, stderr = finish(receiver, 20)
     got = lines(stdout)
     assert got, (stdout, stderr, receiver.returncode)
     assert got[0]["payloadText"] == "stored for later"
@@ -89,7 +102,7 @@ def test_sigkill_after_acknowledgement_loses_nothing(server: ServerProcess) -> N
     server.kill9()
     server.start()
     receiver = listen(server, "ue2", "s2", "--count", "5", "--decode")
-    stdout, _ = receiver.communicate(timeout=30)
+    stdout, _ = finish(receiver, 30)
     assert [m["payloadText"] for m in lines(stdout)] == sent
 
 
@@ -117,7 +130,7 @@ def test_expiry_produces_failure_report(server: ServerProcess) -> None:
     assert imdn["originatingUeServiceId"] == "ue2"
     assert time.monotonic() - start >= 1.0
     receiver = listen(server, "ue2", "s2", "--timeout", "1.5")
-    stdout, _ = receiver.communicate(timeout=20)
+    stdout, _ = finish(receiver, 20)
     assert lines(stdout) == []
 
 

@@ -40,6 +40,9 @@ __all__ = ["Inbox", "Received"]
 
 log = logging.getLogger(__name__)
 
+_REPORTS_PER_AGGREGATE = 20
+"""Reports per ``AGGIMDN`` (~120 octets each: stays below 4096-octet limits)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Received:
@@ -155,8 +158,10 @@ class Inbox(abc.ABC):
         for report in reports:
             by_target.setdefault((report.recipient, None), []).append(report)
         for group in by_target.values():
-            body = encode(group[0] if len(group) == 1 else bundle_reports(group))
-            self._spawn(self._post_quietly(body, group[0].message_id))
+            for start in range(0, len(group), _REPORTS_PER_AGGREGATE):
+                chunk = group[start : start + _REPORTS_PER_AGGREGATE]
+                body = encode(chunk[0] if len(chunk) == 1 else bundle_reports(chunk))
+                self._spawn(self._post_quietly(body, chunk[0].message_id))
 
     def _imdn(
         self,

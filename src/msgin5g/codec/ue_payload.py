@@ -72,7 +72,19 @@ __all__ = [
     "message_type_of",
 ]
 
-Uplink = Reg | Dereg | Msg | Imdn | MsgUpd | BulkReg | BulkDereg
+Uplink = (
+    Reg
+    | Dereg
+    | Msg
+    | Imdn
+    | MsgUpd
+    | BulkReg
+    | BulkDereg
+    | AggMsg
+    | AggImdn
+    | SegRec
+    | SegConfir
+)
 """Requests a client sends to the server that this server handles."""
 
 Downlink = Msg | Imdn | AggMsg | AggImdn | SegRec | SegConfir
@@ -172,7 +184,7 @@ def _check_service_id(value: str | None) -> None:
         )
 
 
-def _check_msg(msg: Msg) -> None:
+def _check_msg(msg: Msg | AggMsg) -> None:
     present = [name for name in _RECIPIENTS if getattr(msg, name) is not None]
     if len(present) != 1:
         names = ", ".join(_camel(n) for n in _RECIPIENTS)
@@ -234,7 +246,7 @@ def _check_bulk(bulk: BulkReg | BulkDereg) -> None:
             _check_reg(entry)
 
 
-def _check_imdn(imdn: Imdn) -> None:
+def _check_imdn(imdn: Imdn | AggImdn) -> None:
     if (imdn.originating_ue_service_id is None) == (
         imdn.originating_as_service_id is None
     ):
@@ -267,8 +279,10 @@ def decode_uplink(data: bytes) -> Uplink:
     except (msgspec.MsgspecError, UnicodeDecodeError) as exc:
         raise _translate(exc, data) from None
     _check_service_id(message.msgin5g_service_id)
-    if isinstance(message, Msg):
+    if isinstance(message, Msg | AggMsg):
         _check_msg(message)
+    elif isinstance(message, AggImdn):
+        _check_imdn(message)
     elif isinstance(message, Reg):
         _check_reg(message)
     elif isinstance(message, Imdn):

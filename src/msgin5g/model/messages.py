@@ -46,6 +46,7 @@ __all__ = [
     "Dereg",
     "DeregResp",
     "DeregResult",
+    "DownlinkItem",
     "ErrorBody",
     "GwDereg",
     "GwDeregResp",
@@ -546,6 +547,10 @@ class BulkConfResp(_Message, tag="BULKCONFRESP", frozen=True):
 
     num_of_conf_responses: int
     conf_responses: list[ConfResp]
+
+
+DownlinkItem = Msg | Imdn | AggMsg | AggImdn | SegRec | SegConfir
+"""Anything the server pushes to a client with a CON POST."""
 
 
 class ErrorBody(msgspec.Struct, rename="camel", omit_defaults=True, frozen=True):

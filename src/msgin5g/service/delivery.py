@@ -43,14 +43,17 @@ from collections.abc import Iterable
 
 from msgin5g.config import DeliveryConfig
 from msgin5g.errors import DeliveryRejected, RecipientUnreachable
+from msgin5g.model.aggregation import bundle, bundle_reports
 from msgin5g.model.application import as_key, as_of_key
 from msgin5g.model.messages import Imdn, Msg
 from msgin5g.model.queue import QueuedItem
+from msgin5g.model.registry import Contact, UERegistration
 from msgin5g.service.applications import ApplicationRegistry
 from msgin5g.service.ports import ASDeliverer, Clock, Deliverer
 from msgin5g.service.registry import Registry
+from msgin5g.service.segments import SegmentService
 from msgin5g.spec.causes import FailureCause
-from msgin5g.spec.delivery import PriorityRank, ReportDeliveryStatus
+from msgin5g.spec.delivery import PriorityRank, PriorityType, ReportDeliveryStatus
 from msgin5g.storage.base import Backend
 
 __all__ = ["DeliveryEngine"]
@@ -105,6 +108,7 @@ class DeliveryEngine:
         self._tasks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self._last_retry = 0.0
+        self.segmenter: SegmentService | None = None
         self.delivered = 0
         self.failed = 0
         self.expired = 0
@@ -311,33 +315,22 @@ class DeliveryEngine:
         if as_id is not None:
             await self._drain_as(recipient, as_id, mailbox)
             return
-        while True:
-            if not mailbox.heap:
-                if not mailbox.more:
-                    return
-                await self._load(recipient, mailbox)
-                if not mailbox.heap:
-                    return
-            registration = self._registry.get(recipient)
-            if registration is None:
-                await self._park(
-                    recipient, mailbox, FailureCause.RECIPIENT_NOT_REGISTERED
-                )
+        while await self._has_work(recipient, mailbox):
+            target = await self._target(recipient, mailbox)
+            if target is None:
                 return
-            contact = self._registry.contact_for(recipient)
-            if contact is None:  # registered through a gateway that is gone
-                await self._park(
-                    recipient, mailbox, FailureCause.RECIPIENT_NOT_REACHABLE
-                )
-                return
+            registration, contact = target
             _, seq, item = heapq.heappop(mailbox.heap)
             if item.expires_at <= self._clock.now():
                 mailbox.seqs.discard(seq)  # the sweeper reports and removes it
                 continue
+            direct = registration.gateway is None
+            batch = self._take_batch(mailbox, item) if direct else [(seq, item)]
             try:
-                await self._deliverer.deliver(contact, item.item)
+                await self._push_to_ue(recipient, contact, registration, batch)
             except RecipientUnreachable as exc:
-                heapq.heappush(mailbox.heap, (item.priority, seq, item))
+                for entry_seq, entry in batch:
+                    heapq.heappush(mailbox.heap, (entry.priority, entry_seq, entry))
                 log.info("%s unreachable (%s); parking its queue", recipient, exc)
                 await self._park(
                     recipient, mailbox, FailureCause.RECIPIENT_NOT_REACHABLE
@@ -345,11 +338,102 @@ class DeliveryEngine:
                 return
             except DeliveryRejected as exc:
                 log.warning("%s refused %s: %s", recipient, _describe(item), exc)
-                self._finish(mailbox, seq)
-                await self.report_failure(item, exc.cause)
+                for entry_seq, entry in batch:
+                    self._finish(mailbox, entry_seq)
+                    await self.report_failure(entry, exc.cause)
                 continue
-            self._finish(mailbox, seq)
-            self.delivered += 1
+            for entry_seq, _ in batch:
+                self._finish(mailbox, entry_seq)
+            self.delivered += len(batch)
+
+    async def _has_work(self, recipient: str, mailbox: _Mailbox) -> bool:
+        """Whether the heap holds items, loading more from storage if needed."""
+        if not mailbox.heap and mailbox.more:
+            await self._load(recipient, mailbox)
+        return bool(mailbox.heap)
+
+    async def _target(
+        self, recipient: str, mailbox: _Mailbox
+    ) -> tuple[UERegistration, Contact] | None:
+        """The registration and current contact, or None after parking the queue."""
+        registration = self._registry.get(recipient)
+        if registration is None:
+            await self._park(recipient, mailbox, FailureCause.RECIPIENT_NOT_REGISTERED)
+            return None
+        contact = self._registry.contact_for(recipient)
+        if contact is None:  # registered through a gateway that is gone
+            await self._park(recipient, mailbox, FailureCause.RECIPIENT_NOT_REACHABLE)
+            return None
+        return registration, contact
+
+    def _take_batch(
+        self, mailbox: _Mailbox, first: QueuedItem
+    ) -> list[tuple[int, QueuedItem]]:
+        """``first`` plus queued items it can be aggregated with (§8.4.3).
+
+        Only items already waiting are bundled (no added latency): messages from
+        the same originator that are small, not HIGH priority and not segments,
+        or reports from the same reporter.
+        """
+        batch = [(first.seq, first)]
+        if not self._config.aggregate_downlink or not self._bundlable(first.item):
+            return batch
+        key = _bundle_key(first.item)
+        now = self._clock.now()
+        size = _estimate(first.item)
+        while mailbox.heap and len(batch) < self._config.aggregate_max_items:
+            _, seq, candidate = mailbox.heap[0]
+            size += _estimate(candidate.item)
+            if (
+                size > self._config.aggregate_max_octets
+                or candidate.expires_at <= now
+                or not self._bundlable(candidate.item)
+                or _bundle_key(candidate.item) != key
+            ):
+                break
+            heapq.heappop(mailbox.heap)
+            batch.append((seq, candidate))
+        return batch
+
+    def _bundlable(self, item: Msg | Imdn) -> bool:
+        if isinstance(item, Imdn):
+            return True
+        return (
+            item.segmentation_set_id is None
+            and item.priority_type != PriorityType.HIGH
+            and len(item.payload or b"") <= self._config.aggregate_max_item_octets
+        )
+
+    async def _push_to_ue(
+        self,
+        recipient: str,
+        contact: Contact,
+        registration: UERegistration,
+        batch: list[tuple[int, QueuedItem]],
+    ) -> None:
+        """Deliver one item, an aggregate of several, or the segments of a big one."""
+        items = [entry.item for _, entry in batch]
+        if len(items) > 1:
+            if isinstance(items[0], Imdn):
+                reports = [i for i in items if isinstance(i, Imdn)]
+                await self._deliverer.deliver(contact, bundle_reports(reports))
+            else:
+                messages = [i for i in items if isinstance(i, Msg)]
+                await self._deliverer.deliver(contact, bundle(messages))
+            return
+        item = items[0]
+        limit = registration.max_segment_size or self._config.segment_size
+        if (
+            isinstance(item, Msg)
+            and self.segmenter is not None
+            and registration.gateway is None
+            and item.segmentation_set_id is None
+            and len(item.payload or b"") > limit
+        ):
+            for part in self.segmenter.segments_for(recipient, item, limit):
+                await self._deliverer.deliver(contact, part)
+            return
+        await self._deliverer.deliver(contact, item)
 
     async def _drain_as(self, key: str, as_id: str, mailbox: _Mailbox) -> None:
         """Deliver an AS mailbox to its ``targetUri`` (digest §3.11)."""
@@ -449,6 +533,8 @@ class DeliveryEngine:
         """
         now = self._clock.now()
         count = 0
+        if self.segmenter is not None:
+            await self.segmenter.poll()
         while True:
             expired = await self._backend.take_expired(now, limit=1000)
             for item in expired:
@@ -481,6 +567,25 @@ class DeliveryEngine:
                 await self.sweep_once()
             except Exception:
                 log.exception("sweeper failed; retrying next interval")
+
+
+def _estimate(item: Msg | Imdn) -> int:
+    """Rough encoded size of an item inside an aggregate (base64 + members)."""
+    payload = item.payload if isinstance(item, Msg) else None
+    return 160 + (len(payload or b"") * 4) // 3
+
+
+def _bundle_key(item: Msg | Imdn) -> tuple[object, ...]:
+    if isinstance(item, Imdn):
+        return ("IMDN", item.originator, item.recipient)
+    return (
+        "MSG",
+        item.originating_ue_service_id,
+        item.originating_as_service_id,
+        item.recipient_ue_service_id,
+        item.recipient_group_service_id,
+        item.messaging_topic,
+    )
 
 
 def _describe(item: QueuedItem) -> str:

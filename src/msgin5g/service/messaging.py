@@ -30,11 +30,16 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
+import msgspec
+
 from msgin5g.config import DeliveryConfig
 from msgin5g.errors import InvalidRequest, NotAuthorized, NotRegistered, ServiceError
+from msgin5g.model.aggregation import unbundle, unbundle_reports
 from msgin5g.model.application import ASRegistration, as_key
 from msgin5g.model.credentials import credential_digest
 from msgin5g.model.messages import (
+    AggImdn,
+    AggMsg,
     BulkDereg,
     BulkDeregResp,
     BulkReg,
@@ -43,12 +48,15 @@ from msgin5g.model.messages import (
     DeregResp,
     DeregResult,
     Imdn,
+    ItemResponse,
     Msg,
     MsgResp,
     MsgUpd,
     Reg,
     RegResp,
     RegResult,
+    SegConfir,
+    SegRec,
 )
 from msgin5g.model.queue import QueuedItem, ReportRoute
 from msgin5g.model.registry import Contact
@@ -56,8 +64,9 @@ from msgin5g.service.applications import ApplicationRegistry
 from msgin5g.service.delivery import DeliveryEngine
 from msgin5g.service.ports import ASDeliverer, Clock, Deliverer, SystemClock
 from msgin5g.service.registry import Registry
+from msgin5g.service.segments import SegmentService
 from msgin5g.spec.causes import FailureCause, Result
-from msgin5g.spec.delivery import DeliveryStatus, PriorityRank
+from msgin5g.spec.delivery import DeliveryStatus, PriorityRank, PriorityType
 from msgin5g.storage.base import Backend
 
 __all__ = ["MessagingService", "RegistrationOutcome"]
@@ -121,6 +130,16 @@ class MessagingService:
             applications=self.applications,
             as_deliverer=as_deliverer,
         )
+        self.segments = SegmentService(
+            backend,
+            deliverer,
+            self.clock,
+            contact_for=self.registry.contact_for,
+            report=self.delivery.send_report,
+            gap_timer=self.config.reassembly_gap_timer,
+            timeout=self.config.reassembly_timeout,
+        )
+        self.delivery.segmenter = self.segments
         self._dedup = _Dedup(
             self.config.dedup_window, self.config.dedup_max_entries, self.clock.now()
         )
@@ -137,6 +156,7 @@ class MessagingService:
 
     async def resume(self, *, sweeper: bool = True) -> None:
         """Resume delivery of stored items (once the deliverer can send)."""
+        await self.segments.load()
         await self.delivery.start(sweeper=sweeper)
 
     async def aclose(self) -> None:
@@ -318,7 +338,74 @@ class MessagingService:
             log.warning("MSG %s rejected: %s", msg.message_id, exc.detail)
             return _msg_resp(msg, DeliveryStatus.DELY_REJECTED, exc.cause)
         self.delivery.on_uplink(originator)
+        if msg.segmentation_set_id is not None:
+            try:
+                whole = await self.segments.accept(msg)
+            except ServiceError as exc:
+                log.info("segment of %s refused: %s", msg.message_id, exc.detail)
+                return _msg_resp(msg, DeliveryStatus.DELY_REJECTED, exc.cause)
+            if whole is None:
+                return _msg_resp(msg, DeliveryStatus.DELY_ACCEPTED)
+            msg = whole
         return await self._submit_deduplicated(msg, originator)
+
+    async def submit_aggregate(self, aggregate: AggMsg, source: Contact) -> MsgResp:
+        """Handle a client's ``AGGMSG`` (digest §3.10.3): route every item.
+
+        The answer refers to the aggregate; ``itemResponses`` lists the items
+        whose outcome is not ``DELY_ACCEPTED``.
+        """
+        originator = aggregate.originating_ue_service_id or ""
+        header = Msg(
+            message_id=aggregate.message_id,
+            originating_ue_service_id=originator,
+        )
+        try:
+            self.registry.check_source(originator, source)
+        except NotRegistered as exc:
+            return _msg_resp(header, DeliveryStatus.DELY_REJECTED, exc.cause)
+        self.delivery.on_uplink(originator)
+        items = unbundle(aggregate)
+        refused = (
+            aggregate.recipient_ue_service_id is None
+            and aggregate.recipient_as_service_id is None
+        ) or any(m.priority_type == PriorityType.HIGH for m in items)
+        if refused:
+            cause = FailureCause.AGGREGATION_NOT_ALLOWED
+            return _msg_resp(header, DeliveryStatus.DELY_REJECTED, cause)
+        outcomes = [await self._submit_deduplicated(m, originator) for m in items]
+        odd = [
+            ItemResponse(
+                message_id=r.message_id,
+                delivery_status=r.delivery_status,
+                failure_cause=r.failure_cause,
+            )
+            for r in outcomes
+            if r.delivery_status != DeliveryStatus.DELY_ACCEPTED
+        ]
+        response = _msg_resp(header, DeliveryStatus.DELY_ACCEPTED)
+        if odd:
+            response = msgspec.structs.replace(response, item_responses=odd)
+        return response
+
+    async def control(
+        self, item: AggImdn | SegRec | SegConfir, source: Contact
+    ) -> None:
+        """``AGGIMDN`` (split into reports), ``SEGREC`` and ``SEGCONFIR`` from a UE."""
+        if isinstance(item, AggImdn):
+            for report in unbundle_reports(item):
+                await self.report(report, source)
+            return
+        ue = item.originating_ue_service_id or ""
+        try:
+            self.registry.check_source(ue, source)
+        except NotRegistered as exc:
+            log.warning("%s ignored: %s", type(item).__name__, exc.detail)
+            return
+        if isinstance(item, SegRec):
+            await self.segments.recover(ue, item)
+        else:
+            self.segments.confirmed(ue, item)
 
     async def _submit_deduplicated(self, msg: Msg, originator: str) -> MsgResp:
         """Duplicate check by (originator key, messageId), then routing."""

@@ -8,7 +8,7 @@ Servers, digest §3.11); tests use recording fakes.
 import time
 from typing import Protocol
 
-from msgin5g.model.messages import Imdn, Msg
+from msgin5g.model.messages import DownlinkItem, Imdn, Msg
 from msgin5g.model.registry import Contact
 
 __all__ = ["ASDeliverer", "Clock", "Deliverer", "SystemClock"]
@@ -33,7 +33,7 @@ class SystemClock:
 class Deliverer(Protocol):
     """Pushes a message or report to a client and waits for its acknowledgement."""
 
-    async def deliver(self, contact: Contact, item: Msg | Imdn) -> None:
+    async def deliver(self, contact: Contact, item: DownlinkItem) -> None:
         """Deliver ``item`` to the client at ``contact``.
 
         Returns when the client acknowledged it (CoAP 2.xx).

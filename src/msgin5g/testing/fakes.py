@@ -3,7 +3,8 @@
 import asyncio
 
 from msgin5g.errors import DeliveryRejected, RecipientUnreachable
-from msgin5g.model.messages import Imdn, Msg
+from msgin5g.model.aggregation import unbundle, unbundle_reports
+from msgin5g.model.messages import AggImdn, AggMsg, DownlinkItem, Imdn, Msg
 from msgin5g.model.registry import Contact
 
 __all__ = ["FakeClock", "RecordingDeliverer"]
@@ -28,12 +29,12 @@ class RecordingDeliverer:
     """Records deliveries; contacts in ``unreachable``/``rejecting`` fail."""
 
     def __init__(self) -> None:
-        self.delivered: list[tuple[Contact, Msg | Imdn]] = []
+        self.delivered: list[tuple[Contact, DownlinkItem]] = []
         self.unreachable: set[Contact] = set()
         self.rejecting: set[Contact] = set()
         self.event = asyncio.Event()
 
-    async def deliver(self, contact: Contact, item: Msg | Imdn) -> None:
+    async def deliver(self, contact: Contact, item: DownlinkItem) -> None:
         """Record ``item`` or fail as configured."""
         await asyncio.sleep(0)
         if contact in self.unreachable:
@@ -43,6 +44,18 @@ class RecordingDeliverer:
         self.delivered.append((contact, item))
         self.event.set()
 
-    def items_for(self, contact: Contact) -> list[Msg | Imdn]:
+    def items_for(self, contact: Contact) -> list[DownlinkItem]:
         """Everything delivered to ``contact`` in order."""
         return [item for c, item in self.delivered if c == contact]
+
+    def messages_for(self, contact: Contact) -> list[Msg | Imdn]:
+        """Like :meth:`items_for`, with ``AGGMSG``/``AGGIMDN`` unbundled."""
+        flat: list[Msg | Imdn] = []
+        for item in self.items_for(contact):
+            if isinstance(item, AggMsg):
+                flat.extend(unbundle(item))
+            elif isinstance(item, AggImdn):
+                flat.extend(unbundle_reports(item))
+            elif isinstance(item, Msg | Imdn):
+                flat.append(item)
+        return flat

@@ -118,7 +118,7 @@ async def test_downlink_goes_to_the_gateway_and_uplink_through_it_is_accepted(
     )
     assert (await svc.submit(down, UE1)).delivery_status == "DELY_ACCEPTED"
     await settle()
-    [item] = deliverer.items_for(GW)
+    [item] = deliverer.messages_for(GW)
     assert isinstance(item, Msg) and item.recipient_ue_service_id == "c1"
     up = Msg(
         message_id="u1",
@@ -140,9 +140,9 @@ async def test_downlink_goes_to_the_gateway_and_uplink_through_it_is_accepted(
     )
     await svc.submit(again, UE1)
     await settle()
-    assert [m.message_id for m in deliverer.items_for(Contact("10.0.0.10", 5683))] == [
-        "d2"
-    ]
+    assert [
+        m.message_id for m in deliverer.messages_for(Contact("10.0.0.10", 5683))
+    ] == ["d2"]
 
 
 async def test_bulk_deregister(

@@ -116,7 +116,7 @@ async def test_p2p_delivered_and_report_relayed(
     resp = await service.submit(msg(delivery_status_required=True), UE1)
     assert resp.delivery_status == "DELY_ACCEPTED"
     await settle()
-    [delivered] = deliverer.items_for(UE2)
+    [delivered] = deliverer.messages_for(UE2)
     assert isinstance(delivered, Msg) and delivered.payload == b"hello"
     assert await service.backend.count() == 0  # removed after the ACK
     imdn = Imdn(
@@ -127,7 +127,7 @@ async def test_p2p_delivered_and_report_relayed(
     )
     await service.report(imdn, UE2)
     await settle()
-    [report] = deliverer.items_for(UE1)
+    [report] = deliverer.messages_for(UE1)
     assert report == imdn
 
 
@@ -144,7 +144,7 @@ async def test_report_without_route_is_ignored(
     )
     await service.report(imdn, UE2)
     await settle()
-    assert deliverer.items_for(UE1) == []
+    assert deliverer.messages_for(UE1) == []
 
 
 async def test_sender_must_be_registered_from_its_address(
@@ -186,7 +186,7 @@ async def test_offline_without_flag_fails_with_flag_stored(
     assert await service.backend.count() == 1
     await service.register(reg("ue2"), UE2)
     await settle()
-    assert [m.message_id for m in deliverer.items_for(UE2)] == ["b"]
+    assert [m.message_id for m in deliverer.messages_for(UE2)] == ["b"]
     assert await service.backend.count() == 0
 
 
@@ -207,7 +207,7 @@ async def test_stored_delivered_in_priority_then_arrival_order(
         assert r.delivery_status == "DELY_STORED"
     await service.register(reg("ue2"), UE2)
     await settle()
-    assert [m.message_id for m in deliverer.items_for(UE2)] == [
+    assert [m.message_id for m in deliverer.messages_for(UE2)] == [
         "h1",
         "h2",
         "m1",
@@ -226,7 +226,7 @@ async def test_unreachable_recipient_keeps_stored_and_fails_others(
     await service.submit(msg("drop", delivery_status_required=True), UE1)
     await settle()
     # 'drop' had no store flag: it failed and ue1 asked for a report
-    reports = [i for i in deliverer.items_for(UE1) if isinstance(i, Imdn)]
+    reports = [i for i in deliverer.messages_for(UE1) if isinstance(i, Imdn)]
     assert [(r.message_id, r.failure_cause) for r in reports] == [
         ("drop", "RECIPIENT_NOT_REACHABLE")
     ]
@@ -237,7 +237,7 @@ async def test_unreachable_recipient_keeps_stored_and_fails_others(
     # any uplink from ue2 wakes its mailbox
     await service.submit(msg("x", to="ue1", frm="ue2"), UE2)
     await settle()
-    assert [m.message_id for m in deliverer.items_for(UE2)] == ["keep", "later"]
+    assert [m.message_id for m in deliverer.messages_for(UE2)] == ["keep", "later"]
 
 
 async def test_expiry_sends_failure_report(
@@ -259,7 +259,7 @@ async def test_expiry_sends_failure_report(
     clock.advance(61)
     assert await service.delivery.sweep_once() == 1
     await settle()
-    [report] = deliverer.items_for(UE1)
+    [report] = deliverer.messages_for(UE1)
     assert isinstance(report, Imdn)
     assert (report.delivery_status, report.failure_cause) == (
         "REPT_DELY_FAILED",
@@ -268,7 +268,7 @@ async def test_expiry_sends_failure_report(
     assert report.originating_ue_service_id == "ue2"
     await service.register(reg("ue2"), UE2)
     await settle()
-    assert deliverer.items_for(UE2) == []
+    assert deliverer.messages_for(UE2) == []
 
 
 async def test_duplicate_message_id(service: MessagingService) -> None:
@@ -329,7 +329,7 @@ async def test_deregister_drops_stored_with_reports(
     )
     assert resp.deregistration_result == "SUCCESS"
     await settle()
-    [report] = deliverer.items_for(UE1)
+    [report] = deliverer.messages_for(UE1)
     assert isinstance(report, Imdn) and report.failure_cause == "RECIPIENT_DEREGISTERED"
     assert await service.backend.count() == 0
     # idempotent
@@ -404,5 +404,5 @@ async def test_restart_resumes_delivery(clock: FakeClock) -> None:
     second = MessagingService(backend, deliverer, clock=clock)
     await second.start(sweeper=False)
     await settle()
-    assert [m.message_id for m in deliverer.items_for(UE2)] == ["k"]
+    assert [m.message_id for m in deliverer.messages_for(UE2)] == ["k"]
     await second.aclose()

@@ -34,7 +34,7 @@ from msgin5g.coap.message import (
     uri_path_options,
 )
 from msgin5g.coap.numbers import Code, OptionNumber, TransmissionParameters, Type
-from msgin5g.codec.ue_payload import decode_uplink, encode, message_type_of
+from msgin5g.codec.ue_payload import Uplink, decode_uplink, encode, message_type_of
 from msgin5g.config import CoapConfig
 from msgin5g.errors import (
     DecodeError,
@@ -46,14 +46,18 @@ from msgin5g.errors import (
     TransportError,
 )
 from msgin5g.model.messages import (
+    AggImdn,
+    AggMsg,
     BulkDereg,
     BulkReg,
     Dereg,
+    DownlinkItem,
     ErrorBody,
     Imdn,
     Msg,
-    MsgUpd,
     Reg,
+    SegConfir,
+    SegRec,
 )
 from msgin5g.model.registry import Contact
 from msgin5g.service.messaging import MessagingService
@@ -160,7 +164,7 @@ class CoapTransport:
 
     async def _dispatch(
         self,
-        uplink: Reg | Dereg | Msg | Imdn | MsgUpd | BulkReg | BulkDereg,
+        uplink: Uplink,
         peer: Peer,
         request: CoapMessage,
     ) -> CoapMessage:
@@ -190,11 +194,18 @@ class CoapTransport:
             return _json(
                 request, Code.CHANGED, await service.bulk_deregister(uplink, source)
             )
+        if isinstance(uplink, AggMsg):
+            return _json(
+                request, Code.CHANGED, await service.submit_aggregate(uplink, source)
+            )
+        if isinstance(uplink, AggImdn | SegRec | SegConfir):
+            await service.control(uplink, source)
+            return make_response(request, Code.CHANGED)
         return _json(request, Code.CHANGED, await service.update_stored(uplink, source))
 
     # downlink (Deliverer port) ------------------------------------------------------
 
-    async def deliver(self, contact: Contact, item: Msg | Imdn) -> None:
+    async def deliver(self, contact: Contact, item: DownlinkItem) -> None:
         """CON POST ``item`` to the client at ``contact`` and wait for its answer."""
         options = self._paths.get(contact.path)
         if options is None:
