@@ -89,8 +89,15 @@ def reg_body(ue: str) -> bytes:
 # ---------------------------------------------------------------- load worker
 
 
-class _Lat(msgspec.Struct):
+class _Item(msgspec.Struct):
     payload: bytes
+
+
+class _Lat(msgspec.Struct, rename="camel"):
+    """A delivered MSG, or an AGGMSG bundling several (downlink aggregation)."""
+
+    payload: bytes | None = None
+    aggregated_messages: list[_Item] | None = None
 
 
 async def _worker(
@@ -111,11 +118,16 @@ async def _worker(
         nonlocal received
         now = time.perf_counter()
         if t_start <= now <= t_end:
-            sent_at = struct.unpack(
-                "d", decoder.decode(req.message.payload).payload[:8]
-            )[0]
-            latencies.append(now - sent_at)
-            received += 1
+            body = decoder.decode(req.message.payload)
+            payloads = (
+                [i.payload for i in body.aggregated_messages]
+                if body.aggregated_messages
+                else [body.payload or b""]
+            )
+            for payload in payloads:
+                sent_at = struct.unpack("d", payload[:8])[0]
+                latencies.append(now - sent_at)
+                received += 1
         return make_response(req.message, Code.CHANGED)
 
     endpoints = []
