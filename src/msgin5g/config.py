@@ -153,6 +153,10 @@ class DeliveryConfig:
     """Largest payload of a message that may be aggregated (AGG_MAX_ITEM)."""
     reassembly_gap_timer: float = 30.0
     """Seconds without a new segment before the server sends ``SEGREC``."""
+    topic_default_lifetime: float = 86400.0
+    """Subscription lifetime when ``TOPICSUB`` has no ``expiration`` (s, 24 h)."""
+    topic_max_lifetime: float = 30 * 86400.0
+    """Cap on any topic subscription's lifetime (s, 30 days)."""
     reassembly_timeout: float = 300.0
     """Seconds after the first segment before an incomplete set is given up."""
 

@@ -59,6 +59,10 @@ from msgin5g.model.messages import (
     Reg,
     RegResp,
     StoreAndForwardParams,
+    TopicSub,
+    TopicSubResp,
+    TopicUnsub,
+    TopicUnsubResp,
     UECredentialInfo,
 )
 from msgin5g.model.segmentation import (
@@ -389,6 +393,55 @@ class Client(Inbox):
             for p in payloads
         ]
         return await self._submit(encode(bundle(messages)))
+
+    async def subscribe(
+        self, topics: list[str], *, expiration: datetime | None = None
+    ) -> TopicSubResp:
+        """Subscribe to Messaging Topics (``TOPICSUB``, digest §3.13.3).
+
+        Publications then arrive as ordinary received ``MSG`` items carrying
+        ``messagingTopic``. The response has one result per topic and the
+        expiration the server granted.
+        """
+        request = TopicSub(
+            originating_ue_service_id=self.ue_service_id,
+            messaging_topics=topics,
+            expiration=expiration,
+        )
+        resp = decode_response((await self._post(encode(request))).payload)
+        if not isinstance(resp, TopicSubResp):
+            raise DecodeError("expected TOPICSUBRESP", member="messageType")
+        return resp
+
+    async def unsubscribe(self, topics: list[str] | None = None) -> TopicUnsubResp:
+        """Stop topic subscriptions (``TOPICUNSUB``; None = all of them)."""
+        request = TopicUnsub(
+            originating_ue_service_id=self.ue_service_id,
+            messaging_topics=topics or [],
+        )
+        resp = decode_response((await self._post(encode(request))).payload)
+        if not isinstance(resp, TopicUnsubResp):
+            raise DecodeError("expected TOPICUNSUBRESP", member="messageType")
+        return resp
+
+    async def publish(
+        self,
+        topic: str,
+        payload: bytes | str,
+        *,
+        application_id: str | None = None,
+        store_and_forward: bool = True,
+    ) -> MsgResp:
+        """Publish to a Messaging Topic: every subscriber gets a copy (§3.13.2)."""
+        msg = Msg(
+            message_id=str(uuid.uuid4()),
+            originating_ue_service_id=self.ue_service_id,
+            messaging_topic=topic,
+            application_id=application_id,
+            payload=payload.encode() if isinstance(payload, str) else payload,
+            store_and_forward_flag=store_and_forward,
+        )
+        return await self._submit(encode(msg))
 
     async def update_stored(
         self, to: str, message_id: str, *, expires: datetime | None

@@ -47,6 +47,10 @@ from msgin5g.model.messages import (
     RegResp,
     SegConfir,
     SegRec,
+    TopicSub,
+    TopicSubResp,
+    TopicUnsub,
+    TopicUnsubResp,
 )
 from msgin5g.spec.delivery import MSGIN5G_SERVICE_ID
 
@@ -84,13 +88,23 @@ Uplink = (
     | AggImdn
     | SegRec
     | SegConfir
+    | TopicSub
+    | TopicUnsub
 )
 """Requests a client sends to the server that this server handles."""
 
 Downlink = Msg | Imdn | AggMsg | AggImdn | SegRec | SegConfir
 """Requests the server sends to a client."""
 
-Response = RegResp | DeregResp | MsgResp | BulkRegResp | BulkDeregResp
+Response = (
+    RegResp
+    | DeregResp
+    | MsgResp
+    | BulkRegResp
+    | BulkDeregResp
+    | TopicSubResp
+    | TopicUnsubResp
+)
 """Piggybacked response payloads the server sends."""
 
 LocalUplink = Reg | Dereg | LocalMsg | LocalImdn | AppReg | AppDereg | GwReg | GwDereg

@@ -66,6 +66,11 @@ __all__ = [
     "SegConfir",
     "SegRec",
     "StoreAndForwardParams",
+    "TopicResult",
+    "TopicSub",
+    "TopicSubResp",
+    "TopicUnsub",
+    "TopicUnsubResp",
     "TriggeringInfo",
     "UECredentialInfo",
 ]
@@ -547,6 +552,54 @@ class BulkConfResp(_Message, tag="BULKCONFRESP", frozen=True):
 
     num_of_conf_responses: int
     conf_responses: list[ConfResp]
+
+
+TopicName = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=255, pattern=r"^[^+#]+$")
+]
+"""Messaging Topic: 1-255 chars, no ``+``/``#`` (digest §1.2)."""
+
+
+class TopicResult(_Element, frozen=True):
+    """Per-topic outcome in ``TOPICSUBRESP``/``TOPICUNSUBRESP`` (digest §3.13.2)."""
+
+    messaging_topic: str
+    result: str
+    failure_cause: str | None = None
+
+
+class TopicSub(_Message, tag="TOPICSUB", frozen=True):
+    """Messaging topic subscription, POST form (TS 23.554 §8.8.1, digest §3.13.2)."""
+
+    originating_ue_service_id: ServiceId
+    messaging_topics: Annotated[
+        list[TopicName], msgspec.Meta(min_length=1, max_length=100)
+    ]
+    expiration: datetime | None = None
+    msgin5g_service_id: ShortText | None = None
+
+
+class TopicSubResp(_Message, tag="TOPICSUBRESP", frozen=True):
+    """Subscription response (piggybacked 2.04)."""
+
+    originating_ue_service_id: str
+    topic_results: list[TopicResult]
+    expiration: datetime | None = None
+
+
+class TopicUnsub(_Message, tag="TOPICUNSUB", frozen=True):
+    """Unsubscription; an empty list means every topic of the subscriber."""
+
+    originating_ue_service_id: ServiceId
+    messaging_topics: Annotated[list[TopicName], msgspec.Meta(max_length=100)] = []
+    msgin5g_service_id: ShortText | None = None
+
+
+class TopicUnsubResp(_Message, tag="TOPICUNSUBRESP", frozen=True):
+    """Unsubscription response (piggybacked 2.04)."""
+
+    originating_ue_service_id: str
+    topic_results: list[TopicResult]
 
 
 DownlinkItem = Msg | Imdn | AggMsg | AggImdn | SegRec | SegConfir

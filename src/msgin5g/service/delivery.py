@@ -331,6 +331,8 @@ class DeliveryEngine:
             except RecipientUnreachable as exc:
                 for entry_seq, entry in batch:
                     heapq.heappush(mailbox.heap, (entry.priority, entry_seq, entry))
+                if self._registry.contact_for(recipient) != contact:
+                    continue  # it registered again meanwhile: try the new address
                 log.info("%s unreachable (%s); parking its queue", recipient, exc)
                 await self._park(
                     recipient, mailbox, FailureCause.RECIPIENT_NOT_REACHABLE

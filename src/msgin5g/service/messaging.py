@@ -28,7 +28,7 @@ that are turned into those responses here. Anything else propagates and becomes
 import asyncio
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import msgspec
 
@@ -57,6 +57,11 @@ from msgin5g.model.messages import (
     RegResult,
     SegConfir,
     SegRec,
+    TopicResult,
+    TopicSub,
+    TopicSubResp,
+    TopicUnsub,
+    TopicUnsubResp,
 )
 from msgin5g.model.queue import QueuedItem, ReportRoute
 from msgin5g.model.registry import Contact
@@ -65,6 +70,7 @@ from msgin5g.service.delivery import DeliveryEngine
 from msgin5g.service.ports import ASDeliverer, Clock, Deliverer, SystemClock
 from msgin5g.service.registry import Registry
 from msgin5g.service.segments import SegmentService
+from msgin5g.service.topics import TopicRegistry
 from msgin5g.spec.causes import FailureCause, Result
 from msgin5g.spec.delivery import DeliveryStatus, PriorityRank, PriorityType
 from msgin5g.storage.base import Backend
@@ -140,6 +146,7 @@ class MessagingService:
             timeout=self.config.reassembly_timeout,
         )
         self.delivery.segmenter = self.segments
+        self.topics = TopicRegistry(backend, self.clock, self.config)
         self._dedup = _Dedup(
             self.config.dedup_window, self.config.dedup_max_entries, self.clock.now()
         )
@@ -152,6 +159,7 @@ class MessagingService:
     async def load(self) -> None:
         """Load the registrations (before the transports accept requests)."""
         await self.registry.load()
+        await self.topics.load()
         await self.applications.load()
 
     async def resume(self, *, sweeper: bool = True) -> None:
@@ -209,6 +217,7 @@ class MessagingService:
 
     async def _drop_registration(self, ue: str) -> None:
         await self.registry.deregister(ue)
+        await self.topics.unsubscribe(ue, [])
         for item in await self.delivery.forget(ue):
             await self.delivery.report_failure(
                 item, FailureCause.RECIPIENT_DEREGISTERED
@@ -431,15 +440,81 @@ class MessagingService:
         if msg.recipient_as_service_id is not None:
             return await self._to_as(msg, msg.recipient_as_service_id, now)
         if msg.messaging_topic is not None:
-            # no subscriber can exist before topic subscription lands: publishing
-            # to a topic without subscribers is accepted (digest §3.7.5 step 5)
-            return _msg_resp(msg, DeliveryStatus.DELY_ACCEPTED)
+            return await self._to_topic(msg, msg.messaging_topic, now)
         cause = (
             FailureCause.GROUP_NOT_FOUND
             if msg.recipient_group_service_id is not None
             else FailureCause.RECIPIENT_UNKNOWN
         )
         return _msg_resp(msg, DeliveryStatus.DELY_FAILED, cause)
+
+    async def _to_topic(self, msg: Msg, topic: str, now: float) -> MsgResp:
+        """Fan a publication out to every subscriber but the publisher (§3.13.2).
+
+        Each subscriber gets its own copy with ``recipientUeServiceId`` set and
+        ``messagingTopic`` kept, through the ordinary UE path (stored when the
+        subscriber is offline and the publisher asked for store-and-forward).
+        Publishing to a topic without subscribers is accepted (§3.7.5 step 5).
+        """
+        originator = msg.originator
+        for subscriber in self.topics.subscribers(topic):
+            if subscriber == originator:
+                continue
+            copy = msgspec.structs.replace(msg, recipient_ue_service_id=subscriber)
+            outcome = await self._to_ue(copy, subscriber, now)
+            if outcome.failure_cause is not None:
+                log.info(
+                    "topic %s: %s not delivered (%s)",
+                    topic,
+                    subscriber,
+                    outcome.failure_cause,
+                )
+        return _msg_resp(msg, DeliveryStatus.DELY_ACCEPTED)
+
+    async def subscribe(self, request: TopicSub, source: Contact) -> TopicSubResp:
+        """Handle ``TOPICSUB`` (digest §3.13.3)."""
+        ue = request.originating_ue_service_id
+        try:
+            self.registry.check_source(ue, source)
+        except NotRegistered as exc:
+            failed = [
+                TopicResult(
+                    messaging_topic=t,
+                    result=Result.FAILURE,
+                    failure_cause=exc.cause.value,
+                )
+                for t in request.messaging_topics
+            ]
+            return TopicSubResp(originating_ue_service_id=ue, topic_results=failed)
+        self.delivery.on_uplink(ue)
+        requested = request.expiration.timestamp() if request.expiration else None
+        if requested is not None and requested <= self.clock.now():
+            raise InvalidRequest("expiration must be in the future")
+        expires_at = self.topics.granted_expiry(requested)
+        results = await self.topics.subscribe(ue, request.messaging_topics, expires_at)
+        return TopicSubResp(
+            originating_ue_service_id=ue,
+            topic_results=results,
+            expiration=datetime.fromtimestamp(expires_at, UTC),
+        )
+
+    async def unsubscribe(self, request: TopicUnsub, source: Contact) -> TopicUnsubResp:
+        """Handle ``TOPICUNSUB`` (digest §3.13.2; empty list = all topics)."""
+        ue = request.originating_ue_service_id
+        try:
+            self.registry.check_source(ue, source)
+        except NotRegistered as exc:
+            failed = [
+                TopicResult(
+                    messaging_topic=t,
+                    result=Result.FAILURE,
+                    failure_cause=exc.cause.value,
+                )
+                for t in request.messaging_topics
+            ]
+            return TopicUnsubResp(originating_ue_service_id=ue, topic_results=failed)
+        results = await self.topics.unsubscribe(ue, list(request.messaging_topics))
+        return TopicUnsubResp(originating_ue_service_id=ue, topic_results=results)
 
     async def _to_as(self, msg: Msg, as_service_id: str, now: float) -> MsgResp:
         """Point-to-Application (digest §2.12): queue for the AS's targetUri."""

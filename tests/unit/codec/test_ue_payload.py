@@ -231,7 +231,7 @@ def test_malformed_payloads(payload: bytes) -> None:
         decode_uplink(payload)
 
 
-@pytest.mark.parametrize("kind", ["FOO", "TOPICSUB", "REGRESP", "msg"])
+@pytest.mark.parametrize("kind", ["FOO", "GWREG", "REGRESP", "msg"])
 def test_unsupported_message_type(kind: str) -> None:
     with pytest.raises(UnsupportedMessageType) as info:
         decode_uplink(json.dumps({"messageType": kind}).encode())

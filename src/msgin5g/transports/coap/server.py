@@ -58,6 +58,8 @@ from msgin5g.model.messages import (
     Reg,
     SegConfir,
     SegRec,
+    TopicSub,
+    TopicUnsub,
 )
 from msgin5g.model.registry import Contact
 from msgin5g.service.messaging import MessagingService
@@ -197,6 +199,12 @@ class CoapTransport:
         if isinstance(uplink, AggMsg):
             return _json(
                 request, Code.CHANGED, await service.submit_aggregate(uplink, source)
+            )
+        if isinstance(uplink, TopicSub):
+            return _json(request, Code.CHANGED, await service.subscribe(uplink, source))
+        if isinstance(uplink, TopicUnsub):
+            return _json(
+                request, Code.CHANGED, await service.unsubscribe(uplink, source)
             )
         if isinstance(uplink, AggImdn | SegRec | SegConfir):
             await service.control(uplink, source)
