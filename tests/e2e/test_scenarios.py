@@ -176,3 +176,17 @@ def test_provisioning_commands(server: ServerProcess) -> None:
         ).returncode
         == 1
     )
+
+
+def test_topic_publication_via_cli(server: ServerProcess) -> None:
+    receiver = listen(
+        server, "ue2", "s2", "--topic", "alerts", "--count", "1", "--decode"
+    )
+    assert receiver.stdout is not None
+    subresp = json.loads(receiver.stdout.readline())
+    assert subresp["messageType"] == "TOPICSUBRESP"
+    out = send(server, "--topic", "alerts", "--text", "storm")
+    assert out[1]["deliveryStatus"] == "DELY_ACCEPTED"
+    stdout, _ = finish(receiver, 20)
+    [msg] = lines(stdout)
+    assert msg["messagingTopic"] == "alerts" and msg["payloadText"] == "storm"

@@ -138,8 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="register, send one message, print MSGRESP (and the IMDN with --report)",
     )
     _add_device(send)
-    send.add_argument(
-        "--to", required=True, metavar="OTHER", help="recipient UE Service ID"
+    target = send.add_mutually_exclusive_group(required=True)
+    target.add_argument("--to", metavar="OTHER", help="recipient UE Service ID")
+    target.add_argument(
+        "--topic", metavar="TOPIC", help="publish to a Messaging Topic instead"
     )
     body = send.add_mutually_exclusive_group(required=True)
     body.add_argument("--text", help="payload text (UTF-8)")
@@ -185,6 +187,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=0.0, help="exit after SECONDS without traffic"
     )
     listen.add_argument("--decode", action="store_true", help="add payloadText (UTF-8)")
+    listen.add_argument(
+        "--topic",
+        action="append",
+        default=[],
+        metavar="TOPIC",
+        help="subscribe to a Messaging Topic first (repeatable; prints TOPICSUBRESP)",
+    )
     return parser
 
 
@@ -276,6 +285,15 @@ async def _send(client: Client, args: argparse.Namespace) -> int:
             raise ConfigError(
                 f"--store-until: not an RFC 3339 time: {args.store_until}"
             ) from None
+    if args.topic:
+        published = await client.publish(
+            args.topic,
+            payload,
+            application_id=args.app,
+            store_and_forward=not args.no_store,
+        )
+        _print(published)
+        return 0 if published.delivery_status == "DELY_ACCEPTED" else 1
     resp = await client.send(
         args.to,
         payload,
@@ -314,6 +332,8 @@ def _progress(sent: int, total: int) -> None:
 
 
 async def _listen(client: Client, args: argparse.Namespace) -> int:
+    if args.topic:
+        _print(await client.subscribe(args.topic))
     seen = 0
     while args.count <= 0 or seen < args.count:
         try:
