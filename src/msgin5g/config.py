@@ -153,6 +153,9 @@ class DeliveryConfig:
     """Largest payload of a message that may be aggregated (AGG_MAX_ITEM)."""
     reassembly_gap_timer: float = 30.0
     """Seconds without a new segment before the server sends ``SEGREC``."""
+    group_cache_ttl: float = 5.0
+    """How long a looked-up group is cached (GROUP_CACHE_TTL, s); group changes
+    made with ``msgin5g group`` reach a running server within this time."""
     topic_default_lifetime: float = 86400.0
     """Subscription lifetime when ``TOPICSUB`` has no ``expiration`` (s, 24 h)."""
     topic_max_lifetime: float = 30 * 86400.0

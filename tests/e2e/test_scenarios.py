@@ -190,3 +190,20 @@ def test_topic_publication_via_cli(server: ServerProcess) -> None:
     stdout, _ = finish(receiver, 20)
     [msg] = lines(stdout)
     assert msg["messagingTopic"] == "alerts" and msg["payloadText"] == "storm"
+
+
+def test_group_message_via_cli(server: ServerProcess) -> None:
+    created = msgin5g(
+        "group", "create", "pair", "ue1", "ue2", "--storage", server.storage
+    )
+    assert json.loads(created.stdout) == {"groupId": "pair", "members": ["ue1", "ue2"]}
+    assert (
+        "pair\t2 members"
+        in msgin5g("group", "list", "--storage", server.storage).stdout
+    )
+    receiver = listen(server, "ue2", "s2", "--count", "1", "--decode")
+    out = send(server, "--group", "pair", "--text", "to all")
+    assert out[1]["deliveryStatus"] == "DELY_ACCEPTED"
+    stdout, _ = finish(receiver, 20)
+    [msg] = lines(stdout)
+    assert msg["recipientGroupServiceId"] == "pair" and msg["payloadText"] == "to all"

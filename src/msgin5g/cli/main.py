@@ -23,6 +23,7 @@ import msgspec
 
 from msgin5g.cli import asapp
 from msgin5g.cli import gateway as gateway_cli
+from msgin5g.cli.group import add_group_parser, run_group
 from msgin5g.client import Client
 from msgin5g.coap.endpoint import use_uvloop
 from msgin5g.config import ServerConfig, load_config
@@ -107,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     gateway_cli.add_gateway_parser(commands)
     asapp.add_parser(commands, _add_storage)
+    add_group_parser(commands)
     ue = commands.add_parser("ue", help="provision UEs, or act as a UE")
     ue_commands = ue.add_subparsers(dest="ue_command", required=True, metavar="ACTION")
 
@@ -142,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--to", metavar="OTHER", help="recipient UE Service ID")
     target.add_argument(
         "--topic", metavar="TOPIC", help="publish to a Messaging Topic instead"
+    )
+    target.add_argument(
+        "--group", metavar="GROUP", help="send to every member of a group instead"
     )
     body = send.add_mutually_exclusive_group(required=True)
     body.add_argument("--text", help="payload text (UTF-8)")
@@ -285,6 +290,15 @@ async def _send(client: Client, args: argparse.Namespace) -> int:
             raise ConfigError(
                 f"--store-until: not an RFC 3339 time: {args.store_until}"
             ) from None
+    if args.group:
+        grouped = await client.send_to_group(
+            args.group,
+            payload,
+            application_id=args.app,
+            store_and_forward=not args.no_store,
+        )
+        _print(grouped)
+        return 0 if grouped.delivery_status == "DELY_ACCEPTED" else 1
     if args.topic:
         published = await client.publish(
             args.topic,
@@ -399,6 +413,8 @@ def _run(args: argparse.Namespace) -> int:
         return gateway_cli.run_gateway(args)
     if args.command == "as":
         return asyncio.run(_as_command(args))
+    if args.command == "group":
+        return asyncio.run(run_group(args))
     if args.ue_command in {"add", "list", "remove"}:
         return asyncio.run(_ue_admin(args))
     return asyncio.run(_ue_device(args))

@@ -424,6 +424,27 @@ class Client(Inbox):
             raise DecodeError("expected TOPICUNSUBRESP", member="messageType")
         return resp
 
+    async def send_to_group(
+        self,
+        group: str,
+        payload: bytes | str,
+        *,
+        application_id: str | None = None,
+        report: bool = False,
+        store_and_forward: bool = True,
+    ) -> MsgResp:
+        """Send to every member of a group (TS 23.554 §8.7.4; reports per member)."""
+        msg = Msg(
+            message_id=str(uuid.uuid4()),
+            originating_ue_service_id=self.ue_service_id,
+            recipient_group_service_id=group,
+            delivery_status_required=report,
+            application_id=application_id,
+            payload=payload.encode() if isinstance(payload, str) else payload,
+            store_and_forward_flag=store_and_forward,
+        )
+        return await self._submit(encode(msg))
+
     async def publish(
         self,
         topic: str,

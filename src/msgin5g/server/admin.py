@@ -5,10 +5,20 @@ These work directly on the storage file, also while a server runs on it
 once and a removed UE within ``delivery.credential_cache_ttl`` seconds.
 """
 
+from msgin5g.config import DeliveryConfig
 from msgin5g.model.credentials import credential_digest, generate_secret, psk_token
+from msgin5g.service.groups import Group, GroupRegistry
+from msgin5g.service.ports import SystemClock
 from msgin5g.storage import open_backend
 
-__all__ = ["list_ues", "provision_ue", "remove_ue"]
+__all__ = [
+    "list_groups",
+    "list_ues",
+    "provision_ue",
+    "put_group",
+    "remove_group_members",
+    "remove_ue",
+]
 
 
 async def provision_ue(
@@ -49,5 +59,51 @@ async def list_ues(url: str) -> list[tuple[str, bool]]:
     try:
         registered = {r.ue_service_id for r in await backend.load_registrations()}
         return [(ue, ue in registered) for ue in await backend.list_credentials()]
+    finally:
+        await backend.aclose()
+
+
+async def put_group(
+    url: str, group_id: str, members: list[str], *, add: bool
+) -> list[str]:
+    """Create/replace a group, or add members to it; returns the members."""
+    backend = open_backend(url)
+    await backend.start()
+    try:
+        registry = GroupRegistry(backend, SystemClock(), DeliveryConfig())
+        current = await registry.get(group_id) if add else None
+        merged = (current.members if current else []) + members
+        await registry.put(Group(group_id, merged))
+        stored = await registry.get(group_id)
+        return stored.members if stored else []
+    finally:
+        await backend.aclose()
+
+
+async def remove_group_members(url: str, group_id: str, members: list[str]) -> bool:
+    """Remove members (all of them, i.e. the group, when ``members`` is empty)."""
+    backend = open_backend(url)
+    await backend.start()
+    try:
+        registry = GroupRegistry(backend, SystemClock(), DeliveryConfig())
+        if not members:
+            return await registry.delete(group_id)
+        current = await registry.get(group_id)
+        if current is None:
+            return False
+        kept = [m for m in current.members if m not in members]
+        await registry.put(Group(group_id, kept))
+        return True
+    finally:
+        await backend.aclose()
+
+
+async def list_groups(url: str) -> list[tuple[str, list[str]]]:
+    """Every group with its members."""
+    backend = open_backend(url)
+    await backend.start()
+    try:
+        groups = await GroupRegistry(backend, SystemClock(), DeliveryConfig()).all()
+        return [(g.group_id, list(g.members)) for g in groups]
     finally:
         await backend.aclose()

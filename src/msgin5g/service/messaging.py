@@ -67,6 +67,7 @@ from msgin5g.model.queue import QueuedItem, ReportRoute
 from msgin5g.model.registry import Contact
 from msgin5g.service.applications import ApplicationRegistry
 from msgin5g.service.delivery import DeliveryEngine
+from msgin5g.service.groups import GroupRegistry
 from msgin5g.service.ports import ASDeliverer, Clock, Deliverer, SystemClock
 from msgin5g.service.registry import Registry
 from msgin5g.service.segments import SegmentService
@@ -147,6 +148,7 @@ class MessagingService:
         )
         self.delivery.segmenter = self.segments
         self.topics = TopicRegistry(backend, self.clock, self.config)
+        self.groups = GroupRegistry(backend, self.clock, self.config)
         self._dedup = _Dedup(
             self.config.dedup_window, self.config.dedup_max_entries, self.clock.now()
         )
@@ -441,12 +443,42 @@ class MessagingService:
             return await self._to_as(msg, msg.recipient_as_service_id, now)
         if msg.messaging_topic is not None:
             return await self._to_topic(msg, msg.messaging_topic, now)
-        cause = (
-            FailureCause.GROUP_NOT_FOUND
-            if msg.recipient_group_service_id is not None
-            else FailureCause.RECIPIENT_UNKNOWN
+        if msg.recipient_group_service_id is not None:
+            return await self._to_group(msg, msg.recipient_group_service_id, now)
+        return _msg_resp(
+            msg, DeliveryStatus.DELY_FAILED, FailureCause.RECIPIENT_UNKNOWN
         )
-        return _msg_resp(msg, DeliveryStatus.DELY_FAILED, cause)
+
+    async def _to_group(self, msg: Msg, group_id: str, now: float) -> MsgResp:
+        """Resolve a group and fan the message out to its members (§8.7.4).
+
+        Each member gets its own copy with ``recipientUeServiceId`` set and
+        ``recipientGroupServiceId`` kept, over its own path (stored when offline
+        and store-and-forward was asked); reports come back per member.
+        """
+        group = await self.groups.get(group_id)
+        if group is None:
+            return _msg_resp(
+                msg, DeliveryStatus.DELY_FAILED, FailureCause.GROUP_NOT_FOUND
+            )
+        originator = msg.originator
+        if originator not in group.members:
+            return _msg_resp(
+                msg, DeliveryStatus.DELY_REJECTED, FailureCause.NOT_AUTHORIZED
+            )
+        for member in group.members:
+            if member == originator:
+                continue
+            copy = msgspec.structs.replace(msg, recipient_ue_service_id=member)
+            outcome = await self._to_ue(copy, member, now)
+            if outcome.failure_cause is not None:
+                log.info(
+                    "group %s: %s not delivered (%s)",
+                    group_id,
+                    member,
+                    outcome.failure_cause,
+                )
+        return _msg_resp(msg, DeliveryStatus.DELY_ACCEPTED)
 
     async def _to_topic(self, msg: Msg, topic: str, now: float) -> MsgResp:
         """Fan a publication out to every subscriber but the publisher (§3.13.2).
