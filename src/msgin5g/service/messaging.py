@@ -462,7 +462,9 @@ class MessagingService:
                 msg, DeliveryStatus.DELY_FAILED, FailureCause.GROUP_NOT_FOUND
             )
         originator = msg.originator
-        if originator not in group.members:
+        from_ue = msg.originating_ue_service_id is not None
+        if from_ue and originator not in group.members:
+            # UEs send only to their own groups; a registered AS may send to any
             return _msg_resp(
                 msg, DeliveryStatus.DELY_REJECTED, FailureCause.NOT_AUTHORIZED
             )

@@ -278,7 +278,9 @@ async def test_endpoint_interop_aiocoap_server(client: Endpoint) -> None:
     root = aiocoap.resource.Site()
     root.add_resource(["echo"], Echo())
     port = free_udp_port()
-    ctx = await aiocoap.Context.create_server_context(root, bind=("127.0.0.1", port))
+    ctx = await aiocoap.Context.create_server_context(
+        root, bind=("127.0.0.1", port), transports=["udp6"]
+    )
     try:
         resp = await client.request(post(("echo",), b"abc"), ("127.0.0.1", port))
         assert (resp.code, resp.payload) == (Code.CHANGED, b"cba")

@@ -2,11 +2,11 @@
 
 * ``POST /deliver-as-message`` (MSGS_MSGDelivery_ASODelivery, Application-to-Point,
   digest §2.11): ``oriAddr`` must be an AS (``400`` otherwise), registered
-  (``403``) and, with OAuth2, the caller's own; ``destAddr`` ``UE`` or ``AS``.
-  ``GROUP``, ``TOPIC`` and ``BC`` are answered ``400`` with ``cause``
+  (``403``) and, with OAuth2, the caller's own; ``destAddr`` ``UE``, ``AS``,
+  ``GROUP`` (fanned out to the members of the server's group store) or ``TOPIC``
+  (fanned out to its subscribers). ``BC`` is answered ``400`` with ``cause``
   ``UNSUPPORTED_ADDRESS_TYPE`` and an ``invalidParams`` entry for
-  ``destAddr.addrType`` until group, topic and broadcast messaging exist
-  (issue #4).
+  ``destAddr.addrType`` until broadcast messaging exists (issue #4).
 * ``POST /deliver-ue-message`` (MSGS_MSGDelivery_UEODelivery): a Message Gateway
   sends for a UE (``oriAddr`` ``UE``, provisioned or registered, else ``403``).
 * ``POST /deliver-report`` (ASODeliveryReport / UEODeliveryReport): a report on a
@@ -40,15 +40,15 @@ __all__ = ["PREFIX", "router"]
 
 PREFIX = "/msgs-msgdelivery/v1"
 
-_NOT_YET = {AddressType.GROUP, AddressType.TOPIC, AddressType.BC}
+_NOT_YET = {AddressType.BC}
 
 
 def _unsupported(addr_type: str) -> Response:
     return problem(
         400,
         "UNSUPPORTED_ADDRESS_TYPE",
-        f"destAddr.addrType {addr_type} is not supported yet: group, topic and "
-        "broadcast messaging come with issue #4",
+        f"destAddr.addrType {addr_type} is not supported yet: broadcast "
+        "messaging comes with issue #4",
         invalid=[("destAddr.addrType", f"{addr_type} not supported yet")],
     )
 

@@ -4,7 +4,6 @@ import asyncio
 import base64
 
 import httpx
-import pytest
 
 from msgin5g.config import RestConfig
 from msgin5g.model.messages import Imdn, Msg
@@ -154,14 +153,39 @@ async def test_a2p_from_unregistered_as_is_403(rig: Rig) -> None:
     assert_problem(await rig.http.post(A2P, json=as_message()), 403, "NOT_REGISTERED")
 
 
-@pytest.mark.parametrize("addr_type", ["GROUP", "TOPIC", "BC"])
-async def test_a2p_to_group_topic_broadcast_is_clear_400(
-    rig: Rig, addr_type: str
-) -> None:
+async def test_a2p_to_broadcast_is_clear_400(rig: Rig) -> None:
     await rig.register_as()
-    resp = await rig.http.post(A2P, json=as_message(to="g1", addr_type=addr_type))
+    resp = await rig.http.post(A2P, json=as_message(to="area-1", addr_type="BC"))
     body = assert_problem(resp, 400, "UNSUPPORTED_ADDRESS_TYPE")
     assert body["invalidParams"][0]["param"] == "destAddr.addrType"  # type: ignore[index]
+
+
+async def test_a2p_to_group_fans_out_and_unknown_group_fails(rig: Rig) -> None:
+    from msgin5g.service.groups import Group
+
+    await rig.register_as()
+    await rig.register_ue("ue1", UE1)
+    await rig.service.groups.put(Group("g1", ["ue1"]))
+    resp = await rig.http.post(A2P, json=as_message(to="g1", addr_type="GROUP"))
+    assert resp.status_code == 200, resp.text
+    await rig.ue.event.wait()
+    [item] = rig.ue.messages_for(UE1)
+    assert item.recipient_group_service_id == "g1"  # type: ignore[union-attr]
+    missing = await rig.http.post(
+        A2P, json=as_message("m-2", to="nope", addr_type="GROUP")
+    )
+    assert_problem(missing, 404, "GROUP_NOT_FOUND")
+
+
+async def test_a2p_to_topic_reaches_subscribers(rig: Rig) -> None:
+    await rig.register_as()
+    await rig.register_ue("ue1", UE1)
+    await rig.service.topics.subscribe("ue1", ["news"], rig.clock.now() + 60)
+    resp = await rig.http.post(A2P, json=as_message(to="news", addr_type="TOPIC"))
+    assert resp.status_code == 200, resp.text
+    await rig.ue.event.wait()
+    [item] = rig.ue.messages_for(UE1)
+    assert item.messaging_topic == "news"  # type: ignore[union-attr]
 
 
 async def test_a2p_with_ue_origin_is_400(rig: Rig) -> None:
