@@ -10,7 +10,7 @@ Unknown members are ignored (forward compatibility, digest §2.6).
 """
 
 import re
-from typing import Final, cast
+from typing import Any, Final, cast
 
 import msgspec
 
@@ -178,6 +178,14 @@ def _clean(text: str) -> str:
     return text.replace("`$.", "`").replace("`$`", "`payload`")
 
 
+def _decode(decoder: msgspec.json.Decoder[Any], data: bytes) -> object:
+    """Run one msgspec decoder; every failure becomes a :class:`DecodeError`."""
+    try:
+        return decoder.decode(data)
+    except (msgspec.MsgspecError, UnicodeDecodeError) as exc:
+        raise _translate(exc, data) from None
+
+
 def message_type_of(data: bytes) -> str | None:
     """Best-effort ``messageType`` of a payload (for error bodies); never raises."""
     try:
@@ -288,10 +296,7 @@ def decode_uplink(data: bytes) -> Uplink:
         UnsupportedMessageType: ``messageType`` is not one this server handles.
         DecodeError: anything else malformed; ``member`` names the culprit.
     """
-    try:
-        message = cast(Uplink, _uplink_decoder.decode(data))
-    except (msgspec.MsgspecError, UnicodeDecodeError) as exc:
-        raise _translate(exc, data) from None
+    message = cast(Uplink, _decode(_uplink_decoder, data))
     _check_service_id(message.msgin5g_service_id)
     if isinstance(message, Msg | AggMsg):
         _check_msg(message)
@@ -315,10 +320,7 @@ def decode_downlink(data: bytes) -> Downlink:
         UnsupportedMessageType: another ``messageType``.
         DecodeError: anything else malformed.
     """
-    try:
-        message = cast(Downlink, _downlink_decoder.decode(data))
-    except (msgspec.MsgspecError, UnicodeDecodeError) as exc:
-        raise _translate(exc, data) from None
+    message = cast(Downlink, _decode(_downlink_decoder, data))
     _check_service_id(message.msgin5g_service_id)
     return message
 
@@ -329,10 +331,7 @@ def decode_response(data: bytes) -> Response:
     Raises:
         DecodeError: malformed or of another type.
     """
-    try:
-        return cast(Response, _response_decoder.decode(data))
-    except (msgspec.MsgspecError, UnicodeDecodeError) as exc:
-        raise _translate(exc, data) from None
+    return cast(Response, _decode(_response_decoder, data))
 
 
 def decode_local_uplink(data: bytes) -> LocalUplink:
@@ -344,10 +343,7 @@ def decode_local_uplink(data: bytes) -> LocalUplink:
         UnsupportedMessageType: a ``messageType`` the gateway does not serve.
         DecodeError: anything else malformed; ``member`` names the culprit.
     """
-    try:
-        message = cast(LocalUplink, _local_uplink_decoder.decode(data))
-    except (msgspec.MsgspecError, UnicodeDecodeError) as exc:
-        raise _translate(exc, data) from None
+    message = cast(LocalUplink, _decode(_local_uplink_decoder, data))
     if message.msgin5g_service_id is None:
         raise DecodeError(
             "Object missing required field `msgin5gServiceId`",
@@ -368,10 +364,7 @@ def decode_local_downlink(data: bytes) -> LocalDownlink:
         UnsupportedMessageType: another ``messageType``.
         DecodeError: anything else malformed.
     """
-    try:
-        message = cast(LocalDownlink, _local_downlink_decoder.decode(data))
-    except (msgspec.MsgspecError, UnicodeDecodeError) as exc:
-        raise _translate(exc, data) from None
+    message = cast(LocalDownlink, _decode(_local_downlink_decoder, data))
     _check_service_id(message.msgin5g_service_id)
     return message
 
@@ -382,10 +375,7 @@ def decode_gateway_response(data: bytes) -> GatewayResponse:
     Raises:
         DecodeError: malformed or of another type.
     """
-    try:
-        return cast(GatewayResponse, _gateway_response_decoder.decode(data))
-    except (msgspec.MsgspecError, UnicodeDecodeError) as exc:
-        raise _translate(exc, data) from None
+    return cast(GatewayResponse, _decode(_gateway_response_decoder, data))
 
 
 def decode_config_request(data: bytes) -> ConfigRequest:
@@ -395,10 +385,7 @@ def decode_config_request(data: bytes) -> ConfigRequest:
         UnsupportedMessageType: another ``messageType``.
         DecodeError: anything else malformed.
     """
-    try:
-        message = cast(ConfigRequest, _config_request_decoder.decode(data))
-    except (msgspec.MsgspecError, UnicodeDecodeError) as exc:
-        raise _translate(exc, data) from None
+    message = cast(ConfigRequest, _decode(_config_request_decoder, data))
     _check_service_id(message.msgin5g_service_id)
     if (
         isinstance(message, BulkConfReq)
@@ -418,10 +405,7 @@ def decode_config_response(data: bytes) -> ConfigResponse:
     Raises:
         DecodeError: malformed or of another type.
     """
-    try:
-        return cast(ConfigResponse, _config_response_decoder.decode(data))
-    except (msgspec.MsgspecError, UnicodeDecodeError) as exc:
-        raise _translate(exc, data) from None
+    return cast(ConfigResponse, _decode(_config_response_decoder, data))
 
 
 def decode_error_body(data: bytes) -> ErrorBody | None:
