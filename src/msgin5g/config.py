@@ -27,6 +27,7 @@ __all__ = [
     "DeliveryConfig",
     "LogConfig",
     "RestConfig",
+    "SealConfig",
     "ServerConfig",
     "StorageConfig",
     "load_config",
@@ -162,6 +163,12 @@ class DeliveryConfig:
     """Cap on any topic subscription's lifetime (s, 30 days)."""
     reassembly_timeout: float = 300.0
     """Seconds after the first segment before an incomplete set is given up."""
+    group_include_originator: bool = False
+    """Send a copy of a group message to its originator too (TS 23.554 §8.7.4
+    leaves it open; default: the originator is excluded)."""
+    observe_con_every: int = 1
+    """Observe notifications (RFC 7641): every Nth notification is CON, the
+    others NON; 1 = all CON (a lost NON is not retransmitted)."""
 
     def __post_init__(self) -> None:
         for name in ("default_ttl", "max_ttl", "report_wait", "dedup_window"):
@@ -225,6 +232,27 @@ class RestConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SealConfig:
+    """SEAL group management (TS 23.434, TS 29.549 SS_GroupManagement)."""
+
+    gm_url: str = ""
+    """``{apiRoot}`` of an external SEAL group management server (e.g.
+    ``http://seal.example:8080``); groups are then resolved there with
+    ``GET {gm_url}/ss-gm/v1/group-documents?val-group-id=…``. Empty: msgin5g
+    hosts the groups itself and serves the API at ``/ss-gm/v1``."""
+    val_service_id: str = "msgin5g"
+    """VAL service identifier of the MSGin5G Service (``val-service-id``)."""
+    timeout: float = 5.0
+    """Timeout of one request to the external group management server (s)."""
+
+    def __post_init__(self) -> None:
+        if self.gm_url and not self.gm_url.startswith(("http://", "https://")):
+            raise ConfigError("seal.gm_url: an http:// or https:// URL, or empty")
+        if self.timeout <= 0:
+            raise ConfigError("seal.timeout: positive")
+
+
+@dataclass(frozen=True, slots=True)
 class LogConfig:
     """Logging."""
 
@@ -244,6 +272,7 @@ class ServerConfig:
     storage: StorageConfig = field(default_factory=StorageConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     rest: RestConfig = field(default_factory=RestConfig)
+    seal: SealConfig = field(default_factory=SealConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
 
@@ -290,6 +319,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "storage": StorageConfig,
     "delivery": DeliveryConfig,
     "rest": RestConfig,
+    "seal": SealConfig,
     "log": LogConfig,
 }
 

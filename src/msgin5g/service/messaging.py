@@ -35,7 +35,7 @@ import msgspec
 from msgin5g.config import DeliveryConfig
 from msgin5g.errors import InvalidRequest, NotAuthorized, NotRegistered, ServiceError
 from msgin5g.model.aggregation import unbundle, unbundle_reports
-from msgin5g.model.application import ASRegistration, as_key
+from msgin5g.model.application import ASRegistration, as_key, as_of_key
 from msgin5g.model.credentials import credential_digest
 from msgin5g.model.messages import (
     AggImdn,
@@ -66,6 +66,7 @@ from msgin5g.model.messages import (
 from msgin5g.model.queue import QueuedItem, ReportRoute
 from msgin5g.model.registry import Contact
 from msgin5g.service.applications import ApplicationRegistry
+from msgin5g.service.broadcast import BroadcastRegistry
 from msgin5g.service.delivery import DeliveryEngine
 from msgin5g.service.groups import GroupRegistry
 from msgin5g.service.ports import ASDeliverer, Clock, Deliverer, SystemClock
@@ -149,6 +150,7 @@ class MessagingService:
         self.delivery.segmenter = self.segments
         self.topics = TopicRegistry(backend, self.clock, self.config)
         self.groups = GroupRegistry(backend, self.clock, self.config)
+        self.broadcast = BroadcastRegistry(backend, self.clock, self.config)
         self._dedup = _Dedup(
             self.config.dedup_window, self.config.dedup_max_entries, self.clock.now()
         )
@@ -445,6 +447,8 @@ class MessagingService:
             return await self._to_topic(msg, msg.messaging_topic, now)
         if msg.recipient_group_service_id is not None:
             return await self._to_group(msg, msg.recipient_group_service_id, now)
+        if msg.recipient_broadcast_area_id is not None:
+            return await self._to_area(msg, msg.recipient_broadcast_area_id, now)
         return _msg_resp(
             msg, DeliveryStatus.DELY_FAILED, FailureCause.RECIPIENT_UNKNOWN
         )
@@ -468,42 +472,65 @@ class MessagingService:
             return _msg_resp(
                 msg, DeliveryStatus.DELY_REJECTED, FailureCause.NOT_AUTHORIZED
             )
-        for member in group.members:
-            if member == originator:
-                continue
-            copy = msgspec.structs.replace(msg, recipient_ue_service_id=member)
-            outcome = await self._to_ue(copy, member, now)
-            if outcome.failure_cause is not None:
-                log.info(
-                    "group %s: %s not delivered (%s)",
-                    group_id,
-                    member,
-                    outcome.failure_cause,
-                )
+        members = group.members
+        if not self.config.group_include_originator:
+            members = [m for m in members if m != originator]
+        await self._fan_out(msg, members, now, f"group {group_id}")
         return _msg_resp(msg, DeliveryStatus.DELY_ACCEPTED)
 
     async def _to_topic(self, msg: Msg, topic: str, now: float) -> MsgResp:
         """Fan a publication out to every subscriber but the publisher (§3.13.2).
 
-        Each subscriber gets its own copy with ``recipientUeServiceId`` set and
-        ``messagingTopic`` kept, through the ordinary UE path (stored when the
-        subscriber is offline and the publisher asked for store-and-forward).
-        Publishing to a topic without subscribers is accepted (§3.7.5 step 5).
+        POST-form subscribers (UEs, and ASs keyed ``as/<id>``) get their own copy
+        with ``recipientUeServiceId`` / ``recipientAsServiceId`` set and
+        ``messagingTopic`` kept, through the ordinary mailbox path (stored when
+        offline and the publisher asked for store-and-forward); Observe-form
+        subscribers get a 2.05 notification. Publishing to a topic without
+        subscribers is accepted (§3.7.5 step 5).
         """
         originator = msg.originator
-        for subscriber in self.topics.subscribers(topic):
-            if subscriber == originator:
-                continue
-            copy = msgspec.structs.replace(msg, recipient_ue_service_id=subscriber)
-            outcome = await self._to_ue(copy, subscriber, now)
+        exclude = {originator}
+        if msg.originating_as_service_id is not None:
+            exclude.add(as_key(msg.originating_as_service_id))
+        subscribers = [s for s in self.topics.subscribers(topic) if s not in exclude]
+        await self._fan_out(msg, subscribers, now, f"topic {topic}")
+        await self.topics.notify_observers(msg, exclude=originator)
+        return _msg_resp(msg, DeliveryStatus.DELY_ACCEPTED)
+
+    async def _to_area(self, msg: Msg, area_id: str, now: float) -> MsgResp:
+        """Broadcast to every UE registered in a Broadcast Area (digest §2.14)."""
+        members = await self.broadcast.members(area_id)
+        if members is None:
+            return _msg_resp(
+                msg, DeliveryStatus.DELY_FAILED, FailureCause.RECIPIENT_UNKNOWN
+            )
+        cause = self.broadcast.refusal(msg, area_id)
+        if cause is not None:
+            return _msg_resp(msg, DeliveryStatus.DELY_REJECTED, cause)
+        originator = msg.originator
+        members = [m for m in members if m != originator]
+        await self._fan_out(msg, members, now, f"area {area_id}")
+        return _msg_resp(msg, DeliveryStatus.DELY_ACCEPTED)
+
+    async def _fan_out(
+        self, msg: Msg, recipients: list[str], now: float, label: str
+    ) -> None:
+        """One copy of ``msg`` per recipient (UE Service ID or ``as/<id>``)."""
+        for recipient in recipients:
+            as_id = as_of_key(recipient)
+            if as_id is not None:
+                copy = msgspec.structs.replace(msg, recipient_as_service_id=as_id)
+                outcome = await self._to_as(copy, as_id, now)
+            else:
+                copy = msgspec.structs.replace(msg, recipient_ue_service_id=recipient)
+                outcome = await self._to_ue(copy, recipient, now)
             if outcome.failure_cause is not None:
                 log.info(
-                    "topic %s: %s not delivered (%s)",
-                    topic,
-                    subscriber,
+                    "%s: %s not delivered (%s)",
+                    label,
+                    recipient,
                     outcome.failure_cause,
                 )
-        return _msg_resp(msg, DeliveryStatus.DELY_ACCEPTED)
 
     async def subscribe(self, request: TopicSub, source: Contact) -> TopicSubResp:
         """Handle ``TOPICSUB`` (digest §3.13.3)."""

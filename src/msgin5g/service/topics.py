@@ -15,7 +15,7 @@ import logging
 import msgspec
 
 from msgin5g.config import DeliveryConfig
-from msgin5g.model.messages import TopicResult
+from msgin5g.model.messages import Msg, TopicResult
 from msgin5g.service.ports import Clock
 from msgin5g.spec.causes import Result
 from msgin5g.storage.base import Backend
@@ -104,6 +104,13 @@ class TopicRegistry:
             del subs[subscriber]
             log.info("subscription of %s to %s expired", subscriber, topic)
         return sorted(subs)
+
+    async def notify_observers(self, msg: Msg, *, exclude: str | None) -> int:
+        """Send ``msg`` to the Observe-form subscribers of its topic.
+
+        Skeleton until the Observe form lands (issue #4): no observers yet.
+        """
+        return 0
 
     def topics_of(self, subscriber: str) -> list[str]:
         """Topics ``subscriber`` is subscribed to."""

@@ -4,6 +4,8 @@
 
 * ``/msgs-asregistration/v1`` (:mod:`.msgs_asregistration`),
 * ``/msgs-msgdelivery/v1`` (:mod:`.msgs_msgdelivery`),
+* ``/ss-gm/v1`` (TS 29.549 SEAL group management, :mod:`.ss_gm`),
+* ``/msgg-bgdelivery/v1`` (the Broadcast Message Gateway side, :mod:`.msgg_bgdelivery`),
 * ``/oauth2/token`` (client-credentials token endpoint, :mod:`.auth`),
 
 and installs the request pipeline every API shares:
@@ -188,7 +190,12 @@ def _loc(loc: tuple[Any, ...]) -> str:
 
 def create_app(service: MessagingService, config: RestConfig) -> Any:
     """The ASGI application (FastAPI wrapped in :class:`BodyGuard`)."""
-    from msgin5g.transports.rest import msgs_asregistration, msgs_msgdelivery
+    from msgin5g.transports.rest import (
+        msgg_bgdelivery,
+        msgs_asregistration,
+        msgs_msgdelivery,
+        ss_gm,
+    )
 
     ctx = RestContext(service, config, service.clock.now)
     app = FastAPI(
@@ -200,6 +207,8 @@ def create_app(service: MessagingService, config: RestConfig) -> Any:
     app.state.ctx = ctx
     app.include_router(msgs_asregistration.router(ctx))
     app.include_router(msgs_msgdelivery.router(ctx))
+    app.include_router(ss_gm.router(ctx))
+    app.include_router(msgg_bgdelivery.router(ctx))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:
