@@ -73,6 +73,7 @@ __all__ = [
     "TopicUnsubResp",
     "TriggeringInfo",
     "UECredentialInfo",
+    "UeLocation",
 ]
 
 ServiceId = Annotated[
@@ -125,6 +126,18 @@ class TriggeringInfo(_Element, frozen=True):
     client_ports: list[ClientPort] | None = None
 
 
+class UeLocation(_Element, frozen=True):
+    """``ueLocation`` (PROJECT CHOICE, issue #4): where the UE is, for broadcast.
+
+    A Broadcast Area is a named set of cells and tracking areas; a UE that
+    reports its serving cell (NCGI/ECGI as text) or tracking area (TAI as text)
+    in its registration is in every area listing it.
+    """
+
+    cell_id: ShortText | None = None
+    tracking_area_id: ShortText | None = None
+
+
 class CommAvailability(_Element, frozen=True):
     """``commAvailability`` (TS 24.538-R18 §6.3.1.1.1 d) 5))."""
 
@@ -164,6 +177,7 @@ class Reg(_Message, tag="REG", frozen=True):
     msgin5g_service_id: ShortText | None = None
     registration_urgent_degree: ShortText | None = None
     wait_time: NonNegative | None = None
+    ue_location: UeLocation | None = None
 
 
 class RegResp(_Message, tag="REGRESP", frozen=True):

@@ -26,6 +26,8 @@ class UERegistration(msgspec.Struct, frozen=True, gc=False):
         profile: the rest of the client profile as JSON text (opaque to routing).
         gateway: UE Service ID of the Gateway UE this UE registered through (bulk
             registration); downlink then goes to the gateway's current contact.
+        cell_id: serving cell reported in ``ueLocation`` (broadcast areas).
+        tracking_area_id: tracking area reported in ``ueLocation``.
     """
 
     ue_service_id: str
@@ -36,3 +38,5 @@ class UERegistration(msgspec.Struct, frozen=True, gc=False):
     max_segment_size: int | None = None
     profile: str = "{}"
     gateway: str | None = None
+    cell_id: str | None = None
+    tracking_area_id: str | None = None

@@ -8,6 +8,7 @@ Credentials are looked up in the backend and cached for
 
 import json
 import logging
+from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import msgspec
@@ -61,16 +62,28 @@ class Registry:
         self._clock = clock
         self._config = config
         self._registrations: dict[str, UERegistration] = {}
+        self._by_source: dict[Contact, str] = {}
         self._credentials: dict[str, tuple[float, bytes | None]] = {}
 
     async def load(self) -> None:
         """Fill the routing table from the backend (start-up)."""
         for registration in await self._backend.load_registrations():
             self._registrations[registration.ue_service_id] = registration
+            if registration.gateway is None:
+                self._by_source[registration.source] = registration.ue_service_id
         log.info("loaded %d registrations", len(self._registrations))
 
     def __len__(self) -> int:
         return len(self._registrations)
+
+    def registrations(self) -> Iterator[UERegistration]:
+        """Every current registration (a snapshot is safe to iterate)."""
+        return iter(list(self._registrations.values()))
+
+    def by_source(self, source: Contact) -> UERegistration | None:
+        """The UE registered directly (not through a gateway) from ``source``."""
+        ue = self._by_source.get(source)
+        return None if ue is None else self._registrations.get(ue)
 
     def get(self, ue_service_id: str) -> UERegistration | None:
         """The registration of a UE, or None."""
@@ -184,15 +197,31 @@ class Registry:
             max_segment_size=reg.max_segment_size,
             profile=json.dumps(profile, separators=(",", ":")),
             gateway=gateway,
+            cell_id=reg.ue_location.cell_id if reg.ue_location else None,
+            tracking_area_id=(
+                reg.ue_location.tracking_area_id if reg.ue_location else None
+            ),
         )
         await self._backend.put_registration(registration)
-        new = reg.ue_service_id not in self._registrations
+        previous = self._registrations.get(reg.ue_service_id)
+        new = previous is None
+        if previous is not None and self._by_source.get(previous.source) == (
+            reg.ue_service_id
+        ):
+            del self._by_source[previous.source]
         self._registrations[reg.ue_service_id] = registration
+        if gateway is None:
+            self._by_source[source] = reg.ue_service_id
         return registration, new
 
     async def deregister(self, ue_service_id: str) -> bool:
         """Remove a registration; True if there was one."""
-        existed = self._registrations.pop(ue_service_id, None) is not None
+        previous = self._registrations.pop(ue_service_id, None)
+        existed = previous is not None
+        if previous is not None and self._by_source.get(previous.source) == (
+            ue_service_id
+        ):
+            del self._by_source[previous.source]
         await self._backend.delete_registration(ue_service_id)
         return existed
 
