@@ -2,9 +2,10 @@
 
 import msgspec
 
+from msgin5g.model.application import as_of_key
 from msgin5g.model.messages import Imdn, Msg
 
-__all__ = ["QueuedItem", "ReportRoute"]
+__all__ = ["QueuedItem", "ReportRoute", "fanout_template", "member_copy"]
 
 
 class QueuedItem(msgspec.Struct, gc=False):
@@ -38,3 +39,22 @@ class ReportRoute(msgspec.Struct, frozen=True, gc=False):
     reporter: str
     originator: str
     expires_at: float
+
+
+def fanout_template(msg: Msg) -> Msg:
+    """``msg`` without a UE/AS recipient: the one stored copy of a fan-out."""
+    return msgspec.structs.replace(
+        msg, recipient_ue_service_id=None, recipient_as_service_id=None
+    )
+
+
+def member_copy(template: Msg, recipient: str) -> Msg:
+    """The copy of a fan-out ``template`` for one recipient key.
+
+    A UE Service ID fills ``recipientUeServiceId``; an AS key (``as/<id>``)
+    fills ``recipientAsServiceId``. The group / topic / area member stays.
+    """
+    as_id = as_of_key(recipient)
+    if as_id is not None:
+        return msgspec.structs.replace(template, recipient_as_service_id=as_id)
+    return msgspec.structs.replace(template, recipient_ue_service_id=recipient)

@@ -46,7 +46,7 @@ from msgin5g.errors import DeliveryRejected, RecipientUnreachable
 from msgin5g.model.aggregation import bundle, bundle_reports
 from msgin5g.model.application import as_key, as_of_key
 from msgin5g.model.messages import Imdn, Msg
-from msgin5g.model.queue import QueuedItem
+from msgin5g.model.queue import QueuedItem, ReportRoute
 from msgin5g.model.registry import Contact, UERegistration
 from msgin5g.service.applications import ApplicationRegistry
 from msgin5g.service.ports import ASDeliverer, Clock, Deliverer
@@ -166,6 +166,24 @@ class DeliveryEngine:
             self._push(item.recipient, item)
         else:
             self._backlog.add(item.recipient)
+
+    async def accept_fanout(
+        self,
+        template: Msg,
+        items: list[QueuedItem],
+        online: list[bool],
+        routes: list[ReportRoute],
+    ) -> None:
+        """Store a fan-out in one write (one payload, per-member rows), then push.
+
+        ``online[i]`` tells whether ``items[i]`` is delivered now or waits.
+        """
+        await self._backend.enqueue_fanout(template, items, routes)
+        for item, now in zip(items, online, strict=True):
+            if now:
+                self._push(item.recipient, item)
+            else:
+                self._backlog.add(item.recipient)
 
     def on_uplink(self, ue_service_id: str) -> None:
         """A registered UE sent something: it is reachable; deliver what waits."""
@@ -550,6 +568,7 @@ class DeliveryEngine:
         if now - self._last_retry >= self._config.retry_interval:
             self._last_retry = now
             await self._backend.purge_report_routes(now)
+            await self._backend.purge_payloads()
             self._retry(
                 r
                 for r in list(self._unreachable)

@@ -35,7 +35,7 @@ import msgspec
 from msgin5g.config import DeliveryConfig
 from msgin5g.errors import InvalidRequest, NotAuthorized, NotRegistered, ServiceError
 from msgin5g.model.aggregation import unbundle, unbundle_reports
-from msgin5g.model.application import ASRegistration, as_key, as_of_key
+from msgin5g.model.application import ASRegistration, as_key
 from msgin5g.model.credentials import credential_digest
 from msgin5g.model.messages import (
     AggImdn,
@@ -68,6 +68,12 @@ from msgin5g.model.registry import Contact
 from msgin5g.service.applications import ApplicationRegistry
 from msgin5g.service.broadcast import BroadcastRegistry
 from msgin5g.service.delivery import DeliveryEngine
+from msgin5g.service.fanout import (
+    FanOut,
+    admission_failure,
+    expiry_of,
+    originator_key,
+)
 from msgin5g.service.groups import GroupRegistry
 from msgin5g.service.ports import ASDeliverer, Clock, Deliverer, SystemClock
 from msgin5g.service.registry import Registry
@@ -151,6 +157,9 @@ class MessagingService:
         self.topics = TopicRegistry(backend, self.clock, self.config)
         self.groups = GroupRegistry(backend, self.clock, self.config)
         self.broadcast = BroadcastRegistry(backend, self.clock, self.config)
+        self.fanout = FanOut(
+            self.registry, self.applications, self.delivery, self.config
+        )
         self._dedup = _Dedup(
             self.config.dedup_window, self.config.dedup_max_entries, self.clock.now()
         )
@@ -515,22 +524,8 @@ class MessagingService:
     async def _fan_out(
         self, msg: Msg, recipients: list[str], now: float, label: str
     ) -> None:
-        """One copy of ``msg`` per recipient (UE Service ID or ``as/<id>``)."""
-        for recipient in recipients:
-            as_id = as_of_key(recipient)
-            if as_id is not None:
-                copy = msgspec.structs.replace(msg, recipient_as_service_id=as_id)
-                outcome = await self._to_as(copy, as_id, now)
-            else:
-                copy = msgspec.structs.replace(msg, recipient_ue_service_id=recipient)
-                outcome = await self._to_ue(copy, recipient, now)
-            if outcome.failure_cause is not None:
-                log.info(
-                    "%s: %s not delivered (%s)",
-                    label,
-                    recipient,
-                    outcome.failure_cause,
-                )
+        """One stored payload, one delivery state per recipient (:mod:`.fanout`)."""
+        await self.fanout.deliver(msg, recipients, now, label)
 
     async def subscribe(self, request: TopicSub, source: Contact) -> TopicSubResp:
         """Handle ``TOPICSUB`` (digest §3.13.3)."""
@@ -589,14 +584,6 @@ class MessagingService:
         online = not self.delivery.is_unreachable(key)
         return await self._enqueue(msg, key, now, online=online, refuses=False)
 
-    def _expiry(self, msg: Msg, now: float) -> float:
-        limit = now + self.config.max_ttl
-        params = msg.store_and_forward_params
-        when: datetime | None = params.message_expiration_time if params else None
-        if when is None:
-            return now + self.config.default_ttl
-        return min(when.timestamp(), limit)
-
     async def _to_ue(self, msg: Msg, recipient: str, now: float) -> MsgResp:
         registration = self.registry.get(recipient)
         if registration is None and not await self.registry.is_known(recipient):
@@ -627,19 +614,16 @@ class MessagingService:
         registered: bool = True,
     ) -> MsgResp:
         """Store ``msg`` for the mailbox ``recipient`` (a UE or an AS key)."""
-        expires_at = self._expiry(msg, now)
+        expires_at = expiry_of(msg, now, self.config)
         if expires_at <= now:
             return _msg_resp(
                 msg, DeliveryStatus.DELY_FAILED, FailureCause.MESSAGE_EXPIRED
             )
         store = msg.store_and_forward_flag and not refuses
-        if not online and not store:
-            if refuses:
-                cause = FailureCause.STORE_AND_FORWARD_NOT_ALLOWED
-            elif not registered:
-                cause = FailureCause.RECIPIENT_NOT_REGISTERED
-            else:
-                cause = FailureCause.RECIPIENT_NOT_REACHABLE
+        cause = admission_failure(
+            msg, online=online, refuses=refuses, registered=registered
+        )
+        if cause is not None:
             return _msg_resp(msg, DeliveryStatus.DELY_FAILED, cause)
         priority = PriorityRank[str(msg.priority_type)] if msg.priority_type else 1
         item = QueuedItem(
@@ -649,11 +633,7 @@ class MessagingService:
             expires_at=expires_at,
             store=store,
         )
-        originator = (
-            as_key(msg.originating_as_service_id)
-            if msg.originating_as_service_id is not None
-            else msg.originating_ue_service_id
-        )
+        originator = originator_key(msg)
         if msg.delivery_status_required and originator:
             route = ReportRoute(
                 message_id=msg.message_id,

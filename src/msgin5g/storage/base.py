@@ -15,6 +15,7 @@ from typing import Protocol, TypeVar
 
 import msgspec
 
+from msgin5g.model.messages import Msg
 from msgin5g.model.queue import QueuedItem, ReportRoute
 from msgin5g.model.registry import UERegistration
 
@@ -71,6 +72,25 @@ class MessageQueue(Protocol):
 
     async def enqueue(self, item: QueuedItem) -> int:
         """Store ``item`` durably, assign and return its ``seq`` (also set on item)."""
+        ...
+
+    async def enqueue_fanout(
+        self, template: Msg, items: list[QueuedItem], routes: list[ReportRoute]
+    ) -> None:
+        """Store one fan-out (group, topic, broadcast) in one durable write.
+
+        ``template`` is the message without a recipient; each item is one
+        member's copy of it (``member_copy(template, item.recipient)``), and is
+        stored as per-member delivery state referring to one stored copy of the
+        template. ``routes`` are the report routes of the members that may
+        report. Assigns every item's ``seq``. Items read back are member copies
+        like any other item; the shared copy goes when no item refers to it
+        (:meth:`purge_payloads`).
+        """
+        ...
+
+    async def purge_payloads(self) -> int:
+        """Drop shared fan-out payloads no stored item refers to; return how many."""
         ...
 
     async def remove(self, seq: int) -> None:

@@ -114,6 +114,19 @@ class MemoryBackend:
         heapq.heappush(self._expiry, (stored.expires_at, seq))
         return seq
 
+    async def enqueue_fanout(
+        self, template: Msg, items: list[QueuedItem], routes: list[ReportRoute]
+    ) -> None:
+        """Store every member copy and route (the copies share the payload)."""
+        for item in items:
+            await self.enqueue(item)
+        for route in routes:
+            self._routes[(route.message_id, route.reporter)] = route
+
+    async def purge_payloads(self) -> int:
+        """Nothing to purge: member copies share their payload in memory."""
+        return 0
+
     def _pop(self, seq: int) -> QueuedItem | None:
         item = self._items.pop(seq, None)
         if item is not None:

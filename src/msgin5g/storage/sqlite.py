@@ -58,7 +58,7 @@ from msgin5g.errors import (
     StorageUnavailable,
 )
 from msgin5g.model.messages import Imdn, Msg
-from msgin5g.model.queue import QueuedItem, ReportRoute
+from msgin5g.model.queue import QueuedItem, ReportRoute, member_copy
 from msgin5g.model.registry import UERegistration
 from msgin5g.storage.base import R
 
@@ -66,7 +66,7 @@ __all__ = ["SCHEMA_VERSION", "SqliteBackend", "map_driver_errors"]
 
 _log = logging.getLogger(__name__)
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 """Value of ``PRAGMA user_version`` for the schema this module creates."""
 
 _SYNCHRONOUS_MODES: Final = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
@@ -87,9 +87,15 @@ _SCHEMA: Final = (
         priority INTEGER NOT NULL,
         expires_at REAL NOT NULL,
         store INTEGER NOT NULL,
+        body BLOB NOT NULL,
+        pid INTEGER
+    )""",
+    """CREATE TABLE IF NOT EXISTS payloads (
+        pid INTEGER PRIMARY KEY,
         body BLOB NOT NULL
     )""",
     "CREATE INDEX IF NOT EXISTS queue_by_recipient ON queue(recipient, priority, seq)",
+    "CREATE INDEX IF NOT EXISTS queue_by_payload ON queue(pid) WHERE pid IS NOT NULL",
     "CREATE INDEX IF NOT EXISTS queue_by_expiry ON queue(expires_at)",
     "CREATE INDEX IF NOT EXISTS queue_by_message ON queue(recipient, message_id)",
     """CREATE TABLE IF NOT EXISTS report_routes (
@@ -144,7 +150,11 @@ _ITEM_DECODER: Final = msgspec.json.Decoder(Msg | Imdn)
 _REG_ENCODER: Final = msgspec.msgpack.Encoder()
 _REG_DECODER: Final = msgspec.msgpack.Decoder(UERegistration)
 
-_QUEUE_COLUMNS: Final = "seq, recipient, priority, expires_at, store, body"
+_QUEUE_SELECT: Final = (
+    "SELECT q.seq, q.recipient, q.priority, q.expires_at, q.store, q.body, p.body "
+    "FROM queue q LEFT JOIN payloads p ON p.pid = q.pid "
+)
+"""Queue rows with the shared payload of fan-out rows (``pid`` set, own body empty)."""
 
 
 @contextmanager
@@ -202,10 +212,18 @@ def _clone_error(exc: BaseException) -> BaseException:
 
 
 def _row_to_item(row: tuple[Any, ...]) -> QueuedItem:
-    seq, recipient, priority, expires_at, store, body = row
+    seq, recipient, priority, expires_at, store, body, shared = row
+    item: Msg | Imdn
+    if shared is not None:
+        template = _ITEM_DECODER.decode(shared)
+        if not isinstance(template, Msg):  # pragma: no cover - only MSG fans out
+            raise StorageError(f"sqlite: shared payload of item {seq} is not a MSG")
+        item = member_copy(template, recipient)
+    else:
+        item = _ITEM_DECODER.decode(body)
     return QueuedItem(
         recipient=recipient,
-        item=_ITEM_DECODER.decode(body),
+        item=item,
         priority=priority,
         expires_at=expires_at,
         store=bool(store),
@@ -273,6 +291,43 @@ def _op_enqueue(conn: sqlite3.Connection, row: tuple[Any, ...]) -> int:
     return seq
 
 
+def _op_enqueue_fanout(
+    conn: sqlite3.Connection,
+    body: bytes,
+    rows: list[tuple[Any, ...]],
+    routes: list[tuple[Any, ...]],
+) -> list[int]:
+    """One payload row, one queue row per member (body empty, ``pid`` set)."""
+    cur = conn.execute("INSERT INTO payloads(body) VALUES (?)", (body,))
+    pid = cur.lastrowid
+    seqs: list[int] = []
+    insert = (
+        "INSERT INTO queue(recipient, message_id, priority, expires_at, store, body, "
+        "pid) VALUES (?, ?, ?, ?, ?, x'', ?)"
+    )
+    for row in rows:
+        seq = conn.execute(insert, (*row, pid)).lastrowid
+        if seq is None:  # pragma: no cover - INSERT into a rowid table sets it
+            raise sqlite3.DatabaseError("INSERT returned no rowid")
+        seqs.append(seq)
+    if routes:
+        conn.executemany(
+            "INSERT INTO report_routes(message_id, reporter, originator, expires_at) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT(message_id, reporter) DO UPDATE SET "
+            "originator = excluded.originator, expires_at = excluded.expires_at",
+            routes,
+        )
+    return seqs
+
+
+def _op_purge_payloads(conn: sqlite3.Connection) -> int:
+    cur = conn.execute(
+        "DELETE FROM payloads WHERE NOT EXISTS "
+        "(SELECT 1 FROM queue WHERE queue.pid = payloads.pid)"
+    )
+    return cur.rowcount
+
+
 def _op_remove(conn: sqlite3.Connection, seq: int) -> None:
     conn.execute("DELETE FROM queue WHERE seq = ?", (seq,))
 
@@ -281,8 +336,8 @@ def _op_pending_for(
     conn: sqlite3.Connection, recipient: str, after_seq: int, limit: int
 ) -> list[QueuedItem]:
     rows = conn.execute(
-        f"SELECT {_QUEUE_COLUMNS} FROM queue "  # noqa: S608 - constant column list
-        "WHERE recipient = ? AND seq > ? ORDER BY priority, seq LIMIT ?",
+        _QUEUE_SELECT  # constant
+        + "WHERE recipient = ? AND seq > ? ORDER BY priority, seq LIMIT ?",
         (recipient, after_seq, limit),
     ).fetchall()
     return [_row_to_item(row) for row in rows]
@@ -299,8 +354,8 @@ def _op_take_expired(
     conn: sqlite3.Connection, now: float, limit: int
 ) -> list[QueuedItem]:
     rows = conn.execute(
-        f"SELECT {_QUEUE_COLUMNS} FROM queue "  # noqa: S608 - constant column list
-        "WHERE expires_at <= ? ORDER BY expires_at, seq LIMIT ?",
+        _QUEUE_SELECT  # constant
+        + "WHERE expires_at <= ? ORDER BY expires_at, seq LIMIT ?",
         (now, limit),
     ).fetchall()
     if rows:
@@ -312,8 +367,8 @@ def _op_find(
     conn: sqlite3.Connection, recipient: str, message_id: str
 ) -> QueuedItem | None:
     rows = conn.execute(
-        f"SELECT {_QUEUE_COLUMNS} FROM queue "  # noqa: S608 - constant column list
-        "WHERE recipient = ? AND message_id = ? ORDER BY seq",
+        _QUEUE_SELECT  # constant
+        + "WHERE recipient = ? AND message_id = ? ORDER BY seq",
         (recipient, message_id),
     ).fetchall()
     for row in rows:
@@ -332,8 +387,8 @@ def _op_set_expiry(conn: sqlite3.Connection, seq: int, expires_at: float) -> boo
 
 def _op_take_all_for(conn: sqlite3.Connection, recipient: str) -> list[QueuedItem]:
     rows = conn.execute(
-        f"SELECT {_QUEUE_COLUMNS} FROM queue "  # noqa: S608 - constant column list
-        "WHERE recipient = ? ORDER BY priority, seq",
+        _QUEUE_SELECT  # constant
+        + "WHERE recipient = ? ORDER BY priority, seq",
         (recipient,),
     ).fetchall()
     if rows:
@@ -545,6 +600,9 @@ class SqliteBackend:
                     f"sqlite: {self.path} has schema version {version}, newer than "
                     f"the supported {SCHEMA_VERSION}"
                 )
+            if 0 < version < 3:
+                # v3 adds shared fan-out payloads: queue.pid + table payloads
+                conn.execute("ALTER TABLE queue ADD COLUMN pid INTEGER")
             for statement in _SCHEMA:
                 conn.execute(statement)
             if version != SCHEMA_VERSION:
@@ -769,6 +827,31 @@ class SqliteBackend:
         seq: int = await self._submit(_op_enqueue, row)
         item.seq = seq
         return seq
+
+    async def enqueue_fanout(
+        self, template: Msg, items: list[QueuedItem], routes: list[ReportRoute]
+    ) -> None:
+        """One transaction: the template once, a small row per member, the routes.
+
+        Member rows keep their own recipient, Message ID, priority, expiry and
+        store flag (the per-member delivery state) and refer to the payload row.
+        """
+        body = _ITEM_ENCODER.encode(template)
+        rows = [
+            (i.recipient, i.item.message_id, i.priority, i.expires_at, i.store)
+            for i in items
+        ]
+        route_rows = [
+            (r.message_id, r.reporter, r.originator, r.expires_at) for r in routes
+        ]
+        seqs: list[int] = await self._submit(_op_enqueue_fanout, body, rows, route_rows)
+        for item, seq in zip(items, seqs, strict=True):
+            item.seq = seq
+
+    async def purge_payloads(self) -> int:
+        """Drop payload rows that no queue row refers to any more."""
+        result: int = await self._submit(_op_purge_payloads)
+        return result
 
     async def remove(self, seq: int) -> None:
         """Forget a delivered/expired/failed item; unknown ``seq`` is ignored."""

@@ -1,0 +1,148 @@
+"""Fan-out (service.fanout) on the memory backend: one write, per-member outcome."""
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from msgin5g.config import DeliveryConfig
+from msgin5g.model.credentials import psk_token
+from msgin5g.model.messages import Imdn, Msg, Reg, UECredentialInfo
+from msgin5g.model.registry import Contact
+from msgin5g.service import MessagingService
+from msgin5g.service.fanout import admission_failure
+from msgin5g.spec.causes import FailureCause
+from msgin5g.storage.memory import MemoryBackend
+from msgin5g.testing import FakeClock, RecordingDeliverer
+
+PUB = Contact("10.0.0.1", 1)
+SUB = Contact("10.0.0.2", 2)
+SECRETS = {"pub": "s0", "sub": "s1", "sleepy": "s2", "gone": "s3"}
+
+
+class CountingBackend(MemoryBackend):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fanouts: list[int] = []
+        self.single = 0
+
+    async def enqueue_fanout(self, template, items, routes):  # type: ignore[no-untyped-def]
+        self.fanouts.append(len(items))
+        await super().enqueue_fanout(template, items, routes)
+
+    async def enqueue(self, item):  # type: ignore[no-untyped-def]
+        self.single += 1
+        return await super().enqueue(item)
+
+
+@pytest.fixture
+async def env() -> AsyncIterator[tuple[MessagingService, RecordingDeliverer]]:
+    backend = CountingBackend()
+    deliverer = RecordingDeliverer()
+    svc = MessagingService(
+        backend, deliverer, config=DeliveryConfig(), clock=FakeClock()
+    )
+    for ue, secret in SECRETS.items():
+        await svc.provision(ue, psk_token(secret, ue))
+    await svc.start(sweeper=False)
+    yield svc, deliverer
+    await svc.aclose()
+
+
+def reg(ue: str) -> Reg:
+    info = UECredentialInfo(
+        auth_type="PSK_TOKEN", credential=psk_token(SECRETS[ue], ue)
+    )
+    return Reg(ue_service_id=ue, ue_credential_info=info)
+
+
+async def settle(deliverer: RecordingDeliverer, contact: Contact, count: int) -> None:
+    for _ in range(200):
+        if len(deliverer.messages_for(contact)) >= count:
+            return
+        await asyncio.sleep(0.005)
+
+
+async def test_one_write_per_fanout_and_reports_for_failed_members(
+    env: tuple[MessagingService, RecordingDeliverer],
+) -> None:
+    svc, deliverer = env
+    backend = svc.backend
+    assert isinstance(backend, CountingBackend)
+    await svc.register(reg("pub"), PUB)
+    await svc.register(reg("sub"), SUB)
+    for ue in ("sub", "sleepy", "gone", "pub", "stranger"):
+        await svc.topics.subscribe(ue, ["t"], svc.clock.now() + 60)
+    msg = Msg(
+        message_id="p1",
+        originating_ue_service_id="pub",
+        messaging_topic="t",
+        payload=b"data",
+        delivery_status_required=True,
+    )
+    resp = await svc.submit(msg, PUB)
+    assert resp.delivery_status == "DELY_ACCEPTED"
+    assert backend.fanouts == [1]  # only "sub" could be accepted, in one write
+    await settle(deliverer, SUB, 1)
+    (copy,) = deliverer.messages_for(SUB)
+    assert isinstance(copy, Msg)
+    assert (copy.recipient_ue_service_id, copy.messaging_topic) == ("sub", "t")
+    await settle(deliverer, PUB, 3)
+    reports = {
+        (r.originator, r.failure_cause)
+        for r in deliverer.messages_for(PUB)
+        if isinstance(r, Imdn)
+    }
+    assert reports == {
+        ("sleepy", FailureCause.RECIPIENT_NOT_REGISTERED.value),
+        ("gone", FailureCause.RECIPIENT_NOT_REGISTERED.value),
+        ("stranger", FailureCause.RECIPIENT_UNKNOWN.value),
+    }
+
+
+async def test_stored_copies_reach_members_when_they_register(
+    env: tuple[MessagingService, RecordingDeliverer],
+) -> None:
+    svc, deliverer = env
+    await svc.register(reg("pub"), PUB)
+    for ue in ("sub", "sleepy"):
+        await svc.topics.subscribe(ue, ["t"], svc.clock.now() + 60)
+    msg = Msg(
+        message_id="p2",
+        originating_ue_service_id="pub",
+        messaging_topic="t",
+        payload=b"later",
+        store_and_forward_flag=True,
+    )
+    await svc.submit(msg, PUB)
+    assert await svc.backend.count() == 2
+    sleepy = Contact("10.0.0.3", 3)
+    await svc.register(reg("sleepy"), sleepy)
+    await settle(deliverer, sleepy, 1)
+    (copy,) = deliverer.messages_for(sleepy)
+    assert isinstance(copy, Msg) and copy.payload == b"later"
+    assert copy.recipient_ue_service_id == "sleepy"
+
+
+@pytest.mark.parametrize(
+    ("online", "refuses", "registered", "flag", "cause"),
+    [
+        (True, False, True, False, None),
+        (False, False, True, True, None),
+        (False, True, True, True, FailureCause.STORE_AND_FORWARD_NOT_ALLOWED),
+        (False, False, False, False, FailureCause.RECIPIENT_NOT_REGISTERED),
+        (False, False, True, False, FailureCause.RECIPIENT_NOT_REACHABLE),
+    ],
+)
+def test_admission_rules(
+    online: bool,
+    refuses: bool,
+    registered: bool,
+    flag: bool,
+    cause: FailureCause | None,
+) -> None:
+    msg = Msg(message_id="m", payload=b"", store_and_forward_flag=flag)
+    assert (
+        admission_failure(msg, online=online, refuses=refuses, registered=registered)
+        == cause
+    )
