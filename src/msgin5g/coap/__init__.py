@@ -8,16 +8,27 @@ Layers, bottom up:
   :class:`CoapMessage` (§3); raises only :class:`CoapDecodeError`.
 * :mod:`~msgin5g.coap.exchange`: the sans-I/O message layer (§4, §5.3):
   deduplication, retransmission, NSTART, token matching; returns actions.
+* :mod:`~msgin5g.coap.observe`: sans-I/O Observe (RFC 7641) server state:
+  sequence numbers and the NON notifications an RST may answer.
 * :mod:`~msgin5g.coap.endpoint`: the asyncio ``DatagramProtocol`` shell that
-  performs those actions, routes requests to handlers and awaits responses.
+  performs those actions, routes requests to handlers, awaits responses and
+  sends Observe notifications.
 
 The engine imports nothing from ``msgin5g`` except :mod:`msgin5g.errors`.
-Not implemented: Observe (RFC 7641), block-wise transfer (RFC 7959), multicast,
-DTLS, proxying; their option numbers are recognised so they are not rejected
-with 4.02 merely for being unknown.
+Observe (RFC 7641) is implemented for the server role only. Not implemented:
+the Observe client role, block-wise transfer (RFC 7959), multicast, DTLS,
+proxying; their option numbers are recognised so they are not rejected with
+4.02 merely for being unknown.
 """
 
-from msgin5g.coap.endpoint import Endpoint, Handler, Request, Site, use_uvloop
+from msgin5g.coap.endpoint import (
+    Endpoint,
+    Handler,
+    ObserveResetCallback,
+    Request,
+    Site,
+    use_uvloop,
+)
 from msgin5g.coap.exchange import (
     Action,
     Complete,
@@ -25,6 +36,7 @@ from msgin5g.coap.exchange import (
     Fail,
     MessageLayer,
     Peer,
+    Rejected,
     Send,
 )
 from msgin5g.coap.message import (
@@ -48,6 +60,7 @@ from msgin5g.coap.numbers import (
     is_response,
     is_success,
 )
+from msgin5g.coap.observe import ObserverTable, next_sequence
 
 __all__ = [
     "KNOWN_OPTIONS",
@@ -62,8 +75,11 @@ __all__ = [
     "Fail",
     "Handler",
     "MessageLayer",
+    "ObserveResetCallback",
+    "ObserverTable",
     "OptionNumber",
     "Peer",
+    "Rejected",
     "Request",
     "Send",
     "Site",
@@ -77,6 +93,7 @@ __all__ = [
     "is_response",
     "is_success",
     "make_response",
+    "next_sequence",
     "uri_path_options",
     "use_uvloop",
 ]

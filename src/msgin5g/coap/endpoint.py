@@ -15,6 +15,13 @@ RFC clauses (on top of those in :mod:`msgin5g.coap.exchange`):
     * §5.9.3.4 / §5.10.5: overload -> 5.03 Service Unavailable with Max-Age.
     * §5.2.2 separate responses: a handler calls
       :meth:`Endpoint.accept_empty` before slow work.
+    * RFC 7641 (Observe), server side: a handler registers an observation with
+      :meth:`Endpoint.observe` (which numbers the 2.05 it answers with) and the
+      application pushes notifications with :meth:`Endpoint.notify`. An RST or a
+      timed-out CON notification ends the observation (§3.6, §4.5): ``notify``
+      raises for a CON, and the ``observe_reset`` callback reports an RST to a
+      NON. Sequence numbers and NON bookkeeping live in
+      :mod:`msgin5g.coap.observe`; who observes what is the application's.
 
 Design choices:
     * ``datagram_received`` is lean: decode + duplicate check in the layer, then
@@ -43,6 +50,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -55,13 +63,22 @@ from msgin5g.coap.exchange import (
     Fail,
     MessageLayer,
     Peer,
+    Rejected,
     Send,
 )
 from msgin5g.coap.message import CoapMessage, encode_uint
-from msgin5g.coap.numbers import Code, OptionNumber, TransmissionParameters
+from msgin5g.coap.numbers import Code, OptionNumber, TransmissionParameters, Type
+from msgin5g.coap.observe import ObserverTable
 from msgin5g.errors import ConnectError, RequestTimeout
 
-__all__ = ["Endpoint", "Handler", "Request", "Site", "use_uvloop"]
+__all__ = [
+    "Endpoint",
+    "Handler",
+    "ObserveResetCallback",
+    "Request",
+    "Site",
+    "use_uvloop",
+]
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +90,11 @@ _UNAVAILABLE = int(Code.SERVICE_UNAVAILABLE)
 _INTERNAL = int(Code.INTERNAL_SERVER_ERROR)
 _SIZE1 = int(OptionNumber.SIZE1)
 _MAX_AGE = int(OptionNumber.MAX_AGE)
+_OBSERVE = int(OptionNumber.OBSERVE)
+_CONTENT_FORMAT = int(OptionNumber.CONTENT_FORMAT)
+_CONTENT = int(Code.CONTENT)
+_CON = int(Type.CON)
+_NON = int(Type.NON)
 
 
 @dataclass(slots=True)
@@ -99,6 +121,10 @@ class Request:
 Handler = Callable[[Request], Awaitable[CoapMessage]]
 """Serves one request; returns the response (its code, options and payload are
 used; type, Message ID and token are set by the message layer)."""
+
+ObserveResetCallback = Callable[[Peer, bytes], None]
+"""Called with ``(peer, token)`` when an RST answers a NON notification: the
+observer lost interest (RFC 7641 §3.6) and the application must drop it."""
 
 
 class _Route:
@@ -203,9 +229,13 @@ class Endpoint:
         max_request_payload: int | None,
         max_concurrent_requests: int,
         overload_max_age: int,
+        observe_reset: ObserveResetCallback | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         """Prefer :meth:`create`, which also binds the socket."""
         self._loop = loop
+        self._observers = ObserverTable(wall_clock)
+        self._observe_reset = observe_reset
         self._site = site
         self._layer = MessageLayer(loop.time, params=params)
         self._max_payload = max_request_payload
@@ -233,6 +263,8 @@ class Endpoint:
         recv_buffer: int = 4 * 1024 * 1024,
         send_buffer: int = 4 * 1024 * 1024,
         overload_max_age: int = 5,
+        observe_reset: ObserveResetCallback | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> Endpoint:
         """Bind a UDP socket and start serving.
 
@@ -245,6 +277,8 @@ class Endpoint:
             recv_buffer: SO_RCVBUF in bytes.
             send_buffer: SO_SNDBUF in bytes.
             overload_max_age: Max-Age (s) of the 5.03 overload response.
+            observe_reset: called when an RST answers a NON notification.
+            wall_clock: epoch seconds, source of Observe sequence numbers.
 
         Returns:
             the running endpoint.
@@ -260,6 +294,8 @@ class Endpoint:
             max_request_payload=max_request_payload,
             max_concurrent_requests=max_concurrent_requests,
             overload_max_age=overload_max_age,
+            observe_reset=observe_reset,
+            wall_clock=wall_clock,
         )
         sock = await _bind_socket(loop, bind, recv_buffer, send_buffer)
         self._family = sock.family
@@ -293,6 +329,7 @@ class Endpoint:
         counters = self._layer.stats()
         counters["handlers_running"] = len(self._tasks)
         counters["handler_errors"] = self._handler_errors
+        counters["observations"] = len(self._observers)
         return counters
 
     def send_raw(self, data: bytes, peer: Peer) -> None:
@@ -354,6 +391,116 @@ class Endpoint:
                 self._layer.cancel(future)
                 self._arm_timer()
 
+    # ---------------------------------------------------------- Observe (server)
+
+    def observe(self, peer: Peer, token: bytes) -> int:
+        """Register (or refresh) the observation ``(peer, token)`` in the engine.
+
+        Call it from the handler of a GET with Observe = 0 and put the returned
+        value into the Observe option of the 2.05 answer (RFC 7641 §4.1).
+
+        Returns:
+            the sequence number for the registration response.
+        """
+        return self._observers.next(self._observer_key(peer), token)
+
+    def forget_observation(self, peer: Peer, token: bytes) -> bool:
+        """Drop the engine's state of ``(peer, token)`` (deregistration).
+
+        Returns:
+            True if the engine knew the observation.
+        """
+        return self._observers.forget(self._observer_key(peer), token)
+
+    async def notify(
+        self,
+        peer: Peer,
+        token: bytes,
+        payload: bytes,
+        *,
+        confirmable: bool = True,
+        final: bool = False,
+        code: int = _CONTENT,
+        content_format: int | None = 50,
+        options: list[tuple[int, bytes]] | None = None,
+    ) -> int | None:
+        """Send a notification to the observation ``(peer, token)`` (RFC 7641 §4.2).
+
+        A 2.05 with the next Observe sequence number and Content-Format 50 by
+        default. A CON notification waits for the ACK; a NON one returns once
+        sent (an RST answering it reaches the ``observe_reset`` callback).
+        With ``final`` the message carries no Observe option and ends the
+        observation in the engine (RFC 7641 §3.2: "the last notification").
+
+        Args:
+            peer: the observer's address (host, port); host names are resolved.
+            token: the token of the registration request.
+            payload: the representation.
+            confirmable: CON (True) or NON.
+            final: send without Observe option and forget the observation.
+            code: response code (2.05 by default; an error code ends the
+                observation on the client, §3.2).
+            content_format: Content-Format option value, or None for none.
+            options: further options.
+
+        Returns:
+            the sequence number sent, or None for a ``final`` notification.
+
+        Raises:
+            RemoteReset: the observer answered with RST (it lost interest).
+            RequestTimeout: a CON notification was not acknowledged.
+            ConnectError: the endpoint is closed or the peer cannot be resolved.
+            ValueError: invalid token or code.
+        """
+        if self._closed:
+            raise ConnectError("endpoint closed")
+        normal = _numeric_peer(peer, self._family) if type(peer) is tuple else None
+        peer = normal if normal is not None else await self._resolve_peer(peer)
+        opts = list(options) if options else []
+        seq: int | None = None
+        if final:
+            self._observers.forget(peer, token)
+        else:
+            seq = self._observers.next(peer, token)
+            opts.append((_OBSERVE, encode_uint(seq)))
+        if content_format is not None:
+            opts.append((_CONTENT_FORMAT, encode_uint(content_format)))
+        mtype = _CON if confirmable else _NON
+        message = CoapMessage(mtype, code, 0, token, opts, payload)
+        if not confirmable:
+            _, actions = self._layer.send_notification(message, peer, None)
+            self._run(actions)
+            return seq
+        future: asyncio.Future[CoapMessage] = self._loop.create_future()
+        _, actions = self._layer.send_notification(message, peer, future)
+        self._run(actions)
+        try:
+            await future
+        except Exception:
+            self._observers.forget(peer, token)
+            raise
+        finally:
+            if future.cancelled() or not future.done():
+                self._layer.cancel(future)
+                self._arm_timer()
+        return seq
+
+    def _observer_key(self, peer: Peer) -> Peer:
+        normal = _numeric_peer(peer, self._family) if type(peer) is tuple else None
+        return normal if normal is not None else peer
+
+    def _on_rejected(self, action: Rejected) -> None:
+        token = action.token
+        self._observers.forget(action.peer, token)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("observer %r reset a notification", action.peer)
+        callback = self._observe_reset
+        if callback is not None:
+            try:
+                callback(action.peer, token)
+            except Exception:
+                log.exception("observe_reset callback failed")
+
     async def aclose(self) -> None:
         """Stop: cancel handlers and the timer, fail pending requests, close."""
         if self._closed:
@@ -405,6 +552,8 @@ class Endpoint:
                 self._sendto(action.data, action.peer)  # type: ignore[union-attr]
             elif cls is Dispatch:
                 self._dispatch(action.request, action.peer)  # type: ignore[union-attr]
+            elif cls is Rejected:
+                self._on_rejected(action)  # type: ignore[arg-type]
             else:
                 self._complete((action,))
         self._arm_timer()

@@ -48,6 +48,14 @@ Design choices:
     * Separate responses that *we* send as CON are retransmitted like requests
       (handle None); their failure is dropped silently. They do not count
       towards NSTART.
+    * Observe notifications (RFC 7641 §4.2, :meth:`MessageLayer.send_notification`)
+      are non-request exchanges *with* a handle: a CON one ends in
+      :class:`Complete` (ACK), or :class:`Fail` with ``RemoteReset`` (RST) or
+      ``RequestTimeout`` (no ACK); a NON one is sent once, and its (peer,
+      Message ID) -> token is remembered for NON_LIFETIME in a second
+      two-generation cache so that an RST answering it is reported as
+      :class:`Rejected` (RFC 7641 §3.6). Like separate responses, notifications
+      do not count towards NSTART. The request path pays nothing for this.
     * Everything is bounded: the cache by ``max_dedup_entries``, outstanding
       and queued requests together by ``max_pending``.
     * Handles must be unique among outstanding requests (they are indexed by
@@ -75,6 +83,7 @@ __all__ = [
     "Fail",
     "MessageLayer",
     "Peer",
+    "Rejected",
     "Send",
 ]
 
@@ -167,7 +176,21 @@ class Fail:
         return f"Fail({self.handle!r}, {self.error!r})"
 
 
-Action = Send | Dispatch | Complete | Fail
+class Rejected:
+    """Action: ``peer`` answered the NON notification ``mid`` (``token``) with RST."""
+
+    __slots__ = ("mid", "peer", "token")
+
+    def __init__(self, peer: Peer, mid: int, token: bytes) -> None:
+        self.peer = peer
+        self.mid = mid
+        self.token = token
+
+    def __repr__(self) -> str:
+        return f"Rejected({self.peer!r}, {self.mid}, {self.token!r})"
+
+
+Action = Send | Dispatch | Complete | Fail | Rejected
 """What :class:`MessageLayer` asks the I/O shell to do."""
 
 
@@ -247,6 +270,12 @@ class _DedupCache:
             self.current = {}
         self.current[key] = value
 
+    def pop(self, key: tuple[Peer, int]) -> bytes | int | None:
+        value = self.current.pop(key, None)
+        if value is None:
+            value = self.previous.pop(key, None)
+        return value
+
     def update(self, key: tuple[Peer, int], value: bytes | int) -> None:
         if key in self.current:
             self.current[key] = value
@@ -305,6 +334,10 @@ class MessageLayer:
         self._max_retransmit = params.max_retransmit
         self._nstart = params.nstart
         self._cache = _DedupCache(params.exchange_lifetime, max_dedup_entries, clock())
+        # NON notifications sent: (peer, mid) -> token, to recognise their RST
+        self._non_sent = _DedupCache(
+            params.non_lifetime, max(2, max_dedup_entries // 4), clock()
+        )
         self._next_mid = self._rng.getrandbits(16)
         self._by_mid: dict[tuple[Peer, int], _Exchange] = {}
         self._by_token: dict[tuple[Peer, bytes], _Exchange] = {}
@@ -421,10 +454,13 @@ class MessageLayer:
             return []
         actions: list[Action] = []
         code = msg.code
+        if not ex.is_request:
+            # our separate response or notification was acknowledged
+            if ex.handle is not None:
+                actions.append(Complete(ex.handle, msg))
+            self._finish(ex, actions)
+            return actions
         if code == 0:
-            if not ex.is_request:
-                self._finish(ex, actions)
-                return actions
             # Empty ACK: stop retransmitting, wait for the separate response.
             del self._by_mid[(peer, ex.mid)]
             ex.state = _WAIT_RESPONSE
@@ -433,9 +469,6 @@ class MessageLayer:
             return actions
         if not 64 <= code <= 191:
             return []
-        if not ex.is_request:
-            self._finish(ex, actions)
-            return actions
         if msg.token != ex.token:
             return []
         bad = _unknown_critical(msg.options)
@@ -453,9 +486,15 @@ class MessageLayer:
             return []
         ex = self._by_mid.get((peer, msg.mid))
         if ex is None:
+            non_sent = self._non_sent
+            if non_sent.current or non_sent.previous:
+                non_sent.expire(self._clock())
+                token = non_sent.pop((peer, msg.mid))
+                if isinstance(token, bytes):
+                    return [Rejected(peer, msg.mid, token)]
             return []
         actions: list[Action] = []
-        if ex.is_request:
+        if ex.is_request or ex.handle is not None:
             actions.append(Fail(ex.handle, RemoteReset(f"{peer!r} reset the request")))
         self._finish(ex, actions)
         return actions
@@ -597,6 +636,62 @@ class MessageLayer:
     def reset(self, message: CoapMessage, peer: Peer) -> list[Action]:
         """Reject ``message`` with an RST carrying its Message ID."""
         return [self._rst(message.mid, peer)]
+
+    def send_notification(
+        self, message: CoapMessage, peer: Peer, handle: object | None
+    ) -> tuple[int, list[Action]]:
+        """Send an Observe notification (RFC 7641 §4.2), a server-originated response.
+
+        ``message.mtype`` selects CON or NON; its code, token, options and
+        payload are sent as given; the Message ID is allocated here. A CON
+        notification is retransmitted like a request and its outcome arrives as
+        :class:`Complete` (ACK) or :class:`Fail` (``RemoteReset`` on RST,
+        ``RequestTimeout`` when unacknowledged) with ``handle``. A NON one is sent
+        once; an RST answering it within NON_LIFETIME comes back as
+        :class:`Rejected`.
+
+        Args:
+            message: a CON or NON response (code 2.00-5.31).
+            peer: the observer.
+            handle: opaque and unique among outstanding exchanges; required for
+                CON, ignored for NON.
+
+        Returns:
+            the Message ID used and the actions (``[Send]``, or ``[Fail]`` when
+            ``max_pending`` is reached).
+
+        Raises:
+            ValueError: wrong type or code, missing or re-used handle.
+            EncodeError: the message cannot be encoded.
+        """
+        mtype = message.mtype
+        if not 64 <= message.code <= 191:
+            raise ValueError(f"{message.code} is not a response code")
+        mid = self._new_mid(peer)
+        data = CoapMessage(
+            mtype, message.code, mid, message.token, message.options, message.payload
+        ).encode()
+        if mtype == _NON:
+            non_sent = self._non_sent
+            non_sent.expire(self._clock())
+            non_sent.put((peer, mid), message.token)
+            self._sent += 1
+            return mid, [Send(data, peer)]
+        if mtype != _CON:
+            raise ValueError("a notification is sent as CON or NON")
+        if handle is None:
+            raise ValueError("a CON notification needs a handle")
+        if len(self._by_handle) >= self._max_pending:
+            return mid, [Fail(handle, RequestTimeout("too many outstanding requests"))]
+        hid = id(handle)
+        if hid in self._by_handle:
+            raise ValueError("handle already in use")
+        ex = _Exchange(
+            handle, peer, True, message.token, mid=mid, data=data, is_request=False
+        )
+        self._by_handle[hid] = ex
+        self._start_con(ex)  # counts as sent
+        return mid, [Send(data, peer)]
 
     # ------------------------------------------------------ client-side calls
 
@@ -740,6 +835,9 @@ class MessageLayer:
             if ex.is_request:
                 log.info("request to %r timed out: %s", ex.peer, what)
                 actions.append(Fail(ex.handle, RequestTimeout(what)))
+            elif ex.handle is not None:
+                log.info("notification to %r not acknowledged", ex.peer)
+                actions.append(Fail(ex.handle, RequestTimeout(what)))
             else:
                 log.info("separate response to %r not acknowledged", ex.peer)
             self._finish(ex, actions)
@@ -851,6 +949,8 @@ class MessageLayer:
                         del self._queues[peer]
             elif ex.con and state == _WAIT_ACK:
                 self._release(peer, actions)
+        elif ex.handle is not None:
+            self._by_handle.pop(id(ex.handle), None)
 
     def _release(self, peer: Peer, actions: list[Action]) -> None:
         """Free one NSTART slot of ``peer`` and start queued requests."""

@@ -50,6 +50,7 @@ __all__ = [
 ]
 
 _URI_PATH = int(OptionNumber.URI_PATH)
+_OBSERVE = int(OptionNumber.OBSERVE)
 _CONTENT_FORMAT = int(OptionNumber.CONTENT_FORMAT)
 _ACK = int(Type.ACK)
 _NON = int(Type.NON)
@@ -300,6 +301,14 @@ class CoapMessage:
     def content_format(self) -> int | None:
         """The Content-Format option as int, or None when absent."""
         return self.uint_opt(_CONTENT_FORMAT)
+
+    @property
+    def observe(self) -> int | None:
+        """The Observe option (RFC 7641) as int, or None when absent.
+
+        In a GET: 0 registers, 1 deregisters; in a response: the sequence number.
+        """
+        return self.uint_opt(_OBSERVE)
 
 
 def _encode_options(out: bytearray, options: list[tuple[int, bytes]]) -> None:

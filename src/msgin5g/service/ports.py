@@ -1,17 +1,18 @@
 """Ports the domain needs from the outside world (dependency inversion).
 
-The CoAP transport implements :class:`Deliverer` (towards UEs); the REST
-transport's HTTP client implements :class:`ASDeliverer` (towards Application
-Servers, digest §3.11); tests use recording fakes.
+The CoAP transport implements :class:`Deliverer` (towards UEs) and
+:class:`TopicNotifier` (Observe-form topic subscribers, digest §3.13.4); the
+REST transport's HTTP client implements :class:`ASDeliverer` (towards
+Application Servers, digest §3.11); tests use recording fakes.
 """
 
 import time
 from typing import Protocol
 
-from msgin5g.model.messages import DownlinkItem, Imdn, Msg
+from msgin5g.model.messages import DownlinkItem, Imdn, Msg, TopicUnsubResp
 from msgin5g.model.registry import Contact
 
-__all__ = ["ASDeliverer", "Clock", "Deliverer", "SystemClock"]
+__all__ = ["ASDeliverer", "Clock", "Deliverer", "SystemClock", "TopicNotifier"]
 
 
 class Clock(Protocol):
@@ -58,5 +59,37 @@ class ASDeliverer(Protocol):
             RecipientUnreachable: connection failure, timeout, 408/429 or 5xx;
                 the item is retried with back-off.
             DeliveryRejected: any other 4xx; retrying is futile.
+        """
+        ...
+
+
+class TopicNotifier(Protocol):
+    """Pushes publications to Observe-form topic subscribers (digest §3.13.4).
+
+    An observer is identified by its contact (the source address of its GET) and
+    the token of its registration; sequence numbers are the notifier's business.
+    """
+
+    async def notify(
+        self, observer: Contact, token: bytes, item: Msg, *, confirmable: bool
+    ) -> None:
+        """Send ``item`` as a 2.05 notification (CON or NON).
+
+        Returns when a CON notification was acknowledged, or once a NON one was
+        sent. An RST answering a NON notification arrives later, through
+        :meth:`~msgin5g.service.topics.TopicRegistry.observer_gone`.
+
+        Raises:
+            RecipientUnreachable: the observer answered RST or did not
+                acknowledge a CON notification: it lost interest (RFC 7641
+                §3.6, §4.5) and the observation must end.
+        """
+        ...
+
+    async def end(self, observer: Contact, token: bytes, body: TopicUnsubResp) -> None:
+        """Tell the observer the server ended its observation (best effort).
+
+        A final 2.05 without Observe option (RFC 7641 §3.2) carrying ``body``;
+        never raises.
         """
         ...

@@ -1,60 +1,218 @@
-"""Messaging topics, POST form (TS 23.554 §8.8.1, §8.8.3; digest §3.13.2, §3.13.3).
+"""Messaging topics (TS 23.554 §8.8.1, §8.8.3; digest §3.13.2 - §3.13.4).
 
-A registered UE subscribes to one or more topics with ``TOPICSUB`` (optional
-``expiration``; absent → ``delivery.topic_default_lifetime``, capped at
-``delivery.topic_max_lifetime`` — the "operator policy" of the digest) and stops
-with ``TOPICUNSUB`` (an empty list means all its topics) or by de-registering.
-Topics are created on first use. Subscriptions are records in storage (kind
-``"topic-sub"``) so they survive a restart; an in-memory index
-topic → {subscriber: expiry} serves publication, and expired entries are dropped
-lazily when the topic is published to or listed.
+Two forms of subscription, one record per (topic, subscriber):
+
+* **POST form** (digest §3.13.3): a registered UE subscribes to one or more
+  topics with ``TOPICSUB`` (optional ``expiration``; absent →
+  ``delivery.topic_default_lifetime``, capped at ``delivery.topic_max_lifetime``
+  — the "operator policy" of the digest) and stops with ``TOPICUNSUB`` (an empty
+  list means all its topics) or by de-registering. Publications reach these
+  subscribers through the ordinary mailbox path: messaging asks
+  :meth:`TopicRegistry.subscribers` and fans out itself. Expired entries are
+  dropped lazily when the topic is published to or listed.
+* **Observe form** (digest §3.13.4, RFC 7641): the transport registers an
+  observation (subscriber UE Service ID, its contact, the token of its GET,
+  expiry) with :meth:`TopicRegistry.observe`; publications are pushed by
+  :meth:`TopicRegistry.notify_observers` through the :class:`TopicNotifier` port
+  as 2.05 notifications carrying the ``MSG`` JSON with ``messagingTopic`` and
+  ``recipientUeServiceId`` set to the observer.
+
+Design choices:
+    * Both forms share the record kind ``"topic-sub"`` and the key
+      ``topic NUL subscriber``: a later subscription of either form replaces the
+      earlier one (digest §3.13.4 step 5) simply by overwriting the record, and
+      ``TOPICUNSUB`` / de-registration (which calls ``unsubscribe(ue, [])``)
+      delete both forms alike. Records written before the Observe form existed
+      decode as POST form (the new fields have defaults).
+    * Notifications never block the publisher: ``notify_observers`` queues one
+      job per observer and returns; at most ``max_in_flight`` worker tasks send
+      them concurrently (a CON notification to a dead observer holds a worker
+      for up to MAX_TRANSMIT_WAIT). At most ``_MAX_QUEUED`` jobs wait; beyond
+      that new notifications are dropped with a warning (RFC 7641 lets a server
+      skip notifications; the POST form is the one with store and forward).
+    * CON/NON: the 1st, (N+1)th, (2N+1)th... notification of an observation is
+      CON, the others NON, with N = ``delivery.observe_con_every`` (1 = all CON);
+      a CON is also forced when the last one is 24 h old (RFC 7641 §4.5). The
+      counter lives in memory, so the first notification after a restart is CON.
+    * An RST (to a CON or NON notification) or an unacknowledged CON means the
+      observer lost interest (RFC 7641 §3.6, §4.5): the observation and its
+      record are deleted (:meth:`TopicRegistry.observer_gone`).
+    * When the *server* ends an observation (expiry, ``TOPICUNSUB``,
+      de-registration, replacement by the other form or by a new token) the
+      observer gets a final 2.05 without Observe carrying a ``TOPICUNSUBRESP``
+      (best effort, via the same worker queue). Expired observations are found
+      by :meth:`TopicRegistry.expire_observations`, which the transport runs
+      periodically, and lazily on publication.
+    * Sequence numbers are not stored: the CoAP engine derives them from the
+      wall clock (see :mod:`msgin5g.coap.observe`), so they stay fresh across a
+      restart without a write per notification.
 """
 
+import asyncio
 import logging
+from collections import deque
 
 import msgspec
 
 from msgin5g.config import DeliveryConfig
-from msgin5g.model.messages import Msg, TopicResult
-from msgin5g.service.ports import Clock
-from msgin5g.spec.causes import Result
+from msgin5g.errors import InvalidRequest, MSGin5GError, RecipientUnreachable
+from msgin5g.model.messages import Msg, TopicName, TopicResult, TopicUnsubResp
+from msgin5g.model.registry import Contact
+from msgin5g.service.ports import Clock, TopicNotifier
+from msgin5g.spec.causes import FailureCause, Result
 from msgin5g.storage.base import Backend
 
-__all__ = ["TopicRegistry", "TopicSubscription"]
+__all__ = [
+    "OBSERVE_FORM",
+    "POST_FORM",
+    "TopicRegistry",
+    "TopicSubscription",
+    "check_topic",
+]
 
 log = logging.getLogger(__name__)
 
 _KIND = "topic-sub"
+_MAX_QUEUED = 100_000
+_CON_AT_LEAST_EVERY = 86_400.0  # RFC 7641 §4.5: a CON at least every 24 h
+
+POST_FORM = "post"
+"""``TOPICSUB`` subscription (digest §3.13.3)."""
+OBSERVE_FORM = "observe"
+"""CoAP Observe registration (digest §3.13.4)."""
 
 
 class TopicSubscription(msgspec.Struct, frozen=True):
-    """One subscriber's subscription to one topic."""
+    """One subscriber's subscription to one topic (the stored record).
+
+    Attributes:
+        topic: the Messaging Topic.
+        subscriber: the UE Service ID (or ``as/<id>`` for an AS, POST form).
+        expires_at: epoch seconds.
+        form: :data:`POST_FORM` or :data:`OBSERVE_FORM`.
+        observer: Observe form: where notifications go (the GET's source).
+        token: Observe form: the token of the registration GET.
+    """
 
     topic: str
     subscriber: str
     expires_at: float
+    form: str = POST_FORM
+    observer: Contact | None = None
+    token: bytes = b""
+
+
+class _Observation:
+    """In-memory state of one Observe-form subscription."""
+
+    __slots__ = (
+        "contact",
+        "expires_at",
+        "last_con",
+        "sent",
+        "subscriber",
+        "token",
+        "topic",
+    )
+
+    def __init__(
+        self,
+        topic: str,
+        subscriber: str,
+        contact: Contact,
+        token: bytes,
+        expires_at: float,
+        *,
+        now: float,
+    ) -> None:
+        self.topic = topic
+        self.subscriber = subscriber
+        self.contact = contact
+        self.token = token
+        self.expires_at = expires_at
+        self.sent = 0
+        self.last_con = now
+
+    def record(self) -> TopicSubscription:
+        return TopicSubscription(
+            self.topic,
+            self.subscriber,
+            self.expires_at,
+            OBSERVE_FORM,
+            self.contact,
+            self.token,
+        )
 
 
 def _key(topic: str, subscriber: str) -> str:
     return f"{topic}\x00{subscriber}"
 
 
-class TopicRegistry:
-    """Durable topic subscriptions with an in-memory index."""
+def check_topic(topic: str) -> None:
+    """Validate a Messaging Topic name (digest §1.2: 1-255 chars, no ``+``/``#``).
 
-    def __init__(self, backend: Backend, clock: Clock, config: DeliveryConfig) -> None:
+    Raises:
+        InvalidRequest: with cause ``INVALID_TOPIC``.
+    """
+    try:
+        msgspec.convert(topic, TopicName)
+    except msgspec.ValidationError as exc:
+        raise InvalidRequest(
+            f"invalid topic name: {exc}", cause=FailureCause.INVALID_TOPIC
+        ) from None
+
+
+class TopicRegistry:
+    """Durable topic subscriptions of both forms with in-memory indexes.
+
+    Args:
+        backend: where subscription records live.
+        clock: wall clock.
+        config: lifetimes and the CON/NON policy.
+        max_in_flight: notifications sent concurrently.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        clock: Clock,
+        config: DeliveryConfig,
+        *,
+        max_in_flight: int = 64,
+    ) -> None:
         self._backend = backend
         self._clock = clock
         self._config = config
         self._topics: dict[str, dict[str, float]] = {}
+        self._observers: dict[str, dict[str, _Observation]] = {}
+        self._by_token: dict[tuple[Contact, bytes], _Observation] = {}
+        self._notifier: TopicNotifier | None = None
+        self._max_in_flight = max(1, max_in_flight)
+        self._jobs: deque[tuple[_Observation, Msg | None]] = deque()
+        self._workers: set[asyncio.Task[None]] = set()
+        self._busy = 0
+        self.dropped_notifications = 0
+        """Notifications not sent because the queue was full."""
 
     async def load(self) -> int:
-        """Fill the index from storage (start-up)."""
+        """Fill the indexes from storage (start-up)."""
         records = await self._backend.load_records(_KIND, TopicSubscription)
+        now = self._clock.now()
         for record in records:
-            self._topics.setdefault(record.topic, {})[record.subscriber] = (
-                record.expires_at
-            )
+            if record.form == OBSERVE_FORM and record.observer is not None:
+                obs = _Observation(
+                    record.topic,
+                    record.subscriber,
+                    record.observer,
+                    record.token,
+                    record.expires_at,
+                    now=now,
+                )
+                self._add_observation(obs)
+            else:
+                self._topics.setdefault(record.topic, {})[record.subscriber] = (
+                    record.expires_at
+                )
         return len(records)
 
     def granted_expiry(self, requested: float | None) -> float:
@@ -65,12 +223,19 @@ class TopicRegistry:
             return min(now + self._config.topic_default_lifetime, limit)
         return min(requested, limit)
 
+    # POST form ----------------------------------------------------------------
+
     async def subscribe(
         self, subscriber: str, topics: list[str], expires_at: float
     ) -> list[TopicResult]:
-        """Subscribe to every topic; returns one SUCCESS result per topic."""
+        """Subscribe to every topic; returns one SUCCESS result per topic.
+
+        An Observe-form subscription of ``subscriber`` to one of the topics is
+        replaced (its observer gets a final notification).
+        """
         results = []
         for topic in topics:
+            self._end_observation(topic, subscriber)
             self._topics.setdefault(topic, {})[subscriber] = expires_at
             record = TopicSubscription(topic, subscriber, expires_at)
             await self._backend.put_record(_KIND, _key(topic, subscriber), record)
@@ -80,21 +245,26 @@ class TopicRegistry:
     async def unsubscribe(
         self, subscriber: str, topics: list[str]
     ) -> list[TopicResult]:
-        """Unsubscribe (all topics of the subscriber when ``topics`` is empty)."""
+        """Unsubscribe, both forms (all topics of the subscriber if ``topics`` empty).
+
+        De-registration calls this with an empty list, so it ends observations
+        too; each ended observer gets a final notification.
+        """
         if not topics:
-            topics = sorted(t for t, subs in self._topics.items() if subscriber in subs)
+            topics = self.topics_of(subscriber)
         results = []
         for topic in topics:
             subs = self._topics.get(topic, {})
             subs.pop(subscriber, None)
             if not subs:
                 self._topics.pop(topic, None)
+            self._end_observation(topic, subscriber)
             await self._backend.delete_record(_KIND, _key(topic, subscriber))
             results.append(TopicResult(messaging_topic=topic, result=Result.SUCCESS))
         return results
 
     def subscribers(self, topic: str) -> list[str]:
-        """Current subscribers of ``topic`` (expired ones are forgotten)."""
+        """Current POST-form subscribers of ``topic`` (expired ones are forgotten)."""
         subs = self._topics.get(topic)
         if not subs:
             return []
@@ -105,13 +275,266 @@ class TopicRegistry:
             log.info("subscription of %s to %s expired", subscriber, topic)
         return sorted(subs)
 
-    async def notify_observers(self, msg: Msg, *, exclude: str | None) -> int:
-        """Send ``msg`` to the Observe-form subscribers of its topic.
-
-        Skeleton until the Observe form lands (issue #4): no observers yet.
-        """
-        return 0
-
     def topics_of(self, subscriber: str) -> list[str]:
-        """Topics ``subscriber`` is subscribed to."""
-        return sorted(t for t, subs in self._topics.items() if subscriber in subs)
+        """Topics ``subscriber`` is subscribed to, either form."""
+        topics = {t for t, subs in self._topics.items() if subscriber in subs}
+        topics.update(t for t, obs in self._observers.items() if subscriber in obs)
+        return sorted(topics)
+
+    def subscription(self, topic: str, subscriber: str) -> TopicSubscription | None:
+        """The live subscription of ``subscriber`` to ``topic`` (either form)."""
+        now = self._clock.now()
+        obs = self._observers.get(topic, {}).get(subscriber)
+        if obs is not None:
+            return obs.record() if obs.expires_at > now else None
+        until = self._topics.get(topic, {}).get(subscriber)
+        if until is None or until <= now:
+            return None
+        return TopicSubscription(topic, subscriber, until)
+
+    # Observe form ---------------------------------------------------------------
+
+    def attach_notifier(self, notifier: TopicNotifier | None) -> None:
+        """Set the port that sends notifications (the CoAP transport)."""
+        self._notifier = notifier
+
+    async def observe(
+        self,
+        subscriber: str,
+        topic: str,
+        observer: Contact,
+        token: bytes,
+        expires_at: float,
+    ) -> TopicSubscription:
+        """Register (or refresh) an Observe-form subscription (digest §3.13.4).
+
+        Replaces a POST-form subscription of ``subscriber`` to ``topic``, and an
+        observation of it with another contact or token (which gets a final
+        notification). The same contact and token refresh the expiry.
+
+        Args:
+            subscriber: the UE Service ID bound to ``observer``.
+            topic: a valid topic name (see :func:`check_topic`).
+            observer: the source address of the GET.
+            token: the token of the GET.
+            expires_at: the granted expiry (see :meth:`granted_expiry`).
+
+        Returns:
+            the stored subscription.
+        """
+        previous = self._by_token.get((observer, token))
+        if previous is not None and (previous.topic, previous.subscriber) != (
+            topic,
+            subscriber,
+        ):  # the same token re-used for another topic
+            self._remove(previous)
+            await self._backend.delete_record(
+                _KIND, _key(previous.topic, previous.subscriber)
+            )
+        record = TopicSubscription(
+            topic, subscriber, expires_at, OBSERVE_FORM, observer, token
+        )
+        await self._backend.put_record(_KIND, _key(topic, subscriber), record)
+        # the indexes change only now, with no await until the caller answers:
+        # no notification can be sent before the registration response
+        subs = self._topics.get(topic)
+        if subs is not None and subs.pop(subscriber, None) is not None and not subs:
+            del self._topics[topic]
+        current = self._observers.get(topic, {}).get(subscriber)
+        if current is not None and (current.contact, current.token) == (
+            observer,
+            token,
+        ):
+            current.expires_at = expires_at
+        else:
+            self._end_observation(topic, subscriber)
+            now = self._clock.now()
+            self._add_observation(
+                _Observation(topic, subscriber, observer, token, expires_at, now=now)
+            )
+        return record
+
+    async def observer_gone(self, observer: Contact, token: bytes) -> bool:
+        """The observer deregistered, reset a notification or stopped answering.
+
+        Deletes the observation and its record, without a final notification.
+
+        Returns:
+            True if there was such an observation.
+        """
+        obs = self._by_token.get((observer, token))
+        if obs is None:
+            return False
+        await self._drop(obs)
+        return True
+
+    def observers(self, topic: str) -> list[TopicSubscription]:
+        """The live Observe-form subscriptions of ``topic``."""
+        now = self._clock.now()
+        return [
+            obs.record()
+            for obs in self._observers.get(topic, {}).values()
+            if obs.expires_at > now
+        ]
+
+    async def notify_observers(self, msg: Msg, *, exclude: str | None) -> int:
+        """Queue ``msg`` for the Observe-form subscribers of its topic.
+
+        Returns at once; the notifications go out in the background (see the
+        module docstring). Expired observations are ended instead.
+
+        Args:
+            msg: the publication (``messagingTopic`` set).
+            exclude: the publisher, who gets no copy.
+
+        Returns:
+            the number of notifications queued.
+        """
+        topic = msg.messaging_topic
+        if topic is None:
+            return 0
+        observers = self._observers.get(topic)
+        if not observers:
+            return 0
+        now = self._clock.now()
+        queued = 0
+        for obs in list(observers.values()):
+            if obs.expires_at <= now:
+                await self._expire(obs)
+            elif obs.subscriber != exclude and self._submit(obs, msg):
+                queued += 1
+        return queued
+
+    async def expire_observations(self) -> int:
+        """End every expired observation (final notification, record deleted).
+
+        Returns:
+            how many ended.
+        """
+        now = self._clock.now()
+        expired = [obs for obs in self._by_token.values() if obs.expires_at <= now]
+        for obs in expired:
+            await self._expire(obs)
+        return len(expired)
+
+    def next_observation_expiry(self) -> float | None:
+        """The earliest expiry among observations (epoch seconds), or None."""
+        return min((o.expires_at for o in self._by_token.values()), default=None)
+
+    async def drain(self) -> None:
+        """Wait until every queued notification has been sent or has failed."""
+        while self._workers:
+            await asyncio.gather(*list(self._workers), return_exceptions=True)
+
+    async def aclose(self) -> None:
+        """Stop sending: cancel the workers and forget queued notifications."""
+        self._jobs.clear()
+        workers = list(self._workers)
+        for task in workers:
+            task.cancel()
+        if workers:
+            await asyncio.gather(*workers, return_exceptions=True)
+
+    # internals ----------------------------------------------------------------
+
+    def _add_observation(self, obs: _Observation) -> None:
+        self._observers.setdefault(obs.topic, {})[obs.subscriber] = obs
+        self._by_token[(obs.contact, obs.token)] = obs
+
+    def _remove(self, obs: _Observation) -> bool:
+        """Take ``obs`` out of the indexes; False if it was no longer current."""
+        observers = self._observers.get(obs.topic)
+        if observers is None or observers.get(obs.subscriber) is not obs:
+            return False
+        del observers[obs.subscriber]
+        if not observers:
+            del self._observers[obs.topic]
+        if self._by_token.get((obs.contact, obs.token)) is obs:
+            del self._by_token[(obs.contact, obs.token)]
+        return True
+
+    async def _drop(self, obs: _Observation) -> None:
+        if self._remove(obs):
+            await self._backend.delete_record(_KIND, _key(obs.topic, obs.subscriber))
+            log.info("observation of %s by %s ended", obs.topic, obs.subscriber)
+
+    async def _expire(self, obs: _Observation) -> None:
+        if self._remove(obs):
+            await self._backend.delete_record(_KIND, _key(obs.topic, obs.subscriber))
+            log.info("observation of %s by %s expired", obs.topic, obs.subscriber)
+            self._submit(obs, None)
+
+    def _end_observation(self, topic: str, subscriber: str) -> None:
+        """Remove the observation (not its record) and queue a final notification."""
+        obs = self._observers.get(topic, {}).get(subscriber)
+        if obs is not None and self._remove(obs):
+            self._submit(obs, None)
+
+    def _submit(self, obs: _Observation, item: Msg | None) -> bool:
+        """Queue a notification (``item``) or a final one (None)."""
+        if self._notifier is None:
+            return False
+        if len(self._jobs) >= _MAX_QUEUED:
+            self.dropped_notifications += 1
+            if self.dropped_notifications % 1000 == 1:
+                log.warning("notification queue full; dropping notifications")
+            return False
+        self._jobs.append((obs, item))
+        workers = self._workers
+        if len(workers) < self._max_in_flight and len(self._jobs) > (
+            len(workers) - self._busy
+        ):
+            task = asyncio.get_running_loop().create_task(self._work())
+            workers.add(task)
+            task.add_done_callback(workers.discard)
+        return True
+
+    async def _work(self) -> None:
+        jobs = self._jobs
+        while jobs:
+            obs, item = jobs.popleft()
+            self._busy += 1
+            try:
+                if item is None:
+                    await self._send_end(obs)
+                else:
+                    await self._send(obs, item)
+            except Exception:
+                log.exception("notification to %s failed", obs.subscriber)
+            finally:
+                self._busy -= 1
+
+    async def _send(self, obs: _Observation, msg: Msg) -> None:
+        notifier = self._notifier
+        if notifier is None or self._by_token.get((obs.contact, obs.token)) is not obs:
+            return  # ended while queued
+        now = self._clock.now()
+        every = max(1, self._config.observe_con_every)
+        confirmable = obs.sent % every == 0 or now - obs.last_con >= _CON_AT_LEAST_EVERY
+        obs.sent += 1
+        if confirmable:
+            obs.last_con = now
+        item = msgspec.structs.replace(
+            msg, messaging_topic=obs.topic, recipient_ue_service_id=obs.subscriber
+        )
+        try:
+            await notifier.notify(obs.contact, obs.token, item, confirmable=confirmable)
+        except RecipientUnreachable as exc:
+            log.info(
+                "observer %s of %s is gone (%s)", obs.subscriber, obs.topic, exc.detail
+            )
+            await self._drop(obs)
+        except MSGin5GError as exc:
+            log.warning("notification to %s failed: %s", obs.subscriber, exc)
+
+    async def _send_end(self, obs: _Observation) -> None:
+        notifier = self._notifier
+        if notifier is None:
+            return
+        body = TopicUnsubResp(
+            originating_ue_service_id=obs.subscriber,
+            topic_results=[
+                TopicResult(messaging_topic=obs.topic, result=Result.SUCCESS)
+            ],
+        )
+        await notifier.end(obs.contact, obs.token, body)

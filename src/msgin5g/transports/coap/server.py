@@ -18,6 +18,9 @@ Errors become CoAP codes only here, through :mod:`.codes`; each is logged once
 server-originated CON POST to the client's ``/msgin5g`` (digest §3.7.6), whose
 2.xx means delivered; RST, 5.xx or exhausted retransmissions mean unreachable
 (store and forward, §3.8), 4.xx means the client refused the item.
+
+Topic subscription in the Observe form (``GET /msgin5g/topics/{topic}``, digest
+§3.13.4) is served by :mod:`.observe`, which also notifies observers.
 """
 
 import logging
@@ -67,6 +70,7 @@ from msgin5g.spec.causes import FailureCause
 from msgin5g.spec.coap import CONTENT_FORMAT_JSON, MSGIN5G_PATH
 from msgin5g.transports.coap.codes import code_for
 from msgin5g.transports.coap.configuration import CONFIG_PATH, ConfigurationResource
+from msgin5g.transports.coap.observe import TOPICS_PATH, ObserveResource
 
 __all__ = ["CoapTransport"]
 
@@ -83,6 +87,7 @@ class CoapTransport:
         self._service: MessagingService | None = None
         self._endpoint: Endpoint | None = None
         self._paths: dict[tuple[str, ...], list[tuple[int, bytes]]] = {}
+        self._observe: ObserveResource | None = None
 
     @property
     def endpoint(self) -> Endpoint:
@@ -102,6 +107,13 @@ class CoapTransport:
         site = Site()
         site.add(MSGIN5G_PATH, self.render_post)
         site.add(CONFIG_PATH, ConfigurationResource(service, self).render_post)
+        observe = self._observe = ObserveResource(service)
+        site.add(
+            TOPICS_PATH,
+            observe.render_get,
+            methods=frozenset({Code.GET}),
+            prefix=True,
+        )
         params = TransmissionParameters(
             ack_timeout=self.config.ack_timeout,
             max_retransmit=self.config.max_retransmit,
@@ -114,11 +126,16 @@ class CoapTransport:
             max_concurrent_requests=self.config.max_concurrent_requests,
             recv_buffer=self.config.recv_buffer,
             send_buffer=self.config.recv_buffer,
+            observe_reset=observe.on_reset,
         )
+        observe.start(self._endpoint)
         log.info("MSGin5G-1 CoAP listening on %s:%d", *self._endpoint.local_address)
 
     async def aclose(self) -> None:
-        """Close the socket."""
+        """Stop notifying observers and close the socket."""
+        if self._observe is not None:
+            await self._observe.aclose()
+            self._observe = None
         if self._endpoint is not None:
             await self._endpoint.aclose()
             self._endpoint = None

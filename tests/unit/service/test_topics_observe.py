@@ -1,0 +1,343 @@
+"""TopicRegistry, Observe form (digest §3.13.4).
+
+Memory backend, fake clock, fake notifier; no sockets.
+"""
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from msgin5g.config import DeliveryConfig
+from msgin5g.errors import InvalidRequest, RecipientUnreachable
+from msgin5g.model.messages import Msg, TopicUnsubResp
+from msgin5g.model.registry import Contact
+from msgin5g.service.topics import (
+    OBSERVE_FORM,
+    POST_FORM,
+    TopicRegistry,
+    check_topic,
+)
+from msgin5g.spec.causes import FailureCause
+from msgin5g.storage.memory import MemoryBackend
+from msgin5g.testing import FakeClock
+
+A = Contact("10.0.0.1", 40001)
+B = Contact("10.0.0.2", 40002)
+
+
+class FakeNotifier:
+    """Records notifications; observers in ``gone`` fail like an RST would."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[Contact, bytes, Msg, bool]] = []
+        self.ended: list[tuple[Contact, bytes, TopicUnsubResp]] = []
+        self.gone: set[Contact] = set()
+        self.gate: asyncio.Event | None = None
+
+    async def notify(
+        self, observer: Contact, token: bytes, item: Msg, *, confirmable: bool
+    ) -> None:
+        if self.gate is not None:
+            await self.gate.wait()
+        if observer in self.gone:
+            raise RecipientUnreachable("observer answered RST")
+        self.sent.append((observer, token, item, confirmable))
+
+    async def end(self, observer: Contact, token: bytes, body: TopicUnsubResp) -> None:
+        self.ended.append((observer, token, body))
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def backend() -> AsyncIterator[MemoryBackend]:
+    backend = MemoryBackend()
+    await backend.start()
+    yield backend
+    await backend.aclose()
+
+
+@pytest.fixture
+def notifier() -> FakeNotifier:
+    return FakeNotifier()
+
+
+async def make(
+    backend: MemoryBackend,
+    clock: FakeClock,
+    notifier: FakeNotifier,
+    **config: int,
+) -> TopicRegistry:
+    settings = DeliveryConfig(**config)  # type: ignore[arg-type]
+    topics = TopicRegistry(backend, clock, settings)
+    await topics.load()
+    topics.attach_notifier(notifier)
+    return topics
+
+
+@pytest.fixture
+async def topics(
+    backend: MemoryBackend, clock: FakeClock, notifier: FakeNotifier
+) -> AsyncIterator[TopicRegistry]:
+    registry = await make(backend, clock, notifier)
+    yield registry
+    await registry.aclose()
+
+
+def publication(topic: str = "alerts", originator: str = "pub", n: int = 1) -> Msg:
+    return Msg(
+        message_id=f"m{n}",
+        originating_ue_service_id=originator,
+        messaging_topic=topic,
+        payload=b"storm",
+    )
+
+
+async def test_observer_receives_publication_with_recipient_set(
+    topics: TopicRegistry, notifier: FakeNotifier, clock: FakeClock
+) -> None:
+    expiry = topics.granted_expiry(clock.now() + 60)
+    record = await topics.observe("ue1", "alerts", A, b"tk", expiry)
+    assert (record.form, record.observer, record.token) == (OBSERVE_FORM, A, b"tk")
+    assert topics.subscribers("alerts") == []  # POST form only
+    assert topics.topics_of("ue1") == ["alerts"]
+    assert await topics.notify_observers(publication(), exclude="pub") == 1
+    await topics.drain()
+    ((contact, token, item, con),) = notifier.sent
+    assert (contact, token, con) == (A, b"tk", True)
+    assert item.messaging_topic == "alerts"
+    assert item.recipient_ue_service_id == "ue1"
+    assert item.payload == b"storm"
+
+
+async def test_publisher_gets_no_copy_and_other_topics_nothing(
+    topics: TopicRegistry, notifier: FakeNotifier, clock: FakeClock
+) -> None:
+    await topics.observe("ue1", "alerts", A, b"tk", clock.now() + 60)
+    assert (
+        await topics.notify_observers(publication(originator="ue1"), exclude="ue1") == 0
+    )
+    assert await topics.notify_observers(publication("other"), exclude="pub") == 0
+    await topics.drain()
+    assert notifier.sent == []
+
+
+async def test_notifications_do_not_block_the_publisher(
+    topics: TopicRegistry, notifier: FakeNotifier, clock: FakeClock
+) -> None:
+    notifier.gate = asyncio.Event()
+    for i in range(5):
+        await topics.observe(
+            f"ue{i}", "alerts", Contact("10.0.1.1", 1000 + i), b"t", clock.now() + 60
+        )
+    assert await topics.notify_observers(publication(), exclude="pub") == 5
+    assert notifier.sent == []  # still queued / in flight
+    notifier.gate.set()
+    await topics.drain()
+    assert sorted(i.recipient_ue_service_id or "" for _, _, i, _ in notifier.sent) == [
+        f"ue{i}" for i in range(5)
+    ]
+
+
+async def test_in_flight_notifications_are_bounded(
+    backend: MemoryBackend, clock: FakeClock, notifier: FakeNotifier
+) -> None:
+    topics = TopicRegistry(backend, clock, DeliveryConfig(), max_in_flight=3)
+    topics.attach_notifier(notifier)
+    notifier.gate = asyncio.Event()
+    for i in range(10):
+        await topics.observe(
+            f"ue{i}", "alerts", Contact("10.0.1.1", 1000 + i), b"t", clock.now() + 60
+        )
+    await topics.notify_observers(publication(), exclude=None)
+    await asyncio.sleep(0)
+    assert len(topics._workers) == 3
+    notifier.gate.set()
+    await topics.drain()
+    assert len(notifier.sent) == 10
+
+
+async def test_every_nth_notification_is_con(
+    backend: MemoryBackend, clock: FakeClock, notifier: FakeNotifier
+) -> None:
+    topics = await make(backend, clock, notifier, observe_con_every=3)
+    await topics.observe("ue1", "alerts", A, b"tk", clock.now() + 3600)
+    for n in range(7):
+        await topics.notify_observers(publication(n=n), exclude="pub")
+        await topics.drain()
+    assert [con for *_, con in notifier.sent] == [
+        True,
+        False,
+        False,
+        True,
+        False,
+        False,
+        True,
+    ]
+    # RFC 7641 §4.5: at least one CON every 24 hours
+    clock.advance(86_400)
+    await topics.observe("ue1", "alerts", A, b"tk", clock.now() + 3600)
+    await topics.notify_observers(publication(n=8), exclude="pub")
+    await topics.drain()
+    assert notifier.sent[-1][3] is True
+
+
+async def test_lost_observer_is_removed_with_its_record(
+    topics: TopicRegistry,
+    notifier: FakeNotifier,
+    backend: MemoryBackend,
+    clock: FakeClock,
+) -> None:
+    await topics.observe("ue1", "alerts", A, b"tk", clock.now() + 60)
+    await topics.observe("ue2", "alerts", B, b"tk", clock.now() + 60)
+    notifier.gone.add(A)
+    await topics.notify_observers(publication(), exclude="pub")
+    await topics.drain()
+    assert [s.subscriber for s in topics.observers("alerts")] == ["ue2"]
+    records = await backend.load_records(
+        "topic-sub", type(topics.observers("alerts")[0])
+    )
+    assert [r.subscriber for r in records] == ["ue2"]
+    assert notifier.ended == []  # the client ended it: no final notification
+
+
+async def test_observer_gone_by_token(
+    topics: TopicRegistry, clock: FakeClock, backend: MemoryBackend
+) -> None:
+    await topics.observe("ue1", "alerts", A, b"tk", clock.now() + 60)
+    assert not await topics.observer_gone(A, b"other")
+    assert not await topics.observer_gone(B, b"tk")
+    assert await topics.observer_gone(A, b"tk")
+    assert topics.observers("alerts") == []
+    assert topics.subscription("alerts", "ue1") is None
+    fresh = TopicRegistry(backend, clock, DeliveryConfig())
+    assert await fresh.load() == 0
+
+
+async def test_observations_survive_a_restart(
+    backend: MemoryBackend, clock: FakeClock, notifier: FakeNotifier
+) -> None:
+    first = await make(backend, clock, notifier)
+    await first.observe("ue1", "alerts", A, b"tk", clock.now() + 60)
+    await first.subscribe("ue2", ["alerts"], clock.now() + 60)
+    await first.aclose()
+    again = await make(backend, clock, notifier)
+    assert again.subscribers("alerts") == ["ue2"]
+    (obs,) = again.observers("alerts")
+    assert (obs.subscriber, obs.observer, obs.token) == ("ue1", A, b"tk")
+    await again.notify_observers(publication(), exclude="pub")
+    await again.drain()
+    assert [(c, t) for c, t, _, _ in notifier.sent] == [(A, b"tk")]
+
+
+async def test_later_form_replaces_the_earlier(
+    topics: TopicRegistry,
+    notifier: FakeNotifier,
+    backend: MemoryBackend,
+    clock: FakeClock,
+) -> None:
+    await topics.subscribe("ue1", ["alerts"], clock.now() + 60)
+    await topics.observe("ue1", "alerts", A, b"tk", clock.now() + 120)
+    assert topics.subscribers("alerts") == []
+    sub = topics.subscription("alerts", "ue1")
+    assert sub is not None and sub.form == OBSERVE_FORM
+    # POST form again: the observation ends with a final notification
+    await topics.subscribe("ue1", ["alerts"], clock.now() + 60)
+    await topics.drain()
+    assert topics.observers("alerts") == []
+    assert topics.subscribers("alerts") == ["ue1"]
+    ((contact, token, body),) = notifier.ended
+    assert (contact, token) == (A, b"tk")
+    assert body.topic_results[0].messaging_topic == "alerts"
+    fresh = TopicRegistry(backend, clock, DeliveryConfig())
+    await fresh.load()
+    sub = fresh.subscription("alerts", "ue1")
+    assert sub is not None and sub.form == POST_FORM
+
+
+async def test_new_token_replaces_and_same_token_refreshes(
+    topics: TopicRegistry, notifier: FakeNotifier, clock: FakeClock
+) -> None:
+    await topics.observe("ue1", "alerts", A, b"t1", clock.now() + 60)
+    await topics.observe("ue1", "alerts", A, b"t1", clock.now() + 600)
+    await topics.drain()
+    assert notifier.ended == []
+    (obs,) = topics.observers("alerts")
+    assert obs.expires_at == clock.now() + 600
+    await topics.observe("ue1", "alerts", A, b"t2", clock.now() + 60)
+    await topics.drain()
+    assert [t for _, t, _ in notifier.ended] == [b"t1"]
+    assert [o.token for o in topics.observers("alerts")] == [b"t2"]
+    assert not await topics.observer_gone(A, b"t1")
+
+
+async def test_unsubscribe_all_ends_observations_too(
+    topics: TopicRegistry,
+    notifier: FakeNotifier,
+    backend: MemoryBackend,
+    clock: FakeClock,
+) -> None:
+    """De-registration calls ``unsubscribe(ue, [])``: both forms end."""
+    await topics.observe("ue1", "alerts", A, b"tk", clock.now() + 60)
+    await topics.subscribe("ue1", ["news"], clock.now() + 60)
+    results = await topics.unsubscribe("ue1", [])
+    assert sorted(r.messaging_topic for r in results) == ["alerts", "news"]
+    await topics.drain()
+    assert topics.topics_of("ue1") == []
+    assert [t for _, t, _ in notifier.ended] == [b"tk"]
+    await topics.notify_observers(publication(), exclude="pub")
+    await topics.drain()
+    assert notifier.sent == []
+    assert await TopicRegistry(backend, clock, DeliveryConfig()).load() == 0
+
+
+async def test_expiry_sends_a_final_notification_and_deletes(
+    topics: TopicRegistry,
+    notifier: FakeNotifier,
+    backend: MemoryBackend,
+    clock: FakeClock,
+) -> None:
+    await topics.observe("ue1", "alerts", A, b"tk", clock.now() + 60)
+    await topics.observe("ue2", "alerts", B, b"tk", clock.now() + 600)
+    assert topics.next_observation_expiry() == clock.now() + 60
+    assert await topics.expire_observations() == 0
+    clock.advance(61)
+    assert await topics.expire_observations() == 1
+    await topics.drain()
+    assert [(c, t) for c, t, _ in notifier.ended] == [(A, b"tk")]
+    assert [o.subscriber for o in topics.observers("alerts")] == ["ue2"]
+    assert await TopicRegistry(backend, clock, DeliveryConfig()).load() == 1
+    # lazily on publication too
+    clock.advance(600)
+    assert await topics.notify_observers(publication(), exclude="pub") == 0
+    await topics.drain()
+    assert len(notifier.ended) == 2 and notifier.sent == []
+
+
+async def test_granted_expiry_is_capped_like_topicsub(
+    topics: TopicRegistry, clock: FakeClock
+) -> None:
+    config = DeliveryConfig()
+    assert topics.granted_expiry(None) == clock.now() + config.topic_default_lifetime
+    far = clock.now() + 10 * config.topic_max_lifetime
+    assert topics.granted_expiry(far) == clock.now() + config.topic_max_lifetime
+
+
+async def test_without_notifier_nothing_is_sent(
+    backend: MemoryBackend, clock: FakeClock
+) -> None:
+    topics = TopicRegistry(backend, clock, DeliveryConfig())
+    await topics.observe("ue1", "alerts", A, b"tk", clock.now() + 60)
+    assert await topics.notify_observers(publication(), exclude="pub") == 0
+
+
+def test_topic_names_are_checked() -> None:
+    check_topic("weather/zone-3")
+    for bad in ("", "a+b", "#", "x" * 256):
+        with pytest.raises(InvalidRequest) as info:
+            check_topic(bad)
+        assert info.value.cause is FailureCause.INVALID_TOPIC
