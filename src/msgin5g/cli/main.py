@@ -23,11 +23,13 @@ import msgspec
 
 from msgin5g.cli import asapp
 from msgin5g.cli import gateway as gateway_cli
+from msgin5g.cli.area import add_area_parser, run_area
 from msgin5g.cli.group import add_group_parser, run_group
 from msgin5g.client import Client
 from msgin5g.coap.endpoint import use_uvloop
 from msgin5g.config import ServerConfig, load_config
 from msgin5g.errors import ConfigError, MSGin5GError
+from msgin5g.model.messages import UeLocation
 from msgin5g.server import Server, list_ues, provision_ue, remove_ue
 
 __all__ = ["build_parser", "main"]
@@ -37,6 +39,7 @@ msgin5g: 3GPP MSGin5G Service (TS 23.554 / TS 24.538) server and device client.
 
 Server side:   msgin5g serve                     run the MSGin5G Server (CoAP, SQLite)
                msgin5g ue add|list|remove        provision UEs in the server's storage
+               msgin5g group|area ...            groups; Broadcast Areas
 Device side:   msgin5g ue register|deregister    register a UE with a server
                msgin5g ue send                   send a point-to-point message
                msgin5g ue listen                 stay registered, print what arrives
@@ -57,7 +60,7 @@ def _add_storage(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_device(parser: argparse.ArgumentParser) -> None:
+def _add_device(parser: argparse.ArgumentParser, *, location: bool = False) -> None:
     parser.add_argument("ue_service_id", metavar="ID", help="this UE's Service ID")
     parser.add_argument(
         "--secret", help="the UE's provisioned secret (or MSGIN5G_SECRET)"
@@ -73,6 +76,30 @@ def _add_device(parser: argparse.ArgumentParser) -> None:
         metavar="HOST:PORT",
         help="local UDP address of the UE (default any address, free port)",
     )
+    if location:
+        _add_location(parser)
+
+
+def _add_location(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--cell",
+        metavar="CELL",
+        help="report this serving cell in the REG (ueLocation.cellId): the UE "
+        "is then in every Broadcast Area listing the cell",
+    )
+    parser.add_argument(
+        "--tracking-area",
+        metavar="TA",
+        help="report this tracking area in the REG (ueLocation.trackingAreaId)",
+    )
+
+
+def _location(args: argparse.Namespace) -> UeLocation | None:
+    cell = getattr(args, "cell", None)
+    area = getattr(args, "tracking_area", None)
+    if cell is None and area is None:
+        return None
+    return UeLocation(cell_id=cell, tracking_area_id=area)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     gateway_cli.add_gateway_parser(commands)
     asapp.add_parser(commands, _add_storage)
     add_group_parser(commands)
+    add_area_parser(commands)
     ue = commands.add_parser("ue", help="provision UEs, or act as a UE")
     ue_commands = ue.add_subparsers(dest="ue_command", required=True, metavar="ACTION")
 
@@ -122,14 +150,13 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("ue_service_id", metavar="ID")
     add.add_argument("--secret", help="use this secret instead of generating one")
     _add_storage(add)
-    lst = ue_commands.add_parser("list", help="list provisioned UEs")
-    _add_storage(lst)
+    _add_storage(ue_commands.add_parser("list", help="list provisioned UEs"))
     rm = ue_commands.add_parser("remove", help="remove a provisioned UE")
     rm.add_argument("ue_service_id", metavar="ID")
     _add_storage(rm)
 
     reg = ue_commands.add_parser("register", help="register a UE and print REGRESP")
-    _add_device(reg)
+    _add_device(reg, location=True)
     dereg = ue_commands.add_parser("deregister", help="de-register a UE")
     _add_device(dereg)
     for parser_ in (reg, dereg):
@@ -139,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
         "send",
         help="register, send one message, print MSGRESP (and the IMDN with --report)",
     )
-    _add_device(send)
+    _add_device(send, location=True)
     target = send.add_mutually_exclusive_group(required=True)
     target.add_argument("--to", metavar="OTHER", help="recipient UE Service ID")
     target.add_argument(
@@ -186,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
         "one JSON line (the wire JSON; with --decode also 'payloadText'). Reports "
         "are sent automatically when a message asks for one.",
     )
-    _add_device(listen)
+    _add_device(listen, location=True)
     listen.add_argument("--count", type=int, default=0, help="exit after N items")
     listen.add_argument(
         "--timeout", type=float, default=0.0, help="exit after SECONDS without traffic"
@@ -272,7 +299,7 @@ async def _ue_device(args: argparse.Namespace) -> int:
         if args.ue_command == "deregister":
             _print(await client.deregister())
             return 0
-        _print(await client.register())
+        _print(await client.register(location=_location(args)))
         if args.ue_command == "register":
             return 0
         if args.ue_command == "send":
@@ -415,6 +442,8 @@ def _run(args: argparse.Namespace) -> int:
         return asyncio.run(_as_command(args))
     if args.command == "group":
         return asyncio.run(run_group(args))
+    if args.command == "area":
+        return asyncio.run(run_area(args))
     if args.ue_command in {"add", "list", "remove"}:
         return asyncio.run(_ue_admin(args))
     return asyncio.run(_ue_device(args))

@@ -64,6 +64,7 @@ from msgin5g.model.messages import (
     TopicUnsub,
     TopicUnsubResp,
     UECredentialInfo,
+    UeLocation,
 )
 from msgin5g.model.segmentation import (
     DEFAULT_SEGMENT_SIZE,
@@ -244,8 +245,19 @@ class Client(Inbox):
         max_segment_size: int | None = None,
         refuse_store_and_forward: bool = False,
         msgin5g_ue_id: str | None = None,
+        location: UeLocation | None = None,
     ) -> RegResp:
         """Register with the server (``REG``, digest §3.2.2).
+
+        Args:
+            client_address: where the server sends downlink (default: the
+                address the REG comes from).
+            max_segment_size: the largest segment this UE accepts.
+            refuse_store_and_forward: ask the server not to store for this UE.
+            msgin5g_ue_id: the MSGin5G UE ID, if different.
+            location: serving cell and/or tracking area (``ueLocation``): the
+                UE is then in the Broadcast Areas listing them. Kept for
+                re-registrations.
 
         Raises:
             NotAuthorized: the server answered ``registrationResult = FAILURE``
@@ -268,6 +280,7 @@ class Client(Inbox):
             max_segment_size=max_segment_size,
             comm_availability=avail,
             msgin5g_ue_id=msgin5g_ue_id,
+            ue_location=location,
         )
         self._registration = reg
         return await self._send_reg(reg)

@@ -1,4 +1,6 @@
-"""TS 29.538 JSON (MSGS_ASRegistration, MSGS_MSGDelivery) ↔ model (digest §3.3-§3.5).
+"""TS 29.538 JSON (MSGS_ASRegistration, MSGS_MSGDelivery, MSGG_BGDelivery) ↔ model.
+
+Digest §3.3-§3.5 and §3.8.
 
 The northbound APIs speak the JSON of the official OpenAPI files; the service
 speaks the model of :mod:`msgin5g.model.messages` (the MSGin5G-1 IEs). This module
@@ -25,6 +27,9 @@ Design choices:
   ``msgId``, a service ID with ``/``) raise :class:`DecodeError` whose ``member``
   is the JSON path, which the REST edge turns into ``400`` with ``invalidParams``.
 * ``latency`` is accepted and not acted upon (no latency-driven scheduling yet).
+* ``BgMessageDelivery`` has no store-and-forward member. PROJECT CHOICE: the
+  ``MSG`` asks for store-and-forward (``storeAndForwardFlag`` true, server
+  default lifetime), so assigned members that are offline get it later.
 """
 
 import base64
@@ -47,6 +52,7 @@ __all__ = [
     "ASRegistrationAck",
     "Address",
     "AddressType",
+    "BgMessageDelivery",
     "DeliveryStatusReport",
     "InvalidParam",
     "MessageDeliveryAck",
@@ -57,6 +63,7 @@ __all__ = [
     "ack_from_response",
     "imdn_from_report",
     "msg_from_as_delivery",
+    "msg_from_bg_delivery",
     "msg_from_ue_delivery",
     "report_from_imdn",
     "ue_delivery_from_msg",
@@ -140,6 +147,20 @@ class UEMessageDelivery(_Wire):
     seg_params: MessageSegmentParameters | None = None
     sto_and_fw_ind: bool
     sto_and_fw_params: StoreAndForwardParameters | None = None
+
+
+class BgMessageDelivery(_Wire):
+    """``BgMessageDelivery`` (MSGG_BGDelivery): a message for a Broadcast Area."""
+
+    ori_addr: Address
+    dest_addr: Address
+    app_id: str | None = None
+    msg_id: str
+    deliv_st_req_ind: bool | None = None
+    payload: str | None = None
+    seg_ind: bool | None = None
+    seg_params: MessageSegmentParameters | None = None
+    priority: str | None = None
 
 
 class MessageDeliveryAck(_Wire):
@@ -238,22 +259,27 @@ def _recipient(dest: Address) -> dict[str, str]:
 
 
 def _common(
-    body: ASMessageDelivery | UEMessageDelivery, originator: str
+    body: ASMessageDelivery | UEMessageDelivery | BgMessageDelivery, originator: str
 ) -> dict[str, Any]:
+    store = True
+    expires = None
+    if not isinstance(body, BgMessageDelivery):
+        store = body.sto_and_fw_ind
+        sf_params = body.sto_and_fw_params
+        expires = sf_params.expr_time if sf_params else None
     wire: dict[str, Any] = {
         "messageType": "MSG",
         "messageId": body.msg_id,
         originator: body.ori_addr.addr,
         **_recipient(body.dest_addr),
         "deliveryStatusRequired": bool(body.deliv_st_req_ind),
-        "storeAndForwardFlag": body.sto_and_fw_ind,
+        "storeAndForwardFlag": store,
     }
     if body.app_id is not None:
         wire["applicationId"] = body.app_id
     payload = _payload(body.payload)
     if payload is not None:
         wire["payload"] = payload
-    expires = body.sto_and_fw_params.expr_time if body.sto_and_fw_params else None
     if expires is not None:
         if expires.tzinfo is None:
             expires = expires.replace(tzinfo=UTC)
@@ -320,6 +346,34 @@ def msg_from_ue_delivery(body: UEMessageDelivery) -> Msg:
     if body.ori_addr.addr_type != AddressType.UE:
         raise DecodeError("oriAddr.addrType must be UE", member="oriAddr.addrType")
     msg: Msg = _convert(_common(body, "originatingUeServiceId"), Msg)
+    return msg
+
+
+def msg_from_bg_delivery(body: BgMessageDelivery) -> Msg:
+    """The ``MSG`` a ``BgMessageDelivery`` stands for (digest §2.14, §3.8).
+
+    ``oriAddr`` is an AS (``originatingAsServiceId``) or a UE
+    (``originatingUeServiceId``); ``destAddr`` must be a Broadcast Area (BC).
+
+    Raises:
+        DecodeError: another address type, or a value MSGin5G cannot carry;
+            ``member`` is the JSON path.
+    """
+    if body.dest_addr.addr_type != AddressType.BC:
+        raise DecodeError("destAddr.addrType must be BC", member="destAddr.addrType")
+    originator = {
+        AddressType.AS: "originatingAsServiceId",
+        AddressType.UE: "originatingUeServiceId",
+    }.get(body.ori_addr.addr_type)
+    if originator is None:
+        raise DecodeError(
+            "oriAddr.addrType must be AS or UE", member="oriAddr.addrType"
+        )
+    wire = _common(body, originator)
+    priority = _priority(body.priority)
+    if priority is not None:
+        wire["priorityType"] = priority
+    msg: Msg = _convert(wire, Msg)
     return msg
 
 

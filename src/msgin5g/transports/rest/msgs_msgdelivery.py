@@ -3,12 +3,14 @@
 * ``POST /deliver-as-message`` (MSGS_MSGDelivery_ASODelivery, Application-to-Point,
   digest §2.11): ``oriAddr`` must be an AS (``400`` otherwise), registered
   (``403``) and, with OAuth2, the caller's own; ``destAddr`` ``UE``, ``AS``,
-  ``GROUP`` (fanned out to the members of the server's group store) or ``TOPIC``
-  (fanned out to its subscribers). ``BC`` is answered ``400`` with ``cause``
-  ``UNSUPPORTED_ADDRESS_TYPE`` and an ``invalidParams`` entry for
-  ``destAddr.addrType`` until broadcast messaging exists (issue #4).
+  ``GROUP`` (fanned out to the members of the server's group store), ``TOPIC``
+  (fanned out to its subscribers) or ``BC`` (a Broadcast Area, fanned out to the
+  UEs in it, digest §2.14, :mod:`msgin5g.service.broadcast`): an unknown area is
+  ``404`` ``RECIPIENT_UNKNOWN``, an AS the area does not allow ``403``
+  ``NOT_AUTHORIZED``.
 * ``POST /deliver-ue-message`` (MSGS_MSGDelivery_UEODelivery): a Message Gateway
-  sends for a UE (``oriAddr`` ``UE``, provisioned or registered, else ``403``).
+  sends for a UE (``oriAddr`` ``UE``, provisioned or registered, else ``403``);
+  a ``BC`` destination is refused ``403`` unless the area lets UEs broadcast.
 * ``POST /deliver-report`` (ASODeliveryReport / UEODeliveryReport): a report on a
   message this server delivered to the reporter; relayed to the original sender
   like an ``IMDN`` (``404`` ``MESSAGE_NOT_FOUND`` when no report is expected).
@@ -23,7 +25,6 @@ from fastapi import APIRouter, Depends
 from starlette.responses import Response
 
 from msgin5g.codec.openapi_json import (
-    AddressType,
     ASMessageDelivery,
     DeliveryStatusReport,
     UEMessageDelivery,
@@ -34,23 +35,11 @@ from msgin5g.codec.openapi_json import (
 from msgin5g.model.messages import MsgResp
 from msgin5g.spec.delivery import DeliveryStatus
 from msgin5g.transports.rest.asgi import RestContext
-from msgin5g.transports.rest.problems import ack_or_problem, problem
+from msgin5g.transports.rest.problems import ack_or_problem
 
 __all__ = ["PREFIX", "router"]
 
 PREFIX = "/msgs-msgdelivery/v1"
-
-_NOT_YET = {AddressType.BC}
-
-
-def _unsupported(addr_type: str) -> Response:
-    return problem(
-        400,
-        "UNSUPPORTED_ADDRESS_TYPE",
-        f"destAddr.addrType {addr_type} is not supported yet: broadcast "
-        "messaging comes with issue #4",
-        invalid=[("destAddr.addrType", f"{addr_type} not supported yet")],
-    )
 
 
 def router(ctx: RestContext) -> APIRouter:
@@ -62,8 +51,6 @@ def router(ctx: RestContext) -> APIRouter:
         body: ASMessageDelivery, caller: str | None = Depends(ctx.caller)
     ) -> Response:
         ctx.admit(caller, body.ori_addr.addr)
-        if body.dest_addr.addr_type in _NOT_YET:
-            return _unsupported(body.dest_addr.addr_type)
         msg = msg_from_as_delivery(body)
         resp = await ctx.service.submit_from_as(msg, client=caller)
         return ack_or_problem(resp, body.ori_addr)
@@ -73,8 +60,6 @@ def router(ctx: RestContext) -> APIRouter:
         body: UEMessageDelivery, caller: str | None = Depends(ctx.caller)
     ) -> Response:
         ctx.admit(caller, body.ori_addr.addr)
-        if body.dest_addr.addr_type in _NOT_YET:
-            return _unsupported(body.dest_addr.addr_type)
         msg = msg_from_ue_delivery(body)
         resp = await ctx.service.submit_for_ue(msg, client=caller)
         return ack_or_problem(resp, body.ori_addr)

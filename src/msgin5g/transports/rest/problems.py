@@ -1,8 +1,9 @@
 """Error → HTTP table of the northbound APIs (TS 29.538 §3.2, TS 29.571 ProblemDetails).
 
-The single place where errors become HTTP statuses for MSGS_ASRegistration and
-MSGS_MSGDelivery. Every 4xx/5xx carries ``application/problem+json`` with
-``status``, ``title``, ``cause`` and, when a request member is at fault,
+The single place where errors become HTTP statuses for MSGS_ASRegistration,
+MSGS_MSGDelivery and MSGG_BGDelivery. Every 4xx/5xx carries
+``application/problem+json`` with ``status``, ``title``, ``cause`` and, when a
+request member is at fault,
 ``invalidParams`` (digest §3.2). A unit test walks the whole
 :class:`~msgin5g.errors.ServiceError` tree and checks every class has an entry,
 as ``transports/coap/codes.py`` does for CoAP.
@@ -11,7 +12,9 @@ Causes override classes where the digest asks for a specific status: an unknown
 registration, recipient or message is ``404`` (digest §3.4, §3.5), whichever
 exception carried it. A ``MSGRESP`` the service returns is turned into a
 ``MessageDeliveryAck`` (``200``) or, for outcomes the API has no ack value for
-(``DELY_REJECTED``, unknown recipient), into a problem by :func:`ack_or_problem`.
+(``DELY_REJECTED``, unknown recipient), into a problem by :func:`ack_or_problem`;
+the Message Gateway APIs answer ``204`` instead of an ack
+(:func:`no_content_or_problem`).
 """
 
 import logging
@@ -47,6 +50,7 @@ __all__ = [
     "ERROR_STATUS",
     "PROBLEM_JSON",
     "ack_or_problem",
+    "no_content_or_problem",
     "problem",
     "problem_for",
     "status_for",
@@ -142,18 +146,45 @@ def ack_or_problem(resp: MsgResp, ori_addr: Address) -> Response:
     * unknown recipient / group → ``404``; ``DELY_REJECTED`` (no API value) →
       ``403`` (not registered / not authorised) or ``400`` (duplicate ID).
     """
-    cause = resp.failure_cause
-    status = resp.delivery_status
-    if cause is not None and cause in CAUSE_STATUS:
-        code = CAUSE_STATUS[cause]
-        log.info("HTTP %d %s for message %s", code, cause, resp.message_id)
-        return problem(code, cause, f"message {resp.message_id}: {cause}")
-    if status == DeliveryStatus.DELY_REJECTED:
-        reason = cause or FailureCause.NOT_AUTHORIZED
-        log.info("HTTP 403 %s for message %s", reason, resp.message_id)
-        return problem(403, reason, f"message {resp.message_id} rejected")
+    refused = _refusal(resp)
+    if refused is not None:
+        return refused
     ack = ack_from_response(resp, ori_addr)
     return Response(
         ack.model_dump_json(by_alias=True, exclude_none=True),
         media_type="application/json",
     )
+
+
+def no_content_or_problem(resp: MsgResp) -> Response:
+    """``204`` for an accepted or stored message (MSGG_* APIs), or a problem.
+
+    Refusals as in :func:`ack_or_problem` (unknown Broadcast Area → ``404``,
+    not allowed → ``403``); any other ``DELY_FAILED`` has no ack to carry it and
+    becomes ``503`` when the recipient is only unreachable, else ``400``.
+    """
+    if resp.delivery_status in (
+        DeliveryStatus.DELY_ACCEPTED,
+        DeliveryStatus.DELY_STORED,
+    ):
+        return Response(status_code=204)
+    refused = _refusal(resp)
+    if refused is not None:
+        return refused
+    cause = resp.failure_cause or FailureCause.INTERNAL_ERROR
+    code = 503 if cause == FailureCause.RECIPIENT_NOT_REACHABLE else 400
+    log.info("HTTP %d %s for message %s", code, cause, resp.message_id)
+    return problem(code, cause, f"message {resp.message_id} failed: {cause}")
+
+
+def _refusal(resp: MsgResp) -> Response | None:
+    cause = resp.failure_cause
+    if cause is not None and cause in CAUSE_STATUS:
+        code = CAUSE_STATUS[cause]
+        log.info("HTTP %d %s for message %s", code, cause, resp.message_id)
+        return problem(code, cause, f"message {resp.message_id}: {cause}")
+    if resp.delivery_status == DeliveryStatus.DELY_REJECTED:
+        reason = cause or FailureCause.NOT_AUTHORIZED
+        log.info("HTTP 403 %s for message %s", reason, resp.message_id)
+        return problem(403, reason, f"message {resp.message_id} rejected")
+    return None

@@ -153,11 +153,10 @@ async def test_a2p_from_unregistered_as_is_403(rig: Rig) -> None:
     assert_problem(await rig.http.post(A2P, json=as_message()), 403, "NOT_REGISTERED")
 
 
-async def test_a2p_to_broadcast_is_clear_400(rig: Rig) -> None:
+async def test_a2p_to_unknown_broadcast_area_is_404(rig: Rig) -> None:
     await rig.register_as()
     resp = await rig.http.post(A2P, json=as_message(to="area-1", addr_type="BC"))
-    body = assert_problem(resp, 400, "UNSUPPORTED_ADDRESS_TYPE")
-    assert body["invalidParams"][0]["param"] == "destAddr.addrType"  # type: ignore[index]
+    assert_problem(resp, 404, "RECIPIENT_UNKNOWN")
 
 
 async def test_a2p_to_group_fans_out_and_unknown_group_fails(rig: Rig) -> None:
