@@ -178,6 +178,8 @@ class DeliveryConfig:
             raise ConfigError("delivery.default_ttl: must not exceed max_ttl")
         if self.sweep_interval <= 0 or self.retry_interval <= 0:
             raise ConfigError("delivery.sweep_interval/retry_interval: positive")
+        if self.observe_con_every < 1:
+            raise ConfigError("delivery.observe_con_every: must be >= 1")
         if not 0 < self.as_retry_initial <= self.as_retry_max:
             raise ConfigError(
                 "delivery.as_retry_initial: positive and at most as_retry_max"

@@ -1,12 +1,23 @@
-"""``msgin5g group create|add|remove|show|list|delete``: the server's group store."""
+"""``msgin5g group create|add|remove|show|list|delete``: the server's group store.
+
+The same store is served by a running server as the TS 29.549 SEAL group
+management API (``{apiRoot}/ss-gm/v1/group-documents``, docs/groups.md); the
+CLI edits the ``valUserId`` (UE Service ID) members of its VAL group documents
+and keeps their other content.
+"""
 
 import argparse
 import json
 import os
+import sys
 from typing import Any
 
 from msgin5g.config import load_config
-from msgin5g.server.admin import list_groups, put_group, remove_group_members
+from msgin5g.server.admin import (
+    group_documents,
+    put_group,
+    remove_group_members,
+)
 
 __all__ = ["add_group_parser", "run_group"]
 
@@ -18,16 +29,22 @@ def add_group_parser(commands: Any) -> None:
         help="manage MSGin5G groups (TS 23.554 §8.7.4) in the server's storage",
         description="Groups hosted by this server: a UE's MSG with "
         "recipientGroupServiceId is fanned out to every member but the sender. "
-        "Only members may send. A running server sees changes within "
-        "delivery.group_cache_ttl seconds.",
+        "Only members may send from UEs; any registered AS may send. A running "
+        "server sees changes made here within delivery.group_cache_ttl seconds. "
+        "The alternative is the server's TS 29.549 SEAL group management API "
+        "over HTTP, {apiRoot}/ss-gm/v1/group-documents (POST, GET, PUT, PATCH, "
+        "DELETE VALGroupDocuments): changes made there take effect at once and "
+        "may also name members by MSGin5G UE ID (valUeId). With seal.gm_url set, "
+        "groups come from that external SEAL server and this store is unused.",
+        epilog="See docs/groups.md.",
     )
     actions = group.add_subparsers(
         dest="group_command", required=True, metavar="ACTION"
     )
     for name, text in (
-        ("create", "create or replace a group with these members"),
-        ("add", "add members"),
-        ("remove", "remove members"),
+        ("create", "create a group, or replace its UE members"),
+        ("add", "add UE members"),
+        ("remove", "remove UE members"),
     ):
         parser = actions.add_parser(name, help=text)
         parser.add_argument("group_id", metavar="GROUP")
@@ -36,7 +53,7 @@ def add_group_parser(commands: Any) -> None:
         )
         _storage(parser)
     for name, text in (
-        ("show", "print one group as JSON"),
+        ("show", "print one group (UE members, valUeIds) as JSON"),
         ("delete", "delete a group"),
     ):
         parser = actions.add_parser(name, help=text)
@@ -54,7 +71,14 @@ async def run_group(args: argparse.Namespace) -> int:
     """Execute a ``group`` action; returns the exit status."""
     environ = {k: v for k, v in os.environ.items() if k.startswith("MSGIN5G_")}
     overrides = {"storage.url": args.storage} if args.storage else {}
-    url = load_config(args.config, environ, overrides).storage.url
+    config = load_config(args.config, environ, overrides)
+    url = config.storage.url
+    if config.seal.gm_url:
+        print(
+            f"msgin5g: note: seal.gm_url is set: the server resolves groups at "
+            f"{config.seal.gm_url}, not in this store",
+            file=sys.stderr,
+        )
     command = args.group_command
     if command in {"create", "add"}:
         members = await put_group(
@@ -68,13 +92,22 @@ async def run_group(args: argparse.Namespace) -> int:
             return 0
         print(f"msgin5g: no group {args.group_id}")
         return 1
-    groups = dict(await list_groups(url))
     if command == "show":
-        if args.group_id not in groups:
-            print(f"msgin5g: no group {args.group_id}")
-            return 1
-        print(json.dumps({"groupId": args.group_id, "members": groups[args.group_id]}))
-        return 0
-    for group_id, members in groups.items():
-        print(f"{group_id}\t{len(members)} members")
+        return await _show(url, args.group_id)
+    for document in await group_documents(url):
+        print(f"{document.group_id}\t{len(document.member_targets)} members")
+    return 0
+
+
+async def _show(url: str, group_id: str) -> int:
+    found = await group_documents(url, group_id)
+    if not found:
+        print(f"msgin5g: no group {group_id}")
+        return 1
+    [document] = found
+    shown: dict[str, object] = {"groupId": group_id, "members": document.members}
+    ue_ids = [t.val_ue_id for t in document.member_targets if t.val_ue_id]
+    if ue_ids:
+        shown["valUeIds"] = ue_ids
+    print(json.dumps(shown))
     return 0

@@ -1,17 +1,21 @@
-"""Provisioning of UEs on a storage backend (``msgin5g ue add|list|remove``).
+"""Provisioning on a storage backend (``msgin5g ue …``, ``msgin5g group …``).
 
 These work directly on the storage file, also while a server runs on it
 (SQLite WAL allows a second writer process); a running server sees a new UE at
-once and a removed UE within ``delivery.credential_cache_ttl`` seconds.
+once and a removed UE within ``delivery.credential_cache_ttl`` seconds, and a
+group change within ``delivery.group_cache_ttl`` seconds (changes through the
+server's ``/ss-gm/v1`` API take effect at once, docs/groups.md).
 """
 
 from msgin5g.config import DeliveryConfig
 from msgin5g.model.credentials import credential_digest, generate_secret, psk_token
-from msgin5g.service.groups import Group, GroupRegistry
+from msgin5g.service.groups import Group, GroupDocument, GroupRegistry
 from msgin5g.service.ports import SystemClock
 from msgin5g.storage import open_backend
+from msgin5g.storage.base import Backend
 
 __all__ = [
+    "group_documents",
     "list_groups",
     "list_ues",
     "provision_ue",
@@ -66,29 +70,33 @@ async def list_ues(url: str) -> list[tuple[str, bool]]:
 async def put_group(
     url: str, group_id: str, members: list[str], *, add: bool
 ) -> list[str]:
-    """Create/replace a group, or add members to it; returns the members."""
+    """Create/replace a group's UE members, or add some; returns them.
+
+    The group's other content (``valUeId`` members, description, configuration
+    set through ``/ss-gm/v1``) is kept.
+    """
     backend = open_backend(url)
     await backend.start()
     try:
-        registry = GroupRegistry(backend, SystemClock(), DeliveryConfig())
-        current = await registry.get(group_id) if add else None
+        registry = _groups(backend)
+        current = await registry.document(group_id) if add else None
         merged = (current.members if current else []) + members
         await registry.put(Group(group_id, merged))
-        stored = await registry.get(group_id)
-        return stored.members if stored else []
+        stored = await registry.document(group_id)
+        return list(stored.members) if stored else []
     finally:
         await backend.aclose()
 
 
 async def remove_group_members(url: str, group_id: str, members: list[str]) -> bool:
-    """Remove members (all of them, i.e. the group, when ``members`` is empty)."""
+    """Remove UE members (the whole group when ``members`` is empty)."""
     backend = open_backend(url)
     await backend.start()
     try:
-        registry = GroupRegistry(backend, SystemClock(), DeliveryConfig())
+        registry = _groups(backend)
         if not members:
             return await registry.delete(group_id)
-        current = await registry.get(group_id)
+        current = await registry.document(group_id)
         if current is None:
             return False
         kept = [m for m in current.members if m not in members]
@@ -99,11 +107,19 @@ async def remove_group_members(url: str, group_id: str, members: list[str]) -> b
 
 
 async def list_groups(url: str) -> list[tuple[str, list[str]]]:
-    """Every group with its members."""
+    """Every group with its UE members (``valUserId``s)."""
+    return [(d.group_id, list(d.members)) for d in await group_documents(url)]
+
+
+async def group_documents(url: str, group_id: str | None = None) -> list[GroupDocument]:
+    """Every stored VAL group document (or the one of ``group_id``), by ID."""
     backend = open_backend(url)
     await backend.start()
     try:
-        groups = await GroupRegistry(backend, SystemClock(), DeliveryConfig()).all()
-        return [(g.group_id, list(g.members)) for g in groups]
+        return await _groups(backend).documents(group_id=group_id)
     finally:
         await backend.aclose()
+
+
+def _groups(backend: Backend) -> GroupRegistry:
+    return GroupRegistry(backend, SystemClock(), DeliveryConfig())

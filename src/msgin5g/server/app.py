@@ -6,6 +6,11 @@ resumed only once the sockets can deliver them. The HTTP server of the TS 29.538
 APIs (``[rest]``, on by default on 127.0.0.1:8080) runs in the same event loop;
 the HTTP client that delivers to Application Servers is always wired, so items
 stored for ASs are delivered even when the APIs are switched off.
+
+Groups (docs/groups.md) are resolved in the server's own store, managed through
+the hosted ``/ss-gm/v1`` API, unless ``seal.gm_url`` names an external SEAL group
+management server: then a :class:`SealGroupSource` asks that server, and the
+group registry maps ``valUeId`` members through the live registrations.
 """
 
 import logging
@@ -17,6 +22,7 @@ from msgin5g.storage import open_backend
 from msgin5g.storage.base import Backend
 from msgin5g.transports.coap import CoapTransport
 from msgin5g.transports.rest import HttpASDeliverer, RestTransport
+from msgin5g.transports.rest.seal_client import SealGroupSource
 
 __all__ = ["Server"]
 
@@ -24,7 +30,7 @@ log = logging.getLogger(__name__)
 
 
 class Server:
-    """An MSGin5G Server built from configuration; ``async with`` starts and stops it."""
+    """An MSGin5G Server from its configuration; ``async with`` starts and stops it."""
 
     def __init__(self, config: ServerConfig, *, clock: Clock | None = None) -> None:
         self.config = config
@@ -34,6 +40,7 @@ class Server:
         self.coap: CoapTransport | None = None
         self.rest: RestTransport | None = None
         self._as_deliverer: HttpASDeliverer | None = None
+        self._group_source: SealGroupSource | None = None
 
     async def start(self) -> None:
         """Open storage, load state, bind the CoAP socket, resume deliveries."""
@@ -51,6 +58,8 @@ class Server:
             config=self.config.delivery,
             clock=self._clock,
             as_deliverer=as_deliverer,
+            group_source=self._group_source_for(),
+            seal=self.config.seal,
         )
         self.service = service
         await service.load()
@@ -66,6 +75,15 @@ class Server:
             len(service.registry),
             await backend.count(),
         )
+
+    def _group_source_for(self) -> SealGroupSource | None:
+        """The external SEAL group management server, when configured."""
+        seal = self.config.seal
+        source = SealGroupSource(seal) if seal.gm_url else None
+        self._group_source = source
+        if source is not None:
+            log.info("groups are resolved at %s", seal.gm_url)
+        return source
 
     @property
     def coap_address(self) -> tuple[str, int]:
@@ -89,10 +107,13 @@ class Server:
             await self.service.aclose()
         if self._as_deliverer is not None:
             await self._as_deliverer.aclose()
+        if self._group_source is not None:
+            await self._group_source.aclose()
         if self.backend is not None:
             await self.backend.aclose()
         self.coap = self.service = self.backend = None
         self.rest = self._as_deliverer = None
+        self._group_source = None
 
     async def __aenter__(self) -> "Server":
         await self.start()

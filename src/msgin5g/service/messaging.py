@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from msgin5g.config import DeliveryConfig
+from msgin5g.config import DeliveryConfig, SealConfig
 from msgin5g.errors import InvalidRequest, NotAuthorized, NotRegistered, ServiceError
 from msgin5g.model.aggregation import unbundle, unbundle_reports
 from msgin5g.model.application import ASRegistration, as_key
@@ -74,7 +74,7 @@ from msgin5g.service.fanout import (
     expiry_of,
     originator_key,
 )
-from msgin5g.service.groups import GroupRegistry
+from msgin5g.service.groups import GroupRegistry, GroupSource
 from msgin5g.service.ports import ASDeliverer, Clock, Deliverer, SystemClock
 from msgin5g.service.registry import Registry
 from msgin5g.service.segments import SegmentService
@@ -129,6 +129,8 @@ class MessagingService:
         config: DeliveryConfig | None = None,
         clock: Clock | None = None,
         as_deliverer: ASDeliverer | None = None,
+        group_source: GroupSource | None = None,
+        seal: SealConfig | None = None,
     ) -> None:
         self.config = config or DeliveryConfig()
         self.clock: Clock = clock or SystemClock()
@@ -155,8 +157,17 @@ class MessagingService:
         )
         self.delivery.segmenter = self.segments
         self.topics = TopicRegistry(backend, self.clock, self.config)
-        self.groups = GroupRegistry(backend, self.clock, self.config)
-        self.broadcast = BroadcastRegistry(backend, self.clock, self.config)
+        self.groups = GroupRegistry(
+            backend,
+            self.clock,
+            self.config,
+            source=group_source,
+            registrations=self.registry,
+            seal=seal,
+        )
+        self.broadcast = BroadcastRegistry(
+            backend, self.clock, self.config, registry=self.registry
+        )
         self.fanout = FanOut(
             self.registry, self.applications, self.delivery, self.config
         )

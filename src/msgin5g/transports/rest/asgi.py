@@ -14,7 +14,7 @@ and installs the request pipeline every API shares:
    without ``Content-Length`` gets ``411``; a body above ``rest.max_body``
    (declared or streamed, also over h2c) gets ``413``; a body that is not
    ``application/json`` gets ``415`` (the token endpoint takes
-   ``application/x-www-form-urlencoded``);
+   ``application/x-www-form-urlencoded``, PATCH ``application/merge-patch+json``);
 2. authentication (``401``) and the per-AS rate limit (``429``), see :mod:`.auth`;
 3. pydantic validation of the body against the TS 29.538 schema → ``400`` with
    ``invalidParams`` naming each offending member;
@@ -126,6 +126,8 @@ class BodyGuard:
         else:
             ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
             wanted = _FORM if scope["path"] == TOKEN_PATH else "application/json"
+            if scope["method"] == "PATCH":  # RFC 7396 JSON merge patch (SS_GM)
+                wanted = "application/merge-patch+json"
             if ctype.decode("latin-1") != wanted:
                 reply = problem(
                     415, FailureCause.INVALID_MESSAGE, f"Content-Type must be {wanted}"
