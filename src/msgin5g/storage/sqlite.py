@@ -300,16 +300,20 @@ def _op_enqueue_fanout(
     """One payload row, one queue row per member (body empty, ``pid`` set)."""
     cur = conn.execute("INSERT INTO payloads(body) VALUES (?)", (body,))
     pid = cur.lastrowid
-    seqs: list[int] = []
-    insert = (
+    conn.executemany(
         "INSERT INTO queue(recipient, message_id, priority, expires_at, store, body, "
-        "pid) VALUES (?, ?, ?, ?, ?, x'', ?)"
+        "pid) VALUES (?, ?, ?, ?, ?, x'', ?)",
+        [(*row, pid) for row in rows],
     )
-    for row in rows:
-        seq = conn.execute(insert, (*row, pid)).lastrowid
-        if seq is None:  # pragma: no cover - INSERT into a rowid table sets it
-            raise sqlite3.DatabaseError("INSERT returned no rowid")
-        seqs.append(seq)
+    # one writer, one transaction: the rows got the next seqs in insertion order
+    seqs = [
+        row[0]
+        for row in conn.execute(
+            "SELECT seq FROM queue WHERE pid = ? ORDER BY seq", (pid,)
+        ).fetchall()
+    ]
+    if len(seqs) != len(rows):  # pragma: no cover - a reused pid would show here
+        raise StorageError("sqlite: fan-out rows do not match their payload")
     if routes:
         conn.executemany(
             "INSERT INTO report_routes(message_id, reporter, originator, expires_at) "
