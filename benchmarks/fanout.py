@@ -64,6 +64,12 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def reg_body(ue: str) -> bytes:
     from msgin5g.model.credentials import psk_token
 
@@ -447,14 +453,17 @@ async def run(args: argparse.Namespace) -> None:
         for size in sizes:
             print(f"group of {size} members:")
             rss0, db0 = rss_kib(proc.pid), db.stat().st_size
+            cpu0 = cpu_seconds(proc.pid)
             times = await fan_out(sender_ues[0], server, members, size, ids)
+            cpu = cpu_seconds(proc.pid) - cpu0
             rss1 = rss_kib(proc.pid)
             elapsed, received = times[-1], len(times)
             print(
                 f"    fan-out: {received}/{size} copies received, the last after "
                 f"{elapsed * 1000:.0f} ms = {received / elapsed:,.0f} copies/s; "
                 f"{spread(times)}; server RSS +{(rss1 - rss0) / 1024:.1f} MiB, "
-                f"db +{(db.stat().st_size - db0) / 1024:.0f} KiB (WAL not counted)"
+                f"db +{(db.stat().st_size - db0) / 1024:.0f} KiB (WAL not counted); "
+                f"server CPU {cpu:.2f} s = {cpu / size * 1e6:.0f} us per copy"
             )
             base_times = await unicast(sender_ues, server, members, ids[:size])
             base, got = base_times[-1], len(base_times)

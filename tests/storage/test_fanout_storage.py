@@ -159,3 +159,30 @@ async def test_version_2_database_is_upgraded(tmp_path: Path) -> None:
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     conn.close()
+
+
+async def test_seqs_are_never_reused_across_reopen(
+    backend_factory: BackendFactory,
+) -> None:
+    backend = await backend_factory.open()
+    template = fanout_template(group_msg())
+    items = fanout_items(template, ["ue-b", "ue-c"])
+    await backend.enqueue_fanout(template, items, [])
+    for item in items:
+        await backend.remove(item.seq)
+    backend = await backend_factory.reopen(backend)
+    later = fanout_items(template, ["ue-d"])
+    await backend.enqueue_fanout(template, later, [])
+    assert later[0].seq > items[-1].seq
+
+
+async def test_fanout_seqs_are_known_before_the_write_completes(
+    backend: Backend,
+) -> None:
+    template = fanout_template(group_msg())
+    items = fanout_items(template, ["ue-b", "ue-c"])
+    durable = backend.enqueue_fanout(template, items, [])
+    assert items[0].seq > 0 and items[1].seq == items[0].seq + 1
+    await durable
+    single = QueuedItem("ue-b", member_copy(template, "ue-b"), 1, T0 + 60, True)
+    assert await backend.enqueue(single) == items[1].seq + 1

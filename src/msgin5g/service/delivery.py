@@ -177,6 +177,10 @@ class DeliveryEngine:
         """Store a fan-out in one write (one payload, per-member rows), then push.
 
         ``online[i]`` tells whether ``items[i]`` is delivered now or waits.
+        Delivery starts once the write is durable. (Starting it while the write
+        commits was measured: with 10,000 members the last copy arrived no
+        sooner on 2 cores, and the originator's acknowledgement queued behind
+        10,000 deliveries for ~2 s.)
         """
         await self._backend.enqueue_fanout(template, items, routes)
         for item, now in zip(items, online, strict=True):

@@ -11,6 +11,7 @@ durable for that backend (for SQLite: committed to the WAL and fsynced according
 committed. Read methods see every write whose await has returned.
 """
 
+from collections.abc import Awaitable
 from typing import Protocol, TypeVar
 
 import msgspec
@@ -74,17 +75,19 @@ class MessageQueue(Protocol):
         """Store ``item`` durably, assign and return its ``seq`` (also set on item)."""
         ...
 
-    async def enqueue_fanout(
+    def enqueue_fanout(
         self, template: Msg, items: list[QueuedItem], routes: list[ReportRoute]
-    ) -> None:
+    ) -> Awaitable[None]:
         """Store one fan-out (group, topic, broadcast) in one durable write.
 
         ``template`` is the message without a recipient; each item is one
         member's copy of it (``member_copy(template, item.recipient)``), and is
         stored as per-member delivery state referring to one stored copy of the
         template. ``routes`` are the report routes of the members that may
-        report. Assigns every item's ``seq``. Items read back are member copies
-        like any other item; the shared copy goes when no item refers to it
+        report. Assigns every item's ``seq`` before it returns (so delivery may
+        start at once) and returns an awaitable that completes when the write is
+        durable: the originator is acknowledged only then. Items read back are
+        member copies like any other item; the shared copy goes when no item refers to it
         (:meth:`purge_payloads`).
         """
         ...

@@ -18,6 +18,7 @@ Durability semantics:
     a read) does not change the stored item, just as with a database.
 """
 
+import asyncio
 import heapq
 
 import msgspec
@@ -105,6 +106,9 @@ class MemoryBackend:
 
     async def enqueue(self, item: QueuedItem) -> int:
         """Store a copy of ``item``; assign and return its ``seq`` (set on item too)."""
+        return self._store(item)
+
+    def _store(self, item: QueuedItem) -> int:
         self._last_seq += 1
         seq = self._last_seq
         item.seq = seq
@@ -114,14 +118,17 @@ class MemoryBackend:
         heapq.heappush(self._expiry, (stored.expires_at, seq))
         return seq
 
-    async def enqueue_fanout(
+    def enqueue_fanout(
         self, template: Msg, items: list[QueuedItem], routes: list[ReportRoute]
-    ) -> None:
+    ) -> asyncio.Future[None]:
         """Store every member copy and route (the copies share the payload)."""
         for item in items:
-            await self.enqueue(item)
+            self._store(item)
         for route in routes:
             self._routes[(route.message_id, route.reporter)] = route
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
 
     async def purge_payloads(self) -> int:
         """Nothing to purge: member copies share their payload in memory."""

@@ -278,17 +278,13 @@ def _op_load_registrations(conn: sqlite3.Connection) -> list[UERegistration]:
     return [_REG_DECODER.decode(row[0]) for row in rows]
 
 
-def _op_enqueue(conn: sqlite3.Connection, row: tuple[Any, ...]) -> int:
-    """Insert ``(recipient, message_id, priority, expires_at, store, body)``."""
-    cur = conn.execute(
-        "INSERT INTO queue(recipient, message_id, priority, expires_at, store, body) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
+def _op_enqueue(conn: sqlite3.Connection, row: tuple[Any, ...]) -> None:
+    """Insert ``(seq, recipient, message_id, priority, expires_at, store, body)``."""
+    conn.execute(
+        "INSERT INTO queue(seq, recipient, message_id, priority, expires_at, store, "
+        "body) VALUES (?, ?, ?, ?, ?, ?, ?)",
         row,
     )
-    seq = cur.lastrowid
-    if seq is None:  # pragma: no cover - INSERT into a rowid table always sets it
-        raise sqlite3.DatabaseError("INSERT returned no rowid")
-    return seq
 
 
 def _op_enqueue_fanout(
@@ -296,24 +292,15 @@ def _op_enqueue_fanout(
     body: bytes,
     rows: list[tuple[Any, ...]],
     routes: list[tuple[Any, ...]],
-) -> list[int]:
+) -> None:
     """One payload row, one queue row per member (body empty, ``pid`` set)."""
     cur = conn.execute("INSERT INTO payloads(body) VALUES (?)", (body,))
     pid = cur.lastrowid
     conn.executemany(
-        "INSERT INTO queue(recipient, message_id, priority, expires_at, store, body, "
-        "pid) VALUES (?, ?, ?, ?, ?, x'', ?)",
+        "INSERT INTO queue(seq, recipient, message_id, priority, expires_at, store, "
+        "body, pid) VALUES (?, ?, ?, ?, ?, ?, x'', ?)",
         [(*row, pid) for row in rows],
     )
-    # one writer, one transaction: the rows got the next seqs in insertion order
-    seqs = [
-        row[0]
-        for row in conn.execute(
-            "SELECT seq FROM queue WHERE pid = ? ORDER BY seq", (pid,)
-        ).fetchall()
-    ]
-    if len(seqs) != len(rows):  # pragma: no cover - a reused pid would show here
-        raise StorageError("sqlite: fan-out rows do not match their payload")
     if routes:
         conn.executemany(
             "INSERT INTO report_routes(message_id, reporter, originator, expires_at) "
@@ -321,7 +308,30 @@ def _op_enqueue_fanout(
             "originator = excluded.originator, expires_at = excluded.expires_at",
             routes,
         )
-    return seqs
+
+
+def _run_batch(conn: sqlite3.Connection, batch: list[_Op], results: list[Any]) -> None:
+    """Run the operations of a batch in order; runs of removals in one statement.
+
+    The delivery hot path queues one removal per delivered item; a fan-out to
+    10,000 UEs queues 10,000 of them within a second.
+    """
+    i, n = 0, len(batch)
+    while i < n:
+        fn, args, _ = batch[i]
+        if fn is _op_remove:
+            j = i + 1
+            while j < n and batch[j][0] is _op_remove:
+                j += 1
+            if j - i > 1:
+                conn.executemany(
+                    "DELETE FROM queue WHERE seq = ?", [op[1] for op in batch[i:j]]
+                )
+                results.extend([None] * (j - i))
+                i = j
+                continue
+        results.append(fn(conn, *args))  # type: ignore[misc]
+        i += 1
 
 
 def _op_purge_payloads(conn: sqlite3.Connection) -> int:
@@ -504,6 +514,7 @@ class SqliteBackend:
         self._started = False
         self._closed = False
         self._closing: asyncio.Future[None] | None = None
+        self._next_seq = 1
 
     def __repr__(self) -> str:
         return f"SqliteBackend({self.path!r}, synchronous={self.synchronous!r})"
@@ -611,6 +622,11 @@ class SqliteBackend:
                 conn.execute(statement)
             if version != SCHEMA_VERSION:
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            last = conn.execute(
+                "SELECT MAX(m) FROM (SELECT MAX(seq) AS m FROM queue UNION ALL "
+                "SELECT seq FROM sqlite_sequence WHERE name = 'queue')"
+            ).fetchone()[0]
+            self._next_seq = int(last or 0) + 1
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -691,8 +707,7 @@ class SqliteBackend:
         results: list[Any] = []
         try:
             with map_driver_errors():
-                for fn, args, _ in batch:
-                    results.append(fn(conn, *args))  # type: ignore[misc]
+                _run_batch(conn, batch, results)
         except Exception as exc:
             self._rollback(conn)
             if len(batch) == 1:
@@ -814,13 +829,27 @@ class SqliteBackend:
 
     # ---------------------------------------------------------------- MessageQueue
 
+    def _take_seqs(self, count: int) -> int:
+        """Reserve ``count`` consecutive seqs; return the first.
+
+        Seqs are assigned here, in the event loop, in submission order, so a
+        fan-out knows its seqs before its write commits and the writer inserts
+        them in increasing order (the rowid of an ``AUTOINCREMENT`` table:
+        never reused). One server process writes a database's queue.
+        """
+        first = self._next_seq
+        self._next_seq += count
+        return first
+
     async def enqueue(self, item: QueuedItem) -> int:
         """Store ``item`` durably, assign and return its ``seq`` (also set on item).
 
-        The seq is SQLite's rowid (``AUTOINCREMENT``: increasing, never reused).
+        The seq is increasing and never reused (see :meth:`_take_seqs`).
         """
         body = _ITEM_ENCODER.encode(item.item)
+        seq = self._take_seqs(1)
         row = (
+            seq,
             item.recipient,
             item.item.message_id,
             item.priority,
@@ -828,29 +857,40 @@ class SqliteBackend:
             item.store,
             body,
         )
-        seq: int = await self._submit(_op_enqueue, row)
+        await self._submit(_op_enqueue, row)
         item.seq = seq
         return seq
 
-    async def enqueue_fanout(
+    def enqueue_fanout(
         self, template: Msg, items: list[QueuedItem], routes: list[ReportRoute]
-    ) -> None:
+    ) -> asyncio.Future[None]:
         """One transaction: the template once, a small row per member, the routes.
 
         Member rows keep their own recipient, Message ID, priority, expiry and
         store flag (the per-member delivery state) and refer to the payload row.
+        Seqs are set on the items at once; the returned future completes when
+        the transaction is durable.
         """
+        self._check_open()
         body = _ITEM_ENCODER.encode(template)
-        rows = [
-            (i.recipient, i.item.message_id, i.priority, i.expires_at, i.store)
-            for i in items
-        ]
+        first = self._take_seqs(len(items))
+        rows = []
+        for offset, i in enumerate(items):
+            i.seq = first + offset
+            rows.append(
+                (
+                    i.seq,
+                    i.recipient,
+                    i.item.message_id,
+                    i.priority,
+                    i.expires_at,
+                    i.store,
+                )
+            )
         route_rows = [
             (r.message_id, r.reporter, r.originator, r.expires_at) for r in routes
         ]
-        seqs: list[int] = await self._submit(_op_enqueue_fanout, body, rows, route_rows)
-        for item, seq in zip(items, seqs, strict=True):
-            item.seq = seq
+        return self._submit(_op_enqueue_fanout, body, rows, route_rows)
 
     async def purge_payloads(self) -> int:
         """Drop payload rows that no queue row refers to any more."""

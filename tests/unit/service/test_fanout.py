@@ -26,9 +26,9 @@ class CountingBackend(MemoryBackend):
         self.fanouts: list[int] = []
         self.single = 0
 
-    async def enqueue_fanout(self, template, items, routes):  # type: ignore[no-untyped-def]
+    def enqueue_fanout(self, template, items, routes):  # type: ignore[no-untyped-def]
         self.fanouts.append(len(items))
-        await super().enqueue_fanout(template, items, routes)
+        return super().enqueue_fanout(template, items, routes)
 
     async def enqueue(self, item):  # type: ignore[no-untyped-def]
         self.single += 1
