@@ -18,8 +18,7 @@ from pathlib import Path
 import pytest
 
 from msgin5g.client import Client
-from msgin5g.codec.ue_payload import encode
-from msgin5g.model.messages import Imdn, Msg
+from msgin5g.model.messages import Imdn
 from tests.e2e.conftest import ServerProcess, msgin5g, spawn
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
@@ -227,15 +226,9 @@ async def _p2a(server: RestServer, to: str, ids: list[str], *, report: bool) -> 
     await client.start()
     await client.register()
     for msg_id in ids:
-        msg = Msg(
-            message_id=msg_id,
-            originating_ue_service_id="ue1",
-            recipient_as_service_id=to,
-            delivery_status_required=report,
-            store_and_forward_flag=True,
-            payload=f"reading {msg_id}".encode(),
+        resp = await client.send_to_as(
+            to, f"reading {msg_id}", message_id=msg_id, report=report
         )
-        resp = await client._submit(encode(msg))  # the library has no P2A helper yet
         assert resp.delivery_status in ("DELY_ACCEPTED", "DELY_STORED"), resp
     return client
 

@@ -15,7 +15,6 @@ import httpx
 import pytest
 
 from msgin5g.client import Client
-from msgin5g.codec.ue_payload import encode
 from msgin5g.config import load_config
 from msgin5g.model.messages import Msg, MsgResp, UeLocation
 from msgin5g.server import Server, provision_ue
@@ -176,14 +175,10 @@ async def test_unknown_area_is_404_on_both_apis(server: Server) -> None:
 
 
 async def ue_broadcast(ue: Client, msg_id: str, area: str) -> MsgResp:
-    """A UE's MSG to a Broadcast Area (the Client has no helper for it yet)."""
-    msg = Msg(
-        message_id=msg_id,
-        originating_ue_service_id=ue.ue_service_id,
-        recipient_broadcast_area_id=area,
-        payload=b"from a UE",
+    """A UE's MSG to a Broadcast Area."""
+    return await ue.send_to_area(
+        area, b"from a UE", message_id=msg_id, store_and_forward=False
     )
-    return await ue._submit(encode(msg))
 
 
 async def test_ue_broadcast_refused_unless_the_area_allows_it(server: Server) -> None:

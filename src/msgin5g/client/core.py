@@ -445,18 +445,61 @@ class Client(Inbox):
         application_id: str | None = None,
         report: bool = False,
         store_and_forward: bool = True,
+        message_id: str | None = None,
     ) -> MsgResp:
         """Send to every member of a group (TS 23.554 §8.7.4; reports per member)."""
-        msg = Msg(
-            message_id=str(uuid.uuid4()),
-            originating_ue_service_id=self.ue_service_id,
+        return await self._send_one(
+            payload,
+            application_id,
+            report,
+            store_and_forward,
+            message_id,
             recipient_group_service_id=group,
-            delivery_status_required=report,
-            application_id=application_id,
-            payload=payload.encode() if isinstance(payload, str) else payload,
-            store_and_forward_flag=store_and_forward,
         )
-        return await self._submit(encode(msg))
+
+    async def send_to_area(
+        self,
+        area: str,
+        payload: bytes | str,
+        *,
+        application_id: str | None = None,
+        report: bool = False,
+        store_and_forward: bool = True,
+        message_id: str | None = None,
+    ) -> MsgResp:
+        """Broadcast to every UE in a Broadcast Area (digest §2.14).
+
+        The area's policy decides whether UEs may broadcast (docs/broadcast.md);
+        otherwise the answer is ``DELY_REJECTED`` / ``NOT_AUTHORIZED``.
+        """
+        return await self._send_one(
+            payload,
+            application_id,
+            report,
+            store_and_forward,
+            message_id,
+            recipient_broadcast_area_id=area,
+        )
+
+    async def send_to_as(
+        self,
+        as_service_id: str,
+        payload: bytes | str,
+        *,
+        application_id: str | None = None,
+        report: bool = False,
+        store_and_forward: bool = True,
+        message_id: str | None = None,
+    ) -> MsgResp:
+        """Point-to-Application: send to an Application Server (digest §2.12)."""
+        return await self._send_one(
+            payload,
+            application_id,
+            report,
+            store_and_forward,
+            message_id,
+            recipient_as_service_id=as_service_id,
+        )
 
     async def publish(
         self,
@@ -465,15 +508,36 @@ class Client(Inbox):
         *,
         application_id: str | None = None,
         store_and_forward: bool = True,
+        message_id: str | None = None,
     ) -> MsgResp:
         """Publish to a Messaging Topic: every subscriber gets a copy (§3.13.2)."""
-        msg = Msg(
-            message_id=str(uuid.uuid4()),
-            originating_ue_service_id=self.ue_service_id,
+        return await self._send_one(
+            payload,
+            application_id,
+            False,
+            store_and_forward,
+            message_id,
             messaging_topic=topic,
+        )
+
+    async def _send_one(
+        self,
+        payload: bytes | str,
+        application_id: str | None,
+        report: bool,
+        store_and_forward: bool,
+        message_id: str | None,
+        **recipient: str,
+    ) -> MsgResp:
+        """One unsegmented ``MSG`` to the recipient member given as keyword."""
+        msg = Msg(
+            message_id=message_id or str(uuid.uuid4()),
+            originating_ue_service_id=self.ue_service_id,
+            delivery_status_required=report,
             application_id=application_id,
             payload=payload.encode() if isinstance(payload, str) else payload,
             store_and_forward_flag=store_and_forward,
+            **recipient,  # type: ignore[arg-type]
         )
         return await self._submit(encode(msg))
 

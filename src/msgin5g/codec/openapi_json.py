@@ -50,6 +50,7 @@ __all__ = [
     "ASProfile",
     "ASRegistration",
     "ASRegistrationAck",
+    "ASTopicSubscription",
     "Address",
     "AddressType",
     "BgMessageDelivery",
@@ -199,6 +200,19 @@ class ASRegistration(_Wire):
     app_id: str | None = None
     target_uri: str | None = None
     as_prof: ASProfile | None = None
+
+
+class ASTopicSubscription(_Wire):
+    """An AS's Messaging Topic subscription (PROJECT EXTENSION, docs/rest.md).
+
+    TS 29.538 Rel-18 has no topic subscription resource for an AS (digest
+    §2.15.1 names the AS as a possible subscriber); ``/msgs-topicsub/v1`` uses
+    the stage-2 IEs: subscriber, topic list, optional expiration.
+    """
+
+    as_svc_id: str = Field(min_length=1, max_length=255)
+    messaging_topics: list[str] = Field(min_length=1, max_length=100)
+    expiration: datetime | None = None
 
 
 class InvalidParam(_Wire):

@@ -95,39 +95,66 @@ def bundle(messages: list[Msg], *, message_id: str | None = None) -> AggMsg:
 
 
 def unbundle_reports(aggregate: AggImdn) -> list[Imdn]:
-    """The individual reports an ``AGGIMDN`` carries, in order."""
-    return [
-        Imdn(
-            message_id=report.message_id,
-            delivery_status=report.delivery_status,
-            failure_cause=report.failure_cause,
-            originating_ue_service_id=aggregate.originating_ue_service_id,
-            originating_as_service_id=aggregate.originating_as_service_id,
-            recipient_ue_service_id=aggregate.recipient_ue_service_id,
-            recipient_as_service_id=aggregate.recipient_as_service_id,
+    """The individual reports an ``AGGIMDN`` carries, in order.
+
+    An item's own reporter (``originating*ServiceId`` on the item) wins over the
+    aggregate's.
+    """
+    reports = []
+    for report in aggregate.delivery_reports:
+        own = report.originating_ue_service_id or report.originating_as_service_id
+        reports.append(
+            Imdn(
+                message_id=report.message_id,
+                delivery_status=report.delivery_status,
+                failure_cause=report.failure_cause,
+                originating_ue_service_id=(
+                    report.originating_ue_service_id
+                    if own
+                    else aggregate.originating_ue_service_id
+                ),
+                originating_as_service_id=(
+                    report.originating_as_service_id
+                    if own
+                    else aggregate.originating_as_service_id
+                ),
+                recipient_ue_service_id=aggregate.recipient_ue_service_id,
+                recipient_as_service_id=aggregate.recipient_as_service_id,
+            )
         )
-        for report in aggregate.delivery_reports
-    ]
+    return reports
 
 
 def bundle_reports(reports: list[Imdn]) -> AggImdn:
-    """One ``AGGIMDN`` for reports with the same reporter and recipient.
+    """One ``AGGIMDN`` for reports to the same recipient.
+
+    The aggregate's reporter is the first report's; items from another
+    reporter (per-member reports of a fan-out) carry their own.
 
     Raises:
-        InvalidRequest: empty, or reporters/recipients differ.
+        InvalidRequest: empty, or recipients differ.
     """
     if not reports:
         raise InvalidRequest("nothing to aggregate")
     first = reports[0]
-    key = (first.originator, first.recipient)
-    if any((r.originator, r.recipient) != key for r in reports):
-        raise InvalidRequest("aggregated reports must share reporter and recipient")
+    if any(r.recipient != first.recipient for r in reports):
+        raise InvalidRequest("aggregated reports must share their recipient")
     return AggImdn(
         delivery_reports=[
             ReportItem(
                 message_id=r.message_id,
                 delivery_status=r.delivery_status,
                 failure_cause=r.failure_cause,
+                originating_ue_service_id=(
+                    r.originating_ue_service_id
+                    if r.originator != first.originator
+                    else None
+                ),
+                originating_as_service_id=(
+                    r.originating_as_service_id
+                    if r.originator != first.originator
+                    else None
+                ),
             )
             for r in reports
         ],

@@ -318,11 +318,19 @@ class AggMsg(_Message, tag="AGGMSG", frozen=True):
 
 
 class ReportItem(_Element, frozen=True):
-    """One report inside an ``AGGIMDN`` (digest §3.11)."""
+    """One report inside an ``AGGIMDN`` (digest §3.11).
+
+    ``originatingUeServiceId`` / ``originatingAsServiceId`` on an item (PROJECT
+    CHOICE, issue #4) name its reporter when it differs from the aggregate's:
+    the server aggregates the per-member reports of a group, topic or broadcast
+    message, which come from different members, for one originator.
+    """
 
     message_id: MessageId
     delivery_status: ReportDeliveryStatus
     failure_cause: ShortText | None = None
+    originating_ue_service_id: ServiceId | None = None
+    originating_as_service_id: ServiceId | None = None
 
 
 class AggImdn(_Message, tag="AGGIMDN", frozen=True):

@@ -602,7 +602,9 @@ def _estimate(item: Msg | Imdn) -> int:
 
 def _bundle_key(item: Msg | Imdn) -> tuple[object, ...]:
     if isinstance(item, Imdn):
-        return ("IMDN", item.originator, item.recipient)
+        # one AGGIMDN may carry reports of several reporters (per-member reports
+        # of a fan-out); items name their own reporter then
+        return ("IMDN", item.recipient)
     return (
         "MSG",
         item.originating_ue_service_id,

@@ -78,7 +78,7 @@ from msgin5g.service.groups import GroupRegistry, GroupSource
 from msgin5g.service.ports import ASDeliverer, Clock, Deliverer, SystemClock
 from msgin5g.service.registry import Registry
 from msgin5g.service.segments import SegmentService
-from msgin5g.service.topics import TopicRegistry
+from msgin5g.service.topics import TopicRegistry, check_topic
 from msgin5g.spec.causes import FailureCause, Result
 from msgin5g.spec.delivery import DeliveryStatus, PriorityRank, PriorityType
 from msgin5g.storage.base import Backend
@@ -726,12 +726,68 @@ class MessagingService:
         """
         registration = self.applications.check_deregistration(registration_id, client)
         await self.applications.deregister(registration)
+        await self.topics.unsubscribe(as_key(registration.as_service_id), [])
         for item in await self.delivery.forget(as_key(registration.as_service_id)):
             await self.delivery.report_failure(
                 item, FailureCause.RECIPIENT_DEREGISTERED
             )
         log.info("AS %s de-registered", registration.as_service_id)
         return registration
+
+    async def subscribe_as(
+        self,
+        as_service_id: str,
+        topics: list[str],
+        expiration: datetime | None,
+        *,
+        client: str | None = None,
+    ) -> float:
+        """An AS subscribes to Messaging Topics (digest §2.15.1; REST extension).
+
+        Publications then reach the AS's ``targetUri`` like P2A messages (its
+        mailbox ``as/<id>``). Returns the granted expiry (epoch seconds).
+
+        Raises:
+            NotRegistered / NotAuthorized: as for any AS request.
+            InvalidRequest: bad topic name, expiration in the past, or an AS
+                without ``targetUri`` (it could not receive publications).
+        """
+        self._check_as(as_service_id, client)
+        registration = self.applications.get(as_service_id)
+        if registration is None or registration.target_uri is None:
+            raise InvalidRequest(
+                f"AS {as_service_id} registered without targetUri: it cannot "
+                "receive topic messages"
+            )
+        for topic in topics:
+            check_topic(topic)
+        requested = expiration.timestamp() if expiration else None
+        if requested is not None and requested <= self.clock.now():
+            raise InvalidRequest("expiration must be in the future")
+        expires_at = self.topics.granted_expiry(requested)
+        await self.topics.subscribe(as_key(as_service_id), topics, expires_at)
+        return expires_at
+
+    async def unsubscribe_as(
+        self, as_service_id: str, topics: list[str], *, client: str | None = None
+    ) -> list[str]:
+        """End an AS's topic subscriptions (all when ``topics`` is empty).
+
+        Returns the topics the AS was subscribed to among those asked for.
+        """
+        self._check_as(as_service_id, client)
+        key = as_key(as_service_id)
+        had = self.topics.topics_of(key)
+        wanted = topics or had
+        await self.topics.unsubscribe(key, list(wanted))
+        return [t for t in wanted if t in had]
+
+    def topics_of_as(
+        self, as_service_id: str, *, client: str | None = None
+    ) -> list[str]:
+        """Topics an AS is subscribed to."""
+        self._check_as(as_service_id, client)
+        return self.topics.topics_of(as_key(as_service_id))
 
     def _check_as(self, as_service_id: str, client: str | None) -> None:
         if client is not None and client != as_service_id:

@@ -60,5 +60,17 @@ def test_report_bundle_round_trip() -> None:
         originating_ue_service_id="c",
         recipient_ue_service_id="a",
     )
+    # per-member reports of a fan-out: items name their own reporter
+    mixed = bundle_reports([*reports, other])
+    assert mixed.originating_ue_service_id == "b"
+    assert mixed.delivery_reports[0].originating_ue_service_id is None
+    assert mixed.delivery_reports[3].originating_ue_service_id == "c"
+    assert unbundle_reports(mixed) == [*reports, other]
+    elsewhere = Imdn(
+        message_id="y",
+        delivery_status="REPT_DELY_SUCCESS",
+        originating_ue_service_id="b",
+        recipient_ue_service_id="d",
+    )
     with pytest.raises(InvalidRequest):
-        bundle_reports([*reports, other])
+        bundle_reports([*reports, elsewhere])

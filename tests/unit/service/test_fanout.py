@@ -146,3 +146,51 @@ def test_admission_rules(
         admission_failure(msg, online=online, refuses=refuses, registered=registered)
         == cause
     )
+
+
+async def test_member_reports_reach_the_originator_aggregated(
+    env: tuple[MessagingService, RecordingDeliverer],
+) -> None:
+    from msgin5g.model.messages import AggImdn
+    from msgin5g.service.groups import Group
+
+    svc, deliverer = env
+    members = [f"m{i}" for i in range(8)]
+    contacts = {m: Contact("10.0.1.1", 100 + i) for i, m in enumerate(members)}
+    for member in members:
+        await svc.provision(member, psk_token("pw", member))
+        info = UECredentialInfo(
+            auth_type="PSK_TOKEN", credential=psk_token("pw", member)
+        )
+        await svc.register(
+            Reg(ue_service_id=member, ue_credential_info=info), contacts[member]
+        )
+    await svc.register(reg("pub"), PUB)
+    await svc.groups.put(Group("crew", ["pub", *members]))
+    msg = Msg(
+        message_id="g1",
+        originating_ue_service_id="pub",
+        recipient_group_service_id="crew",
+        payload=b"muster",
+        delivery_status_required=True,
+    )
+    deliverer.unreachable.add(PUB)  # the originator sleeps while reports come in
+    assert (await svc.submit(msg, PUB)).delivery_status == "DELY_ACCEPTED"
+    for member in members:
+        await settle(deliverer, contacts[member], 1)
+        report = Imdn(
+            message_id="g1",
+            delivery_status="REPT_DELY_SUCCESS",
+            originating_ue_service_id=member,
+            recipient_ue_service_id="pub",
+        )
+        await svc.report(report, contacts[member])
+    await asyncio.sleep(0.05)
+    deliverer.unreachable.discard(PUB)
+    svc.delivery.on_uplink("pub")  # it wakes up: the stored reports go out together
+    await settle(deliverer, PUB, len(members))
+    items = deliverer.items_for(PUB)
+    assert any(isinstance(item, AggImdn) for item in items)
+    assert len(items) < len(members)
+    reporters = sorted(r.originator for r in deliverer.messages_for(PUB))
+    assert reporters == sorted(members)

@@ -6,6 +6,8 @@
 * ``/msgs-msgdelivery/v1`` (:mod:`.msgs_msgdelivery`),
 * ``/ss-gm/v1`` (TS 29.549 SEAL group management, :mod:`.ss_gm`),
 * ``/msgg-bgdelivery/v1`` (the Broadcast Message Gateway side, :mod:`.msgg_bgdelivery`),
+* ``/msgs-topicsub/v1`` (AS topic subscriptions, a project extension,
+  :mod:`.msgs_topicsub`),
 * ``/oauth2/token`` (client-credentials token endpoint, :mod:`.auth`),
 
 and installs the request pipeline every API shares:
@@ -196,6 +198,7 @@ def create_app(service: MessagingService, config: RestConfig) -> Any:
         msgg_bgdelivery,
         msgs_asregistration,
         msgs_msgdelivery,
+        msgs_topicsub,
         ss_gm,
     )
 
@@ -211,6 +214,7 @@ def create_app(service: MessagingService, config: RestConfig) -> Any:
     app.include_router(msgs_msgdelivery.router(ctx))
     app.include_router(ss_gm.router(ctx))
     app.include_router(msgg_bgdelivery.router(ctx))
+    app.include_router(msgs_topicsub.router(ctx))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:
