@@ -34,14 +34,9 @@ import time
 from pathlib import Path
 
 import httpx
+from common import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def wait_http(url: str) -> None:
@@ -132,7 +127,7 @@ async def main(args: argparse.Namespace) -> None:
     ids = [f"ue-{i}" for i in range(args.ues)]
     for ue in ids:
         await provision_ue(url, ue, "bench-secret")
-    http_port, coap_port = free_port(), free_port(socket.SOCK_DGRAM)
+    http_port, coap_port = free_port(socket.SOCK_STREAM), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MSGIN5G_")}
     server = subprocess.Popen(  # noqa: ASYNC220 - started once, before the load
         [

@@ -28,12 +28,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -56,12 +57,6 @@ OPTIONS = [
     (OptionNumber.URI_PATH, b"msgin5g"),
     (OptionNumber.CONTENT_FORMAT, encode_uint(50)),
 ]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def info(ue: str) -> UECredentialInfo:

@@ -33,8 +33,6 @@ import asyncio
 import multiprocessing as mp
 import os
 import random
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,8 +40,8 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+from common import ROOT, free_port, provision, reg_body, rss_kib, start_server
 
-ROOT = Path(__file__).resolve().parents[1]
 SECRET = "bench-secret"
 SENDERS = 64
 CON, NON, ACK, RST = 0, 1, 2, 3
@@ -51,38 +49,10 @@ POST, GET, CHANGED, CONTENT = 2, 1, 68, 69
 OBSERVE, URI_PATH, CONTENT_FORMAT = 6, 11, 12
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process (all its threads)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def reg_body(ue: str) -> bytes:
-    from msgin5g.model.credentials import psk_token
-
-    return msgspec.json.encode(
-        {
-            "messageType": "REG",
-            "ueServiceId": ue,
-            "ueCredentialInfo": {
-                "authType": "PSK_TOKEN",
-                "credential": psk_token(SECRET, ue),
-            },
-        }
-    )
 
 
 def msg_body(sender: str, mid: str, **target: str) -> bytes:
@@ -210,7 +180,7 @@ async def register_all(ues: list[RawUe], server: tuple[str, int]) -> None:
 
     async def one(ue: RawUe) -> None:
         async with sem:
-            resp = await call(ue, server, POST, ("msgin5g",), reg_body(ue.ue))
+            resp = await call(ue, server, POST, ("msgin5g",), reg_body(ue.ue, SECRET))
             assert b"SUCCESS" in resp.payload, resp.payload
 
     await asyncio.gather(*(one(ue) for ue in ues))
@@ -320,50 +290,12 @@ class Members:
 # ---------------------------------------------------------------- coordinator
 
 
-async def provision(url: str, ids: list[str], groups: dict[str, list[str]]) -> None:
-    from msgin5g.model.credentials import credential_digest, psk_token
+async def provision_all(url: str, ids: list[str], groups: dict[str, list[str]]) -> None:
     from msgin5g.server.admin import put_group
-    from msgin5g.storage import open_backend
 
-    backend = open_backend(url, synchronous="NORMAL")
-    await backend.start()
-    for start in range(0, len(ids), 2000):
-        chunk = ids[start : start + 2000]
-        await asyncio.gather(
-            *(
-                backend.put_credential(ue, credential_digest(psk_token(SECRET, ue)))
-                for ue in chunk
-            )
-        )
-    await backend.aclose()
+    await provision(url, ids, SECRET)
     for group_id, members in groups.items():
         await put_group(url, group_id, members, add=False)
-
-
-def start_server(port: int, db: Path) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "msgin5g",
-            "--log-level",
-            "WARNING",
-            "serve",
-            "--coap",
-            f"127.0.0.1:{port}",
-            "--storage",
-            f"sqlite:///{db}",
-            "--set",
-            "rest.enabled=false",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert "serving" in line, line
-    return proc
 
 
 async def fan_out(
@@ -428,7 +360,7 @@ async def run(args: argparse.Namespace) -> None:
     db = tmp / "fanout.db"
     url = f"sqlite:///{db}"
     t = time.perf_counter()
-    await provision(url, ids + senders, groups)
+    await provision_all(url, ids + senders, groups)
     print(
         f"provisioned {len(ids)} members + {SENDERS} senders and {len(groups)} "
         f"groups in {time.perf_counter() - t:.1f} s"

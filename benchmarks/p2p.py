@@ -25,7 +25,6 @@ import asyncio
 import base64
 import multiprocessing as mp
 import os
-import socket
 import statistics
 import struct
 import subprocess
@@ -36,54 +35,9 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+from common import ROOT, free_port, provision, reg_body, rss_kib, start_server
 
-ROOT = Path(__file__).resolve().parents[1]
 SECRET = "bench-secret"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
-async def provision(url: str, ids: list[str]) -> None:
-    from msgin5g.model.credentials import credential_digest, psk_token
-    from msgin5g.storage import open_backend
-
-    backend = open_backend(url, synchronous="NORMAL")
-    await backend.start()
-    for start in range(0, len(ids), 2000):
-        chunk = ids[start : start + 2000]
-        await asyncio.gather(
-            *(
-                backend.put_credential(ue, credential_digest(psk_token(SECRET, ue)))
-                for ue in chunk
-            )
-        )
-    await backend.aclose()
-
-
-def reg_body(ue: str) -> bytes:
-    from msgin5g.model.credentials import psk_token
-
-    return msgspec.json.encode(
-        {
-            "messageType": "REG",
-            "ueServiceId": ue,
-            "ueCredentialInfo": {
-                "authType": "PSK_TOKEN",
-                "credential": psk_token(SECRET, ue),
-            },
-        }
-    )
 
 
 # ---------------------------------------------------------------- load worker
@@ -137,7 +91,9 @@ async def _worker(
         endpoints.append(await Endpoint.create(("127.0.0.1", 0), site=site))
     for ue, ep in zip(ues, endpoints, strict=True):
         resp = await ep.request(
-            CoapMessage(Type.CON, Code.POST, options=options, payload=reg_body(ue)),
+            CoapMessage(
+                Type.CON, Code.POST, options=options, payload=reg_body(ue, SECRET)
+            ),
             server,
         )
         assert b"SUCCESS" in resp.payload, resp.payload
@@ -242,7 +198,9 @@ async def register_many(
         while queue:
             ue = queue.pop()
             resp = await ep.request(
-                CoapMessage(Type.CON, Code.POST, options=options, payload=reg_body(ue)),
+                CoapMessage(
+                    Type.CON, Code.POST, options=options, payload=reg_body(ue, SECRET)
+                ),
                 ("127.0.0.1", port),
             )
             if b"SUCCESS" not in resp.payload:
@@ -259,32 +217,6 @@ async def register_many(
 
 
 # ---------------------------------------------------------------- main
-
-
-def start_ours(port: int, db: Path) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "msgin5g",
-            "--log-level",
-            "WARNING",
-            "serve",
-            "--coap",
-            f"127.0.0.1:{port}",
-            "--storage",
-            f"sqlite:///{db}",
-            "--set",
-            "rest.enabled=false",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert "serving" in line, line
-    return proc
 
 
 def start_aiocoap(port: int) -> subprocess.Popen[str]:
@@ -322,13 +254,13 @@ def main() -> None:
     db = tmp / "bench.db"
     msg_ues = [f"ue-{i:05d}" for i in range(args.ues)]
     reg_ues = [f"reg-{i:07d}" for i in range(args.reg_ues)]
-    asyncio.run(provision(f"sqlite:///{db}", msg_ues + reg_ues))
+    asyncio.run(provision(f"sqlite:///{db}", msg_ues + reg_ues, SECRET))
     print(
         f"msgin5g p2p benchmark: {os.cpu_count()} cores, loopback, SQLite (FULL) at {db}"
     )
 
     port = free_port()
-    server = start_ours(port, db)
+    server = start_server(port, db)
     try:
         time.sleep(0.5)
         rss0 = rss_kib(server.pid)

@@ -16,46 +16,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start(db: Path, port: int, *extra: str) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "msgin5g",
-            "--log-level",
-            "WARNING",
-            "serve",
-            "--coap",
-            f"127.0.0.1:{port}",
-            "--storage",
-            f"sqlite:///{db}",
-            "--set",
-            "rest.enabled=false",
-            *extra,
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
-    assert proc.stdout is not None
-    assert "serving" in proc.stdout.readline()
-    return proc
+from common import free_port, start_server
 
 
 async def provision(db: Path) -> None:
@@ -109,7 +74,7 @@ def run(coro_factory, *extra: str) -> float:  # type: ignore[no-untyped-def]
     db = tmp / "b.db"
     asyncio.run(provision(db))
     port = free_port()
-    proc = start(db, port, *extra)
+    proc = start_server(port, db, *extra)
     try:
         return asyncio.run(coro_factory(port))
     finally:

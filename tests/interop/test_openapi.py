@@ -9,39 +9,24 @@
   takes well under two minutes.
 """
 
-import socket
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-import yaml
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from pydantic import BaseModel
 
 from msgin5g.codec import openapi_json as wire
-from tests.conftest import fail_or_skip
-from tests.e2e.conftest import ServerProcess
+from tests.interop.openapi_support import (
+    assert_model_matches,
+    rest_server,
+    schemas,
+    spec_path,
+)
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(600)]
 
-SPECS = Path(__file__).resolve().parents[3] / "shared" / "3gpp-openapi"
 MAX_EXAMPLES = 60
-# nobody drains the server's stderr during the run: keep the log quiet (one INFO
-# line per refused request would fill the pipe and block the server)
-SERVER_EXTRA: tuple[str, ...] = ("--set", "log.level=WARNING")
-
-
-def _spec(name: str) -> Path:
-    path = SPECS / name
-    if not path.exists():
-        fail_or_skip(f"{path} not found (the official 3GPP OpenAPI files)")
-    return path
-
-
-def _schemas(name: str) -> dict[str, dict[str, object]]:
-    document = yaml.safe_load(_spec(name).read_text(encoding="utf-8"))
-    return document["components"]["schemas"]  # type: ignore[no-any-return]
 
 
 MODELS: list[tuple[str, str, type[BaseModel]]] = [
@@ -75,45 +60,22 @@ MODELS: list[tuple[str, str, type[BaseModel]]] = [
 def test_models_match_the_official_schemas(
     spec: str, name: str, model: type[BaseModel]
 ) -> None:
-    schema = _schemas(spec)[name]
-    properties = set(schema.get("properties", {}))  # type: ignore[arg-type]
-    required = set(schema.get("required", []))  # type: ignore[arg-type]
-    ours = {f.alias or n: f for n, f in model.model_fields.items()}
-    assert set(ours) == properties, f"{name}: members differ"
-    assert {a for a, f in ours.items() if f.is_required()} == required, (
-        f"{name}: required members differ"
-    )
+    assert_model_matches(spec, name, model)
 
 
 def test_problem_details_members_exist_in_ts29571() -> None:
-    schema = _schemas("TS29571_CommonData.yaml")["ProblemDetails"]
+    schema = schemas("TS29571_CommonData.yaml")["ProblemDetails"]
     properties = set(schema["properties"])  # type: ignore[arg-type]
     ours = {f.alias for f in wire.ProblemDetails.model_fields.values()}
     assert ours <= properties
 
 
-def _free_tcp_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def http_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = _free_tcp_port()
-    srv = ServerProcess(
-        tmp_path_factory.mktemp("schemathesis") / "msgin5g.db",
-        extra=(
-            "--set",
-            "rest.enabled=true",
-            "--http",
-            f"127.0.0.1:{port}",
-            *SERVER_EXTRA,
-        ),
-    )
+    srv, url = rest_server(tmp_path_factory.mktemp("schemathesis") / "msgin5g.db")
     srv.add_ue("ue1", "s1")
     srv.start()
-    yield f"http://127.0.0.1:{port}"
+    yield url
     err = srv.stop()
     assert "Traceback" not in err, err
 
@@ -121,7 +83,7 @@ def http_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def _operations(spec: str) -> list[object]:
     import schemathesis
 
-    schema = schemathesis.openapi.from_path(_spec(spec))
+    schema = schemathesis.openapi.from_path(spec_path(spec))
     return [result.ok() for result in schema.get_all_operations()]
 
 

@@ -12,69 +12,34 @@
   validates against the official schema. Bounded by ``max_examples``.
 """
 
-import socket
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import yaml
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 
 from msgin5g.codec import openapi_json as wire
-from tests.conftest import fail_or_skip
-from tests.e2e.conftest import ServerProcess, msgin5g
+from tests.e2e.conftest import msgin5g
+from tests.interop.openapi_support import assert_model_matches, rest_server, spec_path
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(600)]
 
-SPECS = Path(__file__).resolve().parents[3] / "shared" / "3gpp-openapi"
 SPEC = "TS29538_MSGG_BGDelivery.yaml"
 MAX_EXAMPLES = 60
-# nobody drains the server's stderr during the run: keep its log quiet
-SERVER_EXTRA: tuple[str, ...] = ("--set", "log.level=WARNING")
-
-
-def _spec() -> Path:
-    path = SPECS / SPEC
-    if not path.exists():
-        fail_or_skip(f"{path} not found (the official 3GPP OpenAPI files)")
-    return path
 
 
 def test_model_matches_the_official_schema() -> None:
-    document = yaml.safe_load(_spec().read_text(encoding="utf-8"))
-    schema = document["components"]["schemas"]["BgMessageDelivery"]
-    model = wire.BgMessageDelivery
-    ours = {f.alias or n: f for n, f in model.model_fields.items()}
-    assert set(ours) == set(schema["properties"])
-    assert {a for a, f in ours.items() if f.is_required()} == set(schema["required"])
-
-
-def _free_tcp_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    assert_model_matches(SPEC, "BgMessageDelivery", wire.BgMessageDelivery)
 
 
 @pytest.fixture(scope="module")
 def http_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = _free_tcp_port()
-    srv = ServerProcess(
-        tmp_path_factory.mktemp("schemathesis-bg") / "msgin5g.db",
-        extra=(
-            "--set",
-            "rest.enabled=true",
-            "--http",
-            f"127.0.0.1:{port}",
-            *SERVER_EXTRA,
-        ),
-    )
+    srv, base = rest_server(tmp_path_factory.mktemp("schemathesis-bg") / "msgin5g.db")
     srv.add_ue("ue1", "s1")
     msgin5g("area", "create", "downtown", "--ue", "ue1", "--storage", srv.storage)
     srv.start()
-    base = f"http://127.0.0.1:{port}"
     try:
         reg = httpx.post(
             f"{base}/msgs-asregistration/v1/registrations",
@@ -91,7 +56,7 @@ def http_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def _operation() -> object:
     import schemathesis
 
-    schema = schemathesis.openapi.from_path(_spec())
+    schema = schemathesis.openapi.from_path(spec_path(SPEC))
     [operation] = [result.ok() for result in schema.get_all_operations()]
     return operation
 

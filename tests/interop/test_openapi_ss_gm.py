@@ -21,39 +21,22 @@ documents the negative cases created are deleted before the next run.
 
 import itertools
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import yaml
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from pydantic import BaseModel
 
 from msgin5g.codec import seal_json
-from tests.conftest import fail_or_skip
-from tests.e2e.conftest import ServerProcess
-from tests.interop.test_openapi import SERVER_EXTRA, _free_tcp_port
+from tests.interop.openapi_support import assert_model_matches, rest_server, spec_path
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(600)]
 
-SPECS = Path(__file__).resolve().parents[3] / "shared" / "3gpp-openapi"
 SPEC = "TS29549_SS_GroupManagement.yaml"
-MAX_EXAMPLES = 60
+MAX_EXAMPLES = 30
 SEEDED = "seeded-group"
-
-
-def _spec(name: str) -> Path:
-    path = SPECS / name
-    if not path.exists():
-        fail_or_skip(f"{path} not found (the official 3GPP OpenAPI files)")
-    return path
-
-
-def _schemas(name: str) -> dict[str, dict[str, object]]:
-    document = yaml.safe_load(_spec(name).read_text(encoding="utf-8"))
-    return document["components"]["schemas"]  # type: ignore[no-any-return]
 
 
 MODELS: list[tuple[str, str, type[BaseModel]]] = [
@@ -69,31 +52,14 @@ MODELS: list[tuple[str, str, type[BaseModel]]] = [
 def test_models_match_the_official_schemas(
     spec: str, name: str, model: type[BaseModel]
 ) -> None:
-    schema = _schemas(spec)[name]
-    properties = set(schema.get("properties", {}))  # type: ignore[arg-type]
-    required = set(schema.get("required", []))  # type: ignore[arg-type]
-    ours = {f.alias or n: f for n, f in model.model_fields.items()}
-    assert set(ours) == properties, f"{name}: members differ"
-    assert {a for a, f in ours.items() if f.is_required()} == required, (
-        f"{name}: required members differ"
-    )
+    assert_model_matches(spec, name, model)
 
 
 @pytest.fixture(scope="module")
 def http_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = _free_tcp_port()
-    srv = ServerProcess(
-        tmp_path_factory.mktemp("schemathesis-ss-gm") / "msgin5g.db",
-        extra=(
-            "--set",
-            "rest.enabled=true",
-            "--http",
-            f"127.0.0.1:{port}",
-            *SERVER_EXTRA,
-        ),
-    )
+    srv, url = rest_server(tmp_path_factory.mktemp("schemathesis-ss-gm") / "m.db")
     srv.start()
-    yield f"http://127.0.0.1:{port}"
+    yield url
     err = srv.stop()
     assert "Traceback" not in err, err
 
@@ -132,7 +98,7 @@ def test_schemathesis(http_server: str) -> None:
     ]
     echo = [c for c in checks if c is not response_schema_conformance]
     base_url = f"{http_server}/ss-gm/v1"
-    schema = schemathesis.openapi.from_path(_spec(SPEC))
+    schema = schemathesis.openapi.from_path(spec_path(SPEC))
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) == 6
     statuses: dict[tuple[str, int], int] = {}

@@ -1,0 +1,65 @@
+"""What the OpenAPI conformance tests share: the official YAML files, model checks,
+and a real ``msgin5g serve`` with its REST APIs on a free port."""
+
+import socket
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel
+
+from tests.conftest import fail_or_skip
+from tests.e2e.conftest import ServerProcess
+
+SPECS = Path(__file__).resolve().parents[3] / "shared" / "3gpp-openapi"
+# nobody drains the server's stderr during the run: keep the log quiet (one INFO
+# line per refused request would fill the pipe and block the server)
+SERVER_EXTRA: tuple[str, ...] = ("--set", "log.level=WARNING")
+
+
+def spec_path(name: str) -> Path:
+    """An official OpenAPI file (read from ../shared, never copied)."""
+    path = SPECS / name
+    if not path.exists():
+        fail_or_skip(f"{path} not found (the official 3GPP OpenAPI files)")
+    return path
+
+
+def schemas(name: str) -> dict[str, dict[str, object]]:
+    """``components.schemas`` of an official file."""
+    document = yaml.safe_load(spec_path(name).read_text(encoding="utf-8"))
+    return document["components"]["schemas"]  # type: ignore[no-any-return]
+
+
+def assert_model_matches(spec: str, name: str, model: type[BaseModel]) -> None:
+    """Our pydantic model has exactly the schema's members and required list."""
+    schema = schemas(spec)[name]
+    properties = set(schema.get("properties", {}))  # type: ignore[arg-type]
+    required = set(schema.get("required", []))  # type: ignore[arg-type]
+    ours = {f.alias or n: f for n, f in model.model_fields.items()}
+    assert set(ours) == properties, f"{name}: members differ"
+    assert {a for a, f in ours.items() if f.is_required()} == required, (
+        f"{name}: required members differ"
+    )
+
+
+def free_tcp_port() -> int:
+    """A loopback TCP port free right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def rest_server(db: Path) -> tuple[ServerProcess, str]:
+    """A (not yet started) server process with REST on a free port, and its URL."""
+    port = free_tcp_port()
+    srv = ServerProcess(
+        db,
+        extra=(
+            "--set",
+            "rest.enabled=true",
+            "--http",
+            f"127.0.0.1:{port}",
+            *SERVER_EXTRA,
+        ),
+    )
+    return srv, f"http://127.0.0.1:{port}"
