@@ -207,3 +207,18 @@ def test_group_message_via_cli(server: ServerProcess) -> None:
     stdout, _ = finish(receiver, 20)
     [msg] = lines(stdout)
     assert msg["recipientGroupServiceId"] == "pair" and msg["payloadText"] == "to all"
+
+
+def test_area_broadcast_via_cli(server: ServerProcess) -> None:
+    msgin5g(
+        "area", "create", "yard", "--cell", "c-7", "--ue-may-send",
+        "--storage", server.storage,
+    )  # fmt: skip
+    receiver = listen(server, "ue2", "s2", "--count", "1", "--decode", "--cell", "c-7")
+    out = send(server, "--area", "yard", "--text", "siren test")
+    assert out[1]["deliveryStatus"] == "DELY_ACCEPTED"
+    stdout, _ = finish(receiver, 20)
+    [msg] = lines(stdout)
+    assert msg["recipientUeServiceId"] == "ue2" and msg["payloadText"] == "siren test"
+    refused = send(server, "--area", "nowhere", "--text", "x", check=False)
+    assert refused[1]["failureCause"] == "RECIPIENT_UNKNOWN"

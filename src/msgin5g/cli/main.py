@@ -102,6 +102,65 @@ def _location(args: argparse.Namespace) -> UeLocation | None:
     return UeLocation(cell_id=cell, tracking_area_id=area)
 
 
+def _add_send(ue_commands: Any) -> None:
+    """``msgin5g ue send``: its targets, payload and delivery options."""
+    send = ue_commands.add_parser(
+        "send",
+        help="register, send one message, print MSGRESP (and the IMDN with --report)",
+    )
+    _add_device(send, location=True)
+    target = send.add_mutually_exclusive_group(required=True)
+    target.add_argument("--to", metavar="OTHER", help="recipient UE Service ID")
+    target.add_argument(
+        "--topic", metavar="TOPIC", help="publish to a Messaging Topic instead"
+    )
+    target.add_argument(
+        "--group", metavar="GROUP", help="send to every member of a group instead"
+    )
+    target.add_argument(
+        "--area",
+        metavar="AREA",
+        help="broadcast to every UE in a Broadcast Area instead (the area must "
+        "allow UEs to send: msgin5g area create … --ue-may-send)",
+    )
+    target.add_argument(
+        "--as",
+        dest="to_as",
+        metavar="AS",
+        help="send to an Application Server instead (Point-to-Application)",
+    )
+    body = send.add_mutually_exclusive_group(required=True)
+    body.add_argument("--text", help="payload text (UTF-8)")
+    body.add_argument("--file", type=Path, help="payload file (binary)")
+    send.add_argument("--report", action="store_true", help="ask for a delivery report")
+    send.add_argument(
+        "--store-until",
+        metavar="TIME",
+        help="RFC 3339 expiry of the stored message, e.g. 2030-01-01T00:00:00Z",
+    )
+    send.add_argument(
+        "--no-store",
+        action="store_true",
+        help="do not store if the recipient is offline",
+    )
+    send.add_argument("--priority", choices=["HIGH", "MIDDLE", "LOW"])
+    send.add_argument(
+        "--segment-size",
+        type=int,
+        default=2048,
+        metavar="OCTETS",
+        help="larger payloads are sent as MSGin5G segments (default 2048)",
+    )
+    send.add_argument("--app", metavar="APPLICATION_ID", help="applicationId")
+    send.add_argument(
+        "--wait",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="with --report: how long to wait for the report (default 30)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (also used to document the CLI)."""
     parser = argparse.ArgumentParser(
@@ -162,50 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     for parser_ in (reg, dereg):
         gateway_cli.add_ue_options(parser_)
 
-    send = ue_commands.add_parser(
-        "send",
-        help="register, send one message, print MSGRESP (and the IMDN with --report)",
-    )
-    _add_device(send, location=True)
-    target = send.add_mutually_exclusive_group(required=True)
-    target.add_argument("--to", metavar="OTHER", help="recipient UE Service ID")
-    target.add_argument(
-        "--topic", metavar="TOPIC", help="publish to a Messaging Topic instead"
-    )
-    target.add_argument(
-        "--group", metavar="GROUP", help="send to every member of a group instead"
-    )
-    body = send.add_mutually_exclusive_group(required=True)
-    body.add_argument("--text", help="payload text (UTF-8)")
-    body.add_argument("--file", type=Path, help="payload file (binary)")
-    send.add_argument("--report", action="store_true", help="ask for a delivery report")
-    send.add_argument(
-        "--store-until",
-        metavar="TIME",
-        help="RFC 3339 expiry of the stored message, e.g. 2030-01-01T00:00:00Z",
-    )
-    send.add_argument(
-        "--no-store",
-        action="store_true",
-        help="do not store if the recipient is offline",
-    )
-    send.add_argument("--priority", choices=["HIGH", "MIDDLE", "LOW"])
-    send.add_argument(
-        "--segment-size",
-        type=int,
-        default=2048,
-        metavar="OCTETS",
-        help="larger payloads are sent as MSGin5G segments (default 2048)",
-    )
-    send.add_argument("--app", metavar="APPLICATION_ID", help="applicationId")
-    send.add_argument(
-        "--wait",
-        type=float,
-        default=30.0,
-        metavar="SECONDS",
-        help="with --report: how long to wait for the report (default 30)",
-    )
-
+    _add_send(ue_commands)
     listen = ue_commands.add_parser(
         "listen",
         help="register and print each received message/report as a JSON line",
@@ -310,6 +326,9 @@ async def _ue_device(args: argparse.Namespace) -> int:
         return await _listen(client, args)
 
 
+_ACCEPTED = ("DELY_ACCEPTED", "DELY_STORED")
+
+
 async def _send(client: Client, args: argparse.Namespace) -> int:
     payload = args.file.read_bytes() if args.file else args.text.encode()
     expires = None
@@ -320,15 +339,22 @@ async def _send(client: Client, args: argparse.Namespace) -> int:
             raise ConfigError(
                 f"--store-until: not an RFC 3339 time: {args.store_until}"
             ) from None
-    if args.group:
-        grouped = await client.send_to_group(
-            args.group,
-            payload,
-            application_id=args.app,
-            store_and_forward=not args.no_store,
-        )
-        _print(grouped)
-        return 0 if grouped.delivery_status == "DELY_ACCEPTED" else 1
+    others = (
+        (args.group, client.send_to_group),
+        (args.area, client.send_to_area),
+        (args.to_as, client.send_to_as),
+    )
+    for target, method in others:
+        if target:
+            answer = await method(
+                target,
+                payload,
+                application_id=args.app,
+                report=args.report,
+                store_and_forward=not args.no_store,
+            )
+            _print(answer)
+            return 0 if answer.delivery_status in _ACCEPTED else 1
     if args.topic:
         published = await client.publish(
             args.topic,
