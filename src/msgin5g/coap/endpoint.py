@@ -391,6 +391,19 @@ class Endpoint:
                 self._layer.cancel(future)
                 self._arm_timer()
 
+    def abandon(self, peer: Peer) -> None:
+        """Fail every outstanding request to ``peer`` now (RequestTimeout).
+
+        The caller knows the peer is gone (it re-registered from elsewhere);
+        waiting for MAX_TRANSMIT_WAIT would only delay what is next for it.
+        """
+        normal = _numeric_peer(peer, self._family) if type(peer) is tuple else None
+        if normal is None or self._closed:
+            return
+        self._run(
+            self._layer.abort_peer(normal, RequestTimeout("abandoned: peer moved"))
+        )
+
     # ---------------------------------------------------------- Observe (server)
 
     def observe(self, peer: Peer, token: bytes) -> int:

@@ -766,6 +766,25 @@ class MessageLayer:
             return
         self._finish(ex, self._outbox)
 
+    def abort_peer(self, peer: Peer, error: Exception) -> list[Action]:
+        """Fail every outstanding and queued request to ``peer`` with ``error``.
+
+        For a peer known to be gone (a device that re-registered from another
+        address): its requests end now instead of after MAX_TRANSMIT_WAIT.
+        Queued requests go first, so none of them is started by the release of
+        an active one.
+
+        Returns:
+            one :class:`Fail` per request.
+        """
+        mine = [ex for ex in self._by_handle.values() if ex.peer == peer]
+        mine.sort(key=lambda ex: ex.state != _QUEUED)
+        actions: list[Action] = []
+        for ex in mine:
+            self._finish(ex, actions)
+            actions.append(Fail(ex.handle, error))
+        return actions
+
     def abort_all(self, error: Exception) -> list[Action]:
         """Fail every outstanding and queued request with ``error`` and forget all.
 

@@ -195,6 +195,17 @@ class DeliveryEngine:
             self._unreachable.discard(ue_service_id)
             self.wake(ue_service_id)
 
+    def on_moved(self, ue_service_id: str, old: Contact) -> None:
+        """A UE re-registered from another address: stop waiting for the old one.
+
+        A delivery in flight to ``old`` fails at once and the drain loop tries
+        the new address (it compares contacts after a failure).
+        """
+        mailbox = self._mailboxes.get(ue_service_id)
+        if mailbox is not None and mailbox.task is not None:
+            log.info("%s moved away from %s:%d", ue_service_id, old.host, old.port)
+            self._deliverer.abandon(old)
+
     def on_registered(self, ue_service_id: str) -> None:
         """A UE (re-)registered: deliver what is stored for it."""
         self.on_uplink(ue_service_id)

@@ -212,13 +212,21 @@ class MessagingService:
         if cause is not None:
             log.warning("registration of %s refused: %s", reg.ue_service_id, cause)
             return RegistrationOutcome(_reg_failure(reg.ue_service_id, cause), False)
+        previous = self.registry.get(reg.ue_service_id)
         try:
-            _, created = await self.registry.register(reg, source)
+            registration, created = await self.registry.register(reg, source)
         except ServiceError as exc:
             return RegistrationOutcome(
                 _reg_failure(reg.ue_service_id, exc.cause), False
             )
         log.debug("registered %s from %s", reg.ue_service_id, source)
+        if (
+            previous is not None
+            and previous.gateway is None
+            and previous.contact != registration.contact
+        ):
+            # a CON to the old address would retransmit for ~45 s first
+            self.delivery.on_moved(reg.ue_service_id, previous.contact)
         self.delivery.on_registered(reg.ue_service_id)
         response = RegResp(
             ue_service_id=reg.ue_service_id, registration_result=Result.SUCCESS

@@ -46,6 +46,13 @@ class Deliverer(Protocol):
         """
         ...
 
+    def abandon(self, contact: Contact) -> None:
+        """Give up on outstanding deliveries to ``contact`` (the UE moved).
+
+        Each pending :meth:`deliver` to it raises ``RecipientUnreachable`` now.
+        """
+        ...
+
 
 class ASDeliverer(Protocol):
     """Pushes a message or report to an Application Server's ``targetUri``."""

@@ -32,6 +32,7 @@ class RecordingDeliverer:
         self.delivered: list[tuple[Contact, DownlinkItem]] = []
         self.unreachable: set[Contact] = set()
         self.rejecting: set[Contact] = set()
+        self.abandoned: list[Contact] = []
         self.event = asyncio.Event()
 
     async def deliver(self, contact: Contact, item: DownlinkItem) -> None:
@@ -43,6 +44,10 @@ class RecordingDeliverer:
             raise DeliveryRejected("test: rejected")
         self.delivered.append((contact, item))
         self.event.set()
+
+    def abandon(self, contact: Contact) -> None:
+        """Record the call (deliveries here never hang)."""
+        self.abandoned.append(contact)
 
     def items_for(self, contact: Contact) -> list[DownlinkItem]:
         """Everything delivered to ``contact`` in order."""

@@ -457,3 +457,24 @@ def test_layer_respond_rejects_non_response_code(layer: MessageLayer) -> None:
     req = dispatch(layer, con_post(1))
     with pytest.raises(ValueError, match="response code"):
         layer.respond(req, PEER, CoapMessage(Type.ACK, Code.POST))
+
+
+def test_layer_abort_peer_fails_its_requests_only(
+    layer: MessageLayer, clock: FakeClock
+) -> None:
+    msg = CoapMessage(Type.CON, Code.POST, options=uri_path_options(("x",)))
+    first, queued, other = object(), object(), object()
+    assert sent(layer.send_request(msg, PEER, first))
+    assert layer.send_request(msg, PEER, queued) == []  # behind NSTART = 1
+    assert sent(layer.send_request(msg, OTHER, other))
+    error = RequestTimeout("peer moved")
+    actions = layer.abort_peer(PEER, error)
+    assert not only(actions, Send)  # the queued one is not started
+    failed = only(actions, Fail)
+    assert {id(f.handle) for f in failed} == {id(first), id(queued)}
+    assert all(f.error is error for f in failed)
+    # nothing is retransmitted to PEER later; OTHER's request still is
+    later = run_until(layer, clock, clock.now + 10)
+    resent = [CoapMessage.decode(a.data) for _, a in later if isinstance(a, Send)]
+    assert resent and all(a.peer == OTHER for _, a in later if isinstance(a, Send))
+    assert layer.abort_peer(PEER, error) == []

@@ -230,6 +230,11 @@ class CoapTransport:
 
     # downlink (Deliverer port) ------------------------------------------------------
 
+    def abandon(self, contact: Contact) -> None:
+        """Fail the outstanding CONs to ``contact`` now (the UE re-registered)."""
+        if self._endpoint is not None:
+            self._endpoint.abandon((contact.host, contact.port))
+
     async def deliver(self, contact: Contact, item: DownlinkItem) -> None:
         """CON POST ``item`` to the client at ``contact`` and wait for its answer."""
         options = self._paths.get(contact.path)
