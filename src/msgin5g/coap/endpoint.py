@@ -391,6 +391,29 @@ class Endpoint:
                 self._layer.cancel(future)
                 self._arm_timer()
 
+    def request_nowait(
+        self, message: CoapMessage, peer: Peer
+    ) -> asyncio.Future[CoapMessage]:
+        """Send a request; return the future of its response (no task needed).
+
+        For callers that start many requests at once (a fan-out) and handle
+        outcomes in done-callbacks. ``peer`` must be a numeric address. The
+        future fails like :meth:`request` raises; it is never cancelled by the
+        engine, and cancelling it does not stop retransmissions.
+
+        Raises:
+            ConnectError: the endpoint is closed.
+            ValueError: ``peer`` is not a numeric address, or invalid message.
+        """
+        if self._closed:
+            raise ConnectError("endpoint closed")
+        normal = _numeric_peer(peer, self._family) if type(peer) is tuple else None
+        if normal is None:
+            raise ValueError(f"not a numeric address: {peer!r}")
+        future: asyncio.Future[CoapMessage] = self._loop.create_future()
+        self._run(self._layer.send_request(message, normal, future))
+        return future
+
     def abandon(self, peer: Peer) -> None:
         """Fail every outstanding request to ``peer`` now (RequestTimeout).
 

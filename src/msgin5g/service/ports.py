@@ -6,6 +6,7 @@ REST transport's HTTP client implements :class:`ASDeliverer` (towards
 Application Servers, digest §3.11); tests use recording fakes.
 """
 
+import asyncio
 import time
 from typing import Protocol
 
@@ -43,6 +44,15 @@ class Deliverer(Protocol):
             RecipientUnreachable: no answer, or the client holds no context (RST),
                 or a 5.xx; the item may be retried later.
             DeliveryRejected: the client refused the item (4.xx); retrying is futile.
+        """
+        ...
+
+    def deliver_nowait(
+        self, contact: Contact, item: DownlinkItem
+    ) -> asyncio.Future[None]:
+        """Start delivering ``item``; the future ends as :meth:`deliver` would.
+
+        Lets a fan-out start thousands of deliveries without a task each.
         """
         ...
 

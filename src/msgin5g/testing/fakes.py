@@ -45,6 +45,12 @@ class RecordingDeliverer:
         self.delivered.append((contact, item))
         self.event.set()
 
+    def deliver_nowait(
+        self, contact: Contact, item: DownlinkItem
+    ) -> asyncio.Future[None]:
+        """:meth:`deliver` as a task (tasks are futures)."""
+        return asyncio.ensure_future(self.deliver(contact, item))
+
     def abandon(self, contact: Contact) -> None:
         """Record the call (deliveries here never hang)."""
         self.abandoned.append(contact)

@@ -194,3 +194,85 @@ async def test_member_reports_reach_the_originator_aggregated(
     assert len(items) < len(members)
     reporters = sorted(r.originator for r in deliverer.messages_for(PUB))
     assert reporters == sorted(members)
+
+
+async def test_burst_copies_leave_storage_once_acknowledged(
+    env: tuple[MessagingService, RecordingDeliverer],
+) -> None:
+    svc, deliverer = env
+    await svc.register(reg("pub"), PUB)
+    await svc.register(reg("sub"), SUB)
+    await svc.topics.subscribe("sub", ["t"], svc.clock.now() + 60)
+    msg = Msg(message_id="b1", originating_ue_service_id="pub", messaging_topic="t")
+    await svc.submit(msg, PUB)
+    await settle(deliverer, SUB, 1)
+    await asyncio.sleep(0.01)
+    assert await svc.backend.count() == 0
+    assert svc.delivery.delivered == 1
+    assert svc.delivery.pending_in_memory() == 0
+
+
+async def test_burst_failures_fall_back_to_the_mailbox_path(
+    env: tuple[MessagingService, RecordingDeliverer],
+) -> None:
+    svc, deliverer = env
+    sleepy = Contact("10.0.0.3", 3)
+    gone = Contact("10.0.0.4", 4)
+    await svc.register(reg("pub"), PUB)
+    await svc.register(reg("sleepy"), sleepy)
+    await svc.register(reg("gone"), gone)
+    for ue in ("sleepy", "gone"):
+        await svc.topics.subscribe(ue, ["t"], svc.clock.now() + 60)
+    deliverer.unreachable.add(sleepy)  # no answer: stored, parked
+    deliverer.rejecting.add(gone)  # 4.xx: futile, reported
+    msg = Msg(
+        message_id="b2",
+        originating_ue_service_id="pub",
+        messaging_topic="t",
+        payload=b"x",
+        store_and_forward_flag=True,
+        delivery_status_required=True,
+    )
+    await svc.submit(msg, PUB)
+    await settle(deliverer, PUB, 1)
+    (report,) = [r for r in deliverer.messages_for(PUB) if isinstance(r, Imdn)]
+    assert (report.originator, report.delivery_status) == ("gone", "REPT_DELY_FAILED")
+    assert svc.delivery.is_unreachable("sleepy")
+    assert await svc.backend.count() == 1  # kept for the sleepy member
+    deliverer.unreachable.discard(sleepy)
+    svc.delivery.on_uplink("sleepy")
+    await settle(deliverer, sleepy, 1)
+    (copy,) = deliverer.messages_for(sleepy)
+    assert isinstance(copy, Msg) and copy.message_id == "b2"
+
+
+async def test_no_burst_past_older_stored_items(
+    env: tuple[MessagingService, RecordingDeliverer],
+) -> None:
+    svc, deliverer = env
+    await svc.register(reg("pub"), PUB)
+    await svc.topics.subscribe("sleepy", ["t"], svc.clock.now() + 60)
+    older = Msg(
+        message_id="old",
+        originating_ue_service_id="pub",
+        recipient_ue_service_id="sleepy",
+        payload=b"1",
+        store_and_forward_flag=True,
+    )
+    await svc.submit(older, PUB)  # stored: sleepy is not registered
+    sleepy = Contact("10.0.0.3", 3)
+    deliverer.unreachable.add(sleepy)
+    await svc.register(reg("sleepy"), sleepy)
+    await asyncio.sleep(0.02)  # its queue is tried, fails, is parked
+    newer = Msg(
+        message_id="new",
+        originating_ue_service_id="pub",
+        messaging_topic="t",
+        payload=b"2",
+        store_and_forward_flag=True,
+    )
+    await svc.submit(newer, PUB)
+    deliverer.unreachable.discard(sleepy)
+    svc.delivery.on_uplink("sleepy")
+    await settle(deliverer, sleepy, 2)
+    assert [m.message_id for m in deliverer.messages_for(sleepy)] == ["old", "new"]

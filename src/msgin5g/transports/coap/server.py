@@ -23,7 +23,9 @@ Topic subscription in the Observe form (``GET /msgin5g/topics/{topic}``, digest
 §3.13.4) is served by :mod:`.observe`, which also notifies observers.
 """
 
+import asyncio
 import logging
+from functools import partial
 from urllib.parse import urlsplit
 
 import msgspec
@@ -237,29 +239,78 @@ class CoapTransport:
 
     async def deliver(self, contact: Contact, item: DownlinkItem) -> None:
         """CON POST ``item`` to the client at ``contact`` and wait for its answer."""
-        options = self._paths.get(contact.path)
-        if options is None:
-            options = uri_path_options(contact.path) + _CF_JSON
-            self._paths[contact.path] = options
-        request = CoapMessage(
-            Type.CON, Code.POST, options=options, payload=encode(item)
-        )
+        request = self._request_for(contact, item)
         try:
             response = await self.endpoint.request(
                 request, (contact.host, contact.port)
             )
-        except RequestTimeout as exc:
-            raise RecipientUnreachable("no acknowledgement") from exc
-        except RemoteReset as exc:
-            raise RecipientUnreachable("client answered RST (no context)") from exc
         except TransportError as exc:
-            raise RecipientUnreachable(str(exc)) from exc
-        code = response.code
-        if 64 <= code < 128:
-            return
-        if 128 <= code < 160:
-            raise DeliveryRejected(f"client answered {code >> 5}.{code & 31:02d}")
-        raise RecipientUnreachable(f"client answered {code >> 5}.{code & 31:02d}")
+            raise _unreachable(exc) from exc
+        _check(response.code)
+
+    def deliver_nowait(
+        self, contact: Contact, item: DownlinkItem
+    ) -> asyncio.Future[None]:
+        """Start the CON POST of ``item``; the future ends as :meth:`deliver` would.
+
+        No task per delivery (a fan-out starts thousands); cancelling the
+        future does not stop the exchange.
+        """
+        outcome: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        try:
+            response = self.endpoint.request_nowait(
+                self._request_for(contact, item), (contact.host, contact.port)
+            )
+        except (TransportError, ValueError, RuntimeError) as exc:
+            outcome.set_exception(RecipientUnreachable(str(exc)))
+            return outcome
+        response.add_done_callback(partial(_settle, outcome))
+        return outcome
+
+    def _request_for(self, contact: Contact, item: DownlinkItem) -> CoapMessage:
+        options = self._paths.get(contact.path)
+        if options is None:
+            options = uri_path_options(contact.path) + _CF_JSON
+            self._paths[contact.path] = options
+        return CoapMessage(Type.CON, Code.POST, options=options, payload=encode(item))
+
+
+def _unreachable(exc: BaseException) -> RecipientUnreachable:
+    if isinstance(exc, RequestTimeout):
+        return RecipientUnreachable("no acknowledgement")
+    if isinstance(exc, RemoteReset):
+        return RecipientUnreachable("client answered RST (no context)")
+    return RecipientUnreachable(str(exc))
+
+
+def _check(code: int) -> None:
+    """2.xx: delivered; 4.xx: refused (futile to retry); else unreachable."""
+    if 64 <= code < 128:
+        return
+    if 128 <= code < 160:
+        raise DeliveryRejected(f"client answered {code >> 5}.{code & 31:02d}")
+    raise RecipientUnreachable(f"client answered {code >> 5}.{code & 31:02d}")
+
+
+def _settle(
+    outcome: asyncio.Future[None], response: asyncio.Future[CoapMessage]
+) -> None:
+    """Resolve a :meth:`CoapTransport.deliver_nowait` outcome from its exchange."""
+    if outcome.done():
+        return
+    if response.cancelled():
+        outcome.set_exception(RecipientUnreachable("delivery cancelled"))
+        return
+    exc = response.exception()
+    if exc is not None:
+        outcome.set_exception(_unreachable(exc))
+        return
+    try:
+        _check(response.result().code)
+    except (DeliveryRejected, RecipientUnreachable) as error:
+        outcome.set_exception(error)
+    else:
+        outcome.set_result(None)
 
 
 def _contact(peer: Peer) -> Contact:
