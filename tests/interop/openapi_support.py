@@ -3,8 +3,10 @@ and a real ``msgin5g serve`` with its REST APIs on a free port."""
 
 import socket
 from pathlib import Path
+from typing import Any
 
 import yaml
+from hypothesis import HealthCheck, Phase, settings
 from pydantic import BaseModel
 
 from tests.conftest import fail_or_skip
@@ -63,3 +65,34 @@ def rest_server(db: Path) -> tuple[ServerProcess, str]:
         ),
     )
     return srv, f"http://127.0.0.1:{port}"
+
+
+def conformance_checks() -> list[Any]:
+    """Every schemathesis check we hold the servers to: no 5xx, and status,
+    content type, headers and body as the official schema says."""
+    from schemathesis.checks import not_a_server_error
+    from schemathesis.specs.openapi.checks import (
+        content_type_conformance,
+        response_headers_conformance,
+        response_schema_conformance,
+        status_code_conformance,
+    )
+
+    return [
+        not_a_server_error,
+        status_code_conformance,
+        content_type_conformance,
+        response_headers_conformance,
+        response_schema_conformance,
+    ]
+
+
+def bounded(max_examples: int) -> Any:
+    """Hypothesis settings of a bounded, reproducible-enough conformance run."""
+    return settings(
+        max_examples=max_examples,
+        deadline=None,
+        database=None,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )

@@ -12,13 +12,15 @@
 from collections.abc import Iterator
 
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import given
 from hypothesis.errors import Unsatisfiable
 from pydantic import BaseModel
 
 from msgin5g.codec import openapi_json as wire
 from tests.interop.openapi_support import (
     assert_model_matches,
+    bounded,
+    conformance_checks,
     rest_server,
     schemas,
     spec_path,
@@ -95,21 +97,7 @@ def _operations(spec: str) -> list[object]:
     ],
 )
 def test_schemathesis(http_server: str, spec: str, api: str) -> None:
-    from schemathesis.checks import not_a_server_error
-    from schemathesis.specs.openapi.checks import (
-        content_type_conformance,
-        response_headers_conformance,
-        response_schema_conformance,
-        status_code_conformance,
-    )
-
-    checks = [
-        not_a_server_error,
-        status_code_conformance,
-        content_type_conformance,
-        response_headers_conformance,
-        response_schema_conformance,
-    ]
+    checks = conformance_checks()
     from schemathesis import GenerationMode
 
     base_url = f"{http_server}/{api}"
@@ -120,13 +108,7 @@ def test_schemathesis(http_server: str, spec: str, api: str) -> None:
     for operation in operations:
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
 
-            @settings(
-                max_examples=MAX_EXAMPLES,
-                deadline=None,
-                database=None,
-                phases=[Phase.explicit, Phase.generate],
-                suppress_health_check=list(HealthCheck),
-            )
+            @bounded(MAX_EXAMPLES)
             @given(case=operation.as_strategy(generation_mode=mode))  # type: ignore[attr-defined]
             def run(case: object) -> None:
                 response = case.call_and_validate(

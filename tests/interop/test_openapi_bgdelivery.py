@@ -17,12 +17,18 @@ from typing import Any
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import given
 from hypothesis.errors import Unsatisfiable
 
 from msgin5g.codec import openapi_json as wire
 from tests.e2e.conftest import msgin5g
-from tests.interop.openapi_support import assert_model_matches, rest_server, spec_path
+from tests.interop.openapi_support import (
+    assert_model_matches,
+    bounded,
+    conformance_checks,
+    rest_server,
+    spec_path,
+)
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(600)]
 
@@ -105,33 +111,14 @@ def test_outcomes_conform_to_the_schema(
 
 def test_schemathesis(http_server: str) -> None:
     from schemathesis import GenerationMode
-    from schemathesis.checks import not_a_server_error
-    from schemathesis.specs.openapi.checks import (
-        content_type_conformance,
-        response_headers_conformance,
-        response_schema_conformance,
-        status_code_conformance,
-    )
 
-    checks = [
-        not_a_server_error,
-        status_code_conformance,
-        content_type_conformance,
-        response_headers_conformance,
-        response_schema_conformance,
-    ]
+    checks = conformance_checks()
     operation: Any = _operation()
     statuses: dict[int, int] = {}
     for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
         strategy = operation.as_strategy(generation_mode=mode)
 
-        @settings(
-            max_examples=MAX_EXAMPLES,
-            deadline=None,
-            database=None,
-            phases=[Phase.explicit, Phase.generate],
-            suppress_health_check=list(HealthCheck),
-        )
+        @bounded(MAX_EXAMPLES)
         @given(case=strategy)
         def run(case: object) -> None:
             response = case.call_and_validate(  # type: ignore[attr-defined]

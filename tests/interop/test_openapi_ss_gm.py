@@ -25,12 +25,18 @@ from typing import Any
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import given
 from hypothesis.errors import Unsatisfiable
 from pydantic import BaseModel
 
 from msgin5g.codec import seal_json
-from tests.interop.openapi_support import assert_model_matches, rest_server, spec_path
+from tests.interop.openapi_support import (
+    assert_model_matches,
+    bounded,
+    conformance_checks,
+    rest_server,
+    spec_path,
+)
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(600)]
 
@@ -81,21 +87,9 @@ def _purge(base_url: str) -> None:
 def test_schemathesis(http_server: str) -> None:
     import schemathesis
     from schemathesis import GenerationMode
-    from schemathesis.checks import not_a_server_error
-    from schemathesis.specs.openapi.checks import (
-        content_type_conformance,
-        response_headers_conformance,
-        response_schema_conformance,
-        status_code_conformance,
-    )
+    from schemathesis.specs.openapi.checks import response_schema_conformance
 
-    checks = [
-        not_a_server_error,
-        status_code_conformance,
-        content_type_conformance,
-        response_headers_conformance,
-        response_schema_conformance,
-    ]
+    checks = conformance_checks()
     echo = [c for c in checks if c is not response_schema_conformance]
     base_url = f"{http_server}/ss-gm/v1"
     schema = schemathesis.openapi.from_path(spec_path(SPEC))
@@ -116,13 +110,7 @@ def test_schemathesis(http_server: str) -> None:
     def exercise(operation: Any, negative: bool) -> None:
         mode = GenerationMode.NEGATIVE if negative else GenerationMode.POSITIVE
 
-        @settings(
-            max_examples=MAX_EXAMPLES,
-            deadline=None,
-            database=None,
-            phases=[Phase.explicit, Phase.generate],
-            suppress_health_check=list(HealthCheck),
-        )
+        @bounded(MAX_EXAMPLES)
         @given(case=operation.as_strategy(generation_mode=mode))
         def run(case: Any) -> None:
             prepare(case)
