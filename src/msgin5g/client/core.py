@@ -408,17 +408,17 @@ class Client(Inbox):
         return await self._submit(encode(bundle(messages)))
 
     async def subscribe(
-        self, topics: list[str], *, expiration: datetime | None = None
+        self, topics: str | list[str], *, expiration: datetime | None = None
     ) -> TopicSubResp:
         """Subscribe to Messaging Topics (``TOPICSUB``, digest §3.13.3).
 
-        Publications then arrive as ordinary received ``MSG`` items carrying
-        ``messagingTopic``. The response has one result per topic and the
-        expiration the server granted.
+        ``topics`` is one topic or a list. Publications then arrive as ordinary
+        received ``MSG`` items carrying ``messagingTopic``. The response has one
+        result per topic and the expiration the server granted.
         """
         request = TopicSub(
             originating_ue_service_id=self.ue_service_id,
-            messaging_topics=topics,
+            messaging_topics=[topics] if isinstance(topics, str) else list(topics),
             expiration=expiration,
         )
         resp = decode_response((await self._post(encode(request))).payload)
@@ -426,8 +426,12 @@ class Client(Inbox):
             raise DecodeError("expected TOPICSUBRESP", member="messageType")
         return resp
 
-    async def unsubscribe(self, topics: list[str] | None = None) -> TopicUnsubResp:
+    async def unsubscribe(
+        self, topics: str | list[str] | None = None
+    ) -> TopicUnsubResp:
         """Stop topic subscriptions (``TOPICUNSUB``; None = all of them)."""
+        if isinstance(topics, str):
+            topics = [topics]
         request = TopicUnsub(
             originating_ue_service_id=self.ue_service_id,
             messaging_topics=topics or [],

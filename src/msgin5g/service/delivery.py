@@ -269,13 +269,11 @@ class DeliveryEngine:
     def on_moved(self, ue_service_id: str, old: Contact) -> None:
         """A UE re-registered from another address: stop waiting for the old one.
 
-        A delivery in flight to ``old`` fails at once and the drain loop tries
-        the new address (it compares contacts after a failure).
+        Deliveries in flight to ``old`` (its mailbox's, or burst copies of a
+        fan-out) fail at once; the mailbox path then tries the new address.
         """
-        mailbox = self._mailboxes.get(ue_service_id)
-        if mailbox is not None and mailbox.task is not None:
-            log.info("%s moved away from %s:%d", ue_service_id, old.host, old.port)
-            self._deliverer.abandon(old)
+        log.info("%s moved away from %s:%d", ue_service_id, old.host, old.port)
+        self._deliverer.abandon(old)
 
     def on_registered(self, ue_service_id: str) -> None:
         """A UE (re-)registered: deliver what is stored for it."""
