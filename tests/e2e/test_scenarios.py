@@ -222,3 +222,24 @@ def test_area_broadcast_via_cli(server: ServerProcess) -> None:
     assert msg["recipientUeServiceId"] == "ue2" and msg["payloadText"] == "siren test"
     refused = send(server, "--area", "nowhere", "--text", "x", check=False)
     assert refused[1]["failureCause"] == "RECIPIENT_UNKNOWN"
+
+
+def test_sigkill_after_group_acknowledgement_loses_no_copy(
+    server: ServerProcess,
+) -> None:
+    msgin5g("group", "create", "crew", "ue1", "ue2", "--storage", server.storage)
+    sent = []
+    for i in range(3):  # ue2 is offline: its copies are stored (one payload each)
+        out = send(server, "--group", "crew", "--text", f"g{i}")
+        assert out[1]["deliveryStatus"] == "DELY_ACCEPTED"
+        sent.append(f"g{i}")
+    server.kill9()
+    server.start()
+    receiver = listen(server, "ue2", "s2", "--count", "3", "--decode")
+    stdout, _ = finish(receiver, 30)
+    got = lines(stdout)
+    assert [m["payloadText"] for m in got] == sent
+    assert {m["recipientGroupServiceId"] for m in got} == {"crew"}
+    again = listen(server, "ue2", "s2", "--timeout", "1.5")  # nothing twice
+    stdout, _ = finish(again, 20)
+    assert lines(stdout) == []
