@@ -552,14 +552,7 @@ class MessagingService:
         try:
             self.registry.check_source(ue, source)
         except NotRegistered as exc:
-            failed = [
-                TopicResult(
-                    messaging_topic=t,
-                    result=Result.FAILURE,
-                    failure_cause=exc.cause.value,
-                )
-                for t in request.messaging_topics
-            ]
+            failed = _topic_failures(request.messaging_topics, exc.cause)
             return TopicSubResp(originating_ue_service_id=ue, topic_results=failed)
         self.delivery.on_uplink(ue)
         requested = request.expiration.timestamp() if request.expiration else None
@@ -579,14 +572,7 @@ class MessagingService:
         try:
             self.registry.check_source(ue, source)
         except NotRegistered as exc:
-            failed = [
-                TopicResult(
-                    messaging_topic=t,
-                    result=Result.FAILURE,
-                    failure_cause=exc.cause.value,
-                )
-                for t in request.messaging_topics
-            ]
+            failed = _topic_failures(request.messaging_topics, exc.cause)
             return TopicUnsubResp(originating_ue_service_id=ue, topic_results=failed)
         results = await self.topics.unsubscribe(ue, list(request.messaging_topics))
         return TopicUnsubResp(originating_ue_service_id=ue, topic_results=results)
@@ -916,6 +902,14 @@ def _replace(
         delivery_status=status,
         failure_cause=cause.value if cause is not None else None,
     )
+
+
+def _topic_failures(topics: list[str], cause: FailureCause) -> list[TopicResult]:
+    """One ``FAILURE`` result per topic (the subscriber may not subscribe)."""
+    return [
+        TopicResult(messaging_topic=t, result=Result.FAILURE, failure_cause=cause.value)
+        for t in topics
+    ]
 
 
 def _bulk_reg_resp(results: list[RegResult]) -> BulkRegResp:

@@ -276,3 +276,28 @@ async def test_no_burst_past_older_stored_items(
     svc.delivery.on_uplink("sleepy")
     await settle(deliverer, sleepy, 2)
     assert [m.message_id for m in deliverer.messages_for(sleepy)] == ["old", "new"]
+
+
+async def test_topic_requests_from_an_unregistered_source_fail_per_topic(
+    env: tuple[MessagingService, RecordingDeliverer],
+) -> None:
+    from msgin5g.model.messages import TopicSub, TopicUnsub
+
+    svc, _ = env
+    sub = await svc.subscribe(
+        TopicSub(originating_ue_service_id="sub", messaging_topics=["a", "b"]), SUB
+    )
+    assert [
+        (r.messaging_topic, r.result, r.failure_cause) for r in sub.topic_results
+    ] == [
+        ("a", "FAILURE", "NOT_REGISTERED"),
+        ("b", "FAILURE", "NOT_REGISTERED"),
+    ]
+    await svc.register(reg("sub"), SUB)
+    unsub = await svc.unsubscribe(
+        TopicUnsub(originating_ue_service_id="sub", messaging_topics=["a"]), PUB
+    )
+    assert [(r.result, r.failure_cause) for r in unsub.topic_results] == [
+        ("FAILURE", "NOT_AUTHORIZED")
+    ]
+    assert svc.topics.subscribers("a") == []
