@@ -41,5 +41,12 @@ def verify_credential(credential: str, stored_digest: bytes) -> bool:
 
 
 def generate_secret() -> str:
-    """A new random secret (256 bits, URL-safe text)."""
-    return secrets.token_urlsafe(32)
+    """A new random secret (256 bits, URL-safe text).
+
+    It never starts with ``-``: people paste it after ``--secret`` on a command
+    line, where argparse would take it for an option (one secret in 64 did).
+    """
+    while True:
+        secret = secrets.token_urlsafe(32)
+        if not secret.startswith("-"):
+            return secret
