@@ -336,8 +336,29 @@ class Gateway:
     async def _cache_request(
         self, request: Request, item: Reg | Dereg, host: str, port: int
     ) -> CoapMessage:
-        """G3: store with Message ID and Token, empty ACK, batch (or G2 if urgent)."""
+        """G3: store with Message ID and Token, empty ACK, batch (or G2 if urgent).
+
+        A ``DEREG`` without a credential for a UE registered here from another
+        address is refused at once (``NOT_AUTHORIZED``): only the device itself,
+        or a holder of its credential, may end its registration.
+        """
         message = request.message
+        if isinstance(item, Dereg) and item.ue_credential_info is None:
+            peer = self._st().peers.get(item.ue_service_id)
+            if peer is not None and (peer.host, peer.port) != (host, port):
+                log.warning(
+                    "DEREG of %s from %s:%d refused: registered from elsewhere",
+                    item.ue_service_id,
+                    host,
+                    port,
+                )
+                refused = DeregResp(
+                    ue_service_id=item.ue_service_id,
+                    deregistration_result=Result.FAILURE,
+                    failure_cause=FailureCause.NOT_AUTHORIZED.value,
+                    msgin5g_service_id=MSGIN5G_SERVICE_ID,
+                )
+                return _json(message, Code.CHANGED, refused)
         now = time.time()
         wait = (
             item.wait_time if item.wait_time is not None else self.config.default_wait
@@ -566,9 +587,8 @@ class Gateway:
             )
         else:
             if ok:
+                # stored items stay until they expire or the UE registers again
                 await state.drop_peer(ue)
-                if self._backend is not None:
-                    await self._backend.take_all_for(ue)
             body = DeregResp(
                 ue_service_id=ue,
                 deregistration_result=result,

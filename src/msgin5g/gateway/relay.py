@@ -269,9 +269,8 @@ class Relay:
             return True
         address = self._address(target)
         if address is None:
-            log.info("no address for %s any more; dropping its items", target)
-            await self._queue.remove(stored.seq)
-            return True
+            log.debug("%s is not registered here; keeping its items", target)
+            return False
         item = msgspec.structs.replace(
             stored.item, msgin5g_service_id=MSGIN5G_SERVICE_ID
         )

@@ -296,8 +296,16 @@ class DeliveryEngine:
         mailbox.more = True
         self._ensure_task(recipient, mailbox)
 
-    async def forget(self, recipient: str) -> list[QueuedItem]:
-        """Remove and return everything stored for ``recipient`` (de-registration)."""
+    async def forget(
+        self, recipient: str, *, keep_stored: bool = False
+    ) -> list[QueuedItem]:
+        """Stop delivering to ``recipient``; remove and return its items.
+
+        With ``keep_stored`` (a UE de-registers) the items accepted with store
+        and forward stay stored for the UE's next registration (TS 23.554
+        §8.3.6) and only the others are removed and returned; without it (an AS
+        de-registers) everything is.
+        """
         timer = self._as_timers.pop(recipient, None)
         if timer is not None:
             timer.cancel()
@@ -307,7 +315,15 @@ class DeliveryEngine:
             mailbox.task.cancel()
         self._unreachable.discard(recipient)
         self._backlog.discard(recipient)
-        return await self._backend.take_all_for(recipient)
+        if not keep_stored:
+            return await self._backend.take_all_for(recipient)
+        pending = await self._backend.pending_for(recipient, limit=1 << 62)
+        dropped = [item for item in pending if not item.store]
+        for item in dropped:
+            await self._backend.remove(item.seq)
+        if len(dropped) < len(pending):
+            self._backlog.add(recipient)  # delivered on the next registration
+        return dropped
 
     def drop_from_memory(self, recipient: str, seq: int) -> None:
         """Forget a queued copy of ``seq`` (after it was discarded from storage)."""

@@ -211,7 +211,8 @@ class MessagingService:
         )
         if cause is not None:
             log.warning("registration of %s refused: %s", reg.ue_service_id, cause)
-            return RegistrationOutcome(_reg_failure(reg.ue_service_id, cause), False)
+            wire = _wire_auth_cause(cause)
+            return RegistrationOutcome(_reg_failure(reg.ue_service_id, wire), False)
         previous = self.registry.get(reg.ue_service_id)
         try:
             registration, created = await self.registry.register(reg, source)
@@ -234,23 +235,37 @@ class MessagingService:
         return RegistrationOutcome(response, created)
 
     async def deregister(self, dereg: Dereg, source: Contact) -> DeregResp:
-        """Handle ``DEREG`` (digest §3.3.3): idempotent; drops stored messages."""
+        """Handle ``DEREG`` (digest §3.3.3).
+
+        Idempotent: a UE that is not registered is answered ``SUCCESS`` and
+        nothing changes (no credential check can be needed to change nothing, and
+        the answer does not tell whether the ID is provisioned). A registered UE
+        is de-registered when the request carries its valid credential or comes
+        from the address it registered from. Stored messages survive (§8.3.6:
+        store and forward exists for recipients that are not registered); only
+        items that were never to be stored fail with ``RECIPIENT_DEREGISTERED``.
+        """
         ue = dereg.ue_service_id
+        registration = self.registry.get(ue)
+        if registration is None:
+            log.info("DEREG of %s from %s: not registered, nothing to do", ue, source)
+            return DeregResp(ue_service_id=ue, deregistration_result=Result.SUCCESS)
         if dereg.ue_credential_info is not None:
             cause = await self.registry.authenticate(ue, dereg.ue_credential_info)
             if cause is not None:
-                return _dereg_failure(ue, cause)
-        else:
-            registration = self.registry.get(ue)
-            if registration is not None and registration.source != source:
-                return _dereg_failure(ue, FailureCause.NOT_AUTHORIZED)
+                log.warning("DEREG of %s from %s refused: %s", ue, source, cause)
+                return _dereg_failure(ue, _wire_auth_cause(cause))
+        elif registration.source != source:
+            log.warning("DEREG of %s from %s refused: foreign source", ue, source)
+            return _dereg_failure(ue, FailureCause.NOT_AUTHORIZED)
         await self._drop_registration(ue)
         return DeregResp(ue_service_id=ue, deregistration_result=Result.SUCCESS)
 
     async def _drop_registration(self, ue: str) -> None:
+        """End a registration; keep what store and forward keeps (§8.3.6)."""
         await self.registry.deregister(ue)
         await self.topics.unsubscribe(ue, [])
-        for item in await self.delivery.forget(ue):
+        for item in await self.delivery.forget(ue, keep_stored=True):
             await self.delivery.report_failure(
                 item, FailureCause.RECIPIENT_DEREGISTERED
             )
@@ -268,7 +283,7 @@ class MessagingService:
         """
         cause = await self.registry.authenticate(gateway, bulk.ue_credential_info)
         if cause is not None:
-            return cause
+            return _wire_auth_cause(cause)
         try:
             self.registry.check_source(gateway, source)
         except NotRegistered as exc:
@@ -309,7 +324,10 @@ class MessagingService:
     ) -> tuple[RegResult, bool]:
         ue = entry.ue_service_id
         cause = await self.registry.authenticate(ue, entry.ue_credential_info)
-        if cause is None:
+        if cause is not None:
+            log.info("bulk registration of %s via %s refused: %s", ue, gateway, cause)
+            cause = _wire_auth_cause(cause)
+        else:
             try:
                 _, created = await self.registry.register(
                     entry, source, gateway=gateway
@@ -331,16 +349,20 @@ class MessagingService:
         """Handle ``BULKDEREG`` (digest §3.5).
 
         Entries registered through this gateway, or carrying their own valid
-        credential, are de-registered; others fail with ``NOT_AUTHORIZED``.
+        credential, are de-registered; others fail with ``NOT_AUTHORIZED``. An
+        entry that is not registered succeeds and changes nothing (as ``DEREG``).
         """
         gateway = bulk.ue_service_id
         refusal = await self._gateway_refusal(gateway, bulk, source)
+        if refusal is not None:
+            log.warning("bulk de-registration from %s refused: %s", gateway, refusal)
         results: list[DeregResult] = []
         for entry in bulk.dereg_requests:
             ue = entry.ue_service_id
             cause = refusal or await self._may_deregister_via(entry, gateway)
             if cause is None:
-                await self._drop_registration(ue)
+                if self.registry.get(ue) is not None:
+                    await self._drop_registration(ue)
                 results.append(
                     DeregResult(ue_service_id=ue, deregistration_result=Result.SUCCESS)
                 )
@@ -359,12 +381,15 @@ class MessagingService:
     async def _may_deregister_via(
         self, entry: Dereg, gateway: str
     ) -> FailureCause | None:
+        registration = self.registry.get(entry.ue_service_id)
+        if registration is None:
+            return None  # nothing to change: idempotent success
         if entry.ue_credential_info is not None:
-            return await self.registry.authenticate(
+            cause = await self.registry.authenticate(
                 entry.ue_service_id, entry.ue_credential_info
             )
-        registration = self.registry.get(entry.ue_service_id)
-        if registration is None or registration.gateway == gateway:
+            return None if cause is None else _wire_auth_cause(cause)
+        if registration.gateway == gateway:
             return None
         return FailureCause.NOT_AUTHORIZED
 
@@ -922,6 +947,18 @@ def _reg_failure(ue_service_id: str, cause: FailureCause) -> RegResp:
         registration_result=Result.FAILURE,
         failure_cause=cause.value,
     )
+
+
+def _wire_auth_cause(cause: FailureCause) -> FailureCause:
+    """The cause a refused credential check shows on the wire.
+
+    An unknown UE Service ID and a wrong credential look the same to the
+    requester (``AUTHENTICATION_FAILED``), so nobody can enumerate provisioned
+    IDs; the log line written by the caller keeps the real reason.
+    """
+    if cause is FailureCause.UNKNOWN_UE_SERVICE_ID:
+        return FailureCause.AUTHENTICATION_FAILED
+    return cause
 
 
 def _dereg_failure(ue_service_id: str, cause: FailureCause) -> DeregResp:

@@ -27,6 +27,8 @@ __all__ = ["Registry", "contact_from_address"]
 
 log = logging.getLogger(__name__)
 
+_NO_DIGEST = bytes(32)
+
 _PROFILE_FIELDS = (
     "msgin5g_ue_id",
     "client_ports",
@@ -150,6 +152,8 @@ class Registry:
         """Verify ``ueCredentialInfo``; None when valid, else the failure cause."""
         digest = await self.credential(ue_service_id)
         if digest is None:
+            if info is not None and info.credential:
+                verify_credential(info.credential, _NO_DIGEST)  # same work either way
             return FailureCause.UNKNOWN_UE_SERVICE_ID
         if info is None:
             return FailureCause.AUTHENTICATION_FAILED

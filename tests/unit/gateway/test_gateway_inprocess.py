@@ -6,6 +6,8 @@ libcoap) are in tests/e2e and tests/interop.
 """
 
 import asyncio
+import json
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +16,7 @@ import pytest
 
 from msgin5g.client import Client
 from msgin5g.coap.endpoint import Endpoint
-from msgin5g.coap.message import CoapMessage, encode_uint
+from msgin5g.coap.message import CoapMessage, encode_uint, uri_path_options
 from msgin5g.coap.numbers import Code, OptionNumber, Type
 from msgin5g.config import load_config
 from msgin5g.gateway import ConstrainedUE, Gateway, GatewayConfig
@@ -286,3 +288,47 @@ async def test_server_configuration_resource(bed: Bed) -> None:
     assert b'"failureCause":"NOT_AUTHORIZED"' in refused.payload
     broken = await _post_config(bed, b'{"messageType":"CONFREQ"}')
     assert broken.code == Code.BAD_REQUEST and b"ueServiceId" in broken.payload
+
+
+async def test_dereg_from_a_foreign_address_is_refused_and_keeps_the_ue(
+    bed: Bed,
+) -> None:
+    """Attack: anyone on the local link de-registered a constrained UE."""
+    async with ConstrainedUE("c4", "s-c4", gateway=bed.gateway_uri) as ue:
+        assert (await ue.register(urgent=True, timeout=10)).succeeded
+        request = CoapMessage(
+            Type.CON,
+            Code.POST,
+            mid=0x4242,
+            token=b"\x42",
+            options=[
+                *uri_path_options(("msgin5g",)),
+                (OptionNumber.CONTENT_FORMAT, encode_uint(50)),
+            ],
+            payload=json.dumps(
+                {
+                    "messageType": "DEREG",
+                    "ueServiceId": "c4",
+                    "msgin5gServiceId": "org.3gpp.msgin5g",
+                    "registrationUrgentDegree": "URGENT",
+                }
+            ).encode(),
+        )
+        loop = asyncio.get_running_loop()
+        host, port = bed.gateway.local_address
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.setblocking(False)
+            sock.bind(("127.0.0.1", 0))
+            await loop.sock_sendto(sock, request.encode(), (host, port))
+            answer = CoapMessage.decode(
+                await asyncio.wait_for(loop.sock_recv(sock, 4096), 5)
+            )
+        assert answer.code == Code.CHANGED
+        body = json.loads(answer.payload)
+        assert body["deregistrationResult"] == "FAILURE"
+        assert body["failureCause"] == "NOT_AUTHORIZED"
+        assert bed.gateway.individual_requests == 1  # only c4's own REG went up
+    registry = bed.server.service.registry  # type: ignore[union-attr]
+    assert registry.get("c4") is not None
+    status = await bed.gateway.status()
+    assert status["constrainedUes"] == 1

@@ -80,7 +80,7 @@ async def test_bulk_register_per_entry_results_in_order(
     ] == [
         ("c1", "SUCCESS", None),
         ("c2", "FAILURE", "AUTHENTICATION_FAILED"),
-        ("nobody", "FAILURE", "UNKNOWN_UE_SERVICE_ID"),
+        ("nobody", "FAILURE", "AUTHENTICATION_FAILED"),
         ("c3", "SUCCESS", None),
     ]
     registration = svc.registry.get("c1")
@@ -173,3 +173,30 @@ async def test_bulk_deregister(
     ]
     assert svc.registry.get("c1") is None
     assert svc.registry.get("ue1") is not None
+
+
+async def test_bulk_deregister_of_an_offline_ue_keeps_its_mailbox(
+    service: tuple[MessagingService, RecordingDeliverer],
+) -> None:
+    """Attack: a BULKDEREG wiped the stored messages of any unregistered UE."""
+    svc, deliverer = service
+    stored = Msg(
+        message_id="kept",
+        originating_ue_service_id="ue1",
+        recipient_ue_service_id="c3",
+        payload=b"x",
+        store_and_forward_flag=True,
+        delivery_status_required=True,
+    )
+    assert (await svc.submit(stored, UE1)).delivery_status == "DELY_STORED"
+    request = BulkDereg(
+        ue_service_id="gw",
+        ue_credential_info=cred("gw"),
+        num_of_dereg_requests=1,
+        dereg_requests=[Dereg(ue_service_id="c3")],
+    )
+    resp = await svc.bulk_deregister(request, GW)
+    assert resp.dereg_responses[0].deregistration_result == "SUCCESS"
+    await settle()
+    assert await svc.backend.count() == 1
+    assert deliverer.messages_for(UE1) == []  # no RECIPIENT_DEREGISTERED report

@@ -4,6 +4,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
+import msgspec
 import pytest
 
 from msgin5g.config import DeliveryConfig
@@ -18,6 +19,7 @@ from msgin5g.model.messages import (
     StoreAndForwardParams,
     UECredentialInfo,
 )
+from msgin5g.model.queue import QueuedItem, ReportRoute
 from msgin5g.model.registry import Contact
 from msgin5g.service import MessagingService
 from msgin5g.storage.memory import MemoryBackend
@@ -89,7 +91,7 @@ async def test_register_new_then_refresh(service: MessagingService) -> None:
     ("ue", "secret", "cause"),
     [
         ("ue1", "wrong", "AUTHENTICATION_FAILED"),
-        ("nobody", "x", "UNKNOWN_UE_SERVICE_ID"),
+        ("nobody", "x", "AUTHENTICATION_FAILED"),
     ],
 )
 async def test_register_failure_has_cause(
@@ -313,9 +315,10 @@ async def test_store_and_forward_refused_by_recipient(
     assert await service.backend.count() == 0
 
 
-async def test_deregister_drops_stored_with_reports(
+async def test_deregister_keeps_stored_messages_for_the_next_registration(
     service: MessagingService, deliverer: RecordingDeliverer
 ) -> None:
+    """Store and forward exists for unregistered recipients (TS 23.554 §8.3.6)."""
     await service.register(reg("ue1"), UE1)
     await service.register(reg("ue2"), UE2)
     deliverer.unreachable.add(UE2)
@@ -329,14 +332,106 @@ async def test_deregister_drops_stored_with_reports(
     )
     assert resp.deregistration_result == "SUCCESS"
     await settle()
-    [report] = deliverer.messages_for(UE1)
-    assert isinstance(report, Imdn) and report.failure_cause == "RECIPIENT_DEREGISTERED"
-    assert await service.backend.count() == 0
-    # idempotent
+    assert deliverer.messages_for(UE1) == []  # no failure report
+    assert await service.backend.count() == 1
+    # idempotent, and still nothing lost
     again = await service.deregister(
         Dereg(ue_service_id="ue2", ue_credential_info=info), UE2
     )
     assert again.deregistration_result == "SUCCESS"
+    assert await service.backend.count() == 1
+    deliverer.unreachable.clear()
+    await service.register(reg("ue2"), UE2)
+    await settle()
+    assert [m.message_id for m in deliverer.messages_for(UE2)] == ["s"]
+
+
+async def test_deregister_fails_unstorable_items_with_reports(
+    service: MessagingService, deliverer: RecordingDeliverer, clock: FakeClock
+) -> None:
+    """An item accepted without store and forward cannot wait for the UE."""
+    await service.register(reg("ue1"), UE1)
+    await service.register(reg("ue2"), UE2)
+    live = msg("live", delivery_status_required=True)
+    await service.backend.enqueue(
+        QueuedItem(
+            recipient="ue2",
+            item=live,
+            priority=1,
+            expires_at=clock.now() + 60,
+            store=False,
+        )
+    )
+    await service.backend.put_report_route(
+        ReportRoute(
+            message_id="live",
+            reporter="ue2",
+            originator="ue1",
+            expires_at=clock.now() + 60,
+        )
+    )
+    resp = await service.deregister(Dereg(ue_service_id="ue2"), UE2)
+    assert resp.deregistration_result == "SUCCESS"
+    await settle()
+    [report] = deliverer.messages_for(UE1)
+    assert isinstance(report, Imdn) and report.failure_cause == "RECIPIENT_DEREGISTERED"
+    assert await service.backend.count() == 0
+
+
+@pytest.mark.parametrize("credential", [None, "bogus"])
+async def test_dereg_of_an_unregistered_ue_changes_nothing(
+    service: MessagingService, deliverer: RecordingDeliverer, credential: str | None
+) -> None:
+    """Attack: one DEREG from anyone wiped an offline UE's mailbox (issue 10.1)."""
+    await service.register(reg("ue1"), UE1)
+    for mid in ("a", "b"):
+        await service.submit(
+            msg(mid, store_and_forward_flag=True, delivery_status_required=True), UE1
+        )
+    await settle()
+    assert await service.backend.count() == 2
+    info = (
+        None
+        if credential is None
+        else UECredentialInfo(auth_type="PSK_TOKEN", credential=credential)
+    )
+    attacker = Contact("10.6.6.6", 6666)
+    resp = await service.deregister(
+        Dereg(ue_service_id="ue2", ue_credential_info=info), attacker
+    )
+    assert resp.deregistration_result == "SUCCESS"  # idempotent (digest §3.3.3)
+    await settle()
+    assert await service.backend.count() == 2
+    assert deliverer.messages_for(UE1) == []  # no RECIPIENT_DEREGISTERED report
+    await service.register(reg("ue2"), UE2)
+    await settle()
+    assert sorted(m.message_id for m in deliverer.messages_for(UE2)) == ["a", "b"]
+
+
+async def test_dereg_of_a_registered_ue_from_a_foreign_source_is_refused(
+    service: MessagingService,
+) -> None:
+    await service.register(reg("ue2"), UE2)
+    resp = await service.deregister(
+        Dereg(ue_service_id="ue2"), Contact("10.6.6.6", 6666)
+    )
+    assert (resp.deregistration_result, resp.failure_cause) == (
+        "FAILURE",
+        "NOT_AUTHORIZED",
+    )
+    assert service.registry.get("ue2") is not None
+
+
+async def test_unknown_id_and_wrong_secret_look_the_same(
+    service: MessagingService, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Attack: REG answers told provisioned IDs apart (issue 10.6)."""
+    unknown = await service.register(reg("nobody", "x"), UE1)
+    wrong = await service.register(reg("ue1", "wrong"), UE1)
+    assert unknown.response == msgspec.structs.replace(
+        wrong.response, ue_service_id="nobody"
+    )
+    assert "UNKNOWN_UE_SERVICE_ID" in caplog.text  # the log keeps the difference
 
 
 async def test_deregister_with_wrong_credential_fails(
