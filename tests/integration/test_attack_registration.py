@@ -4,77 +4,33 @@ The attacker is a bare UDP socket sending hand-built CoAP datagrams: no
 credential, no registration, a source port nobody registered from.
 """
 
-import asyncio
 import contextlib
 import json
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from msgin5g.client import Client
-from msgin5g.coap.message import CoapMessage, uri_path_options
-from msgin5g.coap.numbers import Code, OptionNumber, Type
-from msgin5g.config import load_config
+from msgin5g.coap.numbers import Code
 from msgin5g.model.messages import Msg
-from msgin5g.server import Server, provision_ue
+from msgin5g.server import Server
+from tests.integration.attack_support import attack_server, raw_post, server_uri
 
 pytestmark = pytest.mark.timeout(30)
 
 
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[Server]:
-    url = f"sqlite:///{tmp_path / 'msgin5g.db'}"
-    for ue in ("ue1", "ue2"):
-        await provision_ue(url, ue, f"secret-{ue}")
-    config = load_config(
-        None,
-        {},
-        {
-            "coap.bind": "127.0.0.1:0",
-            "storage.url": url,
-            "coap.ack_timeout": "0.2",
-            "coap.max_retransmit": "1",
-            "rest.enabled": "false",
-        },
-    )
-    async with Server(config) as srv:
+    async for srv in attack_server(tmp_path):
         yield srv
-
-
-def uri(server: Server) -> str:
-    host, port = server.coap_address
-    return f"coap://{host}:{port}"
-
-
-async def raw_post(server: Server, body: dict[str, object], mid: int) -> CoapMessage:
-    """One CON POST /msgin5g from a fresh socket; the piggybacked answer."""
-    request = CoapMessage(
-        mtype=Type.CON,
-        code=Code.POST,
-        mid=mid,
-        token=mid.to_bytes(2, "big"),
-        options=[
-            *uri_path_options(("msgin5g",)),
-            (OptionNumber.CONTENT_FORMAT, bytes([50])),
-        ],
-        payload=json.dumps(body).encode(),
-    )
-    loop = asyncio.get_running_loop()
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.setblocking(False)
-        sock.bind(("127.0.0.1", 0))
-        await loop.sock_sendto(sock, request.encode(), server.coap_address)
-        data = await asyncio.wait_for(loop.sock_recv(sock, 65536), 5)
-    return CoapMessage.decode(data)
 
 
 async def test_unauthenticated_dereg_does_not_wipe_an_offline_mailbox(
     server: Server,
 ) -> None:
     async with Client(
-        "ue1", "secret-ue1", server=uri(server), bind=("127.0.0.1", 0)
+        "ue1", "secret-ue1", server=server_uri(server), bind=("127.0.0.1", 0)
     ) as ue1:
         await ue1.register()
         for text in ("one", "two"):
@@ -87,7 +43,7 @@ async def test_unauthenticated_dereg_does_not_wipe_an_offline_mailbox(
         body = json.loads(answer.payload)
         assert body["deregistrationResult"] == "SUCCESS"  # idempotent, changes nothing
         async with Client(
-            "ue2", "secret-ue2", server=uri(server), bind=("127.0.0.1", 0)
+            "ue2", "secret-ue2", server=server_uri(server), bind=("127.0.0.1", 0)
         ) as ue2:
             await ue2.register()
             got = [await ue2.receive(timeout=5) for _ in range(2)]
