@@ -43,7 +43,19 @@ class Server:
         self._group_source: SealGroupSource | None = None
 
     async def start(self) -> None:
-        """Open storage, load state, bind the CoAP socket, resume deliveries."""
+        """Open storage, load state, bind the CoAP socket, resume deliveries.
+
+        If any step fails (a port is taken, storage cannot be opened), whatever
+        was started is closed again before the error propagates: no storage
+        thread, socket or task outlives a failed start.
+        """
+        try:
+            await self._start()
+        except BaseException:
+            await self.aclose()
+            raise
+
+    async def _start(self) -> None:
         backend = open_backend(
             self.config.storage.url, synchronous=self.config.storage.synchronous
         )
