@@ -39,6 +39,7 @@ from msgin5g.codec.openapi_json import (
     DeliveryStatusReport,
     StoreAndForwardParameters,
     parse_time,
+    present,
 )
 from msgin5g.config import parse_hostport
 from msgin5g.errors import ConfigError
@@ -189,9 +190,11 @@ def _json(model: Any) -> dict[str, Any]:
 
 async def _register(args: argparse.Namespace, target_uri: str | None) -> dict[str, Any]:
     body = ASRegistration(
-        as_svc_id=args.as_service_id,
-        app_id=getattr(args, "app", None),
-        target_uri=target_uri,
+        **present(
+            as_svc_id=args.as_service_id,
+            app_id=getattr(args, "app", None),
+            target_uri=target_uri,
+        )
     )
     async with _session(args, args.as_service_id) as client:
         reply = await client.post(
@@ -222,15 +225,17 @@ async def _send(args: argparse.Namespace) -> int:
                 f"--store-until: not RFC 3339: {args.store_until}"
             ) from None
     body = ASMessageDelivery(
-        ori_addr=Address(addr_type=AddressType.AS, addr=args.as_service_id),
-        dest_addr=Address(addr_type=AddressType.UE, addr=args.to),
-        app_id=args.app,
-        msg_id=args.msg_id or str(uuid.uuid4()),
-        deliv_st_req_ind=True if args.report else None,
-        payload=base64.b64encode(payload).decode(),
-        priority=args.priority,
-        sto_and_fw_ind=not args.no_store,
-        sto_and_fw_params=params,
+        **present(
+            ori_addr=Address(addr_type=AddressType.AS, addr=args.as_service_id),
+            dest_addr=Address(addr_type=AddressType.UE, addr=args.to),
+            app_id=args.app,
+            msg_id=args.msg_id or str(uuid.uuid4()),
+            deliv_st_req_ind=True if args.report else None,
+            payload=base64.b64encode(payload).decode(),
+            priority=args.priority,
+            sto_and_fw_ind=not args.no_store,
+            sto_and_fw_params=params,
+        )
     )
     async with _session(args, args.as_service_id) as client:
         reply = await client.post(
