@@ -14,6 +14,7 @@ Values are validated in ``__post_init__`` and errors name the key path.
 """
 
 import dataclasses
+import ipaddress
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,8 +24,10 @@ from typing import Any, TypeVar
 from msgin5g.errors import ConfigError
 
 __all__ = [
+    "DEFAULT_TARGET_NETWORKS",
     "CoapConfig",
     "DeliveryConfig",
+    "IPNetwork",
     "LogConfig",
     "RestConfig",
     "SealConfig",
@@ -186,6 +189,14 @@ class DeliveryConfig:
             )
 
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+DEFAULT_TARGET_NETWORKS = (
+    "0.0.0.0/0, ::/0, !169.254.0.0/16, !fe80::/10, !0.0.0.0/8, !::/128"
+)
+"""Default ``rest.target_networks``: anything but link-local and unspecified."""
+
+
 @dataclass(frozen=True, slots=True)
 class RestConfig:
     """TS 29.538 northbound HTTP APIs (MSGS_ASRegistration, MSGS_MSGDelivery)."""
@@ -215,9 +226,45 @@ class RestConfig:
     """Largest request body (octets); larger gets 413."""
     delivery_timeout: float = 10.0
     """Timeout of one POST to an AS's targetUri (s)."""
+    target_networks: str = DEFAULT_TARGET_NETWORKS
+    """Where the server may POST on a client's behalf (``targetUri``): comma-
+    separated CIDR networks, an entry starting with ``!`` excludes a network.
+    An address is allowed when it is in an allowed network and in no excluded
+    one (IPv4-mapped IPv6 addresses are checked as IPv4). Checked at
+    registration (``400``, also for each address a hostname resolves to) and at
+    every delivery (the server connects only to an address it checked). The
+    default allows everything (loopback too) except link-local
+    (``169.254.0.0/16``, where cloud metadata services live, ``fe80::/10``)
+    and the unspecified/"this host" addresses."""
+    max_tokens_per_client: int = 100
+    """Live access tokens per OAuth2 client; issuing one more drops that
+    client's oldest (never another client's)."""
+    auth_failure_burst: int = 10
+    """Failed token requests allowed at once per client id and per source IP
+    before the token endpoint answers ``429`` with ``Retry-After``."""
+    auth_failure_rate: float = 0.2
+    """Failed token requests per second regained by a client id / source IP
+    after the burst is used (token bucket)."""
+    header_timeout: float = 10.0
+    """Seconds a connection may take to send a complete request head (the
+    first one and each one on a kept-alive connection); the server closes it
+    after that (slowloris). Granian: ``header_read_timeout``; Hypercorn:
+    ``read_timeout``."""
+    max_connections: int = 8192
+    """Connections the HTTP server handles at once (Granian ``backpressure``,
+    Hypercorn backlog); more wait in the kernel's accept queue."""
 
     def __post_init__(self) -> None:
         parse_hostport(self.bind, default_port=8080)
+        self.target_policy  # noqa: B018 - validates the list
+        if self.max_tokens_per_client < 1 or self.auth_failure_burst < 1:
+            raise ConfigError(
+                "rest.max_tokens_per_client/auth_failure_burst: at least 1"
+            )
+        if self.auth_failure_rate <= 0 or self.header_timeout <= 0:
+            raise ConfigError("rest.auth_failure_rate/header_timeout: positive")
+        if self.max_connections < 16:
+            raise ConfigError("rest.max_connections: at least 16")
         if self.server not in {"granian", "hypercorn"}:
             raise ConfigError("rest.server: one of granian, hypercorn")
         if self.token_lifetime <= 0 or self.delivery_timeout <= 0:
@@ -231,6 +278,28 @@ class RestConfig:
     def address(self) -> tuple[str, int]:
         """``bind`` as (host, port)."""
         return parse_hostport(self.bind, default_port=8080)
+
+    @property
+    def target_policy(self) -> tuple[tuple[IPNetwork, ...], tuple[IPNetwork, ...]]:
+        """``target_networks`` parsed: (allowed networks, excluded networks).
+
+        Raises:
+            ConfigError: an entry is not a CIDR network.
+        """
+        allowed: list[IPNetwork] = []
+        denied: list[IPNetwork] = []
+        for raw in self.target_networks.split(","):
+            entry = raw.strip()
+            if not entry:
+                continue
+            into = denied if entry.startswith("!") else allowed
+            try:
+                into.append(ipaddress.ip_network(entry.lstrip("!").strip()))
+            except ValueError:
+                raise ConfigError(
+                    f"rest.target_networks: {entry!r} is not a CIDR network"
+                ) from None
+        return tuple(allowed), tuple(denied)
 
 
 @dataclass(frozen=True, slots=True)

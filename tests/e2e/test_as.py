@@ -325,3 +325,66 @@ def test_oauth2_on(tmp_path: Path) -> None:
     finally:
         err = srv.stop()
     assert "Traceback" not in err, err
+
+
+def test_oauth2_roles_over_http(tmp_path: Path) -> None:
+    """``as add --role gateway --ues``: only the gateway may send as its UEs, and a
+    guessing client is throttled while the others keep getting tokens."""
+    import httpx
+
+    srv = make_server(tmp_path, "--set", "rest.oauth2=true")
+    msgin5g("as", "add", "as1", "--secret", "as-secret", "--storage", srv.storage)
+    gateway = msgin5g(
+        "as", "add", "gw1", "--role", "gateway", "--ues", "ue*", "--secret", "gw-s",
+        "--storage", srv.storage,
+    )  # fmt: skip
+    assert "gateway client gw1" in gateway.stdout
+    refused = msgin5g(
+        "as", "add", "x", "--role", "operator", "--ues", "ue1", "--storage",
+        srv.storage, check=False,
+    )  # fmt: skip
+    assert refused.returncode != 0
+    srv.start()
+    try:
+        with httpx.Client(base_url=srv.http, timeout=10) as http:
+
+            def token(client: str, secret: str) -> httpx.Response:
+                return http.post(
+                    "/oauth2/token",
+                    data={"grant_type": "client_credentials"},
+                    auth=(client, secret),
+                )
+
+            def bearer(client: str, secret: str) -> dict[str, str]:
+                resp = token(client, secret)
+                assert resp.status_code == 200, resp.text
+                return {"Authorization": f"Bearer {resp.json()['access_token']}"}
+
+            as1, gw1 = bearer("as1", "as-secret"), bearer("gw1", "gw-s")
+            meta = http.post(
+                "/msgs-asregistration/v1/registrations",
+                json={"asSvcId": "as1", "targetUri": "http://169.254.169.254/"},
+                headers=as1,
+            )
+            assert meta.status_code == 400, meta.text
+            reg = http.post(
+                "/msgs-asregistration/v1/registrations",
+                json={"asSvcId": "as1", "targetUri": "http://127.0.0.1:9/"},
+                headers=as1,
+            )
+            assert reg.status_code == 201, reg.text
+            body = {
+                "oriAddr": {"addrType": "UE", "addr": "ue1"},
+                "destAddr": {"addrType": "AS", "addr": "as1"},
+                "msgId": "e2e-gw-1",
+                "stoAndFwInd": True,
+            }
+            path = "/msgs-msgdelivery/v1/deliver-ue-message"
+            assert http.post(path, json=body, headers=as1).status_code == 403
+            sent = http.post(path, json=body, headers=gw1)
+            assert sent.status_code == 200, sent.text
+            statuses = [token("gw1", f"guess-{i}").status_code for i in range(15)]
+            assert statuses[:10] == [401] * 10 and statuses[-1] == 429
+    finally:
+        err = srv.stop()
+    assert "Traceback" not in err, err

@@ -1,6 +1,8 @@
 """``msgin5g as …``: act as an Application Server towards the TS 29.538 APIs.
 
-* ``as add AS_ID`` — provision an OAuth2 client in the server's storage;
+* ``as add CLIENT_ID [--role as|gateway|operator] [--ues UE…]`` — provision an
+  OAuth2 client in the server's storage (roles and scopes:
+  docs/security-rest.md);
 * ``as register AS_ID --target-uri URI`` — MSGS_ASRegistration ``POST``;
 * ``as deregister REGISTRATION_ID`` — MSGS_ASRegistration ``DELETE``;
 * ``as send AS_ID --to UE`` — ``deliver-as-message`` (Application-to-Point);
@@ -37,6 +39,7 @@ from msgin5g.codec.openapi_json import (
     DeliveryStatusReport,
     StoreAndForwardParameters,
     parse_time,
+    present,
 )
 from msgin5g.config import parse_hostport
 from msgin5g.errors import ConfigError
@@ -64,10 +67,31 @@ def add_parser(commands: Any, add_storage: Any) -> None:
 
     add = sub.add_parser(
         "add",
-        help="provision an OAuth2 client for an AS (prints a generated secret once)",
+        help="provision an OAuth2 API client (prints a generated secret once)",
+        description=(
+            "Provision an OAuth2 client of the REST APIs. Roles: 'as' (default) "
+            "acts only for the AS Service ID equal to CLIENT_ID; 'gateway' (a "
+            "Message Gateway) sends messages and delivery reports for the UEs "
+            "given with --ues (exact UE Service IDs, or prefixes ending in '*'; "
+            "'*' alone: every UE); 'operator' manages every registration and "
+            "group document. Adding an existing CLIENT_ID replaces it."
+        ),
     )
-    add.add_argument("as_service_id", metavar="AS_ID")
+    add.add_argument("as_service_id", metavar="CLIENT_ID")
     add.add_argument("--secret", help="use this secret instead of generating one")
+    add.add_argument(
+        "--role",
+        choices=["as", "gateway", "operator"],
+        default="as",
+        help="what the client may do (default as)",
+    )
+    add.add_argument(
+        "--ues",
+        nargs="+",
+        default=[],
+        metavar="UE",
+        help="gateway only: UE Service IDs it serves (ID, or PREFIX*)",
+    )
     add_storage(add)
 
     reg = sub.add_parser("register", help="register an AS (prints the ack)")
@@ -166,9 +190,11 @@ def _json(model: Any) -> dict[str, Any]:
 
 async def _register(args: argparse.Namespace, target_uri: str | None) -> dict[str, Any]:
     body = ASRegistration(
-        as_svc_id=args.as_service_id,
-        app_id=getattr(args, "app", None),
-        target_uri=target_uri,
+        **present(
+            as_svc_id=args.as_service_id,
+            app_id=getattr(args, "app", None),
+            target_uri=target_uri,
+        )
     )
     async with _session(args, args.as_service_id) as client:
         reply = await client.post(
@@ -199,15 +225,17 @@ async def _send(args: argparse.Namespace) -> int:
                 f"--store-until: not RFC 3339: {args.store_until}"
             ) from None
     body = ASMessageDelivery(
-        ori_addr=Address(addr_type=AddressType.AS, addr=args.as_service_id),
-        dest_addr=Address(addr_type=AddressType.UE, addr=args.to),
-        app_id=args.app,
-        msg_id=args.msg_id or str(uuid.uuid4()),
-        deliv_st_req_ind=True if args.report else None,
-        payload=base64.b64encode(payload).decode(),
-        priority=args.priority,
-        sto_and_fw_ind=not args.no_store,
-        sto_and_fw_params=params,
+        **present(
+            ori_addr=Address(addr_type=AddressType.AS, addr=args.as_service_id),
+            dest_addr=Address(addr_type=AddressType.UE, addr=args.to),
+            app_id=args.app,
+            msg_id=args.msg_id or str(uuid.uuid4()),
+            deliv_st_req_ind=True if args.report else None,
+            payload=base64.b64encode(payload).decode(),
+            priority=args.priority,
+            sto_and_fw_ind=not args.no_store,
+            sto_and_fw_params=params,
+        )
     )
     async with _session(args, args.as_service_id) as client:
         reply = await client.post(
@@ -307,13 +335,18 @@ async def _report(args: argparse.Namespace, message: dict[str, Any]) -> None:
 async def run(args: argparse.Namespace, provision: Any) -> int:
     """Run an ``as`` action; ``provision`` is ``provision_as_client`` bound to storage."""
     if args.as_command == "add":
-        secret = await provision(args.as_service_id, args.secret)
+        if args.ues and args.role != "gateway":
+            raise ConfigError("--ues is for --role gateway only")
+        if args.role == "gateway" and not args.ues:
+            raise ConfigError("--role gateway needs --ues (the UEs it serves)")
+        secret = await provision(
+            args.as_service_id, args.secret, role=args.role, ues=args.ues
+        )
+        what = f"{args.role} client {args.as_service_id}"
         if args.secret:
-            print(f"provisioned AS client {args.as_service_id}")
+            print(f"provisioned {what}")
         else:
-            print(
-                f"provisioned AS client {args.as_service_id}; secret (shown once): {secret}"
-            )
+            print(f"provisioned {what}; secret (shown once): {secret}")
         return 0
     if args.as_command == "register":
         out = await _register(args, args.target_uri)

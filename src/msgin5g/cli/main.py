@@ -442,13 +442,14 @@ async def _ue_admin(args: argparse.Namespace) -> int:
 async def _as_command(args: argparse.Namespace) -> int:
     from msgin5g.server.applications import provision_as_client
 
-    async def provision(as_service_id: str, secret: str | None) -> str:
+    async def provision(as_service_id: str, secret: str | None, **role: Any) -> str:
         config = _server_config(args)
         return await provision_as_client(
             config.storage.url,
             as_service_id,
             secret,
             synchronous=config.storage.synchronous,
+            **role,
         )
 
     return await asapp.run(args, provision)

@@ -38,7 +38,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-from pydantic import AliasGenerator, BaseModel, ConfigDict, Field
+from pydantic import AliasGenerator, BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
 from msgin5g.errors import DecodeError
@@ -66,6 +66,7 @@ __all__ = [
     "msg_from_as_delivery",
     "msg_from_bg_delivery",
     "msg_from_ue_delivery",
+    "present",
     "report_from_imdn",
     "ue_delivery_from_msg",
 ]
@@ -96,14 +97,36 @@ class _Wire(BaseModel):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
-class Address(_Wire):
+class _Request(_Wire):
+    """Base of request bodies: an optional member is not nullable.
+
+    OpenAPI 3.0 allows ``null`` only where a schema says ``nullable: true``,
+    and no TS 29.538 request schema does: a member sent as ``null`` is a ``400``
+    naming it (absent is fine). Code building these models leaves a member out
+    instead of passing ``None``.
+    """
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("null is not allowed (the schema is not nullable)")
+        return value
+
+
+def present(**members: Any) -> dict[str, Any]:
+    """The keyword arguments that are not None (for building request models)."""
+    return {k: v for k, v in members.items() if v is not None}
+
+
+class Address(_Request):
     """``Address`` (MSGG_L3GDelivery): an identity and its kind."""
 
     addr_type: str
     addr: str
 
 
-class MessageSegmentParameters(_Wire):
+class MessageSegmentParameters(_Request):
     """``MessageSegmentParameters``: the segment IEs of TS 23.554 §8.5."""
 
     seg_id: str | None = None
@@ -112,13 +135,13 @@ class MessageSegmentParameters(_Wire):
     last_seg_flag: bool | None = None
 
 
-class StoreAndForwardParameters(_Wire):
+class StoreAndForwardParameters(_Request):
     """``StoreAndForwardParameters`` (TS 23.554 Table 8.3.2-2)."""
 
     expr_time: datetime | None = None
 
 
-class ASMessageDelivery(_Wire):
+class ASMessageDelivery(_Request):
     """``ASMessageDelivery``: an AS sends a message (A2P, digest §2.11)."""
 
     ori_addr: Address
@@ -135,7 +158,7 @@ class ASMessageDelivery(_Wire):
     latency: int | None = None
 
 
-class UEMessageDelivery(_Wire):
+class UEMessageDelivery(_Request):
     """``UEMessageDelivery``: a message originated by a UE (gateway, or P2A out)."""
 
     ori_addr: Address
@@ -150,7 +173,7 @@ class UEMessageDelivery(_Wire):
     sto_and_fw_params: StoreAndForwardParameters | None = None
 
 
-class BgMessageDelivery(_Wire):
+class BgMessageDelivery(_Request):
     """``BgMessageDelivery`` (MSGG_BGDelivery): a message for a Broadcast Area."""
 
     ori_addr: Address
@@ -173,7 +196,7 @@ class MessageDeliveryAck(_Wire):
     failure_cause: str | None = None
 
 
-class DeliveryStatusReport(_Wire):
+class DeliveryStatusReport(_Request):
     """``DeliveryStatusReport`` (TS 23.554 Table 8.3.4-1)."""
 
     ori_addr: Address
@@ -183,7 +206,7 @@ class DeliveryStatusReport(_Wire):
     deliv_st: str
 
 
-class ASProfile(_Wire):
+class ASProfile(_Request):
     """``ASProfile`` (``appSenarios`` spelled as in the OpenAPI)."""
 
     app_name: str | None = None
@@ -193,7 +216,7 @@ class ASProfile(_Wire):
     as_status: str | None = None
 
 
-class ASRegistration(_Wire):
+class ASRegistration(_Request):
     """``ASRegistration`` (digest §3.4)."""
 
     as_svc_id: str
@@ -202,7 +225,7 @@ class ASRegistration(_Wire):
     as_prof: ASProfile | None = None
 
 
-class ASTopicSubscription(_Wire):
+class ASTopicSubscription(_Request):
     """An AS's Messaging Topic subscription (PROJECT EXTENSION, docs/rest.md).
 
     TS 29.538 Rel-18 has no topic subscription resource for an AS (digest
@@ -435,15 +458,17 @@ def ue_delivery_from_msg(msg: Msg) -> UEMessageDelivery | ASMessageDelivery:
     params = None
     if msg.store_and_forward_params is not None:
         params = StoreAndForwardParameters(
-            expr_time=msg.store_and_forward_params.message_expiration_time
+            **present(expr_time=msg.store_and_forward_params.message_expiration_time)
         )
     seg = None
     if msg.segmentation_set_id is not None:
         seg = MessageSegmentParameters(
-            seg_id=msg.segmentation_set_id,
-            total_seg_count=msg.total_segments,
-            seg_numb=msg.segment_number,
-            last_seg_flag=msg.last_segment_flag,
+            **present(
+                seg_id=msg.segmentation_set_id,
+                total_seg_count=msg.total_segments,
+                seg_numb=msg.segment_number,
+                last_seg_flag=msg.last_segment_flag,
+            )
         )
     fields: dict[str, Any] = {
         "ori_addr": _address(
@@ -463,20 +488,24 @@ def ue_delivery_from_msg(msg: Msg) -> UEMessageDelivery | ASMessageDelivery:
     }
     if msg.originating_as_service_id is not None:
         priority = str(msg.priority_type) if msg.priority_type else None
-        return ASMessageDelivery(**fields, priority=priority)
-    return UEMessageDelivery(**fields)
+        return ASMessageDelivery(**present(**fields, priority=priority))
+    return UEMessageDelivery(**present(**fields))
 
 
 def report_from_imdn(imdn: Imdn) -> DeliveryStatusReport:
     """The body POSTed to an AS's ``{targetUri}/deliver-report`` (digest §3.11)."""
     return DeliveryStatusReport(
-        ori_addr=_address(
-            imdn.originating_ue_service_id, imdn.originating_as_service_id
-        ),
-        dest_addr=_address(imdn.recipient_ue_service_id, imdn.recipient_as_service_id),
-        msg_id=imdn.message_id,
-        failure_cause=imdn.failure_cause,
-        deliv_st=str(imdn.delivery_status),
+        **present(
+            ori_addr=_address(
+                imdn.originating_ue_service_id, imdn.originating_as_service_id
+            ),
+            dest_addr=_address(
+                imdn.recipient_ue_service_id, imdn.recipient_as_service_id
+            ),
+            msg_id=imdn.message_id,
+            failure_cause=imdn.failure_cause,
+            deliv_st=str(imdn.delivery_status),
+        )
     )
 
 

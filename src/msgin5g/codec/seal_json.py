@@ -30,13 +30,16 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    field_validator,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
 
 __all__ = [
     "LocationArea5G",
+    "LocationArea5GPatch",
     "LocationInfo",
+    "LocationInfoPatch",
     "VALGroupDocument",
     "VALGroupDocumentPatch",
     "ValTargetUe",
@@ -69,7 +72,23 @@ class _Seal(BaseModel):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
-class ValTargetUe(_Seal):
+class _SealRequest(_Seal):
+    """Base of documents sent to the API: an optional member is not nullable.
+
+    No TS 29.549 schema says ``nullable: true``, so a named member sent as
+    ``null`` is a ``400`` (absent is fine). :class:`VALGroupDocumentPatch` is
+    the exception: there ``null`` removes a member (RFC 7396).
+    """
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("null is not allowed (the schema is not nullable)")
+        return value
+
+
+class ValTargetUe(_SealRequest):
     """``ValTargetUe``: a VAL user ID (UE Service ID) or a VAL UE ID."""
 
     model_config = ConfigDict(extra="ignore")
@@ -84,8 +103,8 @@ class ValTargetUe(_Seal):
         return self
 
 
-class LocationInfo(_Seal):
-    """``LocationInfo`` (TS 29.122 MonitoringEvent), checked one level deep."""
+class _LocationInfoMembers(_Seal):
+    """The members of ``LocationInfo`` (TS 29.122 MonitoringEvent)."""
 
     age_of_location_info: Int32 | None = None
     cell_id: str | None = None
@@ -110,15 +129,31 @@ class LocationInfo(_Seal):
     up_cum_evt_rep: dict[str, Any] | None = None
 
 
-class LocationArea5G(_Seal):
-    """``LocationArea5G`` (TS 29.122 CommonData), checked one level deep."""
+class LocationInfo(_LocationInfoMembers, _SealRequest):
+    """``LocationInfo`` (TS 29.122 MonitoringEvent), checked one level deep."""
+
+
+class LocationInfoPatch(_LocationInfoMembers):
+    """``LocationInfo`` in a merge patch: ``null`` removes a member (RFC 7396)."""
+
+
+class _LocationArea5GMembers(_Seal):
+    """The members of ``LocationArea5G`` (TS 29.122 CommonData)."""
 
     geographic_areas: list[dict[str, Any]] | None = None
     civic_addresses: list[dict[str, Any]] | None = None
     nw_area_info: dict[str, Any] | None = None
 
 
-class VALGroupDocument(_Seal):
+class LocationArea5G(_LocationArea5GMembers, _SealRequest):
+    """``LocationArea5G`` (TS 29.122 CommonData), checked one level deep."""
+
+
+class LocationArea5GPatch(_LocationArea5GMembers):
+    """``LocationArea5G`` in a merge patch: ``null`` removes a member (RFC 7396)."""
+
+
+class VALGroupDocument(_SealRequest):
     """``VALGroupDocument``: a VAL group (= MSGin5G group) and its members."""
 
     val_group_id: ServiceIdText
@@ -147,8 +182,8 @@ class VALGroupDocumentPatch(_Seal):
     members: list[ValTargetUe] | None = Field(default=None, min_length=1)
     val_grp_conf: str | None = None
     val_service_ids: list[str] | None = Field(default=None, min_length=1)
-    loc_info: LocationInfo | None = None
-    add_loc_info: LocationArea5G | None = None
+    loc_info: LocationInfoPatch | None = None
+    add_loc_info: LocationArea5GPatch | None = None
     val_svc_area_id: str | None = None
     ext_grp_id: str | None = None
     com_5g_lan_type: str | None = Field(default=None, alias="com5GLanType")

@@ -17,6 +17,12 @@ import msgspec
 
 __all__ = [
     "AS_KEY_PREFIX",
+    "ROLES",
+    "ROLE_AS",
+    "ROLE_GATEWAY",
+    "ROLE_OPERATOR",
+    "ROLE_SCOPES",
+    "SCOPES",
     "ASClient",
     "ASRegistration",
     "as_key",
@@ -63,13 +69,69 @@ class ASRegistration(msgspec.Struct, frozen=True, gc=False):
     owner: str | None = None
 
 
+ROLE_AS = "as"
+"""An Application Server: acts only for the AS Service ID equal to its client id."""
+ROLE_GATEWAY = "gateway"
+"""A Message Gateway: sends messages and reports for the UEs it serves."""
+ROLE_OPERATOR = "operator"
+"""The operator: manages every registration and group document."""
+ROLES = (ROLE_AS, ROLE_GATEWAY, ROLE_OPERATOR)
+
+SCOPES = (
+    "msgs-asregistration",
+    "msgs-msgdelivery",
+    "msgs-topicsub",
+    "msgg-bgdelivery",
+    "ss-gm",
+)
+"""OAuth2 scopes (RFC 6749 §3.3): one per API, named after its path segment."""
+
+ROLE_SCOPES: dict[str, frozenset[str]] = {
+    ROLE_AS: frozenset(SCOPES),
+    ROLE_GATEWAY: frozenset({"msgs-msgdelivery", "msgg-bgdelivery"}),
+    ROLE_OPERATOR: frozenset(SCOPES),
+}
+"""The scopes a role may hold; a token request without ``scope`` gets them all."""
+
+
 class ASClient(msgspec.Struct, frozen=True, gc=False):
     """An OAuth2 client provisioned with ``msgin5g as add`` (TS 29.538 §10).
 
     Attributes:
-        client_id: the client id; by convention the AS Service ID it acts for.
+        client_id: the client id; for the ``as`` role the AS Service ID it acts for.
         secret_digest: SHA-256 of the client secret (the secret is never stored).
+        role: ``as`` (records written before roles existed load as ``as``),
+            ``gateway`` or ``operator`` (docs/security-rest.md).
+        ues: for a ``gateway``, the UEs it serves: exact UE Service IDs, or
+            prefixes ending in ``*`` (``plant7-*``; ``*`` alone: every UE).
     """
 
     client_id: str
     secret_digest: bytes
+    role: str = ROLE_AS
+    ues: list[str] = []
+
+    @property
+    def scopes(self) -> frozenset[str]:
+        """The scopes this client's role allows (none for an unknown role)."""
+        return ROLE_SCOPES.get(self.role, frozenset())
+
+    def acts_for_as(self, as_service_id: str) -> bool:
+        """Whether this client may act for (register, send as, …) an AS."""
+        if self.role == ROLE_OPERATOR:
+            return True
+        return self.role == ROLE_AS and self.client_id == as_service_id
+
+    def serves_ue(self, ue_service_id: str) -> bool:
+        """Whether this client may send messages and reports for a UE."""
+        if self.role == ROLE_OPERATOR:
+            return True
+        if self.role != ROLE_GATEWAY:
+            return False
+        return any(_matches(pattern, ue_service_id) for pattern in self.ues)
+
+
+def _matches(pattern: str, ue_service_id: str) -> bool:
+    if pattern.endswith("*"):
+        return ue_service_id.startswith(pattern[:-1])
+    return pattern == ue_service_id

@@ -16,6 +16,7 @@ group registry maps ``valUeId`` members through the live registrations.
 import logging
 
 from msgin5g.config import ServerConfig
+from msgin5g.service.applications import TargetNetworks
 from msgin5g.service.messaging import MessagingService
 from msgin5g.service.ports import Clock
 from msgin5g.storage import open_backend
@@ -62,7 +63,10 @@ class Server:
         await backend.start()
         self.backend = backend
         coap = CoapTransport(self.config.coap)
-        as_deliverer = HttpASDeliverer(self.config.rest.delivery_timeout)
+        as_deliverer = HttpASDeliverer(
+            self.config.rest.delivery_timeout,
+            TargetNetworks.from_config(self.config.rest),
+        )
         self._as_deliverer = as_deliverer
         service = MessagingService(
             backend,

@@ -13,14 +13,22 @@ __all__ = ["provision_as_client"]
 
 
 async def provision_as_client(
-    url: str, client_id: str, secret: str | None = None, *, synchronous: str = "FULL"
+    url: str,
+    client_id: str,
+    secret: str | None = None,
+    *,
+    synchronous: str = "FULL",
+    role: str = "as",
+    ues: list[str] | None = None,
 ) -> str:
     """Provision an OAuth2 client; returns the secret (generated when not given)."""
     secret = secret or generate_secret()
     backend = open_backend(url, synchronous=synchronous)
     await backend.start()
     try:
-        await ApplicationRegistry(backend, SystemClock()).add_client(client_id, secret)
+        await ApplicationRegistry(backend, SystemClock()).add_client(
+            client_id, secret, role=role, ues=ues
+        )
     finally:
         await backend.aclose()
     return secret

@@ -11,40 +11,132 @@ Rules (digest §2.5, §3.4 [P]):
 
 * a second registration of an AS Service ID that is registered is refused with
   ``403`` / ``AS_ALREADY_REGISTERED``; the AS de-registers first;
-* with OAuth2 the registering client owns the registration: an AS may register
-  only its own AS Service ID (client id = AS Service ID) and only the owner may
-  de-register (``403``);
-* ``targetUri`` must be an ``http``/``https`` URI; messages and reports for the AS
-  are POSTed below it (digest §3.11).
+* with OAuth2 every API client has a role (:class:`~msgin5g.model.application.ASClient`):
+  an ``as`` client may register only its own AS Service ID (client id = AS
+  Service ID), an ``operator`` any; a registration may be removed by the
+  client that made it, by the AS's own client or by an operator (else ``403``);
+* ``targetUri`` must be an ``http``/``https`` URI whose address is in
+  ``rest.target_networks`` (:class:`TargetNetworks`; a hostname is resolved
+  and each of its addresses checked); messages and reports for the AS are
+  POSTed below it (digest §3.11), and the check is made again at delivery.
+
+The clients' records are remembered when they authenticate (token request), so
+the role of a token's client is known without a storage read per request.
 """
 
+import asyncio
+import ipaddress
 import logging
 import secrets
+import socket
 from urllib.parse import urlsplit
 
+from msgin5g.config import DEFAULT_TARGET_NETWORKS, IPNetwork, RestConfig
 from msgin5g.errors import InvalidRequest, NotAuthorized, NotRegistered
-from msgin5g.model.application import ASClient, ASRegistration
+from msgin5g.model.application import ROLE_AS, ROLES, ASClient, ASRegistration
 from msgin5g.model.credentials import credential_digest, verify_credential
 from msgin5g.service.ports import Clock
 from msgin5g.spec.causes import FailureCause
 from msgin5g.storage.base import Backend
 
-__all__ = ["AS_CLIENT_KIND", "AS_REGISTRATION_KIND", "ApplicationRegistry"]
+__all__ = [
+    "AS_CLIENT_KIND",
+    "AS_REGISTRATION_KIND",
+    "DEFAULT_NETWORKS",
+    "ApplicationRegistry",
+    "TargetNetworks",
+]
 
 log = logging.getLogger(__name__)
 
 AS_REGISTRATION_KIND = "as-registration"
 AS_CLIENT_KIND = "as-client"
+_RESOLVE_TIMEOUT = 2.0
 
 
-def _check_target_uri(uri: str) -> None:
-    try:
-        parts = urlsplit(uri)
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError:
-        raise InvalidRequest("targetUri is not a valid URI") from None
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise InvalidRequest("targetUri must be an http:// or https:// URI")
+class TargetNetworks:
+    """The networks the server may POST to on a client's behalf (``rest.target_networks``)."""
+
+    def __init__(
+        self, allowed: tuple[IPNetwork, ...], denied: tuple[IPNetwork, ...]
+    ) -> None:
+        self._allowed = allowed
+        self._denied = denied
+
+    @classmethod
+    def from_config(cls, config: RestConfig) -> "TargetNetworks":
+        """The policy of a REST configuration."""
+        allowed, denied = config.target_policy
+        return cls(allowed, denied)
+
+    def allows(self, address: str) -> bool:
+        """Whether an IP address (text, IPv6 zone allowed) may be connected to."""
+        try:
+            ip = ipaddress.ip_address(address.split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip in net for net in self._allowed) and not any(
+            ip in net for net in self._denied
+        )
+
+    async def resolve(self, host: str, port: int) -> list[str]:
+        """Every address of ``host`` (an IP literal: itself), in resolver order.
+
+        Raises:
+            OSError: the name does not resolve (or not within 2 s).
+        """
+        literal = host.strip("[]")
+        try:
+            ipaddress.ip_address(literal.split("%", 1)[0])
+        except ValueError:
+            pass
+        else:
+            return [literal]
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await asyncio.wait_for(
+                loop.getaddrinfo(host, port, type=socket.SOCK_STREAM),
+                _RESOLVE_TIMEOUT,
+            )
+        except TimeoutError:
+            raise OSError(f"resolving {host} timed out") from None
+        return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+    async def check_uri(self, uri: str) -> None:
+        """Refuse a ``targetUri`` that is unusable or points outside the networks.
+
+        A hostname that does not resolve now is accepted (it is checked again,
+        resolved, at every delivery).
+
+        Raises:
+            InvalidRequest: not an http(s) URI, or an address not allowed.
+        """
+        try:
+            parts = urlsplit(uri)
+            port = parts.port
+        except ValueError:
+            raise InvalidRequest("targetUri is not a valid URI") from None
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise InvalidRequest("targetUri must be an http:// or https:// URI")
+        default = 443 if parts.scheme == "https" else 80
+        try:
+            addresses = await self.resolve(parts.hostname, port or default)
+        except OSError as exc:
+            log.info("targetUri host %s not resolved now: %s", parts.hostname, exc)
+            return
+        refused = [a for a in addresses if not self.allows(a)]
+        if refused:
+            raise InvalidRequest(
+                f"targetUri host {parts.hostname} is {refused[0]}, outside the "
+                "networks this server delivers to (rest.target_networks)"
+            )
+
+
+DEFAULT_NETWORKS = TargetNetworks.from_config(
+    RestConfig(target_networks=DEFAULT_TARGET_NETWORKS)
+)
 
 
 class ApplicationRegistry:
@@ -55,6 +147,9 @@ class ApplicationRegistry:
         self._clock = clock
         self._by_as: dict[str, ASRegistration] = {}
         self._by_id: dict[str, ASRegistration] = {}
+        self._clients: dict[str, ASClient] = {}
+        self.target_networks = DEFAULT_NETWORKS
+        """Checked for every ``targetUri`` (set from ``rest.target_networks``)."""
 
     async def load(self) -> None:
         """Fill the in-memory table from the backend (start-up)."""
@@ -89,10 +184,10 @@ class ApplicationRegistry:
         """
         if not as_service_id or "/" in as_service_id or len(as_service_id) > 255:
             raise InvalidRequest("asSvcId must be 1-255 characters without '/'")
-        if target_uri is not None:
-            _check_target_uri(target_uri)
-        if owner is not None and owner != as_service_id:
+        if not self.may_act_for_as(owner, as_service_id):
             raise NotAuthorized(f"client {owner} may not register {as_service_id}")
+        if target_uri is not None:
+            await self.target_networks.check_uri(target_uri)
         if as_service_id in self._by_as:
             raise NotAuthorized(
                 f"{as_service_id} is already registered",
@@ -132,7 +227,11 @@ class ApplicationRegistry:
                 f"no registration {registration_id}",
                 cause=FailureCause.APPLICATION_NOT_FOUND,
             )
-        if requester is not None and reg.owner is not None and reg.owner != requester:
+        if not (
+            requester is None
+            or requester == reg.owner
+            or self.may_act_for_as(requester, reg.as_service_id)
+        ):
             raise NotAuthorized(f"registration {registration_id} is not yours")
         return reg
 
@@ -144,12 +243,57 @@ class ApplicationRegistry:
 
     # OAuth2 clients ---------------------------------------------------------------
 
-    async def add_client(self, client_id: str, secret: str) -> None:
-        """Provision an OAuth2 client (``msgin5g as add``)."""
-        client = ASClient(client_id=client_id, secret_digest=credential_digest(secret))
+    async def add_client(
+        self,
+        client_id: str,
+        secret: str,
+        *,
+        role: str = ROLE_AS,
+        ues: list[str] | None = None,
+    ) -> None:
+        """Provision an OAuth2 client (``msgin5g as add``).
+
+        Raises:
+            InvalidRequest: unknown role, or UEs given for a role that has none.
+        """
+        if role not in ROLES:
+            raise InvalidRequest(f"role must be one of {', '.join(ROLES)}")
+        if ues and role != "gateway":
+            raise InvalidRequest("only a gateway client serves UEs")
+        client = ASClient(
+            client_id=client_id,
+            secret_digest=credential_digest(secret),
+            role=role,
+            ues=list(ues or ()),
+        )
         await self._backend.put_record(AS_CLIENT_KIND, client_id, client)
+
+    async def authenticate(self, client_id: str, secret: str) -> ASClient | None:
+        """The client record if ``secret`` is its provisioned secret, else None.
+
+        The record is remembered: it decides what the client's tokens may do.
+        """
+        client = await self._backend.get_record(AS_CLIENT_KIND, client_id, ASClient)
+        if client is None or not verify_credential(secret, client.secret_digest):
+            return None
+        self._clients[client_id] = client
+        return client
 
     async def verify_client(self, client_id: str, secret: str) -> bool:
         """Whether ``secret`` is the provisioned secret of ``client_id``."""
-        client = await self._backend.get_record(AS_CLIENT_KIND, client_id, ASClient)
-        return client is not None and verify_credential(secret, client.secret_digest)
+        return await self.authenticate(client_id, secret) is not None
+
+    def client(self, client_id: str) -> ASClient:
+        """The last authenticated record of a client (unknown: an ``as`` client)."""
+        known = self._clients.get(client_id)
+        if known is None:
+            return ASClient(client_id=client_id, secret_digest=b"")
+        return known
+
+    def may_act_for_as(self, client_id: str | None, as_service_id: str) -> bool:
+        """Whether a client (None: OAuth2 off) may act for an AS."""
+        return client_id is None or self.client(client_id).acts_for_as(as_service_id)
+
+    def serves_ue(self, client_id: str | None, ue_service_id: str) -> bool:
+        """Whether a client (None: OAuth2 off) may send and report for a UE."""
+        return client_id is None or self.client(client_id).serves_ue(ue_service_id)

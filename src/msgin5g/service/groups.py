@@ -58,6 +58,7 @@ __all__ = [
     "GroupSource",
     "RegistrationIndex",
     "ValTarget",
+    "may_manage",
     "serves",
 ]
 
@@ -97,6 +98,10 @@ class GroupDocument(msgspec.Struct, frozen=True, omit_defaults=True):
         extra: the document's other members (``locInfo``, ``addLocInfo``,
             ``valSvcAreaId``, ``extGrpId``, ``com5GLanType``, unknown ones) as JSON
             text, written and read by the REST codec only (opaque here).
+        owner: the OAuth2 client id that created it through the API; None for
+            documents made with OAuth2 off or by ``msgin5g group`` (then only
+            an operator client may manage it while OAuth2 is on). Kept by
+            every change.
     """
 
     group_id: str
@@ -107,6 +112,7 @@ class GroupDocument(msgspec.Struct, frozen=True, omit_defaults=True):
     service_ids: list[str] | None = None
     service_info: str | None = None
     extra: str = ""
+    owner: str | None = None
 
     @property
     def member_targets(self) -> list[ValTarget]:
@@ -120,6 +126,15 @@ class GroupDocument(msgspec.Struct, frozen=True, omit_defaults=True):
         unique = list(dict.fromkeys(targets))
         users = [t.val_user_id for t in unique if t.val_user_id is not None]
         return msgspec.structs.replace(self, members=users, targets=unique)
+
+
+def may_manage(document: GroupDocument, client: str | None, operator: bool) -> bool:
+    """Whether an API client may read or change a hosted document.
+
+    ``client`` None (OAuth2 off) and operators may manage every document;
+    any other client only the documents it created.
+    """
+    return client is None or operator or document.owner == client
 
 
 def serves(document: GroupDocument, val_service_id: str | None) -> bool:
@@ -335,25 +350,42 @@ class GroupRegistry:
             return await self._store(document)
 
     async def update(
-        self, group_id: str, change: Callable[[GroupDocument], GroupDocument]
+        self,
+        group_id: str,
+        change: Callable[[GroupDocument], GroupDocument],
+        *,
+        client: str | None = None,
+        operator: bool = False,
     ) -> GroupDocument:
         """Replace a stored document by ``change(current)`` (serialised).
+
+        The owner is kept whatever ``change`` returns.
 
         Raises:
             InvalidRequest: no such document (cause ``GROUP_NOT_FOUND``), or
                 ``change`` renamed the group.
+            NotAuthorized: ``client`` may not manage it (:func:`may_manage`).
         """
         async with self._lock:
-            current = await self.document(group_id)
-            if current is None:
-                raise InvalidRequest(
-                    f"no VAL group document {group_id}",
-                    cause=FailureCause.GROUP_NOT_FOUND,
-                )
+            current = await self._owned(group_id, client, operator)
             updated = change(current)
             if updated.group_id != group_id:
                 raise InvalidRequest("valGroupId cannot be changed")
+            updated = msgspec.structs.replace(updated, owner=current.owner)
             return await self._store(updated)
+
+    async def _owned(
+        self, group_id: str, client: str | None, operator: bool
+    ) -> GroupDocument:
+        current = await self.document(group_id)
+        if current is None:
+            raise InvalidRequest(
+                f"no VAL group document {group_id}",
+                cause=FailureCause.GROUP_NOT_FOUND,
+            )
+        if not may_manage(current, client, operator):
+            raise NotAuthorized(f"VAL group document {group_id} is not yours")
+        return current
 
     async def put(self, group: Group) -> None:
         """Create a group or replace its members by UE Service IDs (the CLI).
@@ -370,9 +402,18 @@ class GroupRegistry:
             base = current or GroupDocument(group.group_id)
             await self._store(base.with_targets(targets))
 
-    async def delete(self, group_id: str) -> bool:
-        """Remove a group; True if it existed."""
+    async def delete(
+        self, group_id: str, *, client: str | None = None, operator: bool = False
+    ) -> bool:
+        """Remove a group; True if it existed.
+
+        Raises:
+            NotAuthorized: ``client`` may not manage it (:func:`may_manage`).
+        """
         async with self._lock:
+            current = await self.document(group_id)
+            if current is not None and not may_manage(current, client, operator):
+                raise NotAuthorized(f"VAL group document {group_id} is not yours")
             self.invalidate(group_id)
             return await self._backend.delete_record(_KIND, group_id)
 

@@ -809,7 +809,7 @@ class MessagingService:
         return self.topics.topics_of(as_key(as_service_id))
 
     def _check_as(self, as_service_id: str, client: str | None) -> None:
-        if client is not None and client != as_service_id:
+        if not self.applications.may_act_for_as(client, as_service_id):
             raise NotAuthorized(f"client {client} may not act for {as_service_id}")
         if self.applications.get(as_service_id) is None:
             raise NotRegistered(f"AS {as_service_id} is not registered")
@@ -828,13 +828,17 @@ class MessagingService:
     async def submit_for_ue(self, msg: Msg, *, client: str | None = None) -> MsgResp:
         """A message a gateway sends on behalf of a UE (``/deliver-ue-message``).
 
-        The originating UE must be provisioned or registered. Project policy: any
-        authenticated API client may act as a Message Gateway (TS 23.554 §8.6).
+        The originating UE must be provisioned or registered. With OAuth2 the
+        client must be a Message Gateway serving that UE (TS 23.554 §8.6), or
+        the operator.
 
         Raises:
+            NotAuthorized: ``client`` does not serve the originating UE.
             NotRegistered: the originating UE is unknown.
         """
         ue = msg.originating_ue_service_id or ""
+        if not self.applications.serves_ue(client, ue):
+            raise NotAuthorized(f"client {client} does not serve UE {ue}")
         if not await self.registry.is_known(ue):
             raise NotRegistered(
                 f"UE {ue} is unknown", cause=FailureCause.NOT_REGISTERED
@@ -848,7 +852,8 @@ class MessagingService:
         Relayed to the original sender like a UE's ``IMDN``.
 
         Raises:
-            NotAuthorized / NotRegistered: the reporting AS may not report.
+            NotAuthorized / NotRegistered: the reporting AS may not report, or
+                ``client`` does not serve the reporting UE (gateway rule).
             NotRegistered: no report is expected (``MESSAGE_NOT_FOUND``).
         """
         if imdn.originating_as_service_id is not None:
@@ -856,6 +861,8 @@ class MessagingService:
             reporter = as_key(imdn.originating_as_service_id)
         else:
             reporter = imdn.originating_ue_service_id or ""
+            if not self.applications.serves_ue(client, reporter):
+                raise NotAuthorized(f"client {client} does not serve UE {reporter}")
         route = await self.backend.take_report_route(imdn.message_id, reporter)
         if route is None:
             raise NotRegistered(

@@ -26,7 +26,12 @@ class RestTransport:
         """Bind ``rest.bind`` and serve the APIs for ``service``."""
         host, port = self.config.address
         server = AsgiServer(
-            create_app(service, self.config), host, port, self.config.server
+            create_app(service, self.config),
+            host,
+            port,
+            self.config.server,
+            header_timeout=self.config.header_timeout,
+            max_connections=self.config.max_connections,
         )
         await server.start()
         self._server = server

@@ -17,7 +17,8 @@ and installs the request pipeline every API shares:
    (declared or streamed, also over h2c) gets ``413``; a body that is not
    ``application/json`` gets ``415`` (the token endpoint takes
    ``application/x-www-form-urlencoded``, PATCH ``application/merge-patch+json``);
-2. authentication (``401``) and the per-AS rate limit (``429``), see :mod:`.auth`;
+2. authentication (``401``), the token's scope for the API (``403``
+   ``INSUFFICIENT_SCOPE``) and the per-AS rate limit (``429``), see :mod:`.auth`;
 3. pydantic validation of the body against the TS 29.538 schema → ``400`` with
    ``invalidParams`` naming each offending member;
 4. the service call; domain errors become problems in :mod:`.problems` only.
@@ -39,16 +40,19 @@ from starlette.responses import JSONResponse, Response
 
 from msgin5g.config import RestConfig
 from msgin5g.errors import MSGin5GError
+from msgin5g.model.application import ROLE_OPERATOR
+from msgin5g.service.applications import TargetNetworks
 from msgin5g.service.messaging import MessagingService
 from msgin5g.spec.causes import FailureCause
 from msgin5g.transports.rest.auth import (
+    AuthThrottle,
     RateLimiter,
     TokenIssuer,
     parse_client_credentials,
 )
 from msgin5g.transports.rest.problems import PROBLEM_JSON, problem, problem_for
 
-__all__ = ["BodyGuard", "RestContext", "create_app"]
+__all__ = ["INSUFFICIENT_SCOPE", "BodyGuard", "RestContext", "create_app"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +64,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 TOKEN_PATH = "/oauth2/token"  # noqa: S105 - a path, not a secret
 _FORM = "application/x-www-form-urlencoded"
+INSUFFICIENT_SCOPE = "INSUFFICIENT_SCOPE"
+"""``cause`` of the ``403`` for a token without the API's scope (RFC 6750 name)."""
 
 
 @dataclass
@@ -71,25 +77,44 @@ class RestContext:
     clock: Callable[[], float] = field(default=time.time)
     tokens: TokenIssuer = field(init=False)
     limiter: RateLimiter = field(init=False)
+    throttle: AuthThrottle = field(init=False)
 
     def __post_init__(self) -> None:
-        self.tokens = TokenIssuer(self.config.token_lifetime, self.clock)
+        self.tokens = TokenIssuer(
+            self.config.token_lifetime, self.clock, self.config.max_tokens_per_client
+        )
         self.limiter = RateLimiter(
             self.config.rate_limit, self.config.rate_burst, self.clock
         )
+        self.throttle = AuthThrottle(
+            self.config.auth_failure_burst, self.config.auth_failure_rate, self.clock
+        )
 
-    def caller(self, request: Request) -> str | None:
-        """The authenticated client id (None with OAuth2 off).
+    def authorize(self, scope: str) -> Callable[[Request], str | None]:
+        """A FastAPI dependency: the caller of an API that needs ``scope``.
 
-        Raises:
-            _Unauthorized: OAuth2 is on and the bearer token is missing/invalid.
+        The dependency returns the authenticated client id (None with OAuth2
+        off) and raises ``_Unauthorized`` (no valid bearer token, ``401``) or
+        ``_InsufficientScope`` (``403``).
         """
-        if not self.config.oauth2:
-            return None
-        client = self.tokens.client_of(request.headers.get("authorization"))
-        if client is None:
-            raise _Unauthorized
-        return client
+
+        def caller(request: Request) -> str | None:
+            if not self.config.oauth2:
+                return None
+            token = self.tokens.token_of(request.headers.get("authorization"))
+            if token is None:
+                raise _Unauthorized
+            if scope not in token.scopes:
+                raise _InsufficientScope(scope)
+            return token.client_id
+
+        return caller
+
+    def is_operator(self, caller: str | None) -> bool:
+        """Whether the caller is an ``operator`` client."""
+        if caller is None:
+            return False
+        return self.service.applications.client(caller).role == ROLE_OPERATOR
 
     def admit(self, caller: str | None, as_service_id: str) -> None:
         """Apply the per-AS rate limit (raises ``Overloaded``)."""
@@ -103,6 +128,14 @@ class RestContext:
 
 class _Unauthorized(Exception):
     """No valid bearer token (answered 401 by the app's handler)."""
+
+
+class _InsufficientScope(Exception):
+    """The token lacks the API's scope (answered 403 by the app's handler)."""
+
+    def __init__(self, scope: str) -> None:
+        super().__init__(scope)
+        self.scope = scope
 
 
 class BodyGuard:
@@ -203,6 +236,7 @@ def create_app(service: MessagingService, config: RestConfig) -> Any:
     )
 
     ctx = RestContext(service, config, service.clock.now)
+    service.applications.target_networks = TargetNetworks.from_config(config)
     app = FastAPI(
         title="msgin5g northbound APIs (TS 29.538)",
         docs_url=None,
@@ -242,6 +276,21 @@ def create_app(service: MessagingService, config: RestConfig) -> Any:
             headers={"WWW-Authenticate": 'Bearer realm="msgin5g"'},
         )
 
+    @app.exception_handler(_InsufficientScope)
+    async def _scope(request: Request, exc: _InsufficientScope) -> Response:
+        log.info("HTTP 403 %s %s: no scope", request.method, request.url.path)
+        return problem(
+            403,
+            INSUFFICIENT_SCOPE,
+            f"the access token lacks the scope {exc.scope}",
+            headers={
+                "WWW-Authenticate": (
+                    f'Bearer realm="msgin5g", error="insufficient_scope", '
+                    f'scope="{exc.scope}"'
+                )
+            },
+        )
+
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         cause = FailureCause.INVALID_MESSAGE
@@ -252,32 +301,64 @@ def create_app(service: MessagingService, config: RestConfig) -> Any:
         log.error("HTTP 500 %s %s", request.method, request.url.path, exc_info=exc)
         return problem(500, FailureCause.INTERNAL_ERROR)
 
-    @app.post(TOKEN_PATH, include_in_schema=False)
+    app.add_api_route(
+        TOKEN_PATH, _token_endpoint(ctx), methods=["POST"], include_in_schema=False
+    )
+
+    return BodyGuard(app, config.max_body)
+
+
+def _token_endpoint(ctx: RestContext) -> Callable[[Request], Awaitable[Response]]:
+    """``POST /oauth2/token``: client credentials grant (see :mod:`.auth`)."""
+    service = ctx.service
+
     async def token(request: Request) -> Response:
-        grant, client_id, secret = parse_client_credentials(
+        grant, client_id, secret, scope = parse_client_credentials(
             await request.body(), request.headers.get("authorization")
         )
         if grant != "client_credentials":
             return _oauth_error(400, "unsupported_grant_type")
         if not client_id or secret is None:
             return _oauth_error(400, "invalid_request")
-        if not await service.applications.verify_client(client_id, secret):
-            log.warning("token refused for client %s", client_id)
+        address = request.client.host if request.client else ""
+        wait = ctx.throttle.retry_after(client_id, address)
+        if wait:
+            log.warning("token request of %s from %s throttled", client_id, address)
+            return _oauth_error(429, "invalid_client", retry_after=wait)
+        client = await service.applications.authenticate(client_id, secret)
+        if client is None:
+            ctx.throttle.failed(client_id, address)
+            log.warning("token refused for client %s from %s", client_id, address)
             return _oauth_error(401, "invalid_client")
-        access, lifetime = ctx.tokens.issue(client_id)
+        granted = client.scopes
+        if scope is not None:
+            asked = frozenset(scope.split())
+            if not asked or not asked <= granted:
+                return _oauth_error(400, "invalid_scope")
+            granted = asked
+        access, lifetime = ctx.tokens.issue(client_id, granted)
         return JSONResponse(
-            {"access_token": access, "token_type": "Bearer", "expires_in": lifetime},
+            {
+                "access_token": access,
+                "token_type": "Bearer",
+                "expires_in": lifetime,
+                "scope": " ".join(sorted(granted)),
+            },
             headers={"Cache-Control": "no-store"},
         )
 
-    return BodyGuard(app, config.max_body)
+    return token
 
 
-def _oauth_error(status: int, error: str) -> Response:
+def _oauth_error(status: int, error: str, *, retry_after: int = 0) -> Response:
     headers = {"Cache-Control": "no-store"}
     if status == 401:
         headers["WWW-Authenticate"] = 'Basic realm="msgin5g"'
-    return JSONResponse({"error": error}, status_code=status, headers=headers)
+    body = {"error": error}
+    if retry_after:
+        headers["Retry-After"] = str(retry_after)
+        body["error_description"] = "too many failed attempts: retry later"
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 _ = PROBLEM_JSON

@@ -1,4 +1,4 @@
-"""OAuth2 client credentials and per-AS rate limiting (TS 29.538 §10, digest §3.2).
+"""OAuth2 client credentials, scopes and rate limits (TS 29.538 §10, digest §3.2).
 
 Both YAML files declare ``security: [{}, {oAuth2ClientCredentials: []}]``: an API
 may be called without a token (operator relies on e.g. mutual TLS) or with an
@@ -7,17 +7,31 @@ OAuth2 bearer token obtained with the client-credentials grant (RFC 6749 §4.4).
 * ``rest.oauth2 = false`` (default): no token is required; the caller is
   anonymous and the service applies no ownership rule.
 * ``rest.oauth2 = true``: ``POST /oauth2/token`` issues tokens to clients
-  provisioned with ``msgin5g as add AS_ID`` (the server stores only SHA-256 of the
-  secret); every API call without a valid ``Authorization: Bearer`` gets ``401``
-  with ``WWW-Authenticate: Bearer``; the client id is the AS Service ID the caller
-  may act for (register, send, report, de-register its own registration, else
-  ``403``).
+  provisioned with ``msgin5g as add ID [--role as|gateway|operator]`` (the
+  server stores only SHA-256 of the secret); every API call without a valid
+  ``Authorization: Bearer`` gets ``401`` with ``WWW-Authenticate: Bearer``. The
+  client's role decides what it may act for (docs/security-rest.md); a token
+  carries scopes (RFC 6749 §3.3, one per API: ``msgs-asregistration``,
+  ``msgs-msgdelivery``, ``msgs-topicsub``, ``msgg-bgdelivery``, ``ss-gm``): the
+  request's ``scope`` (a subset of what the role allows, else
+  ``invalid_scope``) or, without one, all the role allows. An API called with a
+  token lacking its scope gets ``403`` ``INSUFFICIENT_SCOPE`` and
+  ``WWW-Authenticate: Bearer error="insufficient_scope"`` (RFC 6750 §3.1).
 
 Tokens are opaque random strings kept in memory with their expiry
 (``rest.token_lifetime``), so a restart invalidates them and clients fetch a new
-one (the usual reaction to ``401``). The token endpoint answers RFC 6749 §5.2
-errors (``invalid_client``, ``unsupported_grant_type``), not ProblemDetails: it is
-not part of the TS 29.538 APIs.
+one (the usual reaction to ``401``). At most ``rest.max_tokens_per_client`` live
+tokens per client: one more drops *that client's* oldest, never another
+client's. The token endpoint answers RFC 6749 §5.2 errors (``invalid_client``,
+``unsupported_grant_type``, ``invalid_scope``), not ProblemDetails: it is not
+part of the TS 29.538 APIs.
+
+Failed client authentications are throttled (:class:`AuthThrottle`): a token
+bucket per client id and one per source IP (``rest.auth_failure_burst``
+failures at once, ``rest.auth_failure_rate`` regained per second). While
+either bucket is empty the endpoint answers ``429`` with ``Retry-After`` and
+``{"error": "invalid_client"}`` without checking the secret (so guessing goes
+no faster with the right secret in the batch).
 
 The rate limiter is a token bucket per caller (the client id, or the AS Service
 ID of the request when OAuth2 is off): ``rest.rate_limit`` requests per second
@@ -30,56 +44,135 @@ import base64
 import binascii
 import math
 import secrets
+from collections import deque
 from collections.abc import Callable
 from urllib.parse import parse_qs
 
+import msgspec
+
 from msgin5g.errors import Overloaded
 
-__all__ = ["RateLimiter", "TokenIssuer", "parse_client_credentials"]
+__all__ = [
+    "AuthThrottle",
+    "RateLimiter",
+    "Token",
+    "TokenIssuer",
+    "parse_client_credentials",
+]
 
-_MAX_TOKENS = 100_000
 _MAX_BUCKETS = 100_000
 
 
-class TokenIssuer:
-    """Issues and checks opaque bearer tokens."""
+class Token(msgspec.Struct, frozen=True, gc=False):
+    """What an access token stands for."""
 
-    def __init__(self, lifetime: float, clock: Callable[[], float]) -> None:
+    client_id: str
+    scopes: frozenset[str]
+    expires_at: float
+
+
+class TokenIssuer:
+    """Issues and checks opaque bearer tokens, at most ``per_client`` per client."""
+
+    def __init__(
+        self, lifetime: float, clock: Callable[[], float], per_client: int = 100
+    ) -> None:
         self._lifetime = lifetime
         self._clock = clock
-        self._tokens: dict[str, tuple[str, float]] = {}
+        self._per_client = per_client
+        self._tokens: dict[str, Token] = {}
+        self._by_client: dict[str, deque[str]] = {}
 
-    def issue(self, client_id: str) -> tuple[str, int]:
-        """A new token for ``client_id`` and its lifetime in seconds."""
+    def issue(self, client_id: str, scopes: frozenset[str]) -> tuple[str, int]:
+        """A new token for ``client_id`` and its lifetime in seconds.
+
+        The client's expired tokens are forgotten; when it still holds
+        ``per_client`` live ones, its oldest is dropped.
+        """
         now = self._clock()
-        if len(self._tokens) >= _MAX_TOKENS:
-            self._tokens = {t: v for t, v in self._tokens.items() if v[1] > now}
-            while len(self._tokens) >= _MAX_TOKENS:
-                del self._tokens[next(iter(self._tokens))]
+        mine = self._by_client.setdefault(client_id, deque())
+        while mine and (
+            len(mine) >= self._per_client
+            or self._tokens.get(mine[0], _GONE).expires_at <= now
+        ):
+            self._tokens.pop(mine.popleft(), None)
         token = secrets.token_urlsafe(32)
-        self._tokens[token] = (client_id, now + self._lifetime)
+        self._tokens[token] = Token(client_id, scopes, now + self._lifetime)
+        mine.append(token)
         return token, int(self._lifetime)
+
+    def token_of(self, authorization: str | None) -> Token | None:
+        """The live token of an ``Authorization: Bearer`` value, or None."""
+        if not authorization:
+            return None
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        entry = self._tokens.get(value.strip())
+        if entry is None:
+            return None
+        if entry.expires_at <= self._clock():
+            self._tokens.pop(value.strip(), None)
+            return None
+        return entry
 
     def client_of(self, authorization: str | None) -> str | None:
         """The client id of a valid ``Authorization: Bearer`` value, or None."""
-        if not authorization:
-            return None
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer":
-            return None
-        entry = self._tokens.get(token.strip())
-        if entry is None:
-            return None
-        if entry[1] <= self._clock():
-            self._tokens.pop(token.strip(), None)
-            return None
-        return entry[0]
+        entry = self.token_of(authorization)
+        return None if entry is None else entry.client_id
+
+    def __len__(self) -> int:
+        return len(self._tokens)
+
+
+_GONE = Token("", frozenset(), 0.0)
+
+
+class AuthThrottle:
+    """Token buckets of failed authentications, per client id and per source IP."""
+
+    def __init__(self, burst: int, rate: float, clock: Callable[[], float]) -> None:
+        self._burst = float(burst)
+        self._rate = rate
+        self._clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def _level(self, key: str, now: float) -> float:
+        tokens, last = self._buckets.get(key, (self._burst, now))
+        return min(self._burst, tokens + (now - last) * self._rate)
+
+    def retry_after(self, client_id: str, address: str) -> int:
+        """Seconds to wait before the next attempt may be checked (0: go ahead)."""
+        now = self._clock()
+        wait = 0.0
+        for key in (f"c:{client_id}", f"a:{address}"):
+            level = self._level(key, now)
+            if level < 1.0:
+                wait = max(wait, (1.0 - level) / self._rate)
+        return math.ceil(wait)
+
+    def failed(self, client_id: str, address: str) -> None:
+        """Count one failed authentication against both buckets."""
+        now = self._clock()
+        if len(self._buckets) >= _MAX_BUCKETS:
+            self._forget_full(now)
+        for key in (f"c:{client_id}", f"a:{address}"):
+            self._buckets[key] = (max(0.0, self._level(key, now) - 1.0), now)
+
+    def _forget_full(self, now: float) -> None:
+        """Drop refilled buckets; if that is not enough, the oldest half."""
+        self._buckets = {
+            k: v for k, v in self._buckets.items() if self._level(k, now) < self._burst
+        }
+        if len(self._buckets) >= _MAX_BUCKETS:
+            keep = list(self._buckets.items())[len(self._buckets) // 2 :]
+            self._buckets = dict(keep)
 
 
 def parse_client_credentials(
     body: bytes, authorization: str | None
-) -> tuple[str | None, str | None, str | None]:
-    """``(grant_type, client_id, client_secret)`` of a token request.
+) -> tuple[str | None, str | None, str | None, str | None]:
+    """``(grant_type, client_id, client_secret, scope)`` of a token request.
 
     Client authentication by HTTP Basic (RFC 6749 §2.3.1) or by the form members
     ``client_id`` / ``client_secret``.
@@ -99,7 +192,7 @@ def parse_client_credentials(
             user, sep, password = "", "", ""
         if sep:
             client_id, secret = user, password
-    return one("grant_type"), client_id, secret
+    return one("grant_type"), client_id, secret, one("scope")
 
 
 class RateLimiter:

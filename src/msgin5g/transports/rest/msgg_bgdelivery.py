@@ -37,18 +37,21 @@ from msgin5g.codec.openapi_json import (
 from msgin5g.transports.rest.asgi import RestContext
 from msgin5g.transports.rest.problems import no_content_or_problem
 
-__all__ = ["PREFIX", "router"]
+__all__ = ["PREFIX", "SCOPE", "router"]
 
+SCOPE = "msgg-bgdelivery"
+"""The OAuth2 scope a token needs for this API."""
 PREFIX = "/msgg-bgdelivery/v1"
 
 
 def router(ctx: RestContext) -> APIRouter:
     """The MSGG_BGDelivery routes bound to ``ctx``."""
     api = APIRouter(prefix=PREFIX)
+    authorized = ctx.authorize(SCOPE)
 
     @api.post("/deliver-message", status_code=204, response_model=None)
     async def deliver_message(
-        body: BgMessageDelivery, caller: str | None = Depends(ctx.caller)
+        body: BgMessageDelivery, caller: str | None = Depends(authorized)
     ) -> Response:
         ctx.admit(caller, body.ori_addr.addr)
         msg = msg_from_bg_delivery(body)

@@ -23,8 +23,10 @@ from starlette.responses import Response
 from msgin5g.codec.openapi_json import ASRegistration, ASRegistrationAck, ProblemDetails
 from msgin5g.transports.rest.asgi import RestContext
 
-__all__ = ["PREFIX", "router"]
+__all__ = ["PREFIX", "SCOPE", "router"]
 
+SCOPE = "msgs-asregistration"
+"""The OAuth2 scope a token needs for this API."""
 PREFIX = "/msgs-asregistration/v1"
 
 
@@ -38,12 +40,13 @@ def _ack(as_service_id: str, status: int, title: str) -> str:
 def router(ctx: RestContext) -> APIRouter:
     """The MSGS_ASRegistration routes bound to ``ctx``."""
     api = APIRouter(prefix=PREFIX)
+    authorized = ctx.authorize(SCOPE)
 
     @api.post("/registrations", status_code=201, response_model=None)
     async def register(
         body: ASRegistration,
         request: Request,
-        caller: str | None = Depends(ctx.caller),
+        caller: str | None = Depends(authorized),
     ) -> Response:
         ctx.admit(caller, body.as_svc_id)
         profile = (
@@ -71,7 +74,7 @@ def router(ctx: RestContext) -> APIRouter:
     @api.delete("/registrations/{registrationId}", response_model=None)
     async def deregister(
         registrationId: str,  # the YAML's parameter name
-        caller: str | None = Depends(ctx.caller),
+        caller: str | None = Depends(authorized),
     ) -> Response:
         ctx.admit(caller, registrationId)
         registration = await ctx.service.deregister_as(registrationId, client=caller)

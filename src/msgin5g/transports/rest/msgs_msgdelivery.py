@@ -37,18 +37,21 @@ from msgin5g.spec.delivery import DeliveryStatus
 from msgin5g.transports.rest.asgi import RestContext
 from msgin5g.transports.rest.problems import ack_or_problem
 
-__all__ = ["PREFIX", "router"]
+__all__ = ["PREFIX", "SCOPE", "router"]
 
+SCOPE = "msgs-msgdelivery"
+"""The OAuth2 scope a token needs for this API."""
 PREFIX = "/msgs-msgdelivery/v1"
 
 
 def router(ctx: RestContext) -> APIRouter:
     """The MSGS_MSGDelivery routes bound to ``ctx``."""
     api = APIRouter(prefix=PREFIX)
+    authorized = ctx.authorize(SCOPE)
 
     @api.post("/deliver-as-message", response_model=None)
     async def deliver_as_message(
-        body: ASMessageDelivery, caller: str | None = Depends(ctx.caller)
+        body: ASMessageDelivery, caller: str | None = Depends(authorized)
     ) -> Response:
         ctx.admit(caller, body.ori_addr.addr)
         msg = msg_from_as_delivery(body)
@@ -57,7 +60,7 @@ def router(ctx: RestContext) -> APIRouter:
 
     @api.post("/deliver-ue-message", response_model=None)
     async def deliver_ue_message(
-        body: UEMessageDelivery, caller: str | None = Depends(ctx.caller)
+        body: UEMessageDelivery, caller: str | None = Depends(authorized)
     ) -> Response:
         ctx.admit(caller, body.ori_addr.addr)
         msg = msg_from_ue_delivery(body)
@@ -66,7 +69,7 @@ def router(ctx: RestContext) -> APIRouter:
 
     @api.post("/deliver-report", response_model=None)
     async def deliver_report(
-        body: DeliveryStatusReport, caller: str | None = Depends(ctx.caller)
+        body: DeliveryStatusReport, caller: str | None = Depends(authorized)
     ) -> Response:
         ctx.admit(caller, body.ori_addr.addr)
         imdn = imdn_from_report(body)

@@ -29,8 +29,10 @@ from msgin5g.spec.causes import FailureCause
 from msgin5g.transports.rest.asgi import RestContext
 from msgin5g.transports.rest.problems import problem
 
-__all__ = ["PREFIX", "router"]
+__all__ = ["PREFIX", "SCOPE", "router"]
 
+SCOPE = "msgs-topicsub"
+"""The OAuth2 scope a token needs for this API."""
 PREFIX = "/msgs-topicsub/v1"
 
 
@@ -54,12 +56,13 @@ def _none(as_svc_id: str) -> Response:
 def router(ctx: RestContext) -> APIRouter:
     """The topic subscription routes bound to ``ctx``."""
     api = APIRouter(prefix=PREFIX)
+    authorized = ctx.authorize(SCOPE)
 
     @api.post("/subscriptions", status_code=201, response_model=None)
     async def subscribe(
         body: ASTopicSubscription,
         request: Request,
-        caller: str | None = Depends(ctx.caller),
+        caller: str | None = Depends(authorized),
     ) -> Response:
         ctx.admit(caller, body.as_svc_id)
         expires_at = await ctx.service.subscribe_as(
@@ -79,7 +82,7 @@ def router(ctx: RestContext) -> APIRouter:
     @api.get("/subscriptions/{asSvcId}", response_model=None)
     async def show(
         asSvcId: str,  # the path parameter's JSON name
-        caller: str | None = Depends(ctx.caller),
+        caller: str | None = Depends(authorized),
     ) -> Response:
         ctx.admit(caller, asSvcId)
         topics = ctx.service.topics_of_as(asSvcId, client=caller)
@@ -91,7 +94,7 @@ def router(ctx: RestContext) -> APIRouter:
     async def unsubscribe(
         asSvcId: str,  # the path parameter's JSON name
         topic: list[str] = Query(default=[]),  # noqa: B008 - FastAPI idiom
-        caller: str | None = Depends(ctx.caller),
+        caller: str | None = Depends(authorized),
     ) -> Response:
         ctx.admit(caller, asSvcId)
         ended = await ctx.service.unsubscribe_as(asSvcId, topic, client=caller)

@@ -14,27 +14,44 @@ Outcome mapping (the delivery engine retries with back-off, see
 ``4xx`` → :class:`DeliveryRejected` (dropped with a failure report).
 
 One ``httpx.AsyncClient`` (connection pool, keep-alive, HTTP/1.1) serves all ASs.
+
+Every POST goes only to an address in ``rest.target_networks``
+(:class:`~msgin5g.service.applications.TargetNetworks`): the ``targetUri``'s
+host is resolved, the first allowed address is used and the request is sent
+*to that address* (``Host`` header and TLS server name stay the hostname), so
+a name that resolved to an allowed address at registration cannot be rebound
+to, say, ``169.254.169.254`` later (DNS rebinding). Resolutions are kept for
+30 s. A host with no allowed address → :class:`DeliveryRejected`; a name that
+does not resolve → :class:`RecipientUnreachable` (retried).
 """
 
 import logging
+import time
 
 import httpx
 
 from msgin5g.codec.openapi_json import report_from_imdn, ue_delivery_from_msg
 from msgin5g.errors import DeliveryRejected, RecipientUnreachable
 from msgin5g.model.messages import Imdn, Msg
+from msgin5g.service.applications import DEFAULT_NETWORKS, TargetNetworks
 
 __all__ = ["HttpASDeliverer"]
 
 log = logging.getLogger(__name__)
 
 _RETRYABLE = {408, 425, 429}
+_DNS_TTL = 30.0
+_MAX_RESOLVED = 10_000
 
 
 class HttpASDeliverer:
     """``ASDeliverer`` implemented with an httpx connection pool."""
 
-    def __init__(self, timeout: float = 10.0) -> None:
+    def __init__(
+        self, timeout: float = 10.0, networks: TargetNetworks | None = None
+    ) -> None:
+        self._networks = networks or DEFAULT_NETWORKS
+        self._resolved: dict[tuple[str, int], tuple[float, str]] = {}
         self._client = httpx.AsyncClient(
             timeout=timeout,
             limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
@@ -53,9 +70,10 @@ class HttpASDeliverer:
             body = report_from_imdn(item).model_dump_json(
                 by_alias=True, exclude_none=True
             )
+        target, headers, extensions = await self._pinned(url)
         try:
             response = await self._client.post(
-                url, content=body, headers={"Content-Type": "application/json"}
+                target, content=body, headers=headers, extensions=extensions
             )
         except httpx.HTTPError as exc:
             raise RecipientUnreachable(f"{url}: {type(exc).__name__}") from exc
@@ -65,6 +83,46 @@ class HttpASDeliverer:
         if status in _RETRYABLE or status >= 500:
             raise RecipientUnreachable(f"{url} answered {status}")
         raise DeliveryRejected(f"{url} answered {status}")
+
+    async def _pinned(
+        self, url: str
+    ) -> tuple[httpx.URL, dict[str, str], dict[str, str]]:
+        """``url`` with its host replaced by a checked address, and the headers."""
+        try:
+            parsed = httpx.URL(url)
+        except httpx.InvalidURL as exc:
+            raise DeliveryRejected(f"{url}: {exc}") from None
+        headers = {"Content-Type": "application/json"}
+        host = parsed.host
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        now = time.monotonic()
+        cached = self._resolved.get((host, port))
+        if cached is not None and cached[0] > now:
+            address = cached[1]
+        else:
+            address = await self._check(url, host, port)
+            if len(self._resolved) >= _MAX_RESOLVED:
+                self._resolved.clear()
+            self._resolved[(host, port)] = (now + _DNS_TTL, address)
+        if address == host:
+            return parsed, headers, {}
+        headers["Host"] = parsed.netloc.decode("ascii")
+        extensions = {"sni_hostname": host} if parsed.scheme == "https" else {}
+        return parsed.copy_with(host=address), headers, extensions
+
+    async def _check(self, url: str, host: str, port: int) -> str:
+        try:
+            addresses = await self._networks.resolve(host, port)
+        except OSError as exc:
+            raise RecipientUnreachable(f"{url}: {exc}") from exc
+        allowed = [a for a in addresses if self._networks.allows(a)]
+        if not allowed:
+            log.warning("refused to POST to %s: %s not allowed", url, addresses)
+            raise DeliveryRejected(
+                f"{url}: {host} is {addresses[0] if addresses else '?'}, outside "
+                "rest.target_networks"
+            )
+        return allowed[0]
 
     async def aclose(self) -> None:
         """Close the connection pool."""

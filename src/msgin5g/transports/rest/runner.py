@@ -11,6 +11,15 @@ the API handlers call the service directly (no thread hop, no second process):
 
 Both serve HTTP/1.1 and HTTP/2 over cleartext (prior knowledge) on one port.
 Port 0 picks a free port before binding (used by tests).
+
+Slow clients (slowloris, docs/security-rest.md): a connection must deliver a
+complete request head within ``header_timeout`` seconds or it is closed
+(Granian ``http1_settings.header_read_timeout``, which also bounds the wait
+for the next request on a kept-alive connection; Hypercorn ``read_timeout``
+per read, and ``keep_alive_timeout``), and the server handles up to
+``max_connections`` at once (Granian ``backpressure``; the accept backlog is
+the same size). Neither server can cap connections per source IP: that limit
+belongs to the host firewall (an nftables ``ct count`` rule, see the docs).
 """
 
 import asyncio
@@ -46,11 +55,22 @@ def _check_bindable(host: str, port: int) -> None:
 class AsgiServer:
     """One ASGI server task in the running loop."""
 
-    def __init__(self, app: Any, host: str, port: int, kind: str = "granian") -> None:
+    def __init__(
+        self,
+        app: Any,
+        host: str,
+        port: int,
+        kind: str = "granian",
+        *,
+        header_timeout: float = 10.0,
+        max_connections: int = 8192,
+    ) -> None:
         self.app = app
         self.host = host
         self.port = port if port else _free_port(host)
         self.kind = kind
+        self.header_timeout = header_timeout
+        self.max_connections = max_connections
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self._granian: Any = None
@@ -82,6 +102,7 @@ class AsgiServer:
 
     async def _run_granian(self) -> None:
         from granian.constants import HTTPModes, Interfaces
+        from granian.http import HTTP1Settings
         from granian.server.embed import Server
 
         logging.getLogger("granian").setLevel(logging.ERROR)  # "experimental" note
@@ -92,7 +113,11 @@ class AsgiServer:
             interface=Interfaces.ASGINL,
             http=HTTPModes.auto,
             websockets=False,
-            backlog=1024,
+            backlog=min(self.max_connections, 65535),
+            backpressure=self.max_connections,
+            http1_settings=HTTP1Settings(
+                header_read_timeout=max(1, int(self.header_timeout * 1000))
+            ),
             log_enabled=False,
         )
         await self._granian.serve()
@@ -106,7 +131,9 @@ class AsgiServer:
         config.bind = [f"{host}:{self.port}"]
         config.accesslog = None
         config.errorlog = logging.getLogger("hypercorn.error")
-        config.backlog = 1024
+        config.backlog = min(self.max_connections, 65535)
+        config.read_timeout = max(1, int(self.header_timeout))
+        config.keep_alive_timeout = min(5.0, self.header_timeout)
         config.keep_alive_max_requests = 1_000_000  # default 1000 ends h2c connections
         await serve(self.app, config, shutdown_trigger=self._stop.wait, mode="asgi")
 

@@ -19,6 +19,13 @@ msgin5g hosts the SEAL group management API for its own groups (docs/groups.md):
 * ``DELETE /group-documents/{groupDocId}`` → ``204``;
 * an unknown ``groupDocId`` → ``404`` ``GROUP_NOT_FOUND``.
 
+Ownership (OAuth2 on, docs/security-rest.md): a document records the client
+that created it; only that client or an ``operator`` client may read, replace,
+patch or delete it (else ``403`` ``NOT_AUTHORIZED``), and the list query
+returns only the caller's documents (an operator's: all). Documents created
+with OAuth2 off or by ``msgin5g group`` have no owner: only operators manage
+them while OAuth2 is on.
+
 PROJECT CHOICES: ``groupDocId`` is the ``valGroupId`` (percent-encoded in
 URIs); ``resUri`` is filled with the document's URI in every answer (a value
 sent is ignored); ``suppFeat`` is accepted and not echoed (no optional feature
@@ -45,7 +52,12 @@ from msgin5g.codec.seal_json import (
     merge_patch,
 )
 from msgin5g.errors import DecodeError, InvalidRequest, NotAuthorized
-from msgin5g.service.groups import GroupDocument, GroupRegistry, ValTarget
+from msgin5g.service.groups import (
+    GroupDocument,
+    GroupRegistry,
+    ValTarget,
+    may_manage,
+)
 from msgin5g.spec.causes import FailureCause
 from msgin5g.transports.rest.asgi import RestContext
 from msgin5g.transports.rest.problems import problem
@@ -54,11 +66,14 @@ __all__ = [
     "GROUP_ALREADY_EXISTS",
     "GROUP_MANAGEMENT_EXTERNAL",
     "PREFIX",
+    "SCOPE",
     "document_from_wire",
     "router",
     "wire_from_document",
 ]
 
+SCOPE = "ss-gm"
+"""The OAuth2 scope a token needs for this API."""
 PREFIX = "/ss-gm/v1"
 GROUP_ALREADY_EXISTS = "GROUP_ALREADY_EXISTS"
 GROUP_MANAGEMENT_EXTERNAL = "GROUP_MANAGEMENT_EXTERNAL"
@@ -80,8 +95,10 @@ _OWN = frozenset(
 )
 
 
-def document_from_wire(body: VALGroupDocument) -> GroupDocument:
-    """The stored form of a validated ``VALGroupDocument``."""
+def document_from_wire(
+    body: VALGroupDocument, owner: str | None = None
+) -> GroupDocument:
+    """The stored form of a validated ``VALGroupDocument`` created by ``owner``."""
     data = body.wire()
     extra = {k: v for k, v in data.items() if k not in _OWN}
     targets = [
@@ -95,6 +112,7 @@ def document_from_wire(body: VALGroupDocument) -> GroupDocument:
         service_ids=list(body.val_service_ids) if body.val_service_ids else None,
         service_info=body.val_svc_inf,
         extra=json.dumps(extra, separators=(",", ":")) if extra else "",
+        owner=owner,
     )
     return document.with_targets(targets)
 
@@ -148,9 +166,10 @@ def _patched(current: GroupDocument, changes: dict[str, Any]) -> GroupDocument:
         raise DecodeError(str(error.get("msg", "invalid")), member=member) from None
 
 
-def router(ctx: RestContext) -> APIRouter:  # noqa: C901 - one closure per operation
+def router(ctx: RestContext) -> APIRouter:  # noqa: C901, PLR0915 - one closure per operation
     """The SS_GroupManagement routes bound to ``ctx``."""
     api = APIRouter(prefix=PREFIX)
+    authorized = ctx.authorize(SCOPE)
 
     def groups() -> GroupRegistry:
         return ctx.service.groups
@@ -185,13 +204,13 @@ def router(ctx: RestContext) -> APIRouter:  # noqa: C901 - one closure per opera
     async def create_val_group_doc(
         body: VALGroupDocument,
         request: Request,
-        caller: str | None = Depends(ctx.caller),
+        caller: str | None = Depends(authorized),
     ) -> Response:
         refused = refusal(caller)
         if refused is not None:
             return refused
         try:
-            document = await groups().create(document_from_wire(body))
+            document = await groups().create(document_from_wire(body, caller))
         except NotAuthorized as exc:
             return problem(403, GROUP_ALREADY_EXISTS, exc.detail)
         location = uri(request, document.group_id)
@@ -202,7 +221,7 @@ def router(ctx: RestContext) -> APIRouter:  # noqa: C901 - one closure per opera
         request: Request,
         val_group_id: str | None = Query(None, alias="val-group-id"),
         val_service_id: str | None = Query(None, alias="val-service-id"),
-        caller: str | None = Depends(ctx.caller),
+        caller: str | None = Depends(authorized),
     ) -> Response:
         refused = refusal(caller)
         if refused is not None:
@@ -210,8 +229,13 @@ def router(ctx: RestContext) -> APIRouter:  # noqa: C901 - one closure per opera
         documents = await groups().documents(
             group_id=val_group_id, val_service_id=val_service_id
         )
+        operator = ctx.is_operator(caller)
         return _json(
-            [wire_from_document(d, uri(request, d.group_id)) for d in documents]
+            [
+                wire_from_document(d, uri(request, d.group_id))
+                for d in documents
+                if may_manage(d, caller, operator)
+            ]
         )
 
     @api.get("/group-documents/{groupDocId}", response_model=None)
@@ -220,12 +244,14 @@ def router(ctx: RestContext) -> APIRouter:  # noqa: C901 - one closure per opera
         request: Request,
         group_members: bool = Query(False, alias="group-members"),
         group_configuration: bool = Query(False, alias="group-configuration"),
-        caller: str | None = Depends(ctx.caller),
+        caller: str | None = Depends(authorized),
     ) -> Response:
         refused = refusal(caller)
         if refused is not None:
             return refused
         document = await stored(groupDocId)
+        if not may_manage(document, caller, ctx.is_operator(caller)):
+            raise NotAuthorized(f"VAL group document {groupDocId} is not yours")
         if not (group_members or group_configuration):
             return _json(wire_from_document(document, uri(request, groupDocId)))
         data: dict[str, Any] = {"valGroupId": document.group_id}
@@ -240,7 +266,7 @@ def router(ctx: RestContext) -> APIRouter:  # noqa: C901 - one closure per opera
         groupDocId: str,
         body: VALGroupDocument,
         request: Request,
-        caller: str | None = Depends(ctx.caller),
+        caller: str | None = Depends(authorized),
     ) -> Response:
         refused = refusal(caller)
         if refused is not None:
@@ -253,7 +279,12 @@ def router(ctx: RestContext) -> APIRouter:  # noqa: C901 - one closure per opera
                 invalid=[("valGroupId", f"must be {groupDocId}")],
             )
         replacement = document_from_wire(body)
-        document = await groups().update(groupDocId, lambda _: replacement)
+        document = await groups().update(
+            groupDocId,
+            lambda _: replacement,
+            client=caller,
+            operator=ctx.is_operator(caller),
+        )
         return _json(wire_from_document(document, uri(request, groupDocId)))
 
     @api.patch("/group-documents/{groupDocId}", response_model=None)
@@ -261,25 +292,30 @@ def router(ctx: RestContext) -> APIRouter:  # noqa: C901 - one closure per opera
         groupDocId: str,
         body: VALGroupDocumentPatch,
         request: Request,
-        caller: str | None = Depends(ctx.caller),
+        caller: str | None = Depends(authorized),
     ) -> Response:
         refused = refusal(caller)
         if refused is not None:
             return refused
         changes = body.changes()
         document = await groups().update(
-            groupDocId, lambda current: _patched(current, changes)
+            groupDocId,
+            lambda current: _patched(current, changes),
+            client=caller,
+            operator=ctx.is_operator(caller),
         )
         return _json(wire_from_document(document, uri(request, groupDocId)))
 
     @api.delete("/group-documents/{groupDocId}", status_code=204, response_model=None)
     async def delete_ind_val_group_doc(
-        groupDocId: str, caller: str | None = Depends(ctx.caller)
+        groupDocId: str, caller: str | None = Depends(authorized)
     ) -> Response:
         refused = refusal(caller)
         if refused is not None:
             return refused
-        if not await groups().delete(groupDocId):
+        if not await groups().delete(
+            groupDocId, client=caller, operator=ctx.is_operator(caller)
+        ):
             raise InvalidRequest(
                 f"no VAL group document {groupDocId}",
                 cause=FailureCause.GROUP_NOT_FOUND,
