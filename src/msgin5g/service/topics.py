@@ -17,6 +17,12 @@ Two forms of subscription, one record per (topic, subscriber):
   as 2.05 notifications carrying the ``MSG`` JSON with ``messagingTopic`` and
   ``recipientUeServiceId`` set to the observer.
 
+Access control: with a :class:`~msgin5g.service.topic_policy.TopicPolicy`
+(the server always has one), ``subscribe`` answers ``FAILURE`` /
+``NOT_AUTHORIZED`` for a refused topic and ``observe`` raises
+:class:`NotAuthorized`; :meth:`TopicRegistry.notify_observers` takes the
+policy's per-subscriber verdict so that a revoked grant stops notifications.
+
 Design choices:
     * Both forms share the record kind ``"topic-sub"`` and the key
       ``topic NUL subscriber``: a later subscription of either form replaces the
@@ -68,10 +74,16 @@ from typing import Any
 import msgspec
 
 from msgin5g.config import DeliveryConfig
-from msgin5g.errors import InvalidRequest, MSGin5GError, RecipientUnreachable
+from msgin5g.errors import (
+    InvalidRequest,
+    MSGin5GError,
+    NotAuthorized,
+    RecipientUnreachable,
+)
 from msgin5g.model.messages import Msg, TopicName, TopicResult, TopicUnsubResp
 from msgin5g.model.registry import Contact
 from msgin5g.service.ports import Clock, TopicNotifier
+from msgin5g.service.topic_policy import SUBSCRIBE, TopicPolicy
 from msgin5g.spec.causes import FailureCause, Result
 from msgin5g.storage.base import Backend
 
@@ -198,6 +210,8 @@ class TopicRegistry:
         backend: where subscription records live.
         clock: wall clock.
         config: lifetimes and the CON/NON policy.
+        policy: who may subscribe (:mod:`msgin5g.service.topic_policy`); None
+            lets everyone (unit tests of the registry alone).
     """
 
     def __init__(
@@ -205,8 +219,11 @@ class TopicRegistry:
         backend: Backend,
         clock: Clock,
         config: DeliveryConfig,
+        *,
+        policy: TopicPolicy | None = None,
     ) -> None:
         self._backend = backend
+        self._policy = policy
         self._clock = clock
         self._config = config
         self._topics: dict[str, dict[str, float]] = {}
@@ -258,13 +275,26 @@ class TopicRegistry:
     async def subscribe(
         self, subscriber: str, topics: list[str], expires_at: float
     ) -> list[TopicResult]:
-        """Subscribe to every topic; returns one SUCCESS result per topic.
+        """Subscribe to every topic the policy allows; one result per topic.
 
-        An Observe-form subscription of ``subscriber`` to one of the topics is
+        ``SUCCESS``, or ``FAILURE`` / ``NOT_AUTHORIZED`` for a topic the topic
+        policy refuses to ``subscriber`` (digest §3.13.3 step 2). An
+        Observe-form subscription of ``subscriber`` to one of the topics is
         replaced (its observer gets a final notification).
         """
         results = []
         for topic in topics:
+            if self._policy is not None and not await self._policy.may(
+                topic, subscriber, SUBSCRIBE
+            ):
+                results.append(
+                    TopicResult(
+                        messaging_topic=topic,
+                        result=Result.FAILURE,
+                        failure_cause=FailureCause.NOT_AUTHORIZED.value,
+                    )
+                )
+                continue
             self._end_observation(topic, subscriber)
             self._topics.setdefault(topic, {})[subscriber] = expires_at
             record = TopicSubscription(topic, subscriber, expires_at)
@@ -351,7 +381,14 @@ class TopicRegistry:
 
         Returns:
             the stored subscription.
+
+        Raises:
+            NotAuthorized: the topic policy refuses ``subscriber``.
         """
+        if self._policy is not None and not await self._policy.may(
+            topic, subscriber, SUBSCRIBE
+        ):
+            raise NotAuthorized(f"{subscriber} may not subscribe to {topic}")
         previous = self._by_token.get((observer, token))
         if previous is not None and (previous.topic, previous.subscriber) != (
             topic,

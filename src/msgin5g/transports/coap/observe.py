@@ -20,6 +20,8 @@ Errors (JSON body ``{"messageType": "TOPICSUB", "failureCause", "detail"}``):
 * source address not registered → **4.03** ``NOT_REGISTERED`` (the POST form
   answers 2.04 with per-topic failures, but a GET answer has no room for that,
   and a non-2.xx answer tells an RFC 7641 client that no observation exists);
+* the topic policy refuses the UE (docs/security-topics.md, e.g. another UE's
+  ``alice/private``) → **4.03** ``NOT_AUTHORIZED``;
 * invalid topic name (digest §1.2), a bad ``exp`` query or Uri-Path not UTF-8 →
   **4.00** (``INVALID_TOPIC`` / ``INVALID_MESSAGE``);
 * a path other than exactly ``/msgin5g/topics/{topic}`` → **4.04**; a method
