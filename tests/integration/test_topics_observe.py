@@ -17,9 +17,12 @@ import pytest
 from msgin5g.client import Client
 from msgin5g.coap import CoapMessage, Code, Endpoint, TransmissionParameters, Type
 from msgin5g.config import load_config
-from msgin5g.errors import RequestTimeout
+from msgin5g.errors import Overloaded, RecipientUnreachable, RequestTimeout
 from msgin5g.model.credentials import psk_token
+from msgin5g.model.messages import Msg
+from msgin5g.model.registry import Contact
 from msgin5g.server import Server
+from msgin5g.transports.coap.observe import ObserveResource
 from tests.integration.raw_observer import RawUE
 
 pytestmark = pytest.mark.timeout(60)
@@ -113,3 +116,35 @@ async def test_endpoint_notify_nowait_holds_no_task() -> None:
             # not a numeric address
             with pytest.raises(ValueError, match="numeric"):
                 endpoint.notify_nowait(("localhost", 1), b"tk", b"5")
+
+
+class _FullEndpoint:
+    """An endpoint whose message layer is full: every CON fails at once."""
+
+    def notify_nowait(
+        self, peer: object, token: bytes, payload: bytes, **_: object
+    ) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future.set_exception(RequestTimeout("too many outstanding requests"))
+        return future
+
+
+async def test_a_full_engine_is_not_mistaken_for_a_lost_observer(
+    server: Server,
+) -> None:
+    """max_pending reached: Overloaded (observation kept), not RecipientUnreachable."""
+    service = server.service
+    assert service is not None and server.coap is not None
+    resource = ObserveResource(service)
+    resource._endpoint = _FullEndpoint()  # type: ignore[assignment]
+    msg = Msg(message_id="m", originating_ue_service_id="pub", messaging_topic="t")
+    outcome = resource.notify_nowait(
+        Contact("127.0.0.1", 9), b"tk", msg, confirmable=True
+    )
+    with pytest.raises(Overloaded):
+        await outcome
+    stopped = ObserveResource(service).notify_nowait(
+        Contact("127.0.0.1", 9), b"tk", msg, confirmable=True
+    )
+    with pytest.raises(RecipientUnreachable):
+        await stopped

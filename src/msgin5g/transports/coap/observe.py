@@ -51,6 +51,7 @@ from msgin5g.errors import (
     InvalidRequest,
     MSGin5GError,
     NotRegistered,
+    Overloaded,
     RecipientUnreachable,
     RemoteReset,
     RequestTimeout,
@@ -227,7 +228,13 @@ class ObserveResource:
         except (TransportError, ValueError) as exc:
             outcome.set_exception(RecipientUnreachable(str(exc)))
             return outcome
-        if sent.done():
+        if sent.done() and not sent.cancelled() and sent.exception() is not None:
+            # failed before anything was sent: the engine's max_pending is
+            # reached, which says nothing about this observer
+            outcome.set_exception(
+                Overloaded(f"notification not sent: {sent.exception()}")
+            )
+        elif sent.done():
             _settle(outcome, sent)
         else:
             sent.add_done_callback(partial(_settle, outcome))
