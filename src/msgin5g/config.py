@@ -33,6 +33,7 @@ __all__ = [
     "SealConfig",
     "ServerConfig",
     "StorageConfig",
+    "TopicsConfig",
     "load_config",
     "parse_hostport",
 ]
@@ -324,6 +325,28 @@ class SealConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TopicsConfig:
+    """Messaging topic access control (docs/security-topics.md)."""
+
+    owner_prefix: bool = True
+    """A topic whose first level (before the first ``/``) is the Service ID of a
+    provisioned or registered UE belongs to that UE, and ``as/<AS Service
+    ID>/…`` to that AS: only the owner publishes and subscribes unless
+    ``msgin5g topic allow`` grants others."""
+    open_namespace: bool = True
+    """Topics without an owner: every registered UE and AS may publish and
+    subscribe (true), or only those granted with ``msgin5g topic allow``
+    (false)."""
+    policy_cache_ttl: float = 5.0
+    """How long topic rules are cached (s); changes made with ``msgin5g topic``
+    reach a running server within this time."""
+
+    def __post_init__(self) -> None:
+        if self.policy_cache_ttl < 0:
+            raise ConfigError("topics.policy_cache_ttl: must not be negative")
+
+
+@dataclass(frozen=True, slots=True)
 class LogConfig:
     """Logging."""
 
@@ -344,6 +367,7 @@ class ServerConfig:
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     rest: RestConfig = field(default_factory=RestConfig)
     seal: SealConfig = field(default_factory=SealConfig)
+    topics: TopicsConfig = field(default_factory=TopicsConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
 
@@ -391,6 +415,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "delivery": DeliveryConfig,
     "rest": RestConfig,
     "seal": SealConfig,
+    "topics": TopicsConfig,
     "log": LogConfig,
 }
 

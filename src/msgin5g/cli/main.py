@@ -25,6 +25,7 @@ from msgin5g.cli import asapp
 from msgin5g.cli import gateway as gateway_cli
 from msgin5g.cli.area import add_area_parser, run_area
 from msgin5g.cli.group import add_group_parser, run_group
+from msgin5g.cli.topic import add_topic_parser, run_topic
 from msgin5g.client import Client
 from msgin5g.coap.endpoint import use_uvloop
 from msgin5g.config import ServerConfig, load_config
@@ -40,6 +41,7 @@ msgin5g: 3GPP MSGin5G Service (TS 23.554 / TS 24.538) server and device client.
 Server side:   msgin5g serve                     run the MSGin5G Server (CoAP, SQLite)
                msgin5g ue add|list|remove        provision UEs in the server's storage
                msgin5g group|area ...            groups; Broadcast Areas
+               msgin5g topic allow|deny ...      who may publish/subscribe a topic
 Device side:   msgin5g ue register|deregister    register a UE with a server
                msgin5g ue send                   send a point-to-point message
                msgin5g ue listen                 stay registered, print what arrives
@@ -196,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     asapp.add_parser(commands, _add_storage)
     add_group_parser(commands)
     add_area_parser(commands)
+    add_topic_parser(commands)
     ue = commands.add_parser("ue", help="provision UEs, or act as a UE")
     ue_commands = ue.add_subparsers(dest="ue_command", required=True, metavar="ACTION")
 
@@ -474,6 +477,8 @@ def _run(args: argparse.Namespace) -> int:
         return asyncio.run(run_group(args))
     if args.command == "area":
         return asyncio.run(run_area(args))
+    if args.command == "topic":
+        return asyncio.run(run_topic(args))
     if args.ue_command in {"add", "list", "remove"}:
         return asyncio.run(_ue_admin(args))
     return asyncio.run(_ue_device(args))

@@ -521,6 +521,66 @@ class Endpoint:
                 self._arm_timer()
         return seq
 
+    def notify_nowait(
+        self,
+        peer: Peer,
+        token: bytes,
+        payload: bytes,
+        *,
+        confirmable: bool = True,
+        final: bool = False,
+        content_format: int | None = 50,
+    ) -> asyncio.Future[None]:
+        """Start a notification like :meth:`notify`; return the future of its outcome.
+
+        No task waits for the ACK, so many notifications to slow or dead
+        observers cost one exchange each and hold nothing else. The future
+        ends when a CON notification is acknowledged (or at once for NON and
+        ``final``); it fails like :meth:`notify` raises. Cancelling it stops
+        the retransmissions. ``peer`` must be a numeric address.
+
+        Raises:
+            ConnectError: the endpoint is closed.
+            ValueError: ``peer`` is not a numeric address, or invalid token.
+        """
+        if self._closed:
+            raise ConnectError("endpoint closed")
+        normal = _numeric_peer(peer, self._family) if type(peer) is tuple else None
+        if normal is None:
+            raise ValueError(f"not a numeric address: {peer!r}")
+        opts: list[tuple[int, bytes]] = []
+        if final:
+            self._observers.forget(normal, token)
+        else:
+            opts.append((_OBSERVE, encode_uint(self._observers.next(normal, token))))
+        if content_format is not None:
+            opts.append((_CONTENT_FORMAT, encode_uint(content_format)))
+        outcome: asyncio.Future[None] = self._loop.create_future()
+        if not confirmable:
+            message = CoapMessage(_NON, _CONTENT, 0, token, opts, payload)
+            self._run(self._layer.send_notification(message, normal, None)[1])
+            outcome.set_result(None)
+            return outcome
+        message = CoapMessage(_CON, _CONTENT, 0, token, opts, payload)
+        self._run(self._layer.send_notification(message, normal, outcome)[1])
+        if outcome.done():  # refused at once (max_pending)
+            self._observers.forget(normal, token)
+        else:
+            outcome.add_done_callback(
+                lambda future: self._notification_done(future, normal, token)
+            )
+        return outcome
+
+    def _notification_done(
+        self, future: asyncio.Future[None], peer: Peer, token: bytes
+    ) -> None:
+        """Outcome of a :meth:`notify_nowait` CON (its exchange resolved it)."""
+        if future.cancelled():
+            self._layer.cancel(future)
+            self._arm_timer()
+        elif future.exception() is not None:
+            self._observers.forget(peer, token)
+
     def _observer_key(self, peer: Peer) -> Peer:
         normal = _numeric_peer(peer, self._family) if type(peer) is tuple else None
         return normal if normal is not None else peer

@@ -76,6 +76,7 @@ class Server:
             as_deliverer=as_deliverer,
             group_source=self._group_source_for(),
             seal=self.config.seal,
+            topics=self.config.topics,
         )
         self.service = service
         await service.load()

@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from msgin5g.config import DeliveryConfig, SealConfig
+from msgin5g.config import DeliveryConfig, SealConfig, TopicsConfig
 from msgin5g.errors import InvalidRequest, NotAuthorized, NotRegistered, ServiceError
 from msgin5g.model.aggregation import unbundle, unbundle_reports
 from msgin5g.model.application import ASRegistration, as_key
@@ -78,6 +78,7 @@ from msgin5g.service.groups import GroupRegistry, GroupSource
 from msgin5g.service.ports import ASDeliverer, Clock, Deliverer, SystemClock
 from msgin5g.service.registry import Registry
 from msgin5g.service.segments import SegmentService
+from msgin5g.service.topic_policy import PUBLISH, SUBSCRIBE, TopicPolicy
 from msgin5g.service.topics import TopicRegistry, check_topic
 from msgin5g.spec.causes import FailureCause, Result
 from msgin5g.spec.delivery import DeliveryStatus, PriorityRank, PriorityType
@@ -131,6 +132,7 @@ class MessagingService:
         as_deliverer: ASDeliverer | None = None,
         group_source: GroupSource | None = None,
         seal: SealConfig | None = None,
+        topics: TopicsConfig | None = None,
     ) -> None:
         self.config = config or DeliveryConfig()
         self.clock: Clock = clock or SystemClock()
@@ -156,7 +158,12 @@ class MessagingService:
             timeout=self.config.reassembly_timeout,
         )
         self.delivery.segmenter = self.segments
-        self.topics = TopicRegistry(backend, self.clock, self.config)
+        self.topic_policy = TopicPolicy(
+            backend, self.clock, topics, is_ue=self.registry.is_known
+        )
+        self.topics = TopicRegistry(
+            backend, self.clock, self.config, policy=self.topic_policy
+        )
         self.groups = GroupRegistry(
             backend,
             self.clock,
@@ -539,15 +546,27 @@ class MessagingService:
         ``messagingTopic`` kept, through the ordinary mailbox path (stored when
         offline and the publisher asked for store-and-forward); Observe-form
         subscribers get a 2.05 notification. Publishing to a topic without
-        subscribers is accepted (§3.7.5 step 5).
+        subscribers is accepted (§3.7.5 step 5). The topic policy
+        (:mod:`.topic_policy`) decides who may publish (else ``DELY_REJECTED`` /
+        ``NOT_AUTHORIZED``) and, per subscriber, who still receives.
         """
         originator = msg.originator
         exclude = {originator}
+        publisher = originator or ""
         if msg.originating_as_service_id is not None:
-            exclude.add(as_key(msg.originating_as_service_id))
-        subscribers = [s for s in self.topics.subscribers(topic) if s not in exclude]
+            publisher = as_key(msg.originating_as_service_id)
+            exclude.add(publisher)
+        policy = self.topic_policy
+        if not await policy.may(topic, publisher, PUBLISH):
+            return _msg_resp(
+                msg, DeliveryStatus.DELY_REJECTED, FailureCause.NOT_AUTHORIZED
+            )
+        readers = await policy.verdict(topic, SUBSCRIBE)  # checked per delivery too
+        subscribers = [
+            s for s in self.topics.subscribers(topic) if s not in exclude and readers(s)
+        ]
         await self._fan_out(msg, subscribers, now, f"topic {topic}")
-        await self.topics.notify_observers(msg, exclude=originator)
+        await self.topics.notify_observers(msg, exclude=originator, allowed=readers)
         return _msg_resp(msg, DeliveryStatus.DELY_ACCEPTED)
 
     async def _to_area(self, msg: Msg, area_id: str, now: float) -> MsgResp:
@@ -768,6 +787,8 @@ class MessagingService:
 
         Raises:
             NotRegistered / NotAuthorized: as for any AS request.
+            NotAuthorized: the topic policy refuses one of the topics (none is
+                subscribed then).
             InvalidRequest: bad topic name, expiration in the past, or an AS
                 without ``targetUri`` (it could not receive publications).
         """
@@ -778,13 +799,21 @@ class MessagingService:
                 f"AS {as_service_id} registered without targetUri: it cannot "
                 "receive topic messages"
             )
+        key = as_key(as_service_id)
         for topic in topics:
             check_topic(topic)
+        refused = [
+            t for t in topics if not await self.topic_policy.may(t, key, SUBSCRIBE)
+        ]
+        if refused:
+            raise NotAuthorized(
+                f"AS {as_service_id} may not subscribe to {', '.join(refused)}"
+            )
         requested = expiration.timestamp() if expiration else None
         if requested is not None and requested <= self.clock.now():
             raise InvalidRequest("expiration must be in the future")
         expires_at = self.topics.granted_expiry(requested)
-        await self.topics.subscribe(as_key(as_service_id), topics, expires_at)
+        await self.topics.subscribe(key, topics, expires_at)
         return expires_at
 
     async def unsubscribe_as(

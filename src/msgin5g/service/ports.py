@@ -87,26 +87,27 @@ class TopicNotifier(Protocol):
     the token of its registration; sequence numbers are the notifier's business.
     """
 
-    async def notify(
+    def notify_nowait(
         self, observer: Contact, token: bytes, item: Msg, *, confirmable: bool
-    ) -> None:
-        """Send ``item`` as a 2.05 notification (CON or NON).
+    ) -> asyncio.Future[None]:
+        """Start sending ``item`` as a 2.05 notification (CON or NON).
 
-        Returns when a CON notification was acknowledged, or once a NON one was
-        sent. An RST answering a NON notification arrives later, through
+        Never waits: the returned future ends when a CON notification was
+        acknowledged, or once a NON one was sent, so no task is held while an
+        observer is slow or dead. An RST answering a NON notification arrives
+        later, through
         :meth:`~msgin5g.service.topics.TopicRegistry.observer_gone`.
 
-        Raises:
-            RecipientUnreachable: the observer answered RST or did not
-                acknowledge a CON notification: it lost interest (RFC 7641
-                §3.6, §4.5) and the observation must end.
+        The future fails with ``RecipientUnreachable`` when the observer
+        answered RST or did not acknowledge a CON notification: it lost
+        interest (RFC 7641 §3.6, §4.5) and the observation must end.
         """
         ...
 
-    async def end(self, observer: Contact, token: bytes, body: TopicUnsubResp) -> None:
+    def end_nowait(self, observer: Contact, token: bytes, body: TopicUnsubResp) -> None:
         """Tell the observer the server ended its observation (best effort).
 
-        A final 2.05 without Observe option (RFC 7641 §3.2) carrying ``body``;
-        never raises.
+        A final NON 2.05 without Observe option (RFC 7641 §3.2) carrying
+        ``body``; never raises.
         """
         ...

@@ -17,6 +17,12 @@ Two forms of subscription, one record per (topic, subscriber):
   as 2.05 notifications carrying the ``MSG`` JSON with ``messagingTopic`` and
   ``recipientUeServiceId`` set to the observer.
 
+Access control: with a :class:`~msgin5g.service.topic_policy.TopicPolicy`
+(the server always has one), ``subscribe`` answers ``FAILURE`` /
+``NOT_AUTHORIZED`` for a refused topic and ``observe`` raises
+:class:`NotAuthorized`; :meth:`TopicRegistry.notify_observers` takes the
+policy's per-subscriber verdict so that a revoked grant stops notifications.
+
 Design choices:
     * Both forms share the record kind ``"topic-sub"`` and the key
       ``topic NUL subscriber``: a later subscription of either form replaces the
@@ -24,12 +30,22 @@ Design choices:
       ``TOPICUNSUB`` / de-registration (which calls ``unsubscribe(ue, [])``)
       delete both forms alike. Records written before the Observe form existed
       decode as POST form (the new fields have defaults).
-    * Notifications never block the publisher: ``notify_observers`` queues one
-      job per observer and returns; at most ``max_in_flight`` worker tasks send
-      them concurrently (a CON notification to a dead observer holds a worker
-      for up to MAX_TRANSMIT_WAIT). At most ``_MAX_QUEUED`` jobs wait; beyond
-      that new notifications are dropped with a warning (RFC 7641 lets a server
-      skip notifications; the POST form is the one with store and forward).
+    * Notifications never block the publisher, and a slow or dead observer
+      costs only its own queue (issue 10, item 12): ``notify_observers``
+      appends one job per observer to the queue of the observer's *address*
+      and returns; a single pump task starts the jobs of ready addresses, 256
+      per event-loop turn. Per address at most **one CON notification is in
+      flight** (RFC 7252 NSTART = 1; RFC 7641 §4.5.1), and nothing waits for
+      its ACK: :meth:`TopicNotifier.notify_nowait` returns a future whose
+      done-callback releases the address and starts its next job. So 64 (or
+      10,000) observers that never ACK hold 64 (10,000) exchanges that time
+      out on their own, and an observer elsewhere is served in the next turn.
+      An address keeps at most ``_PEER_BACKLOG`` waiting jobs: a newer
+      notification supersedes the oldest waiting one (RFC 7641 §4.5.2 lets a
+      server skip to the newest state; the POST form is the one with store and
+      forward), counted in ``superseded_notifications``. At most
+      ``_MAX_QUEUED`` jobs wait in all; beyond that new notifications are
+      dropped with a warning (``dropped_notifications``).
     * CON/NON: the 1st, (N+1)th, (2N+1)th... notification of an observation is
       CON, the others NON, with N = ``delivery.observe_con_every`` (1 = all CON);
       a CON is also forced when the last one is 24 h old (RFC 7641 §4.5). The
@@ -40,7 +56,7 @@ Design choices:
     * When the *server* ends an observation (expiry, ``TOPICUNSUB``,
       de-registration, replacement by the other form or by a new token) the
       observer gets a final 2.05 without Observe carrying a ``TOPICUNSUBRESP``
-      (best effort, via the same worker queue). Expired observations are found
+      (best effort, a NON through the same per-address queue). Expired observations are found
       by :meth:`TopicRegistry.expire_observations`, which the transport runs
       periodically, and lazily on publication.
     * Sequence numbers are not stored: the CoAP engine derives them from the
@@ -51,14 +67,23 @@ Design choices:
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable, Coroutine
+from functools import partial
+from typing import Any
 
 import msgspec
 
 from msgin5g.config import DeliveryConfig
-from msgin5g.errors import InvalidRequest, MSGin5GError, RecipientUnreachable
+from msgin5g.errors import (
+    InvalidRequest,
+    MSGin5GError,
+    NotAuthorized,
+    RecipientUnreachable,
+)
 from msgin5g.model.messages import Msg, TopicName, TopicResult, TopicUnsubResp
 from msgin5g.model.registry import Contact
 from msgin5g.service.ports import Clock, TopicNotifier
+from msgin5g.service.topic_policy import SUBSCRIBE, TopicPolicy
 from msgin5g.spec.causes import FailureCause, Result
 from msgin5g.storage.base import Backend
 
@@ -74,6 +99,8 @@ log = logging.getLogger(__name__)
 
 _KIND = "topic-sub"
 _MAX_QUEUED = 100_000
+_PEER_BACKLOG = 64  # jobs waiting per observer address; a newer one drops the oldest
+_SLICE = 256  # jobs started per event-loop turn
 _CON_AT_LEAST_EVERY = 86_400.0  # RFC 7641 §4.5: a CON at least every 24 h
 
 POST_FORM = "post"
@@ -144,6 +171,20 @@ class _Observation:
         )
 
 
+class _PeerQueue:
+    """Notifications waiting for one observer address; at most one CON in flight."""
+
+    __slots__ = ("busy", "contact", "pending", "ready")
+
+    def __init__(self, contact: Contact) -> None:
+        self.contact = contact
+        self.pending: deque[tuple[_Observation, Msg | None]] = deque()
+        self.busy = False
+        """A CON notification to this address awaits its ACK."""
+        self.ready = False
+        """The address is in the registry's ready queue."""
+
+
 def _key(topic: str, subscriber: str) -> str:
     return f"{topic}\x00{subscriber}"
 
@@ -169,7 +210,8 @@ class TopicRegistry:
         backend: where subscription records live.
         clock: wall clock.
         config: lifetimes and the CON/NON policy.
-        max_in_flight: notifications sent concurrently.
+        policy: who may subscribe (:mod:`msgin5g.service.topic_policy`); None
+            lets everyone (unit tests of the registry alone).
     """
 
     def __init__(
@@ -178,21 +220,26 @@ class TopicRegistry:
         clock: Clock,
         config: DeliveryConfig,
         *,
-        max_in_flight: int = 64,
+        policy: TopicPolicy | None = None,
     ) -> None:
         self._backend = backend
+        self._policy = policy
         self._clock = clock
         self._config = config
         self._topics: dict[str, dict[str, float]] = {}
         self._observers: dict[str, dict[str, _Observation]] = {}
         self._by_token: dict[tuple[Contact, bytes], _Observation] = {}
         self._notifier: TopicNotifier | None = None
-        self._max_in_flight = max(1, max_in_flight)
-        self._jobs: deque[tuple[_Observation, Msg | None]] = deque()
-        self._workers: set[asyncio.Task[None]] = set()
-        self._busy = 0
+        self._peers: dict[Contact, _PeerQueue] = {}
+        self._ready: deque[_PeerQueue] = deque()
+        self._queued = 0
+        self._pump: asyncio.Task[None] | None = None
+        self._in_flight: set[asyncio.Future[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self.dropped_notifications = 0
         """Notifications not sent because the queue was full."""
+        self.superseded_notifications = 0
+        """Waiting notifications replaced by newer ones (``_PEER_BACKLOG``)."""
 
     async def load(self) -> int:
         """Fill the indexes from storage (start-up)."""
@@ -228,13 +275,26 @@ class TopicRegistry:
     async def subscribe(
         self, subscriber: str, topics: list[str], expires_at: float
     ) -> list[TopicResult]:
-        """Subscribe to every topic; returns one SUCCESS result per topic.
+        """Subscribe to every topic the policy allows; one result per topic.
 
-        An Observe-form subscription of ``subscriber`` to one of the topics is
+        ``SUCCESS``, or ``FAILURE`` / ``NOT_AUTHORIZED`` for a topic the topic
+        policy refuses to ``subscriber`` (digest §3.13.3 step 2). An
+        Observe-form subscription of ``subscriber`` to one of the topics is
         replaced (its observer gets a final notification).
         """
         results = []
         for topic in topics:
+            if self._policy is not None and not await self._policy.may(
+                topic, subscriber, SUBSCRIBE
+            ):
+                results.append(
+                    TopicResult(
+                        messaging_topic=topic,
+                        result=Result.FAILURE,
+                        failure_cause=FailureCause.NOT_AUTHORIZED.value,
+                    )
+                )
+                continue
             self._end_observation(topic, subscriber)
             self._topics.setdefault(topic, {})[subscriber] = expires_at
             record = TopicSubscription(topic, subscriber, expires_at)
@@ -321,7 +381,14 @@ class TopicRegistry:
 
         Returns:
             the stored subscription.
+
+        Raises:
+            NotAuthorized: the topic policy refuses ``subscriber``.
         """
+        if self._policy is not None and not await self._policy.may(
+            topic, subscriber, SUBSCRIBE
+        ):
+            raise NotAuthorized(f"{subscriber} may not subscribe to {topic}")
         previous = self._by_token.get((observer, token))
         if previous is not None and (previous.topic, previous.subscriber) != (
             topic,
@@ -377,7 +444,13 @@ class TopicRegistry:
             if obs.expires_at > now
         ]
 
-    async def notify_observers(self, msg: Msg, *, exclude: str | None) -> int:
+    async def notify_observers(
+        self,
+        msg: Msg,
+        *,
+        exclude: str | None,
+        allowed: Callable[[str], bool] | None = None,
+    ) -> int:
         """Queue ``msg`` for the Observe-form subscribers of its topic.
 
         Returns at once; the notifications go out in the background (see the
@@ -386,6 +459,8 @@ class TopicRegistry:
         Args:
             msg: the publication (``messagingTopic`` set).
             exclude: the publisher, who gets no copy.
+            allowed: the topic policy's verdict per subscriber (a revoked
+                grant stops notifications at once); None: everyone.
 
         Returns:
             the number of notifications queued.
@@ -401,7 +476,11 @@ class TopicRegistry:
         for obs in list(observers.values()):
             if obs.expires_at <= now:
                 await self._expire(obs)
-            elif obs.subscriber != exclude and self._submit(obs, msg):
+            elif obs.subscriber == exclude:
+                continue
+            elif allowed is not None and not allowed(obs.subscriber):
+                log.debug("observer %s may no longer read %s", obs.subscriber, topic)
+            elif self._submit(obs, msg):
                 queued += 1
         return queued
 
@@ -423,17 +502,29 @@ class TopicRegistry:
 
     async def drain(self) -> None:
         """Wait until every queued notification has been sent or has failed."""
-        while self._workers:
-            await asyncio.gather(*list(self._workers), return_exceptions=True)
+        while True:
+            waits: list[asyncio.Future[Any]] = [*self._in_flight, *self._tasks]
+            if self._pump is not None:
+                waits.append(self._pump)
+            if not waits:
+                return
+            await asyncio.wait(waits)
 
     async def aclose(self) -> None:
-        """Stop sending: cancel the workers and forget queued notifications."""
-        self._jobs.clear()
-        workers = list(self._workers)
-        for task in workers:
-            task.cancel()
-        if workers:
-            await asyncio.gather(*workers, return_exceptions=True)
+        """Stop sending: forget queued notifications, stop those in flight."""
+        for peer in self._peers.values():
+            peer.pending.clear()
+        self._peers.clear()
+        self._ready.clear()
+        self._queued = 0
+        if self._pump is not None:
+            self._pump.cancel()
+        for future in list(self._in_flight):
+            future.cancel()
+        tasks = [*self._tasks, *([self._pump] if self._pump is not None else [])]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self._in_flight.clear()
 
     # internals ----------------------------------------------------------------
 
@@ -471,43 +562,80 @@ class TopicRegistry:
             self._submit(obs, None)
 
     def _submit(self, obs: _Observation, item: Msg | None) -> bool:
-        """Queue a notification (``item``) or a final one (None)."""
+        """Queue a notification (``item``) or a final one (None) for its address."""
         if self._notifier is None:
             return False
-        if len(self._jobs) >= _MAX_QUEUED:
+        if self._queued >= _MAX_QUEUED:
             self.dropped_notifications += 1
             if self.dropped_notifications % 1000 == 1:
                 log.warning("notification queue full; dropping notifications")
             return False
-        self._jobs.append((obs, item))
-        workers = self._workers
-        if len(workers) < self._max_in_flight and len(self._jobs) > (
-            len(workers) - self._busy
-        ):
-            task = asyncio.get_running_loop().create_task(self._work())
-            workers.add(task)
-            task.add_done_callback(workers.discard)
+        peer = self._peers.get(obs.contact)
+        if peer is None:
+            peer = self._peers[obs.contact] = _PeerQueue(obs.contact)
+        pending = peer.pending
+        if len(pending) >= _PEER_BACKLOG:
+            pending.popleft()  # the newest supersedes the oldest (RFC 7641 §4.5.2)
+            self._queued -= 1
+            self.superseded_notifications += 1
+        pending.append((obs, item))
+        self._queued += 1
+        if not peer.busy and not peer.ready:
+            self._make_ready(peer)
         return True
 
-    async def _work(self) -> None:
-        jobs = self._jobs
-        while jobs:
-            obs, item = jobs.popleft()
-            self._busy += 1
-            try:
-                if item is None:
-                    await self._send_end(obs)
-                else:
-                    await self._send(obs, item)
-            except Exception:
-                log.exception("notification to %s failed", obs.subscriber)
-            finally:
-                self._busy -= 1
+    def _make_ready(self, peer: _PeerQueue) -> None:
+        peer.ready = True
+        self._ready.append(peer)
+        if self._pump is None:
+            self._pump = asyncio.get_running_loop().create_task(self._run_pump())
 
-    async def _send(self, obs: _Observation, msg: Msg) -> None:
-        notifier = self._notifier
-        if notifier is None or self._by_token.get((obs.contact, obs.token)) is not obs:
-            return  # ended while queued
+    async def _run_pump(self) -> None:
+        """Start the jobs of ready addresses, ``_SLICE`` per event-loop turn."""
+        ready = self._ready
+        try:
+            while ready:
+                for _ in range(min(_SLICE, len(ready))):
+                    peer = ready.popleft()
+                    peer.ready = False
+                    self._start(peer)
+                if ready:
+                    await asyncio.sleep(0)
+        finally:
+            self._pump = None
+
+    def _start(self, peer: _PeerQueue) -> None:
+        """Send the address's jobs until one is a CON awaiting its ACK."""
+        pending = peer.pending
+        while pending:
+            obs, item = pending.popleft()
+            self._queued -= 1
+            notifier = self._notifier
+            if notifier is None:
+                continue
+            if item is None:
+                notifier.end_nowait(obs.contact, obs.token, _end_body(obs))
+                continue
+            if self._by_token.get((obs.contact, obs.token)) is not obs:
+                continue  # ended while queued
+            try:
+                future = self._send(notifier, obs, item)
+            except Exception:  # a bug in the notifier must not stop the pump
+                log.exception("notification to %s failed", obs.subscriber)
+                continue
+            if future.done():  # NON, or refused at once
+                self._outcome(obs, future)
+                continue
+            peer.busy = True
+            self._in_flight.add(future)
+            future.add_done_callback(partial(self._acked, peer, obs))
+            return
+        if self._peers.get(peer.contact) is peer:
+            del self._peers[peer.contact]
+
+    def _send(
+        self, notifier: TopicNotifier, obs: _Observation, msg: Msg
+    ) -> asyncio.Future[None]:
         now = self._clock.now()
         every = max(1, self._config.observe_con_every)
         confirmable = obs.sent % every == 0 or now - obs.last_con >= _CON_AT_LEAST_EVERY
@@ -517,24 +645,64 @@ class TopicRegistry:
         item = msgspec.structs.replace(
             msg, messaging_topic=obs.topic, recipient_ue_service_id=obs.subscriber
         )
-        try:
-            await notifier.notify(obs.contact, obs.token, item, confirmable=confirmable)
-        except RecipientUnreachable as exc:
+        return notifier.notify_nowait(
+            obs.contact, obs.token, item, confirmable=confirmable
+        )
+
+    def _acked(
+        self, peer: _PeerQueue, obs: _Observation, future: asyncio.Future[None]
+    ) -> None:
+        """Done-callback of a CON notification: release the address."""
+        self._in_flight.discard(future)
+        peer.busy = False
+        self._outcome(obs, future)
+        if self._peers.get(peer.contact) is not peer:
+            return  # closed meanwhile
+        if peer.pending:
+            if not peer.ready:
+                self._make_ready(peer)
+        else:
+            del self._peers[peer.contact]
+
+    def _outcome(self, obs: _Observation, future: asyncio.Future[None]) -> None:
+        if future.cancelled():
+            return
+        exc = future.exception()
+        if exc is None:
+            return
+        if isinstance(exc, RecipientUnreachable):
             log.info(
                 "observer %s of %s is gone (%s)", obs.subscriber, obs.topic, exc.detail
             )
-            await self._drop(obs)
-        except MSGin5GError as exc:
+            if self._remove(obs):
+                self._background(self._forget(obs))
+        elif isinstance(exc, MSGin5GError):
             log.warning("notification to %s failed: %s", obs.subscriber, exc)
+        else:
+            log.error("notification to %s failed", obs.subscriber, exc_info=exc)
 
-    async def _send_end(self, obs: _Observation) -> None:
-        notifier = self._notifier
-        if notifier is None:
-            return
-        body = TopicUnsubResp(
-            originating_ue_service_id=obs.subscriber,
-            topic_results=[
-                TopicResult(messaging_topic=obs.topic, result=Result.SUCCESS)
-            ],
-        )
-        await notifier.end(obs.contact, obs.token, body)
+    async def _forget(self, obs: _Observation) -> None:
+        """Delete the record of an observation already out of the indexes."""
+        topic, subscriber = obs.topic, obs.subscriber
+        if subscriber in self._observers.get(topic, {}) or subscriber in (
+            self._topics.get(topic, {})
+        ):
+            return  # subscribed again meanwhile: the record is the new one's
+        try:
+            await self._backend.delete_record(_KIND, _key(obs.topic, obs.subscriber))
+        except MSGin5GError as exc:
+            log.warning("forgetting observation of %s failed: %s", obs.topic, exc)
+        else:
+            log.info("observation of %s by %s ended", obs.topic, obs.subscriber)
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _end_body(obs: _Observation) -> TopicUnsubResp:
+    return TopicUnsubResp(
+        originating_ue_service_id=obs.subscriber,
+        topic_results=[TopicResult(messaging_topic=obs.topic, result=Result.SUCCESS)],
+    )

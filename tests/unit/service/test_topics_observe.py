@@ -4,7 +4,7 @@ Memory backend, fake clock, fake notifier; no sockets.
 """
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -27,25 +27,65 @@ B = Contact("10.0.0.2", 40002)
 
 
 class FakeNotifier:
-    """Records notifications; observers in ``gone`` fail like an RST would."""
+    """Records notifications; observers in ``gone`` fail like an RST would.
+
+    With ``hold`` set, CON notifications stay in flight (their futures
+    unresolved) until :meth:`release`; observers in ``dead`` never answer.
+    """
 
     def __init__(self) -> None:
         self.sent: list[tuple[Contact, bytes, Msg, bool]] = []
+        self.started: list[tuple[Contact, bytes, Msg, bool]] = []
         self.ended: list[tuple[Contact, bytes, TopicUnsubResp]] = []
         self.gone: set[Contact] = set()
-        self.gate: asyncio.Event | None = None
+        self.dead: set[Contact] = set()
+        self.hold = False
+        self._held: list[
+            tuple[asyncio.Future[None], tuple[Contact, bytes, Msg, bool]]
+        ] = []
 
-    async def notify(
+    def notify_nowait(
         self, observer: Contact, token: bytes, item: Msg, *, confirmable: bool
-    ) -> None:
-        if self.gate is not None:
-            await self.gate.wait()
-        if observer in self.gone:
-            raise RecipientUnreachable("observer answered RST")
-        self.sent.append((observer, token, item, confirmable))
+    ) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (observer, token, item, confirmable)
+        self.started.append(entry)
+        if observer in self.dead:
+            return future  # never acknowledged (until cancelled)
+        if self.hold and confirmable:
+            self._held.append((future, entry))
+        else:
+            self._settle(future, entry)
+        return future
 
-    async def end(self, observer: Contact, token: bytes, body: TopicUnsubResp) -> None:
+    def _settle(
+        self, future: asyncio.Future[None], entry: tuple[Contact, bytes, Msg, bool]
+    ) -> None:
+        if future.done():
+            return
+        if entry[0] in self.gone:
+            future.set_exception(RecipientUnreachable("observer answered RST"))
+        else:
+            self.sent.append(entry)
+            future.set_result(None)
+
+    def release(self) -> None:
+        self.hold = False
+        held, self._held = self._held, []
+        for future, entry in held:
+            self._settle(future, entry)
+
+    def end_nowait(self, observer: Contact, token: bytes, body: TopicUnsubResp) -> None:
         self.ended.append((observer, token, body))
+
+
+async def turns(condition: Callable[[], bool], limit: int = 1000) -> None:
+    """Let the loop run until ``condition`` holds (bounded in turns, not time)."""
+    for _ in range(limit):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("condition not reached")
 
 
 @pytest.fixture
@@ -129,36 +169,78 @@ async def test_publisher_gets_no_copy_and_other_topics_nothing(
 async def test_notifications_do_not_block_the_publisher(
     topics: TopicRegistry, notifier: FakeNotifier, clock: FakeClock
 ) -> None:
-    notifier.gate = asyncio.Event()
+    notifier.hold = True
     for i in range(5):
         await topics.observe(
             f"ue{i}", "alerts", Contact("10.0.1.1", 1000 + i), b"t", clock.now() + 60
         )
     assert await topics.notify_observers(publication(), exclude="pub") == 5
-    assert notifier.sent == []  # still queued / in flight
-    notifier.gate.set()
+    assert notifier.started == []  # queued: sent once the publisher yields
+    await turns(lambda: len(notifier.started) == 5)
+    assert notifier.sent == []  # in flight, none acknowledged
+    notifier.release()
     await topics.drain()
     assert sorted(i.recipient_ue_service_id or "" for _, _, i, _ in notifier.sent) == [
         f"ue{i}" for i in range(5)
     ]
 
 
-async def test_in_flight_notifications_are_bounded(
-    backend: MemoryBackend, clock: FakeClock, notifier: FakeNotifier
+async def test_one_con_in_flight_per_observer_address(
+    topics: TopicRegistry, notifier: FakeNotifier, clock: FakeClock
 ) -> None:
-    topics = TopicRegistry(backend, clock, DeliveryConfig(), max_in_flight=3)
-    topics.attach_notifier(notifier)
-    notifier.gate = asyncio.Event()
-    for i in range(10):
-        await topics.observe(
-            f"ue{i}", "alerts", Contact("10.0.1.1", 1000 + i), b"t", clock.now() + 60
-        )
-    await topics.notify_observers(publication(), exclude=None)
-    await asyncio.sleep(0)
-    assert len(topics._workers) == 3
-    notifier.gate.set()
+    """RFC 7252 NSTART = 1: the next notification waits for the ACK."""
+    notifier.hold = True
+    await topics.observe("ue1", "alerts", A, b"t1", clock.now() + 60)
+    await topics.observe("ue1", "news", A, b"t2", clock.now() + 60)
+    await topics.notify_observers(publication("alerts", n=1), exclude="pub")
+    await topics.notify_observers(publication("news", n=2), exclude="pub")
+    await topics.notify_observers(publication("alerts", n=3), exclude="pub")
+    await turns(lambda: len(notifier.started) == 1)
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert len(notifier.started) == 1
+    for expected in (2, 3):
+        notifier.release()
+        notifier.hold = True
+        await turns(lambda n=expected: len(notifier.started) == n)  # type: ignore[misc]
+    notifier.release()
     await topics.drain()
-    assert len(notifier.sent) == 10
+    assert [i.message_id for _, _, i, _ in notifier.sent] == ["m1", "m2", "m3"]
+    assert [t for _, t, _, _ in notifier.sent] == [b"t1", b"t2", b"t1"]
+
+
+async def test_dead_observers_do_not_starve_others(
+    topics: TopicRegistry, notifier: FakeNotifier, clock: FakeClock
+) -> None:
+    """Issue 10 item 12: observers that never ACK hold nothing but their own."""
+    dead = [Contact("10.0.9.9", 2000 + i) for i in range(200)]
+    notifier.dead.update(dead)
+    for i, contact in enumerate(dead):
+        await topics.observe(f"dead{i}", "a", contact, b"t", clock.now() + 60)
+    await topics.observe("good", "b", B, b"t", clock.now() + 60)
+    assert await topics.notify_observers(publication("a"), exclude="pub") == 200
+    await turns(lambda: len(notifier.started) == 200)
+    assert await topics.notify_observers(publication("b"), exclude="pub") == 1
+    await turns(lambda: any(c == B for c, *_ in notifier.sent))
+    assert len(notifier.started) == 201  # the dead are still in flight
+    await topics.aclose()  # cancels the exchanges still in flight
+
+
+async def test_a_newer_notification_supersedes_the_oldest_waiting(
+    topics: TopicRegistry, notifier: FakeNotifier, clock: FakeClock
+) -> None:
+    notifier.hold = True
+    await topics.observe("ue1", "alerts", A, b"tk", clock.now() + 60)
+    await topics.notify_observers(publication(n=0), exclude="pub")
+    await turns(lambda: len(notifier.started) == 1)
+    for n in range(1, 70):
+        await topics.notify_observers(publication(n=n), exclude="pub")
+    notifier.release()
+    await topics.drain()
+    ids = [i.message_id for _, _, i, _ in notifier.sent]
+    # m0 was in flight; 64 wait at most, so m1..m5 were superseded
+    assert ids == ["m0", *(f"m{n}" for n in range(6, 70))]
+    assert topics.superseded_notifications == 5
 
 
 async def test_every_nth_notification_is_con(

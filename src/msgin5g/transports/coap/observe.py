@@ -20,14 +20,17 @@ Errors (JSON body ``{"messageType": "TOPICSUB", "failureCause", "detail"}``):
 * source address not registered → **4.03** ``NOT_REGISTERED`` (the POST form
   answers 2.04 with per-topic failures, but a GET answer has no room for that,
   and a non-2.xx answer tells an RFC 7641 client that no observation exists);
+* the topic policy refuses the UE (docs/security-topics.md, e.g. another UE's
+  ``alice/private``) → **4.03** ``NOT_AUTHORIZED``;
 * invalid topic name (digest §1.2), a bad ``exp`` query or Uri-Path not UTF-8 →
   **4.00** (``INVALID_TOPIC`` / ``INVALID_MESSAGE``);
 * a path other than exactly ``/msgin5g/topics/{topic}`` → **4.04**; a method
   other than GET → **4.05** (the engine's router).
 
 :class:`ObserveResource` also implements the service's ``TopicNotifier`` port
-(notifications through :meth:`~msgin5g.coap.endpoint.Endpoint.notify`; RST and
-unacknowledged CON become ``RecipientUnreachable``), relays RSTs to NON
+(notifications through :meth:`~msgin5g.coap.endpoint.Endpoint.notify_nowait`:
+a future per notification and no task waiting for an ACK; RST and
+unacknowledged CON fail it with ``RecipientUnreachable``), relays RSTs to NON
 notifications to the service, and periodically ends expired observations.
 """
 
@@ -35,6 +38,7 @@ import asyncio
 import contextlib
 import logging
 from datetime import UTC, datetime
+from functools import partial
 
 import msgspec
 
@@ -47,6 +51,7 @@ from msgin5g.errors import (
     InvalidRequest,
     MSGin5GError,
     NotRegistered,
+    Overloaded,
     RecipientUnreachable,
     RemoteReset,
     RequestTimeout,
@@ -200,34 +205,50 @@ class ObserveResource:
 
     # TopicNotifier port ---------------------------------------------------------
 
-    async def notify(
+    def notify_nowait(
         self, observer: Contact, token: bytes, item: Msg, *, confirmable: bool
-    ) -> None:
-        """Send a 2.05 notification; RST or no ACK → ``RecipientUnreachable``."""
+    ) -> asyncio.Future[None]:
+        """Start a 2.05 notification; the future fails with ``RecipientUnreachable``.
+
+        That is on RST, an unacknowledged CON, or a stopped transport. No task
+        waits for the ACK (:meth:`~msgin5g.coap.endpoint.Endpoint.notify_nowait`).
+        """
+        outcome: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         endpoint = self._endpoint
         if endpoint is None:
-            raise RecipientUnreachable("CoAP transport stopped")
+            outcome.set_exception(RecipientUnreachable("CoAP transport stopped"))
+            return outcome
         try:
-            await endpoint.notify(
+            sent = endpoint.notify_nowait(
                 (observer.host, observer.port),
                 token,
                 encode(item),
                 confirmable=confirmable,
             )
-        except RequestTimeout as exc:
-            raise RecipientUnreachable("notification not acknowledged") from exc
-        except RemoteReset as exc:
-            raise RecipientUnreachable("observer answered RST") from exc
-        except TransportError as exc:
-            raise RecipientUnreachable(str(exc)) from exc
+        except (TransportError, ValueError) as exc:
+            outcome.set_exception(RecipientUnreachable(str(exc)))
+            return outcome
+        if sent.done() and not sent.cancelled() and sent.exception() is not None:
+            # failed before anything was sent: the engine's max_pending is
+            # reached, which says nothing about this observer
+            outcome.set_exception(
+                Overloaded(f"notification not sent: {sent.exception()}")
+            )
+        elif sent.done():
+            _settle(outcome, sent)
+        else:
+            sent.add_done_callback(partial(_settle, outcome))
+            # cancelling the outcome (the registry closing) stops the exchange
+            outcome.add_done_callback(partial(_cancel_with, sent))
+        return outcome
 
-    async def end(self, observer: Contact, token: bytes, body: TopicUnsubResp) -> None:
+    def end_nowait(self, observer: Contact, token: bytes, body: TopicUnsubResp) -> None:
         """Final NON 2.05 without Observe (RFC 7641 §3.2); best effort."""
         endpoint = self._endpoint
         if endpoint is None:
             return
         with contextlib.suppress(MSGin5GError, ValueError):
-            await endpoint.notify(
+            endpoint.notify_nowait(
                 (observer.host, observer.port),
                 token,
                 encode(body),
@@ -256,6 +277,29 @@ class ObserveResource:
                 await topics.expire_observations()
             except MSGin5GError as exc:
                 log.warning("expiring observations failed: %s", exc)
+
+
+def _settle(outcome: asyncio.Future[None], sent: asyncio.Future[None]) -> None:
+    """Resolve a :meth:`ObserveResource.notify_nowait` outcome from its exchange."""
+    if outcome.done():
+        return
+    if sent.cancelled():
+        outcome.set_exception(RecipientUnreachable("notification cancelled"))
+        return
+    exc = sent.exception()
+    if exc is None:
+        outcome.set_result(None)
+    elif isinstance(exc, RequestTimeout):
+        outcome.set_exception(RecipientUnreachable("notification not acknowledged"))
+    elif isinstance(exc, RemoteReset):
+        outcome.set_exception(RecipientUnreachable("observer answered RST"))
+    else:
+        outcome.set_exception(RecipientUnreachable(str(exc)))
+
+
+def _cancel_with(sent: asyncio.Future[None], outcome: asyncio.Future[None]) -> None:
+    if outcome.cancelled() and not sent.done():
+        sent.cancel()
 
 
 def _topic_of(message: CoapMessage) -> str:

@@ -14,6 +14,12 @@ standard APIs (same OAuth2, rate limit, ProblemDetails):
 * ``DELETE /subscriptions/{asSvcId}[?topic=…&topic=…]`` → ``204`` (all topics
   when no ``topic`` is given), ``404`` if none of them was subscribed.
 
+The topic policy (docs/security-topics.md) applies as to UEs, with the AS as
+principal ``as/<asSvcId>``: when it refuses any of the topics the answer is
+``403`` ``NOT_AUTHORIZED`` and none is subscribed (another UE's ``alice/…``
+needs an operator grant, ``msgin5g topic allow``). An A2P publication the policy
+refuses is likewise a ``403``.
+
 Publications to a subscribed topic (from a UE ``MSG`` with ``messagingTopic``
 or an A2P ``destAddr.addrType = TOPIC``) reach the AS's ``targetUri`` like P2A
 messages, durably and with retries. AS de-registration ends its subscriptions.

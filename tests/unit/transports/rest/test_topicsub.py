@@ -93,3 +93,33 @@ async def test_deregistration_ends_subscriptions(rig: Rig) -> None:
     registration = resp.headers["location"].rsplit("/", 1)[1]
     await rig.http.delete(f"/msgs-asregistration/v1/registrations/{registration}")
     assert rig.service.topics.subscribers("t") == []
+
+
+async def test_topic_policy_refusals_are_403(rig: Rig) -> None:
+    """Issue 10 item 4: ASs go through the same topic policy as UEs."""
+    await rig.register_as("as1")
+    await rig.register_ue()  # ue1 owns ue1/...
+    refused = await rig.http.post(
+        SUBS, json={"asSvcId": "as1", "messagingTopics": ["open", "ue1/private"]}
+    )
+    assert_problem(refused, 403, "NOT_AUTHORIZED")
+    assert_problem(await rig.http.get(f"{SUBS}/as1"), 404, "RECIPIENT_UNKNOWN")
+    publish = as_message("p-1", to="ue1/private", addr_type="TOPIC", payload="aGk=")
+    sent = await rig.http.post("/msgs-msgdelivery/v1/deliver-as-message", json=publish)
+    assert_problem(sent, 403, "NOT_AUTHORIZED")
+    # its own namespace as/as1/... and open topics are fine
+    own = await rig.http.post(
+        SUBS, json={"asSvcId": "as1", "messagingTopics": ["as/as1/feed", "open"]}
+    )
+    assert own.status_code == 201, own.text
+    # granted by the operator
+    await rig.service.topic_policy.allow(
+        "ue1/#", publish=["as/as1"], subscribe=["as/as1"]
+    )
+    granted = await rig.http.post(
+        SUBS, json={"asSvcId": "as1", "messagingTopics": ["ue1/private"]}
+    )
+    assert granted.status_code == 201, granted.text
+    again = as_message("p-2", to="ue1/private", addr_type="TOPIC", payload="aGk=")
+    sent = await rig.http.post("/msgs-msgdelivery/v1/deliver-as-message", json=again)
+    assert sent.status_code == 200, sent.text
