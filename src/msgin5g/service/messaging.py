@@ -34,6 +34,7 @@ import msgspec
 
 from msgin5g.config import DeliveryConfig, SealConfig
 from msgin5g.errors import InvalidRequest, NotAuthorized, NotRegistered, ServiceError
+from msgin5g.logsafe import LogThrottle
 from msgin5g.model.aggregation import unbundle, unbundle_reports
 from msgin5g.model.application import ASRegistration, as_key
 from msgin5g.model.credentials import credential_digest
@@ -86,6 +87,7 @@ from msgin5g.storage.base import Backend
 __all__ = ["MessagingService", "RegistrationOutcome"]
 
 log = logging.getLogger(__name__)
+_throttled = LogThrottle(log)  # faults a flood can repeat (issue 10 item 11)
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,7 +212,13 @@ class MessagingService:
             reg.ue_service_id, reg.ue_credential_info
         )
         if cause is not None:
-            log.warning("registration of %s refused: %s", reg.ue_service_id, cause)
+            _throttled.log(
+                "registration-refused",
+                logging.WARNING,
+                "registration of %s refused: %s",
+                reg.ue_service_id,
+                cause,
+            )
             return RegistrationOutcome(_reg_failure(reg.ue_service_id, cause), False)
         previous = self.registry.get(reg.ue_service_id)
         try:
@@ -286,7 +294,13 @@ class MessagingService:
         gateway = bulk.ue_service_id
         refusal = await self._gateway_refusal(gateway, bulk, source)
         if refusal is not None:
-            log.warning("bulk registration from %s refused: %s", gateway, refusal)
+            _throttled.log(
+                "bulk-registration-refused",
+                logging.WARNING,
+                "bulk registration from %s refused: %s",
+                gateway,
+                refusal,
+            )
             refused = [
                 RegResult(
                     ue_service_id=entry.ue_service_id,
