@@ -258,10 +258,12 @@ class _DedupCache:
     Bounded three ways: by time (two lifetimes at most), by entries
     (``max_entries``) and by bytes (``max_bytes``: the encoded replies plus
     :data:`_ENTRY_OVERHEAD` per entry). ``current`` is swapped out when it
-    holds half of either bound. A reply that would grow ``previous`` beyond
-    half the byte bound (it answers a request that was in flight at the swap)
-    is sent but not kept: its duplicates are ignored, like those of a request
-    still being processed, and the client's retransmission times out.
+    holds half of either bound (checked when an entry is added or a reply
+    stored, so the bound holds to within one entry per generation). A reply
+    that would grow ``previous`` beyond half the byte bound (it answers a
+    request that was in flight at the swap) is sent but not kept: its
+    duplicates are ignored, like those of a request still being processed, and
+    the client's retransmission times out.
     """
 
     __slots__ = (
@@ -336,9 +338,12 @@ class _DedupCache:
     def update(self, key: tuple[Peer, int], value: bytes | int) -> None:
         size = len(value) if isinstance(value, bytes) else 0
         if key in self.current:
-            self.current[key] = value
-            self.nbytes += size
-        elif key in self.previous:
+            if not size or self.nbytes + size <= self.half_bytes:
+                self.current[key] = value
+                self.nbytes += size
+                return
+            self._swap()  # the entry is now in ``previous``
+        if key in self.previous:
             if size and self.prev_bytes + size > self.half_bytes:
                 value = _ANSWERED
             else:
