@@ -76,11 +76,11 @@ class CoapConfig:
     """RFC 7252 ACK_TIMEOUT for server-originated CON requests (seconds)."""
     max_retransmit: int = 4
     """RFC 7252 MAX_RETRANSMIT for server-originated CON requests."""
-    source_rate: float = 5.0
+    source_rate: float = 1.0
     """Flood control: datagrams per second allowed from one source (IP, port)
     that has no registered UE; excess datagrams are dropped before decoding,
     without a reply. 0 turns flood control off (docs/security-coap.md)."""
-    source_burst: int = 20
+    source_burst: int = 8
     """Flood control: datagrams a source without a registered UE may send at
     once before ``source_rate`` applies."""
     trusted_rate: float = 20000.0

@@ -151,6 +151,7 @@ _response_decoder: Final = msgspec.json.Decoder(Response)
 _error_decoder: Final = msgspec.json.Decoder(ErrorBody)
 _encoder: Final = msgspec.json.Encoder()
 
+_MESSAGE_TYPE = re.compile(rb'"messageType"\s*:\s*"([A-Z_]{1,32})"')
 _AT_PATH = re.compile(r" - at `\$\.?([^`]*)`$")
 _MISSING = re.compile(r"missing required field `([^`]+)`")
 _RECIPIENTS: Final = (
@@ -265,9 +266,13 @@ def _decode(decoder: msgspec.json.Decoder[Any], data: bytes) -> object:
 
 
 def message_type_of(data: bytes) -> str | None:
-    """Best-effort ``messageType`` of a payload (for error bodies); never raises."""
+    """Best-effort ``messageType`` of a payload (for error bodies); never raises.
+
+    A payload too deep to parse safely is searched for the member textually.
+    """
     if json_depth_exceeds(data):
-        return None
+        found = _MESSAGE_TYPE.search(data)
+        return found.group(1).decode() if found else None
     try:
         obj = _type_only_decoder.decode(data)
     except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError):
