@@ -80,9 +80,37 @@ class CoapConfig:
     """RFC 7252 ACK_TIMEOUT for server-originated CON requests (seconds)."""
     max_retransmit: int = 4
     """RFC 7252 MAX_RETRANSMIT for server-originated CON requests."""
+    source_rate: float = 1.0
+    """Flood control: datagrams per second allowed from one source (IP, port)
+    that has no registered UE; excess datagrams are dropped before decoding,
+    without a reply. 0 turns flood control off (docs/security-coap.md)."""
+    source_burst: int = 8
+    """Flood control: datagrams a source without a registered UE may send at
+    once before ``source_rate`` applies."""
+    trusted_rate: float = 20000.0
+    """Flood control: datagrams per second allowed from a source a UE is
+    registered from (a gateway or a busy UE)."""
+    trusted_burst: int = 20000
+    """Flood control: burst size of a source a UE is registered from."""
+    max_sources: int = 65536
+    """Flood control: sources remembered at once (~400 B each); beyond, new
+    sources share one overflow bucket of ``64 * source_rate`` per second."""
+    dedup_max_bytes: int = 32 * 1024 * 1024
+    """Bound of the RFC 7252 duplicate-detection cache of encoded responses, in
+    bytes (replies plus ~160 B per entry); the cache rotates early when full."""
 
     def __post_init__(self) -> None:
         parse_hostport(self.bind)
+        if self.source_rate < 0:
+            raise ConfigError("coap.source_rate: must not be negative (0: off)")
+        if self.source_burst < 1 or self.trusted_burst < 1:
+            raise ConfigError("coap.source_burst/trusted_burst: must be at least 1")
+        if self.trusted_rate <= 0:
+            raise ConfigError("coap.trusted_rate: must be positive")
+        if self.max_sources < 2:
+            raise ConfigError("coap.max_sources: must be at least 2")
+        if self.dedup_max_bytes < 4096:
+            raise ConfigError("coap.dedup_max_bytes: must be at least 4096")
         if self.max_payload < 64:
             raise ConfigError("coap.max_payload: must be at least 64")
         if self.max_concurrent_requests < 1:

@@ -21,6 +21,7 @@ from typing import Any
 
 import msgspec
 
+from msgin5g import logsafe
 from msgin5g.cli import asapp
 from msgin5g.cli import gateway as gateway_cli
 from msgin5g.cli.area import add_area_parser, run_area
@@ -462,13 +463,10 @@ def _run(args: argparse.Namespace) -> int:
     use_uvloop()
     if args.command == "serve":
         config = _server_config(args)
-        logging.basicConfig(
-            level=config.log.level.upper(),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
+        logsafe.install(config.log.level, logsafe.DEFAULT_FORMAT)
         asyncio.run(_serve(config))
         return 0
-    logging.basicConfig(level=(args.log_level or "WARNING").upper())
+    logsafe.install(args.log_level or "WARNING")
     if args.command == "gateway":
         return gateway_cli.run_gateway(args)
     if args.command == "as":

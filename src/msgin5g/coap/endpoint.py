@@ -39,6 +39,12 @@ Design choices:
       sockets, IPv4-mapped addresses on dual-stack sockets), so responses match.
     * Socket buffers are enlarged (4 MiB by default): with the kernel default of
       ~208 KiB bursts of a few hundred datagrams are lost.
+    * Flood control (server role, optional): a
+      :class:`~msgin5g.coap.limits.SourceLimiter` is asked for every datagram
+      *before* it is decoded; what it refuses is dropped silently, counted in
+      ``stats()["dropped"]`` and reported through a
+      :class:`~msgin5g.logsafe.LogThrottle` (a few lines per minute at most,
+      never one per datagram). Client and gateway endpoints have none.
 
 Log levels: DEBUG normal flow and malformed input, INFO retransmission
 exhaustion (in the layer), WARNING misbehaving peers, ERROR handler bugs.
@@ -57,6 +63,7 @@ from types import TracebackType
 from typing import Any
 
 from msgin5g.coap.exchange import (
+    DEFAULT_DEDUP_BYTES,
     Action,
     Complete,
     Dispatch,
@@ -66,10 +73,12 @@ from msgin5g.coap.exchange import (
     Rejected,
     Send,
 )
+from msgin5g.coap.limits import SourceLimiter
 from msgin5g.coap.message import CoapMessage, encode_uint
 from msgin5g.coap.numbers import Code, OptionNumber, TransmissionParameters, Type
 from msgin5g.coap.observe import ObserverTable
 from msgin5g.errors import ConnectError, RequestTimeout
+from msgin5g.logsafe import LogThrottle
 
 __all__ = [
     "Endpoint",
@@ -81,6 +90,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+_throttled = LogThrottle(log)
 
 _URI_PATH = int(OptionNumber.URI_PATH)
 _NOT_FOUND = int(Code.NOT_FOUND)
@@ -231,13 +241,19 @@ class Endpoint:
         overload_max_age: int,
         observe_reset: ObserveResetCallback | None = None,
         wall_clock: Callable[[], float] = time.time,
+        source_limiter: SourceLimiter | None = None,
+        max_dedup_bytes: int | None = DEFAULT_DEDUP_BYTES,
     ) -> None:
         """Prefer :meth:`create`, which also binds the socket."""
         self._loop = loop
         self._observers = ObserverTable(wall_clock)
         self._observe_reset = observe_reset
         self._site = site
-        self._layer = MessageLayer(loop.time, params=params)
+        self._layer = MessageLayer(
+            loop.time, params=params, max_dedup_bytes=max_dedup_bytes
+        )
+        self._limiter = source_limiter
+        self._dropped = 0
         self._max_payload = max_request_payload
         self._max_concurrent = max_concurrent_requests
         self._overload_options = [(_MAX_AGE, encode_uint(overload_max_age))]
@@ -265,6 +281,8 @@ class Endpoint:
         overload_max_age: int = 5,
         observe_reset: ObserveResetCallback | None = None,
         wall_clock: Callable[[], float] = time.time,
+        source_limiter: SourceLimiter | None = None,
+        max_dedup_bytes: int | None = DEFAULT_DEDUP_BYTES,
     ) -> Endpoint:
         """Bind a UDP socket and start serving.
 
@@ -279,6 +297,9 @@ class Endpoint:
             overload_max_age: Max-Age (s) of the 5.03 overload response.
             observe_reset: called when an RST answers a NON notification.
             wall_clock: epoch seconds, source of Observe sequence numbers.
+            source_limiter: per-source rate limits applied before decoding
+                (None: every datagram is processed).
+            max_dedup_bytes: byte bound of the duplicate-detection cache.
 
         Returns:
             the running endpoint.
@@ -296,6 +317,8 @@ class Endpoint:
             overload_max_age=overload_max_age,
             observe_reset=observe_reset,
             wall_clock=wall_clock,
+            source_limiter=source_limiter,
+            max_dedup_bytes=max_dedup_bytes,
         )
         sock = await _bind_socket(loop, bind, recv_buffer, send_buffer)
         self._family = sock.family
@@ -325,8 +348,15 @@ class Endpoint:
         return (name[0], name[1])
 
     def stats(self) -> dict[str, int]:
-        """Return the message-layer counters plus ``handlers_running``."""
+        """Return the message-layer counters plus ``handlers_running``.
+
+        With a source limiter also ``dropped`` (datagrams refused before
+        decoding) and ``sources`` (sources tracked).
+        """
         counters = self._layer.stats()
+        if self._limiter is not None:
+            counters["dropped"] = self._dropped
+            counters["sources"] = len(self._limiter)
         counters["handlers_running"] = len(self._tasks)
         counters["handler_errors"] = self._handler_errors
         counters["observations"] = len(self._observers)
@@ -634,6 +664,19 @@ class Endpoint:
 
     def _on_datagram(self, data: bytes, addr: Peer) -> None:
         if self._closed:
+            return
+        limiter = self._limiter
+        if limiter is not None and not limiter.allow(addr):
+            self._dropped += 1
+            if self._dropped & 0x3FF == 1:  # the 1st, 1025th, ... drop
+                _throttled.log(
+                    "source-limit",
+                    logging.WARNING,
+                    "datagrams over the per-source rate limit are dropped "
+                    "(%d so far; latest from %r)",
+                    self._dropped,
+                    addr,
+                )
             return
         try:
             self._run(self._layer.receive(data, addr))

@@ -37,6 +37,9 @@ Design choices:
       encoded reply (``bytes``) or a small ``int`` state; no message objects
       are kept. When ``current`` holds more than half of ``max_dedup_entries``
       the rotation happens early (memory bound wins over the lifetime).
+      The cache is also bounded by bytes (``max_dedup_bytes``, 32 MiB by
+      default: encoded replies plus ~160 B per entry), with the same early
+      rotation; the figure is what the cache can cost in RSS, whatever the load.
       NON entries live in the same cache, i.e. for EXCHANGE_LIFETIME rather
       than NON_LIFETIME; that is allowed because §4.4 forbids re-using *any*
       Message ID with the same endpoint within EXCHANGE_LIFETIME.
@@ -56,7 +59,8 @@ Design choices:
       two-generation cache so that an RST answering it is reported as
       :class:`Rejected` (RFC 7641 §3.6). Like separate responses, notifications
       do not count towards NSTART. The request path pays nothing for this.
-    * Everything is bounded: the cache by ``max_dedup_entries``, outstanding
+    * Everything is bounded: the cache by ``max_dedup_entries`` and
+      ``max_dedup_bytes``, outstanding
       and queued requests together by ``max_pending``.
     * Handles must be unique among outstanding requests (they are indexed by
       ``id()``, so they need not be hashable).
@@ -77,6 +81,7 @@ from msgin5g.coap.numbers import Type as _T
 from msgin5g.errors import RemoteReset, RequestTimeout
 
 __all__ = [
+    "DEFAULT_DEDUP_BYTES",
     "Action",
     "Complete",
     "Dispatch",
@@ -91,6 +96,9 @@ log = logging.getLogger(__name__)
 
 Peer = Hashable
 """A transport address; opaque to this layer (asyncio gives (host, port, ...))."""
+
+DEFAULT_DEDUP_BYTES = 32 * 1024 * 1024
+"""Default byte bound of the duplicate-detection cache (32 MiB)."""
 
 _CON = int(_T.CON)
 _NON = int(_T.NON)
@@ -109,6 +117,7 @@ _PROCESSING = 0
 _SEPARATE = 1
 _SEPARATE_DONE = 2
 _NON_DONE = 3
+_ANSWERED = 4  # answered, reply not kept (byte bound): duplicates are ignored
 
 
 def _empty(mtype: int, mid: int) -> bytes:
@@ -237,16 +246,53 @@ class _Exchange:
         self.seq = -1
 
 
+_ENTRY_OVERHEAD = 160
+"""Bytes charged per duplicate-cache entry besides the encoded reply: the dict
+slot, the (peer, Message ID) key tuple and its share of the peer tuple
+(measured ~155 B on CPython 3.11)."""
+
+
 class _DedupCache:
-    """Two generations of dicts keyed on (peer, mid); see the module docstring."""
+    """Two generations of dicts keyed on (peer, mid); see the module docstring.
 
-    __slots__ = ("current", "half", "lifetime", "previous", "rotate_at")
+    Bounded three ways: by time (two lifetimes at most), by entries
+    (``max_entries``) and by bytes (``max_bytes``: the encoded replies plus
+    :data:`_ENTRY_OVERHEAD` per entry). ``current`` is swapped out when it
+    holds half of either bound (checked when an entry is added or a reply
+    stored, so the bound holds to within one entry per generation). A reply
+    that would grow ``previous`` beyond half the byte bound (it answers a
+    request that was in flight at the swap) is sent but not kept: its
+    duplicates are ignored, like those of a request still being processed, and
+    the client's retransmission times out.
+    """
 
-    def __init__(self, lifetime: float, max_entries: int, now: float) -> None:
+    __slots__ = (
+        "current",
+        "half",
+        "half_bytes",
+        "lifetime",
+        "nbytes",
+        "prev_bytes",
+        "previous",
+        "rotate_at",
+    )
+
+    def __init__(
+        self,
+        lifetime: float,
+        max_entries: int,
+        now: float,
+        max_bytes: int | None = None,
+    ) -> None:
         self.current: dict[tuple[Peer, int], bytes | int] = {}
         self.previous: dict[tuple[Peer, int], bytes | int] = {}
         self.lifetime = lifetime
         self.half = max(1, max_entries // 2)
+        self.half_bytes = (
+            max(_ENTRY_OVERHEAD, max_bytes // 2) if max_bytes else float("inf")
+        )
+        self.nbytes = 0
+        self.prev_bytes = 0
         self.rotate_at = now + lifetime
 
     def get(self, key: tuple[Peer, int]) -> bytes | int | None:
@@ -259,16 +305,29 @@ class _DedupCache:
         if now >= self.rotate_at:
             if now >= self.rotate_at + self.lifetime:
                 self.previous = {}
+                self.prev_bytes = 0
             else:
                 self.previous = self.current
+                self.prev_bytes = self.nbytes
             self.current = {}
+            self.nbytes = 0
             self.rotate_at = now + self.lifetime
 
+    def _swap(self) -> None:
+        self.previous = self.current
+        self.prev_bytes = self.nbytes
+        self.current = {}
+        self.nbytes = 0
+
     def put(self, key: tuple[Peer, int], value: bytes | int) -> None:
-        if len(self.current) >= self.half:
-            self.previous = self.current
-            self.current = {}
+        if len(self.current) >= self.half or self.nbytes >= self.half_bytes:
+            self._swap()
         self.current[key] = value
+        self.nbytes += (
+            _ENTRY_OVERHEAD + len(value)
+            if isinstance(value, bytes)
+            else _ENTRY_OVERHEAD
+        )
 
     def pop(self, key: tuple[Peer, int]) -> bytes | int | None:
         value = self.current.pop(key, None)
@@ -277,15 +336,29 @@ class _DedupCache:
         return value
 
     def update(self, key: tuple[Peer, int], value: bytes | int) -> None:
+        size = len(value) if isinstance(value, bytes) else 0
         if key in self.current:
-            self.current[key] = value
-        elif key in self.previous:
+            if not size or self.nbytes + size <= self.half_bytes:
+                self.current[key] = value
+                self.nbytes += size
+                return
+            self._swap()  # the entry is now in ``previous``
+        if key in self.previous:
+            if size and self.prev_bytes + size > self.half_bytes:
+                value = _ANSWERED
+            else:
+                self.prev_bytes += size
             self.previous[key] = value
         else:
             self.put(key, value)
 
     def __len__(self) -> int:
         return len(self.current) + len(self.previous)
+
+    @property
+    def bytes(self) -> int:
+        """The bytes charged to both generations."""
+        return self.nbytes + self.prev_bytes
 
 
 class MessageLayer:
@@ -296,7 +369,9 @@ class MessageLayer:
         params: transmission parameters (RFC 7252 §4.8).
         rng: source of randomness for tokens, the first Message ID and the
             initial retransmission timeout.
-        max_dedup_entries: bound on the duplicate-detection cache.
+        max_dedup_entries: bound on the duplicate-detection cache (entries).
+        max_dedup_bytes: bound on the duplicate-detection cache (bytes of the
+            encoded replies plus a fixed per-entry charge); None: no byte bound.
         max_pending: bound on outstanding plus queued requests.
         separate_response_timeout: how long to wait for a separate response
             after an empty ACK (default EXCHANGE_LIFETIME).
@@ -311,6 +386,7 @@ class MessageLayer:
         params: TransmissionParameters = TransmissionParameters(),  # noqa: B008
         rng: random.Random | None = None,
         max_dedup_entries: int = 1_000_000,
+        max_dedup_bytes: int | None = DEFAULT_DEDUP_BYTES,
         max_pending: int = 65_536,
         separate_response_timeout: float | None = None,
         non_response_timeout: float | None = None,
@@ -333,10 +409,15 @@ class MessageLayer:
         self._ack_timeout_max = params.ack_timeout * params.ack_random_factor
         self._max_retransmit = params.max_retransmit
         self._nstart = params.nstart
-        self._cache = _DedupCache(params.exchange_lifetime, max_dedup_entries, clock())
+        self._cache = _DedupCache(
+            params.exchange_lifetime, max_dedup_entries, clock(), max_dedup_bytes
+        )
         # NON notifications sent: (peer, mid) -> token, to recognise their RST
         self._non_sent = _DedupCache(
-            params.non_lifetime, max(2, max_dedup_entries // 4), clock()
+            params.non_lifetime,
+            max(2, max_dedup_entries // 4),
+            clock(),
+            max_dedup_bytes // 4 if max_dedup_bytes else None,
         )
         self._next_mid = self._rng.getrandbits(16)
         self._by_mid: dict[tuple[Peer, int], _Exchange] = {}
@@ -362,7 +443,8 @@ class MessageLayer:
 
         Returns:
             received, sent, retransmissions, duplicates, resets_sent, timeouts,
-            malformed, dedup_entries, pending (outstanding + queued requests).
+            malformed, dedup_entries, dedup_bytes (charged to the duplicate
+            cache), non_sent_entries, pending (outstanding + queued requests).
         """
         return {
             "received": self._received,
@@ -373,6 +455,8 @@ class MessageLayer:
             "timeouts": self._timeouts,
             "malformed": self._malformed,
             "dedup_entries": len(self._cache),
+            "dedup_bytes": self._cache.bytes,
+            "non_sent_entries": len(self._non_sent),
             "pending": len(self._by_handle),
         }
 
@@ -563,7 +647,7 @@ class MessageLayer:
         cache = self._cache
         state = cache.get(key)
         if state is not None and (
-            isinstance(state, bytes) or state in (_SEPARATE_DONE, _NON_DONE)
+            isinstance(state, bytes) or state in (_SEPARATE_DONE, _NON_DONE, _ANSWERED)
         ):
             return []
         if request.mtype == _CON:

@@ -7,6 +7,15 @@ is a :class:`~msgin5g.errors.DecodeError` whose ``member`` names the offending J
 member (``"ueCredentialInfo.authType"``), or an
 :class:`~msgin5g.errors.UnsupportedMessageType` for an unknown ``messageType``.
 Unknown members are ignored (forward compatibility, digest §2.6).
+
+Nesting is bounded before decoding (issue 10 item 7): a payload nested deeper
+than :data:`MAX_JSON_DEPTH` levels is refused with a :class:`DecodeError`
+(4.00 on the wire) without being parsed, because msgspec recurses once per
+level and ~1,000 levels raised ``RecursionError`` (5.00 and a traceback per
+datagram). The check costs two ``bytes.count`` calls for ordinary payloads;
+only a payload with more than :data:`MAX_JSON_DEPTH` brackets gets the exact
+scan (:func:`json_depth_exceeds`). A ``RecursionError`` that still escapes
+msgspec becomes a :class:`DecodeError` too.
 """
 
 import re
@@ -73,6 +82,7 @@ __all__ = [
     "decode_response",
     "decode_uplink",
     "encode",
+    "json_depth_exceeds",
     "message_type_of",
 ]
 
@@ -122,6 +132,14 @@ ConfigRequest = ConfReq | BulkConfReq
 ConfigResponse = ConfResp | BulkConfResp
 """Configuration responses."""
 
+
+class _TypeOnly(msgspec.Struct, rename="camel"):
+    """Just the ``messageType`` of a payload, for error bodies."""
+
+    message_type: object = None
+
+
+_type_only_decoder: Final = msgspec.json.Decoder(_TypeOnly)
 _uplink_decoder: Final = msgspec.json.Decoder(Uplink)
 _local_uplink_decoder: Final = msgspec.json.Decoder(LocalUplink)
 _local_downlink_decoder: Final = msgspec.json.Decoder(LocalDownlink)
@@ -133,6 +151,7 @@ _response_decoder: Final = msgspec.json.Decoder(Response)
 _error_decoder: Final = msgspec.json.Decoder(ErrorBody)
 _encoder: Final = msgspec.json.Encoder()
 
+_MESSAGE_TYPE = re.compile(rb'"messageType"\s*:\s*"([A-Z_]{1,32})"')
 _AT_PATH = re.compile(r" - at `\$\.?([^`]*)`$")
 _MISSING = re.compile(r"missing required field `([^`]+)`")
 _RECIPIENTS: Final = (
@@ -142,6 +161,54 @@ _RECIPIENTS: Final = (
     "recipient_broadcast_area_id",
     "messaging_topic",
 )
+
+
+MAX_JSON_DEPTH: Final = 32
+"""Deepest nesting of arrays/objects accepted in any MSGin5G JSON payload.
+
+The deepest legitimate payload (``BULKREG`` → ``regRequests`` → ``REG`` →
+``triggeringInfo`` → ``clientPorts`` → entry) has 6 levels."""
+
+_NOT_STRUCTURE: Final = bytes(b for b in range(256) if b not in b'[]{}"')
+_TO_PARENS: Final = bytes.maketrans(b"[]{}", b"()()")
+
+
+def json_depth_exceeds(data: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether ``data`` nests arrays/objects more than ``limit`` levels deep.
+
+    Brackets inside JSON strings do not count; unclosed brackets do (a parser
+    recurses on them before it notices the truncation). Never raises: the
+    scan works on bytes and gives an answer for any input.
+
+    Cost: two ``bytes.count`` calls when the payload has at most ``limit``
+    opening brackets (every ordinary message); otherwise a few C-level passes
+    (``translate``/``split``/``replace``) per level, at most ``limit`` levels.
+    """
+    if data.count(b"{") + data.count(b"[") <= limit:
+        return False
+    if b"\\" in data:
+        # escaped backslashes first, then escaped quotes: what is left of a
+        # string after this is its delimiting quotes and unescaped content
+        data = data.replace(b"\\\\", b"").replace(b'\\"', b"")
+    skeleton = data.translate(None, _NOT_STRUCTURE)
+    if b'"' in skeleton:
+        skeleton = b"".join(skeleton.split(b'"')[::2])
+    skeleton = skeleton.translate(_TO_PARENS)
+    # Each round removes the innermost pairs; after ``limit`` rounds a pair is
+    # left only if it encloses more than ``limit`` levels. A run of more than
+    # ``limit`` opening brackets (the usual attack) ends the scan at once.
+    run = b"(" * (limit + 1)
+    for _ in range(limit):
+        if run in skeleton:
+            return True
+        reduced = skeleton.replace(b"()", b"")
+        if len(reduced) == len(skeleton):
+            break
+        skeleton = reduced
+    else:
+        if b"()" in skeleton:
+            return True
+    return skeleton.count(b"(") > limit
 
 
 def _camel(name: str) -> str:
@@ -171,6 +238,12 @@ def _translate(
         )
     if not member and "Expected `object`" in text:
         return DecodeError("payload must be a JSON object", member=None)
+    if "matching regex" in text:
+        return DecodeError(
+            f"`{member or 'payload'}` has a character that is not allowed (control "
+            "characters anywhere; '/', '+', '#' in IDs)",
+            member=member or None,
+        )
     return DecodeError(_clean(text), member=member or None)
 
 
@@ -180,21 +253,33 @@ def _clean(text: str) -> str:
 
 def _decode(decoder: msgspec.json.Decoder[Any], data: bytes) -> object:
     """Run one msgspec decoder; every failure becomes a :class:`DecodeError`."""
+    if data.count(b"{") + data.count(b"[") > MAX_JSON_DEPTH and json_depth_exceeds(
+        data
+    ):
+        raise DecodeError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
     try:
         return decoder.decode(data)
     except (msgspec.MsgspecError, UnicodeDecodeError) as exc:
         raise _translate(exc, data) from None
+    except RecursionError:
+        raise DecodeError("JSON nested too deeply") from None
 
 
 def message_type_of(data: bytes) -> str | None:
-    """Best-effort ``messageType`` of a payload (for error bodies); never raises."""
+    """Best-effort ``messageType`` of a payload (for error bodies); never raises.
+
+    A payload too deep to parse safely is searched for the member textually.
+    """
+    if json_depth_exceeds(data):
+        found = _MESSAGE_TYPE.search(data)
+        return found.group(1).decode() if found else None
     try:
-        obj = msgspec.json.decode(data)
-    except (msgspec.MsgspecError, UnicodeDecodeError):
+        obj = _type_only_decoder.decode(data)
+    except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError):
         return None
-    if isinstance(obj, dict):
-        value = obj.get("messageType")
-        return value if isinstance(value, str) else None
+    value = obj.message_type
+    if isinstance(value, str) and len(value) <= 32 and value.isprintable():
+        return value
     return None
 
 

@@ -15,7 +15,7 @@ are omitted when encoding.
 """
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Final
 
 import msgspec
 
@@ -76,17 +76,36 @@ __all__ = [
     "UeLocation",
 ]
 
+_CONTROLS = "\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029"
+"""C0 controls, DEL, C1 controls and the Unicode line/paragraph separators:
+never part of an identifier or a short text member (issue 10 item 5, a newline
+in a UE Service ID forged a log line). Patterns end in ``\\Z``, not ``$``,
+which would also match before a trailing newline."""
+
 ServiceId = Annotated[
-    str, msgspec.Meta(min_length=1, max_length=255, pattern=r"^[^/+#]+$")
+    str,
+    msgspec.Meta(min_length=1, max_length=255, pattern=f"^[^/+#{_CONTROLS}]+\\Z"),
 ]
-"""UE / AS / Group Service ID: 1-255 chars, no ``/``, ``+``, ``#`` (digest §1.2)."""
+"""UE / AS / Group Service ID: 1-255 chars, no ``/``, ``+``, ``#`` (digest §1.2),
+no control characters."""
 
-MessageId = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
-"""MSGin5G Message ID: project clients send a UUID; any 1-255 char string is accepted."""
+MessageId = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=255, pattern=f"^[^{_CONTROLS}]+\\Z")
+]
+"""MSGin5G Message ID: project clients send a UUID; any 1-255 char string without
+control characters is accepted."""
 
-ShortText = Annotated[str, msgspec.Meta(max_length=255)]
-NonNegative = Annotated[int, msgspec.Meta(ge=0)]
-Positive = Annotated[int, msgspec.Meta(gt=0)]
+ShortText = Annotated[str, msgspec.Meta(max_length=255, pattern=f"^[^{_CONTROLS}]*\\Z")]
+"""Any other short text member (application ID, segmentation set ID, ...): at
+most 255 characters, no control characters."""
+
+MAX_UINT32: Final = 2**32 - 1
+"""Upper bound of every integer member (issue 10 item 8: an integer above 2^64
+decoded fine and overflowed SQLite's 64-bit INTEGER when stored). Durations
+(seconds) and sizes (octets) up to 2^32 - 1 also keep date arithmetic safe."""
+
+NonNegative = Annotated[int, msgspec.Meta(ge=0, le=MAX_UINT32)]
+Positive = Annotated[int, msgspec.Meta(gt=0, le=MAX_UINT32)]
 
 
 class _Element(msgspec.Struct, rename="camel", omit_defaults=True, frozen=True):
@@ -219,7 +238,11 @@ class Msg(_Message, tag="MSG", frozen=True):
     recipient_group_service_id: ServiceId | None = None
     recipient_broadcast_area_id: ServiceId | None = None
     messaging_topic: (
-        Annotated[str, msgspec.Meta(min_length=1, max_length=255)] | None
+        Annotated[
+            str,
+            msgspec.Meta(min_length=1, max_length=255, pattern=f"^[^{_CONTROLS}]+\\Z"),
+        ]
+        | None
     ) = None
     delivery_status_required: bool = False
     application_id: ShortText | None = None
@@ -403,7 +426,7 @@ class BulkReg(_Message, tag="BULKREG", frozen=True):
 class BulkRegResp(_Message, tag="BULKREGRESP", frozen=True):
     """Bulk registration response (2.01/2.04 piggybacked)."""
 
-    num_of_reg_responses: int
+    num_of_reg_responses: NonNegative
     reg_responses: list[RegResult]
 
 
@@ -422,11 +445,11 @@ class BulkDereg(_Message, tag="BULKDEREG", frozen=True):
 class BulkDeregResp(_Message, tag="BULKDEREGRESP", frozen=True):
     """Bulk de-registration response (2.04 piggybacked)."""
 
-    num_of_dereg_responses: int
+    num_of_dereg_responses: NonNegative
     dereg_responses: list[DeregResult]
 
 
-Layer2Id = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-fA-F]{6}$")]
+Layer2Id = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-fA-F]{6}\Z")]
 """PC5 Layer-2 ID: 24 bits as 6 hex digits (digest §1.2)."""
 
 
@@ -437,7 +460,9 @@ class AppReg(_Message, tag="APPREG", frozen=True):
     gateway register that UE Service ID with the server on the application's behalf.
     """
 
-    application_id: Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+    application_id: Annotated[
+        str, msgspec.Meta(min_length=1, max_length=255, pattern=f"^[^{_CONTROLS}]+\\Z")
+    ]
     layer2_id: Layer2Id
     ue_service_id: ServiceId | None = None
     ue_credential_info: UECredentialInfo | None = None
@@ -455,7 +480,9 @@ class AppRegResp(_Message, tag="APPREGRESP", frozen=True):
 class AppDereg(_Message, tag="APPDEREG", frozen=True):
     """Application de-registration at a Gateway UE (digest §3.6.1)."""
 
-    application_id: Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+    application_id: Annotated[
+        str, msgspec.Meta(min_length=1, max_length=255, pattern=f"^[^{_CONTROLS}]+\\Z")
+    ]
     layer2_id: Layer2Id | None = None
     ue_service_id: ServiceId | None = None
     msgin5g_service_id: ShortText | None = None
@@ -484,7 +511,7 @@ class GwRegResp(_Message, tag="GWREGRESP", frozen=True):
 
     layer2_id: str
     ue_service_id: str
-    allowed_packet_size: int
+    allowed_packet_size: NonNegative
     registration_result: str
     msgin5g_ue_id: str | None = None
     failure_cause: str | None = None
@@ -553,7 +580,7 @@ class ConfResp(_Message, tag="CONFRESP", frozen=True):
     ue_service_id: str
     result: str
     msgin5g_server_address: str | None = None
-    segment_size: int | None = None
+    segment_size: NonNegative | None = None
     failure_cause: str | None = None
 
 
@@ -572,14 +599,15 @@ class BulkConfReq(_Message, tag="BULKCONFREQ", frozen=True):
 class BulkConfResp(_Message, tag="BULKCONFRESP", frozen=True):
     """Per-device configurations, in request order."""
 
-    num_of_conf_responses: int
+    num_of_conf_responses: NonNegative
     conf_responses: list[ConfResp]
 
 
 TopicName = Annotated[
-    str, msgspec.Meta(min_length=1, max_length=255, pattern=r"^[^+#]+$")
+    str,
+    msgspec.Meta(min_length=1, max_length=255, pattern=f"^[^+#{_CONTROLS}]+\\Z"),
 ]
-"""Messaging Topic: 1-255 chars, no ``+``/``#`` (digest §1.2)."""
+"""Messaging Topic: 1-255 chars, no ``+``/``#`` (digest §1.2), no control characters."""
 
 
 class TopicResult(_Element, frozen=True):

@@ -34,6 +34,7 @@ import msgspec
 
 from msgin5g.config import DeliveryConfig, SealConfig, TopicsConfig
 from msgin5g.errors import InvalidRequest, NotAuthorized, NotRegistered, ServiceError
+from msgin5g.logsafe import LogThrottle
 from msgin5g.model.aggregation import unbundle, unbundle_reports
 from msgin5g.model.application import ASRegistration, as_key
 from msgin5g.model.credentials import credential_digest
@@ -87,6 +88,7 @@ from msgin5g.storage.base import Backend
 __all__ = ["MessagingService", "RegistrationOutcome"]
 
 log = logging.getLogger(__name__)
+_throttled = LogThrottle(log)  # faults a flood can repeat (issue 10 item 11)
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,7 +219,13 @@ class MessagingService:
             reg.ue_service_id, reg.ue_credential_info
         )
         if cause is not None:
-            log.warning("registration of %s refused: %s", reg.ue_service_id, cause)
+            _throttled.log(
+                "registration-refused",
+                logging.WARNING,
+                "registration of %s refused: %s",
+                reg.ue_service_id,
+                cause,
+            )
             wire = _wire_auth_cause(cause)
             return RegistrationOutcome(_reg_failure(reg.ue_service_id, wire), False)
         previous = self.registry.get(reg.ue_service_id)
@@ -255,15 +263,34 @@ class MessagingService:
         ue = dereg.ue_service_id
         registration = self.registry.get(ue)
         if registration is None:
-            log.info("DEREG of %s from %s: not registered, nothing to do", ue, source)
+            _throttled.log(
+                "dereg-unregistered",
+                logging.INFO,
+                "DEREG of %s from %s: not registered, nothing to do",
+                ue,
+                source,
+            )
             return DeregResp(ue_service_id=ue, deregistration_result=Result.SUCCESS)
         if dereg.ue_credential_info is not None:
             cause = await self.registry.authenticate(ue, dereg.ue_credential_info)
             if cause is not None:
-                log.warning("DEREG of %s from %s refused: %s", ue, source, cause)
+                _throttled.log(
+                    "dereg-refused",
+                    logging.WARNING,
+                    "DEREG of %s from %s refused: %s",
+                    ue,
+                    source,
+                    cause,
+                )
                 return _dereg_failure(ue, _wire_auth_cause(cause))
         elif registration.source != source:
-            log.warning("DEREG of %s from %s refused: foreign source", ue, source)
+            _throttled.log(
+                "dereg-refused",
+                logging.WARNING,
+                "DEREG of %s from %s refused: foreign source",
+                ue,
+                source,
+            )
             return _dereg_failure(ue, FailureCause.NOT_AUTHORIZED)
         await self._drop_registration(ue)
         return DeregResp(ue_service_id=ue, deregistration_result=Result.SUCCESS)
@@ -308,7 +335,13 @@ class MessagingService:
         gateway = bulk.ue_service_id
         refusal = await self._gateway_refusal(gateway, bulk, source)
         if refusal is not None:
-            log.warning("bulk registration from %s refused: %s", gateway, refusal)
+            _throttled.log(
+                "bulk-registration-refused",
+                logging.WARNING,
+                "bulk registration from %s refused: %s",
+                gateway,
+                refusal,
+            )
             refused = [
                 RegResult(
                     ue_service_id=entry.ue_service_id,
@@ -408,7 +441,13 @@ class MessagingService:
         try:
             self.registry.check_source(originator, source)
         except NotRegistered as exc:
-            log.warning("MSG %s rejected: %s", msg.message_id, exc.detail)
+            _throttled.log(
+                "msg-rejected",
+                logging.WARNING,
+                "MSG %s rejected: %s",
+                msg.message_id,
+                exc.detail,
+            )
             return _msg_resp(msg, DeliveryStatus.DELY_REJECTED, exc.cause)
         self.delivery.on_uplink(originator)
         if msg.segmentation_set_id is not None:
@@ -473,7 +512,13 @@ class MessagingService:
         try:
             self.registry.check_source(ue, source)
         except NotRegistered as exc:
-            log.warning("%s ignored: %s", type(item).__name__, exc.detail)
+            _throttled.log(
+                "control-ignored",
+                logging.WARNING,
+                "%s ignored: %s",
+                type(item).__name__,
+                exc.detail,
+            )
             return
         if isinstance(item, SegRec):
             await self.segments.recover(ue, item)
@@ -711,12 +756,20 @@ class MessagingService:
         try:
             self.registry.check_source(reporter, source)
         except NotRegistered as exc:
-            log.warning("IMDN for %s ignored: %s", imdn.message_id, exc.detail)
+            _throttled.log(
+                "imdn-ignored",
+                logging.WARNING,
+                "IMDN for %s ignored: %s",
+                imdn.message_id,
+                exc.detail,
+            )
             return
         self.delivery.on_uplink(reporter)
         route = await self.backend.take_report_route(imdn.message_id, reporter)
         if route is None:
-            log.warning(
+            _throttled.log(
+                "imdn-ignored",
+                logging.WARNING,
                 "IMDN for %s from %s ignored: %s",
                 imdn.message_id,
                 reporter,

@@ -184,7 +184,7 @@ def test_unknown_members_are_ignored() -> None:
         (
             b'{"messageType":"REG","ueServiceId":"a/b","ueCredentialInfo":{"authType":"x"}}',
             "ueServiceId",
-            "regex",
+            "not allowed",
         ),
         (
             b'{"messageType":"REG","ueServiceId":"a","ueCredentialInfo":{"authType":"x"},"commAvailability":{"scheduledCommTime":"2025-01-01T00:00:00Z","commDurationTime":1,"periodicCommIndicator":true}}',

@@ -29,6 +29,7 @@ from msgin5g.coap.message import CoapMessage, make_response
 from msgin5g.coap.numbers import Code, OptionNumber
 from msgin5g.codec.ue_payload import decode_config_request, encode, message_type_of
 from msgin5g.errors import DecodeError
+from msgin5g.logsafe import LogThrottle
 from msgin5g.model.messages import ConfReq, ErrorBody
 from msgin5g.service.configuration import ConfigurationService, render_document
 from msgin5g.service.messaging import MessagingService
@@ -38,6 +39,7 @@ from msgin5g.spec.coap import CONTENT_FORMAT_JSON
 __all__ = ["CONFIG_PATH", "CONTENT_FORMAT_XML", "ConfigurationResource"]
 
 log = logging.getLogger(__name__)
+_throttled = LogThrottle(log)
 
 CONFIG_PATH: tuple[str, ...] = ("msgin5g", "config")
 """Uri-Path of the configuration resource (PROJECT CHOICE)."""
@@ -79,7 +81,12 @@ class ConfigurationResource:
         """Handle a POST to ``/msgin5g/config``."""
         message = request.message
         if message.content_format != CONTENT_FORMAT_JSON:
-            log.info("4.15 from %s on /msgin5g/config", request.peer)
+            _throttled.log(
+                "config-content-format",
+                logging.INFO,
+                "4.15 from %s on /msgin5g/config",
+                request.peer,
+            )
             return _error(
                 message,
                 Code.UNSUPPORTED_CONTENT_FORMAT,
@@ -91,7 +98,13 @@ class ConfigurationResource:
         try:
             config_request = decode_config_request(message.payload)
         except DecodeError as exc:
-            log.info("4.00 from %s on /msgin5g/config: %s", request.peer, exc)
+            _throttled.log(
+                "config-decode-error",
+                logging.INFO,
+                "4.00 from %s on /msgin5g/config: %s",
+                request.peer,
+                exc,
+            )
             return _error(message, Code.BAD_REQUEST, str(exc))
         address = self.server_address(message)
         if isinstance(config_request, ConfReq):

@@ -12,7 +12,13 @@ Pipeline for every request to ``/msgin5g`` (digest §3 "common behaviour"):
    with 2.01 (new registration) or 2.04, Content-Format 50.
 
 Errors become CoAP codes only here, through :mod:`.codes`; each is logged once
-(INFO for a client's mistake, ERROR with traceback for our bug).
+(INFO for a client's mistake, ERROR with traceback for our bug). A client's
+mistakes are logged through a :class:`~msgin5g.logsafe.LogThrottle` per kind, so
+a flood of bad requests writes a few lines per minute, not one per datagram.
+
+Flood control: the endpoint gets a :class:`~msgin5g.coap.limits.SourceLimiter`
+built from ``coap.source_*``/``trusted_*`` (docs/security-coap.md); a source
+that a UE is registered from (the registry's ``by_source``) is trusted.
 
 :class:`CoapTransport` also implements the service's ``Deliverer`` port: a
 server-originated CON POST to the client's ``/msgin5g`` (digest §3.7.6), whose
@@ -32,6 +38,7 @@ import msgspec
 
 from msgin5g.coap.endpoint import Endpoint, Request, Site
 from msgin5g.coap.exchange import Peer
+from msgin5g.coap.limits import SourceLimiter
 from msgin5g.coap.message import (
     CoapMessage,
     encode_uint,
@@ -50,6 +57,7 @@ from msgin5g.errors import (
     RequestTimeout,
     TransportError,
 )
+from msgin5g.logsafe import LogThrottle
 from msgin5g.model.messages import (
     AggImdn,
     AggMsg,
@@ -77,6 +85,7 @@ from msgin5g.transports.coap.observe import TOPICS_PATH, ObserveResource
 __all__ = ["CoapTransport"]
 
 log = logging.getLogger(__name__)
+_throttled = LogThrottle(log)
 
 _CF_JSON = [(OptionNumber.CONTENT_FORMAT, encode_uint(CONTENT_FORMAT_JSON))]
 
@@ -120,6 +129,17 @@ class CoapTransport:
             ack_timeout=self.config.ack_timeout,
             max_retransmit=self.config.max_retransmit,
         )
+        limiter = None
+        if self.config.source_rate > 0:
+            limiter = SourceLimiter(
+                asyncio.get_running_loop().time,
+                rate=self.config.source_rate,
+                burst=self.config.source_burst,
+                trusted_rate=self.config.trusted_rate,
+                trusted_burst=self.config.trusted_burst,
+                max_sources=self.config.max_sources,
+                is_trusted=self._is_trusted,
+            )
         self._endpoint = await Endpoint.create(
             self.config.address,
             site=site,
@@ -129,9 +149,19 @@ class CoapTransport:
             recv_buffer=self.config.recv_buffer,
             send_buffer=self.config.recv_buffer,
             observe_reset=observe.on_reset,
+            source_limiter=limiter,
+            max_dedup_bytes=self.config.dedup_max_bytes,
         )
         observe.start(self._endpoint)
         log.info("MSGin5G-1 CoAP listening on %s:%d", *self._endpoint.local_address)
+
+    def _is_trusted(self, peer: Peer) -> bool:
+        """Whether a UE (or a gateway) is registered from ``peer``."""
+        service = self._service
+        return (
+            service is not None
+            and service.registry.by_source(_contact(peer)) is not None
+        )
 
     async def aclose(self) -> None:
         """Stop notifying observers and close the socket."""
@@ -149,7 +179,12 @@ class CoapTransport:
         message = request.message
         try:
             if message.opt(OptionNumber.BLOCK1) is not None:
-                log.info("4.13 from %s: block-wise request", request.peer)
+                _throttled.log(
+                    "block-wise",
+                    logging.INFO,
+                    "4.13 from %s: block-wise request",
+                    request.peer,
+                )
                 size1 = [(OptionNumber.SIZE1, encode_uint(self.config.max_payload))]
                 response = _error(
                     message,
@@ -161,7 +196,9 @@ class CoapTransport:
                 response.options.extend(size1)
                 return response
             if message.content_format != CONTENT_FORMAT_JSON:
-                log.info(
+                _throttled.log(
+                    "content-format",
+                    logging.INFO,
                     "4.15 from %s: Content-Format %s",
                     request.peer,
                     message.content_format,
@@ -178,9 +215,22 @@ class CoapTransport:
             code, cause = code_for(exc)
             detail = getattr(exc, "detail", None) or str(exc)
             if isinstance(exc, DecodeError):
-                log.info("4.00 from %s: %s", request.peer, detail)
+                _throttled.log(
+                    "decode-error",
+                    logging.INFO,
+                    "4.00 from %s: %s",
+                    request.peer,
+                    detail,
+                )
             else:
-                log.info("%s from %s: %s", cause, request.peer, detail)
+                _throttled.log(
+                    f"refused-{cause}",
+                    logging.INFO,
+                    "%s from %s: %s",
+                    cause,
+                    request.peer,
+                    detail,
+                )
             return _error(message, code, cause, detail)
 
     async def _dispatch(
