@@ -85,6 +85,13 @@ async def wait_for(clock: Clock, awaitable: Awaitable[T], timeout: float | None)
     if timeout is None:
         return await awaitable
     task = asyncio.ensure_future(awaitable)
+    if timeout <= 0:  # like asyncio.wait_for: only what is ready at once
+        await asyncio.sleep(0)
+        if task.done():
+            return task.result()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        raise TimeoutError("no result at once")
     fired = False
 
     def expire() -> None:
@@ -93,7 +100,7 @@ async def wait_for(clock: Clock, awaitable: Awaitable[T], timeout: float | None)
             fired = True
             task.cancel()
 
-    timer = clock.call_later(max(0.0, timeout), expire)
+    timer = clock.call_later(timeout, expire)
     try:
         return await task
     except asyncio.CancelledError:

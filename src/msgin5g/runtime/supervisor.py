@@ -62,6 +62,8 @@ class Supervisor:
         task = self._group.create_task(self._guard(coro), name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        # a task cancelled before its first step never awaited ``coro``
+        task.add_done_callback(lambda _: coro.close())
 
     async def _guard(self, coro: Coroutine[Any, Any, None]) -> None:
         try:
