@@ -187,15 +187,39 @@ class RemoteReset(TransportError):
 
 
 class RemoteError(TransportError):
-    """The peer answered with an error response.
+    """The peer answered with an error response (CoAP 4.xx/5.xx).
+
+    Shaped like httpx's ``HTTPStatusError``: it carries the whole answer.
 
     Attributes:
-        status: the CoAP code as "c.dd" text (e.g. "4.00").
-        payload: the response body (often a JSON diagnostic).
+        code: the CoAP code byte (e.g. 128 for 4.00).
+        status: the same as "c.dd" text (e.g. "4.00").
+        payload: the response body as received.
+        cause: the ``failureCause`` of the JSON error body, when there is one.
+        body: the decoded error body (an ``ErrorBody``), or None.
     """
 
-    def __init__(self, status: str, payload: bytes = b"") -> None:
+    def __init__(
+        self,
+        code: int | str,
+        payload: bytes = b"",
+        *,
+        cause: str | None = None,
+        body: object = None,
+    ) -> None:
+        if isinstance(code, str):
+            major, _, minor = code.partition(".")
+            code = (int(major) << 5) | int(minor or 0)
+        status = f"{code >> 5}.{code & 0x1F:02d}"
         text = payload.decode("utf-8", "replace")[:200]
         super().__init__(f"{status} {text}".strip())
+        self.code = code
         self.status = status
         self.payload = payload
+        self.cause = cause
+        self.body = body
+
+    @property
+    def is_client_error(self) -> bool:
+        """A 4.xx answer: the request itself was refused (repeating it won't help)."""
+        return 128 <= self.code < 160

@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 
 from msgin5g.client import Client
-from msgin5g.codec.ue_payload import encode
 from msgin5g.config import load_config
-from msgin5g.model.messages import AggMsg, Imdn, Msg
+from msgin5g.model.messages import AggMsg, Imdn, Msg, MsgResp
 from msgin5g.model.segmentation import split
 from msgin5g.server import Server, provision_ue
 
@@ -80,7 +79,7 @@ async def test_dropped_segment_is_recovered_with_segrec(server: Server) -> None:
         ue1._outbox[key] = (asyncio.get_running_loop().time() + 600, parts)
         for part in parts:
             if part.segment_number != 2:  # segment 2 is "lost"
-                await ue1._submit(encode(part))
+                await ue1.request(part, MsgResp)
         got = await ue2.receive(timeout=20)
         assert isinstance(got.item, Msg) and got.item.payload == whole.payload
 

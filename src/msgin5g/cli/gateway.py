@@ -20,11 +20,12 @@ from typing import Any
 import msgspec
 
 from msgin5g.coap.endpoint import Endpoint
-from msgin5g.coap.message import CoapMessage
-from msgin5g.coap.numbers import Code, OptionNumber, Type
+from msgin5g.coap.message import CoapMessage, uri_path_options
+from msgin5g.coap.numbers import Code, Type
 from msgin5g.config import parse_hostport
 from msgin5g.errors import ConfigError, RemoteError
 from msgin5g.gateway import ConstrainedUE, Gateway, GatewayConfig
+from msgin5g.spec.coap import GATEWAY_STATUS_PATH
 
 __all__ = ["add_gateway_parser", "add_ue_options", "run_gateway", "run_via_gateway"]
 
@@ -117,15 +118,11 @@ async def _status(listen: str) -> int:
         request = CoapMessage(
             Type.CON,
             Code.GET,
-            options=[
-                (OptionNumber.URI_PATH, b"msgin5g"),
-                (OptionNumber.URI_PATH, b"gateway"),
-            ],
+            options=uri_path_options(GATEWAY_STATUS_PATH),
         )
         response = await endpoint.request(request, (host, port), timeout=10.0)
     if response.code != Code.CONTENT:
-        code = response.code
-        raise RemoteError(f"{code >> 5}.{code & 31:02d}", response.payload)
+        raise RemoteError(response.code, response.payload)
     print(json.dumps(msgspec.json.decode(response.payload), indent=2), flush=True)
     return 0
 

@@ -5,26 +5,29 @@ Serves the server's POSTs to ``/msgin5g``: queues messages and reports once
 queued twice), reassembles downlink segments and confirms them (``SEGCONFIR``),
 asks for missing ones (``SEGREC``), unbundles ``AGGMSG``/``AGGIMDN``, answers
 ``SEGREC`` for its own uplink segments, and sends success reports (one ``IMDN``,
-or one ``AGGIMDN`` for an aggregate) when ``auto_report`` is on.
+or one ``AGGIMDN`` for an aggregate) when ``auto_report`` is on. A report answers
+a received request: its POST re-uses that request's Token (digest §3.9.3 step 2,
+§2.2 rule 5). Before any of this, an optional ``claim`` hook may take a ``MSG``
+or ``IMDN`` (a Gateway UE stores those meant for its constrained UEs).
 """
 
 import abc
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
-from msgin5g.coap.endpoint import Request
+import msgspec
+
+from msgin5g.client.wire import error_response, json_response, require_json
 from msgin5g.coap.message import CoapMessage, make_response
 from msgin5g.coap.numbers import Code
-from msgin5g.codec.ue_payload import decode_downlink, encode
+from msgin5g.codec.ue_payload import decode_downlink
 from msgin5g.errors import DecodeError, MSGin5GError, ServiceError
 from msgin5g.model.aggregation import bundle_reports, unbundle, unbundle_reports
 from msgin5g.model.messages import (
     AggImdn,
     AggMsg,
-    ErrorBody,
     Imdn,
     Msg,
     MsgResp,
@@ -32,16 +35,22 @@ from msgin5g.model.messages import (
     SegRec,
 )
 from msgin5g.model.segmentation import Abandoned, Reassembler
+from msgin5g.runtime import Clock, Supervisor
 from msgin5g.spec.causes import FailureCause
-from msgin5g.spec.coap import CONTENT_FORMAT_JSON
 from msgin5g.spec.delivery import DeliveryStatus, ReportDeliveryStatus
 
-__all__ = ["Inbox", "Received"]
+__all__ = ["Claim", "Inbox", "Received"]
 
 log = logging.getLogger(__name__)
 
 _REPORTS_PER_AGGREGATE = 20
 """Reports per ``AGGIMDN`` (~120 octets each: stays below 4096-octet limits)."""
+_SEEN_MAX = 100_000
+"""Received (originator, messageId) remembered for duplicate detection."""
+
+Claim = Callable[[Msg | Imdn], Awaitable[bool | None]]
+"""Returns None: not claimed (the inbox takes it); True: taken; False: cannot
+take it now (the server gets 5.03 and retries)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,52 +69,55 @@ class Inbox(abc.ABC):
     """Reception state and handlers; :class:`~msgin5g.client.Client` builds on it."""
 
     ue_service_id: str
-    _queue: asyncio.Queue[Received]
-    _seen: dict[tuple[str, str, bool], None]
     _auto_report: bool
-    _reassembler: Reassembler | None
+    _claim: Claim | None
+    _clock: Clock
+    _tasks: Supervisor
     _outbox: dict[tuple[str, str], tuple[float, list[Msg]]]
-    _tasks: set[asyncio.Task[None]]
-    _gap_timer: float
+
+    def _init_inbox(self, queue_size: int, gap_timer: float) -> None:
+        self._queue: asyncio.Queue[Received] = asyncio.Queue(queue_size)
+        self._seen: dict[tuple[str, str, bool], bytes] = {}
+        self._reassembler: Reassembler | None = None
+        self._gap_timer = gap_timer
 
     @abc.abstractmethod
-    async def _post(self, payload: bytes) -> CoapMessage:
-        """POST a payload to the server and return its (2.xx) response."""
+    async def _emit(self, item: msgspec.Struct, token: bytes | None = None) -> None:
+        """POST ``item`` to the server (2.xx expected; the body is ignored)."""
 
-    async def _render_post(self, request: Request) -> CoapMessage:
-        message = request.message
-        if message.content_format != CONTENT_FORMAT_JSON:
-            return make_response(message, Code.UNSUPPORTED_CONTENT_FORMAT)
+    async def _render_post(self, message: CoapMessage) -> CoapMessage:
+        refused = require_json(message)
+        if refused is not None:
+            return refused
         try:
             item = decode_downlink(message.payload)
+            if isinstance(item, (Msg, Imdn)) and self._claim is not None:
+                claimed = await self._claim(item)
+                if claimed is not None:
+                    code = Code.CHANGED if claimed else Code.SERVICE_UNAVAILABLE
+                    return make_response(message, code)
             if isinstance(item, Msg):
                 return self._on_msg(message, item)
         except (DecodeError, ServiceError) as exc:
             log.warning("%s: bad request from server: %s", self.ue_service_id, exc)
-            body = ErrorBody(
-                message_type="ERROR",
-                failure_cause=FailureCause.INVALID_MESSAGE,
-                detail=str(exc)[:200],
-            )
-            return make_response(
-                message,
-                Code.BAD_REQUEST,
-                encode(body),
-                content_format=CONTENT_FORMAT_JSON,
+            return error_response(
+                message, Code.BAD_REQUEST, FailureCause.INVALID_MESSAGE, str(exc)
             )
         if isinstance(item, AggMsg):
             messages = unbundle(item)
             if self._queue.maxsize - self._queue.qsize() < len(messages):
                 return make_response(message, Code.SERVICE_UNAVAILABLE)
-            accepted = [m for m in messages if self._accept(m, report=False)]
-            self._report([m for m in accepted if m.delivery_status_required])
+            accepted = [m for m in messages if self._accept(m, message.token)]
+            self._report(
+                [m for m in accepted if m.delivery_status_required], message.token
+            )
         elif isinstance(item, Imdn):
-            self._accept(item, report=False)
+            self._accept(item, message.token)
         elif isinstance(item, AggImdn):
             for report in unbundle_reports(item):
-                self._accept(report, report=False)
+                self._accept(report, message.token)
         elif isinstance(item, SegRec):
-            self._spawn(self._resend(item))
+            self._tasks.spawn(self._resend(item), name="resend segments")
         else:  # SegConfir: the server has the whole message
             self._outbox.pop((item.message_id, item.segmentation_set_id), None)
         return make_response(message, Code.CHANGED)
@@ -118,9 +130,7 @@ class Inbox(abc.ABC):
                 delivery_status=DeliveryStatus.DELY_REJECTED,
                 failure_cause=FailureCause.RECIPIENT_UNKNOWN,
             )
-            return make_response(
-                request, Code.CHANGED, encode(resp), content_format=CONTENT_FORMAT_JSON
-            )
+            return json_response(request, Code.CHANGED, resp)
         if self._queue.full():
             return make_response(request, Code.SERVICE_UNAVAILABLE)
         if item.segmentation_set_id is not None:
@@ -128,40 +138,54 @@ class Inbox(abc.ABC):
             whole = self._reassembler.add(item)
             if whole is None:
                 return make_response(request, Code.CHANGED)
-            self._spawn(self._confirm_segments(item, whole))
+            self._tasks.spawn(self._confirm_segments(item, whole), name="SEGCONFIR")
             item = whole
-        self._accept(item, report=True)
+        if self._accept(item, request.token) and item.delivery_status_required:
+            self._report([item], request.token)
         return make_response(request, Code.CHANGED)
 
-    def _accept(self, item: Msg | Imdn, *, report: bool) -> bool:
-        """Queue a message or report once; True if it was new."""
+    def _accept(self, item: Msg | Imdn, token: bytes) -> bool:
+        """Queue a message or report once; True if it was new.
+
+        ``token`` is the Token of the server's POST that carried it: a report
+        about this message re-uses it.
+        """
         key = (item.originator or "", item.message_id, isinstance(item, Imdn))
         if key in self._seen:
             return False
-        if len(self._seen) >= 100_000:
-            for old in list(self._seen)[:50_000]:
+        if len(self._seen) >= _SEEN_MAX:
+            for old in list(self._seen)[: _SEEN_MAX // 2]:
                 del self._seen[old]
-        self._seen[key] = None
+        self._seen[key] = token
         self._queue.put_nowait(Received(item))
-        if report and isinstance(item, Msg) and item.delivery_status_required:
-            self._report([item])
         return True
 
-    def _report(self, messages: list[Msg]) -> None:
-        """Send success reports: one IMDN, or one AGGIMDN per originator."""
+    def _token_of(self, message: Msg) -> bytes | None:
+        """The Token of the server's POST that delivered ``message``, if known."""
+        return self._seen.get((message.originator or "", message.message_id, False))
+
+    def _report(self, messages: list[Msg], token: bytes | None) -> None:
+        """Send success reports: one IMDN, or one AGGIMDN per originator.
+
+        The first report POST re-uses ``token`` (the Token of the request that
+        delivered the messages); further chunks get fresh Tokens.
+        """
         if not messages or not self._auto_report:
             return
         reports = [
             self._imdn(m, ReportDeliveryStatus.REPT_DELY_SUCCESS) for m in messages
         ]
-        by_target: dict[tuple[str | None, str | None], list[Imdn]] = {}
+        by_target: dict[str | None, list[Imdn]] = {}
         for report in reports:
-            by_target.setdefault((report.recipient, None), []).append(report)
+            by_target.setdefault(report.recipient, []).append(report)
         for group in by_target.values():
             for start in range(0, len(group), _REPORTS_PER_AGGREGATE):
                 chunk = group[start : start + _REPORTS_PER_AGGREGATE]
-                body = encode(chunk[0] if len(chunk) == 1 else bundle_reports(chunk))
-                self._spawn(self._post_quietly(body, chunk[0].message_id))
+                body = chunk[0] if len(chunk) == 1 else bundle_reports(chunk)
+                self._tasks.spawn(
+                    self._emit_quietly(body, chunk[0].message_id, token), name="IMDN"
+                )
+                token = None
 
     def _imdn(
         self,
@@ -182,14 +206,11 @@ class Inbox(abc.ABC):
             failure_cause=cause.value if cause else None,
         )
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _post_quietly(self, body: bytes, what: str) -> None:
+    async def _emit_quietly(
+        self, item: msgspec.Struct, what: str, token: bytes | None = None
+    ) -> None:
         try:
-            await self._post(body)
+            await self._emit(item, token)
         except MSGin5GError as exc:
             log.warning("%s: could not send %s: %s", self.ue_service_id, what, exc)
 
@@ -213,7 +234,7 @@ class Inbox(abc.ABC):
             total_segments=segment.total_segments or max(total, 1),
             **self._segment_peer(segment),
         )
-        await self._post_quietly(encode(confirmation), "SEGCONFIR")
+        await self._emit_quietly(confirmation, "SEGCONFIR")
 
     async def _resend(self, request: SegRec) -> None:
         entry = self._outbox.get((request.message_id, request.segmentation_set_id))
@@ -225,14 +246,13 @@ class Inbox(abc.ABC):
         segments = entry[1]
         for number in request.missing_segments:
             if 1 <= number <= len(segments):
-                await self._post_quietly(encode(segments[number - 1]), "segment")
+                await self._emit_quietly(segments[number - 1], "segment")
 
     async def _housekeeping(self) -> None:
         """Reassembly timers (SEGREC / give up) and the sent-segments buffer."""
         assert self._reassembler is not None  # noqa: S101 - set in start()
-        loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(min(1.0, self._gap_timer / 2))
+            await self._clock.sleep(min(1.0, self._gap_timer / 2))
             for action in self._reassembler.poll():
                 sample = action.segment_set.first or action.segment_set.sample
                 if sample is None:
@@ -244,7 +264,7 @@ class Inbox(abc.ABC):
                             ReportDeliveryStatus.REPT_DELY_FAILED,
                             FailureCause.SEGMENT_MISSING,
                         )
-                        await self._post_quietly(encode(failed), "IMDN")
+                        await self._emit_quietly(failed, "IMDN")
                     continue
                 recovery = SegRec(
                     message_id=sample.message_id,
@@ -253,7 +273,7 @@ class Inbox(abc.ABC):
                     total_segments_unknown=action.segment_set.total is None,
                     **self._segment_peer(sample),
                 )
-                await self._post_quietly(encode(recovery), "SEGREC")
-            now = loop.time()
+                await self._emit_quietly(recovery, "SEGREC")
+            now = self._clock.monotonic()
             for key in [k for k, (until, _) in self._outbox.items() if until <= now]:
                 del self._outbox[key]

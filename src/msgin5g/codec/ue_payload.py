@@ -422,14 +422,15 @@ def decode_response(data: bytes) -> Response:
 def decode_local_uplink(data: bytes) -> LocalUplink:
     """Decode a request a constrained UE sent to its Gateway UE.
 
-    ``msgin5gServiceId`` is mandatory on these links (digest §2.6).
+    ``msgin5gServiceId`` is mandatory on these links (digest §2.6), except on
+    ``REG``/``DEREG``: TS 24.538-R18 §6.3.4.3.3/§6.3.4.3.6 put it on the answer only.
 
     Raises:
         UnsupportedMessageType: a ``messageType`` the gateway does not serve.
         DecodeError: anything else malformed; ``member`` names the culprit.
     """
     message = cast(LocalUplink, _decode(_local_uplink_decoder, data))
-    if message.msgin5g_service_id is None:
+    if message.msgin5g_service_id is None and not isinstance(message, (Reg, Dereg)):
         raise DecodeError(
             "Object missing required field `msgin5gServiceId`",
             member="msgin5gServiceId",

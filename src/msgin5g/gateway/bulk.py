@@ -20,12 +20,21 @@ URGENT requests never enter the batcher (they are forwarded individually, G2).
 
 import heapq
 from dataclasses import dataclass, field
+from typing import overload
 
 import msgspec
 
 from msgin5g.model.messages import Dereg, Reg
 
 __all__ = ["Batch", "Batcher", "strip"]
+
+
+@overload
+def strip(request: Reg) -> Reg: ...
+@overload
+def strip(request: Dereg) -> Dereg: ...
+@overload
+def strip(request: Reg | Dereg) -> Reg | Dereg: ...
 
 
 def strip(request: Reg | Dereg) -> Reg | Dereg:

@@ -25,7 +25,6 @@ import asyncio
 import logging
 import os
 import uuid
-from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -33,8 +32,9 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from msgin5g.client.wire import post_options, raise_for_code, ue_credential_info
 from msgin5g.coap.endpoint import Endpoint, Request, Site
-from msgin5g.coap.message import CoapMessage, encode_uint, make_response
+from msgin5g.coap.message import CoapMessage, make_response, uri_path_options
 from msgin5g.coap.numbers import Code, OptionNumber, Type
 from msgin5g.codec.ue_payload import (
     decode_config_response,
@@ -42,7 +42,7 @@ from msgin5g.codec.ue_payload import (
     decode_local_downlink,
     encode,
 )
-from msgin5g.errors import ConnectError, DecodeError, RemoteError
+from msgin5g.errors import ConnectError, DecodeError
 from msgin5g.model.credentials import psk_token
 from msgin5g.model.messages import (
     AppDereg,
@@ -64,14 +64,18 @@ from msgin5g.model.messages import (
     RegResp,
     UECredentialInfo,
 )
-from msgin5g.spec.coap import CONTENT_FORMAT_JSON, DEFAULT_COAP_PORT, MSGIN5G_PATH
-from msgin5g.spec.delivery import MSGIN5G_SERVICE_ID, AuthType, ReportDeliveryStatus
+from msgin5g.runtime import Supervisor
+from msgin5g.spec.coap import (
+    CONFIG_RESOURCE,
+    DEFAULT_COAP_PORT,
+    MSGIN5G_PATH,
+    PENDING_RESOURCE,
+)
+from msgin5g.spec.delivery import MSGIN5G_SERVICE_ID, ReportDeliveryStatus
 
 __all__ = ["ConstrainedUE", "Registration"]
 
 log = logging.getLogger(__name__)
-
-_CF = (OptionNumber.CONTENT_FORMAT, encode_uint(CONTENT_FORMAT_JSON))
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,8 +141,7 @@ class ConstrainedUE:
         if parts.scheme != "coap" or not parts.hostname:
             raise ConnectError(f"gateway must be a coap:// URI, got {gateway!r}")
         self._gateway = (parts.hostname, parts.port or DEFAULT_COAP_PORT)
-        path = tuple(p for p in parts.path.split("/") if p) or MSGIN5G_PATH
-        self._path = [(OptionNumber.URI_PATH, p.encode()) for p in path]
+        self._path = tuple(p for p in parts.path.split("/") if p) or MSGIN5G_PATH
         self._bind = bind
         self._auto_report = auto_report
         self._endpoint: Endpoint | None = None
@@ -147,7 +150,7 @@ class ConstrainedUE:
         ] = {}
         self._queue: asyncio.Queue[Msg | Imdn] = asyncio.Queue()
         self._seen: set[tuple[str, str, bool]] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = Supervisor(f"constrained UE {ue_service_id}")
         self.server_address: str | None = None
         self.packet_size: int | None = None
 
@@ -158,12 +161,11 @@ class ConstrainedUE:
         site = Site()
         site.add(MSGIN5G_PATH, self._render_post)
         self._endpoint = await Endpoint.create(self._bind, site=site)
+        await self._tasks.start()
 
     async def aclose(self) -> None:
         """Close the socket."""
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.aclose()
         if self._endpoint is not None:
             await self._endpoint.aclose()
             self._endpoint = None
@@ -186,28 +188,15 @@ class ConstrainedUE:
         return self._endpoint
 
     def _credential_info(self) -> UECredentialInfo:
-        if self._credential is None:
-            return UECredentialInfo(auth_type=AuthType.NONE)
-        return UECredentialInfo(
-            auth_type=AuthType.PSK_TOKEN, credential=self._credential
-        )
-
-    def _options(self, *extra: str) -> list[tuple[int, bytes]]:
-        path = self._path + [(OptionNumber.URI_PATH, e.encode()) for e in extra]
-        return [*path, _CF]
+        return ue_credential_info(self._credential)
 
     async def _post(
         self, payload: bytes, *extra: str, confirmable: bool = True
     ) -> CoapMessage:
         mtype = Type.CON if confirmable else Type.NON
-        request = CoapMessage(
-            mtype, Code.POST, options=self._options(*extra), payload=payload
-        )
-        response = await self._require().request(request, self._gateway)
-        if response.code >= 128:
-            code = response.code
-            raise RemoteError(f"{code >> 5}.{code & 31:02d}", response.payload)
-        return response
+        options = post_options((*self._path, *extra))
+        request = CoapMessage(mtype, Code.POST, options=options, payload=payload)
+        return raise_for_code(await self._require().request(request, self._gateway))
 
     # registration through the gateway ------------------------------------------------
 
@@ -260,7 +249,7 @@ class ConstrainedUE:
         )
         self._answers[token] = answer
         request = CoapMessage(
-            Type.CON, Code.POST, options=self._options(), payload=payload
+            Type.CON, Code.POST, options=post_options(self._path), payload=payload
         )
         sent = asyncio.create_task(
             endpoint.request(request, self._gateway, mid=mid, token=token)
@@ -270,12 +259,7 @@ class ConstrainedUE:
             async with asyncio.timeout(timeout):
                 done, _ = await asyncio.wait(both, return_when=asyncio.FIRST_COMPLETED)
                 if answer not in done:
-                    response = sent.result()  # raises a transport error
-                    if response.code >= 128:
-                        code = response.code
-                        raise RemoteError(
-                            f"{code >> 5}.{code & 31:02d}", response.payload
-                        )
+                    response = raise_for_code(sent.result())  # or a transport error
                     item = decode_local_downlink(response.payload)
                     if not isinstance(item, (RegResp, DeregResp)):
                         raise DecodeError("expected REGRESP", member="messageType")
@@ -293,7 +277,7 @@ class ConstrainedUE:
         request = CoapMessage(
             Type.CON,
             Code.GET,
-            options=[*self._path, (OptionNumber.URI_PATH, b"pending"), query],
+            options=[*uri_path_options((*self._path, PENDING_RESOURCE)), query],
         )
         response = await self._require().request(request, self._gateway)
         if response.code != Code.CONTENT:
@@ -359,7 +343,7 @@ class ConstrainedUE:
             ue_credential_info=self._credential_info(),
             msgin5g_service_id=MSGIN5G_SERVICE_ID,
         )
-        response = await self._post(encode(request), "config")
+        response = await self._post(encode(request), CONFIG_RESOURCE)
         answer = decode_config_response(response.payload)
         if not isinstance(answer, ConfResp):
             raise DecodeError("expected CONFRESP", member="messageType")
@@ -397,7 +381,7 @@ class ConstrainedUE:
             msgin5g_service_id=MSGIN5G_SERVICE_ID,
         )
         if not report:
-            self._spawn(self._post_quietly(encode(msg), confirmable=False))
+            self._tasks.spawn(self._post_quietly(encode(msg), confirmable=False))
             return None
         response = await self._post(encode(msg))
         if not response.payload:
@@ -460,13 +444,8 @@ class ConstrainedUE:
                 and self._auto_report
             ):
                 report = self._imdn(item, ReportDeliveryStatus.REPT_DELY_SUCCESS)
-                self._spawn(self._post_quietly(encode(report)))
+                self._tasks.spawn(self._post_quietly(encode(report)))
         return make_response(message, Code.CHANGED)
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     async def _post_quietly(self, payload: bytes, *, confirmable: bool = True) -> None:
         try:

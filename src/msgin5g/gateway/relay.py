@@ -26,31 +26,26 @@ forward needs to know that the item arrived.
 
 import asyncio
 import logging
-import time
-from collections.abc import Callable, Coroutine
-from typing import Any
 
 import msgspec
 
-from msgin5g.coap.endpoint import Endpoint
-from msgin5g.coap.message import CoapMessage, encode_uint, uri_path_options
-from msgin5g.coap.numbers import Code, OptionNumber, Type
+from msgin5g.client.wire import post_options
+from msgin5g.coap.message import CoapMessage
+from msgin5g.coap.numbers import Code, Type
 from msgin5g.codec.ue_payload import encode
 from msgin5g.errors import DecodeError, RemoteError, TransportError
-from msgin5g.gateway.cache import GatewayState
-from msgin5g.gateway.config import GatewayConfig
-from msgin5g.gateway.upstream import Upstream
+from msgin5g.gateway.context import GatewayContext
 from msgin5g.model.messages import Imdn, Msg, MsgResp
 from msgin5g.model.queue import QueuedItem
+from msgin5g.runtime import wait_for
 from msgin5g.spec.causes import FailureCause
-from msgin5g.spec.coap import CONTENT_FORMAT_JSON, MSGIN5G_PATH
+from msgin5g.spec.coap import MSGIN5G_PATH
 from msgin5g.spec.delivery import (
     MSGIN5G_SERVICE_ID,
     DeliveryStatus,
     PriorityRank,
     ReportDeliveryStatus,
 )
-from msgin5g.storage.base import MessageQueue
 
 __all__ = ["UPSTREAM", "Relay"]
 
@@ -59,34 +54,29 @@ log = logging.getLogger(__name__)
 UPSTREAM = "#upstream"
 """Queue key of items waiting for the server."""
 
-_OPTIONS = [
-    *uri_path_options(MSGIN5G_PATH),
-    (OptionNumber.CONTENT_FORMAT, encode_uint(CONTENT_FORMAT_JSON)),
-]
+_OPTIONS = post_options(MSGIN5G_PATH)
 _SENT_MEMORY = 100_000
 """Message IDs remembered to route IMDNs back to applications without a UE ID."""
 
 
 class Relay:
-    """Uplink pump and downlink delivery of one gateway."""
+    """Uplink pump and downlink delivery of one gateway.
 
-    def __init__(
-        self,
-        config: GatewayConfig,
-        queue: MessageQueue,
-        state: GatewayState,
-        upstream: Upstream,
-        local: Callable[[], Endpoint],
-    ) -> None:
-        self._config = config
-        self._queue = queue
-        self._state = state
-        self._upstream = upstream
-        self._local = local
+    Args:
+        ctx: the gateway's opened parts.
+    """
+
+    def __init__(self, ctx: GatewayContext) -> None:
+        self._config = ctx.config
+        self._queue = ctx.queue
+        self._state = ctx.state
+        self._upstream = ctx.upstream
+        self._local = ctx.local
+        self._tasks = ctx.tasks
+        self._clock = ctx.clock
         self._wake = asyncio.Event()
         self._waiters: dict[int, asyncio.Future[MsgResp | None]] = {}
         self._delivering: set[str] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
         self._sent_by_app: dict[str, str] = {}
         self.server_reachable = True
         self.forwarded = 0
@@ -109,7 +99,7 @@ class Relay:
             recipient=UPSTREAM,
             item=item,
             priority=int(priority),
-            expires_at=time.time() + self._config.message_ttl,
+            expires_at=self._clock.now() + self._config.message_ttl,
             store=True,
         )
         seq = await self._queue.enqueue(stored)
@@ -123,8 +113,8 @@ class Relay:
         self._waiters[seq] = future
         self._wake.set()
         try:
-            return await asyncio.wait_for(
-                asyncio.shield(future), self._config.relay_wait
+            return await wait_for(
+                self._clock, asyncio.shield(future), self._config.relay_wait
             )
         except TimeoutError:
             return None
@@ -142,7 +132,7 @@ class Relay:
             for stored in items:
                 if not await self._forward(stored):
                     self.server_reachable = False
-                    await asyncio.sleep(self._config.retry_interval)
+                    await self._clock.sleep(self._config.retry_interval)
                     break
                 self.server_reachable = True
 
@@ -154,16 +144,16 @@ class Relay:
             if isinstance(item, Msg):
                 response = await self._upstream.relay_msg(item)
             else:
-                await self._upstream.post(encode(item))
+                await self._upstream.relay(item)
         except RemoteError as exc:
-            if not exc.status.startswith("4."):
+            if not exc.is_client_error:
                 log.info("server answered %s; keeping the item", exc.status)
                 return False
             log.warning("server refused relayed %s: %s", item.message_id, exc)
         except (TransportError, DecodeError) as exc:
             log.info("server unreachable (%s); %s stays stored", exc, item.message_id)
             return False
-        if stored.expires_at < time.time():
+        if stored.expires_at < self._clock.now():
             log.info("relayed %s after its gateway expiry", item.message_id)
         await self._queue.remove(stored.seq)
         self.forwarded += 1
@@ -224,7 +214,7 @@ class Relay:
             recipient=target,
             item=item,
             priority=int(PriorityRank.MIDDLE),
-            expires_at=time.time() + self._config.message_ttl,
+            expires_at=self._clock.now() + self._config.message_ttl,
             store=True,
         )
         try:
@@ -240,7 +230,7 @@ class Relay:
         if target in self._delivering:
             return
         self._delivering.add(target)
-        self._spawn(self._deliver(target))
+        self._tasks.spawn(self._deliver(target), name=f"deliver to {target}")
 
     async def _deliver(self, target: str) -> None:
         try:
@@ -263,7 +253,7 @@ class Relay:
 
     async def _deliver_one(self, target: str, stored: QueuedItem) -> bool:
         """POST one item; False when the target is asleep (stop for now)."""
-        if stored.expires_at < time.time():
+        if stored.expires_at < self._clock.now():
             log.info("dropping expired %s for %s", stored.item.message_id, target)
             await self._queue.remove(stored.seq)
             return True
@@ -293,19 +283,8 @@ class Relay:
     async def run_retries(self) -> None:
         """Retry sleeping UEs every ``retry_interval``, forever."""
         while True:
-            await asyncio.sleep(self._config.retry_interval)
+            await self._clock.sleep(self._config.retry_interval)
             for target in await self._queue.recipients_with_pending():
                 if target != UPSTREAM:
                     self.kick(target)
             self._wake.set()
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def aclose(self) -> None:
-        """Cancel delivery loops (stored items stay stored)."""
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -20,6 +20,7 @@ from msgin5g.coap.message import CoapMessage, encode_uint, uri_path_options
 from msgin5g.coap.numbers import Code, OptionNumber, Type
 from msgin5g.config import load_config
 from msgin5g.gateway import ConstrainedUE, Gateway, GatewayConfig
+from msgin5g.model.credentials import psk_token
 from msgin5g.model.messages import Imdn, Msg
 from msgin5g.server import Server, provision_ue
 
@@ -216,13 +217,24 @@ async def test_gateway_answers_bad_input_with_coap_errors(bed: Bed) -> None:
         response = await client.request(bad_json, (host, port))
         assert response.code == Code.BAD_REQUEST
         assert b"INVALID_MESSAGE" in response.payload
-        no_sid = CoapMessage(
+        wrong_sid = CoapMessage(
             Type.CON,
             Code.POST,
             options=[path, cf],
-            payload=b'{"messageType":"REG","ueServiceId":"x","ueCredentialInfo":{"authType":"NONE"}}',
+            payload=b'{"msgin5gServiceId":"org.example","messageType":"REG",'
+            b'"ueServiceId":"x","ueCredentialInfo":{"authType":"NONE"}}',
         )
-        response = await client.request(no_sid, (host, port))
+        response = await client.request(wrong_sid, (host, port))
+        assert response.code == Code.BAD_REQUEST
+        assert b"msgin5gServiceId" in response.payload
+        no_sid_msg = CoapMessage(
+            Type.CON,
+            Code.POST,
+            options=[path, cf],
+            payload=b'{"messageType":"MSG","targetAddress":"ue1","targetType":"UE",'
+            b'"messageId":"m-1","payload":"AA=="}',
+        )
+        response = await client.request(no_sid_msg, (host, port))
         assert response.code == Code.BAD_REQUEST
         assert b"msgin5gServiceId" in response.payload
         unknown = CoapMessage(
@@ -332,3 +344,46 @@ async def test_dereg_from_a_foreign_address_is_refused_and_keeps_the_ue(
     assert registry.get("c4") is not None
     status = await bed.gateway.status()
     assert status["constrainedUes"] == 1
+
+
+async def test_reg_without_msgin5g_service_id_is_accepted(bed: Bed) -> None:
+    """Conformance: TS 24.538-R18 puts ``msgin5gServiceId`` on the answer, not the REG."""
+    reg = {
+        "messageType": "REG",
+        "ueServiceId": "c8",
+        "ueCredentialInfo": {
+            "authType": "PSK_TOKEN",
+            "credential": psk_token("s-c8", "c8"),
+        },
+        "registrationUrgentDegree": "URGENT",
+    }
+    request = CoapMessage(
+        Type.CON,
+        Code.POST,
+        mid=0x5151,
+        token=b"\x51\x52",
+        options=[
+            *uri_path_options(("msgin5g",)),
+            (OptionNumber.CONTENT_FORMAT, encode_uint(50)),
+        ],
+        payload=json.dumps(reg).encode(),
+    )
+    loop = asyncio.get_running_loop()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.setblocking(False)
+        sock.bind(("127.0.0.1", 0))
+        await loop.sock_sendto(sock, request.encode(), bed.gateway.local_address)
+        ack = CoapMessage.decode(await asyncio.wait_for(loop.sock_recv(sock, 4096), 5))
+        assert (ack.mtype, ack.code, ack.mid) == (Type.ACK, 0, 0x5151)  # empty ACK
+        answer = CoapMessage.decode(
+            await asyncio.wait_for(loop.sock_recv(sock, 4096), 10)
+        )
+        reply = CoapMessage(Type.ACK, Code.CHANGED, mid=answer.mid, token=answer.token)
+        await loop.sock_sendto(sock, reply.encode(), bed.gateway.local_address)
+    assert answer.code == Code.POST
+    assert (answer.mid, answer.token) == (0x5151, b"\x51\x52")
+    body = json.loads(answer.payload)
+    assert body["messageType"] == "REGRESP"
+    assert body["registrationResult"] == "SUCCESS"
+    assert body["msgin5gServiceId"] == "org.3gpp.msgin5g"
+    assert bed.server.service.registry.get("c8") is not None  # type: ignore[union-attr]
