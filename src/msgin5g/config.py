@@ -25,6 +25,7 @@ from msgin5g.errors import ConfigError
 __all__ = [
     "CoapConfig",
     "DeliveryConfig",
+    "LimitsConfig",
     "LogConfig",
     "RestConfig",
     "SealConfig",
@@ -124,7 +125,11 @@ class DeliveryConfig:
     dedup_window: float = 86400.0
     """Window for duplicate (originator, messageId) detection (s)."""
     dedup_max_entries: int = 1_000_000
-    """Bound on remembered message IDs; the oldest generation is dropped first."""
+    """Bound on message IDs remembered in memory; the oldest generation is
+    dropped first. Stored messages stay deduplicated through storage."""
+    dedup_max_bytes: int = 64 * 1024 * 1024
+    """Bound on the memory of the in-memory duplicate cache (octets, estimated
+    per entry: key, fingerprint, encoded ``MSGRESP`` and dict slot, ~400 B)."""
     sweep_interval: float = 1.0
     """How often expired stored messages are looked for (s)."""
     retry_interval: float = 300.0
@@ -174,6 +179,10 @@ class DeliveryConfig:
         for name in ("default_ttl", "max_ttl", "report_wait", "dedup_window"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"delivery.{name}: must be positive")
+        if self.dedup_max_entries < 2 or self.dedup_max_bytes < 4096:
+            raise ConfigError(
+                "delivery.dedup_max_entries: >= 2; delivery.dedup_max_bytes: >= 4096"
+            )
         if self.default_ttl > self.max_ttl:
             raise ConfigError("delivery.default_ttl: must not exceed max_ttl")
         if self.sweep_interval <= 0 or self.retry_interval <= 0:
@@ -184,6 +193,40 @@ class DeliveryConfig:
             raise ConfigError(
                 "delivery.as_retry_initial: positive and at most as_retry_max"
             )
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    """Storage quotas and submission rate (docs/security-limits.md).
+
+    Beyond a limit a message is refused with ``failureCause =
+    SERVER_CONGESTION`` (digest §5.2) in its ``MSGRESP``; the REST APIs answer
+    429. 0 means unlimited for every field but ``submit_burst``.
+    """
+
+    stored_per_recipient: int = 10_000
+    """Most messages and reports stored for one recipient (UE or AS mailbox)."""
+    stored_bytes_per_recipient: int = 16 * 1024 * 1024
+    """Most octets stored for one recipient: payloads plus 256 per item."""
+    stored_bytes_total: int = 2 * 1024 * 1024 * 1024
+    """Most octets stored for all recipients together (same measure); keeps
+    the disk from filling, which would stop every UE's writes."""
+    submit_rate: float = 500.0
+    """Messages per second one originator (UE or AS) may submit (token bucket)."""
+    submit_burst: int = 1000
+    """Bucket size of ``submit_rate`` (messages)."""
+
+    def __post_init__(self) -> None:
+        for name in (
+            "stored_per_recipient",
+            "stored_bytes_per_recipient",
+            "stored_bytes_total",
+            "submit_rate",
+        ):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"limits.{name}: must not be negative (0: no limit)")
+        if self.submit_burst < 1:
+            raise ConfigError("limits.submit_burst: must be >= 1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,6 +316,7 @@ class ServerConfig:
     coap: CoapConfig = field(default_factory=CoapConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     rest: RestConfig = field(default_factory=RestConfig)
     seal: SealConfig = field(default_factory=SealConfig)
     log: LogConfig = field(default_factory=LogConfig)
@@ -320,6 +364,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "coap": CoapConfig,
     "storage": StorageConfig,
     "delivery": DeliveryConfig,
+    "limits": LimitsConfig,
     "rest": RestConfig,
     "seal": SealConfig,
     "log": LogConfig,

@@ -33,11 +33,17 @@ def msg(message_id: str, recipient: str = "ue-b", payload: bytes = b"hello") -> 
     )
 
 
-def item(message_id: str, recipient: str = "ue-b", payload: bytes = b"hello") -> QueuedItem:
-    return QueuedItem(recipient, msg(message_id, recipient, payload), 1, T0 + 3600, True)
+def item(
+    message_id: str, recipient: str = "ue-b", payload: bytes = b"hello"
+) -> QueuedItem:
+    return QueuedItem(
+        recipient, msg(message_id, recipient, payload), 1, T0 + 3600, True
+    )
 
 
-def record(message_id: str, fingerprint: bytes = b"f1", expires_at: float = T0 + 100) -> DedupRecord:
+def record(
+    message_id: str, fingerprint: bytes = b"f1", expires_at: float = T0 + 100
+) -> DedupRecord:
     return DedupRecord(
         originator="ue-a",
         message_id=message_id,
@@ -59,7 +65,9 @@ def group_template(message_id: str = "g1") -> Msg:
 
 
 def members(template: Msg, recipients: list[str]) -> list[QueuedItem]:
-    return [QueuedItem(r, member_copy(template, r), 1, T0 + 60, True) for r in recipients]
+    return [
+        QueuedItem(r, member_copy(template, r), 1, T0 + 60, True) for r in recipients
+    ]
 
 
 async def test_enqueue_once_stores_item_and_record(backend: Backend) -> None:
@@ -109,7 +117,9 @@ async def test_fanout_with_record_is_written_once(backend: Backend) -> None:
     template = group_template()
     routes = [ReportRoute("g1", "ue-b", "ue-a", T0 + 99)]
     first = members(template, ["ue-b", "ue-c"])
-    assert await backend.enqueue_fanout(template, first, routes, record("g1"), T0) is None
+    assert (
+        await backend.enqueue_fanout(template, first, routes, record("g1"), T0) is None
+    )
     assert await backend.find_dedup("ue-a", "g1", T0) == record("g1")
     second = members(template, ["ue-b", "ue-c", "ue-d"])
     existing = await backend.enqueue_fanout(
@@ -124,11 +134,15 @@ async def test_record_survives_reopen(backend_factory: BackendFactory) -> None:
     backend = await backend_factory.open()
     await backend.enqueue_once(item("m1"), record("m1"), T0)
     template = group_template()
-    await backend.enqueue_fanout(template, members(template, ["ue-c"]), [], record("g1"), T0)
+    await backend.enqueue_fanout(
+        template, members(template, ["ue-c"]), [], record("g1"), T0
+    )
     backend = await backend_factory.reopen(backend)
     assert await backend.find_dedup("ue-a", "m1", T0) == record("m1")
     assert await backend.find_dedup("ue-a", "g1", T0) == record("g1")
-    assert await backend.enqueue_once(item("m1"), record("m1", b"x"), T0) == record("m1")
+    assert await backend.enqueue_once(item("m1"), record("m1", b"x"), T0) == record(
+        "m1"
+    )
     assert await backend.count() == 2
 
 

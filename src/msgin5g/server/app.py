@@ -60,6 +60,7 @@ class Server:
             as_deliverer=as_deliverer,
             group_source=self._group_source_for(),
             seal=self.config.seal,
+            limits=self.config.limits,
         )
         self.service = service
         await service.load()

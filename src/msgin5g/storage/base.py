@@ -11,15 +11,15 @@ durable for that backend (for SQLite: committed to the WAL and fsynced according
 committed. Read methods see every write whose await has returned.
 
 Duplicate detection (TS 24.538 digest §3.7.5 step 3) is durable with the message
-it guards: :meth:`MessageQueue.enqueue_once` and
-:meth:`MessageQueue.enqueue_fanout` take a :class:`DedupRecord` and store it in the
-SAME transaction as the item(s). A crash therefore loses both (the sender was not answered; its retry is
-processed afresh) or keeps both (the retry finds the record, nothing is stored
-twice). When a live record with the same (originator, messageId) already exists,
-nothing is stored and the existing record is returned instead.
+it guards: :meth:`MessageQueue.enqueue_once` and :meth:`MessageQueue.enqueue_fanout`
+take a :class:`DedupRecord` and store it in the SAME transaction as the item(s). A
+crash therefore loses both (the sender was not answered; its retry is processed
+afresh) or keeps both (the retry finds the record, nothing is stored twice). When
+a live record with the same (originator, messageId) already exists, nothing is
+stored and the existing record is returned instead.
 """
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import Final, Protocol, TypeVar
 
 import msgspec
@@ -31,8 +31,8 @@ from msgin5g.model.registry import UERegistration
 __all__ = [
     "ITEM_OVERHEAD",
     "Backend",
-    "DedupRecord",
     "CredentialStore",
+    "DedupRecord",
     "MessageQueue",
     "RecordStore",
     "RegistrationStore",
@@ -119,15 +119,20 @@ class MessageQueue(Protocol):
         ...
 
     async def enqueue_once(
-        self, item: QueuedItem, dedup: DedupRecord, now: float
+        self,
+        item: QueuedItem,
+        dedup: DedupRecord,
+        now: float,
+        routes: Sequence[ReportRoute] = (),
     ) -> DedupRecord | None:
-        """Store ``item`` and ``dedup`` in one durable write, unless a duplicate.
+        """Store ``item``, ``dedup`` and ``routes`` in one write, unless a duplicate.
 
         If a live record (``expires_at > now``) for ``(dedup.originator,
         dedup.message_id)`` exists, nothing is written and that record is
         returned; ``item.seq`` stays 0. Otherwise ``item`` is stored as by
-        :meth:`enqueue` (``seq`` set), ``dedup`` replaces any expired record, and
-        None is returned.
+        :meth:`enqueue` (``seq`` set), ``dedup`` replaces any expired record,
+        ``routes`` are put as by :meth:`ReportStore.put_report_route`, and None
+        is returned.
         """
         ...
 
@@ -151,10 +156,11 @@ class MessageQueue(Protocol):
         member copies like any other item; the shared copy goes when no item refers to it
         (:meth:`purge_payloads`).
 
-        With ``dedup``, the record is written in the same transaction; if a live
-        record (``expires_at > now``) with the same key exists, nothing at all is written (no payload,
-        item or route) and the awaitable's result is the existing record (the
-        seqs set on the items are then never used). Otherwise the result is None.
+        With ``dedup``, the record is written in the same transaction; if a
+        live record (``expires_at > now``) with the same key exists, nothing at
+        all is written (no payload, item or route) and the awaitable's result is
+        the existing record (the seqs set on the items are then never used).
+        Otherwise the result is None.
         """
         ...
 

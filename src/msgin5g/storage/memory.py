@@ -20,6 +20,7 @@ Durability semantics:
 
 import asyncio
 import heapq
+from collections.abc import Sequence
 
 import msgspec
 
@@ -120,14 +121,20 @@ class MemoryBackend:
         return seq
 
     async def enqueue_once(
-        self, item: QueuedItem, dedup: DedupRecord, now: float
+        self,
+        item: QueuedItem,
+        dedup: DedupRecord,
+        now: float,
+        routes: Sequence[ReportRoute] = (),
     ) -> DedupRecord | None:
-        """Store ``item`` and ``dedup`` unless a live record has the same key."""
+        """Store ``item``, ``dedup`` and ``routes`` unless a live record has the key."""
         existing = self._live_dedup(dedup.originator, dedup.message_id, now)
         if existing is not None:
             return existing
         self._dedup[dedup.originator, dedup.message_id] = dedup
         self._store(item)
+        for route in routes:
+            self._routes[(route.message_id, route.reporter)] = route
         return None
 
     def _live_dedup(

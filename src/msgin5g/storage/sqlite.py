@@ -48,7 +48,7 @@ import logging
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Final, TypeAlias
 
@@ -336,15 +336,30 @@ def _put_dedup(conn: sqlite3.Connection, record: DedupRecord) -> None:
 
 
 def _op_enqueue_once(
-    conn: sqlite3.Connection, row: tuple[Any, ...], record: DedupRecord, now: float
+    conn: sqlite3.Connection,
+    row: tuple[Any, ...],
+    record: DedupRecord,
+    now: float,
+    routes: list[tuple[Any, ...]],
 ) -> DedupRecord | None:
-    """The live record of the key, or insert the record and the queue row."""
+    """The live record of the key, or insert the record, queue row and routes."""
     existing = _live_dedup(conn, record.originator, record.message_id, now)
     if existing is not None:
         return existing
     _put_dedup(conn, record)
     _op_enqueue(conn, row)
+    if routes:
+        _put_routes(conn, routes)
     return None
+
+
+def _put_routes(conn: sqlite3.Connection, routes: list[tuple[Any, ...]]) -> None:
+    conn.executemany(
+        "INSERT INTO report_routes(message_id, reporter, originator, expires_at) "
+        "VALUES (?, ?, ?, ?) ON CONFLICT(message_id, reporter) DO UPDATE SET "
+        "originator = excluded.originator, expires_at = excluded.expires_at",
+        routes,
+    )
 
 
 def _op_find_dedup(
@@ -392,15 +407,16 @@ def _op_enqueue_fanout(
     body: bytes,
     rows: list[tuple[Any, ...]],
     routes: list[tuple[Any, ...]],
-    record: DedupRecord | None,
-    now: float,
+    dedup: tuple[DedupRecord, float] | None,
 ) -> DedupRecord | None:
     """One payload row, one queue row per member (body empty, ``pid`` set).
 
-    With a duplicate-detection record: nothing is written if a live record of
-    the same key exists (it is returned), else the record is written too.
+    With a duplicate-detection record (and the time ``now``): nothing is
+    written if a live record of the same key exists (it is returned), else the
+    record is written too.
     """
-    if record is not None:
+    if dedup is not None:
+        record, now = dedup
         existing = _live_dedup(conn, record.originator, record.message_id, now)
         if existing is not None:
             return existing
@@ -982,7 +998,11 @@ class SqliteBackend:
         return seq
 
     async def enqueue_once(
-        self, item: QueuedItem, dedup: DedupRecord, now: float
+        self,
+        item: QueuedItem,
+        dedup: DedupRecord,
+        now: float,
+        routes: Sequence[ReportRoute] = (),
     ) -> DedupRecord | None:
         """Store ``item`` with ``dedup`` in one transaction, unless a duplicate.
 
@@ -1002,8 +1022,11 @@ class SqliteBackend:
             body,
             stored_size(item.item),
         )
+        route_rows = [
+            (r.message_id, r.reporter, r.originator, r.expires_at) for r in routes
+        ]
         existing: DedupRecord | None = await self._submit(
-            _op_enqueue_once, row, dedup, now
+            _op_enqueue_once, row, dedup, now, route_rows
         )
         if existing is None:
             item.seq = seq
@@ -1046,7 +1069,13 @@ class SqliteBackend:
         route_rows = [
             (r.message_id, r.reporter, r.originator, r.expires_at) for r in routes
         ]
-        return self._submit(_op_enqueue_fanout, body, rows, route_rows, dedup, now)
+        return self._submit(
+            _op_enqueue_fanout,
+            body,
+            rows,
+            route_rows,
+            None if dedup is None else (dedup, now),
+        )
 
     async def find_dedup(
         self, originator: str, message_id: str, now: float
