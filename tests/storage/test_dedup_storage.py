@@ -11,6 +11,8 @@ import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pytest
+
 from msgin5g.model.messages import Imdn, Msg
 from msgin5g.model.queue import QueuedItem, ReportRoute, fanout_template, member_copy
 from msgin5g.spec.delivery import ReportDeliveryStatus
@@ -279,5 +281,46 @@ async def test_record_and_message_survive_kill_9_together(tmp_path: Path) -> Non
             assert existing is not None and existing.fingerprint == b"fp"
             assert retry.seq == 0
         assert await backend.count() == 50
+    finally:
+        await backend.aclose()
+
+
+async def test_full_disk_is_reported_once_and_recovers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SQLITE_FULL (here: max_page_count) is logged clearly; writes resume after."""
+    import logging
+
+    from msgin5g.errors import StorageUnavailable
+    from msgin5g.storage.sqlite import SqliteBackend
+
+    backend = SqliteBackend(str(tmp_path / "full.db"))
+    await backend.start()
+    try:
+        pages = await backend._submit(
+            lambda conn: conn.execute("PRAGMA page_count").fetchone()[0]
+        )
+        await backend._submit(
+            lambda conn: conn.execute(f"PRAGMA max_page_count = {pages + 24}")
+        )
+        caplog.set_level(logging.WARNING, logger="msgin5g.storage.sqlite")
+        big = b"z" * 20_000
+        stored = 0
+        with pytest.raises(StorageUnavailable, match="full"):  # noqa: PT012
+            for i in range(20):
+                await backend.enqueue(item(f"big{i}", payload=big))
+                stored += 1
+        assert 0 < stored < 20
+        with pytest.raises(StorageUnavailable):
+            await backend.enqueue(item("more", payload=big))
+        assert backend.disk_full
+        errors = [r for r in caplog.records if "STORAGE FULL" in r.getMessage()]
+        assert len(errors) == 1 and errors[0].levelname == "ERROR"
+        await backend._submit(
+            lambda conn: conn.execute("PRAGMA max_page_count = 1000000")
+        )
+        await backend.enqueue(item("after", payload=big))
+        assert not backend.disk_full
+        assert any("writable again" in r.getMessage() for r in caplog.records)
     finally:
         await backend.aclose()

@@ -208,6 +208,15 @@ def _is_unavailable(exc: sqlite3.Error) -> bool:
     return any(fragment in text for fragment in _UNAVAILABLE_TEXT)
 
 
+def _is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or its driver cause) is SQLITE_FULL."""
+    cause = exc.__cause__ if isinstance(exc.__cause__, sqlite3.Error) else exc
+    code = getattr(cause, "sqlite_errorcode", None)
+    if isinstance(code, int) and (code & 0xFF) == 13:  # SQLITE_FULL
+        return True
+    return "disk is full" in str(exc).lower()
+
+
 def _clone_error(exc: BaseException) -> BaseException:
     """A fresh instance of ``exc`` (same type, args and cause) for another waiter."""
     try:
@@ -591,6 +600,9 @@ class SqliteBackend:
         batch_max: most operations committed in one transaction.
         commits: number of transactions committed by the writer so far.
         writes: number of operations those transactions carried.
+        disk_full: the last write failed because the disk (or the file's
+            ``max_page_count``) is full; logged once at ERROR, and once at
+            WARNING when a write succeeds again.
 
     Example:
         >>> backend = SqliteBackend("msgin5g.db")  # doctest: +SKIP
@@ -634,6 +646,7 @@ class SqliteBackend:
         self.busy_timeout = busy_timeout
         self.commits = 0
         self.writes = 0
+        self.disk_full = False
         self._in_memory = path == ":memory:" or path.startswith("file::memory:")
         self._queue: queue.SimpleQueue[_Op] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
@@ -860,6 +873,9 @@ class SqliteBackend:
             return self._fail_all(batch, exc)
         self.commits += 1
         self.writes += len(batch)
+        if self.disk_full:
+            self.disk_full = False
+            _log.warning("sqlite: %s is writable again (disk space freed)", self.path)
         return [
             (op[2], result, None) for op, result in zip(batch, results, strict=True)
         ]
@@ -872,8 +888,15 @@ class SqliteBackend:
             except sqlite3.Error:  # pragma: no cover - connection is broken
                 _log.exception("sqlite writer: ROLLBACK failed")
 
-    @staticmethod
-    def _fail_all(batch: list[_Op], exc: BaseException) -> list[_Outcome]:
+    def _fail_all(self, batch: list[_Op], exc: BaseException) -> list[_Outcome]:
+        if not self.disk_full and _is_disk_full(exc):
+            self.disk_full = True
+            _log.error(
+                "sqlite: STORAGE FULL at %s: every write is refused (clients get "
+                "5.03 SERVER_CONGESTION) until disk space is freed; lower "
+                "limits.stored_bytes_total so quotas refuse before the disk fills",
+                self.path,
+            )
         outcomes: list[_Outcome] = []
         for index, (_, _, fut) in enumerate(batch):
             if fut is None:

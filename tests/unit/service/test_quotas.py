@@ -212,3 +212,25 @@ def test_limits_config() -> None:
         LimitsConfig(submit_burst=0)
     with pytest.raises(ConfigError, match="dedup_max_bytes"):
         DeliveryConfig(dedup_max_bytes=10)
+
+
+@pytest.mark.parametrize("status", ["DELY_FAILED", "DELY_REJECTED"])
+def test_rest_answers_429_with_retry_after(status: str) -> None:
+    """The TS 29.538 APIs answer a quota or rate refusal with 429 (not 403/400)."""
+    from msgin5g.codec.openapi_json import Address
+    from msgin5g.model.messages import MsgResp
+    from msgin5g.transports.rest.problems import ack_or_problem, no_content_or_problem
+
+    resp = MsgResp(
+        message_id="m1",
+        originating_as_service_id="app",
+        delivery_status=status,  # type: ignore[arg-type]
+        failure_cause="SERVER_CONGESTION",
+    )
+    for answer in (
+        ack_or_problem(resp, Address(addr_type="AS", addr="app")),
+        no_content_or_problem(resp),
+    ):
+        assert answer.status_code == 429
+        assert answer.headers["Retry-After"] == "1"
+        assert b'"cause":"SERVER_CONGESTION"' in answer.body
