@@ -129,7 +129,7 @@ class DeliveryConfig:
     dropped first. Stored messages stay deduplicated through storage."""
     dedup_max_bytes: int = 64 * 1024 * 1024
     """Bound on the memory of the in-memory duplicate cache (octets, estimated
-    per entry: key, fingerprint, encoded ``MSGRESP`` and dict slot, ~400 B)."""
+    per entry: key, fingerprint, encoded ``MSGRESP`` and dict slot, ~340 B)."""
     sweep_interval: float = 1.0
     """How often expired stored messages are looked for (s)."""
     retry_interval: float = 300.0

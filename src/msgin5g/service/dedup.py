@@ -177,13 +177,13 @@ class Deduplicator:
         self, key: tuple[str, str], fp: bytes, msg: Msg, now: float
     ) -> MsgResp | None:
         """The answer for a duplicate of ``key``, or None if it must be routed."""
-        pending = self._pending.get(key)
-        if pending is not None:  # the same key is being routed right now
+        while (pending := self._pending.get(key)) is not None:
+            # the same key is being routed right now: wait for its answer
             waiter: asyncio.Future[MsgResp] = asyncio.get_running_loop().create_future()
             pending.waiters.append(waiter)
             first = await waiter
             if first.failure_cause == FailureCause.SERVER_CONGESTION:
-                return None  # the first one was refused: this one is new
+                continue  # refused, not remembered: route this one (or wait again)
             self.hits += 1
             return first if pending.fingerprint == fp else _duplicate(msg)
         value = self.cache.get(_cache_key(key), now)

@@ -224,3 +224,29 @@ async def test_expired_records_are_purged_by_the_sweeper(open_service: Factory) 
     again = await svc.submit(msg("m1"), UE1)  # outside the window: a new message
     assert again.delivery_status == "DELY_STORED"
     assert await backend.count() == 2
+
+
+async def test_copies_waiting_on_a_refused_first_are_routed_once(
+    open_service: Factory,
+) -> None:
+    """The first copy is refused for congestion: the waiting copies store it once."""
+    svc, backend = await open_service()
+    original = svc._route
+    calls = 0
+
+    async def route_refusing_first(m: Msg, now: float):  # type: ignore[no-untyped-def]
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.01)
+        if calls == 1:
+            raise RuntimeError("storage hiccup")
+        return await original(m, now)
+
+    svc._route = route_refusing_first  # type: ignore[method-assign]
+    answers = await asyncio.gather(
+        *(svc.submit(msg("m1"), UE1) for _ in range(4)), return_exceptions=True
+    )
+    assert isinstance(answers[0], RuntimeError)
+    assert [a.delivery_status for a in answers[1:]] == ["DELY_STORED"] * 3  # type: ignore[union-attr]
+    assert calls == 2
+    assert await backend.count() == 1
