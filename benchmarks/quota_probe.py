@@ -18,6 +18,11 @@ against a ``msgin5g serve`` process with the default ``[limits]`` (or the
 Run: ``python benchmarks/quota_probe.py`` (defaults), or e.g.
 ``python benchmarks/quota_probe.py --set limits.submit_rate=0`` to see the
 storage quota alone. Not a test.
+
+Above ~265 requests/s from one socket the 16-bit CoAP Message ID wraps within
+EXCHANGE_LIFETIME (247 s) and the server's CoAP duplicate cache answers a new
+request with an old response (RFC 7252 §4.5): such requests end as timeouts
+here, which caps what one UE can push over CoAP whatever the limits.
 """
 
 from __future__ import annotations
@@ -84,6 +89,7 @@ async def _flood(port: int, seconds: float, window: int, size: int) -> dict[str,
                 answer = await ep.request(
                     CoapMessage(Type.CON, Code.POST, options=options, payload=body),
                     server,
+                    timeout=10.0,
                 )
             except Exception as exc:  # a timeout is an outcome too
                 outcomes[type(exc).__name__] += 1
