@@ -28,6 +28,7 @@ __all__ = [
     "CoapConfig",
     "DeliveryConfig",
     "IPNetwork",
+    "LimitsConfig",
     "LogConfig",
     "RestConfig",
     "SealConfig",
@@ -156,7 +157,11 @@ class DeliveryConfig:
     dedup_window: float = 86400.0
     """Window for duplicate (originator, messageId) detection (s)."""
     dedup_max_entries: int = 1_000_000
-    """Bound on remembered message IDs; the oldest generation is dropped first."""
+    """Bound on message IDs remembered in memory; the oldest generation is
+    dropped first. Stored messages stay deduplicated through storage."""
+    dedup_max_bytes: int = 64 * 1024 * 1024
+    """Bound on the memory of the in-memory duplicate cache (octets, estimated
+    per entry: key, fingerprint, encoded ``MSGRESP`` and dict slot, ~340 B)."""
     sweep_interval: float = 1.0
     """How often expired stored messages are looked for (s)."""
     retry_interval: float = 300.0
@@ -206,6 +211,10 @@ class DeliveryConfig:
         for name in ("default_ttl", "max_ttl", "report_wait", "dedup_window"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"delivery.{name}: must be positive")
+        if self.dedup_max_entries < 2 or self.dedup_max_bytes < 4096:
+            raise ConfigError(
+                "delivery.dedup_max_entries: >= 2; delivery.dedup_max_bytes: >= 4096"
+            )
         if self.default_ttl > self.max_ttl:
             raise ConfigError("delivery.default_ttl: must not exceed max_ttl")
         if self.sweep_interval <= 0 or self.retry_interval <= 0:
@@ -224,6 +233,42 @@ DEFAULT_TARGET_NETWORKS = (
     "0.0.0.0/0, ::/0, !169.254.0.0/16, !fe80::/10, !0.0.0.0/8, !::/128"
 )
 """Default ``rest.target_networks``: anything but link-local and unspecified."""
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    """Storage quotas and submission rate (docs/security-limits.md).
+
+    Beyond a limit a message is refused with ``failureCause =
+    SERVER_CONGESTION`` (digest §5.2) in its ``MSGRESP``; the REST APIs answer
+    429. 0 means unlimited for every field but ``submit_burst``.
+    """
+
+    stored_per_recipient: int = 10_000
+    """Most messages and reports stored for one recipient (UE or AS mailbox)."""
+    stored_bytes_per_recipient: int = 16 * 1024 * 1024
+    """Most octets stored for one recipient: payloads plus 256 per item."""
+    stored_bytes_total: int = 2 * 1024 * 1024 * 1024
+    """Most octets stored for all recipients together (same measure); keeps
+    the disk from filling, which would stop every UE's writes."""
+    submit_rate: float = 2000.0
+    """Messages per second one UE may submit (token bucket). Application
+    Servers are limited per client by ``rest.rate_limit`` instead (an AS sending
+    A2P at thousands of messages per second is normal)."""
+    submit_burst: int = 4000
+    """Bucket size of ``submit_rate`` (messages)."""
+
+    def __post_init__(self) -> None:
+        for name in (
+            "stored_per_recipient",
+            "stored_bytes_per_recipient",
+            "stored_bytes_total",
+            "submit_rate",
+        ):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"limits.{name}: must not be negative (0: no limit)")
+        if self.submit_burst < 1:
+            raise ConfigError("limits.submit_burst: must be >= 1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -393,6 +438,7 @@ class ServerConfig:
     coap: CoapConfig = field(default_factory=CoapConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     rest: RestConfig = field(default_factory=RestConfig)
     seal: SealConfig = field(default_factory=SealConfig)
     topics: TopicsConfig = field(default_factory=TopicsConfig)
@@ -441,6 +487,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "coap": CoapConfig,
     "storage": StorageConfig,
     "delivery": DeliveryConfig,
+    "limits": LimitsConfig,
     "rest": RestConfig,
     "seal": SealConfig,
     "topics": TopicsConfig,

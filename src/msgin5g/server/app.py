@@ -77,6 +77,7 @@ class Server:
             group_source=self._group_source_for(),
             seal=self.config.seal,
             topics=self.config.topics,
+            limits=self.config.limits,
         )
         self.service = service
         await service.load()

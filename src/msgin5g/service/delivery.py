@@ -18,7 +18,13 @@ after the acknowledgement loses nothing. Delivery then runs per recipient:
   and delivered; a periodic retry (``delivery.retry_interval``) wakes unreachable
   but registered recipients too;
 * the **sweeper** removes expired items every ``delivery.sweep_interval`` and sends
-  ``MESSAGE_EXPIRED`` reports to originators that asked for one.
+  ``MESSAGE_EXPIRED`` reports to originators that asked for one; every
+  ``delivery.retry_interval`` it also purges expired report routes, fan-out
+  payloads and duplicate-detection records.
+
+**Storage usage** (:class:`~msgin5g.service.quotas.Quotas`): every store and
+every removal of an item goes through this engine, which keeps the per-recipient
+and total counters the storage quotas are checked against.
 
 **Application Servers** (P2A messages and reports for A2P messages, digest §2.11,
 §2.12, §3.11) use the very same mailboxes, keyed ``"as/" + AS Service ID``
@@ -39,7 +45,7 @@ duplicating an item that is queued or was just delivered.
 import asyncio
 import heapq
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from functools import partial
 
 from msgin5g.config import DeliveryConfig
@@ -51,11 +57,12 @@ from msgin5g.model.queue import QueuedItem, ReportRoute
 from msgin5g.model.registry import Contact, UERegistration
 from msgin5g.service.applications import ApplicationRegistry
 from msgin5g.service.ports import ASDeliverer, Clock, Deliverer
+from msgin5g.service.quotas import Quotas
 from msgin5g.service.registry import Registry
 from msgin5g.service.segments import SegmentService
 from msgin5g.spec.causes import FailureCause
 from msgin5g.spec.delivery import PriorityRank, PriorityType, ReportDeliveryStatus
-from msgin5g.storage.base import Backend
+from msgin5g.storage.base import Backend, DedupRecord, stored_size
 
 __all__ = ["DeliveryEngine"]
 
@@ -90,8 +97,10 @@ class DeliveryEngine:
         *,
         applications: ApplicationRegistry | None = None,
         as_deliverer: ASDeliverer | None = None,
+        quotas: Quotas | None = None,
     ) -> None:
         self._backend = backend
+        self.quotas = quotas if quotas is not None else Quotas()
         self._deliverer = deliverer
         self._registry = registry
         self._applications = (
@@ -120,6 +129,7 @@ class DeliveryEngine:
 
     async def start(self, *, sweeper: bool = True) -> None:
         """Find recipients with stored items and start delivering to registered ones."""
+        await self.quotas.load(self._backend)
         self._backlog.update(await self._backend.recipients_with_pending())
         self._last_retry = self._clock.now()
         for recipient in list(self._backlog):
@@ -163,13 +173,45 @@ class DeliveryEngine:
 
     # entry points ---------------------------------------------------------------
 
-    async def accept(self, item: QueuedItem, *, deliver_now: bool) -> None:
-        """Store ``item`` durably and, if ``deliver_now``, queue it for delivery."""
-        await self._backend.enqueue(item)
+    async def accept(
+        self,
+        item: QueuedItem,
+        *,
+        deliver_now: bool,
+        dedup: DedupRecord | None = None,
+        now: float = 0.0,
+        routes: Sequence[ReportRoute] = (),
+    ) -> DedupRecord | None:
+        """Store ``item`` durably and, if ``deliver_now``, queue it for delivery.
+
+        With ``dedup`` the record (and the report ``routes``) are stored in the
+        same transaction; if storage already holds a live record of that
+        (originator, messageId), nothing is stored or delivered and that record
+        is returned. Without ``dedup``, ``routes`` must be empty.
+        """
+        if dedup is None:
+            await self._backend.enqueue(item)
+        else:
+            existing = await self._backend.enqueue_once(item, dedup, now, routes)
+            if existing is not None:
+                return existing
+        self._stored(item)
         if deliver_now:
             self._push(item.recipient, item)
         else:
             self._backlog.add(item.recipient)
+        return None
+
+    def _stored(self, item: QueuedItem) -> None:
+        self.quotas.added(item.recipient, stored_size(item.item))
+
+    def _unstored(self, item: QueuedItem) -> None:
+        self.quotas.removed(item.recipient, stored_size(item.item))
+
+    def discarded(self, item: QueuedItem) -> None:
+        """``item`` was removed from storage outside this engine (``MSGUPD``)."""
+        self._unstored(item)
+        self.drop_from_memory(item.recipient, item.seq)
 
     async def accept_fanout(
         self,
@@ -177,7 +219,10 @@ class DeliveryEngine:
         items: list[QueuedItem],
         online: list[bool],
         routes: list[ReportRoute],
-    ) -> None:
+        *,
+        dedup: DedupRecord | None = None,
+        now: float = 0.0,
+    ) -> DedupRecord | None:
         """Store a fan-out in one write (one payload, per-member rows), then push.
 
         ``online[i]`` tells whether ``items[i]`` is delivered now or waits.
@@ -186,18 +231,30 @@ class DeliveryEngine:
         sooner on 2 cores, and the originator's acknowledgement queued behind
         10,000 deliveries for ~2 s.) Copies for members with nothing else
         queued go out as a burst (:meth:`_burst`); the others join their
-        mailboxes.
+        mailboxes. With ``dedup``: as :meth:`accept` (a duplicate stores and
+        delivers nothing and returns the earlier record).
         """
-        await self._backend.enqueue_fanout(template, items, routes)
+        if dedup is None:
+            await self._backend.enqueue_fanout(template, items, routes)
+        else:
+            existing = await self._backend.enqueue_fanout(
+                template, items, routes, dedup, now
+            )
+            if existing is not None:
+                return existing
+        size = stored_size(template)
+        for item in items:
+            self.quotas.added(item.recipient, size)
         ready = []
-        for item, now in zip(items, online, strict=True):
-            if now:
+        for item, is_online in zip(items, online, strict=True):
+            if is_online:
                 ready.append(item)
             else:
                 self._backlog.add(item.recipient)
         if ready:
             # after the originator's answer, in slices that let ACKs in between
             asyncio.get_running_loop().call_soon(self._burst_slice, ready, 0)
+        return None
 
     def _burst_slice(self, items: list[QueuedItem], start: int) -> None:
         end = start + _BURST_SLICE
@@ -247,6 +304,7 @@ class DeliveryEngine:
             self._push(item.recipient, item)  # the mailbox retries or parks it
             return
         self._backend.remove_nowait(item.seq)
+        self._unstored(item)
         if error is None:
             self.delivered += 1
             return
@@ -316,11 +374,15 @@ class DeliveryEngine:
         self._unreachable.discard(recipient)
         self._backlog.discard(recipient)
         if not keep_stored:
-            return await self._backend.take_all_for(recipient)
+            items = await self._backend.take_all_for(recipient)
+            for item in items:
+                self._unstored(item)
+            return items
         pending = await self._backend.pending_for(recipient, limit=1 << 62)
         dropped = [item for item in pending if not item.store]
         for item in dropped:
             await self._backend.remove(item.seq)
+            self._unstored(item)
         if len(dropped) < len(pending):
             self._backlog.add(recipient)  # delivered on the next registration
         return dropped
@@ -459,11 +521,11 @@ class DeliveryEngine:
             except DeliveryRejected as exc:
                 log.warning("%s refused %s: %s", recipient, _describe(item), exc)
                 for entry_seq, entry in batch:
-                    self._finish(mailbox, entry_seq)
+                    self._finish(mailbox, entry_seq, entry)
                     await self.report_failure(entry, exc.cause)
                 continue
-            for entry_seq, _ in batch:
-                self._finish(mailbox, entry_seq)
+            for entry_seq, entry in batch:
+                self._finish(mailbox, entry_seq, entry)
             self.delivered += len(batch)
 
     async def _has_work(self, recipient: str, mailbox: _Mailbox) -> bool:
@@ -586,14 +648,14 @@ class DeliveryEngine:
                 return
             except DeliveryRejected as exc:
                 log.warning("AS %s refused %s: %s", as_id, _describe(item), exc)
-                self._finish(mailbox, seq)
+                self._finish(mailbox, seq, item)
                 await self.report_failure(item, exc.cause)
                 continue
             self._as_failures.pop(key, None)
             if key in self._unreachable:  # back: look for items stored meanwhile
                 self._unreachable.discard(key)
                 mailbox.more = True
-            self._finish(mailbox, seq)
+            self._finish(mailbox, seq, item)
             self.delivered += 1
 
     def _schedule_as_retry(self, key: str) -> float:
@@ -615,12 +677,13 @@ class DeliveryEngine:
         if self._is_registered(key):
             self.wake(key)
 
-    def _finish(self, mailbox: _Mailbox, seq: int) -> None:
+    def _finish(self, mailbox: _Mailbox, seq: int, item: QueuedItem) -> None:
         mailbox.seqs.discard(seq)
         if len(mailbox.done) >= _DONE_CAP:
             mailbox.done.clear()
         mailbox.done.add(seq)
         self._backend.remove_nowait(seq)
+        self._unstored(item)
 
     async def _park(
         self, recipient: str, mailbox: _Mailbox, cause: FailureCause
@@ -637,6 +700,7 @@ class DeliveryEngine:
                 kept = True
                 continue
             await self._backend.remove(seq)
+            self._unstored(item)
             await self.report_failure(item, cause)
         # storage may hold further items that were never loaded: always look
         # again when the recipient shows up
@@ -658,6 +722,7 @@ class DeliveryEngine:
         while True:
             expired = await self._backend.take_expired(now, limit=1000)
             for item in expired:
+                self._unstored(item)
                 self.drop_from_memory(item.recipient, item.seq)
                 self.expired += 1
                 log.info("expired %s for %s", _describe(item), item.recipient)
@@ -669,6 +734,7 @@ class DeliveryEngine:
             self._last_retry = now
             await self._backend.purge_report_routes(now)
             await self._backend.purge_payloads()
+            await self._backend.purge_dedup(now)
             self._retry(
                 r
                 for r in list(self._unreachable)

@@ -19,7 +19,15 @@ offline and no store and forward → ``RECIPIENT_NOT_REGISTERED`` /
 ``RECIPIENT_NOT_REACHABLE`` / ``STORE_AND_FORWARD_NOT_ALLOWED``. A member that
 fails is reported to the originator (``REPT_DELY_FAILED`` with the cause) when
 it asked for delivery status; reports queued together for a UE originator reach
-it as one ``AGGIMDN`` (downlink aggregation).
+it as one ``AGGIMDN`` (downlink aggregation). A member whose storage quota is
+used up (``[limits]``, :mod:`msgin5g.service.quotas`) fails alone with
+``SERVER_CONGESTION``; the others are served.
+
+Duplicate detection (:mod:`msgin5g.service.dedup`): the fan-out's
+(originator, messageId) record is written in the same transaction as the
+payload and the member rows. If storage already holds one (a retry after a
+crash, or of a message the memory cache forgot), nothing is stored, nobody
+gets a second copy and no failure is reported twice.
 """
 
 import logging
@@ -30,10 +38,12 @@ from msgin5g.model.application import as_key, as_of_key
 from msgin5g.model.messages import Msg
 from msgin5g.model.queue import QueuedItem, ReportRoute, fanout_template, member_copy
 from msgin5g.service.applications import ApplicationRegistry
+from msgin5g.service.dedup import Deduplicator
 from msgin5g.service.delivery import DeliveryEngine
 from msgin5g.service.registry import Registry
 from msgin5g.spec.causes import FailureCause
-from msgin5g.spec.delivery import PriorityRank
+from msgin5g.spec.delivery import DeliveryStatus, PriorityRank
+from msgin5g.storage.base import stored_size
 
 __all__ = ["FanOut", "admission_failure", "expiry_of", "originator_key"]
 
@@ -79,11 +89,13 @@ class FanOut:
         applications: ApplicationRegistry,
         delivery: DeliveryEngine,
         config: DeliveryConfig,
+        dedup: Deduplicator | None = None,
     ) -> None:
         self._registry = registry
         self._applications = applications
         self._delivery = delivery
         self._config = config
+        self._dedup = dedup
         self.fanouts = 0
         self.copies = 0
 
@@ -98,6 +110,9 @@ class FanOut:
         priority = PriorityRank[str(msg.priority_type)] if msg.priority_type else 1
         template = fanout_template(msg)
         reports_to = originator_key(msg) if msg.delivery_status_required else None
+        quotas = self._delivery.quotas
+        size = stored_size(template)
+        planned = 0
         items: list[QueuedItem] = []
         online: list[bool] = []
         routes: list[ReportRoute] = []
@@ -117,6 +132,10 @@ class FanOut:
             if cause is not None:
                 failures.append((recipient, cause))
                 continue
+            if quotas.storage_full(recipient, size, planned):
+                failures.append((recipient, FailureCause.SERVER_CONGESTION))
+                continue
+            planned += size
             items.append(
                 QueuedItem(
                     recipient=recipient,
@@ -137,7 +156,19 @@ class FanOut:
                     )
                 )
         if items:
-            await self._delivery.accept_fanout(template, items, online, routes)
+            key = (originator_key(msg) or "", msg.message_id)
+            record = (
+                self._dedup.record_for(key, msg, DeliveryStatus.DELY_ACCEPTED)
+                if self._dedup is not None
+                else None
+            )
+            existing = await self._delivery.accept_fanout(
+                template, items, online, routes, dedup=record, now=now
+            )
+            if existing is not None and self._dedup is not None:
+                log.info("%s: message %s is a duplicate", label, msg.message_id)
+                self._dedup.conflict(key, existing)
+                return 0
         self.fanouts += 1
         self.copies += len(items)
         log.info(

@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from msgin5g.config import DeliveryConfig, SealConfig, TopicsConfig
+from msgin5g.config import DeliveryConfig, LimitsConfig, SealConfig, TopicsConfig
 from msgin5g.errors import InvalidRequest, NotAuthorized, NotRegistered, ServiceError
 from msgin5g.logsafe import LogThrottle
 from msgin5g.model.aggregation import unbundle, unbundle_reports
@@ -68,6 +68,7 @@ from msgin5g.model.queue import QueuedItem, ReportRoute
 from msgin5g.model.registry import Contact
 from msgin5g.service.applications import ApplicationRegistry
 from msgin5g.service.broadcast import BroadcastRegistry
+from msgin5g.service.dedup import Deduplicator
 from msgin5g.service.delivery import DeliveryEngine
 from msgin5g.service.fanout import (
     FanOut,
@@ -77,13 +78,14 @@ from msgin5g.service.fanout import (
 )
 from msgin5g.service.groups import GroupRegistry, GroupSource
 from msgin5g.service.ports import ASDeliverer, Clock, Deliverer, SystemClock
+from msgin5g.service.quotas import Quotas
 from msgin5g.service.registry import Registry
 from msgin5g.service.segments import SegmentService
 from msgin5g.service.topic_policy import PUBLISH, SUBSCRIBE, TopicPolicy
 from msgin5g.service.topics import TopicRegistry, check_topic
 from msgin5g.spec.causes import FailureCause, Result
 from msgin5g.spec.delivery import DeliveryStatus, PriorityRank, PriorityType
-from msgin5g.storage.base import Backend
+from msgin5g.storage.base import Backend, stored_size
 
 __all__ = ["MessagingService", "RegistrationOutcome"]
 
@@ -97,28 +99,6 @@ class RegistrationOutcome:
 
     response: RegResp
     created: bool
-
-
-class _Dedup:
-    """(originator, messageId) → (content hash, response): two generations by age/size."""
-
-    __slots__ = ("_current", "_max", "_previous", "_rotated", "_window")
-
-    def __init__(self, window: float, max_entries: int, now: float) -> None:
-        self._current: dict[tuple[str, str], tuple[int, MsgResp]] = {}
-        self._previous: dict[tuple[str, str], tuple[int, MsgResp]] = {}
-        self._window = window
-        self._max = max(2, max_entries // 2)
-        self._rotated = now
-
-    def get(self, key: tuple[str, str], now: float) -> tuple[int, MsgResp] | None:
-        if now - self._rotated >= self._window or len(self._current) >= self._max:
-            self._previous, self._current = self._current, {}
-            self._rotated = now
-        return self._current.get(key) or self._previous.get(key)
-
-    def put(self, key: tuple[str, str], value: tuple[int, MsgResp]) -> None:
-        self._current[key] = value
 
 
 class MessagingService:
@@ -135,10 +115,12 @@ class MessagingService:
         group_source: GroupSource | None = None,
         seal: SealConfig | None = None,
         topics: TopicsConfig | None = None,
+        limits: LimitsConfig | None = None,
     ) -> None:
         self.config = config or DeliveryConfig()
         self.clock: Clock = clock or SystemClock()
         self.backend = backend
+        self.quotas = Quotas(limits)
         self.registry = Registry(backend, self.clock, self.config)
         self.applications = ApplicationRegistry(backend, self.clock)
         self.delivery = DeliveryEngine(
@@ -149,6 +131,7 @@ class MessagingService:
             self.config,
             applications=self.applications,
             as_deliverer=as_deliverer,
+            quotas=self.quotas,
         )
         self.segments = SegmentService(
             backend,
@@ -177,11 +160,14 @@ class MessagingService:
         self.broadcast = BroadcastRegistry(
             backend, self.clock, self.config, registry=self.registry
         )
-        self.fanout = FanOut(
-            self.registry, self.applications, self.delivery, self.config
+        self._dedup = Deduplicator(
+            self.config.dedup_window,
+            self.config.dedup_max_entries,
+            self.config.dedup_max_bytes,
+            self.clock.now(),
         )
-        self._dedup = _Dedup(
-            self.config.dedup_window, self.config.dedup_max_entries, self.clock.now()
+        self.fanout = FanOut(
+            self.registry, self.applications, self.delivery, self.config, self._dedup
         )
 
     async def start(self, *, sweeper: bool = True) -> None:
@@ -526,22 +512,31 @@ class MessagingService:
             self.segments.confirmed(ue, item)
 
     async def _submit_deduplicated(self, msg: Msg, originator: str) -> MsgResp:
-        """Duplicate check by (originator key, messageId), then routing."""
+        """Duplicate check by (originator key, messageId), rate limit, routing.
+
+        Duplicates are answered from memory or, for stored messages, found by
+        the write itself (:mod:`msgin5g.service.dedup`); an originator beyond
+        ``limits.submit_rate`` gets ``DELY_REJECTED`` / ``SERVER_CONGESTION``.
+        """
         now = self.clock.now()
+        if msg.segmentation_set_id is not None:
+            if not self.quotas.take_token(originator, now):
+                return _congested(msg)
+            return await self._route(msg, now)
         key = (originator, msg.message_id)
-        fingerprint = hash(msg)
-        if msg.segmentation_set_id is None:
-            seen = self._dedup.get(key, now)
-            if seen is not None:
-                if seen[0] == fingerprint:
-                    return seen[1]
-                return _msg_resp(
-                    msg, DeliveryStatus.DELY_REJECTED, FailureCause.DUPLICATE_MESSAGE_ID
-                )
-        response = await self._route(msg, now)
-        if msg.segmentation_set_id is None:
-            self._dedup.put(key, (fingerprint, response))
-        return response
+        fingerprint = self._dedup.fingerprint(msg)
+        seen = await self._dedup.seen(key, fingerprint, msg, now)
+        if seen is not None:
+            return seen
+        if not self.quotas.take_token(originator, now):
+            return _congested(msg)
+        self._dedup.begin(key, fingerprint, now)
+        try:
+            response = await self._route(msg, now)
+        except BaseException:
+            self._dedup.abort(key)
+            raise
+        return self._dedup.finish(key, msg, response, now)
 
     async def _route(self, msg: Msg, now: float) -> MsgResp:
         if msg.recipient_ue_service_id is not None:
@@ -719,6 +714,10 @@ class MessagingService:
         )
         if cause is not None:
             return _msg_resp(msg, DeliveryStatus.DELY_FAILED, cause)
+        if self.quotas.storage_full(recipient, stored_size(msg)):
+            return _msg_resp(
+                msg, DeliveryStatus.DELY_FAILED, FailureCause.SERVER_CONGESTION
+            )
         priority = PriorityRank[str(msg.priority_type)] if msg.priority_type else 1
         item = QueuedItem(
             recipient=recipient,
@@ -727,21 +726,32 @@ class MessagingService:
             expires_at=expires_at,
             store=store,
         )
+        status = DeliveryStatus.DELY_ACCEPTED if online else DeliveryStatus.DELY_STORED
         originator = originator_key(msg)
+        routes = []
         if msg.delivery_status_required and originator:
-            route = ReportRoute(
-                message_id=msg.message_id,
-                reporter=recipient,
-                originator=originator,
-                expires_at=expires_at + self.config.report_wait,
+            routes.append(
+                ReportRoute(
+                    message_id=msg.message_id,
+                    reporter=recipient,
+                    originator=originator,
+                    expires_at=expires_at + self.config.report_wait,
+                )
             )
+        key = (originator or "", msg.message_id)
+        record = self._dedup.record_for(key, msg, status)
+        if record is None:  # not deduplicated (a segment): two writes at once
             await asyncio.gather(
                 self.delivery.accept(item, deliver_now=online),
-                self.backend.put_report_route(route),
+                *(self.backend.put_report_route(route) for route in routes),
             )
-        else:
-            await self.delivery.accept(item, deliver_now=online)
-        status = DeliveryStatus.DELY_ACCEPTED if online else DeliveryStatus.DELY_STORED
+            return _msg_resp(msg, status)
+        # one transaction: item, record and route (a duplicate revives no route)
+        existing = await self.delivery.accept(
+            item, deliver_now=online, dedup=record, now=now, routes=routes
+        )
+        if existing is not None:
+            self._dedup.conflict(key, existing)
         return _msg_resp(msg, status)
 
     # reports -------------------------------------------------------------------------
@@ -978,7 +988,7 @@ class MessagingService:
         params = upd.store_and_forward_params
         if params is None:
             await self.backend.remove(stored.seq)
-            self.delivery.drop_from_memory(recipient, stored.seq)
+            self.delivery.discarded(stored)
             await self.backend.take_report_route(upd.message_id, recipient)
             return _replace(resp, DeliveryStatus.DELY_ACCEPTED, None)
         now = self.clock.now()
@@ -1005,6 +1015,11 @@ def _msg_resp(
         delivery_status=status,
         failure_cause=cause.value if cause is not None else None,
     )
+
+
+def _congested(msg: Msg) -> MsgResp:
+    """The answer to an originator beyond its submission rate (``[limits]``)."""
+    return _msg_resp(msg, DeliveryStatus.DELY_REJECTED, FailureCause.SERVER_CONGESTION)
 
 
 def _replace(

@@ -9,27 +9,70 @@ durable for that backend (for SQLite: committed to the WAL and fsynced according
 ``synchronous``). Backends are free to batch concurrent writes into one transaction
 (group commit) as long as each caller's await returns only after its own write is
 committed. Read methods see every write whose await has returned.
+
+Duplicate detection (TS 24.538 digest §3.7.5 step 3) is durable with the message
+it guards: :meth:`MessageQueue.enqueue_once` and :meth:`MessageQueue.enqueue_fanout`
+take a :class:`DedupRecord` and store it in the SAME transaction as the item(s). A
+crash therefore loses both (the sender was not answered; its retry is processed
+afresh) or keeps both (the retry finds the record, nothing is stored twice). When
+a live record with the same (originator, messageId) already exists, nothing is
+stored and the existing record is returned instead.
 """
 
-from collections.abc import Awaitable
-from typing import Protocol, TypeVar
+from collections.abc import Awaitable, Sequence
+from typing import Final, Protocol, TypeVar
 
 import msgspec
 
-from msgin5g.model.messages import Msg
+from msgin5g.model.messages import Imdn, Msg
 from msgin5g.model.queue import QueuedItem, ReportRoute
 from msgin5g.model.registry import UERegistration
 
 __all__ = [
+    "ITEM_OVERHEAD",
     "Backend",
     "CredentialStore",
+    "DedupRecord",
     "MessageQueue",
     "RecordStore",
     "RegistrationStore",
     "ReportStore",
+    "stored_size",
 ]
 
 R = TypeVar("R", bound=msgspec.Struct)
+
+ITEM_OVERHEAD: Final = 256
+"""Octets counted per stored item besides its payload (row, indexes, JSON members)."""
+
+
+def stored_size(item: Msg | Imdn) -> int:
+    """The octets a stored item counts against the storage quotas.
+
+    Its application payload plus :data:`ITEM_OVERHEAD`; the same function is used
+    when an item is stored, removed, and when usage is loaded at start-up
+    (:meth:`MessageQueue.stored_usage`), so the counters never drift.
+    """
+    payload = item.payload if isinstance(item, Msg) else None
+    return ITEM_OVERHEAD + len(payload or b"")
+
+
+class DedupRecord(msgspec.Struct, frozen=True, gc=False):
+    """What the server answered to (originator, messageId): kept with the message.
+
+    Attributes:
+        originator: originator key (UE Service ID, or ``as/<AS Service ID>``).
+        message_id: the MSGin5G Message ID.
+        fingerprint: stable digest of the message content (same on every run).
+        response: the encoded ``MSGRESP`` the originator got.
+        expires_at: epoch seconds after which the record no longer counts.
+    """
+
+    originator: str
+    message_id: str
+    fingerprint: bytes
+    response: bytes
+    expires_at: float
 
 
 class CredentialStore(Protocol):
@@ -75,9 +118,32 @@ class MessageQueue(Protocol):
         """Store ``item`` durably, assign and return its ``seq`` (also set on item)."""
         ...
 
+    async def enqueue_once(
+        self,
+        item: QueuedItem,
+        dedup: DedupRecord,
+        now: float,
+        routes: Sequence[ReportRoute] = (),
+    ) -> DedupRecord | None:
+        """Store ``item``, ``dedup`` and ``routes`` in one write, unless a duplicate.
+
+        If a live record (``expires_at > now``) for ``(dedup.originator,
+        dedup.message_id)`` exists, nothing is written and that record is
+        returned; ``item.seq`` stays 0. Otherwise ``item`` is stored as by
+        :meth:`enqueue` (``seq`` set), ``dedup`` replaces any expired record,
+        ``routes`` are put as by :meth:`ReportStore.put_report_route`, and None
+        is returned.
+        """
+        ...
+
     def enqueue_fanout(
-        self, template: Msg, items: list[QueuedItem], routes: list[ReportRoute]
-    ) -> Awaitable[None]:
+        self,
+        template: Msg,
+        items: list[QueuedItem],
+        routes: list[ReportRoute],
+        dedup: DedupRecord | None = None,
+        now: float = 0.0,
+    ) -> Awaitable[DedupRecord | None]:
         """Store one fan-out (group, topic, broadcast) in one durable write.
 
         ``template`` is the message without a recipient; each item is one
@@ -89,7 +155,27 @@ class MessageQueue(Protocol):
         durable: the originator is acknowledged only then. Items read back are
         member copies like any other item; the shared copy goes when no item refers to it
         (:meth:`purge_payloads`).
+
+        With ``dedup``, the record is written in the same transaction; if a
+        live record (``expires_at > now``) with the same key exists, nothing at
+        all is written (no payload, item or route) and the awaitable's result is
+        the existing record (the seqs set on the items are then never used).
+        Otherwise the result is None.
         """
+        ...
+
+    async def find_dedup(
+        self, originator: str, message_id: str, now: float
+    ) -> DedupRecord | None:
+        """The live (``expires_at > now``) record of (originator, messageId)."""
+        ...
+
+    async def purge_dedup(self, now: float) -> int:
+        """Drop duplicate-detection records with ``expires_at <= now``; how many."""
+        ...
+
+    async def stored_usage(self) -> dict[str, tuple[int, int]]:
+        """Per recipient: (stored items, :func:`stored_size` sum) (loaded at start)."""
         ...
 
     async def purge_payloads(self) -> int:

@@ -20,13 +20,14 @@ Durability semantics:
 
 import asyncio
 import heapq
+from collections.abc import Sequence
 
 import msgspec
 
 from msgin5g.model.messages import Msg
 from msgin5g.model.queue import QueuedItem, ReportRoute
 from msgin5g.model.registry import UERegistration
-from msgin5g.storage.base import R
+from msgin5g.storage.base import DedupRecord, R, stored_size
 
 __all__ = ["MemoryBackend"]
 
@@ -58,6 +59,7 @@ class MemoryBackend:
         self._routes: dict[tuple[str, str], ReportRoute] = {}
         self._last_seq = 0
         self._records: dict[tuple[str, str], bytes] = {}
+        self._dedup: dict[tuple[str, str], DedupRecord] = {}
 
     def __repr__(self) -> str:
         return f"MemoryBackend(items={len(self._items)})"
@@ -118,17 +120,72 @@ class MemoryBackend:
         heapq.heappush(self._expiry, (stored.expires_at, seq))
         return seq
 
+    async def enqueue_once(
+        self,
+        item: QueuedItem,
+        dedup: DedupRecord,
+        now: float,
+        routes: Sequence[ReportRoute] = (),
+    ) -> DedupRecord | None:
+        """Store ``item``, ``dedup`` and ``routes`` unless a live record has the key."""
+        existing = self._live_dedup(dedup.originator, dedup.message_id, now)
+        if existing is not None:
+            return existing
+        self._dedup[dedup.originator, dedup.message_id] = dedup
+        self._store(item)
+        for route in routes:
+            self._routes[(route.message_id, route.reporter)] = route
+        return None
+
+    def _live_dedup(
+        self, originator: str, message_id: str, now: float
+    ) -> DedupRecord | None:
+        record = self._dedup.get((originator, message_id))
+        return record if record is not None and record.expires_at > now else None
+
     def enqueue_fanout(
-        self, template: Msg, items: list[QueuedItem], routes: list[ReportRoute]
-    ) -> asyncio.Future[None]:
+        self,
+        template: Msg,
+        items: list[QueuedItem],
+        routes: list[ReportRoute],
+        dedup: DedupRecord | None = None,
+        now: float = 0.0,
+    ) -> asyncio.Future[DedupRecord | None]:
         """Store every member copy and route (the copies share the payload)."""
+        done: asyncio.Future[DedupRecord | None]
+        done = asyncio.get_running_loop().create_future()
+        if dedup is not None:
+            existing = self._live_dedup(dedup.originator, dedup.message_id, now)
+            if existing is not None:
+                done.set_result(existing)
+                return done
+            self._dedup[dedup.originator, dedup.message_id] = dedup
         for item in items:
             self._store(item)
         for route in routes:
             self._routes[(route.message_id, route.reporter)] = route
-        done = asyncio.get_running_loop().create_future()
         done.set_result(None)
         return done
+
+    async def find_dedup(
+        self, originator: str, message_id: str, now: float
+    ) -> DedupRecord | None:
+        """The live record of (originator, messageId), or None."""
+        return self._live_dedup(originator, message_id, now)
+
+    async def purge_dedup(self, now: float) -> int:
+        """Drop records with ``expires_at <= now``; return how many."""
+        expired = [k for k, r in self._dedup.items() if r.expires_at <= now]
+        for key in expired:
+            del self._dedup[key]
+        return len(expired)
+
+    async def stored_usage(self) -> dict[str, tuple[int, int]]:
+        """Per recipient: (stored items, sum of :func:`stored_size`)."""
+        return {
+            recipient: (len(items), sum(stored_size(i.item) for i in items.values()))
+            for recipient, items in self._by_recipient.items()
+        }
 
     async def purge_payloads(self) -> int:
         """Nothing to purge: member copies share their payload in memory."""

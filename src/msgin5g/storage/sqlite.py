@@ -5,8 +5,11 @@ What:
     on one SQLite file. Queued messages and reports live in the ``queue`` table
     (the ``MSG``/``IMDN`` body as msgspec JSON, routing columns beside it),
     registrations in ``registrations`` (msgspec msgpack), credentials in
-    ``credentials`` and expected report routes in ``report_routes``. The schema
-    is created on :meth:`SqliteBackend.start`; its version is ``PRAGMA user_version``.
+    ``credentials``, expected report routes in ``report_routes`` and the
+    duplicate-detection records (originator, messageId) -> (fingerprint, answer)
+    in ``dedup``, written in the same transaction as the message they guard. The
+    schema is created on :meth:`SqliteBackend.start`; its version is ``PRAGMA
+    user_version`` (v3 -> v4 added ``dedup`` and ``queue.size``, filled in place).
 
 Why group commit:
     With ``synchronous=FULL`` every commit fsyncs the write-ahead log, which costs
@@ -45,7 +48,7 @@ import logging
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Final, TypeAlias
 
@@ -60,13 +63,13 @@ from msgin5g.errors import (
 from msgin5g.model.messages import Imdn, Msg
 from msgin5g.model.queue import QueuedItem, ReportRoute, member_copy
 from msgin5g.model.registry import UERegistration
-from msgin5g.storage.base import R
+from msgin5g.storage.base import DedupRecord, R, stored_size
 
 __all__ = ["SCHEMA_VERSION", "SqliteBackend", "map_driver_errors"]
 
 _log = logging.getLogger(__name__)
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 """Value of ``PRAGMA user_version`` for the schema this module creates."""
 
 _SYNCHRONOUS_MODES: Final = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
@@ -88,7 +91,8 @@ _SCHEMA: Final = (
         expires_at REAL NOT NULL,
         store INTEGER NOT NULL,
         body BLOB NOT NULL,
-        pid INTEGER
+        pid INTEGER,
+        size INTEGER NOT NULL DEFAULT 0
     )""",
     """CREATE TABLE IF NOT EXISTS payloads (
         pid INTEGER PRIMARY KEY,
@@ -112,6 +116,15 @@ _SCHEMA: Final = (
         body BLOB NOT NULL,
         PRIMARY KEY (kind, key)
     ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS dedup (
+        originator TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        fingerprint BLOB NOT NULL,
+        response BLOB NOT NULL,
+        expires_at REAL NOT NULL,
+        PRIMARY KEY (originator, message_id)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS dedup_by_expiry ON dedup(expires_at)",
 )
 
 # Primary SQLite result codes meaning "the database cannot be used right now".
@@ -193,6 +206,15 @@ def _is_unavailable(exc: sqlite3.Error) -> bool:
         return True
     text = str(exc).lower()
     return any(fragment in text for fragment in _UNAVAILABLE_TEXT)
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or its driver cause) is SQLITE_FULL."""
+    cause = exc.__cause__ if isinstance(exc.__cause__, sqlite3.Error) else exc
+    code = getattr(cause, "sqlite_errorcode", None)
+    if isinstance(code, int) and (code & 0xFF) == 13:  # SQLITE_FULL
+        return True
+    return "disk is full" in str(exc).lower()
 
 
 def _clone_error(exc: BaseException) -> BaseException:
@@ -279,12 +301,114 @@ def _op_load_registrations(conn: sqlite3.Connection) -> list[UERegistration]:
 
 
 def _op_enqueue(conn: sqlite3.Connection, row: tuple[Any, ...]) -> None:
-    """Insert ``(seq, recipient, message_id, priority, expires_at, store, body)``."""
+    """Insert ``(seq, recipient, message_id, priority, expires_at, store, body, size)``."""
     conn.execute(
         "INSERT INTO queue(seq, recipient, message_id, priority, expires_at, store, "
-        "body) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "body, size) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         row,
     )
+
+
+def _live_dedup(
+    conn: sqlite3.Connection, originator: str, message_id: str, now: float
+) -> DedupRecord | None:
+    row = conn.execute(
+        "SELECT fingerprint, response, expires_at FROM dedup "
+        "WHERE originator = ? AND message_id = ? AND expires_at > ?",
+        (originator, message_id, now),
+    ).fetchone()
+    if row is None:
+        return None
+    return DedupRecord(
+        originator=originator,
+        message_id=message_id,
+        fingerprint=bytes(row[0]),
+        response=bytes(row[1]),
+        expires_at=row[2],
+    )
+
+
+def _put_dedup(conn: sqlite3.Connection, record: DedupRecord) -> None:
+    conn.execute(
+        "INSERT INTO dedup(originator, message_id, fingerprint, response, "
+        "expires_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT(originator, message_id) "
+        "DO UPDATE SET fingerprint = excluded.fingerprint, "
+        "response = excluded.response, expires_at = excluded.expires_at",
+        (
+            record.originator,
+            record.message_id,
+            record.fingerprint,
+            record.response,
+            record.expires_at,
+        ),
+    )
+
+
+def _op_enqueue_once(
+    conn: sqlite3.Connection,
+    row: tuple[Any, ...],
+    record: DedupRecord,
+    now: float,
+    routes: list[tuple[Any, ...]],
+) -> DedupRecord | None:
+    """The live record of the key, or insert the record, queue row and routes."""
+    existing = _live_dedup(conn, record.originator, record.message_id, now)
+    if existing is not None:
+        return existing
+    _put_dedup(conn, record)
+    _op_enqueue(conn, row)
+    if routes:
+        _put_routes(conn, routes)
+    return None
+
+
+def _put_routes(conn: sqlite3.Connection, routes: list[tuple[Any, ...]]) -> None:
+    conn.executemany(
+        "INSERT INTO report_routes(message_id, reporter, originator, expires_at) "
+        "VALUES (?, ?, ?, ?) ON CONFLICT(message_id, reporter) DO UPDATE SET "
+        "originator = excluded.originator, expires_at = excluded.expires_at",
+        routes,
+    )
+
+
+def _op_find_dedup(
+    conn: sqlite3.Connection, originator: str, message_id: str, now: float
+) -> DedupRecord | None:
+    return _live_dedup(conn, originator, message_id, now)
+
+
+def _op_purge_dedup(conn: sqlite3.Connection, now: float) -> int:
+    cur = conn.execute("DELETE FROM dedup WHERE expires_at <= ?", (now,))
+    return cur.rowcount
+
+
+def _op_stored_usage(conn: sqlite3.Connection) -> dict[str, tuple[int, int]]:
+    rows = conn.execute(
+        "SELECT recipient, COUNT(*), SUM(size) FROM queue GROUP BY recipient"
+    ).fetchall()
+    return {row[0]: (int(row[1]), int(row[2] or 0)) for row in rows}
+
+
+def _fill_sizes(conn: sqlite3.Connection) -> None:
+    """Schema v4 upgrade: compute ``queue.size`` of the rows stored before it."""
+    last = 0
+    while True:
+        rows = conn.execute(
+            "SELECT q.seq, q.body, p.body FROM queue q "
+            "LEFT JOIN payloads p ON p.pid = q.pid WHERE q.seq > ? "
+            "ORDER BY q.seq LIMIT 1000",
+            (last,),
+        ).fetchall()
+        if not rows:
+            return
+        conn.executemany(
+            "UPDATE queue SET size = ? WHERE seq = ?",
+            [
+                (stored_size(_ITEM_DECODER.decode(shared or body)), seq)
+                for seq, body, shared in rows
+            ],
+        )
+        last = rows[-1][0]
 
 
 def _op_enqueue_fanout(
@@ -292,13 +416,25 @@ def _op_enqueue_fanout(
     body: bytes,
     rows: list[tuple[Any, ...]],
     routes: list[tuple[Any, ...]],
-) -> None:
-    """One payload row, one queue row per member (body empty, ``pid`` set)."""
+    dedup: tuple[DedupRecord, float] | None,
+) -> DedupRecord | None:
+    """One payload row, one queue row per member (body empty, ``pid`` set).
+
+    With a duplicate-detection record (and the time ``now``): nothing is
+    written if a live record of the same key exists (it is returned), else the
+    record is written too.
+    """
+    if dedup is not None:
+        record, now = dedup
+        existing = _live_dedup(conn, record.originator, record.message_id, now)
+        if existing is not None:
+            return existing
+        _put_dedup(conn, record)
     cur = conn.execute("INSERT INTO payloads(body) VALUES (?)", (body,))
     pid = cur.lastrowid
     conn.executemany(
         "INSERT INTO queue(seq, recipient, message_id, priority, expires_at, store, "
-        "body, pid) VALUES (?, ?, ?, ?, ?, ?, x'', ?)",
+        "size, body, pid) VALUES (?, ?, ?, ?, ?, ?, ?, x'', ?)",
         [(*row, pid) for row in rows],
     )
     if routes:
@@ -308,6 +444,7 @@ def _op_enqueue_fanout(
             "originator = excluded.originator, expires_at = excluded.expires_at",
             routes,
         )
+    return None
 
 
 def _run_batch(conn: sqlite3.Connection, batch: list[_Op], results: list[Any]) -> None:
@@ -463,6 +600,9 @@ class SqliteBackend:
         batch_max: most operations committed in one transaction.
         commits: number of transactions committed by the writer so far.
         writes: number of operations those transactions carried.
+        disk_full: the last write failed because the disk (or the file's
+            ``max_page_count``) is full; logged once at ERROR, and once at
+            WARNING when a write succeeds again.
 
     Example:
         >>> backend = SqliteBackend("msgin5g.db")  # doctest: +SKIP
@@ -506,6 +646,7 @@ class SqliteBackend:
         self.busy_timeout = busy_timeout
         self.commits = 0
         self.writes = 0
+        self.disk_full = False
         self._in_memory = path == ":memory:" or path.startswith("file::memory:")
         self._queue: queue.SimpleQueue[_Op] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
@@ -618,8 +759,15 @@ class SqliteBackend:
             if 0 < version < 3:
                 # v3 adds shared fan-out payloads: queue.pid + table payloads
                 conn.execute("ALTER TABLE queue ADD COLUMN pid INTEGER")
+            if 0 < version < 4:
+                # v4 adds table dedup and queue.size (storage quotas)
+                conn.execute(
+                    "ALTER TABLE queue ADD COLUMN size INTEGER NOT NULL DEFAULT 0"
+                )
             for statement in _SCHEMA:
                 conn.execute(statement)
+            if 0 < version < 4:
+                _fill_sizes(conn)
             if version != SCHEMA_VERSION:
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             last = conn.execute(
@@ -725,6 +873,9 @@ class SqliteBackend:
             return self._fail_all(batch, exc)
         self.commits += 1
         self.writes += len(batch)
+        if self.disk_full:
+            self.disk_full = False
+            _log.warning("sqlite: %s is writable again (disk space freed)", self.path)
         return [
             (op[2], result, None) for op, result in zip(batch, results, strict=True)
         ]
@@ -737,8 +888,15 @@ class SqliteBackend:
             except sqlite3.Error:  # pragma: no cover - connection is broken
                 _log.exception("sqlite writer: ROLLBACK failed")
 
-    @staticmethod
-    def _fail_all(batch: list[_Op], exc: BaseException) -> list[_Outcome]:
+    def _fail_all(self, batch: list[_Op], exc: BaseException) -> list[_Outcome]:
+        if not self.disk_full and _is_disk_full(exc):
+            self.disk_full = True
+            _log.error(
+                "sqlite: STORAGE FULL at %s: every write is refused (clients get "
+                "5.03 SERVER_CONGESTION) until disk space is freed; lower "
+                "limits.stored_bytes_total so quotas refuse before the disk fills",
+                self.path,
+            )
         outcomes: list[_Outcome] = []
         for index, (_, _, fut) in enumerate(batch):
             if fut is None:
@@ -856,23 +1014,66 @@ class SqliteBackend:
             item.expires_at,
             item.store,
             body,
+            stored_size(item.item),
         )
         await self._submit(_op_enqueue, row)
         item.seq = seq
         return seq
 
+    async def enqueue_once(
+        self,
+        item: QueuedItem,
+        dedup: DedupRecord,
+        now: float,
+        routes: Sequence[ReportRoute] = (),
+    ) -> DedupRecord | None:
+        """Store ``item`` with ``dedup`` in one transaction, unless a duplicate.
+
+        See :meth:`msgin5g.storage.base.MessageQueue.enqueue_once`. The check
+        runs inside the writer's transaction, so two concurrent submissions of
+        one key store the item once whatever their order.
+        """
+        body = _ITEM_ENCODER.encode(item.item)
+        seq = self._take_seqs(1)
+        row = (
+            seq,
+            item.recipient,
+            item.item.message_id,
+            item.priority,
+            item.expires_at,
+            item.store,
+            body,
+            stored_size(item.item),
+        )
+        route_rows = [
+            (r.message_id, r.reporter, r.originator, r.expires_at) for r in routes
+        ]
+        existing: DedupRecord | None = await self._submit(
+            _op_enqueue_once, row, dedup, now, route_rows
+        )
+        if existing is None:
+            item.seq = seq
+        return existing
+
     def enqueue_fanout(
-        self, template: Msg, items: list[QueuedItem], routes: list[ReportRoute]
-    ) -> asyncio.Future[None]:
+        self,
+        template: Msg,
+        items: list[QueuedItem],
+        routes: list[ReportRoute],
+        dedup: DedupRecord | None = None,
+        now: float = 0.0,
+    ) -> asyncio.Future[DedupRecord | None]:
         """One transaction: the template once, a small row per member, the routes.
 
         Member rows keep their own recipient, Message ID, priority, expiry and
         store flag (the per-member delivery state) and refer to the payload row.
         Seqs are set on the items at once; the returned future completes when
-        the transaction is durable.
+        the transaction is durable, with the existing duplicate-detection record
+        if ``dedup`` turned out to be a duplicate (then nothing was written).
         """
         self._check_open()
         body = _ITEM_ENCODER.encode(template)
+        size = stored_size(template)
         first = self._take_seqs(len(items))
         rows = []
         for offset, i in enumerate(items):
@@ -885,12 +1086,38 @@ class SqliteBackend:
                     i.priority,
                     i.expires_at,
                     i.store,
+                    size,
                 )
             )
         route_rows = [
             (r.message_id, r.reporter, r.originator, r.expires_at) for r in routes
         ]
-        return self._submit(_op_enqueue_fanout, body, rows, route_rows)
+        return self._submit(
+            _op_enqueue_fanout,
+            body,
+            rows,
+            route_rows,
+            None if dedup is None else (dedup, now),
+        )
+
+    async def find_dedup(
+        self, originator: str, message_id: str, now: float
+    ) -> DedupRecord | None:
+        """The live record of (originator, messageId) (reader connection)."""
+        result: DedupRecord | None = await self._read(
+            _op_find_dedup, originator, message_id, now
+        )
+        return result
+
+    async def purge_dedup(self, now: float) -> int:
+        """Drop records with ``expires_at <= now``; return how many."""
+        result: int = await self._submit(_op_purge_dedup, now)
+        return result
+
+    async def stored_usage(self) -> dict[str, tuple[int, int]]:
+        """Per recipient: (stored items, sum of ``queue.size``)."""
+        result: dict[str, tuple[int, int]] = await self._read(_op_stored_usage)
+        return result
 
     async def purge_payloads(self) -> int:
         """Drop payload rows that no queue row refers to any more."""

@@ -26,13 +26,17 @@ class CountingBackend(MemoryBackend):
         self.fanouts: list[int] = []
         self.single = 0
 
-    def enqueue_fanout(self, template, items, routes):  # type: ignore[no-untyped-def]
+    def enqueue_fanout(self, template, items, routes, *dedup):  # type: ignore[no-untyped-def]
         self.fanouts.append(len(items))
-        return super().enqueue_fanout(template, items, routes)
+        return super().enqueue_fanout(template, items, routes, *dedup)
 
     async def enqueue(self, item):  # type: ignore[no-untyped-def]
         self.single += 1
         return await super().enqueue(item)
+
+    async def enqueue_once(self, item, *dedup):  # type: ignore[no-untyped-def]
+        self.single += 1
+        return await super().enqueue_once(item, *dedup)
 
 
 @pytest.fixture

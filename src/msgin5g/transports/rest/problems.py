@@ -81,6 +81,7 @@ CAUSE_STATUS: dict[str, int] = {
     FailureCause.MESSAGE_NOT_FOUND: 404,
     FailureCause.UNKNOWN_UE_SERVICE_ID: 404,
     FailureCause.DUPLICATE_MESSAGE_ID: 400,
+    FailureCause.SERVER_CONGESTION: 429,  # [limits] quota or rate (security-limits.md)
 }
 """Causes that decide the status whatever carried them (digest §3.5)."""
 
@@ -182,7 +183,10 @@ def _refusal(resp: MsgResp) -> Response | None:
     if cause is not None and cause in CAUSE_STATUS:
         code = CAUSE_STATUS[cause]
         log.info("HTTP %d %s for message %s", code, cause, resp.message_id)
-        return problem(code, cause, f"message {resp.message_id}: {cause}")
+        retry = {"Retry-After": "1"} if code == 429 else None
+        return problem(
+            code, cause, f"message {resp.message_id}: {cause}", headers=retry
+        )
     if resp.delivery_status == DeliveryStatus.DELY_REJECTED:
         reason = cause or FailureCause.NOT_AUTHORIZED
         log.info("HTTP 403 %s for message %s", reason, resp.message_id)
