@@ -19,6 +19,10 @@ History (what each version added):
     4. durable duplicate detection (``dedup``) and ``queue.size`` for quotas,
        computed for the rows already stored.
 
+Why the steps spell out their DDL:
+    A step is history: it must create what that version created even after
+    :data:`.schema.SCHEMA` has moved on, so it never reuses the current DDL.
+
 Adding a version:
     Append a :class:`Migration` here, bump :data:`.schema.SCHEMA_VERSION` and
     change :data:`.schema.SCHEMA` to match. The test that migrates a version 1
