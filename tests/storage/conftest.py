@@ -1,42 +1,68 @@
-"""Fixtures of the storage conformance suite: every backend, the same tests."""
+"""Fixtures of the storage conformance suite: every backend, the same tests.
 
-from collections.abc import AsyncIterator
+Adding a backend (e.g. the cluster backend) is one :class:`BackendKind` entry in
+:data:`BACKENDS`: every test taking ``backend`` or ``backend_factory`` then runs
+against it too. Tests of one backend's internals (SQLite files, the writer
+thread) live in their own modules and do not use these fixtures.
+"""
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from msgin5g.storage import Backend, open_backend
 
-BACKENDS = ["memory", "sqlite"]
+
+@dataclass(frozen=True)
+class BackendKind:
+    """One backend under test.
+
+    Attributes:
+        name: test id (``test_x[sqlite]``).
+        url: the ``storage.url`` for a test's private directory; every backend
+            a test opens uses the same url, so a reopened backend sees the data.
+        persistent: whether data outlives ``aclose`` (tests of reopening skip
+            otherwise).
+        marks: pytest marks for every test of this kind (e.g. a skip when the
+            backend's server is not available).
+    """
+
+    name: str
+    url: Callable[[Path], str]
+    persistent: bool
+    marks: tuple[pytest.MarkDecorator, ...] = ()
+
+
+BACKENDS = (
+    BackendKind("memory", lambda _tmp: "memory:", persistent=False),
+    BackendKind("sqlite", lambda tmp: f"sqlite:///{tmp / 'store.db'}", persistent=True),
+)
 
 
 class BackendFactory:
     """Opens (and re-opens) started backends of one kind; closes them all at the end.
 
-    For ``sqlite`` every backend opened by one factory uses the same file, so
-    :meth:`reopen` shows what survived :meth:`~Backend.aclose`.
+    Every backend opened by one factory uses the same url, so :meth:`reopen`
+    shows what survived :meth:`~Backend.aclose`.
     """
 
-    def __init__(self, kind: str, tmp_path: Path) -> None:
-        self.kind = kind
-        self.path = tmp_path / "store.db"
+    def __init__(self, kind: BackendKind, tmp_path: Path) -> None:
+        self.kind = kind.name
+        self.persistent = kind.persistent
+        self.url = kind.url(tmp_path)
         self.opened: list[Backend] = []
-
-    @property
-    def persistent(self) -> bool:
-        """Whether data outlives the backend object."""
-        return self.kind != "memory"
 
     async def open(self) -> Backend:
         """A started backend of this kind."""
-        url = "memory:" if self.kind == "memory" else f"sqlite:///{self.path}"
-        backend = open_backend(url)
+        backend = open_backend(self.url)
         await backend.start()
         self.opened.append(backend)
         return backend
 
     async def reopen(self, backend: Backend) -> Backend:
-        """Close ``backend`` and open a new one on the same data (sqlite only)."""
+        """Close ``backend`` and open a new one on the same data (persistent only)."""
         if not self.persistent:
             pytest.skip(f"{self.kind} backend keeps nothing across close/reopen")
         await backend.aclose()
@@ -47,7 +73,9 @@ class BackendFactory:
             await backend.aclose()
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(
+    params=[pytest.param(kind, id=kind.name, marks=kind.marks) for kind in BACKENDS]
+)
 async def backend_factory(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[BackendFactory]:
@@ -59,5 +87,5 @@ async def backend_factory(
 
 @pytest.fixture
 async def backend(backend_factory: BackendFactory) -> Backend:
-    """A started, empty backend (``memory`` or ``sqlite`` on a tmp_path file)."""
+    """A started, empty backend of each kind in :data:`BACKENDS`."""
     return await backend_factory.open()

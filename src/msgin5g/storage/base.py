@@ -1,14 +1,57 @@
-"""Storage interfaces of the MSGin5G Server.
+"""Storage interfaces of the MSGin5G Server: the port every backend implements.
 
 The service layer reaches persistence only through these protocols. Every backend
-(``memory``, ``sqlite``) implements all of them on one object, the :class:`Backend`,
-and passes the same conformance suite (``tests/storage``).
+(``memory``, ``sqlite``; next, a cluster backend) implements all of them on one
+object, the :class:`Backend`, and passes the same conformance suite
+(``tests/storage``; a new backend is one entry in ``tests/storage/conftest.py``).
+The rules below are the whole contract; :mod:`msgin5g.storage.rules` holds them as
+functions for backends that keep state in Python.
 
-Durability contract: when an ``await`` of a *write* method returns, the write is
-durable for that backend (for SQLite: committed to the WAL and fsynced according to
-``synchronous``). Backends are free to batch concurrent writes into one transaction
-(group commit) as long as each caller's await returns only after its own write is
-committed. Read methods see every write whose await has returned.
+Durability:
+    When an ``await`` of a *write* method returns, the write is durable for that
+    backend (SQLite: committed to the WAL and fsynced according to
+    ``synchronous``; memory: never across processes). Backends are free to batch
+    concurrent writes into one transaction (group commit) as long as each
+    caller's await returns only after its own write is committed. A write whose
+    await raised did not take effect, except that a failed commit
+    (:class:`~msgin5g.errors.StorageUnavailable`, e.g. an I/O error) leaves the
+    outcome unknown: callers treat it as not stored, and duplicate detection
+    answers a retry of a message that was stored after all. The one exception to
+    "durable on return" is :meth:`MessageQueue.remove_nowait`.
+
+Visibility and order:
+    Read methods see every write whose await has returned. Writes submitted from
+    one event loop take effect in submission order, awaited or not: of two
+    ``put_*`` of one key gathered together, the later call wins, and a write
+    awaited after ``remove_nowait`` is durable only together with (or after) that
+    removal. Reads may run concurrently with writes and see each write whole or
+    not at all (one transaction per call).
+
+Seqs:
+    :meth:`MessageQueue.enqueue` and friends assign ``seq``: positive, strictly
+    increasing in submission order, never reused for the life of the data (also
+    across restarts and after removals), set on the caller's item when the call
+    returns (by :meth:`MessageQueue.enqueue_fanout` already before the write is
+    durable). One server process writes a backend's queue.
+
+Copies:
+    Stored items and records are copies: mutating an object after passing it to a
+    write, or one returned by a read, changes nothing stored.
+
+Time:
+    Backends never read a clock; every method that depends on time takes ``now``
+    (epoch seconds). Something with ``expires_at <= now`` has expired
+    (:func:`msgin5g.storage.rules.is_expired`), for items, report routes and
+    duplicate-detection records alike.
+
+Errors:
+    Every failure is a :class:`~msgin5g.errors.StorageError`:
+    :class:`~msgin5g.errors.StorageUnavailable` (the store cannot be used now:
+    closed, not started, locked, full, I/O error),
+    :class:`~msgin5g.errors.StorageConflict` (a constraint was violated), or the
+    base class (anything else, e.g. undecodable stored data). Each backend maps
+    its driver's exceptions in one place, keeping the driver error as
+    ``__cause__``.
 
 Duplicate detection (TS 24.538 digest §3.7.5 step 3) is durable with the message
 it guards: :meth:`MessageQueue.enqueue_once` and :meth:`MessageQueue.enqueue_fanout`
@@ -16,7 +59,8 @@ take a :class:`DedupRecord` and store it in the SAME transaction as the item(s).
 crash therefore loses both (the sender was not answered; its retry is processed
 afresh) or keeps both (the retry finds the record, nothing is stored twice). When
 a live record with the same (originator, messageId) already exists, nothing is
-stored and the existing record is returned instead.
+stored and the existing record is returned instead; the check and the write are
+atomic, so of two concurrent submissions of one key exactly one is stored.
 """
 
 from collections.abc import Awaitable, Sequence
@@ -91,7 +135,7 @@ class CredentialStore(Protocol):
         ...
 
     async def list_credentials(self) -> list[str]:
-        """All provisioned UE Service IDs, sorted."""
+        """All provisioned UE Service IDs, sorted (code point order)."""
         ...
 
 
@@ -107,7 +151,7 @@ class RegistrationStore(Protocol):
         ...
 
     async def load_registrations(self) -> list[UERegistration]:
-        """Every stored registration (loaded once at start-up)."""
+        """Every stored registration, ordered by UE Service ID (loaded at start-up)."""
         ...
 
 
@@ -115,7 +159,10 @@ class MessageQueue(Protocol):
     """Accepted, undelivered messages and reports, per recipient."""
 
     async def enqueue(self, item: QueuedItem) -> int:
-        """Store ``item`` durably, assign and return its ``seq`` (also set on item)."""
+        """Store ``item`` durably, assign and return its ``seq`` (also set on item).
+
+        The stored item is a copy; ``item.seq`` is set when the write is durable.
+        """
         ...
 
     async def enqueue_once(
@@ -171,58 +218,86 @@ class MessageQueue(Protocol):
         ...
 
     async def purge_dedup(self, now: float) -> int:
-        """Drop duplicate-detection records with ``expires_at <= now``; how many."""
+        """Drop duplicate-detection records with ``expires_at <= now``; how many.
+
+        Durable on return; the messages the records guarded stay.
+        """
         ...
 
     async def stored_usage(self) -> dict[str, tuple[int, int]]:
-        """Per recipient: (stored items, :func:`stored_size` sum) (loaded at start)."""
+        """Per recipient: (stored items, :func:`stored_size` sum) (loaded at start).
+
+        A fan-out member counts its template's size although the payload is
+        stored once; recipients without items are absent.
+        """
         ...
 
     async def purge_payloads(self) -> int:
-        """Drop shared fan-out payloads no stored item refers to; return how many."""
+        """Drop shared fan-out payloads no stored item refers to; return how many.
+
+        A backend that does not share payloads returns 0.
+        """
         ...
 
     async def remove(self, seq: int) -> None:
-        """Forget a delivered/expired/failed item; unknown ``seq`` is ignored."""
+        """Forget a delivered/expired/failed item; unknown ``seq`` is ignored.
+
+        Durable on return.
+        """
         ...
 
     def remove_nowait(self, seq: int) -> None:
         """Schedule removal of ``seq``; it becomes durable with the next commit.
 
-        Used on the delivery hot path, where losing the removal in a crash only
-        causes a duplicate delivery (at-least-once), never a lost message.
+        Not durable on return: the removal is durable (and visible) once any write
+        submitted after it has returned from its await. Used on the delivery hot
+        path, where losing the removal in a crash only causes a duplicate delivery
+        (at-least-once), never a lost message. Never raises after ``aclose``
+        (a shutting-down delivery may still call it).
         """
         ...
 
     async def pending_for(
         self, recipient: str, *, after_seq: int = 0, limit: int = 100
     ) -> list[QueuedItem]:
-        """Items for ``recipient`` ordered by (priority, seq).
+        """Up to ``limit`` items for ``recipient`` ordered by (priority, seq).
 
         Only items with ``seq > after_seq`` are returned when ``after_seq`` is given
         (callers page through with it only when priorities are equal; most callers
-        load the whole working set with a large limit).
+        load the whole working set with a large limit). Fan-out items come back as
+        member copies (:func:`~msgin5g.model.queue.member_copy`).
         """
         ...
 
     async def recipients_with_pending(self) -> list[str]:
-        """Distinct recipients that have at least one item (start-up redelivery)."""
+        """Distinct recipients with at least one item, sorted (start-up redelivery)."""
         ...
 
     async def take_expired(self, now: float, *, limit: int = 1000) -> list[QueuedItem]:
-        """Remove and return up to ``limit`` items with ``expires_at <= now``."""
+        """Remove and return up to ``limit`` items with ``expires_at <= now``.
+
+        Soonest ``expires_at`` first, then by ``seq``; the removal is durable on
+        return (the caller then reports the failures).
+        """
         ...
 
     async def find(self, recipient: str, message_id: str) -> QueuedItem | None:
-        """The stored ``MSG`` for ``recipient`` with that MSGin5G Message ID."""
+        """The stored ``MSG`` for ``recipient`` with that MSGin5G Message ID.
+
+        ``IMDN`` items (which carry the ID of the message they report on) are never
+        returned; with several matches the lowest seq wins.
+        """
         ...
 
     async def set_expiry(self, seq: int, expires_at: float) -> bool:
-        """Change the expiry of an item; True if it exists."""
+        """Change the expiry of an item (durable on return); True if it exists."""
         ...
 
     async def take_all_for(self, recipient: str) -> list[QueuedItem]:
-        """Remove and return every item of ``recipient`` (de-registration)."""
+        """Remove and return every item of ``recipient``, by (priority, seq).
+
+        Used at de-registration; the removal is durable on return.
+        """
         ...
 
     async def count(self) -> int:
@@ -240,11 +315,15 @@ class ReportStore(Protocol):
     async def take_report_route(
         self, message_id: str, reporter: str
     ) -> ReportRoute | None:
-        """Remove and return the route, or None if none is expected."""
+        """Remove and return the route, or None if none is expected.
+
+        Expiry is not checked here (a late report still finds its route until
+        :meth:`purge_report_routes` ran); the removal is durable on return.
+        """
         ...
 
     async def purge_report_routes(self, now: float) -> int:
-        """Drop routes that expired; return how many."""
+        """Drop routes with ``expires_at <= now``; return how many."""
         ...
 
 
@@ -280,9 +359,21 @@ class Backend(
     """One storage backend: all stores, plus lifecycle."""
 
     async def start(self) -> None:
-        """Open files/connections and create the schema if needed."""
+        """Open files/connections and create or upgrade the schema if needed.
+
+        Idempotent. Every other method before it may raise
+        :class:`~msgin5g.errors.StorageUnavailable`.
+
+        Raises:
+            StorageError: the store cannot be opened or has a newer schema.
+        """
         ...
 
     async def aclose(self) -> None:
-        """Flush pending writes and release everything."""
+        """Flush pending writes (``remove_nowait`` included) and release everything.
+
+        Safe to call twice; afterwards writes raise
+        :class:`~msgin5g.errors.StorageUnavailable` (a backend without anything to
+        release may keep serving).
+        """
         ...

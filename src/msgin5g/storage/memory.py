@@ -28,16 +28,21 @@ from msgin5g.model.messages import Msg
 from msgin5g.model.queue import QueuedItem, ReportRoute
 from msgin5g.model.registry import UERegistration
 from msgin5g.storage.base import DedupRecord, R, stored_size
+from msgin5g.storage.rules import (
+    decode_record,
+    decode_records,
+    encode_record,
+    expiry_order,
+    is_expired,
+    live_record,
+    queue_order,
+)
 
 __all__ = ["MemoryBackend"]
 
 
 def _copy(item: QueuedItem) -> QueuedItem:
     return msgspec.structs.replace(item)
-
-
-def _queue_order(item: QueuedItem) -> tuple[int, int]:
-    return (item.priority, item.seq)
 
 
 class MemoryBackend:
@@ -117,8 +122,28 @@ class MemoryBackend:
         stored = _copy(item)
         self._items[seq] = stored
         self._by_recipient.setdefault(stored.recipient, {})[seq] = stored
-        heapq.heappush(self._expiry, (stored.expires_at, seq))
+        heapq.heappush(self._expiry, expiry_order(stored))
         return seq
+
+    def _store_once(
+        self,
+        items: Sequence[QueuedItem],
+        routes: Sequence[ReportRoute],
+        dedup: DedupRecord | None,
+        now: float,
+    ) -> DedupRecord | None:
+        """The live record of ``dedup``'s key, or store everything (one "transaction")."""
+        if dedup is not None:
+            key = (dedup.originator, dedup.message_id)
+            existing = live_record(self._dedup.get(key), now)
+            if existing is not None:
+                return existing
+            self._dedup[key] = dedup
+        for item in items:
+            self._store(item)
+        for route in routes:
+            self._routes[route.message_id, route.reporter] = route
+        return None
 
     async def enqueue_once(
         self,
@@ -128,20 +153,7 @@ class MemoryBackend:
         routes: Sequence[ReportRoute] = (),
     ) -> DedupRecord | None:
         """Store ``item``, ``dedup`` and ``routes`` unless a live record has the key."""
-        existing = self._live_dedup(dedup.originator, dedup.message_id, now)
-        if existing is not None:
-            return existing
-        self._dedup[dedup.originator, dedup.message_id] = dedup
-        self._store(item)
-        for route in routes:
-            self._routes[(route.message_id, route.reporter)] = route
-        return None
-
-    def _live_dedup(
-        self, originator: str, message_id: str, now: float
-    ) -> DedupRecord | None:
-        record = self._dedup.get((originator, message_id))
-        return record if record is not None and record.expires_at > now else None
+        return self._store_once((item,), routes, dedup, now)
 
     def enqueue_fanout(
         self,
@@ -154,28 +166,18 @@ class MemoryBackend:
         """Store every member copy and route (the copies share the payload)."""
         done: asyncio.Future[DedupRecord | None]
         done = asyncio.get_running_loop().create_future()
-        if dedup is not None:
-            existing = self._live_dedup(dedup.originator, dedup.message_id, now)
-            if existing is not None:
-                done.set_result(existing)
-                return done
-            self._dedup[dedup.originator, dedup.message_id] = dedup
-        for item in items:
-            self._store(item)
-        for route in routes:
-            self._routes[(route.message_id, route.reporter)] = route
-        done.set_result(None)
+        done.set_result(self._store_once(items, routes, dedup, now))
         return done
 
     async def find_dedup(
         self, originator: str, message_id: str, now: float
     ) -> DedupRecord | None:
         """The live record of (originator, messageId), or None."""
-        return self._live_dedup(originator, message_id, now)
+        return live_record(self._dedup.get((originator, message_id)), now)
 
     async def purge_dedup(self, now: float) -> int:
         """Drop records with ``expires_at <= now``; return how many."""
-        expired = [k for k, r in self._dedup.items() if r.expires_at <= now]
+        expired = [k for k, r in self._dedup.items() if is_expired(r.expires_at, now)]
         for key in expired:
             del self._dedup[key]
         return len(expired)
@@ -202,8 +204,7 @@ class MemoryBackend:
 
     async def remove(self, seq: int) -> None:
         """Forget a delivered/expired/failed item; unknown ``seq`` is ignored."""
-        self._pop(seq)
-        self._compact_expiry()
+        self.remove_nowait(seq)
 
     def remove_nowait(self, seq: int) -> None:
         """Remove ``seq`` immediately (there is no commit to wait for)."""
@@ -218,7 +219,7 @@ class MemoryBackend:
         if not items or limit <= 0:
             return []
         selected = sorted(
-            (item for seq, item in items.items() if seq > after_seq), key=_queue_order
+            (item for seq, item in items.items() if seq > after_seq), key=queue_order
         )
         return [_copy(item) for item in selected[:limit]]
 
@@ -233,7 +234,7 @@ class MemoryBackend:
         """
         taken: list[QueuedItem] = []
         heap = self._expiry
-        while heap and heap[0][0] <= now and len(taken) < limit:
+        while heap and is_expired(heap[0][0], now) and len(taken) < limit:
             expires_at, seq = heapq.heappop(heap)
             item = self._items.get(seq)
             if item is None or item.expires_at != expires_at:
@@ -260,7 +261,7 @@ class MemoryBackend:
         if item is None:
             return False
         item.expires_at = expires_at
-        heapq.heappush(self._expiry, (expires_at, seq))
+        heapq.heappush(self._expiry, expiry_order(item))
         self._compact_expiry()
         return True
 
@@ -272,7 +273,7 @@ class MemoryBackend:
         for seq in items:
             del self._items[seq]
         self._compact_expiry()
-        return sorted(items.values(), key=_queue_order)
+        return sorted(items.values(), key=queue_order)
 
     async def count(self) -> int:
         """Number of items stored."""
@@ -281,7 +282,7 @@ class MemoryBackend:
     def _compact_expiry(self) -> None:
         """Rebuild the expiry heap once stale entries dominate it."""
         if len(self._expiry) > 2 * len(self._items) + 64:
-            self._expiry = [(item.expires_at, seq) for seq, item in self._items.items()]
+            self._expiry = [expiry_order(item) for item in self._items.values()]
             heapq.heapify(self._expiry)
 
     # ---------------------------------------------------------------- ReportStore
@@ -302,7 +303,9 @@ class MemoryBackend:
     async def purge_report_routes(self, now: float) -> int:
         """Drop routes with ``expires_at <= now``; return how many."""
         expired = [
-            key for key, route in self._routes.items() if route.expires_at <= now
+            key
+            for key, route in self._routes.items()
+            if is_expired(route.expires_at, now)
         ]
         for key in expired:
             del self._routes[key]
@@ -312,12 +315,12 @@ class MemoryBackend:
 
     async def put_record(self, kind: str, key: str, record: msgspec.Struct) -> None:
         """Create or replace a record (kept encoded, so callers cannot alias it)."""
-        self._records[kind, key] = msgspec.msgpack.encode(record)
+        self._records[kind, key] = encode_record(record)
 
     async def get_record(self, kind: str, key: str, type_: type[R]) -> R | None:
         """The record decoded as ``type_``, or None."""
         body = self._records.get((kind, key))
-        return None if body is None else msgspec.msgpack.decode(body, type=type_)
+        return None if body is None else decode_record(body, type_)
 
     async def delete_record(self, kind: str, key: str) -> bool:
         """Remove a record; True if it existed."""
@@ -325,8 +328,5 @@ class MemoryBackend:
 
     async def load_records(self, kind: str, type_: type[R]) -> list[R]:
         """Every record of ``kind`` ordered by key."""
-        decoder = msgspec.msgpack.Decoder(type_)
-        return [
-            decoder.decode(self._records[k])
-            for k in sorted(k for k in self._records if k[0] == kind)
-        ]
+        keys = sorted(k for k in self._records if k[0] == kind)
+        return decode_records((self._records[k] for k in keys), type_)
