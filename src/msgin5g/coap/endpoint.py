@@ -264,14 +264,7 @@ class Endpoint(ObserveRole):
             ConnectError: the endpoint is closed or the peer cannot be resolved.
             ValueError: invalid message, or mid/token already in use.
         """
-        if self._closed:
-            raise ConnectError("endpoint closed")
-        normal = self._numeric(peer)
-        peer = (
-            normal
-            if normal is not None
-            else await resolve_peer(self._loop, peer, self._family)
-        )
+        peer = await self._destination(peer)
         future: asyncio.Future[CoapMessage] = self._loop.create_future()
         self._run(self._layer.send_request(message, peer, future, mid=mid, token=token))
         try:
@@ -302,11 +295,7 @@ class Endpoint(ObserveRole):
             ConnectError: the endpoint is closed.
             ValueError: ``peer`` is not a numeric address, or invalid message.
         """
-        if self._closed:
-            raise ConnectError("endpoint closed")
-        normal = self._numeric(peer)
-        if normal is None:
-            raise ValueError(f"not a numeric address: {peer!r}")
+        normal = self._numeric_destination(peer)
         future: asyncio.Future[CoapMessage] = self._loop.create_future()
         self._run(self._layer.send_request(message, normal, future))
         return future
@@ -323,6 +312,33 @@ class Endpoint(ObserveRole):
         self._run(
             self._layer.abort_peer(normal, RequestTimeout("abandoned: peer moved"))
         )
+
+    async def _destination(self, peer: Peer) -> Peer:
+        """Where to send to ``peer``: its numeric form, host names resolved.
+
+        Raises:
+            ConnectError: the endpoint is closed or the name cannot be resolved.
+        """
+        if self._closed:
+            raise ConnectError("endpoint closed")
+        normal = self._numeric(peer)
+        if normal is not None:
+            return normal
+        return await resolve_peer(self._loop, peer, self._family)
+
+    def _numeric_destination(self, peer: Peer) -> Peer:
+        """Where to send to ``peer`` without waiting (numeric addresses only).
+
+        Raises:
+            ConnectError: the endpoint is closed.
+            ValueError: ``peer`` is not a numeric address.
+        """
+        if self._closed:
+            raise ConnectError("endpoint closed")
+        normal = self._numeric(peer)
+        if normal is None:
+            raise ValueError(f"not a numeric address: {peer!r}")
+        return normal
 
     def _numeric(self, peer: Peer) -> Peer | None:
         """``peer`` in the form this socket reports sources, or None (a name)."""

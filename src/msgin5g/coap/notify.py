@@ -28,8 +28,6 @@ from msgin5g.coap.exchange import MessageLayer
 from msgin5g.coap.message import CoapMessage
 from msgin5g.coap.numbers import Code, Type
 from msgin5g.coap.observe import ObserverTable
-from msgin5g.coap.udp import resolve_peer
-from msgin5g.errors import ConnectError
 
 __all__ = ["ObserveResetCallback", "ObserveRole"]
 
@@ -61,6 +59,12 @@ class ObserveRole:
         raise NotImplementedError  # the endpoint's
 
     def _numeric(self, peer: Peer) -> Peer | None:
+        raise NotImplementedError  # the endpoint's
+
+    async def _destination(self, peer: Peer) -> Peer:
+        raise NotImplementedError  # the endpoint's
+
+    def _numeric_destination(self, peer: Peer) -> Peer:
         raise NotImplementedError  # the endpoint's
 
     def observe(self, peer: Peer, token: bytes) -> int:
@@ -122,14 +126,7 @@ class ObserveRole:
             ConnectError: the endpoint is closed or the peer cannot be resolved.
             ValueError: invalid token or code.
         """
-        if self._closed:
-            raise ConnectError("endpoint closed")
-        normal = self._numeric(peer)
-        peer = (
-            normal
-            if normal is not None
-            else await resolve_peer(self._loop, peer, self._family)
-        )
+        peer = await self._destination(peer)
         seq, opts = self._observers.notification_options(
             peer, token, final=final, content_format=content_format, options=options
         )
@@ -173,11 +170,7 @@ class ObserveRole:
             ConnectError: the endpoint is closed.
             ValueError: ``peer`` is not a numeric address, or invalid token.
         """
-        if self._closed:
-            raise ConnectError("endpoint closed")
-        normal = self._numeric(peer)
-        if normal is None:
-            raise ValueError(f"not a numeric address: {peer!r}")
+        normal = self._numeric_destination(peer)
         _, opts = self._observers.notification_options(
             normal, token, final=final, content_format=content_format
         )

@@ -66,9 +66,7 @@ def reg(ue: str, **extra: object) -> dict[str, object]:
     }
 
 
-async def exchange(
-    server: Server, sock: socket.socket, datagram: bytes
-) -> CoapMessage:
+async def exchange(server: Server, sock: socket.socket, datagram: bytes) -> CoapMessage:
     loop = asyncio.get_running_loop()
     await loop.sock_sendto(sock, datagram, server.coap_address)
     data = await asyncio.wait_for(loop.sock_recv(sock, 65536), 5)
