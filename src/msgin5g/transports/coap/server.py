@@ -98,6 +98,7 @@ _CON_ONLY = (Reg, Dereg, BulkReg, BulkDereg)
 4.00 ``INVALID_MESSAGE`` (digest §5.1) and the procedure does not run."""
 
 _json = json_response  # the name the dispatch chain uses
+_NON = int(Type.NON)
 
 
 class CoapTransport:
@@ -216,7 +217,7 @@ class CoapTransport:
                 )
                 return refused
             uplink = decode_uplink(message.payload)
-            if message.mtype == Type.NON and isinstance(uplink, _CON_ONLY):
+            if message.mtype == _NON and isinstance(uplink, _CON_ONLY):
                 raise InvalidRequest(
                     f"{type(uplink).__struct_config__.tag} must be sent Confirmable "
                     "(T = 0): its "
