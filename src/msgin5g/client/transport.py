@@ -24,8 +24,8 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+from msgin5g.coap.address import Peer, numeric_peer
 from msgin5g.coap.endpoint import Endpoint, Request, Site
-from msgin5g.coap.exchange import Peer
 from msgin5g.coap.message import CoapMessage
 from msgin5g.errors import ConnectError
 from msgin5g.spec.coap import MSGIN5G_PATH
@@ -111,7 +111,10 @@ class CoapTransport:
             self._endpoint = await Endpoint.create(bind, site=site)
         except OSError as exc:
             raise ConnectError(f"cannot bind {bind[0]}:{bind[1]}: {exc}") from exc
-        self._server = tuple(sockaddr)
+        server = numeric_peer(tuple(sockaddr), family)
+        if server is None:
+            raise ConnectError(f"cannot resolve {self._host}: {sockaddr!r}")
+        self._server = server
 
     async def aclose(self) -> None:
         """Close the socket."""

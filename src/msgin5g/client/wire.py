@@ -1,38 +1,21 @@
-"""MSGin5G-1 over CoAP: the few rules every device-side endpoint applies (digest §2, §5.1).
+"""MSGin5G-1 over CoAP on the device side (digest §2, §3.2.4, §5.1).
 
-One place for what the client, the gateway and the constrained UE used to spell
-out each in its own way:
-
-* request options: Uri-Path of a resource + Content-Format 50 (:func:`post_options`);
-* answers: :func:`json_response` (a JSON body with Content-Format 50) and
-  :func:`error_response` (the §5.1 error body: ``messageType`` of the request,
-  ``failureCause``, ``detail``);
-* the Content-Format check of every request with a payload (:func:`require_json`,
-  4.15 otherwise, digest §3 common step 2);
-* a 4.xx/5.xx answer becomes :class:`~msgin5g.errors.RemoteError` with the code,
-  the failure cause and the decoded body (:func:`raise_for_code`);
-* the ``ueCredentialInfo`` a device presents (:func:`ue_credential_info`).
-
-Resource paths come from :mod:`msgin5g.spec.coap`. The server's transport has its
-own table of domain errors → codes (``msgin5g.transports.coap.codes``).
+The rules both ends share (request options, JSON and error answers, the
+Content-Format check, ``raise_for_code``) live in :mod:`msgin5g.coap_binding`,
+which the server's transport uses too; they are re-exported here for the
+client and the gateway. What only a device needs is defined here: the
+``ueCredentialInfo`` it presents (:func:`ue_credential_info`).
 """
 
-from collections.abc import Iterable
-
-import msgspec
-
-from msgin5g.coap.message import (
-    CoapMessage,
-    encode_uint,
-    make_response,
-    uri_path_options,
+from msgin5g.coap_binding import (
+    JSON_FORMAT,
+    error_response,
+    json_response,
+    post_options,
+    raise_for_code,
+    require_json,
 )
-from msgin5g.coap.numbers import Code, OptionNumber
-from msgin5g.codec.ue_payload import decode_error_body, encode, message_type_of
-from msgin5g.errors import RemoteError
-from msgin5g.model.messages import ErrorBody, UECredentialInfo
-from msgin5g.spec.causes import FailureCause
-from msgin5g.spec.coap import CONTENT_FORMAT_JSON
+from msgin5g.model.messages import UECredentialInfo
 from msgin5g.spec.delivery import AuthType
 
 __all__ = [
@@ -44,66 +27,6 @@ __all__ = [
     "require_json",
     "ue_credential_info",
 ]
-
-JSON_FORMAT: tuple[int, bytes] = (
-    int(OptionNumber.CONTENT_FORMAT),
-    encode_uint(CONTENT_FORMAT_JSON),
-)
-"""The Content-Format option every MSGin5G payload carries (50, application/json)."""
-
-
-def post_options(path: Iterable[str]) -> list[tuple[int, bytes]]:
-    """Options of a JSON POST to ``path``: Uri-Path segments, then Content-Format."""
-    return [*uri_path_options(tuple(path)), JSON_FORMAT]
-
-
-def json_response(request: CoapMessage, code: int, body: msgspec.Struct) -> CoapMessage:
-    """The answer to ``request``: ``body`` as JSON with Content-Format 50."""
-    return make_response(
-        request, code, encode(body), content_format=CONTENT_FORMAT_JSON
-    )
-
-
-def error_response(
-    request: CoapMessage, code: int, cause: FailureCause | str, detail: str
-) -> CoapMessage:
-    """A 4.xx/5.xx answer with the digest §5.1 error body."""
-    body = ErrorBody(
-        message_type=message_type_of(request.payload) or "ERROR",
-        failure_cause=cause.value if isinstance(cause, FailureCause) else cause,
-        detail=detail[:300],
-    )
-    return json_response(request, code, body)
-
-
-def require_json(request: CoapMessage) -> CoapMessage | None:
-    """None when ``request`` carries Content-Format 50; else its 4.15 answer."""
-    if request.content_format == CONTENT_FORMAT_JSON:
-        return None
-    return error_response(
-        request,
-        Code.UNSUPPORTED_CONTENT_FORMAT,
-        FailureCause.INVALID_MESSAGE,
-        "Content-Format must be 50 (application/json)",
-    )
-
-
-def raise_for_code(response: CoapMessage) -> CoapMessage:
-    """Return a success response; raise for a 4.xx/5.xx one.
-
-    Raises:
-        RemoteError: with ``code``, ``cause`` (the error body's ``failureCause``)
-            and ``body`` (the decoded error body, or None).
-    """
-    if response.code < 128:
-        return response
-    body = decode_error_body(response.payload)
-    raise RemoteError(
-        response.code,
-        response.payload,
-        cause=None if body is None else body.failure_cause,
-        body=body,
-    )
 
 
 def ue_credential_info(credential: str | None) -> UECredentialInfo:

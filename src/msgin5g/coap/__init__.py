@@ -6,13 +6,29 @@ Layers, bottom up:
   transmission parameters (RFC 7252 §3, §4.8, §12).
 * :mod:`~msgin5g.coap.message`: the sans-I/O codec, ``bytes`` <->
   :class:`CoapMessage` (§3); raises only :class:`CoapDecodeError`.
-* :mod:`~msgin5g.coap.exchange`: the sans-I/O message layer (§4, §5.3):
-  deduplication, retransmission, NSTART, token matching; returns actions.
+* :mod:`~msgin5g.coap.address`: :data:`Peer`, the concrete address type, and
+  its canonical numeric form.
+* :mod:`~msgin5g.coap.dedup`: the duplicate-detection cache (§4.5), two
+  generations, bounded by entries and bytes.
+* :mod:`~msgin5g.coap.outgoing`: what we sent and track (§4.2-§4.7, §5.3):
+  retransmission, NSTART, Message ID and token allocation, matching.
 * :mod:`~msgin5g.coap.observe`: sans-I/O Observe (RFC 7641) server state:
-  sequence numbers and the NON notifications an RST may answer.
-* :mod:`~msgin5g.coap.endpoint`: the asyncio ``DatagramProtocol`` shell that
-  performs those actions, routes requests to handlers, awaits responses and
-  sends Observe notifications.
+  sequence numbers and notification options.
+* :mod:`~msgin5g.coap.exchange`: the sans-I/O message layer (§4, §5.3) on
+  top of those three; fed datagrams, returns actions
+  (:mod:`~msgin5g.coap.actions`).
+* :mod:`~msgin5g.coap.limits`: per-source rate limits before decoding.
+* :mod:`~msgin5g.coap.resource`: the server role's resource tree
+  (:class:`Site`, :class:`Request`).
+* :mod:`~msgin5g.coap.udp`: socket binding, the datagram protocol, name
+  resolution, uvloop.
+* :mod:`~msgin5g.coap.endpoint`: the asyncio shell that performs the actions,
+  routes requests to handlers, awaits responses and sends Observe
+  notifications.
+
+A datagram walks down and up once: ``udp`` -> ``endpoint`` (limits) ->
+``exchange`` (``message`` decode, ``dedup`` or ``outgoing``) -> actions ->
+``endpoint`` (``resource`` -> handler) -> ``exchange.respond`` -> ``udp``.
 
 The engine imports nothing from ``msgin5g`` except :mod:`msgin5g.errors`.
 Observe (RFC 7641) is implemented for the server role only. Not implemented:
@@ -21,24 +37,10 @@ proxying; their option numbers are recognised so they are not rejected with
 4.02 merely for being unknown.
 """
 
-from msgin5g.coap.endpoint import (
-    Endpoint,
-    Handler,
-    ObserveResetCallback,
-    Request,
-    Site,
-    use_uvloop,
-)
-from msgin5g.coap.exchange import (
-    Action,
-    Complete,
-    Dispatch,
-    Fail,
-    MessageLayer,
-    Peer,
-    Rejected,
-    Send,
-)
+from msgin5g.coap.actions import Action, Complete, Dispatch, Fail, Rejected, Send
+from msgin5g.coap.address import Peer
+from msgin5g.coap.endpoint import Endpoint, ObserveResetCallback
+from msgin5g.coap.exchange import MessageLayer
 from msgin5g.coap.message import (
     CoapDecodeError,
     CoapMessage,
@@ -61,6 +63,8 @@ from msgin5g.coap.numbers import (
     is_success,
 )
 from msgin5g.coap.observe import ObserverTable, next_sequence
+from msgin5g.coap.resource import Handler, Request, Site
+from msgin5g.coap.udp import use_uvloop
 
 __all__ = [
     "KNOWN_OPTIONS",

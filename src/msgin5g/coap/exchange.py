@@ -1,84 +1,69 @@
 """Sans-I/O CoAP message layer (RFC 7252 §4 and the matching rules of §5.3).
 
-What: everything between the codec and the application that involves state:
-duplicate detection, CON retransmission with exponential back-off, NSTART,
-Message ID and token allocation, matching of piggybacked and separate
-responses, RST handling. :class:`MessageLayer` never touches a socket or the
-event loop: it is fed datagrams (:meth:`MessageLayer.receive`) and application
-calls, reads time from an injected ``clock`` and returns *actions*
-(:class:`Send`, :class:`Dispatch`, :class:`Complete`, :class:`Fail`) for the
-I/O shell (:mod:`msgin5g.coap.endpoint`) to carry out. Tests drive it with a
-fake clock and never sleep.
+What: the state machine between the codec and the application.
+:class:`MessageLayer` never touches a socket or the event loop: it is fed
+datagrams (:meth:`MessageLayer.receive`) and application calls, reads time from
+an injected ``clock`` and returns *actions* (:mod:`msgin5g.coap.actions`:
+:class:`Send`, :class:`Dispatch`, :class:`Complete`, :class:`Fail`,
+:class:`Rejected`) for the I/O shell (:mod:`msgin5g.coap.endpoint`) to carry
+out. Tests drive it with a fake clock and never sleep.
 
-RFC clauses:
-    * §4.2: CON retransmission, initial timeout uniform in
-      ``[ACK_TIMEOUT, ACK_TIMEOUT * ACK_RANDOM_FACTOR]``, doubled after each of
-      MAX_RETRANSMIT retransmissions; give up when the last timeout expires.
-      A malformed CON and an Empty CON (ping) are answered with RST.
-    * §4.3: NON messages are sent once; a malformed NON is dropped.
-    * §4.4: Message IDs are allocated sequentially from a random start,
-      skipping IDs of exchanges still outstanding with the same peer.
+A datagram walks down the floors: :meth:`MessageLayer.receive` decodes it
+(:mod:`~msgin5g.coap.message`) and switches on its type; a request goes through
+the duplicate cache (:mod:`~msgin5g.coap.dedup`) and becomes a
+:class:`Dispatch`; an ACK, an RST or a response is matched against what we sent
+(:mod:`~msgin5g.coap.outgoing`, which also owns retransmission, NSTART, Message
+ID and token allocation).
+
+RFC clauses handled here (the sending side is in :mod:`~msgin5g.coap.outgoing`):
+    * §4.2: a malformed CON and an Empty CON (ping) are answered with RST.
+    * §4.3: a malformed NON is dropped.
     * §4.5: duplicate detection keyed on (peer, Message ID); a duplicate CON
       gets the cached reply again (piggybacked response or empty ACK); a
       duplicate NON is silently ignored.
-    * §4.7: NSTART outstanding CON requests per peer; further requests wait in
-      a per-peer FIFO.
     * §5.2.1/§5.2.2: piggybacked and separate responses; empty ACK.
-    * §5.3.2: responses matched by (peer, token); a piggybacked response must
-      also match the Message ID; an unmatched CON response is rejected (RST).
+    * §5.3.2: an unmatched CON response is rejected (RST).
     * §5.4.1: a request with an unrecognised critical option gets 4.02 (CON)
       or is dropped (NON); a response carrying one is rejected.
 
 Design choices:
-    * Duplicate cache: two generations of plain dicts, ``current`` and
-      ``previous``; every EXCHANGE_LIFETIME ``previous`` is dropped and
-      ``current`` becomes ``previous``, so an entry lives between one and two
-      lifetimes, with no per-entry timer and O(1) bulk expiry. Values are the
-      encoded reply (``bytes``) or a small ``int`` state; no message objects
-      are kept. When ``current`` holds more than half of ``max_dedup_entries``
-      the rotation happens early (memory bound wins over the lifetime).
-      The cache is also bounded by bytes (``max_dedup_bytes``, 32 MiB by
-      default: encoded replies plus ~160 B per entry), with the same early
-      rotation; the figure is what the cache can cost in RSS, whatever the load.
-      NON entries live in the same cache, i.e. for EXCHANGE_LIFETIME rather
-      than NON_LIFETIME; that is allowed because §4.4 forbids re-using *any*
-      Message ID with the same endpoint within EXCHANGE_LIFETIME.
-    * Timers: one heap of ``(deadline, seq, exchange)`` with lazy deletion (a
-      popped entry whose ``seq`` is no longer the exchange's current one is
-      stale). The heap is rebuilt when stale entries dominate it.
-    * Client state: one slotted :class:`_Exchange` per outstanding request,
-      indexed by (peer, mid), (peer, token) and ``id(handle)``.
-    * Separate responses that *we* send as CON are retransmitted like requests
-      (handle None); their failure is dropped silently. They do not count
-      towards NSTART.
-    * Observe notifications (RFC 7641 §4.2, :meth:`MessageLayer.send_notification`)
-      are non-request exchanges *with* a handle: a CON one ends in
-      :class:`Complete` (ACK), or :class:`Fail` with ``RemoteReset`` (RST) or
-      ``RequestTimeout`` (no ACK); a NON one is sent once, and its (peer,
-      Message ID) -> token is remembered for NON_LIFETIME in a second
-      two-generation cache so that an RST answering it is reported as
-      :class:`Rejected` (RFC 7641 §3.6). Like separate responses, notifications
-      do not count towards NSTART. The request path pays nothing for this.
+    * NON entries live in the same duplicate cache as CON ones, i.e. for
+      EXCHANGE_LIFETIME rather than NON_LIFETIME; that is allowed because §4.4
+      forbids re-using *any* Message ID with the same endpoint within
+      EXCHANGE_LIFETIME.
     * Everything is bounded: the cache by ``max_dedup_entries`` and
-      ``max_dedup_bytes``, outstanding
-      and queued requests together by ``max_pending``.
-    * Handles must be unique among outstanding requests (they are indexed by
-      ``id()``, so they need not be hashable).
+      ``max_dedup_bytes``, outstanding and queued requests together by
+      ``max_pending``.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import random
-from collections import deque
-from collections.abc import Callable, Hashable
-from heapq import heapify, heappop, heappush
+from collections.abc import Callable
 
+from msgin5g.coap.actions import (
+    Action,
+    Complete,
+    Dispatch,
+    Fail,
+    Rejected,
+    Send,
+)
+from msgin5g.coap.address import Peer
+from msgin5g.coap.dedup import (
+    ANSWERED,
+    DEFAULT_DEDUP_BYTES,
+    NON_DONE,
+    PROCESSING,
+    SEPARATE,
+    SEPARATE_DONE,
+    DedupCache,
+)
 from msgin5g.coap.message import CoapDecodeError, CoapMessage
-from msgin5g.coap.numbers import KNOWN_OPTIONS, Code, TransmissionParameters
+from msgin5g.coap.numbers import Code, TransmissionParameters
 from msgin5g.coap.numbers import Type as _T
-from msgin5g.errors import RemoteReset, RequestTimeout
+from msgin5g.coap.outgoing import Outgoing, unknown_critical
 
 __all__ = [
     "DEFAULT_DEDUP_BYTES",
@@ -94,271 +79,16 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-Peer = Hashable
-"""A transport address; opaque to this layer (asyncio gives (host, port, ...))."""
-
-DEFAULT_DEDUP_BYTES = 32 * 1024 * 1024
-"""Default byte bound of the duplicate-detection cache (32 MiB)."""
-
 _CON = int(_T.CON)
 _NON = int(_T.NON)
 _ACK = int(_T.ACK)
 _RST = int(_T.RST)
 _BAD_OPTION = int(Code.BAD_OPTION)
 
-# Exchange states (client side).
-_QUEUED = 0
-_WAIT_ACK = 1
-_WAIT_RESPONSE = 2
-_DONE = 3
-
-# Duplicate-cache states for a request we received (bytes = final reply to replay).
-_PROCESSING = 0
-_SEPARATE = 1
-_SEPARATE_DONE = 2
-_NON_DONE = 3
-_ANSWERED = 4  # answered, reply not kept (byte bound): duplicates are ignored
-
 
 def _empty(mtype: int, mid: int) -> bytes:
     """Encode an Empty message (ACK or RST) with Message ID ``mid``."""
     return bytes((0x40 | mtype << 4, 0, mid >> 8, mid & 0xFF))
-
-
-def _unknown_critical(options: list[tuple[int, bytes]]) -> int | None:
-    """Return the first unrecognised critical option number, or None."""
-    for number, _ in options:
-        if number & 1 and number not in KNOWN_OPTIONS:
-            return number
-    return None
-
-
-class Send:
-    """Action: transmit ``data`` to ``peer``."""
-
-    __slots__ = ("data", "peer")
-
-    def __init__(self, data: bytes, peer: Peer) -> None:
-        self.data = data
-        self.peer = peer
-
-    def __repr__(self) -> str:
-        return f"Send({self.data!r}, {self.peer!r})"
-
-
-class Dispatch:
-    """Action: a new request for the application; answer with ``respond``."""
-
-    __slots__ = ("peer", "request")
-
-    def __init__(self, request: CoapMessage, peer: Peer) -> None:
-        self.request = request
-        self.peer = peer
-
-    def __repr__(self) -> str:
-        return f"Dispatch({self.request!r}, {self.peer!r})"
-
-
-class Complete:
-    """Action: the response to the request sent with ``handle`` arrived."""
-
-    __slots__ = ("handle", "response")
-
-    def __init__(self, handle: object, response: CoapMessage) -> None:
-        self.handle = handle
-        self.response = response
-
-    def __repr__(self) -> str:
-        return f"Complete({self.handle!r}, {self.response!r})"
-
-
-class Fail:
-    """Action: the request sent with ``handle`` failed with ``error``."""
-
-    __slots__ = ("error", "handle")
-
-    def __init__(self, handle: object, error: Exception) -> None:
-        self.handle = handle
-        self.error = error
-
-    def __repr__(self) -> str:
-        return f"Fail({self.handle!r}, {self.error!r})"
-
-
-class Rejected:
-    """Action: ``peer`` answered the NON notification ``mid`` (``token``) with RST."""
-
-    __slots__ = ("mid", "peer", "token")
-
-    def __init__(self, peer: Peer, mid: int, token: bytes) -> None:
-        self.peer = peer
-        self.mid = mid
-        self.token = token
-
-    def __repr__(self) -> str:
-        return f"Rejected({self.peer!r}, {self.mid}, {self.token!r})"
-
-
-Action = Send | Dispatch | Complete | Fail | Rejected
-"""What :class:`MessageLayer` asks the I/O shell to do."""
-
-
-class _Exchange:
-    """One message we sent and still track (a request, or a separate CON response)."""
-
-    __slots__ = (
-        "con",
-        "data",
-        "explicit_mid",
-        "handle",
-        "is_request",
-        "mid",
-        "peer",
-        "retries",
-        "seq",
-        "state",
-        "timeout",
-        "token",
-    )
-
-    def __init__(
-        self,
-        handle: object,
-        peer: Peer,
-        con: bool,
-        token: bytes,
-        *,
-        mid: int | None,
-        data: bytes,
-        is_request: bool,
-    ) -> None:
-        self.handle = handle
-        self.peer = peer
-        self.con = con
-        self.token = token
-        self.mid = mid if mid is not None else 0
-        self.explicit_mid = mid is not None
-        self.data = data
-        self.is_request = is_request
-        self.state = _QUEUED
-        self.retries = 0
-        self.timeout = 0.0
-        self.seq = -1
-
-
-_ENTRY_OVERHEAD = 160
-"""Bytes charged per duplicate-cache entry besides the encoded reply: the dict
-slot, the (peer, Message ID) key tuple and its share of the peer tuple
-(measured ~155 B on CPython 3.11)."""
-
-
-class _DedupCache:
-    """Two generations of dicts keyed on (peer, mid); see the module docstring.
-
-    Bounded three ways: by time (two lifetimes at most), by entries
-    (``max_entries``) and by bytes (``max_bytes``: the encoded replies plus
-    :data:`_ENTRY_OVERHEAD` per entry). ``current`` is swapped out when it
-    holds half of either bound (checked when an entry is added or a reply
-    stored, so the bound holds to within one entry per generation). A reply
-    that would grow ``previous`` beyond half the byte bound (it answers a
-    request that was in flight at the swap) is sent but not kept: its
-    duplicates are ignored, like those of a request still being processed, and
-    the client's retransmission times out.
-    """
-
-    __slots__ = (
-        "current",
-        "half",
-        "half_bytes",
-        "lifetime",
-        "nbytes",
-        "prev_bytes",
-        "previous",
-        "rotate_at",
-    )
-
-    def __init__(
-        self,
-        lifetime: float,
-        max_entries: int,
-        now: float,
-        max_bytes: int | None = None,
-    ) -> None:
-        self.current: dict[tuple[Peer, int], bytes | int] = {}
-        self.previous: dict[tuple[Peer, int], bytes | int] = {}
-        self.lifetime = lifetime
-        self.half = max(1, max_entries // 2)
-        self.half_bytes = (
-            max(_ENTRY_OVERHEAD, max_bytes // 2) if max_bytes else float("inf")
-        )
-        self.nbytes = 0
-        self.prev_bytes = 0
-        self.rotate_at = now + lifetime
-
-    def get(self, key: tuple[Peer, int]) -> bytes | int | None:
-        value = self.current.get(key)
-        if value is None:
-            value = self.previous.get(key)
-        return value
-
-    def expire(self, now: float) -> None:
-        if now >= self.rotate_at:
-            if now >= self.rotate_at + self.lifetime:
-                self.previous = {}
-                self.prev_bytes = 0
-            else:
-                self.previous = self.current
-                self.prev_bytes = self.nbytes
-            self.current = {}
-            self.nbytes = 0
-            self.rotate_at = now + self.lifetime
-
-    def _swap(self) -> None:
-        self.previous = self.current
-        self.prev_bytes = self.nbytes
-        self.current = {}
-        self.nbytes = 0
-
-    def put(self, key: tuple[Peer, int], value: bytes | int) -> None:
-        if len(self.current) >= self.half or self.nbytes >= self.half_bytes:
-            self._swap()
-        self.current[key] = value
-        self.nbytes += (
-            _ENTRY_OVERHEAD + len(value)
-            if isinstance(value, bytes)
-            else _ENTRY_OVERHEAD
-        )
-
-    def pop(self, key: tuple[Peer, int]) -> bytes | int | None:
-        value = self.current.pop(key, None)
-        if value is None:
-            value = self.previous.pop(key, None)
-        return value
-
-    def update(self, key: tuple[Peer, int], value: bytes | int) -> None:
-        size = len(value) if isinstance(value, bytes) else 0
-        if key in self.current:
-            if not size or self.nbytes + size <= self.half_bytes:
-                self.current[key] = value
-                self.nbytes += size
-                return
-            self._swap()  # the entry is now in ``previous``
-        if key in self.previous:
-            if size and self.prev_bytes + size > self.half_bytes:
-                value = _ANSWERED
-            else:
-                self.prev_bytes += size
-            self.previous[key] = value
-        else:
-            self.put(key, value)
-
-    def __len__(self) -> int:
-        return len(self.current) + len(self.previous)
-
-    @property
-    def bytes(self) -> int:
-        """The bytes charged to both generations."""
-        return self.nbytes + self.prev_bytes
 
 
 class MessageLayer:
@@ -392,48 +122,31 @@ class MessageLayer:
         non_response_timeout: float | None = None,
     ) -> None:
         self._clock = clock
-        self._params = params
-        self._rng = rng if rng is not None else random.Random()
-        self._max_pending = max_pending
-        self._separate_timeout = (
-            separate_response_timeout
-            if separate_response_timeout is not None
-            else params.exchange_lifetime
-        )
-        self._non_timeout = (
-            non_response_timeout
-            if non_response_timeout is not None
-            else params.max_transmit_wait
-        )
-        self._ack_timeout = params.ack_timeout
-        self._ack_timeout_max = params.ack_timeout * params.ack_random_factor
-        self._max_retransmit = params.max_retransmit
-        self._nstart = params.nstart
-        self._cache = _DedupCache(
+        self._cache = DedupCache(
             params.exchange_lifetime, max_dedup_entries, clock(), max_dedup_bytes
         )
-        # NON notifications sent: (peer, mid) -> token, to recognise their RST
-        self._non_sent = _DedupCache(
-            params.non_lifetime,
-            max(2, max_dedup_entries // 4),
-            clock(),
-            max_dedup_bytes // 4 if max_dedup_bytes else None,
+        self._out = Outgoing(
+            clock,
+            params,
+            rng if rng is not None else random.Random(),
+            max_pending=max_pending,
+            separate_response_timeout=(
+                separate_response_timeout
+                if separate_response_timeout is not None
+                else params.exchange_lifetime
+            ),
+            non_response_timeout=(
+                non_response_timeout
+                if non_response_timeout is not None
+                else params.max_transmit_wait
+            ),
+            max_non_entries=max(2, max_dedup_entries // 4),
+            max_non_bytes=max_dedup_bytes // 4 if max_dedup_bytes else None,
         )
-        self._next_mid = self._rng.getrandbits(16)
-        self._by_mid: dict[tuple[Peer, int], _Exchange] = {}
-        self._by_token: dict[tuple[Peer, bytes], _Exchange] = {}
-        self._by_handle: dict[int, _Exchange] = {}
-        self._active: dict[Peer, int] = {}
-        self._queues: dict[Peer, deque[_Exchange]] = {}
-        self._heap: list[tuple[float, int, _Exchange]] = []
-        self._seq = itertools.count()
-        self._outbox: list[Action] = []
         self._received = 0
         self._sent = 0
-        self._retransmissions = 0
         self._duplicates = 0
         self._resets_sent = 0
-        self._timeouts = 0
         self._malformed = 0
 
     # ------------------------------------------------------------------ stats
@@ -446,18 +159,19 @@ class MessageLayer:
             malformed, dedup_entries, dedup_bytes (charged to the duplicate
             cache), non_sent_entries, pending (outstanding + queued requests).
         """
+        out = self._out
         return {
             "received": self._received,
-            "sent": self._sent,
-            "retransmissions": self._retransmissions,
+            "sent": self._sent + out.sent,
+            "retransmissions": out.retransmissions,
             "duplicates": self._duplicates,
             "resets_sent": self._resets_sent,
-            "timeouts": self._timeouts,
+            "timeouts": out.timeouts,
             "malformed": self._malformed,
             "dedup_entries": len(self._cache),
             "dedup_bytes": self._cache.bytes,
-            "non_sent_entries": len(self._non_sent),
-            "pending": len(self._by_handle),
+            "non_sent_entries": len(out.non_sent),
+            "pending": out.pending,
         }
 
     # ---------------------------------------------------------------- receive
@@ -486,9 +200,9 @@ class MessageLayer:
         mtype = msg.mtype
         code = msg.code
         if mtype == _ACK:
-            return self._on_ack(msg, peer)
+            return self._out.on_ack(msg, peer)
         if mtype == _RST:
-            return self._on_rst(msg, peer)
+            return self._out.on_rst(msg, peer)
         if code == 0:
             # Empty CON is a ping (answer RST); Empty NON is meaningless.
             return [self._rst(msg.mid, peer)] if mtype == _CON else []
@@ -514,11 +228,11 @@ class MessageLayer:
             if isinstance(state, bytes):
                 self._sent += 1
                 return [Send(state, peer)]
-            if state in (_SEPARATE, _SEPARATE_DONE):
+            if state in (SEPARATE, SEPARATE_DONE):
                 self._sent += 1
                 return [Send(_empty(_ACK, msg.mid), peer)]
             return []  # still being processed
-        bad = _unknown_critical(msg.options)
+        bad = unknown_critical(msg.options)
         if bad is not None:
             log.warning(
                 "request from %r with unrecognised critical option %d", peer, bad
@@ -529,61 +243,11 @@ class MessageLayer:
             cache.put(key, reply)
             self._sent += 1
             return [Send(reply, peer)]
-        cache.put(key, _PROCESSING)
+        cache.put(key, PROCESSING)
         return [Dispatch(msg, peer)]
 
-    def _on_ack(self, msg: CoapMessage, peer: Peer) -> list[Action]:
-        ex = self._by_mid.get((peer, msg.mid))
-        if ex is None or ex.state != _WAIT_ACK:
-            return []
-        actions: list[Action] = []
-        code = msg.code
-        if not ex.is_request:
-            # our separate response or notification was acknowledged
-            if ex.handle is not None:
-                actions.append(Complete(ex.handle, msg))
-            self._finish(ex, actions)
-            return actions
-        if code == 0:
-            # Empty ACK: stop retransmitting, wait for the separate response.
-            del self._by_mid[(peer, ex.mid)]
-            ex.state = _WAIT_RESPONSE
-            self._schedule(ex, self._clock() + self._separate_timeout)
-            self._release(peer, actions)
-            return actions
-        if not 64 <= code <= 191:
-            return []
-        if msg.token != ex.token:
-            return []
-        bad = _unknown_critical(msg.options)
-        if bad is not None:
-            log.warning(
-                "response from %r with unrecognised critical option %d", peer, bad
-            )
-            return []
-        actions.append(Complete(ex.handle, msg))
-        self._finish(ex, actions)
-        return actions
-
-    def _on_rst(self, msg: CoapMessage, peer: Peer) -> list[Action]:
-        if msg.code != 0:
-            return []
-        ex = self._by_mid.get((peer, msg.mid))
-        if ex is None:
-            non_sent = self._non_sent
-            if non_sent.current or non_sent.previous:
-                non_sent.expire(self._clock())
-                token = non_sent.pop((peer, msg.mid))
-                if isinstance(token, bytes):
-                    return [Rejected(peer, msg.mid, token)]
-            return []
-        actions: list[Action] = []
-        if ex.is_request or ex.handle is not None:
-            actions.append(Fail(ex.handle, RemoteReset(f"{peer!r} reset the request")))
-        self._finish(ex, actions)
-        return actions
-
     def _on_response(self, msg: CoapMessage, peer: Peer) -> list[Action]:
+        """A separate response (CON or NON) to a request of ours."""
         con = msg.mtype == _CON
         key = (peer, msg.mid)
         cache = self._cache
@@ -596,16 +260,9 @@ class MessageLayer:
                     self._sent += 1
                     return [Send(state, peer)]
                 return []
-        ex = self._by_token.get((peer, msg.token))
-        if ex is None or ex.state in (_QUEUED, _DONE):
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug("unmatched response from %r", peer)
-            return [self._rst(msg.mid, peer)] if con else []
-        bad = _unknown_critical(msg.options)
-        if bad is not None:
-            log.warning(
-                "response from %r with unrecognised critical option %d", peer, bad
-            )
+        out = self._out
+        ex = out.match_response(msg, peer)
+        if ex is None:
             return [self._rst(msg.mid, peer)] if con else []
         actions: list[Action] = []
         if con:
@@ -613,8 +270,7 @@ class MessageLayer:
             cache.put(key, ack)
             self._sent += 1
             actions.append(Send(ack, peer))
-        actions.append(Complete(ex.handle, msg))
-        self._finish(ex, actions)
+        out.complete(ex, msg, actions)
         return actions
 
     # ------------------------------------------------------ server-side calls
@@ -647,27 +303,17 @@ class MessageLayer:
         cache = self._cache
         state = cache.get(key)
         if state is not None and (
-            isinstance(state, bytes) or state in (_SEPARATE_DONE, _NON_DONE, _ANSWERED)
+            isinstance(state, bytes) or state in (SEPARATE_DONE, NON_DONE, ANSWERED)
         ):
             return []
         if request.mtype == _CON:
-            if state == _SEPARATE:
-                mid = self._new_mid(peer)
+            if state == SEPARATE:
+                mid = self._out.new_mid(peer)
                 data = CoapMessage(
                     _CON, code, mid, request.token, response.options, response.payload
                 ).encode()
-                cache.update(key, _SEPARATE_DONE)
-                ex = _Exchange(
-                    None,
-                    peer,
-                    True,
-                    request.token,
-                    mid=mid,
-                    data=data,
-                    is_request=False,
-                )
-                self._start_con(ex)  # counts as sent
-                return [Send(data, peer)]
+                cache.update(key, SEPARATE_DONE)
+                return [self._out.send_separate(peer, mid, request.token, data)]
             data = CoapMessage(
                 _ACK,
                 code,
@@ -681,12 +327,12 @@ class MessageLayer:
             data = CoapMessage(
                 _NON,
                 code,
-                self._new_mid(peer),
+                self._out.new_mid(peer),
                 request.token,
                 response.options,
                 response.payload,
             ).encode()
-            cache.update(key, _NON_DONE)
+            cache.update(key, NON_DONE)
         self._sent += 1
         return [Send(data, peer)]
 
@@ -711,9 +357,9 @@ class MessageLayer:
             return []
         key = (peer, request.mid)
         state = self._cache.get(key)
-        if state is not None and state != _PROCESSING:
+        if state is not None and state != PROCESSING:
             return []
-        self._cache.update(key, _SEPARATE_DONE if final else _SEPARATE)
+        self._cache.update(key, SEPARATE_DONE if final else SEPARATE)
         self._sent += 1
         return [Send(_empty(_ACK, request.mid), peer)]
 
@@ -748,34 +394,7 @@ class MessageLayer:
             ValueError: wrong type or code, missing or re-used handle.
             EncodeError: the message cannot be encoded.
         """
-        mtype = message.mtype
-        if not 64 <= message.code <= 191:
-            raise ValueError(f"{message.code} is not a response code")
-        mid = self._new_mid(peer)
-        data = CoapMessage(
-            mtype, message.code, mid, message.token, message.options, message.payload
-        ).encode()
-        if mtype == _NON:
-            non_sent = self._non_sent
-            non_sent.expire(self._clock())
-            non_sent.put((peer, mid), message.token)
-            self._sent += 1
-            return mid, [Send(data, peer)]
-        if mtype != _CON:
-            raise ValueError("a notification is sent as CON or NON")
-        if handle is None:
-            raise ValueError("a CON notification needs a handle")
-        if len(self._by_handle) >= self._max_pending:
-            return mid, [Fail(handle, RequestTimeout("too many outstanding requests"))]
-        hid = id(handle)
-        if hid in self._by_handle:
-            raise ValueError("handle already in use")
-        ex = _Exchange(
-            handle, peer, True, message.token, mid=mid, data=data, is_request=False
-        )
-        self._by_handle[hid] = ex
-        self._start_con(ex)  # counts as sent
-        return mid, [Send(data, peer)]
+        return self._out.send_notification(message, peer, handle)
 
     # ------------------------------------------------------ client-side calls
 
@@ -810,45 +429,11 @@ class MessageLayer:
                 use with that peer, bad token length or Message ID.
             EncodeError: the message cannot be encoded.
         """
-        mtype = message.mtype
-        if mtype not in (_CON, _NON):
-            raise ValueError("a request is sent as CON or NON")
-        if not 1 <= message.code <= 31:
-            raise ValueError(f"{message.code} is not a request code")
-        if len(self._by_handle) >= self._max_pending:
-            return [Fail(handle, RequestTimeout("too many outstanding requests"))]
-        hid = id(handle)
-        if hid in self._by_handle:
-            raise ValueError("handle already in use")
-        token = self._check_ids(peer, mid, token)
-        con = mtype == _CON
-        data = CoapMessage(
-            mtype,
-            message.code,
-            mid if mid is not None else 0,
-            token,
-            message.options,
-            message.payload,
-        ).encode()
-        ex = _Exchange(handle, peer, con, token, mid=mid, data=data, is_request=True)
-        self._by_handle[hid] = ex
-        self._by_token[(peer, token)] = ex
-        if con and self._active.get(peer, 0) >= self._nstart:
-            queue = self._queues.get(peer)
-            if queue is None:
-                queue = self._queues[peer] = deque()
-            queue.append(ex)
-            return []
-        actions: list[Action] = []
-        self._start(ex, actions)
-        return actions
+        return self._out.send_request(message, peer, handle, mid=mid, token=token)
 
     def cancel(self, handle: object) -> None:
         """Forget an outstanding or queued request without any action for it."""
-        ex = self._by_handle.get(id(handle))
-        if ex is None or ex.handle is not handle:
-            return
-        self._finish(ex, self._outbox)
+        self._out.cancel(handle)
 
     def abort_peer(self, peer: Peer, error: Exception) -> list[Action]:
         """Fail every outstanding and queued request to ``peer`` with ``error``.
@@ -861,13 +446,7 @@ class MessageLayer:
         Returns:
             one :class:`Fail` per request.
         """
-        mine = [ex for ex in self._by_handle.values() if ex.peer == peer]
-        mine.sort(key=lambda ex: ex.state != _QUEUED)
-        actions: list[Action] = []
-        for ex in mine:
-            self._finish(ex, actions)
-            actions.append(Fail(ex.handle, error))
-        return actions
+        return self._out.abort_peer(peer, error)
 
     def abort_all(self, error: Exception) -> list[Action]:
         """Fail every outstanding and queued request with ``error`` and forget all.
@@ -877,35 +456,13 @@ class MessageLayer:
         Returns:
             one :class:`Fail` per request.
         """
-        actions: list[Action] = [
-            Fail(ex.handle, error) for ex in self._by_handle.values()
-        ]
-        for ex in self._by_handle.values():
-            ex.state = _DONE
-        for ex in self._by_mid.values():
-            ex.state = _DONE
-        self._by_handle.clear()
-        self._by_mid.clear()
-        self._by_token.clear()
-        self._active.clear()
-        self._queues.clear()
-        self._heap.clear()
-        self._outbox.clear()
-        return actions
+        return self._out.abort_all(error)
 
     # ------------------------------------------------------------------ timers
 
     def next_deadline(self) -> float | None:
         """Return when :meth:`poll` should next be called, or None."""
-        if self._outbox:
-            return self._clock()
-        heap = self._heap
-        while heap:
-            _, seq, ex = heap[0]
-            if ex.seq == seq and ex.state != _DONE:
-                return heap[0][0]
-            heappop(heap)
-        return None
+        return self._out.next_deadline()
 
     def poll(self) -> list[Action]:
         """Process due timers: retransmissions, give-ups, response timeouts.
@@ -914,158 +471,5 @@ class MessageLayer:
             the actions (Send for retransmissions, Fail for exhausted requests).
         """
         now = self._clock()
-        actions = self._outbox
-        self._outbox = []
         self._cache.expire(now)
-        heap = self._heap
-        while heap and heap[0][0] <= now:
-            _, seq, ex = heappop(heap)
-            if ex.seq != seq or ex.state == _DONE:
-                continue
-            if ex.state == _WAIT_ACK:
-                if ex.retries < self._max_retransmit:
-                    ex.retries += 1
-                    ex.timeout *= 2
-                    self._schedule(ex, now + ex.timeout)
-                    self._retransmissions += 1
-                    self._sent += 1
-                    actions.append(Send(ex.data, ex.peer))
-                    continue
-                what = "no ACK after retransmissions"
-            else:
-                what = "no response"
-            self._timeouts += 1
-            if ex.is_request:
-                log.info("request to %r timed out: %s", ex.peer, what)
-                actions.append(Fail(ex.handle, RequestTimeout(what)))
-            elif ex.handle is not None:
-                log.info("notification to %r not acknowledged", ex.peer)
-                actions.append(Fail(ex.handle, RequestTimeout(what)))
-            else:
-                log.info("separate response to %r not acknowledged", ex.peer)
-            self._finish(ex, actions)
-        return actions
-
-    # --------------------------------------------------------------- internals
-
-    def _schedule(self, ex: _Exchange, deadline: float) -> None:
-        seq = next(self._seq)
-        ex.seq = seq
-        heap = self._heap
-        heappush(heap, (deadline, seq, ex))
-        if len(heap) > 4096 and len(heap) > 4 * (
-            len(self._by_mid) + len(self._by_token)
-        ):
-            self._heap = [
-                item
-                for item in heap
-                if item[2].seq == item[1] and item[2].state != _DONE
-            ]
-            heapify(self._heap)
-
-    def _check_ids(self, peer: Peer, mid: int | None, token: bytes | None) -> bytes:
-        """Validate explicit Message ID and token; return the token to use."""
-        if token is None:
-            token = self._new_token(peer)
-        elif len(token) > 8:
-            raise ValueError("token longer than 8 bytes")
-        elif (peer, token) in self._by_token:
-            raise ValueError("token already in use with this peer")
-        if mid is not None:
-            if not 0 <= mid <= 0xFFFF:
-                raise ValueError(f"message ID {mid} out of range")
-            if (peer, mid) in self._by_mid:
-                raise ValueError("message ID already in use with this peer")
-        return token
-
-    def _new_mid(self, peer: Peer) -> int:
-        mid = self._next_mid
-        by_mid = self._by_mid
-        while (peer, mid) in by_mid:
-            mid = (mid + 1) & 0xFFFF
-        self._next_mid = (mid + 1) & 0xFFFF
-        return mid
-
-    def _new_token(self, peer: Peer) -> bytes:
-        getrandbits = self._rng.getrandbits
-        by_token = self._by_token
-        while True:
-            token = getrandbits(32).to_bytes(4, "big")
-            if (peer, token) not in by_token:
-                return token
-
-    def _start(self, ex: _Exchange, actions: list[Action]) -> None:
-        """Transmit a request for the first time (from send_request or the queue)."""
-        peer = ex.peer
-        if ex.explicit_mid:
-            if (peer, ex.mid) in self._by_mid:
-                actions.append(
-                    Fail(ex.handle, RequestTimeout("message ID already in use"))
-                )
-                self._finish(ex, actions)
-                return
-        else:
-            ex.mid = mid = self._new_mid(peer)
-            data = ex.data
-            ex.data = data[:2] + bytes((mid >> 8, mid & 0xFF)) + data[4:]
-        if ex.con:
-            self._active[peer] = self._active.get(peer, 0) + 1
-            self._start_con(ex)
-        else:
-            self._by_mid[(peer, ex.mid)] = ex
-            ex.state = _WAIT_RESPONSE
-            self._schedule(ex, self._clock() + self._non_timeout)
-            self._sent += 1
-        actions.append(Send(ex.data, peer))
-
-    def _start_con(self, ex: _Exchange) -> None:
-        self._by_mid[(ex.peer, ex.mid)] = ex
-        ex.state = _WAIT_ACK
-        ex.timeout = self._rng.uniform(self._ack_timeout, self._ack_timeout_max)
-        self._schedule(ex, self._clock() + ex.timeout)
-        self._sent += 1
-
-    def _finish(self, ex: _Exchange, actions: list[Action]) -> None:
-        """Forget ``ex``; free its NSTART slot (possibly starting queued requests)."""
-        state = ex.state
-        if state == _DONE:
-            return
-        ex.state = _DONE
-        peer = ex.peer
-        if state != _QUEUED:
-            key = (peer, ex.mid)
-            if self._by_mid.get(key) is ex:
-                del self._by_mid[key]
-        if ex.is_request:
-            tkey = (peer, ex.token)
-            if self._by_token.get(tkey) is ex:
-                del self._by_token[tkey]
-            self._by_handle.pop(id(ex.handle), None)
-            if state == _QUEUED:
-                queue = self._queues.get(peer)
-                if queue is not None:
-                    try:
-                        queue.remove(ex)
-                    except ValueError:  # popped by _release, failed in _start
-                        pass
-                    if not queue:
-                        del self._queues[peer]
-            elif ex.con and state == _WAIT_ACK:
-                self._release(peer, actions)
-        elif ex.handle is not None:
-            self._by_handle.pop(id(ex.handle), None)
-
-    def _release(self, peer: Peer, actions: list[Action]) -> None:
-        """Free one NSTART slot of ``peer`` and start queued requests."""
-        active = self._active
-        count = active.get(peer, 0) - 1
-        if count > 0:
-            active[peer] = count
-        else:
-            active.pop(peer, None)
-        queue = self._queues.get(peer)
-        while queue and active.get(peer, 0) < self._nstart:
-            ex = queue.popleft()
-            if not queue:
-                del self._queues[peer]
-            self._start(ex, actions)
+        return self._out.poll(now)

@@ -36,14 +36,16 @@ Sans-I/O: the limiter reads an injected clock and never touches a socket.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
+
+from msgin5g.coap.address import Peer
 
 __all__ = ["SourceLimiter", "TrustCheck"]
 
-TrustCheck = Callable[[Hashable], bool]
+TrustCheck = Callable[[Peer], bool]
 """Answers whether a source address belongs to an authenticated peer."""
 
-_OVERFLOW = ("<overflow>", 0)
+_OVERFLOW: Peer = ("<overflow>", 0)
 
 
 class SourceLimiter:
@@ -116,8 +118,8 @@ class SourceLimiter:
         self._recheck = recheck
         self._is_trusted = is_trusted
         # source -> [tokens, last refill, rate, burst, next trust check]
-        self._current: dict[Hashable, list[float]] = {}
-        self._previous: dict[Hashable, list[float]] = {}
+        self._current: dict[Peer, list[float]] = {}
+        self._previous: dict[Peer, list[float]] = {}
         self._rotate_at = clock() + idle
         self._dropped = 0
         self._overflowed = 0
@@ -127,7 +129,7 @@ class SourceLimiter:
         """Install (or remove) the trust callback."""
         self._is_trusted = is_trusted
 
-    def allow(self, source: Hashable) -> bool:
+    def allow(self, source: Peer) -> bool:
         """Take one token for a datagram from ``source``.
 
         Returns:
@@ -154,7 +156,7 @@ class SourceLimiter:
         entry[0] = tokens
         return self._exhausted(source, entry, now)
 
-    def _exhausted(self, source: Hashable, entry: list[float], now: float) -> bool:
+    def _exhausted(self, source: Peer, entry: list[float], now: float) -> bool:
         check = self._is_trusted
         if check is not None and entry[2] < self._trusted_rate and now >= entry[4]:
             if check(source):
@@ -195,7 +197,7 @@ class SourceLimiter:
         self._current = {}
         self._rotate_at = now + self._idle
 
-    def is_limited(self, source: Hashable) -> bool:
+    def is_limited(self, source: Peer) -> bool:
         """Whether ``source`` currently has an empty bucket (diagnostics)."""
         entry = self._current.get(source) or self._previous.get(source)
         if entry is None:

@@ -37,7 +37,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from msgin5g.coap.exchange import Peer
+from msgin5g.coap.address import Peer
+from msgin5g.coap.message import encode_uint
+from msgin5g.coap.numbers import OptionNumber
 
 __all__ = [
     "SEQUENCE_MODULUS",
@@ -55,6 +57,8 @@ TICKS_PER_SECOND = 1 << 15
 """Clock ticks per second that drive the sequence numbers (see module docstring)."""
 
 _MASK = SEQUENCE_MODULUS - 1
+_OBSERVE = int(OptionNumber.OBSERVE)
+_CONTENT_FORMAT = int(OptionNumber.CONTENT_FORMAT)
 _HALF = 1 << 23
 
 
@@ -125,3 +129,32 @@ class ObserverTable:
     def forget(self, peer: Peer, token: bytes) -> bool:
         """Drop the observation's state; True if it existed."""
         return self._seq.pop((peer, token), None) is not None
+
+    def notification_options(
+        self,
+        peer: Peer,
+        token: bytes,
+        *,
+        final: bool,
+        content_format: int | None,
+        options: list[tuple[int, bytes]] | None = None,
+    ) -> tuple[int | None, list[tuple[int, bytes]]]:
+        """The options of the next notification of ``(peer, token)`` (RFC 7641 §4.2).
+
+        ``options``, then Observe with the next sequence number (none for a
+        ``final`` notification, which also forgets the observation, §3.2), then
+        Content-Format when given.
+
+        Returns:
+            the sequence number (None when ``final``) and the options.
+        """
+        opts = list(options) if options else []
+        seq: int | None = None
+        if final:
+            self.forget(peer, token)
+        else:
+            seq = self.next(peer, token)
+            opts.append((_OBSERVE, encode_uint(seq)))
+        if content_format is not None:
+            opts.append((_CONTENT_FORMAT, encode_uint(content_format)))
+        return seq, opts

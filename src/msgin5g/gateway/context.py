@@ -2,10 +2,9 @@
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
 
+from msgin5g.coap.address import host_port
 from msgin5g.coap.endpoint import Endpoint
-from msgin5g.coap.exchange import Peer
 from msgin5g.gateway.cache import GatewayState
 from msgin5g.gateway.config import GatewayConfig
 from msgin5g.gateway.upstream import Upstream
@@ -36,9 +35,3 @@ class GatewayContext:
     local: Callable[[], Endpoint]
     tasks: Supervisor
     clock: Clock
-
-
-def host_port(peer: Peer) -> tuple[str, int]:
-    """(host, port) of a peer address as the socket reported it."""
-    address = cast(tuple[Any, ...], peer)
-    return str(address[0]), int(address[1])

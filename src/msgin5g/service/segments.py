@@ -141,7 +141,7 @@ class SegmentService:
         if contact is None:
             return
         try:
-            await self._deliverer.deliver(contact, item)  # type: ignore[arg-type]
+            await self._deliverer.deliver(contact, item)
         except ServiceError as exc:
             log.info("could not send %s to %s: %s", type(item).__name__, ue, exc)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from msgin5g.coap import CoapMessage, Code, Dispatch, MessageLayer, Send, Type
-from msgin5g.coap.exchange import _ENTRY_OVERHEAD
+from msgin5g.coap.dedup import ANSWERED, ENTRY_OVERHEAD
 from msgin5g.coap.message import uri_path_options
 
 
@@ -39,9 +39,9 @@ def test_cache_stays_under_its_byte_bound() -> None:
         stats = layer.stats()
         peak = max(peak, stats["dedup_bytes"])
         # what is charged is what is stored
-        assert stats["dedup_bytes"] >= stats["dedup_entries"] * _ENTRY_OVERHEAD
+        assert stats["dedup_bytes"] >= stats["dedup_entries"] * ENTRY_OVERHEAD
     # exact to within one entry per generation (the swap is checked on insertion)
-    assert peak <= bound + 2 * (_ENTRY_OVERHEAD + len(body) + 16)
+    assert peak <= bound + 2 * (ENTRY_OVERHEAD + len(body) + 16)
     assert layer.stats()["dedup_entries"] < 20_000
     # a recent request is still recognised as a duplicate
     (replay,) = layer.receive(con_post(19_999 & 0xFFFF), ("192.0.2.1", 10_000))
@@ -71,7 +71,7 @@ def test_replies_to_requests_in_flight_at_the_swap_are_bounded() -> None:
         request
         for request in pending
         if layer.stats()["dedup_entries"]
-        and layer._cache.get((peer, request.mid)) == 4  # _ANSWERED
+        and layer._cache.get((peer, request.mid)) == ANSWERED
     ]
     assert dropped
     assert layer.receive(con_post(dropped[0].mid), peer) == []

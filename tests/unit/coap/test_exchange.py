@@ -449,7 +449,7 @@ def test_layer_many_exchanges_keep_heap_small(clock: FakeClock) -> None:
         layer.receive(
             CoapMessage(Type.ACK, Code.CHANGED, out.mid, out.token).encode(), PEER
         )
-    assert len(layer._heap) < 10_000
+    assert len(layer._out._heap) < 10_000
     assert layer.next_deadline() is None
 
 

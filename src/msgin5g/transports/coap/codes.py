@@ -46,7 +46,7 @@ ERROR_CODES: dict[type[MSGin5GError], tuple[int, FailureCause]] = {
 def code_for(exc: MSGin5GError) -> tuple[int, FailureCause]:
     """The CoAP code and failure cause for an error (most specific class wins)."""
     for cls in type(exc).__mro__:
-        entry = ERROR_CODES.get(cls)  # type: ignore[arg-type]
+        entry = ERROR_CODES.get(cls)
         if entry is not None:
             return entry
     return Code.INTERNAL_SERVER_ERROR, FailureCause.INTERNAL_ERROR

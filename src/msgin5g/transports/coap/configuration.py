@@ -22,29 +22,25 @@ import logging
 import socket
 from typing import Protocol
 
-import msgspec
-
-from msgin5g.coap.endpoint import Request
 from msgin5g.coap.message import CoapMessage, make_response
-from msgin5g.coap.numbers import Code, OptionNumber
-from msgin5g.codec.ue_payload import decode_config_request, encode, message_type_of
+from msgin5g.coap.numbers import Code, ContentFormat, OptionNumber
+from msgin5g.coap.resource import Request
+from msgin5g.coap_binding import error_response, json_response, require_json
+from msgin5g.codec.ue_payload import decode_config_request
 from msgin5g.errors import DecodeError
 from msgin5g.logsafe import LogThrottle
-from msgin5g.model.messages import ConfReq, ErrorBody
+from msgin5g.model.messages import ConfReq
 from msgin5g.service.configuration import ConfigurationService, render_document
 from msgin5g.service.messaging import MessagingService
 from msgin5g.spec.causes import FailureCause, Result
-from msgin5g.spec.coap import CONTENT_FORMAT_JSON
+from msgin5g.spec.coap import CONFIG_PATH, CONTENT_FORMAT_JSON
 
 __all__ = ["CONFIG_PATH", "CONTENT_FORMAT_XML", "ConfigurationResource"]
 
 log = logging.getLogger(__name__)
 _throttled = LogThrottle(log)
 
-CONFIG_PATH: tuple[str, ...] = ("msgin5g", "config")
-"""Uri-Path of the configuration resource (PROJECT CHOICE)."""
-
-CONTENT_FORMAT_XML = 41
+CONTENT_FORMAT_XML = int(ContentFormat.XML)
 """``application/xml`` (RFC 7252 §12.3)."""
 
 
@@ -80,18 +76,15 @@ class ConfigurationResource:
     async def render_post(self, request: Request) -> CoapMessage:
         """Handle a POST to ``/msgin5g/config``."""
         message = request.message
-        if message.content_format != CONTENT_FORMAT_JSON:
+        refused = require_json(message)
+        if refused is not None:
             _throttled.log(
                 "config-content-format",
                 logging.INFO,
                 "4.15 from %s on /msgin5g/config",
                 request.peer,
             )
-            return _error(
-                message,
-                Code.UNSUPPORTED_CONTENT_FORMAT,
-                "Content-Format must be 50 (application/json)",
-            )
+            return refused
         accept = message.uint_opt(OptionNumber.ACCEPT)
         if accept not in (None, CONTENT_FORMAT_JSON, CONTENT_FORMAT_XML):
             return make_response(message, Code.NOT_ACCEPTABLE)
@@ -105,7 +98,9 @@ class ConfigurationResource:
                 request.peer,
                 exc,
             )
-            return _error(message, Code.BAD_REQUEST, str(exc))
+            return error_response(
+                message, Code.BAD_REQUEST, FailureCause.INVALID_MESSAGE, str(exc)
+            )
         address = self.server_address(message)
         if isinstance(config_request, ConfReq):
             response = await self.configuration.configure(config_request, address)
@@ -116,23 +111,6 @@ class ConfigurationResource:
                     render_document(response).encode(),
                     content_format=CONTENT_FORMAT_XML,
                 )
-            return _json(message, response)
+            return json_response(message, Code.CONTENT, response)
         bulk = await self.configuration.bulk_configure(config_request, address)
-        return _json(message, bulk)
-
-
-def _json(request: CoapMessage, body: msgspec.Struct) -> CoapMessage:
-    return make_response(
-        request, Code.CONTENT, encode(body), content_format=CONTENT_FORMAT_JSON
-    )
-
-
-def _error(request: CoapMessage, code: int, detail: str) -> CoapMessage:
-    body = ErrorBody(
-        message_type=message_type_of(request.payload) or "ERROR",
-        failure_cause=FailureCause.INVALID_MESSAGE.value,
-        detail=detail[:300],
-    )
-    return make_response(
-        request, code, encode(body), content_format=CONTENT_FORMAT_JSON
-    )
+        return json_response(message, Code.CONTENT, bulk)

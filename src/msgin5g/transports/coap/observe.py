@@ -40,12 +40,12 @@ import logging
 from datetime import UTC, datetime
 from functools import partial
 
-import msgspec
-
-from msgin5g.coap.endpoint import Endpoint, Request
-from msgin5g.coap.exchange import Peer
+from msgin5g.coap.address import Peer
+from msgin5g.coap.endpoint import Endpoint
 from msgin5g.coap.message import CoapMessage, encode_uint, make_response
 from msgin5g.coap.numbers import Code, OptionNumber
+from msgin5g.coap.resource import Request
+from msgin5g.coap_binding import error_response, json_response
 from msgin5g.codec.ue_payload import encode
 from msgin5g.errors import (
     InvalidRequest,
@@ -59,7 +59,6 @@ from msgin5g.errors import (
     TransportError,
 )
 from msgin5g.model.messages import (
-    ErrorBody,
     Msg,
     TopicResult,
     TopicSubResp,
@@ -69,7 +68,7 @@ from msgin5g.model.registry import Contact
 from msgin5g.service.messaging import MessagingService
 from msgin5g.service.topics import check_topic
 from msgin5g.spec.causes import Result
-from msgin5g.spec.coap import CONTENT_FORMAT_JSON, MSGIN5G_PATH
+from msgin5g.spec.coap import MSGIN5G_PATH
 from msgin5g.transports.coap.codes import code_for
 
 __all__ = ["TOPICS_PATH", "ObserveResource"]
@@ -149,15 +148,7 @@ class ObserveResource:
                 request.peer,
                 detail,
             )
-            return _json(
-                message,
-                code,
-                ErrorBody(
-                    message_type="TOPICSUB",
-                    failure_cause=cause.value,
-                    detail=detail[:300],
-                ),
-            )
+            return error_response(message, code, cause, detail, message_type="TOPICSUB")
 
     async def _register(
         self, request: Request, ue: str, topic: str, contact: Contact
@@ -176,7 +167,7 @@ class ObserveResource:
             topic_results=[TopicResult(messaging_topic=topic, result=Result.SUCCESS)],
             expiration=datetime.fromtimestamp(expires_at, UTC),
         )
-        return _json(
+        return json_response(
             request.message, Code.CONTENT, body, [(_OBSERVE, encode_uint(seq))]
         )
 
@@ -190,7 +181,7 @@ class ObserveResource:
             originating_ue_service_id=ue,
             topic_results=[TopicResult(messaging_topic=topic, result=Result.SUCCESS)],
         )
-        return _json(request.message, Code.CONTENT, body)
+        return json_response(request.message, Code.CONTENT, body)
 
     def _status(self, message: CoapMessage, ue: str, topic: str) -> CoapMessage:
         subscription = self._service.topics.subscription(topic, ue)
@@ -201,7 +192,7 @@ class ObserveResource:
             topic_results=[TopicResult(messaging_topic=topic, result=Result.SUCCESS)],
             expiration=datetime.fromtimestamp(subscription.expires_at, UTC),
         )
-        return _json(message, Code.CONTENT, body)
+        return json_response(message, Code.CONTENT, body)
 
     # TopicNotifier port ---------------------------------------------------------
 
@@ -327,16 +318,4 @@ def _requested_lifetime(message: CoapMessage) -> float | None:
 
 
 def _contact(peer: Peer) -> Contact:
-    host, port = peer[0], peer[1]  # type: ignore[index]
-    return Contact(str(host), int(port))
-
-
-def _json(
-    request: CoapMessage,
-    code: int,
-    body: msgspec.Struct,
-    options: list[tuple[int, bytes]] | None = None,
-) -> CoapMessage:
-    return make_response(
-        request, code, encode(body), content_format=CONTENT_FORMAT_JSON, options=options
-    )
+    return Contact(peer[0], peer[1])

@@ -34,23 +34,29 @@ import logging
 from functools import partial
 from urllib.parse import urlsplit
 
-import msgspec
-
+from msgin5g.coap.address import Peer
 from msgin5g.coap.endpoint import Endpoint, Request, Site
-from msgin5g.coap.exchange import Peer
 from msgin5g.coap.limits import SourceLimiter
-from msgin5g.coap.message import (
-    CoapMessage,
-    encode_uint,
-    make_response,
-    uri_path_options,
+from msgin5g.coap.message import CoapMessage, encode_uint, make_response
+from msgin5g.coap.numbers import (
+    Code,
+    OptionNumber,
+    TransmissionParameters,
+    Type,
+    code_str,
 )
-from msgin5g.coap.numbers import Code, OptionNumber, TransmissionParameters, Type
-from msgin5g.codec.ue_payload import Uplink, decode_uplink, encode, message_type_of
+from msgin5g.coap_binding import (
+    error_response,
+    json_response,
+    post_options,
+    require_json,
+)
+from msgin5g.codec.ue_payload import Uplink, decode_uplink, encode
 from msgin5g.config import CoapConfig
 from msgin5g.errors import (
     DecodeError,
     DeliveryRejected,
+    InvalidRequest,
     MSGin5GError,
     RecipientUnreachable,
     RemoteReset,
@@ -65,7 +71,6 @@ from msgin5g.model.messages import (
     BulkReg,
     Dereg,
     DownlinkItem,
-    ErrorBody,
     Imdn,
     Msg,
     Reg,
@@ -77,9 +82,9 @@ from msgin5g.model.messages import (
 from msgin5g.model.registry import Contact
 from msgin5g.service.messaging import MessagingService
 from msgin5g.spec.causes import FailureCause
-from msgin5g.spec.coap import CONTENT_FORMAT_JSON, MSGIN5G_PATH
+from msgin5g.spec.coap import CONFIG_PATH, MSGIN5G_PATH
 from msgin5g.transports.coap.codes import code_for
-from msgin5g.transports.coap.configuration import CONFIG_PATH, ConfigurationResource
+from msgin5g.transports.coap.configuration import ConfigurationResource
 from msgin5g.transports.coap.observe import TOPICS_PATH, ObserveResource
 
 __all__ = ["CoapTransport"]
@@ -87,7 +92,13 @@ __all__ = ["CoapTransport"]
 log = logging.getLogger(__name__)
 _throttled = LogThrottle(log)
 
-_CF_JSON = [(OptionNumber.CONTENT_FORMAT, encode_uint(CONTENT_FORMAT_JSON))]
+_CON_ONLY = (Reg, Dereg, BulkReg, BulkDereg)
+"""Requests whose answer carries the procedure's outcome: the CR requires CON
+(digest §2.2 rule 1, §3.2.2 step 1, §3.3 step 1); sent NON they are refused with
+4.00 ``INVALID_MESSAGE`` (digest §5.1) and the procedure does not run."""
+
+_json = json_response  # the name the dispatch chain uses
+_NON = int(Type.NON)
 
 
 class CoapTransport:
@@ -185,17 +196,18 @@ class CoapTransport:
                     "4.13 from %s: block-wise request",
                     request.peer,
                 )
-                size1 = [(OptionNumber.SIZE1, encode_uint(self.config.max_payload))]
-                response = _error(
+                return error_response(
                     message,
                     Code.REQUEST_ENTITY_TOO_LARGE,
                     FailureCause.PAYLOAD_TOO_LARGE,
                     "block-wise transfer is not supported; MSGin5G segments large "
                     "payloads instead (TS 23.554 §8.5)",
+                    options=[
+                        (OptionNumber.SIZE1, encode_uint(self.config.max_payload))
+                    ],
                 )
-                response.options.extend(size1)
-                return response
-            if message.content_format != CONTENT_FORMAT_JSON:
+            refused = require_json(message)
+            if refused is not None:
                 _throttled.log(
                     "content-format",
                     logging.INFO,
@@ -203,13 +215,14 @@ class CoapTransport:
                     request.peer,
                     message.content_format,
                 )
-                return _error(
-                    message,
-                    Code.UNSUPPORTED_CONTENT_FORMAT,
-                    FailureCause.INVALID_MESSAGE,
-                    "Content-Format must be 50 (application/json)",
-                )
+                return refused
             uplink = decode_uplink(message.payload)
+            if message.mtype == _NON and isinstance(uplink, _CON_ONLY):
+                raise InvalidRequest(
+                    f"{type(uplink).__struct_config__.tag} must be sent Confirmable "
+                    "(T = 0): its "
+                    "answer is the procedure's outcome (TS 24.538 §6.1, §6.3.1.1.1)"
+                )
             return await self._dispatch(uplink, request.peer, message)
         except MSGin5GError as exc:
             code, cause = code_for(exc)
@@ -231,7 +244,7 @@ class CoapTransport:
                     request.peer,
                     detail,
                 )
-            return _error(message, code, cause, detail)
+            return error_response(message, code, cause, detail)
 
     async def _dispatch(
         self,
@@ -320,7 +333,7 @@ class CoapTransport:
     def _request_for(self, contact: Contact, item: DownlinkItem) -> CoapMessage:
         options = self._paths.get(contact.path)
         if options is None:
-            options = uri_path_options(contact.path) + _CF_JSON
+            options = post_options(contact.path)
             self._paths[contact.path] = options
         return CoapMessage(Type.CON, Code.POST, options=options, payload=encode(item))
 
@@ -338,8 +351,8 @@ def _check(code: int) -> None:
     if 64 <= code < 128:
         return
     if 128 <= code < 160:
-        raise DeliveryRejected(f"client answered {code >> 5}.{code & 31:02d}")
-    raise RecipientUnreachable(f"client answered {code >> 5}.{code & 31:02d}")
+        raise DeliveryRejected(f"client answered {code_str(code)}")
+    raise RecipientUnreachable(f"client answered {code_str(code)}")
 
 
 def _settle(
@@ -364,8 +377,7 @@ def _settle(
 
 
 def _contact(peer: Peer) -> Contact:
-    host, port = peer[0], peer[1]  # type: ignore[index]
-    return Contact(str(host), int(port))
+    return Contact(peer[0], peer[1])
 
 
 def _location_path(address: str) -> list[tuple[int, bytes]] | None:
@@ -376,25 +388,3 @@ def _location_path(address: str) -> list[tuple[int, bytes]] | None:
     return [
         (OptionNumber.LOCATION_PATH, part.encode()) for part in path.split("/") if part
     ] or None
-
-
-def _error(
-    request: CoapMessage, code: int, cause: FailureCause, detail: str
-) -> CoapMessage:
-    body = ErrorBody(
-        message_type=message_type_of(request.payload) or "ERROR",
-        failure_cause=cause.value,
-        detail=detail[:300],
-    )
-    return _json(request, code, body)
-
-
-def _json(
-    request: CoapMessage,
-    code: int,
-    body: msgspec.Struct,
-    options: list[tuple[int, bytes]] | None = None,
-) -> CoapMessage:
-    return make_response(
-        request, code, encode(body), content_format=CONTENT_FORMAT_JSON, options=options
-    )

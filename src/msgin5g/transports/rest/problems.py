@@ -89,7 +89,7 @@ CAUSE_STATUS: dict[str, int] = {
 def status_for(exc: MSGin5GError) -> tuple[int, str]:
     """The HTTP status and ``cause`` for an error."""
     for cls in type(exc).__mro__:
-        entry = ERROR_STATUS.get(cls)  # type: ignore[arg-type]
+        entry = ERROR_STATUS.get(cls)
         if entry is not None:
             status, cause = entry
             if isinstance(exc, ServiceError):
