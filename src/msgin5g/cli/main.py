@@ -305,8 +305,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         package = missing_extra(exc)
         if package is None:
             raise
+        command = args.command
+        if command == "ue":
+            command = f"ue {args.ue_command}"
         print(
-            f"msgin5g: '{args.command}' needs the server stack ({package} is not "
+            f"msgin5g: '{command}' needs the server stack ({package} is not "
             "installed)",
             file=sys.stderr,
         )
