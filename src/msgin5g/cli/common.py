@@ -10,6 +10,8 @@ import os
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import asyncio
+
     from msgin5g.config import ServerConfig
 
 __all__ = [
@@ -18,6 +20,7 @@ __all__ = [
     "missing_extra",
     "print_provisioned",
     "server_config",
+    "stop_on_signals",
 ]
 
 SERVER_EXTRA = frozenset(
@@ -87,3 +90,17 @@ def missing_extra(exc: ModuleNotFoundError) -> str | None:
     """The server-extra package whose absence ``exc`` reports, or None."""
     root = (exc.name or "").partition(".")[0]
     return root if root in SERVER_EXTRA else None
+
+
+def stop_on_signals() -> "asyncio.Event":
+    """An event set by SIGINT or SIGTERM (call in the running loop, before start-up)."""
+    import asyncio
+    import contextlib
+    import signal
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    return stop

@@ -7,15 +7,14 @@ as a simulated constrained UE. Needs the device library only.
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
 import os
-import signal
 from typing import Any
 
 import msgspec
 
+from msgin5g.cli.common import stop_on_signals
 from msgin5g.coap.endpoint import Endpoint
 from msgin5g.coap.message import CoapMessage, uri_path_options
 from msgin5g.coap.numbers import Code, Type
@@ -28,11 +27,7 @@ __all__ = ["run_gateway", "run_via_gateway"]
 
 
 async def _serve(config: GatewayConfig) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     async with Gateway(config) as gateway:
         print(f"msgin5g: gateway serving constrained UEs on {gateway.uri}", flush=True)
         await stop.wait()

@@ -309,8 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command == "ue":
             command = f"ue {args.ue_command}"
         print(
-            f"msgin5g: '{command}' needs the server stack ({package} is not "
-            "installed)",
+            f"msgin5g: '{command}' needs the server stack ({package} is not installed)",
             file=sys.stderr,
         )
         print("hint: pip install 'msgin5g[server]'", file=sys.stderr)

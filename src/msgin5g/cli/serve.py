@@ -7,15 +7,13 @@ The commands that open the server's storage or run the server. Imported by
 
 import argparse
 import asyncio
-import contextlib
 import gc
 import logging
-import signal
 import sys
 from typing import Any
 
 from msgin5g import logsafe
-from msgin5g.cli.common import print_provisioned, server_config
+from msgin5g.cli.common import print_provisioned, server_config, stop_on_signals
 from msgin5g.config import ServerConfig
 from msgin5g.server import Server, list_ues, provision_ue, remove_ue
 from msgin5g.server.applications import provision_as_client
@@ -32,11 +30,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 async def _serve(config: ServerConfig) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     async with Server(config) as server:
         # start-up objects (registrations, tables) never die: keep them out of
         # every later collection (PERFORMANCE.md: full collections grow with them)
