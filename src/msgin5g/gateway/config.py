@@ -7,7 +7,7 @@ bulk defaults are the digest's §5.5 values (``BULK_MAX_SIZE`` 50, ``BULK_MAX_WA
 ``coap.max_payload`` (4096 octets, digest §5.1), see ``docs/gateway.md``.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from msgin5g.config import parse_hostport
 from msgin5g.errors import ConfigError
@@ -21,7 +21,7 @@ class GatewayConfig:
 
     ue_service_id: str
     """The gateway's own UE Service ID (it registers with the server as a UE)."""
-    secret: str | None = None
+    secret: str | None = field(default=None, repr=False)
     """The gateway's provisioned secret (its PSK_TOKEN is derived from it)."""
     server: str = "coap://127.0.0.1:5683"
     """MSGin5G Server URI (``coap://host[:port][/path]``)."""
