@@ -38,6 +38,7 @@ def add_gateway_parser(commands: "argparse._SubParsersAction[Any]") -> None:
         default=os.environ.get("MSGIN5G_SERVER", "coap://127.0.0.1:5683"),
         help="server URI (default coap://127.0.0.1:5683 or MSGIN5G_SERVER)",
     )
+    _add_service_id(gateway)
     gateway.add_argument(
         "--listen",
         default="0.0.0.0:5693",
@@ -80,6 +81,17 @@ def add_ue_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--wait-time", type=int, help="with --via-gateway: waitTime in seconds"
+    )
+    _add_service_id(parser)
+
+
+def _add_service_id(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--service-id",
+        default=os.environ.get("MSGIN5G_SERVICE_ID", "org.3gpp.msgin5g"),
+        metavar="ID",
+        help="msgin5gServiceId on the gateway links: the server's coap.service_id "
+        "(default org.3gpp.msgin5g or MSGIN5G_SERVICE_ID)",
     )
 
 

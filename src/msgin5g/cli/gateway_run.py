@@ -59,6 +59,7 @@ def run_gateway(args: argparse.Namespace) -> int:
         ue_service_id=args.gateway_id,
         secret=args.secret or os.environ.get("MSGIN5G_SECRET"),
         server=args.server,
+        service_id=args.service_id,
         listen=args.listen,
         storage=args.storage,
         batch_size=args.batch_size,
@@ -81,7 +82,11 @@ async def run_via_gateway(args: argparse.Namespace) -> int:
     secret = args.secret or os.environ.get("MSGIN5G_SECRET")
     bind = parse_hostport(args.bind, default_port=0)
     async with ConstrainedUE(
-        args.ue_service_id, secret, gateway=args.via_gateway, bind=bind
+        args.ue_service_id,
+        secret,
+        gateway=args.via_gateway,
+        bind=bind,
+        service_id=args.service_id,
     ) as ue:
         call = ue.register if args.ue_command == "register" else ue.deregister
         outcome = await call(urgent=args.urgent, wait_time=args.wait_time)

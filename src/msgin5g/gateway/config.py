@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from msgin5g.config import parse_hostport
 from msgin5g.errors import ConfigError
+from msgin5g.spec.delivery import MSGIN5G_SERVICE_ID
 
 __all__ = ["GatewayConfig"]
 
@@ -25,6 +26,10 @@ class GatewayConfig:
     """The gateway's provisioned secret (its PSK_TOKEN is derived from it)."""
     server: str = "coap://127.0.0.1:5683"
     """MSGin5G Server URI (``coap://host[:port][/path]``)."""
+    service_id: str = MSGIN5G_SERVICE_ID
+    """The MSGin5G service identifier (``msgin5gServiceId``) the gateway puts on
+    its messages and requires on those of constrained UEs: the server's
+    ``coap.service_id``."""
     listen: str = "0.0.0.0:5693"
     """Local CoAP address served to constrained UEs (MSGin5G-5/-6)."""
     upstream_bind: str = "0.0.0.0:0"
