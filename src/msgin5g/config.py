@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from msgin5g.errors import ConfigError
+from msgin5g.spec.delivery import MSGIN5G_SERVICE_ID
 
 __all__ = [
     "DEFAULT_TARGET_NETWORKS",
@@ -71,6 +72,10 @@ class CoapConfig:
 
     bind: str = "0.0.0.0:5683"
     """Address and UDP port to listen on (``HOST:PORT``; ``[::]:5683`` for IPv6)."""
+    service_id: str = MSGIN5G_SERVICE_ID
+    """The MSGin5G service identifier (digest §1.2, a PROJECT CHOICE value): a
+    ``msgin5gServiceId`` a client sends must equal it (else 4.00). It is also the
+    SEAL VAL service ID (``seal.val_service_id`` follows it unless set)."""
     max_payload: int = 4096
     """Largest request payload in octets; larger gets 4.13 (digest §5.5)."""
     max_concurrent_requests: int = 20000
@@ -102,6 +107,8 @@ class CoapConfig:
 
     def __post_init__(self) -> None:
         parse_hostport(self.bind)
+        if not 0 < len(self.service_id) <= 255 or not self.service_id.isprintable():
+            raise ConfigError("coap.service_id: 1 to 255 printable characters")
         if self.source_rate < 0:
             raise ConfigError("coap.source_rate: must not be negative (0: off)")
         if self.source_burst < 1 or self.trusted_burst < 1:
@@ -385,8 +392,10 @@ class SealConfig:
     ``http://seal.example:8080``); groups are then resolved there with
     ``GET {gm_url}/ss-gm/v1/group-documents?val-group-id=…``. Empty: msgin5g
     hosts the groups itself and serves the API at ``/ss-gm/v1``."""
-    val_service_id: str = "msgin5g"
-    """VAL service identifier of the MSGin5G Service (``val-service-id``)."""
+    val_service_id: str = MSGIN5G_SERVICE_ID
+    """VAL service identifier of the MSGin5G Service (``val-service-id``). TS
+    23.554 makes it the MSGin5G service identifier: unless set, it is
+    ``coap.service_id`` (so one setting changes both)."""
     timeout: float = 5.0
     """Timeout of one request to the external group management server (s)."""
 
@@ -498,6 +507,16 @@ _SECTIONS: dict[str, type[Any]] = {
 _SHORTCUTS = {"MSGIN5G_COAP": ("coap", "bind"), "MSGIN5G_HTTP": ("rest", "bind")}
 
 
+def _one_service_id(merged: dict[str, dict[str, Any]]) -> None:
+    """``seal.val_service_id`` follows ``coap.service_id`` unless set itself.
+
+    TS 23.554 uses the MSGin5G service identifier as the SEAL VAL service ID
+    (digest §1.2): one setting changes both.
+    """
+    if "service_id" in merged["coap"]:
+        merged["seal"].setdefault("val_service_id", merged["coap"]["service_id"])
+
+
 def load_config(
     path: str | Path | None = None,
     environ: Mapping[str, str] | None = None,
@@ -541,5 +560,6 @@ def load_config(
         if section not in _SECTIONS or not key:
             raise ConfigError(f"{dotted}: expected section.key")
         merged[section][key] = value
+    _one_service_id(merged)
     built = {name: _build(cls, name, merged[name]) for name, cls in _SECTIONS.items()}
     return ServerConfig(**built)

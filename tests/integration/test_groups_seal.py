@@ -18,6 +18,7 @@ from msgin5g.config import load_config
 from msgin5g.errors import RemoteError
 from msgin5g.model.messages import Msg
 from msgin5g.server import Server, provision_ue
+from msgin5g.spec.delivery import MSGIN5G_SERVICE_ID
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -73,7 +74,7 @@ async def test_group_messaging_through_an_external_gm_server(tmp_path: Path) -> 
                 json={
                     "valGroupId": "valves",
                     "members": members,
-                    "valServiceIds": ["msgin5g"],
+                    "valServiceIds": [MSGIN5G_SERVICE_ID],
                 },
             )
             assert created.status_code == 201, created.text

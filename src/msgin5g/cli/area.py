@@ -7,20 +7,13 @@ server sees changes within ``delivery.group_cache_ttl`` seconds.
 
 import argparse
 import json
-import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from msgin5g.config import load_config
-from msgin5g.server.areas import (
-    assign_ues,
-    delete_area,
-    get_area,
-    list_areas,
-    put_area,
-    unassign_ues,
-)
-from msgin5g.service.broadcast import BroadcastArea
+from msgin5g.cli.common import add_storage, server_config
+
+if TYPE_CHECKING:
+    from msgin5g.service.broadcast import BroadcastArea
 
 __all__ = ["add_area_parser", "area_json", "run_area"]
 
@@ -109,7 +102,7 @@ def add_area_parser(commands: Any) -> None:
         help="only these AS Service IDs may broadcast here (repeatable; "
         "default: every registered AS)",
     )
-    _storage(create)
+    add_storage(create)
 
     for name, text, what in (
         ("assign", "assign UEs to an area", "Add"),
@@ -125,15 +118,15 @@ def add_area_parser(commands: Any) -> None:
         )
         parser.add_argument("area_id", metavar="AREA")
         parser.add_argument("ues", nargs="+", metavar="UE", help="UE Service ID")
-        _storage(parser)
+        add_storage(parser)
     for name, text in (
         ("show", "print one area as JSON"),
         ("delete", "delete an area"),
     ):
         parser = actions.add_parser(name, help=text, description=text)
         parser.add_argument("area_id", metavar="AREA")
-        _storage(parser)
-    _storage(
+        add_storage(parser)
+    add_storage(
         actions.add_parser(
             "list",
             help="list areas",
@@ -143,16 +136,7 @@ def add_area_parser(commands: Any) -> None:
     )
 
 
-def _storage(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="FILE", help="TOML configuration file")
-    parser.add_argument(
-        "--storage",
-        metavar="URL",
-        help="storage URL (default sqlite:///./msgin5g.db; or memory:)",
-    )
-
-
-def area_json(area: BroadcastArea) -> dict[str, Any]:
+def area_json(area: "BroadcastArea") -> dict[str, Any]:
     """The JSON the CLI prints for an area."""
     return {
         "areaId": area.area_id,
@@ -164,16 +148,24 @@ def area_json(area: BroadcastArea) -> dict[str, Any]:
     }
 
 
-def _senders(area: BroadcastArea) -> str:
+def _senders(area: "BroadcastArea") -> str:
     senders = ",".join(area.allowed_as) if area.allowed_as else "any AS"
     return senders + (" + UEs" if area.ue_may_send else "")
 
 
 async def run_area(args: argparse.Namespace) -> int:
     """Execute an ``area`` action; returns the exit status."""
-    environ = {k: v for k, v in os.environ.items() if k.startswith("MSGIN5G_")}
-    overrides = {"storage.url": args.storage} if args.storage else {}
-    storage = load_config(args.config, environ, overrides).storage
+    from msgin5g.server.areas import (
+        assign_ues,
+        delete_area,
+        get_area,
+        list_areas,
+        put_area,
+        unassign_ues,
+    )
+    from msgin5g.service.broadcast import BroadcastArea
+
+    storage = server_config(args).storage
     url = storage.url
     command = args.area_command
     if command == "list":

@@ -1,33 +1,18 @@
-"""``msgin5g gateway``: run a Gateway UE, or show a running one's status.
+"""``msgin5g gateway``: the parser (running it: :mod:`msgin5g.cli.gateway_run`).
 
 ``msgin5g gateway --id GW --secret S --server coap://… --listen HOST:PORT``
 runs the gateway until SIGINT/SIGTERM; ``msgin5g gateway status --listen
 HOST:PORT`` asks the running gateway (``GET /msgin5g/gateway``, loopback only)
 and prints its cached requests and queues as JSON. ``add_ue_options`` adds the
-``--via-gateway`` options of ``msgin5g ue register|deregister``, and
-:func:`run_via_gateway` runs them with a simulated constrained UE.
+``--via-gateway`` options of ``msgin5g ue register|deregister``. Light: this
+module is imported to build the parser on every start.
 """
 
 import argparse
-import asyncio
-import contextlib
-import json
-import logging
 import os
-import signal
 from typing import Any
 
-import msgspec
-
-from msgin5g.coap.endpoint import Endpoint
-from msgin5g.coap.message import CoapMessage, uri_path_options
-from msgin5g.coap.numbers import Code, Type
-from msgin5g.config import parse_hostport
-from msgin5g.errors import ConfigError, RemoteError
-from msgin5g.gateway import ConstrainedUE, Gateway, GatewayConfig
-from msgin5g.spec.coap import GATEWAY_STATUS_PATH
-
-__all__ = ["add_gateway_parser", "add_ue_options", "run_gateway", "run_via_gateway"]
+__all__ = ["add_gateway_parser", "add_ue_options", "run_gateway"]
 
 
 def add_gateway_parser(commands: "argparse._SubParsersAction[Any]") -> None:
@@ -53,6 +38,7 @@ def add_gateway_parser(commands: "argparse._SubParsersAction[Any]") -> None:
         default=os.environ.get("MSGIN5G_SERVER", "coap://127.0.0.1:5683"),
         help="server URI (default coap://127.0.0.1:5683 or MSGIN5G_SERVER)",
     )
+    _add_service_id(gateway)
     gateway.add_argument(
         "--listen",
         default="0.0.0.0:5693",
@@ -96,78 +82,21 @@ def add_ue_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--wait-time", type=int, help="with --via-gateway: waitTime in seconds"
     )
+    _add_service_id(parser)
 
 
-async def _serve(config: GatewayConfig) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
-    async with Gateway(config) as gateway:
-        print(f"msgin5g: gateway serving constrained UEs on {gateway.uri}", flush=True)
-        await stop.wait()
-        logging.getLogger("msgin5g").info("gateway shutting down")
-
-
-async def _status(listen: str) -> int:
-    host, port = parse_hostport(listen)
-    if host in ("0.0.0.0", "::"):
-        host = "127.0.0.1"
-    async with await Endpoint.create(("127.0.0.1", 0)) as endpoint:
-        request = CoapMessage(
-            Type.CON,
-            Code.GET,
-            options=uri_path_options(GATEWAY_STATUS_PATH),
-        )
-        response = await endpoint.request(request, (host, port), timeout=10.0)
-    if response.code != Code.CONTENT:
-        raise RemoteError(response.code, response.payload)
-    print(json.dumps(msgspec.json.decode(response.payload), indent=2), flush=True)
-    return 0
+def _add_service_id(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--service-id",
+        default=os.environ.get("MSGIN5G_SERVICE_ID", "org.3gpp.msgin5g"),
+        metavar="ID",
+        help="msgin5gServiceId on the gateway links: the server's coap.service_id "
+        "(default org.3gpp.msgin5g or MSGIN5G_SERVICE_ID)",
+    )
 
 
 def run_gateway(args: argparse.Namespace) -> int:
     """Run ``msgin5g gateway [run|status]`` (call inside no event loop)."""
-    if args.action == "status":
-        return asyncio.run(_status(args.listen))
-    config = GatewayConfig(
-        ue_service_id=args.gateway_id,
-        secret=args.secret or os.environ.get("MSGIN5G_SECRET"),
-        server=args.server,
-        listen=args.listen,
-        storage=args.storage,
-        batch_size=args.batch_size,
-        max_wait=args.max_wait,
-        max_bulk_octets=args.max_bulk_octets,
-        retry_interval=args.retry_interval,
-    )
-    asyncio.run(_serve(config))
-    return 0
+    from msgin5g.cli.gateway_run import run_gateway as run
 
-
-async def run_via_gateway(args: argparse.Namespace) -> int:
-    """``msgin5g ue register|deregister --via-gateway URI``: print the answer.
-
-    Prints the ``REGRESP``/``DEREGRESP`` as one JSON line with the CoAP Message
-    IDs and Tokens of the request and of the gateway's matched POST.
-    """
-    if args.ue_command not in ("register", "deregister"):
-        raise ConfigError("--via-gateway applies to 'ue register' and 'ue deregister'")
-    secret = args.secret or os.environ.get("MSGIN5G_SECRET")
-    bind = parse_hostport(args.bind, default_port=0)
-    async with ConstrainedUE(
-        args.ue_service_id, secret, gateway=args.via_gateway, bind=bind
-    ) as ue:
-        call = ue.register if args.ue_command == "register" else ue.deregister
-        outcome = await call(urgent=args.urgent, wait_time=args.wait_time)
-    line: dict[str, Any] = json.loads(msgspec.json.encode(outcome.response))
-    line["coap"] = {
-        "requestMid": outcome.request_mid,
-        "requestToken": outcome.request_token.hex(),
-        "responseMid": outcome.response_mid,
-        "responseToken": outcome.response_token.hex(),
-        "piggybacked": outcome.piggybacked,
-    }
-    print(json.dumps(line, separators=(",", ":")), flush=True)
-    return 0 if outcome.succeeded else 1
+    return run(args)

@@ -8,16 +8,10 @@ and keeps their other content.
 
 import argparse
 import json
-import os
 import sys
 from typing import Any
 
-from msgin5g.config import load_config
-from msgin5g.server.admin import (
-    group_documents,
-    put_group,
-    remove_group_members,
-)
+from msgin5g.cli.common import add_storage, server_config
 
 __all__ = ["add_group_parser", "run_group"]
 
@@ -51,27 +45,22 @@ def add_group_parser(commands: Any) -> None:
         parser.add_argument(
             "members", nargs="*" if name == "create" else "+", metavar="UE"
         )
-        _storage(parser)
+        add_storage(parser)
     for name, text in (
         ("show", "print one group (UE members, valUeIds) as JSON"),
         ("delete", "delete a group"),
     ):
         parser = actions.add_parser(name, help=text)
         parser.add_argument("group_id", metavar="GROUP")
-        _storage(parser)
-    _storage(actions.add_parser("list", help="list groups and member counts"))
-
-
-def _storage(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="FILE", help="TOML configuration file")
-    parser.add_argument("--storage", metavar="URL", help="storage URL")
+        add_storage(parser)
+    add_storage(actions.add_parser("list", help="list groups and member counts"))
 
 
 async def run_group(args: argparse.Namespace) -> int:
     """Execute a ``group`` action; returns the exit status."""
-    environ = {k: v for k, v in os.environ.items() if k.startswith("MSGIN5G_")}
-    overrides = {"storage.url": args.storage} if args.storage else {}
-    config = load_config(args.config, environ, overrides)
+    from msgin5g.server.admin import put_group, remove_group_members
+
+    config = server_config(args)
     url = config.storage.url
     if config.seal.gm_url:
         print(
@@ -94,12 +83,16 @@ async def run_group(args: argparse.Namespace) -> int:
         return 1
     if command == "show":
         return await _show(url, args.group_id)
+    from msgin5g.server.admin import group_documents
+
     for document in await group_documents(url):
         print(f"{document.group_id}\t{len(document.member_targets)} members")
     return 0
 
 
 async def _show(url: str, group_id: str) -> int:
+    from msgin5g.server.admin import group_documents
+
     found = await group_documents(url, group_id)
     if not found:
         print(f"msgin5g: no group {group_id}")

@@ -1,38 +1,32 @@
-"""Argument parsing and sub-commands of ``msgin5g``.
+"""Argument parsing and dispatch of ``msgin5g``.
 
-``asyncio.run`` appears only here. Errors from the error tree are printed as one
-line plus their ``hint()``; the exit status is 1 for such errors and 2 for usage.
+``asyncio.run`` appears only in the CLI. Errors from the error tree are printed
+as one line plus their ``hint()``; the exit status is 1 for such errors and 2
+for usage.
+
+Start-up stays light: building the parser imports only the standard library and
+the parser halves of the command modules. What a command runs is imported when
+it runs: :mod:`.device` (device library only) for ``ue register|deregister|
+send|listen``, :mod:`.serve` (the server stack) for ``serve`` and ``ue add|
+list|remove``. A server command without ``pip install 'msgin5g[server]'``
+prints one line and a hint (:func:`main`).
 """
 
 import argparse
-import asyncio
-import base64
-import contextlib
-import gc
-import json
-import logging
 import os
-import signal
 import sys
 from collections.abc import Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any
-
-import msgspec
 
 from msgin5g import logsafe
 from msgin5g.cli import asapp
 from msgin5g.cli import gateway as gateway_cli
-from msgin5g.cli.area import add_area_parser, run_area
-from msgin5g.cli.group import add_group_parser, run_group
-from msgin5g.cli.topic import add_topic_parser, run_topic
-from msgin5g.client import Client
-from msgin5g.coap.endpoint import use_uvloop
-from msgin5g.config import ServerConfig, load_config
-from msgin5g.errors import ConfigError, MSGin5GError
-from msgin5g.model.messages import UeLocation
-from msgin5g.server import Server, list_ues, provision_ue, remove_ue
+from msgin5g.cli.area import add_area_parser
+from msgin5g.cli.common import add_storage, missing_extra
+from msgin5g.cli.group import add_group_parser
+from msgin5g.cli.topic import add_topic_parser
+from msgin5g.errors import MSGin5GError
 
 __all__ = ["build_parser", "main"]
 
@@ -52,15 +46,6 @@ AS side:       msgin5g as add                    provision an AS's OAuth2 client
 
 Configuration: --config FILE (TOML), MSGIN5G_* environment variables, options.
 """
-
-
-def _add_storage(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="FILE", help="TOML configuration file")
-    parser.add_argument(
-        "--storage",
-        metavar="URL",
-        help="storage URL (default sqlite:///./msgin5g.db; or memory:)",
-    )
 
 
 def _add_device(parser: argparse.ArgumentParser, *, location: bool = False) -> None:
@@ -97,14 +82,6 @@ def _add_location(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _location(args: argparse.Namespace) -> UeLocation | None:
-    cell = getattr(args, "cell", None)
-    area = getattr(args, "tracking_area", None)
-    if cell is None and area is None:
-        return None
-    return UeLocation(cell_id=cell, tracking_area_id=area)
-
-
 def _add_send(ue_commands: Any) -> None:
     """``msgin5g ue send``: its targets, payload and delivery options."""
     send = ue_commands.add_parser(
@@ -136,10 +113,17 @@ def _add_send(ue_commands: Any) -> None:
     body.add_argument("--text", help="payload text (UTF-8)")
     body.add_argument("--file", type=Path, help="payload file (binary)")
     send.add_argument("--report", action="store_true", help="ask for a delivery report")
-    send.add_argument(
+    expiry = send.add_mutually_exclusive_group()
+    expiry.add_argument(
         "--store-until",
         metavar="TIME",
         help="RFC 3339 expiry of the stored message, e.g. 2030-01-01T00:00:00Z",
+    )
+    expiry.add_argument(
+        "--store-for",
+        type=float,
+        metavar="SECONDS",
+        help="expiry of the stored message SECONDS after it is sent",
     )
     send.add_argument(
         "--no-store",
@@ -172,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING, ERROR")
+    parser.add_argument(
+        "--version", action=_Version, help="print the version of msgin5g and exit"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser(
@@ -180,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the MSGin5G Server: MSGin5G-1 over CoAP/UDP, durable "
         "store-and-forward in SQLite. Stops cleanly on SIGINT/SIGTERM.",
     )
-    _add_storage(serve)
+    add_storage(serve)
     serve.add_argument(
         "--coap", metavar="HOST:PORT", help="CoAP bind (default 0.0.0.0:5683)"
     )
@@ -196,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     gateway_cli.add_gateway_parser(commands)
-    asapp.add_parser(commands, _add_storage)
+    asapp.add_parser(commands)
     add_group_parser(commands)
     add_area_parser(commands)
     add_topic_parser(commands)
@@ -212,11 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add.add_argument("ue_service_id", metavar="ID")
     add.add_argument("--secret", help="use this secret instead of generating one")
-    _add_storage(add)
-    _add_storage(ue_commands.add_parser("list", help="list provisioned UEs"))
+    add_storage(add)
+    add_storage(ue_commands.add_parser("list", help="list provisioned UEs"))
     rm = ue_commands.add_parser("remove", help="remove a provisioned UE")
     rm.add_argument("ue_service_id", metavar="ID")
-    _add_storage(rm)
+    add_storage(rm)
 
     reg = ue_commands.add_parser("register", help="register a UE and print REGRESP")
     _add_device(reg, location=True)
@@ -249,237 +236,57 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _server_config(args: argparse.Namespace) -> ServerConfig:
-    overrides: dict[str, Any] = {}
-    for item in getattr(args, "set", []) or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--set {item}: expected SECTION.KEY=VALUE")
-        overrides[key.strip()] = value
-    if getattr(args, "coap", None):
-        overrides["coap.bind"] = args.coap
-    if getattr(args, "http", None):
-        overrides["rest.bind"] = args.http
-    if getattr(args, "storage", None):
-        overrides["storage.url"] = args.storage
-    if args.log_level:
-        overrides["log.level"] = args.log_level
-    environ = {k: v for k, v in os.environ.items() if k.startswith("MSGIN5G_")}
-    return load_config(args.config, environ, overrides)
+class _Version(argparse.Action):
+    """``--version``: the installed distribution's version (read only when asked)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        from msgin5g import __version__
+
+        print(f"msgin5g {__version__}")
+        parser.exit()
 
 
-async def _serve(config: ServerConfig) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
-    async with Server(config) as server:
-        # start-up objects (registrations, tables) never die: keep them out of
-        # every later collection (PERFORMANCE.md: full collections grow with them)
-        gc.freeze()
-        # a fan-out to 10,000 UEs allocates ~10 objects per copy; young
-        # collections every 700 allocations cost ~20% of it (benchmarks/fanout.py)
-        gc.set_threshold(20_000, 20, 20)
-        if server.http_address is not None:
-            web, web_port = server.http_address
-            print(f"msgin5g: serving TS 29.538 APIs on http://{web}:{web_port}")
-        host, port = server.coap_address
-        print(f"msgin5g: serving MSGin5G-1 on coap://{host}:{port}/msgin5g", flush=True)
-        await stop.wait()
-        logging.getLogger("msgin5g").info("shutting down")
+def use_uvloop() -> bool:
+    """Run the commands on uvloop when it is installed (imported here, lazily)."""
+    from msgin5g.coap.endpoint import use_uvloop as install
 
-
-def _print(obj: msgspec.Struct, *, decode: bool = False) -> None:
-    data: dict[str, Any] = json.loads(msgspec.json.encode(obj))
-    if decode and isinstance(data.get("payload"), str):
-        raw = base64.b64decode(data["payload"])
-        data["payloadText"] = raw.decode("utf-8", "replace")
-    print(json.dumps(data, separators=(",", ":")), flush=True)
-
-
-def _bind(text: str) -> tuple[str, int]:
-    from msgin5g.config import parse_hostport
-
-    return parse_hostport(text, default_port=0)
-
-
-def _client(args: argparse.Namespace) -> Client:
-    secret = args.secret or os.environ.get("MSGIN5G_SECRET")
-    return Client(
-        args.ue_service_id,
-        secret,
-        server=args.server,
-        bind=_bind(args.bind),
-        segment_size=getattr(args, "segment_size", 2048),
-    )
-
-
-async def _ue_device(args: argparse.Namespace) -> int:
-    if getattr(args, "via_gateway", None):
-        return await gateway_cli.run_via_gateway(args)
-    async with _client(args) as client:
-        if args.ue_command == "deregister":
-            _print(await client.deregister())
-            return 0
-        _print(await client.register(location=_location(args)))
-        if args.ue_command == "register":
-            return 0
-        if args.ue_command == "send":
-            return await _send(client, args)
-        return await _listen(client, args)
-
-
-_ACCEPTED = ("DELY_ACCEPTED", "DELY_STORED")
-
-
-async def _send(client: Client, args: argparse.Namespace) -> int:
-    payload = args.file.read_bytes() if args.file else args.text.encode()
-    expires = None
-    if args.store_until:
-        try:
-            expires = datetime.fromisoformat(args.store_until.replace("Z", "+00:00"))
-        except ValueError:
-            raise ConfigError(
-                f"--store-until: not an RFC 3339 time: {args.store_until}"
-            ) from None
-    others = (
-        (args.group, client.send_to_group),
-        (args.area, client.send_to_area),
-        (args.to_as, client.send_to_as),
-    )
-    for target, method in others:
-        if target:
-            answer = await method(
-                target,
-                payload,
-                application_id=args.app,
-                report=args.report,
-                store_and_forward=not args.no_store,
-            )
-            _print(answer)
-            return 0 if answer.delivery_status in _ACCEPTED else 1
-    if args.topic:
-        published = await client.publish(
-            args.topic,
-            payload,
-            application_id=args.app,
-            store_and_forward=not args.no_store,
-        )
-        _print(published)
-        return 0 if published.delivery_status == "DELY_ACCEPTED" else 1
-    resp = await client.send(
-        args.to,
-        payload,
-        report=args.report,
-        store_and_forward=not args.no_store,
-        expires=expires,
-        priority=args.priority,
-        application_id=args.app,
-        progress=_progress,
-    )
-    _print(resp)
-    if resp.delivery_status in ("DELY_FAILED", "DELY_REJECTED"):
-        return 1
-    if args.report:
-        try:
-            while True:
-                received = await client.receive(timeout=args.wait)
-                _print(received.item)
-                if received.is_report and received.item.message_id == resp.message_id:
-                    break
-        except TimeoutError:
-            print(f"msgin5g: no report within {args.wait:g} s", file=sys.stderr)
-            return 3
-    return 0
-
-
-def _progress(sent: int, total: int) -> None:
-    """Progress bar on stderr for a segmented message (stdout stays JSON)."""
-    if total < 2:
-        return
-    width = 30
-    filled = width * sent // total
-    bar = "#" * filled + "-" * (width - filled)
-    end = "\n" if sent == total else ""
-    print(f"\rsegments [{bar}] {sent}/{total}", end=end, file=sys.stderr, flush=True)
-
-
-async def _listen(client: Client, args: argparse.Namespace) -> int:
-    if args.topic:
-        _print(await client.subscribe(args.topic))
-    seen = 0
-    while args.count <= 0 or seen < args.count:
-        try:
-            received = await client.receive(timeout=args.timeout or None)
-        except TimeoutError:
-            return 0
-        _print(received.item, decode=args.decode)
-        seen += 1
-    await asyncio.sleep(0.2)  # let automatic reports go out
-    return 0
-
-
-async def _ue_admin(args: argparse.Namespace) -> int:
-    config = _server_config(args)
-    url = config.storage.url
-    if args.ue_command == "add":
-        secret = await provision_ue(
-            url, args.ue_service_id, args.secret, synchronous=config.storage.synchronous
-        )
-        if args.secret:
-            print(f"provisioned {args.ue_service_id}")
-        else:
-            print(f"provisioned {args.ue_service_id}; secret (shown once): {secret}")
-        return 0
-    if args.ue_command == "remove":
-        if await remove_ue(url, args.ue_service_id):
-            print(f"removed {args.ue_service_id}")
-            return 0
-        print(f"msgin5g: {args.ue_service_id} is not provisioned", file=sys.stderr)
-        return 1
-    for ue, registered in await list_ues(url):
-        print(f"{ue}\t{'registered' if registered else 'not registered'}")
-    return 0
-
-
-async def _as_command(args: argparse.Namespace) -> int:
-    from msgin5g.server.applications import provision_as_client
-
-    async def provision(as_service_id: str, secret: str | None, **role: Any) -> str:
-        config = _server_config(args)
-        return await provision_as_client(
-            config.storage.url,
-            as_service_id,
-            secret,
-            synchronous=config.storage.synchronous,
-            **role,
-        )
-
-    return await asapp.run(args, provision)
+    return install()
 
 
 def _run(args: argparse.Namespace) -> int:
+    import asyncio
+
     use_uvloop()
     if args.command == "serve":
-        config = _server_config(args)
-        logsafe.install(config.log.level, logsafe.DEFAULT_FORMAT)
-        asyncio.run(_serve(config))
-        return 0
+        from msgin5g.cli.serve import run_serve
+
+        return run_serve(args)
     logsafe.install(args.log_level or "WARNING")
     if args.command == "gateway":
         return gateway_cli.run_gateway(args)
     if args.command == "as":
-        return asyncio.run(_as_command(args))
-    if args.command == "group":
-        return asyncio.run(run_group(args))
-    if args.command == "area":
-        return asyncio.run(run_area(args))
-    if args.command == "topic":
-        return asyncio.run(run_topic(args))
+        from msgin5g.cli.serve import run_as
+
+        return asyncio.run(run_as(args))
+    if args.command in {"group", "area", "topic"}:
+        from msgin5g.cli import area, group, topic
+
+        run = {
+            "group": group.run_group,
+            "area": area.run_area,
+            "topic": topic.run_topic,
+        }
+        return asyncio.run(run[args.command](args))
     if args.ue_command in {"add", "list", "remove"}:
-        return asyncio.run(_ue_admin(args))
-    return asyncio.run(_ue_device(args))
+        from msgin5g.cli.serve import run_ue_admin
+
+        return asyncio.run(run_ue_admin(args))
+    from msgin5g.cli.device import run_device
+
+    return asyncio.run(run_device(args))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -493,6 +300,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = exc.hint()
         if hint:
             print(f"hint: {hint}", file=sys.stderr)
+        return 1
+    except ModuleNotFoundError as exc:
+        package = missing_extra(exc)
+        if package is None:
+            raise
+        command = args.command
+        if command == "ue":
+            command = f"ue {args.ue_command}"
+        print(
+            f"msgin5g: '{command}' needs the server stack ({package} is not installed)",
+            file=sys.stderr,
+        )
+        print("hint: pip install 'msgin5g[server]'", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -10,16 +10,14 @@ seconds.
 
 import argparse
 import json
-import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import msgspec
+from msgin5g.cli.common import add_storage, server_config
 
-from msgin5g.config import TopicsConfig, load_config
-from msgin5g.service.ports import SystemClock
-from msgin5g.service.topic_policy import PUBLISH, SUBSCRIBE, TopicPolicy, TopicRule
-from msgin5g.storage import open_backend
-from msgin5g.storage.base import Backend
+if TYPE_CHECKING:
+    from msgin5g.config import TopicsConfig
+    from msgin5g.service.topic_policy import TopicRule
+    from msgin5g.storage.base import Backend
 
 __all__ = ["add_topic_parser", "run_topic"]
 
@@ -84,34 +82,31 @@ def add_topic_parser(commands: Any) -> None:
                 metavar="ID",
                 help=f"principals ({name} {flag}): UE Service IDs, as/<AS id>, '*'",
             )
-        _storage(parser)
+        add_storage(parser)
     remove = actions.add_parser("remove", help="delete the rule of a pattern")
     remove.add_argument("pattern", metavar="PATTERN")
-    _storage(remove)
+    add_storage(remove)
     policies = actions.add_parser("policies", help="list the rules as JSON lines")
-    _storage(policies)
+    add_storage(policies)
     check = actions.add_parser(
         "check", help="may ID publish / subscribe to TOPIC? (JSON)"
     )
     check.add_argument("topic", metavar="TOPIC")
     check.add_argument("principal", metavar="ID", help="UE Service ID or as/<AS id>")
-    _storage(check)
+    add_storage(check)
 
 
-def _storage(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="FILE", help="TOML configuration file")
-    parser.add_argument("--storage", metavar="URL", help="storage URL")
+def _json(rule: "TopicRule") -> str:
+    import msgspec
 
-
-def _json(rule: TopicRule) -> str:
     return json.dumps(msgspec.to_builtins(rule))
 
 
 async def run_topic(args: argparse.Namespace) -> int:
     """Execute a ``topic`` action; returns the exit status."""
-    environ = {k: v for k, v in os.environ.items() if k.startswith("MSGIN5G_")}
-    overrides = {"storage.url": args.storage} if args.storage else {}
-    config = load_config(args.config, environ, overrides)
+    from msgin5g.storage import open_backend
+
+    config = server_config(args)
     backend = open_backend(config.storage.url, synchronous=config.storage.synchronous)
     await backend.start()
     try:
@@ -120,7 +115,12 @@ async def run_topic(args: argparse.Namespace) -> int:
         await backend.aclose()
 
 
-async def _run(args: argparse.Namespace, backend: Backend, config: TopicsConfig) -> int:
+async def _run(
+    args: argparse.Namespace, backend: "Backend", config: "TopicsConfig"
+) -> int:
+    from msgin5g.service.ports import SystemClock
+    from msgin5g.service.topic_policy import PUBLISH, SUBSCRIBE, TopicPolicy
+
     async def is_ue(name: str) -> bool:
         return await backend.get_credential(name) is not None or any(
             r.ue_service_id == name for r in await backend.load_registrations()

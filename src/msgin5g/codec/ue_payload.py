@@ -283,11 +283,10 @@ def message_type_of(data: bytes) -> str | None:
     return None
 
 
-def _check_service_id(value: str | None) -> None:
-    if value is not None and value != MSGIN5G_SERVICE_ID:
+def _check_service_id(value: str | None, expected: str) -> None:
+    if value is not None and value != expected:
         raise DecodeError(
-            f"msgin5gServiceId must be {MSGIN5G_SERVICE_ID!r}",
-            member="msgin5gServiceId",
+            f"msgin5gServiceId must be {expected!r}", member="msgin5gServiceId"
         )
 
 
@@ -368,11 +367,13 @@ def _check_imdn(imdn: Imdn | AggImdn) -> None:
         )
 
 
-def decode_uplink(data: bytes) -> Uplink:
+def decode_uplink(data: bytes, *, service_id: str = MSGIN5G_SERVICE_ID) -> Uplink:
     """Decode and validate a request a client sent to the server.
 
     Args:
         data: the CoAP payload (UTF-8 JSON).
+        service_id: the MSGin5G service identifier a present
+            ``msgin5gServiceId`` must equal (digest §2.6; ``coap.service_id``).
 
     Returns:
         The typed message.
@@ -382,7 +383,7 @@ def decode_uplink(data: bytes) -> Uplink:
         DecodeError: anything else malformed; ``member`` names the culprit.
     """
     message = cast(Uplink, _decode(_uplink_decoder, data))
-    _check_service_id(message.msgin5g_service_id)
+    _check_service_id(message.msgin5g_service_id, service_id)
     if isinstance(message, Msg | AggMsg):
         _check_msg(message)
     elif isinstance(message, AggImdn):
@@ -396,7 +397,7 @@ def decode_uplink(data: bytes) -> Uplink:
     return message
 
 
-def decode_downlink(data: bytes) -> Downlink:
+def decode_downlink(data: bytes, *, service_id: str = MSGIN5G_SERVICE_ID) -> Downlink:
     """Decode a request the server sent to a client.
 
     ``MSG``, ``IMDN``, ``AGGMSG``, ``AGGIMDN``, ``SEGREC`` or ``SEGCONFIR``.
@@ -406,7 +407,7 @@ def decode_downlink(data: bytes) -> Downlink:
         DecodeError: anything else malformed.
     """
     message = cast(Downlink, _decode(_downlink_decoder, data))
-    _check_service_id(message.msgin5g_service_id)
+    _check_service_id(message.msgin5g_service_id, service_id)
     return message
 
 
@@ -419,7 +420,9 @@ def decode_response(data: bytes) -> Response:
     return cast(Response, _decode(_response_decoder, data))
 
 
-def decode_local_uplink(data: bytes) -> LocalUplink:
+def decode_local_uplink(
+    data: bytes, *, service_id: str = MSGIN5G_SERVICE_ID
+) -> LocalUplink:
     """Decode a request a constrained UE sent to its Gateway UE.
 
     ``msgin5gServiceId`` is mandatory on these links (digest §2.6), except on
@@ -435,13 +438,15 @@ def decode_local_uplink(data: bytes) -> LocalUplink:
             "Object missing required field `msgin5gServiceId`",
             member="msgin5gServiceId",
         )
-    _check_service_id(message.msgin5g_service_id)
+    _check_service_id(message.msgin5g_service_id, service_id)
     if isinstance(message, Reg):
         _check_reg(message)
     return message
 
 
-def decode_local_downlink(data: bytes) -> LocalDownlink:
+def decode_local_downlink(
+    data: bytes, *, service_id: str = MSGIN5G_SERVICE_ID
+) -> LocalDownlink:
     """Decode a request a Gateway UE sent to a constrained UE.
 
     ``REGRESP``/``DEREGRESP`` (matched requests), ``MSG`` or ``IMDN``.
@@ -451,7 +456,7 @@ def decode_local_downlink(data: bytes) -> LocalDownlink:
         DecodeError: anything else malformed.
     """
     message = cast(LocalDownlink, _decode(_local_downlink_decoder, data))
-    _check_service_id(message.msgin5g_service_id)
+    _check_service_id(message.msgin5g_service_id, service_id)
     return message
 
 
@@ -464,7 +469,9 @@ def decode_gateway_response(data: bytes) -> GatewayResponse:
     return cast(GatewayResponse, _decode(_gateway_response_decoder, data))
 
 
-def decode_config_request(data: bytes) -> ConfigRequest:
+def decode_config_request(
+    data: bytes, *, service_id: str = MSGIN5G_SERVICE_ID
+) -> ConfigRequest:
     """Decode a ``CONFREQ`` or ``BULKCONFREQ`` (count must match the list).
 
     Raises:
@@ -472,7 +479,7 @@ def decode_config_request(data: bytes) -> ConfigRequest:
         DecodeError: anything else malformed.
     """
     message = cast(ConfigRequest, _decode(_config_request_decoder, data))
-    _check_service_id(message.msgin5g_service_id)
+    _check_service_id(message.msgin5g_service_id, service_id)
     if (
         isinstance(message, BulkConfReq)
         and len(message.conf_requests) != message.num_of_conf_requests

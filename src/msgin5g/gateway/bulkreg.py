@@ -58,7 +58,6 @@ from msgin5g.model.messages import (
 from msgin5g.runtime import wait_for
 from msgin5g.spec.causes import FailureCause, Result
 from msgin5g.spec.coap import MSGIN5G_PATH
-from msgin5g.spec.delivery import MSGIN5G_SERVICE_ID
 
 __all__ = ["BulkRegistration"]
 
@@ -131,7 +130,7 @@ class BulkRegistration:
                     ue_service_id=item.ue_service_id,
                     deregistration_result=Result.FAILURE,
                     failure_cause=FailureCause.NOT_AUTHORIZED.value,
-                    msgin5g_service_id=MSGIN5G_SERVICE_ID,
+                    msgin5g_service_id=self._config.service_id,
                 )
                 return json_response(message, Code.CHANGED, refused)
         now = self._clock.now()
@@ -349,7 +348,7 @@ class BulkRegistration:
                 ue_service_id=ue,
                 registration_result=result,
                 failure_cause=None if ok else cause,
-                msgin5g_service_id=MSGIN5G_SERVICE_ID,
+                msgin5g_service_id=self._config.service_id,
             )
         else:
             if ok:
@@ -359,7 +358,7 @@ class BulkRegistration:
                 ue_service_id=ue,
                 deregistration_result=result,
                 failure_cause=None if ok else cause,
-                msgin5g_service_id=MSGIN5G_SERVICE_ID,
+                msgin5g_service_id=self._config.service_id,
             )
         await self._answer(pending, encode(body))
         await state.drop_pending(pending)

@@ -7,10 +7,11 @@ bulk defaults are the digest's §5.5 values (``BULK_MAX_SIZE`` 50, ``BULK_MAX_WA
 ``coap.max_payload`` (4096 octets, digest §5.1), see ``docs/gateway.md``.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from msgin5g.config import parse_hostport
 from msgin5g.errors import ConfigError
+from msgin5g.spec.delivery import MSGIN5G_SERVICE_ID
 
 __all__ = ["GatewayConfig"]
 
@@ -21,10 +22,14 @@ class GatewayConfig:
 
     ue_service_id: str
     """The gateway's own UE Service ID (it registers with the server as a UE)."""
-    secret: str | None = None
+    secret: str | None = field(default=None, repr=False)
     """The gateway's provisioned secret (its PSK_TOKEN is derived from it)."""
     server: str = "coap://127.0.0.1:5683"
     """MSGin5G Server URI (``coap://host[:port][/path]``)."""
+    service_id: str = MSGIN5G_SERVICE_ID
+    """The MSGin5G service identifier (``msgin5gServiceId``) the gateway puts on
+    its messages and requires on those of constrained UEs: the server's
+    ``coap.service_id``."""
     listen: str = "0.0.0.0:5693"
     """Local CoAP address served to constrained UEs (MSGin5G-5/-6)."""
     upstream_bind: str = "0.0.0.0:0"

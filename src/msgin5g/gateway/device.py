@@ -121,6 +121,8 @@ class ConstrainedUE:
         bind: local (host, port); port 0 picks one.
         credential: a PSK_TOKEN to present instead of deriving one.
         auto_report: answer report requests with an ``IMDN``.
+        service_id: the MSGin5G service identifier (``msgin5gServiceId``) it
+            sends and expects: the gateway's ``GatewayConfig.service_id``.
     """
 
     def __init__(
@@ -132,8 +134,10 @@ class ConstrainedUE:
         bind: tuple[str, int] = ("127.0.0.1", 0),
         credential: str | None = None,
         auto_report: bool = True,
+        service_id: str = MSGIN5G_SERVICE_ID,
     ) -> None:
         self.ue_service_id = ue_service_id
+        self.service_id = service_id
         if credential is None and secret is not None:
             credential = psk_token(secret, ue_service_id)
         self._credential = credential
@@ -216,7 +220,7 @@ class ConstrainedUE:
         reg = Reg(
             ue_service_id=self.ue_service_id,
             ue_credential_info=self._credential_info(),
-            msgin5g_service_id=MSGIN5G_SERVICE_ID,
+            msgin5g_service_id=self.service_id,
             registration_urgent_degree="URGENT" if urgent else None,
             wait_time=wait_time,
         )
@@ -233,7 +237,7 @@ class ConstrainedUE:
         dereg = Dereg(
             ue_service_id=self.ue_service_id,
             ue_credential_info=self._credential_info(),
-            msgin5g_service_id=MSGIN5G_SERVICE_ID,
+            msgin5g_service_id=self.service_id,
             registration_urgent_degree="URGENT" if urgent else None,
             wait_time=wait_time,
         )
@@ -260,7 +264,9 @@ class ConstrainedUE:
                 done, _ = await asyncio.wait(both, return_when=asyncio.FIRST_COMPLETED)
                 if answer not in done:
                     response = raise_for_code(sent.result())  # or a transport error
-                    item = decode_local_downlink(response.payload)
+                    item = decode_local_downlink(
+                        response.payload, service_id=self.service_id
+                    )
                     if not isinstance(item, (RegResp, DeregResp)):
                         raise DecodeError("expected REGRESP", member="messageType")
                     return Registration(item, mid, token, mid, token, piggybacked=True)
@@ -301,7 +307,7 @@ class ConstrainedUE:
             layer2_id=layer2_id,
             ue_service_id=self.ue_service_id if own_identity else None,
             ue_credential_info=self._credential_info() if own_identity else None,
-            msgin5g_service_id=MSGIN5G_SERVICE_ID,
+            msgin5g_service_id=self.service_id,
         )
         answer = decode_gateway_response((await self._post(encode(reg))).payload)
         if not isinstance(answer, AppRegResp):
@@ -315,7 +321,7 @@ class ConstrainedUE:
         dereg = AppDereg(
             application_id=application_id,
             ue_service_id=self.ue_service_id if own_identity else None,
-            msgin5g_service_id=MSGIN5G_SERVICE_ID,
+            msgin5g_service_id=self.service_id,
         )
         answer = decode_gateway_response((await self._post(encode(dereg))).payload)
         if not isinstance(answer, AppDeregResp):
@@ -328,7 +334,7 @@ class ConstrainedUE:
             layer2_id=layer2_id,
             ue_service_id=self.ue_service_id,
             required_packet_size=required_packet_size,
-            msgin5g_service_id=MSGIN5G_SERVICE_ID,
+            msgin5g_service_id=self.service_id,
         )
         answer = decode_gateway_response((await self._post(encode(reg))).payload)
         if not isinstance(answer, GwRegResp):
@@ -341,7 +347,7 @@ class ConstrainedUE:
         request = ConfReq(
             ue_service_id=self.ue_service_id,
             ue_credential_info=self._credential_info(),
-            msgin5g_service_id=MSGIN5G_SERVICE_ID,
+            msgin5g_service_id=self.service_id,
         )
         response = await self._post(encode(request), CONFIG_RESOURCE)
         answer = decode_config_response(response.payload)
@@ -378,7 +384,7 @@ class ConstrainedUE:
             payload=payload.encode() if isinstance(payload, str) else payload,
             application_id=application_id,
             delivery_status_required=report,
-            msgin5g_service_id=MSGIN5G_SERVICE_ID,
+            msgin5g_service_id=self.service_id,
         )
         if not report:
             self._tasks.spawn(self._post_quietly(encode(msg), confirmable=False))
@@ -405,7 +411,7 @@ class ConstrainedUE:
             message_id=message.message_id,
             delivery_status=status,
             application_id=message.application_id,
-            msgin5g_service_id=MSGIN5G_SERVICE_ID,
+            msgin5g_service_id=self.service_id,
         )
 
     async def receive(self, timeout: float | None = None) -> Msg | Imdn:  # noqa: ASYNC109
@@ -421,7 +427,7 @@ class ConstrainedUE:
     async def _render_post(self, request: Request) -> CoapMessage:
         message = request.message
         try:
-            item = decode_local_downlink(message.payload)
+            item = decode_local_downlink(message.payload, service_id=self.service_id)
         except DecodeError as exc:
             log.info("%s: bad request from the gateway: %s", self.ue_service_id, exc)
             return make_response(message, Code.BAD_REQUEST)

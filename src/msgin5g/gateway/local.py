@@ -121,7 +121,9 @@ class LocalResources:
             log.info("4.15 from %s", request.peer)
             return refused
         try:
-            item = decode_local_uplink(message.payload)
+            item = decode_local_uplink(
+                message.payload, service_id=self._config.service_id
+            )
         except UnsupportedMessageType as exc:
             log.info("4.00 from %s: %s", request.peer, exc)
             return error_response(
@@ -341,7 +343,9 @@ class LocalResources:
         if refused is not None:
             return refused
         try:
-            item = decode_config_request(message.payload)
+            item = decode_config_request(
+                message.payload, service_id=self._config.service_id
+            )
         except DecodeError as exc:
             log.info("4.00 from %s on /msgin5g/config: %s", request.peer, exc)
             return error_response(

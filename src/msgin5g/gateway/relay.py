@@ -41,7 +41,6 @@ from msgin5g.runtime import wait_for
 from msgin5g.spec.causes import FailureCause
 from msgin5g.spec.coap import MSGIN5G_PATH
 from msgin5g.spec.delivery import (
-    MSGIN5G_SERVICE_ID,
     DeliveryStatus,
     PriorityRank,
     ReportDeliveryStatus,
@@ -262,7 +261,7 @@ class Relay:
             log.debug("%s is not registered here; keeping its items", target)
             return False
         item = msgspec.structs.replace(
-            stored.item, msgin5g_service_id=MSGIN5G_SERVICE_ID
+            stored.item, msgin5g_service_id=self._config.service_id
         )
         request = CoapMessage(
             Type.CON, Code.POST, options=list(_OPTIONS), payload=encode(item)

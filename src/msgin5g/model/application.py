@@ -15,6 +15,8 @@ working unchanged.
 
 import msgspec
 
+from msgin5g.model.credentials import redacted_repr
+
 __all__ = [
     "AS_KEY_PREFIX",
     "ROLES",
@@ -110,6 +112,9 @@ class ASClient(msgspec.Struct, frozen=True, gc=False):
     secret_digest: bytes
     role: str = ROLE_AS
     ues: list[str] = []
+
+    def __repr__(self) -> str:
+        return redacted_repr(self, "secret_digest")
 
     @property
     def scopes(self) -> frozenset[str]:

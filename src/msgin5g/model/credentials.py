@@ -12,8 +12,19 @@ import base64
 import hashlib
 import hmac
 import secrets
+from typing import Any
 
-__all__ = ["credential_digest", "generate_secret", "psk_token", "verify_credential"]
+__all__ = [
+    "REDACTED",
+    "credential_digest",
+    "generate_secret",
+    "psk_token",
+    "redacted_repr",
+    "verify_credential",
+]
+
+REDACTED = "<redacted>"
+"""What ``repr()`` shows instead of a secret, credential or its digest."""
 
 
 def psk_token(secret: str, ue_service_id: str) -> str:
@@ -50,3 +61,19 @@ def generate_secret() -> str:
         secret = secrets.token_urlsafe(32)
         if not secret.startswith("-"):
             return secret
+
+
+def redacted_repr(struct: Any, *hidden: str) -> str:
+    """``repr()`` of a msgspec Struct with the ``hidden`` fields redacted.
+
+    msgspec has no per-field ``repr=False`` (dataclasses have it): a Struct that
+    holds a secret defines ``__repr__`` with this, so a log line, a traceback or
+    an assertion message never shows the secret. Empty values stay visible (an
+    absent credential is worth seeing).
+    """
+    parts = []
+    for name in struct.__struct_fields__:
+        value = getattr(struct, name)
+        shown = REDACTED if name in hidden and value else repr(value)
+        parts.append(f"{name}={shown}")
+    return f"{type(struct).__name__}({', '.join(parts)})"

@@ -19,6 +19,7 @@ from typing import Annotated, Final
 
 import msgspec
 
+from msgin5g.model.credentials import redacted_repr
 from msgin5g.spec.delivery import (
     DeliveryStatus,
     PriorityType,
@@ -128,6 +129,9 @@ class UECredentialInfo(_Element, frozen=True):
 
     auth_type: ShortText
     credential: Annotated[str, msgspec.Meta(max_length=1024)] = ""
+
+    def __repr__(self) -> str:
+        return redacted_repr(self, "credential")  # a bearer token (PSK_TOKEN)
 
 
 class ClientPort(_Element, frozen=True):

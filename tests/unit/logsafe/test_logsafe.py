@@ -1,5 +1,6 @@
 """SafeFormatter (no forged log lines) and LogThrottle (bounded log volume)."""
 
+import asyncio
 import importlib
 import io
 import logging
@@ -107,7 +108,7 @@ def test_serve_installs_the_safe_formatter(monkeypatch: pytest.MonkeyPatch) -> N
     cli = importlib.import_module("msgin5g.cli.main")
     seen: list[tuple[object, object]] = []
     monkeypatch.setattr(cli.logsafe, "install", lambda *a: seen.append(a))
-    monkeypatch.setattr(cli.asyncio, "run", lambda coro: coro.close())
+    monkeypatch.setattr(asyncio, "run", lambda coro: coro.close())
     monkeypatch.setattr(cli, "use_uvloop", lambda: False)
     monkeypatch.setattr(sys, "argv", ["msgin5g"])
     cli.main(["serve", "--storage", "memory:", "--coap", "127.0.0.1:0"])

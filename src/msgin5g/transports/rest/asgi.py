@@ -28,9 +28,7 @@ ProblemDetails without detail; the server keeps serving.
 """
 
 import logging
-import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -40,19 +38,26 @@ from starlette.responses import JSONResponse, Response
 
 from msgin5g.config import RestConfig
 from msgin5g.errors import MSGin5GError
-from msgin5g.model.application import ROLE_OPERATOR
 from msgin5g.service.applications import TargetNetworks
 from msgin5g.service.messaging import MessagingService
 from msgin5g.spec.causes import FailureCause
-from msgin5g.transports.rest.auth import (
-    AuthThrottle,
-    RateLimiter,
-    TokenIssuer,
-    parse_client_credentials,
+from msgin5g.transports.rest import (
+    msgg_bgdelivery,
+    msgs_asregistration,
+    msgs_msgdelivery,
+    msgs_topicsub,
+    ss_gm,
 )
-from msgin5g.transports.rest.problems import PROBLEM_JSON, problem, problem_for
+from msgin5g.transports.rest.auth import parse_client_credentials
+from msgin5g.transports.rest.context import (
+    Answer,
+    InsufficientScope,
+    RestContext,
+    Unauthorized,
+)
+from msgin5g.transports.rest.problems import problem, problem_for
 
-__all__ = ["INSUFFICIENT_SCOPE", "BodyGuard", "RestContext", "create_app"]
+__all__ = ["INSUFFICIENT_SCOPE", "BodyGuard", "create_app"]
 
 log = logging.getLogger(__name__)
 
@@ -66,76 +71,6 @@ TOKEN_PATH = "/oauth2/token"  # noqa: S105 - a path, not a secret
 _FORM = "application/x-www-form-urlencoded"
 INSUFFICIENT_SCOPE = "INSUFFICIENT_SCOPE"
 """``cause`` of the ``403`` for a token without the API's scope (RFC 6750 name)."""
-
-
-@dataclass
-class RestContext:
-    """What the API handlers share: the service, configuration, auth, limits."""
-
-    service: MessagingService
-    config: RestConfig
-    clock: Callable[[], float] = field(default=time.time)
-    tokens: TokenIssuer = field(init=False)
-    limiter: RateLimiter = field(init=False)
-    throttle: AuthThrottle = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.tokens = TokenIssuer(
-            self.config.token_lifetime, self.clock, self.config.max_tokens_per_client
-        )
-        self.limiter = RateLimiter(
-            self.config.rate_limit, self.config.rate_burst, self.clock
-        )
-        self.throttle = AuthThrottle(
-            self.config.auth_failure_burst, self.config.auth_failure_rate, self.clock
-        )
-
-    def authorize(self, scope: str) -> Callable[[Request], str | None]:
-        """A FastAPI dependency: the caller of an API that needs ``scope``.
-
-        The dependency returns the authenticated client id (None with OAuth2
-        off) and raises ``_Unauthorized`` (no valid bearer token, ``401``) or
-        ``_InsufficientScope`` (``403``).
-        """
-
-        def caller(request: Request) -> str | None:
-            if not self.config.oauth2:
-                return None
-            token = self.tokens.token_of(request.headers.get("authorization"))
-            if token is None:
-                raise _Unauthorized
-            if scope not in token.scopes:
-                raise _InsufficientScope(scope)
-            return token.client_id
-
-        return caller
-
-    def is_operator(self, caller: str | None) -> bool:
-        """Whether the caller is an ``operator`` client."""
-        if caller is None:
-            return False
-        return self.service.applications.client(caller).role == ROLE_OPERATOR
-
-    def admit(self, caller: str | None, as_service_id: str) -> None:
-        """Apply the per-AS rate limit (raises ``Overloaded``)."""
-        self.limiter.check(caller or as_service_id)
-
-    def location(self, request: Request, path: str) -> str:
-        """Absolute URI of a created resource below ``{apiRoot}``."""
-        root = self.config.api_root or str(request.base_url).rstrip("/")
-        return root.rstrip("/") + path
-
-
-class _Unauthorized(Exception):
-    """No valid bearer token (answered 401 by the app's handler)."""
-
-
-class _InsufficientScope(Exception):
-    """The token lacks the API's scope (answered 403 by the app's handler)."""
-
-    def __init__(self, scope: str) -> None:
-        super().__init__(scope)
-        self.scope = scope
 
 
 class BodyGuard:
@@ -225,16 +160,11 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
-def create_app(service: MessagingService, config: RestConfig) -> Any:
-    """The ASGI application (FastAPI wrapped in :class:`BodyGuard`)."""
-    from msgin5g.transports.rest import (
-        msgg_bgdelivery,
-        msgs_asregistration,
-        msgs_msgdelivery,
-        msgs_topicsub,
-        ss_gm,
-    )
+def create_app(service: MessagingService, config: RestConfig) -> FastAPI:
+    """The ASGI application: FastAPI with :class:`BodyGuard` as its middleware.
 
+    ``app.state.ctx`` is the :class:`~.context.RestContext` of the routes.
+    """
     ctx = RestContext(service, config, service.clock.now)
     service.applications.target_networks = TargetNetworks.from_config(config)
     app = FastAPI(
@@ -266,8 +196,12 @@ def create_app(service: MessagingService, config: RestConfig) -> Any:
     async def _domain(request: Request, exc: MSGin5GError) -> Response:
         return problem_for(exc)
 
-    @app.exception_handler(_Unauthorized)
-    async def _unauthorized(request: Request, exc: _Unauthorized) -> Response:
+    @app.exception_handler(Answer)
+    async def _answer(request: Request, exc: Answer) -> Response:
+        return exc.response
+
+    @app.exception_handler(Unauthorized)
+    async def _unauthorized(request: Request, exc: Unauthorized) -> Response:
         log.info("HTTP 401 %s %s", request.method, request.url.path)
         return problem(
             401,
@@ -276,8 +210,8 @@ def create_app(service: MessagingService, config: RestConfig) -> Any:
             headers={"WWW-Authenticate": 'Bearer realm="msgin5g"'},
         )
 
-    @app.exception_handler(_InsufficientScope)
-    async def _scope(request: Request, exc: _InsufficientScope) -> Response:
+    @app.exception_handler(InsufficientScope)
+    async def _scope(request: Request, exc: InsufficientScope) -> Response:
         log.info("HTTP 403 %s %s: no scope", request.method, request.url.path)
         return problem(
             403,
@@ -305,7 +239,8 @@ def create_app(service: MessagingService, config: RestConfig) -> Any:
         TOKEN_PATH, _token_endpoint(ctx), methods=["POST"], include_in_schema=False
     )
 
-    return BodyGuard(app, config.max_body)
+    app.add_middleware(BodyGuard, max_body=config.max_body)
+    return app
 
 
 def _token_endpoint(ctx: RestContext) -> Callable[[Request], Awaitable[Response]]:
@@ -359,6 +294,3 @@ def _oauth_error(status: int, error: str, *, retry_after: int = 0) -> Response:
         headers["Retry-After"] = str(retry_after)
         body["error_description"] = "too many failed attempts: retry later"
     return JSONResponse(body, status_code=status, headers=headers)
-
-
-_ = PROBLEM_JSON

@@ -29,12 +29,8 @@ message is stored for offline members with the server's default lifetime
 from fastapi import APIRouter, Depends
 from starlette.responses import Response
 
-from msgin5g.codec.openapi_json import (
-    AddressType,
-    BgMessageDelivery,
-    msg_from_bg_delivery,
-)
-from msgin5g.transports.rest.asgi import RestContext
+from msgin5g.codec.openapi_json import BgMessageDelivery, msg_from_bg_delivery
+from msgin5g.transports.rest.context import RestContext
 from msgin5g.transports.rest.problems import no_content_or_problem
 
 __all__ = ["PREFIX", "SCOPE", "router"]
@@ -54,11 +50,7 @@ def router(ctx: RestContext) -> APIRouter:
         body: BgMessageDelivery, caller: str | None = Depends(authorized)
     ) -> Response:
         ctx.admit(caller, body.ori_addr.addr)
-        msg = msg_from_bg_delivery(body)
-        if body.ori_addr.addr_type == AddressType.AS:
-            resp = await ctx.service.submit_from_as(msg, client=caller)
-        else:
-            resp = await ctx.service.submit_for_ue(msg, client=caller)
+        resp = await ctx.submit(msg_from_bg_delivery(body), caller)
         return no_content_or_problem(resp)
 
     return api

@@ -21,7 +21,7 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from msgin5g.codec.openapi_json import ASRegistration, ASRegistrationAck, ProblemDetails
-from msgin5g.transports.rest.asgi import RestContext
+from msgin5g.transports.rest.context import RestContext
 
 __all__ = ["PREFIX", "SCOPE", "router"]
 

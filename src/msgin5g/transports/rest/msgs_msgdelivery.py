@@ -34,7 +34,7 @@ from msgin5g.codec.openapi_json import (
 )
 from msgin5g.model.messages import MsgResp
 from msgin5g.spec.delivery import DeliveryStatus
-from msgin5g.transports.rest.asgi import RestContext
+from msgin5g.transports.rest.context import RestContext
 from msgin5g.transports.rest.problems import ack_or_problem
 
 __all__ = ["PREFIX", "SCOPE", "router"]
@@ -54,8 +54,7 @@ def router(ctx: RestContext) -> APIRouter:
         body: ASMessageDelivery, caller: str | None = Depends(authorized)
     ) -> Response:
         ctx.admit(caller, body.ori_addr.addr)
-        msg = msg_from_as_delivery(body)
-        resp = await ctx.service.submit_from_as(msg, client=caller)
+        resp = await ctx.submit(msg_from_as_delivery(body), caller)
         return ack_or_problem(resp, body.ori_addr)
 
     @api.post("/deliver-ue-message", response_model=None)
@@ -63,8 +62,7 @@ def router(ctx: RestContext) -> APIRouter:
         body: UEMessageDelivery, caller: str | None = Depends(authorized)
     ) -> Response:
         ctx.admit(caller, body.ori_addr.addr)
-        msg = msg_from_ue_delivery(body)
-        resp = await ctx.service.submit_for_ue(msg, client=caller)
+        resp = await ctx.submit(msg_from_ue_delivery(body), caller)
         return ack_or_problem(resp, body.ori_addr)
 
     @api.post("/deliver-report", response_model=None)

@@ -32,7 +32,7 @@ from starlette.responses import JSONResponse, Response
 
 from msgin5g.codec.openapi_json import ASTopicSubscription
 from msgin5g.spec.causes import FailureCause
-from msgin5g.transports.rest.asgi import RestContext
+from msgin5g.transports.rest.context import RestContext
 from msgin5g.transports.rest.problems import problem
 
 __all__ = ["PREFIX", "SCOPE", "router"]

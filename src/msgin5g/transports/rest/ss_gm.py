@@ -39,6 +39,7 @@ store would let changes silently have no effect).
 """
 
 import json
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -59,7 +60,7 @@ from msgin5g.service.groups import (
     may_manage,
 )
 from msgin5g.spec.causes import FailureCause
-from msgin5g.transports.rest.asgi import RestContext
+from msgin5g.transports.rest.context import Answer, RestContext
 from msgin5g.transports.rest.problems import problem
 
 __all__ = [
@@ -166,7 +167,7 @@ def _patched(current: GroupDocument, changes: dict[str, Any]) -> GroupDocument:
         raise DecodeError(str(error.get("msg", "invalid")), member=member) from None
 
 
-def router(ctx: RestContext) -> APIRouter:  # noqa: C901, PLR0915 - one closure per operation
+def router(ctx: RestContext) -> APIRouter:  # noqa: C901 - one closure per operation
     """The SS_GroupManagement routes bound to ``ctx``."""
     api = APIRouter(prefix=PREFIX)
     authorized = ctx.authorize(SCOPE)
@@ -174,22 +175,36 @@ def router(ctx: RestContext) -> APIRouter:  # noqa: C901, PLR0915 - one closure 
     def groups() -> GroupRegistry:
         return ctx.service.groups
 
-    def refusal(caller: str | None) -> Response | None:
+    def admit(caller: str | None) -> None:
+        """Rate limit; refuse everything while groups live at an external server."""
         ctx.admit(caller, _RATE_KEY)
         external = groups().external
-        if external is None:
-            return None
-        return problem(
-            403,
-            GROUP_MANAGEMENT_EXTERNAL,
-            f"this server resolves groups at the SEAL group management server "
-            f"{external} (seal.gm_url): manage them there",
-        )
+        if external is not None:
+            raise Answer(
+                problem(
+                    403,
+                    GROUP_MANAGEMENT_EXTERNAL,
+                    f"this server resolves groups at the SEAL group management "
+                    f"server {external} (seal.gm_url): manage them there",
+                )
+            )
 
     def uri(request: Request, group_id: str) -> str:
         return ctx.location(
             request, f"{PREFIX}/group-documents/{quote(group_id, safe='')}"
         )
+
+    async def change(
+        request: Request,
+        group_id: str,
+        edit: Callable[[GroupDocument], GroupDocument],
+        caller: str | None,
+    ) -> Response:
+        """PUT and PATCH: store ``edit(current)``, answer the stored document."""
+        document = await groups().update(
+            group_id, edit, client=caller, operator=ctx.is_operator(caller)
+        )
+        return _json(wire_from_document(document, uri(request, group_id)))
 
     async def stored(group_id: str) -> GroupDocument:
         document = await groups().document(group_id)
@@ -206,9 +221,7 @@ def router(ctx: RestContext) -> APIRouter:  # noqa: C901, PLR0915 - one closure 
         request: Request,
         caller: str | None = Depends(authorized),
     ) -> Response:
-        refused = refusal(caller)
-        if refused is not None:
-            return refused
+        admit(caller)
         try:
             document = await groups().create(document_from_wire(body, caller))
         except NotAuthorized as exc:
@@ -223,9 +236,7 @@ def router(ctx: RestContext) -> APIRouter:  # noqa: C901, PLR0915 - one closure 
         val_service_id: str | None = Query(None, alias="val-service-id"),
         caller: str | None = Depends(authorized),
     ) -> Response:
-        refused = refusal(caller)
-        if refused is not None:
-            return refused
+        admit(caller)
         documents = await groups().documents(
             group_id=val_group_id, val_service_id=val_service_id
         )
@@ -246,9 +257,7 @@ def router(ctx: RestContext) -> APIRouter:  # noqa: C901, PLR0915 - one closure 
         group_configuration: bool = Query(False, alias="group-configuration"),
         caller: str | None = Depends(authorized),
     ) -> Response:
-        refused = refusal(caller)
-        if refused is not None:
-            return refused
+        admit(caller)
         document = await stored(groupDocId)
         if not may_manage(document, caller, ctx.is_operator(caller)):
             raise NotAuthorized(f"VAL group document {groupDocId} is not yours")
@@ -268,9 +277,7 @@ def router(ctx: RestContext) -> APIRouter:  # noqa: C901, PLR0915 - one closure 
         request: Request,
         caller: str | None = Depends(authorized),
     ) -> Response:
-        refused = refusal(caller)
-        if refused is not None:
-            return refused
+        admit(caller)
         if body.val_group_id != groupDocId:
             return problem(
                 400,
@@ -279,13 +286,7 @@ def router(ctx: RestContext) -> APIRouter:  # noqa: C901, PLR0915 - one closure 
                 invalid=[("valGroupId", f"must be {groupDocId}")],
             )
         replacement = document_from_wire(body)
-        document = await groups().update(
-            groupDocId,
-            lambda _: replacement,
-            client=caller,
-            operator=ctx.is_operator(caller),
-        )
-        return _json(wire_from_document(document, uri(request, groupDocId)))
+        return await change(request, groupDocId, lambda _: replacement, caller)
 
     @api.patch("/group-documents/{groupDocId}", response_model=None)
     async def modify_ind_val_group_doc(
@@ -294,25 +295,17 @@ def router(ctx: RestContext) -> APIRouter:  # noqa: C901, PLR0915 - one closure 
         request: Request,
         caller: str | None = Depends(authorized),
     ) -> Response:
-        refused = refusal(caller)
-        if refused is not None:
-            return refused
+        admit(caller)
         changes = body.changes()
-        document = await groups().update(
-            groupDocId,
-            lambda current: _patched(current, changes),
-            client=caller,
-            operator=ctx.is_operator(caller),
+        return await change(
+            request, groupDocId, lambda current: _patched(current, changes), caller
         )
-        return _json(wire_from_document(document, uri(request, groupDocId)))
 
     @api.delete("/group-documents/{groupDocId}", status_code=204, response_model=None)
     async def delete_ind_val_group_doc(
         groupDocId: str, caller: str | None = Depends(authorized)
     ) -> Response:
-        refused = refusal(caller)
-        if refused is not None:
-            return refused
+        admit(caller)
         if not await groups().delete(
             groupDocId, client=caller, operator=ctx.is_operator(caller)
         ):

@@ -312,7 +312,7 @@ async def test_one_client_flooding_tokens_never_evicts_another_clients_token() -
         first_as1 = await bearer(rig, "as1")
         for _ in range(60):
             await bearer(rig, "as1")
-        assert len(rig.http._transport.app.app.state.ctx.tokens) == 6  # type: ignore[attr-defined]
+        assert len(rig.http._transport.app.state.ctx.tokens) == 6  # type: ignore[attr-defined]
         ok = await rig.http.post(REG, json={"asSvcId": "as2"}, headers=as2)
         assert ok.status_code == 201, ok.text
         # as1's own oldest token went (per-client bound)

@@ -10,6 +10,7 @@ from msgin5g.model.credentials import psk_token
 from msgin5g.model.messages import Msg, Reg, UECredentialInfo
 from msgin5g.model.registry import Contact
 from msgin5g.service.groups import GroupRegistry
+from msgin5g.spec.delivery import MSGIN5G_SERVICE_ID
 from msgin5g.transports.rest.seal_client import SealGroupSource
 
 from .conftest import UE1, Rig, as_message
@@ -334,7 +335,7 @@ async def test_external_mode_resolves_there_and_refuses_local_management(
     assert asked[0].url.path == "/ss-gm/v1/group-documents"
     assert dict(asked[0].url.params) == {
         "val-group-id": "g1",
-        "val-service-id": "msgin5g",
+        "val-service-id": MSGIN5G_SERVICE_ID,  # the default: coap.service_id's
     }
     assert_problem(await send_to_group(rig, "m-2", "nope"), 404, "GROUP_NOT_FOUND")
     for resp in (

@@ -1,0 +1,111 @@
+"""What the API routers share: :class:`RestContext` and the signals they raise.
+
+The routers (``msgs_*``, ``msgg_*``, ``ss_gm``) import this module and
+:mod:`.asgi` imports the routers, so nothing here imports :mod:`.asgi` (the
+cycle issue 11 asked to remove). The signals are not domain errors (those live
+in :mod:`msgin5g.errors`): they stop a request at the edge, and the application
+built by :func:`.asgi.create_app` answers them.
+"""
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from fastapi import Request
+from starlette.responses import Response
+
+from msgin5g.config import RestConfig
+from msgin5g.model.application import ROLE_OPERATOR
+from msgin5g.model.messages import Msg, MsgResp
+from msgin5g.service.messaging import MessagingService
+from msgin5g.transports.rest.auth import AuthThrottle, RateLimiter, TokenIssuer
+
+__all__ = ["Answer", "InsufficientScope", "RestContext", "Unauthorized"]
+
+
+class Unauthorized(Exception):
+    """No valid bearer token (answered ``401``)."""
+
+
+class InsufficientScope(Exception):
+    """The token lacks the API's scope (answered ``403``)."""
+
+    def __init__(self, scope: str) -> None:
+        super().__init__(scope)
+        self.scope = scope
+
+
+class Answer(Exception):
+    """Stop the request and answer with ``response`` (a problem built on the spot)."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
+@dataclass
+class RestContext:
+    """What the API handlers share: the service, configuration, auth, limits."""
+
+    service: MessagingService
+    config: RestConfig
+    clock: Callable[[], float] = field(default=time.time)
+    tokens: TokenIssuer = field(init=False)
+    limiter: RateLimiter = field(init=False)
+    throttle: AuthThrottle = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.tokens = TokenIssuer(
+            self.config.token_lifetime, self.clock, self.config.max_tokens_per_client
+        )
+        self.limiter = RateLimiter(
+            self.config.rate_limit, self.config.rate_burst, self.clock
+        )
+        self.throttle = AuthThrottle(
+            self.config.auth_failure_burst, self.config.auth_failure_rate, self.clock
+        )
+
+    def authorize(self, scope: str) -> Callable[[Request], str | None]:
+        """A FastAPI dependency: the caller of an API that needs ``scope``.
+
+        The dependency returns the authenticated client id (None with OAuth2
+        off) and raises :class:`Unauthorized` (no valid bearer token, ``401``)
+        or :class:`InsufficientScope` (``403``).
+        """
+
+        def caller(request: Request) -> str | None:
+            if not self.config.oauth2:
+                return None
+            token = self.tokens.token_of(request.headers.get("authorization"))
+            if token is None:
+                raise Unauthorized
+            if scope not in token.scopes:
+                raise InsufficientScope(scope)
+            return token.client_id
+
+        return caller
+
+    def is_operator(self, caller: str | None) -> bool:
+        """Whether the caller is an ``operator`` client."""
+        if caller is None:
+            return False
+        return self.service.applications.client(caller).role == ROLE_OPERATOR
+
+    def admit(self, caller: str | None, as_service_id: str) -> None:
+        """Apply the per-AS rate limit (raises ``Overloaded``)."""
+        self.limiter.check(caller or as_service_id)
+
+    async def submit(self, msg: Msg, caller: str | None) -> MsgResp:
+        """Enter an API's message: from its AS (A2P), or for a UE (a gateway).
+
+        Which one follows from the ``MSG`` the codec built from ``oriAddr``
+        (``originatingAsServiceId`` or ``originatingUeServiceId``).
+        """
+        if msg.originating_as_service_id is not None:
+            return await self.service.submit_from_as(msg, client=caller)
+        return await self.service.submit_for_ue(msg, client=caller)
+
+    def location(self, request: Request, path: str) -> str:
+        """Absolute URI of a created resource below ``{apiRoot}``."""
+        root = self.config.api_root or str(request.base_url).rstrip("/")
+        return root.rstrip("/") + path
