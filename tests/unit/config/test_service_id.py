@@ -69,11 +69,6 @@ def test_the_codec_checks_the_configured_value() -> None:
         decode_uplink(_reg("acme.msg"))  # default: the project's value
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="wiring pending in transports/coap (H8's files): server.py passes "
-    "service_id=self.config.service_id to decode_uplink; remove this mark then",
-)
 async def test_the_server_accepts_its_configured_value(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     await provision_ue(url, "ue1", "s1")

@@ -34,6 +34,7 @@ from msgin5g.service.configuration import ConfigurationService, render_document
 from msgin5g.service.messaging import MessagingService
 from msgin5g.spec.causes import FailureCause, Result
 from msgin5g.spec.coap import CONFIG_PATH, CONTENT_FORMAT_JSON
+from msgin5g.spec.delivery import MSGIN5G_SERVICE_ID
 
 __all__ = ["CONFIG_PATH", "CONTENT_FORMAT_XML", "ConfigurationResource"]
 
@@ -57,9 +58,16 @@ class ConfigurationResource:
         transport: anything with ``local_address`` (the CoAP transport).
     """
 
-    def __init__(self, service: MessagingService, transport: _Bound) -> None:
+    def __init__(
+        self,
+        service: MessagingService,
+        transport: _Bound,
+        *,
+        service_id: str = MSGIN5G_SERVICE_ID,
+    ) -> None:
         self.configuration = ConfigurationService(service.registry)
         self._transport = transport
+        self._service_id = service_id
 
     def server_address(self, message: CoapMessage) -> str:
         """The ``<MSGin5G-Server-address>`` to announce to this requester."""
@@ -89,7 +97,9 @@ class ConfigurationResource:
         if accept not in (None, CONTENT_FORMAT_JSON, CONTENT_FORMAT_XML):
             return make_response(message, Code.NOT_ACCEPTABLE)
         try:
-            config_request = decode_config_request(message.payload)
+            config_request = decode_config_request(
+                message.payload, service_id=self._service_id
+            )
         except DecodeError as exc:
             _throttled.log(
                 "config-decode-error",

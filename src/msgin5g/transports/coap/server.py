@@ -128,7 +128,12 @@ class CoapTransport:
         self._service = service
         site = Site()
         site.add(MSGIN5G_PATH, self.render_post)
-        site.add(CONFIG_PATH, ConfigurationResource(service, self).render_post)
+        site.add(
+            CONFIG_PATH,
+            ConfigurationResource(
+                service, self, service_id=self.config.service_id
+            ).render_post,
+        )
         observe = self._observe = ObserveResource(service)
         site.add(
             TOPICS_PATH,
@@ -216,7 +221,7 @@ class CoapTransport:
                     message.content_format,
                 )
                 return refused
-            uplink = decode_uplink(message.payload)
+            uplink = decode_uplink(message.payload, service_id=self.config.service_id)
             if message.mtype == _NON and isinstance(uplink, _CON_ONLY):
                 raise InvalidRequest(
                     f"{type(uplink).__struct_config__.tag} must be sent Confirmable "
