@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 
 from msgin5g.storage import Backend, open_backend
+from tests.storage.nats_server import nats_url
 
-BACKENDS = ["memory", "sqlite"]
+BACKENDS = ["memory", "sqlite", "nats"]
 
 
 class BackendFactory:
@@ -30,6 +31,8 @@ class BackendFactory:
     async def open(self) -> Backend:
         """A started backend of this kind."""
         url = "memory:" if self.kind == "memory" else f"sqlite:///{self.path}"
+        if self.kind == "nats":
+            url = nats_url(self)  # a session nats-server, a fresh prefix per factory
         backend = open_backend(url)
         await backend.start()
         self.opened.append(backend)
