@@ -100,6 +100,7 @@ class NatsBackend(StreamQueue):
         self._client = client
         try:
             self._js = client.jetstream(timeout=10.0)
+            self._js_client = client
             self._jsm = client.jsm()
             await self._create_schema()
             await self._claim_generation()

@@ -22,7 +22,7 @@ What:
 Expiry of routes and records:
     ``purge_report_routes`` and ``purge_dedup`` must count exactly what they
     drop, so each keeps a heap of (expires_at, key) loaded once at start-up
-    (one watch over the bucket) and fed by every put. Before deleting, the
+    (one ordered consumer over the bucket) and fed by every put. Before deleting, the
     current value is read again and deleted only at its revision, so a
     replaced or taken entry is never dropped by mistake. The dedup bucket also
     has a bucket-wide age limit (``dedup_ttl``): whatever happens, no record
@@ -36,6 +36,8 @@ from contextlib import asynccontextmanager
 from typing import Final
 
 import msgspec
+from nats.js.api import DeliverPolicy
+from nats.js.client import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
@@ -65,21 +67,6 @@ async def _get(kv: KeyValue, key: str) -> tuple[bytes, int] | None:
     return entry.value or b"", entry.revision or 0
 
 
-async def _scan(kv: KeyValue, pattern: str = ">") -> list[tuple[str, bytes]]:
-    """Every live (key, value) of the bucket matching ``pattern``, one watch."""
-    found: list[tuple[str, bytes]] = []
-    watcher = await kv.watch(pattern, ignore_deletes=True)
-    try:
-        async for entry in watcher:
-            if entry is None:  # caught up with the current state
-                break
-            if entry.value is not None and entry.operation is None:
-                found.append((entry.key, entry.value))
-    finally:
-        await watcher.stop()  # type: ignore[no-untyped-call]
-    return found
-
-
 async def _delete_at(kv: KeyValue, key: str, revision: int) -> bool:
     """Delete ``key`` only if it is still at ``revision``; True if deleted."""
     try:
@@ -102,16 +89,51 @@ class _Guard:
 class KvStores:
     """Credentials, registrations, records, report routes and dedup records."""
 
+    _js: JetStreamContext
+    _prefix: str
     _kv: dict[str, KeyValue]
     _route_heap: list[tuple[float, str]]
     _dedup_heap: list[tuple[float, str]]
     _dedup_locks: dict[str, "_Guard"]
 
+    async def _scan(self, suffix: str, pattern: str = ">") -> list[tuple[str, bytes]]:
+        """Every live (key, value) of bucket ``suffix`` whose key matches ``pattern``.
+
+        One ordered consumer (last value per key). Whether anything is there is
+        taken from the consumer's own counts at the server (delivered + pending),
+        not from the watcher's start marker of ``nats-py``, which can fire
+        before an already delivered entry is counted (an empty answer for a
+        non-empty bucket).
+        """
+        bucket = f"{self._prefix}_{suffix}"
+        subject_prefix = f"$KV.{bucket}."
+        found: list[tuple[str, bytes]] = []
+        sub = await self._js.subscribe(
+            subject_prefix + pattern,
+            stream=f"KV_{bucket}",
+            ordered_consumer=True,
+            deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+        )
+        try:
+            info = await sub.consumer_info()
+            if not info.num_pending and not (
+                info.delivered and info.delivered.consumer_seq
+            ):
+                return found
+            while True:
+                msg = await sub.next_msg(timeout=10)
+                if not (msg.headers or {}).get("KV-Operation"):  # DEL/PURGE markers
+                    found.append((msg.subject[len(subject_prefix) :], msg.data))
+                if not msg.metadata.num_pending:
+                    return found
+        finally:
+            await sub.unsubscribe()
+
     async def _load_kv_indexes(self) -> None:
         """Fill the expiry heaps of routes and dedup records (start-up)."""
         with map_driver_errors():
-            routes = await _scan(self._kv["route"])
-            records = await _scan(self._kv["dedup"])
+            routes = await self._scan("route")
+            records = await self._scan("dedup")
             self._route_heap = [
                 (_ROUTE_DECODER.decode(value).expires_at, key) for key, value in routes
             ]
@@ -141,7 +163,7 @@ class KvStores:
     async def list_credentials(self) -> list[str]:
         """All provisioned UE Service IDs, sorted."""
         with map_driver_errors():
-            return sorted(untoken(key) for key, _ in await _scan(self._kv["cred"]))
+            return sorted(untoken(key) for key, _ in await self._scan("cred"))
 
     async def _delete(self, bucket: str, key: str) -> bool:
         kv = self._kv[bucket]
@@ -165,9 +187,7 @@ class KvStores:
     async def load_registrations(self) -> list[UERegistration]:
         """Every stored registration, ordered by UE Service ID."""
         with map_driver_errors():
-            regs = [
-                _REG_DECODER.decode(value) for _, value in await _scan(self._kv["reg"])
-            ]
+            regs = [_REG_DECODER.decode(value) for _, value in await self._scan("reg")]
         return sorted(regs, key=lambda reg: reg.ue_service_id)
 
     # ---------------------------------------------------------------- RecordStore
@@ -195,7 +215,7 @@ class KvStores:
         """Every record of ``kind`` ordered by key."""
         decoder = msgspec.msgpack.Decoder(type_)
         with map_driver_errors():
-            found = await _scan(self._kv["rec"], f"{token(kind)}.*")
+            found = await self._scan("rec", f"{token(kind)}.*")
             keyed = sorted((untoken(k.partition(".")[2]), v) for k, v in found)
             return [decoder.decode(value) for _, value in keyed]
 
