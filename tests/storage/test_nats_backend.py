@@ -300,7 +300,9 @@ async def test_unreachable_server_fails_fast_with_a_hint() -> None:
     from tests.storage.nats_server import free_port
 
     backend = open_backend(f"nats://127.0.0.1:{free_port()}?connect_timeout=1")
-    with pytest.raises(StorageUnavailable, match=r"no server answered.*nats-server -js"):
+    with pytest.raises(
+        StorageUnavailable, match=r"no server answered.*nats-server -js"
+    ):
         await backend.start()
     await backend.aclose()
 

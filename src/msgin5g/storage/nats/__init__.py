@@ -5,6 +5,7 @@ so ``nats-py`` is an optional dependency (extra ``nats``).
 
 Modules: :mod:`~msgin5g.storage.nats.backend` (lifecycle, schema),
 :mod:`~msgin5g.storage.nats.queue` (stored messages on one stream),
+:mod:`~msgin5g.storage.nats.index` (their in-memory index and stream I/O),
 :mod:`~msgin5g.storage.nats.kv` (KV buckets), :mod:`~msgin5g.storage.nats.codec`
 (names, headers, bodies) and :mod:`~msgin5g.storage.nats.driver` (URL, connection,
 error mapping).
