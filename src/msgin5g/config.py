@@ -139,13 +139,18 @@ class StorageConfig:
     """Where registrations and accepted messages are kept."""
 
     url: str = "sqlite:///./msgin5g.db"
-    """``sqlite:///relative.db``, ``sqlite:////abs/path.db`` or ``memory:``."""
+    """``sqlite:///relative.db``, ``sqlite:////abs/path.db``, ``memory:`` or
+    ``nats://[user:password@]host:port[?prefix=...&replicas=...]`` (NATS
+    JetStream, shared by a cluster; options in ``docs/cluster.md``)."""
     synchronous: str = "FULL"
     """SQLite ``PRAGMA synchronous``: FULL fsyncs every group commit, NORMAL
     survives process crashes but may lose the last commits on power loss."""
 
     def __post_init__(self) -> None:
-        if not (self.url.startswith("sqlite:") or self.url == "memory:"):
+        if not (
+            self.url.startswith(("sqlite:", "nats://", "tls://"))
+            or self.url == "memory:"
+        ):
             raise ConfigError(f"storage.url: unsupported URL {self.url!r}")
         if self.synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
             raise ConfigError("storage.synchronous: one of OFF, NORMAL, FULL, EXTRA")

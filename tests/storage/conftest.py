@@ -9,10 +9,12 @@ thread) live in their own modules and do not use these fixtures.
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from msgin5g.storage import Backend, open_backend
+from tests.storage.nats_server import nats_url
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,8 @@ class BackendKind:
 BACKENDS = (
     BackendKind("memory", lambda _tmp: "memory:", persistent=False),
     BackendKind("sqlite", lambda tmp: f"sqlite:///{tmp / 'store.db'}", persistent=True),
+    # a session nats-server (started on first use), a fresh stream/bucket prefix each
+    BackendKind("nats", lambda _tmp: nats_url(SimpleNamespace()), persistent=True),
 )
 
 

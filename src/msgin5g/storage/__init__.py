@@ -25,7 +25,11 @@ def open_backend(url: str, **options: Any) -> Backend:
     * ``sqlite:///relative/path.db``, ``sqlite:////abs/path.db`` or
       ``sqlite:///:memory:`` -> :class:`msgin5g.storage.sqlite.SqliteBackend`,
       with ``synchronous`` (default ``"FULL"``), ``batch_max`` and
-      ``busy_timeout`` taken from ``options``.
+      ``busy_timeout`` taken from ``options``;
+    * ``nats://[user:password@]host:port[,host2:port...][?prefix=&replicas=&creds=&tls_ca=...]``
+      or ``tls://...`` -> :class:`msgin5g.storage.nats.NatsBackend` (NATS JetStream;
+      needs the ``nats`` extra; options above ignored, see
+      :func:`msgin5g.storage.nats.driver.parse_url`).
 
     Args:
         url: the ``storage.url`` setting.
@@ -59,7 +63,21 @@ def open_backend(url: str, **options: Any) -> Backend:
             if name in options:
                 kwargs[name] = options[name]
         return SqliteBackend(path, **kwargs)
+    if url.startswith(("nats://", "tls://")):
+        return _open_nats(url)
     raise ConfigError(
         f"storage.url: unsupported scheme in {url!r} "
-        "(expected 'memory:' or 'sqlite:///path.db')"
+        "(expected 'memory:', 'sqlite:///path.db' or 'nats://host:port')"
     )
+
+
+def _open_nats(url: str) -> Backend:
+    try:
+        from msgin5g.storage.nats import NatsBackend, parse_url  # lazy: imports nats-py
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not exc.name.startswith("nats"):
+            raise
+        raise ConfigError(
+            "storage.url: nats:// needs the NATS client: pip install 'msgin5g[nats]'"
+        ) from exc
+    return NatsBackend(parse_url(url))
