@@ -16,9 +16,9 @@ group registry maps ``valUeId`` members through the live registrations.
 import logging
 
 from msgin5g.config import ServerConfig
+from msgin5g.runtime import Clock
 from msgin5g.service.applications import TargetNetworks
 from msgin5g.service.messaging import MessagingService
-from msgin5g.service.ports import Clock
 from msgin5g.storage import open_backend
 from msgin5g.storage.base import Backend
 from msgin5g.transports.coap import CoapTransport

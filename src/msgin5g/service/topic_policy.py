@@ -53,7 +53,7 @@ import msgspec
 
 from msgin5g.config import TopicsConfig
 from msgin5g.errors import InvalidRequest
-from msgin5g.service.ports import Clock
+from msgin5g.runtime import Clock
 from msgin5g.spec.causes import FailureCause
 from msgin5g.storage.base import Backend
 

@@ -177,7 +177,7 @@ async def test_storage_answers_when_the_memory_cache_forgot(
 ) -> None:
     svc, backend = await open_service(dedup_max_bytes=4096)
     firsts = [await svc.submit(msg(f"m{i}"), UE1) for i in range(300)]
-    assert svc._dedup.cache.rotations > 0  # memory could not hold them all
+    assert svc.dedup.cache.rotations > 0  # memory could not hold them all
     agains = [await svc.submit(msg(f"m{i}"), UE1) for i in range(300)]
     assert agains == firsts
     assert await backend.count() == 300
@@ -201,7 +201,7 @@ async def test_group_retry_after_restart_is_not_fanned_out_again(
     svc, backend = await open_service()
     assert await svc.submit(group_msg, UE1) == first
     assert await backend.count() == 2
-    assert svc._dedup.conflicts == 1
+    assert svc.dedup.conflicts == 1
 
 
 async def test_concurrent_copies_are_stored_once(open_service: Factory) -> None:
@@ -231,7 +231,7 @@ async def test_copies_waiting_on_a_refused_first_are_routed_once(
 ) -> None:
     """The first copy is refused for congestion: the waiting copies store it once."""
     svc, backend = await open_service()
-    original = svc._route
+    original = svc.router.route
     calls = 0
 
     async def route_refusing_first(m: Msg, now: float):  # type: ignore[no-untyped-def]
@@ -242,7 +242,7 @@ async def test_copies_waiting_on_a_refused_first_are_routed_once(
             raise RuntimeError("storage hiccup")
         return await original(m, now)
 
-    svc._route = route_refusing_first  # type: ignore[method-assign]
+    svc.router.route = route_refusing_first  # type: ignore[method-assign]
     answers = await asyncio.gather(
         *(svc.submit(msg("m1"), UE1) for _ in range(4)), return_exceptions=True
     )

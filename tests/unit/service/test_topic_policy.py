@@ -195,6 +195,7 @@ async def test_registry_enforces_subscribe_and_observe(
 ) -> None:
     p = policy(backend, clock)
     topics = TopicRegistry(backend, clock, DeliveryConfig(), policy=p)
+    await topics.load()  # opens its task supervisor
     notifier = FakeNotifier()
     topics.attach_notifier(notifier)
     results = await topics.subscribe("bob", ["alice/private", "news"], clock.now() + 60)

@@ -8,8 +8,10 @@ Pipeline for every request to ``/msgin5g`` (digest §3 "common behaviour"):
    block-wise (Block1) request: MSGin5G segments large payloads itself (digest §2.1);
 4. the JSON is decoded and validated → 4.00 with ``{"messageType", "failureCause",
    "detail"}`` naming the offending member;
-5. the service runs the procedure; its response message is piggybacked on the ACK
-   with 2.01 (new registration) or 2.04, Content-Format 50.
+5. one dispatch table (``_PROCEDURES``) maps the decoded
+   message class, one per Message Type, to a handler that runs the service
+   procedure; its response message is piggybacked on the ACK with 2.01 (new
+   registration) or 2.04, Content-Format 50.
 
 Errors become CoAP codes only here, through :mod:`.codes`; each is logged once
 (INFO for a client's mistake, ERROR with traceback for our bug). A client's
@@ -31,7 +33,9 @@ Topic subscription in the Observe form (``GET /msgin5g/topics/{topic}``, digest
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from functools import partial
+from typing import Any
 from urllib.parse import urlsplit
 
 import msgspec
@@ -46,7 +50,7 @@ from msgin5g.coap.message import (
     uri_path_options,
 )
 from msgin5g.coap.numbers import Code, OptionNumber, TransmissionParameters, Type
-from msgin5g.codec.ue_payload import Uplink, decode_uplink, encode, message_type_of
+from msgin5g.codec.ue_payload import decode_uplink, encode, message_type_of
 from msgin5g.config import CoapConfig
 from msgin5g.errors import (
     DecodeError,
@@ -68,6 +72,7 @@ from msgin5g.model.messages import (
     ErrorBody,
     Imdn,
     Msg,
+    MsgUpd,
     Reg,
     SegConfir,
     SegRec,
@@ -210,7 +215,10 @@ class CoapTransport:
                     "Content-Format must be 50 (application/json)",
                 )
             uplink = decode_uplink(message.payload)
-            return await self._dispatch(uplink, request.peer, message)
+            service = self._service
+            assert service is not None  # noqa: S101 - set in start()
+            handler = _PROCEDURES[type(uplink)]
+            return await handler(service, uplink, _contact(request.peer), message)
         except MSGin5GError as exc:
             code, cause = code_for(exc)
             detail = getattr(exc, "detail", None) or str(exc)
@@ -232,53 +240,6 @@ class CoapTransport:
                     detail,
                 )
             return _error(message, code, cause, detail)
-
-    async def _dispatch(
-        self,
-        uplink: Uplink,
-        peer: Peer,
-        request: CoapMessage,
-    ) -> CoapMessage:
-        service = self._service
-        assert service is not None  # noqa: S101 - set in start()
-        source = _contact(peer)
-        if isinstance(uplink, Msg):
-            return _json(request, Code.CHANGED, await service.submit(uplink, source))
-        if isinstance(uplink, Imdn):
-            await service.report(uplink, source)
-            return make_response(request, Code.CHANGED)
-        if isinstance(uplink, Reg):
-            outcome = await service.register(uplink, source)
-            code = Code.CREATED if outcome.created else Code.CHANGED
-            extra = None
-            if uplink.client_address and outcome.response.failure_cause is None:
-                extra = _location_path(uplink.client_address)
-            return _json(request, code, outcome.response, extra)
-        if isinstance(uplink, Dereg):
-            return _json(
-                request, Code.CHANGED, await service.deregister(uplink, source)
-            )
-        if isinstance(uplink, BulkReg):
-            bulk_resp, created = await service.bulk_register(uplink, source)
-            return _json(request, Code.CREATED if created else Code.CHANGED, bulk_resp)
-        if isinstance(uplink, BulkDereg):
-            return _json(
-                request, Code.CHANGED, await service.bulk_deregister(uplink, source)
-            )
-        if isinstance(uplink, AggMsg):
-            return _json(
-                request, Code.CHANGED, await service.submit_aggregate(uplink, source)
-            )
-        if isinstance(uplink, TopicSub):
-            return _json(request, Code.CHANGED, await service.subscribe(uplink, source))
-        if isinstance(uplink, TopicUnsub):
-            return _json(
-                request, Code.CHANGED, await service.unsubscribe(uplink, source)
-            )
-        if isinstance(uplink, AggImdn | SegRec | SegConfir):
-            await service.control(uplink, source)
-            return make_response(request, Code.CHANGED)
-        return _json(request, Code.CHANGED, await service.update_stored(uplink, source))
 
     # downlink (Deliverer port) ------------------------------------------------------
 
@@ -398,3 +359,119 @@ def _json(
     return make_response(
         request, code, encode(body), content_format=CONTENT_FORMAT_JSON, options=options
     )
+
+
+# one handler per uplink Message Type (digest §3) ----------------------------------
+#
+# Each runs the service procedure and renders its answer: 2.01 for a new
+# registration context, else 2.04, with the procedure's response message (if it
+# has one) piggybacked as JSON.
+
+
+async def _on_msg(
+    service: MessagingService, uplink: Msg, source: Contact, request: CoapMessage
+) -> CoapMessage:
+    return _json(request, Code.CHANGED, await service.submit(uplink, source))
+
+
+async def _on_imdn(
+    service: MessagingService, uplink: Imdn, source: Contact, request: CoapMessage
+) -> CoapMessage:
+    await service.report(uplink, source)
+    return make_response(request, Code.CHANGED)
+
+
+async def _on_reg(
+    service: MessagingService, uplink: Reg, source: Contact, request: CoapMessage
+) -> CoapMessage:
+    outcome = await service.register(uplink, source)
+    code = Code.CREATED if outcome.created else Code.CHANGED
+    extra = None
+    if uplink.client_address and outcome.response.failure_cause is None:
+        extra = _location_path(uplink.client_address)
+    return _json(request, code, outcome.response, extra)
+
+
+async def _on_dereg(
+    service: MessagingService, uplink: Dereg, source: Contact, request: CoapMessage
+) -> CoapMessage:
+    return _json(request, Code.CHANGED, await service.deregister(uplink, source))
+
+
+async def _on_bulk_reg(
+    service: MessagingService, uplink: BulkReg, source: Contact, request: CoapMessage
+) -> CoapMessage:
+    bulk_resp, created = await service.bulk_register(uplink, source)
+    return _json(request, Code.CREATED if created else Code.CHANGED, bulk_resp)
+
+
+async def _on_bulk_dereg(
+    service: MessagingService, uplink: BulkDereg, source: Contact, request: CoapMessage
+) -> CoapMessage:
+    return _json(request, Code.CHANGED, await service.bulk_deregister(uplink, source))
+
+
+async def _on_agg_msg(
+    service: MessagingService, uplink: AggMsg, source: Contact, request: CoapMessage
+) -> CoapMessage:
+    return _json(request, Code.CHANGED, await service.submit_aggregate(uplink, source))
+
+
+async def _on_agg_imdn(
+    service: MessagingService, uplink: AggImdn, source: Contact, request: CoapMessage
+) -> CoapMessage:
+    await service.report_aggregate(uplink, source)
+    return make_response(request, Code.CHANGED)
+
+
+async def _on_segment_control(
+    service: MessagingService,
+    uplink: SegRec | SegConfir,
+    source: Contact,
+    request: CoapMessage,
+) -> CoapMessage:
+    await service.segment_control(uplink, source)
+    return make_response(request, Code.CHANGED)
+
+
+async def _on_topic_sub(
+    service: MessagingService, uplink: TopicSub, source: Contact, request: CoapMessage
+) -> CoapMessage:
+    return _json(request, Code.CHANGED, await service.subscribe(uplink, source))
+
+
+async def _on_topic_unsub(
+    service: MessagingService,
+    uplink: TopicUnsub,
+    source: Contact,
+    request: CoapMessage,
+) -> CoapMessage:
+    return _json(request, Code.CHANGED, await service.unsubscribe(uplink, source))
+
+
+async def _on_msg_upd(
+    service: MessagingService, uplink: MsgUpd, source: Contact, request: CoapMessage
+) -> CoapMessage:
+    return _json(request, Code.CHANGED, await service.update_stored(uplink, source))
+
+
+_Handler = Callable[
+    [MessagingService, Any, Contact, CoapMessage], Awaitable[CoapMessage]
+]
+
+_PROCEDURES: dict[type, _Handler] = {
+    Msg: _on_msg,
+    Imdn: _on_imdn,
+    Reg: _on_reg,
+    Dereg: _on_dereg,
+    BulkReg: _on_bulk_reg,
+    BulkDereg: _on_bulk_dereg,
+    AggMsg: _on_agg_msg,
+    AggImdn: _on_agg_imdn,
+    SegRec: _on_segment_control,
+    SegConfir: _on_segment_control,
+    TopicSub: _on_topic_sub,
+    TopicUnsub: _on_topic_unsub,
+    MsgUpd: _on_msg_upd,
+}
+"""The dispatch table: the decoded class of each uplink Message Type → its handler."""
