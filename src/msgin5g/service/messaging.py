@@ -40,11 +40,13 @@ such a response, or that the REST transport maps to ProblemDetails. Anything
 else propagates and becomes 5.00 / 500 at the transport edge.
 
 Time and tasks: every component gets the one :class:`~msgin5g.runtime.Clock`
-(tests inject :class:`~msgin5g.testing.ManualClock`), and every background task
-of the service (mailbox drains, the sweeper, the topic pump, failure reports)
-runs under the one :class:`~msgin5g.runtime.Supervisor` opened by :meth:`load`
-and closed by :meth:`aclose`; :meth:`MessagingService.stats` counts the tasks
-that failed.
+(tests inject :class:`~msgin5g.testing.ManualClock`), and the background tasks
+of the service (the sweeper, the topic pump and its record clean-ups, failure
+reports) run under the one :class:`~msgin5g.runtime.Supervisor` opened by
+:meth:`load` and closed by :meth:`aclose`; mailbox drain tasks, one per message
+on the hot path, are plain tasks owned by the delivery engine (the reason is
+measured in :mod:`.delivery`). :meth:`MessagingService.stats` counts the tasks
+of both kinds that failed.
 """
 
 from msgin5g.config import DeliveryConfig, LimitsConfig, SealConfig, TopicsConfig
@@ -245,8 +247,8 @@ class MessagingService:
             "fanoutCopies": self.fanout.copies,
             "droppedNotifications": self.topics.dropped_notifications,
             "supersededNotifications": self.topics.superseded_notifications,
-            "backgroundTasks": self.tasks.running,
-            "taskFailures": self.tasks.failures,
+            "backgroundTasks": self.tasks.running + self.delivery.drain_tasks(),
+            "taskFailures": self.tasks.failures + self.delivery.drain_failures,
         }
 
     # provisioning -------------------------------------------------------------

@@ -235,3 +235,42 @@ async def test_aclose_ends_every_task_of_the_service(
     await svc.aclose()
     assert svc.tasks.running == 0
     assert svc.stats()["taskFailures"] == 0
+
+
+class BrokenLoad(MemoryBackend):
+    """Storage that cannot read a mailbox back."""
+
+    async def pending_for(self, recipient: str, limit: int):  # type: ignore[no-untyped-def]
+        raise RuntimeError("test: cannot read the mailbox")
+
+
+async def test_a_failing_drain_task_is_logged_and_counted(
+    clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    backend = BrokenLoad()
+    await backend.start()
+    svc = MessagingService(backend, RecordingDeliverer(), clock=clock)
+    for ue, secret in SECRETS.items():
+        await svc.provision(ue, psk_token(secret, ue))
+    await svc.start(sweeper=False)
+    try:
+        await svc.register(reg("ue1"), UE1)
+        stored = await svc.submit(
+            Msg(
+                message_id="s1",
+                originating_ue_service_id="ue1",
+                recipient_ue_service_id="ue2",
+                store_and_forward_flag=True,
+            ),
+            UE1,
+        )
+        assert stored.delivery_status == "DELY_STORED"
+        with caplog.at_level(logging.ERROR, logger="msgin5g.service.delivery"):
+            await svc.register(reg("ue2"), UE2)  # wakes the mailbox: load fails
+            await yields()
+        assert svc.stats()["taskFailures"] == 1
+        assert "cannot read the mailbox" in caplog.text
+        assert svc.stats()["backgroundTasks"] == 0
+    finally:
+        await svc.aclose()
+        await backend.aclose()
