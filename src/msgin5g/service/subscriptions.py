@@ -15,7 +15,13 @@ from datetime import UTC, datetime
 
 from msgin5g.errors import InvalidRequest, NotAuthorized
 from msgin5g.model.application import as_key
-from msgin5g.model.messages import TopicSub, TopicSubResp, TopicUnsub, TopicUnsubResp
+from msgin5g.model.messages import (
+    TopicResult,
+    TopicSub,
+    TopicSubResp,
+    TopicUnsub,
+    TopicUnsubResp,
+)
 from msgin5g.model.registry import Contact
 from msgin5g.runtime import Clock
 from msgin5g.service.answers import topic_failures
@@ -61,12 +67,21 @@ class Subscriptions:
 
     # UEs ----------------------------------------------------------------------------
 
+    def _refused(
+        self, request: TopicSub | TopicUnsub, source: Contact
+    ) -> list[TopicResult] | None:
+        """One ``FAILURE`` per topic if the sender may not act from ``source``."""
+        ue = request.originating_ue_service_id
+        refusal = self._registry.refuse_sender(ue, source)
+        if refusal is None:
+            return None
+        return topic_failures(request.messaging_topics, refusal.cause)
+
     async def subscribe(self, request: TopicSub, source: Contact) -> TopicSubResp:
         """Handle ``TOPICSUB`` (digest §3.13.3)."""
         ue = request.originating_ue_service_id
-        refusal = self._registry.refuse_sender(ue, source)
-        if refusal is not None:
-            failed = topic_failures(request.messaging_topics, refusal.cause)
+        failed = self._refused(request, source)
+        if failed is not None:
             return TopicSubResp(originating_ue_service_id=ue, topic_results=failed)
         self._delivery.on_uplink(ue)
         expires_at = self._granted(request.expiration)
@@ -80,9 +95,8 @@ class Subscriptions:
     async def unsubscribe(self, request: TopicUnsub, source: Contact) -> TopicUnsubResp:
         """Handle ``TOPICUNSUB`` (digest §3.13.2; empty list = all topics)."""
         ue = request.originating_ue_service_id
-        refusal = self._registry.refuse_sender(ue, source)
-        if refusal is not None:
-            failed = topic_failures(request.messaging_topics, refusal.cause)
+        failed = self._refused(request, source)
+        if failed is not None:
             return TopicUnsubResp(originating_ue_service_id=ue, topic_results=failed)
         results = await self._topics.unsubscribe(ue, list(request.messaging_topics))
         return TopicUnsubResp(originating_ue_service_id=ue, topic_results=results)

@@ -35,6 +35,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from functools import partial
+from operator import attrgetter
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -367,18 +368,34 @@ def _json(
 # registration context, else 2.04, with the procedure's response message (if it
 # has one) piggybacked as JSON.
 
-
-async def _on_msg(
-    service: MessagingService, uplink: Msg, source: Contact, request: CoapMessage
-) -> CoapMessage:
-    return _json(request, Code.CHANGED, await service.submit(uplink, source))
+_Handler = Callable[
+    [MessagingService, Any, Contact, CoapMessage], Awaitable[CoapMessage]
+]
 
 
-async def _on_imdn(
-    service: MessagingService, uplink: Imdn, source: Contact, request: CoapMessage
-) -> CoapMessage:
-    await service.report(uplink, source)
-    return make_response(request, Code.CHANGED)
+def _answering(procedure: str) -> _Handler:
+    """A handler for a procedure whose response message goes back with 2.04."""
+    get = attrgetter(procedure)
+
+    async def handle(
+        service: MessagingService, uplink: Any, source: Contact, request: CoapMessage
+    ) -> CoapMessage:
+        return _json(request, Code.CHANGED, await get(service)(uplink, source))
+
+    return handle
+
+
+def _acknowledging(procedure: str) -> _Handler:
+    """A handler for a procedure without response message (an empty 2.04)."""
+    get = attrgetter(procedure)
+
+    async def handle(
+        service: MessagingService, uplink: Any, source: Contact, request: CoapMessage
+    ) -> CoapMessage:
+        await get(service)(uplink, source)
+        return make_response(request, Code.CHANGED)
+
+    return handle
 
 
 async def _on_reg(
@@ -392,12 +409,6 @@ async def _on_reg(
     return _json(request, code, outcome.response, extra)
 
 
-async def _on_dereg(
-    service: MessagingService, uplink: Dereg, source: Contact, request: CoapMessage
-) -> CoapMessage:
-    return _json(request, Code.CHANGED, await service.deregister(uplink, source))
-
-
 async def _on_bulk_reg(
     service: MessagingService, uplink: BulkReg, source: Contact, request: CoapMessage
 ) -> CoapMessage:
@@ -405,73 +416,20 @@ async def _on_bulk_reg(
     return _json(request, Code.CREATED if created else Code.CHANGED, bulk_resp)
 
 
-async def _on_bulk_dereg(
-    service: MessagingService, uplink: BulkDereg, source: Contact, request: CoapMessage
-) -> CoapMessage:
-    return _json(request, Code.CHANGED, await service.bulk_deregister(uplink, source))
-
-
-async def _on_agg_msg(
-    service: MessagingService, uplink: AggMsg, source: Contact, request: CoapMessage
-) -> CoapMessage:
-    return _json(request, Code.CHANGED, await service.submit_aggregate(uplink, source))
-
-
-async def _on_agg_imdn(
-    service: MessagingService, uplink: AggImdn, source: Contact, request: CoapMessage
-) -> CoapMessage:
-    await service.report_aggregate(uplink, source)
-    return make_response(request, Code.CHANGED)
-
-
-async def _on_segment_control(
-    service: MessagingService,
-    uplink: SegRec | SegConfir,
-    source: Contact,
-    request: CoapMessage,
-) -> CoapMessage:
-    await service.segment_control(uplink, source)
-    return make_response(request, Code.CHANGED)
-
-
-async def _on_topic_sub(
-    service: MessagingService, uplink: TopicSub, source: Contact, request: CoapMessage
-) -> CoapMessage:
-    return _json(request, Code.CHANGED, await service.subscribe(uplink, source))
-
-
-async def _on_topic_unsub(
-    service: MessagingService,
-    uplink: TopicUnsub,
-    source: Contact,
-    request: CoapMessage,
-) -> CoapMessage:
-    return _json(request, Code.CHANGED, await service.unsubscribe(uplink, source))
-
-
-async def _on_msg_upd(
-    service: MessagingService, uplink: MsgUpd, source: Contact, request: CoapMessage
-) -> CoapMessage:
-    return _json(request, Code.CHANGED, await service.update_stored(uplink, source))
-
-
-_Handler = Callable[
-    [MessagingService, Any, Contact, CoapMessage], Awaitable[CoapMessage]
-]
-
 _PROCEDURES: dict[type, _Handler] = {
-    Msg: _on_msg,
-    Imdn: _on_imdn,
+    Msg: _answering("submit"),
+    Imdn: _acknowledging("report"),
     Reg: _on_reg,
-    Dereg: _on_dereg,
+    Dereg: _answering("deregister"),
     BulkReg: _on_bulk_reg,
-    BulkDereg: _on_bulk_dereg,
-    AggMsg: _on_agg_msg,
-    AggImdn: _on_agg_imdn,
-    SegRec: _on_segment_control,
-    SegConfir: _on_segment_control,
-    TopicSub: _on_topic_sub,
-    TopicUnsub: _on_topic_unsub,
-    MsgUpd: _on_msg_upd,
+    BulkDereg: _answering("bulk_deregister"),
+    AggMsg: _answering("submit_aggregate"),
+    AggImdn: _acknowledging("report_aggregate"),
+    SegRec: _acknowledging("segment_control"),
+    SegConfir: _acknowledging("segment_control"),
+    TopicSub: _answering("subscribe"),
+    TopicUnsub: _answering("unsubscribe"),
+    MsgUpd: _answering("update_stored"),
 }
-"""The dispatch table: the decoded class of each uplink Message Type → its handler."""
+"""The dispatch table: the decoded class of each uplink Message Type → its handler
+(named after the :class:`MessagingService` procedure it runs)."""
