@@ -49,8 +49,8 @@ class Supervisor:
 
     def spawn(
         self, coro: Coroutine[Any, Any, None], *, name: str | None = None
-    ) -> None:
-        """Run ``coro`` as a supervised task.
+    ) -> "asyncio.Task[None]":
+        """Run ``coro`` as a supervised task; returns the task (to cancel it).
 
         Raises:
             RuntimeError: the supervisor is not started or already closed (the
@@ -64,6 +64,7 @@ class Supervisor:
         task.add_done_callback(self._tasks.discard)
         # a task cancelled before its first step never awaited ``coro``
         task.add_done_callback(lambda _: coro.close())
+        return task
 
     async def _guard(self, coro: Coroutine[Any, Any, None]) -> None:
         try:

@@ -9,8 +9,8 @@ server's ``/ss-gm/v1`` API take effect at once, docs/groups.md).
 
 from msgin5g.config import DeliveryConfig
 from msgin5g.model.credentials import credential_digest, generate_secret, psk_token
+from msgin5g.runtime import SystemClock
 from msgin5g.service.groups import Group, GroupDocument, GroupRegistry
-from msgin5g.service.ports import SystemClock
 from msgin5g.storage import open_backend
 from msgin5g.storage.base import Backend
 

@@ -14,11 +14,12 @@ group registry maps ``valUeId`` members through the live registrations.
 """
 
 import logging
+from contextlib import AsyncExitStack
 
 from msgin5g.config import ServerConfig
+from msgin5g.runtime import Clock
 from msgin5g.service.applications import TargetNetworks
 from msgin5g.service.messaging import MessagingService
-from msgin5g.service.ports import Clock
 from msgin5g.storage import open_backend
 from msgin5g.storage.base import Backend
 from msgin5g.transports.coap import CoapTransport
@@ -40,49 +41,59 @@ class Server:
         self.service: MessagingService | None = None
         self.coap: CoapTransport | None = None
         self.rest: RestTransport | None = None
-        self._as_deliverer: HttpASDeliverer | None = None
-        self._group_source: SealGroupSource | None = None
+        self._stack: AsyncExitStack | None = None
 
     async def start(self) -> None:
-        """Open storage, load state, bind the CoAP socket, resume deliveries.
+        """Open storage, load state, bind the sockets, resume deliveries.
 
-        If any step fails (a port is taken, storage cannot be opened), whatever
-        was started is closed again before the error propagates: no storage
-        thread, socket or task outlives a failed start.
+        Every part that is opened pushes its ``aclose`` on one
+        :class:`~contextlib.AsyncExitStack`, so a step that fails (a port is
+        taken, storage cannot be opened) closes exactly what was opened before
+        it, in reverse order, before the error propagates: no storage thread,
+        socket or task outlives a failed start. :meth:`aclose` unwinds the same
+        stack.
         """
-        try:
-            await self._start()
-        except BaseException:
-            await self.aclose()
-            raise
+        if self._stack is not None:
+            raise RuntimeError("server already started")
+        async with AsyncExitStack() as stack:
+            stack.callback(self._forget_parts)  # runs last
+            await self._start(stack)
+            self._stack = stack.pop_all()
 
-    async def _start(self) -> None:
+    async def _start(self, stack: AsyncExitStack) -> None:
+        config = self.config
         backend = open_backend(
-            self.config.storage.url, synchronous=self.config.storage.synchronous
+            config.storage.url, synchronous=config.storage.synchronous
         )
         await backend.start()
+        stack.push_async_callback(backend.aclose)
         self.backend = backend
-        coap = CoapTransport(self.config.coap)
+        group_source = self._group_source_for()
+        if group_source is not None:
+            stack.push_async_callback(group_source.aclose)
         as_deliverer = HttpASDeliverer(
-            self.config.rest.delivery_timeout,
-            TargetNetworks.from_config(self.config.rest),
+            config.rest.delivery_timeout, TargetNetworks.from_config(config.rest)
         )
-        self._as_deliverer = as_deliverer
+        stack.push_async_callback(as_deliverer.aclose)
+        coap = CoapTransport(config.coap)
         service = MessagingService(
             backend,
             coap,
-            config=self.config.delivery,
+            config=config.delivery,
             clock=self._clock,
             as_deliverer=as_deliverer,
-            group_source=self._group_source_for(),
-            seal=self.config.seal,
-            topics=self.config.topics,
-            limits=self.config.limits,
+            group_source=group_source,
+            seal=config.seal,
+            topics=config.topics,
+            limits=config.limits,
         )
+        stack.push_async_callback(service.aclose)
         self.service = service
         await service.load()
-        if self.config.rest.enabled:
-            rest = RestTransport(self.config.rest)
+        stack.push_async_callback(coap.aclose)
+        if config.rest.enabled:
+            rest = RestTransport(config.rest)
+            stack.push_async_callback(rest.aclose)
             await rest.start(service)
             self.rest = rest
         await coap.start(service)
@@ -98,10 +109,13 @@ class Server:
         """The external SEAL group management server, when configured."""
         seal = self.config.seal
         source = SealGroupSource(seal) if seal.gm_url else None
-        self._group_source = source
         if source is not None:
             log.info("groups are resolved at %s", seal.gm_url)
         return source
+
+    def _forget_parts(self) -> None:
+        self.coap = self.service = self.backend = None
+        self.rest = None
 
     @property
     def coap_address(self) -> tuple[str, int]:
@@ -116,22 +130,14 @@ class Server:
         return None if self.rest is None else self.rest.local_address
 
     async def aclose(self) -> None:
-        """Stop accepting, stop deliveries, flush and close storage."""
-        if self.rest is not None:
-            await self.rest.aclose()
-        if self.coap is not None:
-            await self.coap.aclose()
-        if self.service is not None:
-            await self.service.aclose()
-        if self._as_deliverer is not None:
-            await self._as_deliverer.aclose()
-        if self._group_source is not None:
-            await self._group_source.aclose()
-        if self.backend is not None:
-            await self.backend.aclose()
-        self.coap = self.service = self.backend = None
-        self.rest = self._as_deliverer = None
-        self._group_source = None
+        """Stop accepting, stop deliveries, flush and close storage.
+
+        In reverse order of :meth:`start`: the REST and CoAP transports, the
+        service (its supervisor's tasks), the HTTP clients, then storage.
+        """
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            await stack.aclose()
 
     async def __aenter__(self) -> "Server":
         await self.start()

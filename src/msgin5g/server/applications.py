@@ -5,8 +5,8 @@ new client at its next token request.
 """
 
 from msgin5g.model.credentials import generate_secret
+from msgin5g.runtime import SystemClock
 from msgin5g.service.applications import ApplicationRegistry
-from msgin5g.service.ports import SystemClock
 from msgin5g.storage import open_backend
 
 __all__ = ["provision_as_client"]

@@ -12,8 +12,8 @@ from contextlib import asynccontextmanager
 import msgspec
 
 from msgin5g.config import DeliveryConfig
+from msgin5g.runtime import SystemClock
 from msgin5g.service.broadcast import BroadcastArea, BroadcastRegistry
-from msgin5g.service.ports import SystemClock
 from msgin5g.storage import open_backend
 
 __all__ = [

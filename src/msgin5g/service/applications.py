@@ -35,7 +35,7 @@ from msgin5g.config import DEFAULT_TARGET_NETWORKS, IPNetwork, RestConfig
 from msgin5g.errors import InvalidRequest, NotAuthorized, NotRegistered
 from msgin5g.model.application import ROLE_AS, ROLES, ASClient, ASRegistration
 from msgin5g.model.credentials import credential_digest, verify_credential
-from msgin5g.service.ports import Clock
+from msgin5g.runtime import Clock
 from msgin5g.spec.causes import FailureCause
 from msgin5g.storage.base import Backend
 
@@ -293,6 +293,18 @@ class ApplicationRegistry:
     def may_act_for_as(self, client_id: str | None, as_service_id: str) -> bool:
         """Whether a client (None: OAuth2 off) may act for an AS."""
         return client_id is None or self.client(client_id).acts_for_as(as_service_id)
+
+    def check_acting(self, as_service_id: str, client_id: str | None) -> None:
+        """The check every request an AS makes starts with.
+
+        Raises:
+            NotAuthorized: ``client_id`` may not act for ``as_service_id``.
+            NotRegistered: the AS is not registered.
+        """
+        if not self.may_act_for_as(client_id, as_service_id):
+            raise NotAuthorized(f"client {client_id} may not act for {as_service_id}")
+        if as_service_id not in self._by_as:
+            raise NotRegistered(f"AS {as_service_id} is not registered")
 
     def serves_ue(self, client_id: str | None, ue_service_id: str) -> bool:
         """Whether a client (None: OAuth2 off) may send and report for a UE."""

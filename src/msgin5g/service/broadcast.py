@@ -43,7 +43,7 @@ import msgspec
 from msgin5g.config import DeliveryConfig
 from msgin5g.model.messages import Msg
 from msgin5g.model.registry import UERegistration
-from msgin5g.service.ports import Clock
+from msgin5g.runtime import Clock
 from msgin5g.service.registry import Registry
 from msgin5g.spec.causes import FailureCause
 from msgin5g.storage.base import Backend

@@ -47,7 +47,7 @@ import msgspec
 from msgin5g.config import DeliveryConfig, SealConfig
 from msgin5g.errors import InvalidRequest, NotAuthorized, RecipientUnreachable
 from msgin5g.model.registry import UERegistration
-from msgin5g.service.ports import Clock
+from msgin5g.runtime import Clock
 from msgin5g.spec.causes import FailureCause
 from msgin5g.storage.base import Backend
 

@@ -4,32 +4,21 @@ The CoAP transport implements :class:`Deliverer` (towards UEs) and
 :class:`TopicNotifier` (Observe-form topic subscribers, digest §3.13.4); the
 REST transport's HTTP client implements :class:`ASDeliverer` (towards
 Application Servers, digest §3.11); tests use recording fakes.
+
+Time is not a port of its own: every service component takes the run-time
+:class:`~msgin5g.runtime.Clock` (``now``, ``monotonic``, ``sleep``,
+``call_later``), re-exported here for the callers that import it from the
+service; tests hand in :class:`msgin5g.testing.ManualClock`.
 """
 
 import asyncio
-import time
 from typing import Protocol
 
 from msgin5g.model.messages import DownlinkItem, Imdn, Msg, TopicUnsubResp
 from msgin5g.model.registry import Contact
+from msgin5g.runtime import Clock, SystemClock
 
 __all__ = ["ASDeliverer", "Clock", "Deliverer", "SystemClock", "TopicNotifier"]
-
-
-class Clock(Protocol):
-    """Wall-clock time source (epoch seconds); injected so tests never sleep."""
-
-    def now(self) -> float:
-        """Current time in seconds since the epoch."""
-        ...
-
-
-class SystemClock:
-    """The real clock."""
-
-    def now(self) -> float:
-        """Current time in seconds since the epoch."""
-        return time.time()
 
 
 class Deliverer(Protocol):

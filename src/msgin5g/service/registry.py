@@ -15,10 +15,11 @@ import msgspec
 
 from msgin5g.config import DeliveryConfig
 from msgin5g.errors import InvalidRequest, NotRegistered
+from msgin5g.logsafe import LogThrottle
 from msgin5g.model.credentials import verify_credential
 from msgin5g.model.messages import Reg, UECredentialInfo
 from msgin5g.model.registry import Contact, UERegistration
-from msgin5g.service.ports import Clock
+from msgin5g.runtime import Clock
 from msgin5g.spec.causes import FailureCause
 from msgin5g.spec.delivery import AuthType
 from msgin5g.storage.base import Backend
@@ -26,6 +27,7 @@ from msgin5g.storage.base import Backend
 __all__ = ["Registry", "contact_from_address"]
 
 log = logging.getLogger(__name__)
+_throttled = LogThrottle(log)  # refused senders: a flood repeats them
 
 _NO_DIGEST = bytes(32)
 
@@ -91,23 +93,44 @@ class Registry:
         """The registration of a UE, or None."""
         return self._registrations.get(ue_service_id)
 
-    def check_source(self, ue_service_id: str, source: Contact) -> UERegistration:
-        """The registration of the UE that sent an uplink request from ``source``.
+    def refuse_sender(
+        self,
+        ue_service_id: str,
+        source: Contact,
+        kind: str | None = None,
+        what: str = "",
+        subject: object = None,
+    ) -> NotRegistered | None:
+        """Why ``source`` may not send for ``ue_service_id``, or None if it may.
 
-        Raises:
-            NotRegistered: not registered, or registered from another address.
+        The check every uplink procedure starts with: the UE must be registered,
+        from ``source`` itself or through the gateway registered from there. A
+        refusal is returned, not raised, so each procedure turns it into its own
+        failure response; with ``kind`` it is also logged at WARNING through a
+        :class:`~msgin5g.logsafe.LogThrottle` (a flood of spoofed requests writes
+        a few lines per minute) as ``what % subject`` followed by the reason.
+
+        Returns:
+            None, or a :class:`NotRegistered` whose ``cause`` is
+            ``NOT_REGISTERED`` (unknown) or ``NOT_AUTHORIZED`` (other address).
         """
         registration = self._registrations.get(ue_service_id)
-        if registration is None:
-            raise NotRegistered(f"{ue_service_id} is not registered")
-        if registration.source != source and not self._via_gateway(
-            registration, source
+        if registration is not None and (
+            registration.source == source or self._via_gateway(registration, source)
         ):
-            raise NotRegistered(
+            return None
+        if registration is None:
+            refusal = NotRegistered(f"{ue_service_id} is not registered")
+        else:
+            refusal = NotRegistered(
                 f"{ue_service_id} is registered from another address",
                 cause=FailureCause.NOT_AUTHORIZED,
             )
-        return registration
+        if kind is not None:
+            _throttled.log(
+                kind, logging.WARNING, what + ": %s", subject, refusal.detail
+            )
+        return refusal
 
     def _via_gateway(self, registration: UERegistration, source: Contact) -> bool:
         if registration.gateway is None:

@@ -8,7 +8,9 @@ complete the server confirms it with ``SEGCONFIR`` to the sender and routes the
 whole message like any other (the project always reassembles, digest §3.12.4
 step 5). A gap in a set triggers ``SEGREC`` to the sender; a set given up after
 ``SEGREC_MAX`` rounds or ``REASSEMBLY_TIMEOUT`` produces a ``SEGMENT_MISSING``
-report to the sender when it asked for one.
+report to the sender when it asked for one (returned by :meth:`SegmentService.poll`
+to the delivery engine's sweeper, which queues it: the dependency goes one way,
+delivery → segments, and both are wired at construction).
 
 Downlink (server → UE): a message larger than the recipient's limit (its
 announced ``maxSegmentSize``, else ``delivery.segment_size``) is split and the
@@ -17,7 +19,7 @@ until its ``SEGCONFIR`` or ``SEG_BUFFER_TTL``.
 """
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 import msgspec
 
@@ -25,7 +27,8 @@ from msgin5g.errors import ServiceError
 from msgin5g.model.messages import Imdn, Msg, SegConfir, SegRec
 from msgin5g.model.registry import Contact
 from msgin5g.model.segmentation import Abandoned, Reassembler, RecoveryNeeded, split
-from msgin5g.service.ports import Clock, Deliverer
+from msgin5g.runtime import Clock
+from msgin5g.service.ports import Deliverer
 from msgin5g.spec.causes import FailureCause
 from msgin5g.spec.delivery import ReportDeliveryStatus
 from msgin5g.storage.base import Backend
@@ -66,7 +69,6 @@ class SegmentService:
         clock: Clock,
         *,
         contact_for: Callable[[str], Contact | None],
-        report: Callable[[str, Imdn], Awaitable[None]],
         gap_timer: float = 30.0,
         timeout: float = 300.0,
     ) -> None:
@@ -74,7 +76,6 @@ class SegmentService:
         self._deliverer = deliverer
         self._clock = clock
         self._contact_for = contact_for
-        self._report = report
         self.reassembler = Reassembler(clock.now, gap_timer=gap_timer, timeout=timeout)
         self._sent: dict[tuple[str, str, str], tuple[float, list[Msg]]] = {}
         self._keys: dict[tuple[str, str, str], list[str]] = {}
@@ -145,8 +146,15 @@ class SegmentService:
         except ServiceError as exc:
             log.info("could not send %s to %s: %s", type(item).__name__, ue, exc)
 
-    async def poll(self) -> None:
-        """Run reassembly timers: SEGREC for gaps, SEGMENT_MISSING for given-up sets."""
+    async def poll(self) -> list[tuple[str, Imdn]]:
+        """Run reassembly timers: SEGREC for gaps, SEGMENT_MISSING for given-up sets.
+
+        Returns:
+            The ``SEGMENT_MISSING`` reports to queue, as (recipient, report): the
+            caller (the delivery engine's sweeper) owns report delivery, so this
+            service needs no reference back to it.
+        """
+        reports: list[tuple[str, Imdn]] = []
         for action in self.reassembler.poll():
             entry = action.segment_set
             sample = entry.first or entry.sample
@@ -178,10 +186,11 @@ class SegmentService:
                     originating_as_service_id=sample.recipient_as_service_id,
                     recipient_ue_service_id=sample.originating_ue_service_id,
                 )
-                await self._report(sample.originating_ue_service_id, report)
+                reports.append((sample.originating_ue_service_id, report))
         now = self._clock.now()
         for key in [k for k, (until, _) in self._sent.items() if until <= now]:
             del self._sent[key]
+        return reports
 
     # downlink ---------------------------------------------------------------------
 

@@ -53,7 +53,7 @@ import msgspec
 
 from msgin5g.config import TopicsConfig
 from msgin5g.errors import InvalidRequest
-from msgin5g.service.ports import Clock
+from msgin5g.runtime import Clock
 from msgin5g.spec.causes import FailureCause
 from msgin5g.storage.base import Backend
 
@@ -316,22 +316,15 @@ class TopicPolicy:
         for principal in (*publish, *subscribe):
             check_principal(principal)
         rule = await self.get(pattern) or TopicRule(pattern)
-        if grant:
-            rule = TopicRule(
-                pattern,
-                publish=_merged(rule.publish, publish),
-                subscribe=_merged(rule.subscribe, subscribe),
-                deny_publish=_without(rule.deny_publish, publish),
-                deny_subscribe=_without(rule.deny_subscribe, subscribe),
-            )
-        else:
-            rule = TopicRule(
-                pattern,
-                publish=_without(rule.publish, publish),
-                subscribe=_without(rule.subscribe, subscribe),
-                deny_publish=_merged(rule.deny_publish, publish),
-                deny_subscribe=_merged(rule.deny_subscribe, subscribe),
-            )
+        # a grant adds to the allow lists and lifts denials; a denial the reverse
+        allow, deny = (_merged, _without) if grant else (_without, _merged)
+        rule = TopicRule(
+            pattern,
+            publish=allow(rule.publish, publish),
+            subscribe=allow(rule.subscribe, subscribe),
+            deny_publish=deny(rule.deny_publish, publish),
+            deny_subscribe=deny(rule.deny_subscribe, subscribe),
+        )
         await self._backend.put_record(POLICY_KIND, pattern, rule)
         self._fresh_until = float("-inf")
         return rule

@@ -3,8 +3,9 @@
 :class:`ManualClock` implements :class:`msgin5g.runtime.Clock`: ``sleep`` and
 ``call_later`` register timers that fire when :meth:`ManualClock.advance` moves
 time past them, so code that waits seconds or minutes runs in a test without
-real sleeping. It also keeps the service's ``now()``-only clock interface
-(``advance`` moves that time as well).
+real sleeping. The server side (:mod:`msgin5g.service`) takes the same clock:
+the delivery engine's sweeper sleeps on it and its AS back-off timers are its
+``call_later``.
 """
 
 import asyncio

@@ -6,23 +6,15 @@ from msgin5g.errors import DeliveryRejected, RecipientUnreachable
 from msgin5g.model.aggregation import unbundle, unbundle_reports
 from msgin5g.model.messages import AggImdn, AggMsg, DownlinkItem, Imdn, Msg
 from msgin5g.model.registry import Contact
+from msgin5g.testing.clock import ManualClock
 
 __all__ = ["FakeClock", "RecordingDeliverer"]
 
 
-class FakeClock:
-    """A clock that moves only when told to."""
-
-    def __init__(self, start: float = 1_700_000_000.0) -> None:
-        self.value = start
-
-    def now(self) -> float:
-        """Current fake time."""
-        return self.value
-
-    def advance(self, seconds: float) -> None:
-        """Move time forward."""
-        self.value += seconds
+FakeClock = ManualClock
+"""Old name of :class:`~msgin5g.testing.ManualClock` (kept for the tests of other
+layers that still use it; ``advance`` moves the time as it always did, and now
+also fires the timers that fall due)."""
 
 
 class RecordingDeliverer:

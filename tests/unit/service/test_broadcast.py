@@ -20,7 +20,7 @@ from msgin5g.service.registry import Registry
 from msgin5g.spec.causes import FailureCause
 from msgin5g.spec.delivery import ReportDeliveryStatus
 from msgin5g.storage.memory import MemoryBackend
-from msgin5g.testing import FakeClock, RecordingDeliverer
+from msgin5g.testing import ManualClock, RecordingDeliverer
 
 CONFIG = DeliveryConfig(default_ttl=3600, group_cache_ttl=5.0)
 SECRETS = {ue: f"s-{ue}" for ue in ("a", "b", "c", "d", "e", "sender")}
@@ -81,12 +81,12 @@ async def backend() -> AsyncIterator[MemoryBackend]:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+def clock() -> ManualClock:
+    return ManualClock()
 
 
 @pytest.fixture
-async def registry(backend: MemoryBackend, clock: FakeClock) -> Registry:
+async def registry(backend: MemoryBackend, clock: ManualClock) -> Registry:
     reg_ = Registry(backend, clock, CONFIG)
     await reg_.register(reg("a", cell="c1"), contact("a"))
     await reg_.register(reg("b", cell="c7", ta="ta9"), contact("b"))
@@ -97,7 +97,7 @@ async def registry(backend: MemoryBackend, clock: FakeClock) -> Registry:
 
 @pytest.mark.parametrize("attached", [True, False], ids=["registry", "storage"])
 async def test_members_by_cell_ta_and_assignment(
-    backend: MemoryBackend, clock: FakeClock, registry: Registry, attached: bool
+    backend: MemoryBackend, clock: ManualClock, registry: Registry, attached: bool
 ) -> None:
     areas = BroadcastRegistry(
         backend, clock, CONFIG, registry=registry if attached else None
@@ -112,7 +112,7 @@ async def test_members_by_cell_ta_and_assignment(
 
 
 async def test_deregistered_or_moved_ues_leave_the_area(
-    backend: MemoryBackend, clock: FakeClock, registry: Registry
+    backend: MemoryBackend, clock: ManualClock, registry: Registry
 ) -> None:
     areas = BroadcastRegistry(backend, clock, CONFIG, registry=registry)
     await areas.put(area())
@@ -124,7 +124,7 @@ async def test_deregistered_or_moved_ues_leave_the_area(
 
 
 async def test_put_dedupes_and_delete_and_all(
-    backend: MemoryBackend, clock: FakeClock
+    backend: MemoryBackend, clock: ManualClock
 ) -> None:
     areas = BroadcastRegistry(backend, clock, CONFIG)
     stored = await areas.put(
@@ -140,7 +140,7 @@ async def test_put_dedupes_and_delete_and_all(
 
 
 async def test_changes_from_another_process_are_seen_after_the_cache_ttl(
-    backend: MemoryBackend, clock: FakeClock
+    backend: MemoryBackend, clock: ManualClock
 ) -> None:
     areas = BroadcastRegistry(backend, clock, CONFIG)
     assert await areas.get("late") is None
@@ -151,7 +151,7 @@ async def test_changes_from_another_process_are_seen_after_the_cache_ttl(
     assert await areas.get("late") == BroadcastArea("late", cells=["c1"])
 
 
-async def test_refusal_policy(backend: MemoryBackend, clock: FakeClock) -> None:
+async def test_refusal_policy(backend: MemoryBackend, clock: ManualClock) -> None:
     areas = BroadcastRegistry(backend, clock, CONFIG)
     await areas.put(area())
     await areas.put(BroadcastArea("open", ue_may_send=True, allowed_as=["as2"]))
@@ -168,7 +168,7 @@ async def test_refusal_policy(backend: MemoryBackend, clock: FakeClock) -> None:
 
 
 async def test_located_in_scales_to_many_registrations(
-    backend: MemoryBackend, clock: FakeClock
+    backend: MemoryBackend, clock: ManualClock
 ) -> None:
     """Correctness at 20,000 registrations (timings are measured, not asserted)."""
     registry = Registry(backend, clock, CONFIG)
@@ -193,7 +193,7 @@ def _registration(ue: str, cell: str, ta: str) -> UERegistration:
 
 @pytest.fixture
 async def service(
-    backend: MemoryBackend, clock: FakeClock
+    backend: MemoryBackend, clock: ManualClock
 ) -> AsyncIterator[tuple[MessagingService, RecordingDeliverer]]:
     deliverer = RecordingDeliverer()
     svc = MessagingService(backend, deliverer, config=CONFIG, clock=clock)

@@ -17,7 +17,7 @@ from msgin5g.model.messages import (
 from msgin5g.model.registry import Contact
 from msgin5g.service import MessagingService
 from msgin5g.storage.memory import MemoryBackend
-from msgin5g.testing import FakeClock, RecordingDeliverer
+from msgin5g.testing import ManualClock, RecordingDeliverer
 
 GW = Contact("10.0.0.9", 5683)
 UE1 = Contact("10.0.0.1", 40001)
@@ -34,7 +34,7 @@ async def service() -> AsyncIterator[tuple[MessagingService, RecordingDeliverer]
     backend = MemoryBackend()
     await backend.start()
     deliverer = RecordingDeliverer()
-    svc = MessagingService(backend, deliverer, clock=FakeClock())
+    svc = MessagingService(backend, deliverer, clock=ManualClock())
     for ue in ("gw", "ue1", "c1", "c2", "c3"):
         await svc.provision(ue, psk_token(f"s-{ue}", ue))
     await svc.start(sweeper=False)

@@ -23,7 +23,7 @@ from msgin5g.service import MessagingService
 from msgin5g.service.dedup import DedupCache, entry_cost, fingerprint
 from msgin5g.service.groups import Group
 from msgin5g.storage import Backend, open_backend
-from msgin5g.testing import FakeClock, RecordingDeliverer
+from msgin5g.testing import ManualClock, RecordingDeliverer
 
 UE1 = Contact("10.0.0.1", 40001)
 SECRETS = {"ue1": "s1", "ue2": "s2", "ue3": "s3"}
@@ -53,7 +53,7 @@ def reg(ue: str) -> Reg:
 async def open_service(tmp_path: Path) -> AsyncIterator[Factory]:
     """Opens services on one SQLite file; each call is a "restart"."""
     opened: list[tuple[MessagingService, Backend]] = []
-    clock = FakeClock()
+    clock = ManualClock()
 
     async def factory(**config: object) -> tuple[MessagingService, Backend]:
         for svc, backend in opened:  # the previous process is gone
@@ -177,7 +177,7 @@ async def test_storage_answers_when_the_memory_cache_forgot(
 ) -> None:
     svc, backend = await open_service(dedup_max_bytes=4096)
     firsts = [await svc.submit(msg(f"m{i}"), UE1) for i in range(300)]
-    assert svc._dedup.cache.rotations > 0  # memory could not hold them all
+    assert svc.dedup.cache.rotations > 0  # memory could not hold them all
     agains = [await svc.submit(msg(f"m{i}"), UE1) for i in range(300)]
     assert agains == firsts
     assert await backend.count() == 300
@@ -201,7 +201,7 @@ async def test_group_retry_after_restart_is_not_fanned_out_again(
     svc, backend = await open_service()
     assert await svc.submit(group_msg, UE1) == first
     assert await backend.count() == 2
-    assert svc._dedup.conflicts == 1
+    assert svc.dedup.conflicts == 1
 
 
 async def test_concurrent_copies_are_stored_once(open_service: Factory) -> None:
@@ -215,7 +215,7 @@ async def test_expired_records_are_purged_by_the_sweeper(open_service: Factory) 
     svc, backend = await open_service(dedup_window=60.0, retry_interval=1.0)
     await svc.submit(msg("m1"), UE1)
     clock = svc.clock
-    assert isinstance(clock, FakeClock)
+    assert isinstance(clock, ManualClock)
     assert await backend.find_dedup("ue1", "m1", clock.now()) is not None
     clock.advance(61.0)
     await svc.delivery.sweep_once()
@@ -231,18 +231,19 @@ async def test_copies_waiting_on_a_refused_first_are_routed_once(
 ) -> None:
     """The first copy is refused for congestion: the waiting copies store it once."""
     svc, backend = await open_service()
-    original = svc._route
+    original = svc.router.route
     calls = 0
 
     async def route_refusing_first(m: Msg, now: float):  # type: ignore[no-untyped-def]
         nonlocal calls
         calls += 1
-        await asyncio.sleep(0.01)
+        for _ in range(10):  # the other copies arrive and wait for this one
+            await asyncio.sleep(0)
         if calls == 1:
             raise RuntimeError("storage hiccup")
         return await original(m, now)
 
-    svc._route = route_refusing_first  # type: ignore[method-assign]
+    svc.router.route = route_refusing_first  # type: ignore[method-assign]
     answers = await asyncio.gather(
         *(svc.submit(msg("m1"), UE1) for _ in range(4)), return_exceptions=True
     )

@@ -13,7 +13,7 @@ from msgin5g.service import MessagingService
 from msgin5g.service.fanout import admission_failure
 from msgin5g.spec.causes import FailureCause
 from msgin5g.storage.memory import MemoryBackend
-from msgin5g.testing import FakeClock, RecordingDeliverer
+from msgin5g.testing import ManualClock, RecordingDeliverer
 
 PUB = Contact("10.0.0.1", 1)
 SUB = Contact("10.0.0.2", 2)
@@ -44,7 +44,7 @@ async def env() -> AsyncIterator[tuple[MessagingService, RecordingDeliverer]]:
     backend = CountingBackend()
     deliverer = RecordingDeliverer()
     svc = MessagingService(
-        backend, deliverer, config=DeliveryConfig(), clock=FakeClock()
+        backend, deliverer, config=DeliveryConfig(), clock=ManualClock()
     )
     for ue, secret in SECRETS.items():
         await svc.provision(ue, psk_token(secret, ue))
@@ -61,10 +61,16 @@ def reg(ue: str) -> Reg:
 
 
 async def settle(deliverer: RecordingDeliverer, contact: Contact, count: int) -> None:
-    for _ in range(200):
+    for _ in range(500):
         if len(deliverer.messages_for(contact)) >= count:
             return
-        await asyncio.sleep(0.005)
+        await asyncio.sleep(0)
+
+
+async def run_ready_tasks(rounds: int = 50) -> None:
+    """Let the delivery tasks run (the memory backend never waits for I/O)."""
+    for _ in range(rounds):
+        await asyncio.sleep(0)
 
 
 async def test_one_write_per_fanout_and_reports_for_failed_members(
@@ -189,7 +195,7 @@ async def test_member_reports_reach_the_originator_aggregated(
             recipient_ue_service_id="pub",
         )
         await svc.report(report, contacts[member])
-    await asyncio.sleep(0.05)
+    await run_ready_tasks()
     deliverer.unreachable.discard(PUB)
     svc.delivery.on_uplink("pub")  # it wakes up: the stored reports go out together
     await settle(deliverer, PUB, len(members))
@@ -210,7 +216,7 @@ async def test_burst_copies_leave_storage_once_acknowledged(
     msg = Msg(message_id="b1", originating_ue_service_id="pub", messaging_topic="t")
     await svc.submit(msg, PUB)
     await settle(deliverer, SUB, 1)
-    await asyncio.sleep(0.01)
+    await run_ready_tasks()
     assert await svc.backend.count() == 0
     assert svc.delivery.delivered == 1
     assert svc.delivery.pending_in_memory() == 0
@@ -267,7 +273,7 @@ async def test_no_burst_past_older_stored_items(
     sleepy = Contact("10.0.0.3", 3)
     deliverer.unreachable.add(sleepy)
     await svc.register(reg("sleepy"), sleepy)
-    await asyncio.sleep(0.02)  # its queue is tried, fails, is parked
+    await run_ready_tasks()  # its queue is tried, fails, is parked
     newer = Msg(
         message_id="new",
         originating_ue_service_id="pub",

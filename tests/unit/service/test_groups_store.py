@@ -13,7 +13,7 @@ from msgin5g.service.groups import Group, GroupDocument, GroupRegistry, ValTarge
 from msgin5g.spec.causes import FailureCause
 from msgin5g.storage import open_backend
 from msgin5g.storage.base import Backend
-from msgin5g.testing import FakeClock
+from msgin5g.testing import ManualClock
 
 TTL = 5.0
 
@@ -36,13 +36,13 @@ async def backend(
     await opened.aclose()
 
 
-def registry(backend: Backend, clock: FakeClock) -> GroupRegistry:
+def registry(backend: Backend, clock: ManualClock) -> GroupRegistry:
     return GroupRegistry(backend, clock, DeliveryConfig(group_cache_ttl=TTL))
 
 
 async def test_legacy_records_read_as_documents(backend: Backend) -> None:
     await backend.put_record("group", "old", LegacyGroup("old", ["a", "b"]))
-    groups = registry(backend, FakeClock())
+    groups = registry(backend, ManualClock())
     document = await groups.document("old")
     assert document is not None
     assert document.member_targets == [ValTarget("a"), ValTarget("b")]
@@ -55,7 +55,7 @@ async def test_legacy_records_read_as_documents(backend: Backend) -> None:
 
 
 async def test_put_keeps_val_ue_ids_and_document_content(backend: Backend) -> None:
-    groups = registry(backend, FakeClock())
+    groups = registry(backend, ManualClock())
     await groups.create(
         GroupDocument(
             "g",
@@ -73,7 +73,7 @@ async def test_put_keeps_val_ue_ids_and_document_content(backend: Backend) -> No
 
 
 async def test_create_update_errors(backend: Backend) -> None:
-    groups = registry(backend, FakeClock())
+    groups = registry(backend, ManualClock())
     await groups.create(GroupDocument("g"))
     with pytest.raises(NotAuthorized):
         await groups.create(GroupDocument("g"))
@@ -85,7 +85,7 @@ async def test_create_update_errors(backend: Backend) -> None:
 
 
 async def test_resolution_is_cached_for_the_ttl(backend: Backend) -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     groups = registry(backend, clock)
     other_process = registry(backend, clock)
     assert await groups.get("g") is None
@@ -108,7 +108,7 @@ async def test_val_ue_ids_map_through_stored_registrations(backend: Backend) -> 
         await backend.put_registration(
             UERegistration(ue, contact, contact, 0.0, profile=profile)
         )
-    groups = registry(backend, FakeClock())
+    groups = registry(backend, ManualClock())
     await groups.create(
         GroupDocument(
             "g",
@@ -132,7 +132,7 @@ async def test_unreachable_source_without_cache_raises(backend: Backend) -> None
         async def aclose(self) -> None:
             return None
 
-    groups = GroupRegistry(backend, FakeClock(), DeliveryConfig(), source=Down())
+    groups = GroupRegistry(backend, ManualClock(), DeliveryConfig(), source=Down())
     assert groups.external == "http://down.test"
     with pytest.raises(RecipientUnreachable):
         await groups.get("g")

@@ -23,7 +23,7 @@ from msgin5g.model.queue import QueuedItem, ReportRoute
 from msgin5g.model.registry import Contact
 from msgin5g.service import MessagingService
 from msgin5g.storage.memory import MemoryBackend
-from msgin5g.testing import FakeClock, RecordingDeliverer
+from msgin5g.testing import ManualClock, RecordingDeliverer
 
 UE1 = Contact("10.0.0.1", 40001)
 UE2 = Contact("10.0.0.2", 40002)
@@ -31,8 +31,8 @@ SECRETS = {"ue1": "s1", "ue2": "s2", "ue3": "s3"}
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+def clock() -> ManualClock:
+    return ManualClock()
 
 
 @pytest.fixture
@@ -42,7 +42,7 @@ def deliverer() -> RecordingDeliverer:
 
 @pytest.fixture
 async def service(
-    clock: FakeClock, deliverer: RecordingDeliverer
+    clock: ManualClock, deliverer: RecordingDeliverer
 ) -> AsyncIterator[MessagingService]:
     backend = MemoryBackend()
     await backend.start()
@@ -243,7 +243,7 @@ async def test_unreachable_recipient_keeps_stored_and_fails_others(
 
 
 async def test_expiry_sends_failure_report(
-    service: MessagingService, deliverer: RecordingDeliverer, clock: FakeClock
+    service: MessagingService, deliverer: RecordingDeliverer, clock: ManualClock
 ) -> None:
     await service.register(reg("ue1"), UE1)
     when = datetime.fromtimestamp(clock.now() + 60, UTC)
@@ -347,7 +347,7 @@ async def test_deregister_keeps_stored_messages_for_the_next_registration(
 
 
 async def test_deregister_fails_unstorable_items_with_reports(
-    service: MessagingService, deliverer: RecordingDeliverer, clock: FakeClock
+    service: MessagingService, deliverer: RecordingDeliverer, clock: ManualClock
 ) -> None:
     """An item accepted without store and forward cannot wait for the UE."""
     await service.register(reg("ue1"), UE1)
@@ -450,7 +450,7 @@ async def test_deregister_with_wrong_credential_fails(
 
 
 async def test_msgupd_update_and_discard(
-    service: MessagingService, deliverer: RecordingDeliverer, clock: FakeClock
+    service: MessagingService, deliverer: RecordingDeliverer, clock: ManualClock
 ) -> None:
     await service.register(reg("ue1"), UE1)
     await service.register(reg("ue3"), Contact("10.0.0.3", 3))
@@ -482,7 +482,7 @@ async def test_msgupd_update_and_discard(
     assert missing.failure_cause == "MESSAGE_NOT_FOUND"
 
 
-async def test_restart_resumes_delivery(clock: FakeClock) -> None:
+async def test_restart_resumes_delivery(clock: ManualClock) -> None:
     backend = MemoryBackend()
     await backend.start()
     first = MessagingService(backend, RecordingDeliverer(), clock=clock)

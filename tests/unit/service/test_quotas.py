@@ -21,7 +21,7 @@ from msgin5g.service.groups import Group
 from msgin5g.service.quotas import Quotas
 from msgin5g.storage import Backend, open_backend
 from msgin5g.storage.base import ITEM_OVERHEAD
-from msgin5g.testing import FakeClock, RecordingDeliverer
+from msgin5g.testing import ManualClock, RecordingDeliverer
 
 UES = ["ue1", "ue2", "ue3", "ue4"]
 CONTACTS = {ue: Contact("10.0.0.1", 40000 + i) for i, ue in enumerate(UES)}
@@ -51,7 +51,7 @@ async def register(svc: MessagingService, ue: str) -> None:
 async def make(tmp_path: Path) -> AsyncIterator[Factory]:
     """Services on one SQLite file (a new call is a restart)."""
     opened: list[tuple[MessagingService, Backend]] = []
-    clock = FakeClock()
+    clock = ManualClock()
 
     async def factory(
         deliverer: RecordingDeliverer | None = None, **limits: object
@@ -177,7 +177,7 @@ async def test_fanout_member_over_quota_fails_alone(make: Factory) -> None:
 async def test_submission_rate_per_originator(make: Factory) -> None:
     svc = await make(submit_rate=10, submit_burst=5)
     clock = svc.clock
-    assert isinstance(clock, FakeClock)
+    assert isinstance(clock, ManualClock)
     answers = [await svc.submit(msg(f"m{i}"), CONTACTS["ue1"]) for i in range(8)]
     assert [a.failure_cause for a in answers] == [None] * 5 + ["SERVER_CONGESTION"] * 3
     assert {a.delivery_status for a in answers[5:]} == {"DELY_REJECTED"}

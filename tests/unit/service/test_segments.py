@@ -4,12 +4,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from msgin5g.model.messages import Imdn, Msg, SegConfir, SegRec
+from msgin5g.model.messages import Msg, SegConfir, SegRec
 from msgin5g.model.registry import Contact
 from msgin5g.model.segmentation import split
 from msgin5g.service.segments import SegmentService, StoredSegment
 from msgin5g.storage.memory import MemoryBackend
-from msgin5g.testing import FakeClock, RecordingDeliverer
+from msgin5g.testing import ManualClock, RecordingDeliverer
 
 UE1 = Contact("10.0.0.1", 1)
 
@@ -23,20 +23,13 @@ async def backend() -> AsyncIterator[MemoryBackend]:
 
 
 def make(
-    backend: MemoryBackend,
-    deliverer: RecordingDeliverer,
-    clock: FakeClock,
-    reports: list[tuple[str, Imdn]],
+    backend: MemoryBackend, deliverer: RecordingDeliverer, clock: ManualClock
 ) -> SegmentService:
-    async def report(ue: str, imdn: Imdn) -> None:
-        reports.append((ue, imdn))
-
     return SegmentService(
         backend,
         deliverer,
         clock,
         contact_for=lambda ue: UE1 if ue == "ue1" else None,
-        report=report,
         gap_timer=10,
         timeout=100,
     )
@@ -55,8 +48,8 @@ def big(**kw: object) -> Msg:
 async def test_complete_set_is_confirmed_and_records_removed(
     backend: MemoryBackend,
 ) -> None:
-    deliverer, clock = RecordingDeliverer(), FakeClock()
-    svc = make(backend, deliverer, clock, [])
+    deliverer, clock = RecordingDeliverer(), ManualClock()
+    svc = make(backend, deliverer, clock)
     parts = split(big(), 2048)
     assert await svc.accept(parts[0]) is None
     assert await svc.accept(parts[1]) is None
@@ -69,12 +62,12 @@ async def test_complete_set_is_confirmed_and_records_removed(
 
 
 async def test_acknowledged_segments_survive_a_restart(backend: MemoryBackend) -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     parts = split(big(), 2048)
-    first = make(backend, RecordingDeliverer(), clock, [])
+    first = make(backend, RecordingDeliverer(), clock)
     await first.accept(parts[0])
     await first.accept(parts[1])
-    second = make(backend, RecordingDeliverer(), clock, [])  # "restarted"
+    second = make(backend, RecordingDeliverer(), clock)  # "restarted"
     assert await second.load() == 2
     assert await second.accept(parts[2]) == big()
 
@@ -82,25 +75,24 @@ async def test_acknowledged_segments_survive_a_restart(backend: MemoryBackend) -
 async def test_gap_gives_segrec_then_segment_missing_report(
     backend: MemoryBackend,
 ) -> None:
-    deliverer, clock, reports = RecordingDeliverer(), FakeClock(), []
-    svc = make(backend, deliverer, clock, reports)
+    deliverer, clock = RecordingDeliverer(), ManualClock()
+    svc = make(backend, deliverer, clock)
     parts = split(big(delivery_status_required=True), 2048)
     await svc.accept(parts[0])
     clock.advance(11)
-    await svc.poll()
+    assert await svc.poll() == []  # a SEGREC went to the sender, no report yet
     [recovery] = deliverer.items_for(UE1)
     assert isinstance(recovery, SegRec) and recovery.missing_segments == [2, 3]
     clock.advance(100)
-    await svc.poll()
-    [(ue, report)] = reports
+    [(ue, report)] = await svc.poll()  # given up: the caller queues the report
     assert ue == "ue1" and report.failure_cause == "SEGMENT_MISSING"
     assert report.originating_ue_service_id == "ue2"
     assert await backend.load_records("segment", StoredSegment) == []
 
 
 async def test_downlink_segments_kept_for_recovery(backend: MemoryBackend) -> None:
-    deliverer, clock = RecordingDeliverer(), FakeClock()
-    svc = make(backend, deliverer, clock, [])
+    deliverer, clock = RecordingDeliverer(), ManualClock()
+    svc = make(backend, deliverer, clock)
     parts = svc.segments_for("ue1", big(), 1000)
     assert len(parts) == 5
     request = SegRec(

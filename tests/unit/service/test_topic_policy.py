@@ -26,7 +26,7 @@ from msgin5g.service.topic_policy import (
 from msgin5g.service.topics import TopicRegistry
 from msgin5g.spec.causes import FailureCause, Result
 from msgin5g.storage.memory import MemoryBackend
-from msgin5g.testing import FakeClock
+from msgin5g.testing import ManualClock
 from tests.unit.service.test_topics_observe import FakeNotifier
 
 UES = {"alice", "bob", "carol"}
@@ -45,12 +45,12 @@ async def backend() -> AsyncIterator[MemoryBackend]:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+def clock() -> ManualClock:
+    return ManualClock()
 
 
 def policy(
-    backend: MemoryBackend, clock: FakeClock, **config: bool | float
+    backend: MemoryBackend, clock: ManualClock, **config: bool | float
 ) -> TopicPolicy:
     return TopicPolicy(backend, clock, TopicsConfig(**config), is_ue=is_ue)  # type: ignore[arg-type]
 
@@ -134,7 +134,7 @@ def test_rule_order() -> None:
     assert not closed("bob")
 
 
-async def test_owner_prefix_default(backend: MemoryBackend, clock: FakeClock) -> None:
+async def test_owner_prefix_default(backend: MemoryBackend, clock: ManualClock) -> None:
     p = policy(backend, clock)
     assert await p.may("alice/private", "alice", SUBSCRIBE)
     assert await p.may("alice/private", "alice", PUBLISH)
@@ -151,7 +151,7 @@ async def test_owner_prefix_default(backend: MemoryBackend, clock: FakeClock) ->
     assert not await p.may("as/news/today", "as/other", SUBSCRIBE)
 
 
-async def test_switches(backend: MemoryBackend, clock: FakeClock) -> None:
+async def test_switches(backend: MemoryBackend, clock: ManualClock) -> None:
     no_owner = policy(backend, clock, owner_prefix=False)
     assert await no_owner.may("alice/private", "bob", SUBSCRIBE)
     closed = policy(backend, clock, open_namespace=False)
@@ -162,7 +162,7 @@ async def test_switches(backend: MemoryBackend, clock: FakeClock) -> None:
 
 
 async def test_allow_deny_remove_persist(
-    backend: MemoryBackend, clock: FakeClock
+    backend: MemoryBackend, clock: ManualClock
 ) -> None:
     admin = policy(backend, clock)
     rule = await admin.allow("alice/private", publish=[], subscribe=["bob", "carol"])
@@ -191,10 +191,11 @@ async def test_allow_deny_remove_persist(
 
 
 async def test_registry_enforces_subscribe_and_observe(
-    backend: MemoryBackend, clock: FakeClock
+    backend: MemoryBackend, clock: ManualClock
 ) -> None:
     p = policy(backend, clock)
     topics = TopicRegistry(backend, clock, DeliveryConfig(), policy=p)
+    await topics.load()  # opens its task supervisor
     notifier = FakeNotifier()
     topics.attach_notifier(notifier)
     results = await topics.subscribe("bob", ["alice/private", "news"], clock.now() + 60)

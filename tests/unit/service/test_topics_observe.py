@@ -20,7 +20,7 @@ from msgin5g.service.topics import (
 )
 from msgin5g.spec.causes import FailureCause
 from msgin5g.storage.memory import MemoryBackend
-from msgin5g.testing import FakeClock
+from msgin5g.testing import ManualClock
 
 A = Contact("10.0.0.1", 40001)
 B = Contact("10.0.0.2", 40002)
@@ -89,8 +89,8 @@ async def turns(condition: Callable[[], bool], limit: int = 1000) -> None:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+def clock() -> ManualClock:
+    return ManualClock()
 
 
 @pytest.fixture
@@ -108,7 +108,7 @@ def notifier() -> FakeNotifier:
 
 async def make(
     backend: MemoryBackend,
-    clock: FakeClock,
+    clock: ManualClock,
     notifier: FakeNotifier,
     **config: int,
 ) -> TopicRegistry:
@@ -121,7 +121,7 @@ async def make(
 
 @pytest.fixture
 async def topics(
-    backend: MemoryBackend, clock: FakeClock, notifier: FakeNotifier
+    backend: MemoryBackend, clock: ManualClock, notifier: FakeNotifier
 ) -> AsyncIterator[TopicRegistry]:
     registry = await make(backend, clock, notifier)
     yield registry
@@ -138,7 +138,7 @@ def publication(topic: str = "alerts", originator: str = "pub", n: int = 1) -> M
 
 
 async def test_observer_receives_publication_with_recipient_set(
-    topics: TopicRegistry, notifier: FakeNotifier, clock: FakeClock
+    topics: TopicRegistry, notifier: FakeNotifier, clock: ManualClock
 ) -> None:
     expiry = topics.granted_expiry(clock.now() + 60)
     record = await topics.observe("ue1", "alerts", A, b"tk", expiry)
@@ -155,7 +155,7 @@ async def test_observer_receives_publication_with_recipient_set(
 
 
 async def test_publisher_gets_no_copy_and_other_topics_nothing(
-    topics: TopicRegistry, notifier: FakeNotifier, clock: FakeClock
+    topics: TopicRegistry, notifier: FakeNotifier, clock: ManualClock
 ) -> None:
     await topics.observe("ue1", "alerts", A, b"tk", clock.now() + 60)
     assert (
@@ -167,7 +167,7 @@ async def test_publisher_gets_no_copy_and_other_topics_nothing(
 
 
 async def test_notifications_do_not_block_the_publisher(
-    topics: TopicRegistry, notifier: FakeNotifier, clock: FakeClock
+    topics: TopicRegistry, notifier: FakeNotifier, clock: ManualClock
 ) -> None:
     notifier.hold = True
     for i in range(5):
@@ -186,7 +186,7 @@ async def test_notifications_do_not_block_the_publisher(
 
 
 async def test_one_con_in_flight_per_observer_address(
-    topics: TopicRegistry, notifier: FakeNotifier, clock: FakeClock
+    topics: TopicRegistry, notifier: FakeNotifier, clock: ManualClock
 ) -> None:
     """RFC 7252 NSTART = 1: the next notification waits for the ACK."""
     notifier.hold = True
@@ -210,7 +210,7 @@ async def test_one_con_in_flight_per_observer_address(
 
 
 async def test_dead_observers_do_not_starve_others(
-    topics: TopicRegistry, notifier: FakeNotifier, clock: FakeClock
+    topics: TopicRegistry, notifier: FakeNotifier, clock: ManualClock
 ) -> None:
     """Issue 10 item 12: observers that never ACK hold nothing but their own."""
     dead = [Contact("10.0.9.9", 2000 + i) for i in range(200)]
@@ -227,7 +227,7 @@ async def test_dead_observers_do_not_starve_others(
 
 
 async def test_a_newer_notification_supersedes_the_oldest_waiting(
-    topics: TopicRegistry, notifier: FakeNotifier, clock: FakeClock
+    topics: TopicRegistry, notifier: FakeNotifier, clock: ManualClock
 ) -> None:
     notifier.hold = True
     await topics.observe("ue1", "alerts", A, b"tk", clock.now() + 60)
@@ -244,7 +244,7 @@ async def test_a_newer_notification_supersedes_the_oldest_waiting(
 
 
 async def test_every_nth_notification_is_con(
-    backend: MemoryBackend, clock: FakeClock, notifier: FakeNotifier
+    backend: MemoryBackend, clock: ManualClock, notifier: FakeNotifier
 ) -> None:
     topics = await make(backend, clock, notifier, observe_con_every=3)
     await topics.observe("ue1", "alerts", A, b"tk", clock.now() + 3600)
@@ -272,7 +272,7 @@ async def test_lost_observer_is_removed_with_its_record(
     topics: TopicRegistry,
     notifier: FakeNotifier,
     backend: MemoryBackend,
-    clock: FakeClock,
+    clock: ManualClock,
 ) -> None:
     await topics.observe("ue1", "alerts", A, b"tk", clock.now() + 60)
     await topics.observe("ue2", "alerts", B, b"tk", clock.now() + 60)
@@ -288,7 +288,7 @@ async def test_lost_observer_is_removed_with_its_record(
 
 
 async def test_observer_gone_by_token(
-    topics: TopicRegistry, clock: FakeClock, backend: MemoryBackend
+    topics: TopicRegistry, clock: ManualClock, backend: MemoryBackend
 ) -> None:
     await topics.observe("ue1", "alerts", A, b"tk", clock.now() + 60)
     assert not await topics.observer_gone(A, b"other")
@@ -301,7 +301,7 @@ async def test_observer_gone_by_token(
 
 
 async def test_observations_survive_a_restart(
-    backend: MemoryBackend, clock: FakeClock, notifier: FakeNotifier
+    backend: MemoryBackend, clock: ManualClock, notifier: FakeNotifier
 ) -> None:
     first = await make(backend, clock, notifier)
     await first.observe("ue1", "alerts", A, b"tk", clock.now() + 60)
@@ -320,7 +320,7 @@ async def test_later_form_replaces_the_earlier(
     topics: TopicRegistry,
     notifier: FakeNotifier,
     backend: MemoryBackend,
-    clock: FakeClock,
+    clock: ManualClock,
 ) -> None:
     await topics.subscribe("ue1", ["alerts"], clock.now() + 60)
     await topics.observe("ue1", "alerts", A, b"tk", clock.now() + 120)
@@ -342,7 +342,7 @@ async def test_later_form_replaces_the_earlier(
 
 
 async def test_new_token_replaces_and_same_token_refreshes(
-    topics: TopicRegistry, notifier: FakeNotifier, clock: FakeClock
+    topics: TopicRegistry, notifier: FakeNotifier, clock: ManualClock
 ) -> None:
     await topics.observe("ue1", "alerts", A, b"t1", clock.now() + 60)
     await topics.observe("ue1", "alerts", A, b"t1", clock.now() + 600)
@@ -361,7 +361,7 @@ async def test_unsubscribe_all_ends_observations_too(
     topics: TopicRegistry,
     notifier: FakeNotifier,
     backend: MemoryBackend,
-    clock: FakeClock,
+    clock: ManualClock,
 ) -> None:
     """De-registration calls ``unsubscribe(ue, [])``: both forms end."""
     await topics.observe("ue1", "alerts", A, b"tk", clock.now() + 60)
@@ -381,7 +381,7 @@ async def test_expiry_sends_a_final_notification_and_deletes(
     topics: TopicRegistry,
     notifier: FakeNotifier,
     backend: MemoryBackend,
-    clock: FakeClock,
+    clock: ManualClock,
 ) -> None:
     await topics.observe("ue1", "alerts", A, b"tk", clock.now() + 60)
     await topics.observe("ue2", "alerts", B, b"tk", clock.now() + 600)
@@ -401,7 +401,7 @@ async def test_expiry_sends_a_final_notification_and_deletes(
 
 
 async def test_granted_expiry_is_capped_like_topicsub(
-    topics: TopicRegistry, clock: FakeClock
+    topics: TopicRegistry, clock: ManualClock
 ) -> None:
     config = DeliveryConfig()
     assert topics.granted_expiry(None) == clock.now() + config.topic_default_lifetime
@@ -410,7 +410,7 @@ async def test_granted_expiry_is_capped_like_topicsub(
 
 
 async def test_without_notifier_nothing_is_sent(
-    backend: MemoryBackend, clock: FakeClock
+    backend: MemoryBackend, clock: ManualClock
 ) -> None:
     topics = TopicRegistry(backend, clock, DeliveryConfig())
     await topics.observe("ue1", "alerts", A, b"tk", clock.now() + 60)

@@ -8,8 +8,10 @@ Pipeline for every request to ``/msgin5g`` (digest §3 "common behaviour"):
    block-wise (Block1) request: MSGin5G segments large payloads itself (digest §2.1);
 4. the JSON is decoded and validated → 4.00 with ``{"messageType", "failureCause",
    "detail"}`` naming the offending member;
-5. the service runs the procedure; its response message is piggybacked on the ACK
-   with 2.01 (new registration) or 2.04, Content-Format 50.
+5. one dispatch table (``_PROCEDURES``) maps the decoded
+   message class, one per Message Type, to a handler that runs the service
+   procedure; its response message is piggybacked on the ACK with 2.01 (new
+   registration) or 2.04, Content-Format 50.
 
 Errors become CoAP codes only here, through :mod:`.codes`; each is logged once
 (INFO for a client's mistake, ERROR with traceback for our bug). A client's
@@ -31,7 +33,10 @@ Topic subscription in the Observe form (``GET /msgin5g/topics/{topic}``, digest
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from functools import partial
+from operator import attrgetter
+from typing import Any
 from urllib.parse import urlsplit
 
 from msgin5g.coap.address import Peer
@@ -51,7 +56,7 @@ from msgin5g.coap_binding import (
     post_options,
     require_json,
 )
-from msgin5g.codec.ue_payload import Uplink, decode_uplink, encode
+from msgin5g.codec.ue_payload import decode_uplink, encode
 from msgin5g.config import CoapConfig
 from msgin5g.errors import (
     DecodeError,
@@ -73,6 +78,7 @@ from msgin5g.model.messages import (
     DownlinkItem,
     Imdn,
     Msg,
+    MsgUpd,
     Reg,
     SegConfir,
     SegRec,
@@ -97,7 +103,7 @@ _CON_ONLY = (Reg, Dereg, BulkReg, BulkDereg)
 (digest §2.2 rule 1, §3.2.2 step 1, §3.3 step 1); sent NON they are refused with
 4.00 ``INVALID_MESSAGE`` (digest §5.1) and the procedure does not run."""
 
-_json = json_response  # the name the dispatch chain uses
+_json = json_response  # the name the dispatch table uses
 _NON = int(Type.NON)
 
 
@@ -228,7 +234,10 @@ class CoapTransport:
                     "(T = 0): its "
                     "answer is the procedure's outcome (TS 24.538 §6.1, §6.3.1.1.1)"
                 )
-            return await self._dispatch(uplink, request.peer, message)
+            service = self._service
+            assert service is not None  # noqa: S101 - set in start()
+            handler = _PROCEDURES[type(uplink)]
+            return await handler(service, uplink, _contact(request.peer), message)
         except MSGin5GError as exc:
             code, cause = code_for(exc)
             detail = getattr(exc, "detail", None) or str(exc)
@@ -250,53 +259,6 @@ class CoapTransport:
                     detail,
                 )
             return error_response(message, code, cause, detail)
-
-    async def _dispatch(
-        self,
-        uplink: Uplink,
-        peer: Peer,
-        request: CoapMessage,
-    ) -> CoapMessage:
-        service = self._service
-        assert service is not None  # noqa: S101 - set in start()
-        source = _contact(peer)
-        if isinstance(uplink, Msg):
-            return _json(request, Code.CHANGED, await service.submit(uplink, source))
-        if isinstance(uplink, Imdn):
-            await service.report(uplink, source)
-            return make_response(request, Code.CHANGED)
-        if isinstance(uplink, Reg):
-            outcome = await service.register(uplink, source)
-            code = Code.CREATED if outcome.created else Code.CHANGED
-            extra = None
-            if uplink.client_address and outcome.response.failure_cause is None:
-                extra = _location_path(uplink.client_address)
-            return _json(request, code, outcome.response, extra)
-        if isinstance(uplink, Dereg):
-            return _json(
-                request, Code.CHANGED, await service.deregister(uplink, source)
-            )
-        if isinstance(uplink, BulkReg):
-            bulk_resp, created = await service.bulk_register(uplink, source)
-            return _json(request, Code.CREATED if created else Code.CHANGED, bulk_resp)
-        if isinstance(uplink, BulkDereg):
-            return _json(
-                request, Code.CHANGED, await service.bulk_deregister(uplink, source)
-            )
-        if isinstance(uplink, AggMsg):
-            return _json(
-                request, Code.CHANGED, await service.submit_aggregate(uplink, source)
-            )
-        if isinstance(uplink, TopicSub):
-            return _json(request, Code.CHANGED, await service.subscribe(uplink, source))
-        if isinstance(uplink, TopicUnsub):
-            return _json(
-                request, Code.CHANGED, await service.unsubscribe(uplink, source)
-            )
-        if isinstance(uplink, AggImdn | SegRec | SegConfir):
-            await service.control(uplink, source)
-            return make_response(request, Code.CHANGED)
-        return _json(request, Code.CHANGED, await service.update_stored(uplink, source))
 
     # downlink (Deliverer port) ------------------------------------------------------
 
@@ -393,3 +355,76 @@ def _location_path(address: str) -> list[tuple[int, bytes]] | None:
     return [
         (OptionNumber.LOCATION_PATH, part.encode()) for part in path.split("/") if part
     ] or None
+
+
+# one handler per uplink Message Type (digest §3) ----------------------------------
+#
+# Each runs the service procedure and renders its answer: 2.01 for a new
+# registration context, else 2.04, with the procedure's response message (if it
+# has one) piggybacked as JSON.
+
+_Handler = Callable[
+    [MessagingService, Any, Contact, CoapMessage], Awaitable[CoapMessage]
+]
+
+
+def _answering(procedure: str) -> _Handler:
+    """A handler for a procedure whose response message goes back with 2.04."""
+    get = attrgetter(procedure)
+
+    async def handle(
+        service: MessagingService, uplink: Any, source: Contact, request: CoapMessage
+    ) -> CoapMessage:
+        return _json(request, Code.CHANGED, await get(service)(uplink, source))
+
+    return handle
+
+
+def _acknowledging(procedure: str) -> _Handler:
+    """A handler for a procedure without response message (an empty 2.04)."""
+    get = attrgetter(procedure)
+
+    async def handle(
+        service: MessagingService, uplink: Any, source: Contact, request: CoapMessage
+    ) -> CoapMessage:
+        await get(service)(uplink, source)
+        return make_response(request, Code.CHANGED)
+
+    return handle
+
+
+async def _on_reg(
+    service: MessagingService, uplink: Reg, source: Contact, request: CoapMessage
+) -> CoapMessage:
+    outcome = await service.register(uplink, source)
+    code = Code.CREATED if outcome.created else Code.CHANGED
+    extra = None
+    if uplink.client_address and outcome.response.failure_cause is None:
+        extra = _location_path(uplink.client_address)
+    return _json(request, code, outcome.response, extra)
+
+
+async def _on_bulk_reg(
+    service: MessagingService, uplink: BulkReg, source: Contact, request: CoapMessage
+) -> CoapMessage:
+    bulk_resp, created = await service.bulk_register(uplink, source)
+    return _json(request, Code.CREATED if created else Code.CHANGED, bulk_resp)
+
+
+_PROCEDURES: dict[type, _Handler] = {
+    Msg: _answering("submit"),
+    Imdn: _acknowledging("report"),
+    Reg: _on_reg,
+    Dereg: _answering("deregister"),
+    BulkReg: _on_bulk_reg,
+    BulkDereg: _answering("bulk_deregister"),
+    AggMsg: _answering("submit_aggregate"),
+    AggImdn: _acknowledging("report_aggregate"),
+    SegRec: _acknowledging("segment_control"),
+    SegConfir: _acknowledging("segment_control"),
+    TopicSub: _answering("subscribe"),
+    TopicUnsub: _answering("unsubscribe"),
+    MsgUpd: _answering("update_stored"),
+}
+"""The dispatch table: the decoded class of each uplink Message Type → its handler
+(named after the :class:`MessagingService` procedure it runs)."""

@@ -134,3 +134,13 @@ async def test_unregistered_sender_rejected_in_msgresp(
         "DELY_REJECTED",
         "NOT_REGISTERED",
     )
+
+
+def test_every_uplink_message_type_has_exactly_one_handler() -> None:
+    """The dispatch table covers what the codec decodes, and nothing else."""
+    from typing import get_args
+
+    from msgin5g.codec.ue_payload import Uplink
+    from msgin5g.transports.coap.server import _PROCEDURES
+
+    assert set(_PROCEDURES) == set(get_args(Uplink))

@@ -299,7 +299,8 @@ async def test_p2a_waits_while_the_as_is_down_and_is_retried(rig: Rig) -> None:
         store_and_forward_flag=True,
     )
     await rig.service.submit(msg, UE1)
-    await _until(lambda: rig.as_.attempts >= 3)  # retried by back-off timers
+    await rig.clock.run_for(0.1)  # the back-off timers fire on the manual clock
+    assert rig.as_.attempts >= 3  # retried
     assert rig.as_.delivered == []
     assert await rig.service.backend.count() == 1  # still stored
     resp = await rig.service.submit(
@@ -313,6 +314,7 @@ async def test_p2a_waits_while_the_as_is_down_and_is_retried(rig: Rig) -> None:
     )
     assert resp.delivery_status == "DELY_STORED"
     rig.as_.unreachable.clear()
+    await rig.clock.run_for(0.05)  # the next retry finds the AS back
     await rig.as_.wait_for(2)
     assert [i.message_id for _, i in rig.as_.delivered] == ["u-1", "u-2"]
 

@@ -273,12 +273,21 @@ async def test_api_changes_take_effect_at_once(rig: Rig) -> None:
     assert_problem(await send_to_group(rig, "m-3"), 404, "GROUP_NOT_FOUND")
 
 
+def use_groups(rig: Rig, groups: GroupRegistry) -> None:
+    """Swap the service's group registry (the REST API's and the router's)."""
+    rig.service.groups = groups
+    rig.service.router._groups = groups
+
+
 async def test_val_ue_id_members_map_to_registered_ues(rig: Rig) -> None:
-    rig.service.groups = GroupRegistry(
-        rig.service.backend,
-        rig.clock,
-        DeliveryConfig(),
-        registrations=rig.service.registry,
+    use_groups(
+        rig,
+        GroupRegistry(
+            rig.service.backend,
+            rig.clock,
+            DeliveryConfig(),
+            registrations=rig.service.registry,
+        ),
     )
     await rig.register_as()
     await register(rig, "ue1", UE1, ue_id="imei-1")
@@ -304,12 +313,15 @@ def external(rig: Rig, handler: httpx.MockTransport) -> SealGroupSource:
         SealConfig(gm_url="http://seal.test", val_service_id="msgin5g"),
         transport=handler,
     )
-    rig.service.groups = GroupRegistry(
-        rig.service.backend,
-        rig.clock,
-        DeliveryConfig(group_cache_ttl=5),
-        source=source,
-        registrations=rig.service.registry,
+    use_groups(
+        rig,
+        GroupRegistry(
+            rig.service.backend,
+            rig.clock,
+            DeliveryConfig(group_cache_ttl=5),
+            source=source,
+            registrations=rig.service.registry,
+        ),
     )
     return source
 
