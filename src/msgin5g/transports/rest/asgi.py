@@ -239,6 +239,7 @@ def create_app(service: MessagingService, config: RestConfig) -> FastAPI:
         TOKEN_PATH, _token_endpoint(ctx), methods=["POST"], include_in_schema=False
     )
 
+    app.add_middleware(msgs_msgdelivery.FastDelivery, ctx=ctx)  # inside BodyGuard
     app.add_middleware(BodyGuard, max_body=config.max_body)
     return app
 
