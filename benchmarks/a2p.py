@@ -38,7 +38,6 @@ import multiprocessing as mp
 import os
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -89,7 +88,12 @@ async def _ue_main(coap_port: int, ids: list[str], conn: Any) -> None:
     tasks = [asyncio.create_task(receiver(c)) for c in clients]
     conn.send("ready")
     loop = asyncio.get_running_loop()
-    await loop.run_in_executor(None, conn.recv)  # "stop"
+    while True:
+        command = await loop.run_in_executor(None, conn.recv)
+        if command == "cpu":
+            conn.send(time.process_time())
+        else:
+            break
     for task in tasks:
         task.cancel()
     conn.send(got)
@@ -262,6 +266,12 @@ async def _h2_run(
 # ----------------------------------------------------------------- coordinator
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all threads (seconds)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _pct(values: list[float], q: float) -> float:
     if not values:
         return 0.0
@@ -370,10 +380,15 @@ async def main(args: argparse.Namespace) -> None:
             gen = ctx.Process(
                 target=gen_process, args=(http_port, mode, ids, args, gen_child)
             )
+            ue_conn.send("cpu")
+            ue_cpu, server_cpu = ue_conn.recv(), cpu_seconds(server.pid)
             gen.start()
             results[mode] = gen_conn.recv()
             gen.join()
             await asyncio.sleep(1.0)  # let the last deliveries land
+            ue_conn.send("cpu")
+            results[mode]["ue_cpu"] = ue_conn.recv() - ue_cpu
+            results[mode]["server_cpu"] = cpu_seconds(server.pid) - server_cpu
         if args.h2load and shutil.which("h2load"):
             print(h2load(http_port, args, tmp), flush=True)
         ue_conn.send("stop")
@@ -392,6 +407,14 @@ async def main(args: argparse.Namespace) -> None:
                 f"generator CPU {100 * fig['cpu_s'] / fig['elapsed']:.0f} %)",
                 flush=True,
             )
+            if recv:
+                print(
+                    f"            CPU per delivered message: server "
+                    f"{1e6 * fig['server_cpu'] / len(recv):.0f} us, UE simulator "
+                    f"{1e6 * fig['ue_cpu'] / len(recv):.0f} us, generator "
+                    f"{1e6 * fig['cpu_s'] / len(recv):.0f} us",
+                    flush=True,
+                )
     finally:
         if ue_proc is not None and ue_proc.is_alive():
             ue_proc.terminate()
