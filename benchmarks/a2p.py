@@ -329,7 +329,7 @@ async def main(args: argparse.Namespace) -> None:
     await provision(url, ids, SECRET)
     http_port, coap_port = free_port(socket.SOCK_STREAM), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MSGIN5G_")}
-    env["PYTHONPATH"] = str(ROOT / "src")
+    env["PYTHONPATH"] = args.src or str(ROOT / "src")
     prof = ["-m", "cProfile", "-o", args.profile] if args.profile else []
     extra = [x for s in args.set for x in ("--set", s)]
     server = subprocess.Popen(  # noqa: ASYNC220 - started once, before the load
@@ -434,4 +434,5 @@ if __name__ == "__main__":
     parser.add_argument("--h2load", action="store_true", help="also run h2load")
     parser.add_argument("--profile", help="run the server under cProfile to FILE")
     parser.add_argument("--set", action="append", default=[], help="server --set")
+    parser.add_argument("--src", help="source tree the server runs (before/after)")
     asyncio.run(main(parser.parse_args()))
