@@ -144,7 +144,14 @@ class FastDelivery:
             await self.app(scope, _replay(body), send)
             return
         response = await self._deliver(request, caller)
-        await response(scope, _replay(b""), send)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": response.status_code,
+                "headers": response.raw_headers,
+            }
+        )
+        await send({"type": "http.response.body", "body": response.body})
 
     async def _deliver(self, body: ASMessageDelivery, caller: str | None) -> Response:
         try:
