@@ -339,6 +339,10 @@ class RestConfig:
     max_connections: int = 8192
     """Connections the HTTP server handles at once (Granian ``backpressure``,
     Hypercorn backlog); more wait in the kernel's accept queue."""
+    max_in_flight: int = 128
+    """Messages the delivery APIs hold in the service at once (waiting for
+    storage and routing); one more is answered ``503`` + ``Retry-After`` at
+    once (back-pressure instead of an unbounded queue, docs/performance.md)."""
 
     def __post_init__(self) -> None:
         parse_hostport(self.bind, default_port=8080)
@@ -349,8 +353,8 @@ class RestConfig:
             )
         if self.auth_failure_rate <= 0 or self.header_timeout <= 0:
             raise ConfigError("rest.auth_failure_rate/header_timeout: positive")
-        if self.max_connections < 16:
-            raise ConfigError("rest.max_connections: at least 16")
+        if self.max_connections < 16 or self.max_in_flight < 1:
+            raise ConfigError("rest.max_connections: >= 16; max_in_flight: >= 1")
         if self.server not in {"granian", "hypercorn"}:
             raise ConfigError("rest.server: one of granian, hypercorn")
         if self.token_lifetime <= 0 or self.delivery_timeout <= 0:

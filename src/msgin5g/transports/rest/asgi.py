@@ -172,6 +172,8 @@ def create_app(service: MessagingService, config: RestConfig) -> FastAPI:
         docs_url=None,
         redoc_url=None,
         openapi_url="/openapi.json",
+        # no OpenTelemetry here: skip FastAPI's per-request provider checks
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.ctx = ctx
     app.include_router(msgs_asregistration.router(ctx))
@@ -239,6 +241,7 @@ def create_app(service: MessagingService, config: RestConfig) -> FastAPI:
         TOKEN_PATH, _token_endpoint(ctx), methods=["POST"], include_in_schema=False
     )
 
+    app.add_middleware(msgs_msgdelivery.FastDelivery, ctx=ctx)  # inside BodyGuard
     app.add_middleware(BodyGuard, max_body=config.max_body)
     return app
 

@@ -18,7 +18,9 @@ from msgin5g.config import RestConfig
 from msgin5g.model.application import ROLE_OPERATOR
 from msgin5g.model.messages import Msg, MsgResp
 from msgin5g.service.messaging import MessagingService
+from msgin5g.spec.causes import FailureCause
 from msgin5g.transports.rest.auth import AuthThrottle, RateLimiter, TokenIssuer
+from msgin5g.transports.rest.problems import problem
 
 __all__ = ["Answer", "InsufficientScope", "RestContext", "Unauthorized"]
 
@@ -53,6 +55,10 @@ class RestContext:
     tokens: TokenIssuer = field(init=False)
     limiter: RateLimiter = field(init=False)
     throttle: AuthThrottle = field(init=False)
+    in_flight: int = field(init=False, default=0)
+    """Messages submitted through the APIs and not answered yet."""
+    refused: int = field(init=False, default=0)
+    """Messages answered ``503`` because ``in_flight`` was at its bound."""
 
     def __post_init__(self) -> None:
         self.tokens = TokenIssuer(
@@ -100,10 +106,31 @@ class RestContext:
 
         Which one follows from the ``MSG`` the codec built from ``oriAddr``
         (``originatingAsServiceId`` or ``originatingUeServiceId``).
+
+        Back-pressure: with ``rest.max_in_flight`` messages already inside the
+        service (waiting for their storage commit or routing), the message is
+        refused at once, before any state is touched, with ``503``
+        ``SERVER_CONGESTION`` and ``Retry-After: 1`` (raises :class:`Answer`):
+        the server's latency stays bounded instead of a queue growing until
+        every answer is late. The AS may send the same ``msgId`` again.
         """
-        if msg.originating_as_service_id is not None:
-            return await self.service.submit_from_as(msg, client=caller)
-        return await self.service.submit_for_ue(msg, client=caller)
+        if self.in_flight >= self.config.max_in_flight:
+            self.refused += 1
+            raise Answer(
+                problem(
+                    503,
+                    FailureCause.SERVER_CONGESTION,
+                    "the server is saturated; retry later",
+                    headers={"Retry-After": "1"},
+                )
+            )
+        self.in_flight += 1
+        try:
+            if msg.originating_as_service_id is not None:
+                return await self.service.submit_from_as(msg, client=caller)
+            return await self.service.submit_for_ue(msg, client=caller)
+        finally:
+            self.in_flight -= 1
 
     def location(self, request: Request, path: str) -> str:
         """Absolute URI of a created resource below ``{apiRoot}``."""

@@ -19,9 +19,23 @@ Each body becomes a model ``Msg``/``Imdn`` (:mod:`msgin5g.codec.openapi_json`) a
 enters the same service procedures as MSGin5G-1 traffic; the ``MSGRESP`` becomes a
 ``200 MessageDeliveryAck`` (``status`` absent = accepted, ``DELY_STORED``,
 ``DELY_FAILED`` + ``failureCause``) or a problem (:func:`.problems.ack_or_problem`).
+
+Hot path (issue 13): ``POST /deliver-as-message`` is served by :class:`FastDelivery`,
+a plain ASGI layer just inside :class:`~.asgi.BodyGuard`, without FastAPI's
+routing, dependency solving and thread-pool hop (the sync auth dependency ran in
+a worker thread per request). It applies the same checks in the same order
+(token and scope, pydantic validation of the same model with its rules, the
+per-AS rate limit, the service call, the same answers); any request it would
+answer with a 401/403 (auth) or a 400 (schema) is handed to the FastAPI route
+instead, so those answers come from one place.
 """
 
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
 from fastapi import APIRouter, Depends
+from pydantic import ValidationError
 from starlette.responses import Response
 
 from msgin5g.codec.openapi_json import (
@@ -32,12 +46,22 @@ from msgin5g.codec.openapi_json import (
     msg_from_as_delivery,
     msg_from_ue_delivery,
 )
+from msgin5g.errors import MSGin5GError
 from msgin5g.model.messages import MsgResp
+from msgin5g.spec.causes import FailureCause
 from msgin5g.spec.delivery import DeliveryStatus
-from msgin5g.transports.rest.context import RestContext
-from msgin5g.transports.rest.problems import ack_or_problem
+from msgin5g.transports.rest.context import Answer, RestContext
+from msgin5g.transports.rest.problems import ack_or_problem, problem, problem_for
 
-__all__ = ["PREFIX", "SCOPE", "router"]
+__all__ = ["PREFIX", "SCOPE", "FastDelivery", "router"]
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 SCOPE = "msgs-msgdelivery"
 """The OAuth2 scope a token needs for this API."""
@@ -78,3 +102,92 @@ def router(ctx: RestContext) -> APIRouter:
         return ack_or_problem(accepted, body.ori_addr)
 
     return api
+
+
+AS_PATH = PREFIX + "/deliver-as-message"
+
+
+class FastDelivery:
+    """ASGI layer serving ``POST /deliver-as-message`` without the framework.
+
+    Everything else, and every request this layer would refuse for auth or
+    schema reasons, goes on to ``app`` (FastAPI) with the body replayed.
+    """
+
+    def __init__(self, app: ASGIApp, ctx: RestContext) -> None:
+        self.app = app
+        self.ctx = ctx
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["path"] != AS_PATH
+            or scope["method"] != "POST"
+        ):
+            await self.app(scope, receive, send)
+            return
+        caller: str | None = None
+        if self.ctx.config.oauth2:
+            authorization = None
+            for name, value in scope.get("headers", ()):
+                if name.lower() == b"authorization":
+                    authorization = value.decode("latin-1")
+            token = self.ctx.tokens.token_of(authorization)
+            if token is None or SCOPE not in token.scopes:
+                await self.app(scope, receive, send)  # 401 / 403 from the route
+                return
+            caller = token.client_id
+        body = await _body_of(receive)
+        try:
+            request = ASMessageDelivery.model_validate_json(body)
+        except ValidationError:  # the route answers the 400 (invalidParams)
+            await self.app(scope, _replay(body), send)
+            return
+        response = await self._deliver(request, caller)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": response.status_code,
+                "headers": response.raw_headers,
+            }
+        )
+        await send({"type": "http.response.body", "body": response.body})
+
+    async def _deliver(self, body: ASMessageDelivery, caller: str | None) -> Response:
+        try:
+            self.ctx.admit(caller, body.ori_addr.addr)
+            resp = await self.ctx.submit(msg_from_as_delivery(body), caller)
+            return ack_or_problem(resp, body.ori_addr)
+        except MSGin5GError as exc:
+            return problem_for(exc)
+        except Answer as exc:
+            return exc.response
+        except Exception as exc:
+            log.error("HTTP 500 POST %s", AS_PATH, exc_info=exc)
+            return problem(500, FailureCause.INTERNAL_ERROR)
+
+
+async def _body_of(receive: Receive) -> bytes:
+    """The whole request body (already bounded by ``BodyGuard``)."""
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _replay(body: bytes) -> Receive:
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return {"type": "http.disconnect"}
+
+    return receive

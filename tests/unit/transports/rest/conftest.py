@@ -54,6 +54,7 @@ class Rig:
     ue: RecordingDeliverer
     as_: RecordingASDeliverer
     clock: FakeClock
+    app: object = None
 
     async def register_ue(self, ue: str = "ue1", contact: Contact = UE1) -> None:
         info = UECredentialInfo(
@@ -98,7 +99,7 @@ async def make_rig(rest: RestConfig | None = None) -> tuple[Rig, MemoryBackend]:
     http = httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://msgin5g.test"
     )
-    return Rig(service, http, ue, as_, clock), backend
+    return Rig(service, http, ue, as_, clock, app), backend
 
 
 @pytest.fixture
