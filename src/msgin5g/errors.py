@@ -22,6 +22,7 @@ Every exception we raise on purpose derives from :class:`MSGin5GError`::
     └── TransportError                client side: the peer could not be reached or refused
         ├── ConnectError
         ├── RequestTimeout            retransmissions exhausted
+        ├── PortUnreachable           ICMP port unreachable: nothing listens there
         ├── RemoteReset               the peer answered with a CoAP RST
         └── RemoteError               the peer answered with an error code
 
@@ -44,6 +45,7 @@ __all__ = [
     "NotRegistered",
     "Overloaded",
     "PayloadTooLarge",
+    "PortUnreachable",
     "RecipientUnreachable",
     "RemoteError",
     "RemoteReset",
@@ -180,6 +182,16 @@ class RequestTimeout(TransportError):
 
     def hint(self) -> str | None:
         return "is an MSGin5G server running at that address?"
+
+
+class PortUnreachable(TransportError):
+    """The peer's host answered ICMP port unreachable: nothing listens on that port."""
+
+    def hint(self) -> str | None:
+        return (
+            "is an MSGin5G server running at that address? "
+            "(--server URI or MSGIN5G_SERVER)"
+        )
 
 
 class RemoteReset(TransportError):
