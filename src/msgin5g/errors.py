@@ -23,6 +23,7 @@ Every exception we raise on purpose derives from :class:`MSGin5GError`::
         ├── ConnectError
         ├── RequestTimeout            retransmissions exhausted
         ├── PortUnreachable           ICMP port unreachable: nothing listens there
+        ├── ServerUnreachable         the HTTP server cannot be reached
         ├── RemoteReset               the peer answered with a CoAP RST
         └── RemoteError               the peer answered with an error code
 
@@ -50,6 +51,7 @@ __all__ = [
     "RemoteError",
     "RemoteReset",
     "RequestTimeout",
+    "ServerUnreachable",
     "ServiceError",
     "StorageConflict",
     "StorageError",
@@ -191,6 +193,16 @@ class PortUnreachable(TransportError):
         return (
             "is an MSGin5G server running at that address? "
             "(--server URI or MSGIN5G_SERVER)"
+        )
+
+
+class ServerUnreachable(TransportError):
+    """The HTTP server (TS 29.538 APIs) could not be reached or did not answer."""
+
+    def hint(self) -> str | None:
+        return (
+            "is 'msgin5g serve' running? give its REST address with "
+            "--server http://HOST:PORT (the --http of serve)"
         )
 
 

@@ -26,7 +26,7 @@ from msgin5g.cli.area import add_area_parser
 from msgin5g.cli.common import add_storage, missing_extra
 from msgin5g.cli.group import add_group_parser
 from msgin5g.cli.topic import add_topic_parser
-from msgin5g.errors import MSGin5GError
+from msgin5g.errors import ConfigError, MSGin5GError, StorageConflict
 
 __all__ = ["build_parser", "main"]
 
@@ -155,7 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
         description=_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING, ERROR")
+    parser.add_argument(
+        "--log-level", default=None, help="DEBUG, INFO, WARNING or ERROR"
+    )
     parser.add_argument(
         "--version", action=_Version, help="print the version of msgin5g and exit"
     )
@@ -199,6 +201,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add.add_argument("ue_service_id", metavar="ID")
     add.add_argument("--secret", help="use this secret instead of generating one")
+    add.add_argument(
+        "--force",
+        action="store_true",
+        help="replace the secret of an ID that is already provisioned",
+    )
     add_storage(add)
     add_storage(ue_commands.add_parser("list", help="list provisioned UEs"))
     rm = ue_commands.add_parser("remove", help="remove a provisioned UE")
@@ -226,6 +233,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=0.0, help="exit after SECONDS without traffic"
     )
     listen.add_argument("--decode", action="store_true", help="add payloadText (UTF-8)")
+    listen.add_argument(
+        "--stay-registered",
+        action="store_true",
+        help="do not de-register on exit (default: de-register, so the server "
+        "stores what arrives next)",
+    )
     listen.add_argument(
         "--topic",
         action="append",
@@ -256,9 +269,40 @@ def use_uvloop() -> bool:
     return install()
 
 
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def _check_log_level(args: argparse.Namespace) -> None:
+    """``--log-level`` is one of :data:`_LOG_LEVELS` (any case).
+
+    Raises:
+        ConfigError: it is not.
+    """
+    level = args.log_level
+    if level is not None and level.upper() not in _LOG_LEVELS:
+        raise ConfigError(
+            f"--log-level {level!r}: expected one of {', '.join(_LOG_LEVELS)}"
+        )
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The command as typed, e.g. ``ue send`` (for hints)."""
+    sub = getattr(args, f"{args.command}_command", None)
+    return f"{args.command} {sub}" if isinstance(sub, str) else str(args.command)
+
+
+def _fail(message: str, hint: str | None) -> int:
+    """Print a failure as one line (plus a hint line); return exit status 1."""
+    print(f"msgin5g: {logsafe.escape_controls(message)}", file=sys.stderr)
+    if hint:
+        print(f"hint: {hint}", file=sys.stderr)
+    return 1
+
+
 def _run(args: argparse.Namespace) -> int:
     import asyncio
 
+    _check_log_level(args)
     use_uvloop()
     if args.command == "serve":
         from msgin5g.cli.serve import run_serve
@@ -296,23 +340,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _run(args)
     except MSGin5GError as exc:
-        print(f"msgin5g: {exc}", file=sys.stderr)
         hint = exc.hint()
-        if hint:
-            print(f"hint: {hint}", file=sys.stderr)
-        return 1
+        if hint is None and isinstance(exc, ConfigError):
+            hint = f"see: msgin5g {_command(args)} --help"
+        if isinstance(exc, StorageConflict) and _command(args) == "ue add":
+            hint = (
+                "add --force to replace its secret (the UE must then use the new one)"
+            )
+        return _fail(str(exc), hint)
     except ModuleNotFoundError as exc:
         package = missing_extra(exc)
         if package is None:
-            raise
-        command = args.command
-        if command == "ue":
-            command = f"ue {args.ue_command}"
-        print(
-            f"msgin5g: '{command}' needs the server stack ({package} is not installed)",
-            file=sys.stderr,
+            return _unexpected(exc, args)
+        return _fail(
+            f"'{_command(args)}' needs the server stack ({package} is not installed)",
+            "pip install 'msgin5g[server]'",
         )
-        print("hint: pip install 'msgin5g[server]'", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         return 130
+    except OSError as exc:
+        return _fail(str(exc), "check the path, address or permission named above")
+    except Exception as exc:
+        return _unexpected(exc, args)
+
+
+def _unexpected(exc: Exception, args: argparse.Namespace) -> int:
+    """A bug: one line, the traceback only with ``--log-level DEBUG``."""
+    if (args.log_level or "").upper() == "DEBUG":
+        import traceback
+
+        traceback.print_exception(exc, file=sys.stderr)
+    return _fail(
+        f"internal error: {type(exc).__name__}: {exc}",
+        "run again with --log-level DEBUG for the traceback, and please report it",
+    )

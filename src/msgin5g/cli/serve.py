@@ -53,7 +53,11 @@ async def run_ue_admin(args: argparse.Namespace) -> int:
     url = config.storage.url
     if args.ue_command == "add":
         secret = await provision_ue(
-            url, args.ue_service_id, args.secret, synchronous=config.storage.synchronous
+            url,
+            args.ue_service_id,
+            args.secret,
+            synchronous=config.storage.synchronous,
+            force=args.force,
         )
         print_provisioned(args.ue_service_id, secret, given=bool(args.secret))
         return 0

@@ -62,8 +62,8 @@ from msgin5g.coap.observe import ObserverTable
 from msgin5g.coap.resource import Handler, Request, Site
 from msgin5g.coap.udp import (
     DatagramProtocol,
-    enable_icmp_errors,
     bind_socket,
+    enable_icmp_errors,
     not_open,
     resolve_peer,
     use_uvloop,

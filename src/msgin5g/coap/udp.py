@@ -102,16 +102,14 @@ class DatagramProtocol(asyncio.DatagramProtocol):
         if log.isEnabledFor(logging.DEBUG):
             log.debug("socket error: %s", exc)
         if self._sock is not None:
-            self._drain_errors()
+            self._drain_errors(self._sock)
 
-    def _drain_errors(self) -> None:
+    def _drain_errors(self, sock: socket.socket) -> None:
         """Read the socket's error queue; report each refusing destination.
 
         Draining also keeps a level-triggered loop from spinning on a
         non-empty error queue.
         """
-        sock = self._sock
-        assert sock is not None
         for _ in range(_ERRQUEUE_DRAIN):
             try:
                 _, ancdata, _, addr = sock.recvmsg(1, 512, socket.MSG_ERRQUEUE)

@@ -50,9 +50,7 @@ async def test_con_to_closed_port_fails_fast() -> None:
 async def test_nowait_fan_out_to_closed_port_fails_fast() -> None:
     ports = [closed_udp_port() for _ in range(3)]
     async with await Endpoint.create(("127.0.0.1", 0)) as client:
-        futures = [
-            client.request_nowait(con_post(), ("127.0.0.1", p)) for p in ports
-        ]
+        futures = [client.request_nowait(con_post(), ("127.0.0.1", p)) for p in ports]
         async with asyncio.timeout(5):
             done = await asyncio.gather(*futures, return_exceptions=True)
     assert all(isinstance(d, PortUnreachable) for d in done)
