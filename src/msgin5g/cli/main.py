@@ -34,6 +34,7 @@ _DESCRIPTION = """\
 msgin5g: 3GPP MSGin5G Service (TS 23.554 / TS 24.538) server and device client.
 
 Server side:   msgin5g serve                     run the MSGin5G Server (CoAP, SQLite)
+               msgin5g doctor                    check ports, storage and peers first
                msgin5g ue add|list|remove        provision UEs in the server's storage
                msgin5g group|area ...            groups; Broadcast Areas
                msgin5g topic allow|deny ...      who may publish/subscribe a topic
@@ -184,6 +185,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="any configuration value, e.g. --set delivery.default_ttl=3600",
     )
 
+    doctor = commands.add_parser(
+        "doctor",
+        help="check a server configuration end to end (ports, storage, peers)",
+        description="Check what 'msgin5g serve' with the same options would need: "
+        "the configuration loads, storage opens and answers, the CoAP and HTTP "
+        "ports are free (or a msgin5g server answers there), peers answer. One "
+        "line per check; exit status 1 if one failed.",
+    )
+    add_storage(doctor)
+    doctor.add_argument("--coap", metavar="HOST:PORT", help="CoAP bind to check")
+    doctor.add_argument("--http", metavar="HOST:PORT", help="HTTP bind to check")
+    doctor.add_argument(
+        "--set", action="append", default=[], metavar="SECTION.KEY=VALUE"
+    )
+
     gateway_cli.add_gateway_parser(commands)
     asapp.add_parser(commands)
     add_group_parser(commands)
@@ -311,6 +327,10 @@ def _run(args: argparse.Namespace) -> int:
     logsafe.install(args.log_level or "WARNING")
     if args.command == "gateway":
         return gateway_cli.run_gateway(args)
+    if args.command == "doctor":
+        from msgin5g.cli.doctor import run_doctor
+
+        return asyncio.run(run_doctor(args))
     if args.command == "as":
         from msgin5g.cli.serve import run_as
 
