@@ -70,8 +70,8 @@ def test_taken_ports_and_bad_storage_fail_with_hints(tmp_path: Path) -> None:
         tcp.listen()  # accepts, speaks no HTTP
         result = doctor(
             "--storage", f"sqlite:///{tmp_path / 'missing' / 'db.sqlite'}",
-            "--coap", "127.0.0.1:%d" % udp.getsockname()[1],
-            "--http", "127.0.0.1:%d" % tcp.getsockname()[1],
+            "--coap", f"127.0.0.1:{udp.getsockname()[1]}",
+            "--http", f"127.0.0.1:{tcp.getsockname()[1]}",
         )  # fmt: skip
     assert result.returncode == 1
     assert lines(result.stdout) == {
