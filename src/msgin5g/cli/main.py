@@ -160,6 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level", default=None, help="DEBUG, INFO, WARNING or ERROR"
     )
     parser.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default="text",
+        help="text lines (default) or one JSON object per line (event, "
+        "ue_service_id, message_id, cause ...)",
+    )
+    parser.add_argument(
         "--version", action=_Version, help="print the version of msgin5g and exit"
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -324,7 +331,7 @@ def _run(args: argparse.Namespace) -> int:
         from msgin5g.cli.serve import run_serve
 
         return run_serve(args)
-    logsafe.install(args.log_level or "WARNING")
+    logsafe.install(args.log_level or "WARNING", json_lines=args.log_format == "json")
     if args.command == "gateway":
         return gateway_cli.run_gateway(args)
     if args.command == "doctor":

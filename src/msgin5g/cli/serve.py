@@ -24,7 +24,11 @@ __all__ = ["run_as", "run_serve", "run_ue_admin"]
 def run_serve(args: argparse.Namespace) -> int:
     """``msgin5g serve``: run until SIGINT/SIGTERM (call inside no event loop)."""
     config = server_config(args)
-    logsafe.install(config.log.level, logsafe.DEFAULT_FORMAT)
+    logsafe.install(
+        config.log.level,
+        logsafe.DEFAULT_FORMAT,
+        json_lines=getattr(args, "log_format", "text") == "json",
+    )
     asyncio.run(_serve(config))
     return 0
 

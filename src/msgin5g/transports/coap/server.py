@@ -205,6 +205,7 @@ class CoapTransport:
         """Handle a POST to ``/msgin5g``."""
         message = request.message
         kind = "unknown"
+        uplink: object = None
         try:
             if message.opt(OptionNumber.BLOCK1) is not None:
                 _throttled.log(
@@ -269,6 +270,14 @@ class CoapTransport:
                     cause,
                     request.peer,
                     detail,
+                    extra={
+                        "event": "uplink_refused",
+                        "cause": str(cause),
+                        "message_type": kind,
+                        "peer": f"{request.peer[0]}:{request.peer[1]}",
+                        "ue_service_id": _originator(uplink),
+                        "message_id": getattr(uplink, "message_id", None),
+                    },
                 )
             return error_response(message, code, cause, detail)
 
@@ -338,6 +347,15 @@ def _check(code: int) -> None:
     if 128 <= code < 160:
         raise DeliveryRejected(f"client answered {code_str(code)}")
     raise RecipientUnreachable(f"client answered {code_str(code)}")
+
+
+def _originator(uplink: object) -> str | None:
+    """The UE Service ID an uplink names as its sender (for log fields)."""
+    for name in ("originating_ue_service_id", "ue_service_id"):
+        value = getattr(uplink, name, None)
+        if isinstance(value, str):
+            return value
+    return None
 
 
 def _settle(
