@@ -189,3 +189,24 @@ def test_histogram_buckets_are_cumulative() -> None:
     assert histogram.cumulative() == [("0.1", 2), ("1.0", 3), ("+Inf", 4)]
     assert histogram.count == 4
     assert histogram.sum == pytest.approx(3.65)
+
+
+async def test_the_grafana_dashboard_uses_only_served_metrics(server: Server) -> None:
+    import json
+    import re
+    from pathlib import Path
+
+    dashboard = (
+        Path(__file__).resolve().parents[4] / "deploy" / "grafana-dashboard.json"
+    )
+    panels = json.loads(dashboard.read_text())["panels"]
+    exprs = [t["expr"] for p in panels for t in p["targets"]]
+    used = {m for e in exprs for m in re.findall(r"msgin5g_[a-z_]+", e)}
+    async with httpx.AsyncClient(base_url=base(server)) as http:
+        await http.get("/nope")  # so that msgin5g_rest_requests_total has a sample
+        served = (await http.get("/metrics")).text
+    names = set(re.findall(r"^(msgin5g_[a-z_]+)", served, re.MULTILINE))
+    # families without samples yet (no uplink so far) still have their HELP line
+    names |= set(re.findall(r"^# HELP (msgin5g_[a-z_]+)", served, re.MULTILINE))
+    assert used, exprs
+    assert used <= names, used - names
