@@ -1,8 +1,11 @@
 """Argument parsing and dispatch of ``msgin5g``.
 
-``asyncio.run`` appears only in the CLI. Errors from the error tree are printed
-as one line plus their ``hint()``; the exit status is 1 for such errors and 2
-for usage.
+``asyncio.run`` appears only in the CLI. Every failure is one line plus a hint,
+never a traceback: errors from the error tree print their ``hint()`` (a
+``ConfigError`` without one points at the command's ``--help``), an ``OSError``
+names the path or address, and anything else is reported as an internal error
+whose traceback ``--log-level DEBUG`` shows. The exit status is 1 for such
+errors, 2 for usage, 130 when interrupted.
 
 Start-up stays light: building the parser imports only the standard library and
 the parser halves of the command modules. What a command runs is imported when
