@@ -22,6 +22,8 @@ Every exception we raise on purpose derives from :class:`MSGin5GError`::
     └── TransportError                client side: the peer could not be reached or refused
         ├── ConnectError
         ├── RequestTimeout            retransmissions exhausted
+        ├── PortUnreachable           ICMP port unreachable: nothing listens there
+        ├── ServerUnreachable         the HTTP server cannot be reached
         ├── RemoteReset               the peer answered with a CoAP RST
         └── RemoteError               the peer answered with an error code
 
@@ -44,10 +46,12 @@ __all__ = [
     "NotRegistered",
     "Overloaded",
     "PayloadTooLarge",
+    "PortUnreachable",
     "RecipientUnreachable",
     "RemoteError",
     "RemoteReset",
     "RequestTimeout",
+    "ServerUnreachable",
     "ServiceError",
     "StorageConflict",
     "StorageError",
@@ -180,6 +184,26 @@ class RequestTimeout(TransportError):
 
     def hint(self) -> str | None:
         return "is an MSGin5G server running at that address?"
+
+
+class PortUnreachable(TransportError):
+    """The peer's host answered ICMP port unreachable: nothing listens on that port."""
+
+    def hint(self) -> str | None:
+        return (
+            "is an MSGin5G server running at that address? "
+            "(--server URI or MSGIN5G_SERVER)"
+        )
+
+
+class ServerUnreachable(TransportError):
+    """The HTTP server (TS 29.538 APIs) could not be reached or did not answer."""
+
+    def hint(self) -> str | None:
+        return (
+            "is 'msgin5g serve' running? give its REST address with "
+            "--server http://HOST:PORT (the --http of serve)"
+        )
 
 
 class RemoteReset(TransportError):

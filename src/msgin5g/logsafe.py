@@ -1,6 +1,6 @@
 """Log hygiene: no value can forge a log line, and no fault can flood the log.
 
-Two tools, both used at the edges (issue 10 items 5 and 11):
+Three tools, all used at the edges (issue 10 items 5 and 11, issue 17 item 3):
 
 * :class:`SafeFormatter` escapes control characters in the final text of every
   record the command-line programs write (``msgin5g serve``, ``gateway`` and the
@@ -12,6 +12,15 @@ Two tools, both used at the edges (issue 10 items 5 and 11):
   indented, so a line of the log that starts at column 0 is always the start of
   a record. The identifiers are also refused at decode
   (:mod:`msgin5g.model.messages`); this is the second belt.
+* :class:`JsonFormatter` (``--log-format json``) writes one JSON object per
+  record and per line: ``ts``, ``level``, ``logger``, ``event`` (the record's
+  ``event`` extra, else its message template, stable across values),
+  ``message`` (rendered) and, when the call gave them as ``extra``, the fields
+  ``ue_service_id``, ``message_id``, ``cause``, ``peer``, ``message_type``,
+  ``as_service_id``, ``count``. ``json.dumps`` with ``ensure_ascii`` escapes every
+  control and non-ASCII character, so a record is always exactly one line. No
+  secrets: only those named fields are copied, and an extra whose name contains
+  ``secret``, ``token``, ``credential`` or ``password`` is never written.
 * :class:`LogThrottle` logs a repeated fault of one *kind* (malformed datagram,
   refused registration, a source over its rate limit ...) at most ``burst``
   times per ``interval`` seconds; what it holds back is counted and reported in
@@ -25,11 +34,19 @@ CoAP engine included) may use it.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 
-__all__ = ["LogThrottle", "SafeFormatter", "escape_controls", "install"]
+__all__ = [
+    "JsonFormatter",
+    "LogThrottle",
+    "SafeFormatter",
+    "escape_controls",
+    "install",
+]
 
 _ESCAPES: dict[int, str] = {}
 for _code in (*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029):
@@ -101,16 +118,63 @@ class SafeFormatter(logging.Formatter):
 DEFAULT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 """The line format of ``msgin5g serve``."""
 
+JSON_FIELDS = (
+    "ue_service_id",
+    "message_id",
+    "cause",
+    "peer",
+    "message_type",
+    "as_service_id",
+    "count",
+)
+"""The ``extra`` fields a JSON log line carries when a call gives them."""
 
-def install(level: str | int, fmt: str | None = None) -> None:
+_SECRET_WORDS = ("secret", "token", "credential", "password")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record, on one line (``--log-format json``)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Format ``record`` as a single-line JSON object."""
+        message = record.getMessage()
+        out: dict[str, object] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(
+                timespec="milliseconds"
+            ),
+            "level": record.levelname,
+            "logger": record.name,
+            "event": getattr(record, "event", None) or str(record.msg),
+            "message": message,
+        }
+        for name in JSON_FIELDS:
+            value = getattr(record, name, None)
+            if value is not None and not _secretive(name):
+                out[name] = value if isinstance(value, int | float) else str(value)
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            out["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(out, ensure_ascii=True, separators=(",", ":"))
+
+
+def _secretive(name: str) -> bool:
+    lowered = name.lower()
+    return any(word in lowered for word in _SECRET_WORDS)
+
+
+def install(
+    level: str | int, fmt: str | None = None, *, json_lines: bool = False
+) -> None:
     """Configure the root logger like :func:`logging.basicConfig`, with :class:`SafeFormatter`.
 
     Args:
         level: the root level (name or number).
         fmt: the line format (default: the standard ``logging`` one).
+        json_lines: write :class:`JsonFormatter` lines instead (``fmt`` unused).
     """
     logging.basicConfig(level=level.upper() if isinstance(level, str) else level)
-    formatter = SafeFormatter(fmt)
+    formatter: logging.Formatter = JsonFormatter() if json_lines else SafeFormatter(fmt)
     for handler in logging.getLogger().handlers:
         handler.setFormatter(formatter)
 
@@ -145,8 +209,17 @@ class LogThrottle:
         # kind -> [interval start, lines logged, lines suppressed, level]
         self._kinds: dict[str, list[float]] = {}
 
-    def log(self, kind: str, level: int, msg: str, *args: object) -> bool:
+    def log(
+        self,
+        kind: str,
+        level: int,
+        msg: str,
+        *args: object,
+        extra: Mapping[str, object] | None = None,
+    ) -> bool:
         """Log ``msg % args`` at ``level`` unless ``kind`` is over its budget.
+
+        ``extra`` is passed to the logger (structured fields, :data:`JSON_FIELDS`).
 
         Returns:
             True if the line was written (or would have been, had ``level``
@@ -165,7 +238,7 @@ class LogThrottle:
             entry[2] += 1
             return False
         entry[1] += 1
-        self._logger.log(level, msg, *args)
+        self._logger.log(level, msg, *args, extra=extra)
         return True
 
     def flush(self) -> None:

@@ -1,6 +1,7 @@
 """What the OpenAPI conformance tests share: the official YAML files, model checks,
 and a real ``msgin5g serve`` with its REST APIs on a free port."""
 
+import os
 import socket
 from pathlib import Path
 from typing import Any
@@ -12,14 +13,19 @@ from pydantic import BaseModel
 from tests.conftest import fail_or_skip
 from tests.e2e.conftest import ServerProcess
 
-# ../shared next to the checkout (a worktree may sit one level deeper)
-SPECS = next(
-    (
-        p / "shared" / "3gpp-openapi"
-        for p in Path(__file__).resolve().parents[2:]
-        if (p / "shared" / "3gpp-openapi").is_dir()
-    ),
-    Path(__file__).resolve().parents[3] / "shared" / "3gpp-openapi",
+# $MSGIN5G_OPENAPI_DIR, else ../shared next to the checkout (a worktree may sit
+# one level deeper); README.md "The official OpenAPI files" says where they come from
+SPECS = (
+    Path(os.environ["MSGIN5G_OPENAPI_DIR"])
+    if os.environ.get("MSGIN5G_OPENAPI_DIR")
+    else next(
+        (
+            p / "shared" / "3gpp-openapi"
+            for p in Path(__file__).resolve().parents[2:]
+            if (p / "shared" / "3gpp-openapi").is_dir()
+        ),
+        Path(__file__).resolve().parents[3] / "shared" / "3gpp-openapi",
+    )
 )
 # nobody drains the server's stderr during the run: keep the log quiet (one INFO
 # line per refused request would fill the pipe and block the server)
@@ -30,7 +36,10 @@ def spec_path(name: str) -> Path:
     """An official OpenAPI file (read from ../shared, never copied)."""
     path = SPECS / name
     if not path.exists():
-        fail_or_skip(f"{path} not found (the official 3GPP OpenAPI files)")
+        fail_or_skip(
+            f"{path} not found (the official 3GPP OpenAPI files: set "
+            "MSGIN5G_OPENAPI_DIR, see README.md)"
+        )
     return path
 
 

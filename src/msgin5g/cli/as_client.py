@@ -31,7 +31,7 @@ from msgin5g.codec.openapi_json import (
     present,
 )
 from msgin5g.config import parse_hostport
-from msgin5g.errors import ConfigError
+from msgin5g.errors import ConfigError, ServerUnreachable
 
 __all__ = ["run"]
 
@@ -109,7 +109,10 @@ async def _deregister(args: argparse.Namespace, registration_id: str) -> dict[st
 
 async def _send(args: argparse.Namespace) -> int:
     if args.file:
-        payload = await asyncio.to_thread(Path(args.file).read_bytes)
+        try:
+            payload = await asyncio.to_thread(Path(args.file).read_bytes)
+        except OSError as exc:
+            raise ConfigError(f"--file {args.file}: {exc.strerror or exc}") from None
     else:
         payload = args.text.encode()
     params = None
@@ -229,7 +232,22 @@ async def _report(args: argparse.Namespace, message: dict[str, Any]) -> None:
 
 
 async def run(args: argparse.Namespace, provision: Any) -> int:
-    """Run an ``as`` action; ``provision`` is ``provision_as_client`` bound to storage."""
+    """Run an ``as`` action; ``provision`` is ``provision_as_client`` bound to storage.
+
+    Raises:
+        ServerUnreachable: the server's REST port cannot be reached.
+        ConfigError: invalid options or an unreadable ``--file``.
+    """
+    try:
+        return await _run(args, provision)
+    except httpx.TransportError as exc:
+        server = getattr(args, "server", "")
+        raise ServerUnreachable(
+            f"cannot reach {server}: {exc or type(exc).__name__}"
+        ) from None
+
+
+async def _run(args: argparse.Namespace, provision: Any) -> int:
     if args.as_command == "add":
         if args.ues and args.role != "gateway":
             raise ConfigError("--ues is for --role gateway only")

@@ -32,6 +32,7 @@ SERVER_EXTRA = frozenset(
         "granian",
         "hypercorn",
         "httpx",
+        "prometheus_client",
     }
 )
 """Top-level packages that only ``pip install 'msgin5g[server]'`` brings."""

@@ -16,10 +16,11 @@ from typing import Any
 
 import msgspec
 
+from msgin5g.cli.common import stop_on_signals
 from msgin5g.client import Client
 from msgin5g.config import parse_hostport
-from msgin5g.errors import ConfigError
-from msgin5g.model.messages import UeLocation
+from msgin5g.errors import ConfigError, TransportError
+from msgin5g.model.messages import ServiceId, UeLocation
 
 __all__ = ["run_device"]
 
@@ -54,11 +55,19 @@ def _client(args: argparse.Namespace) -> Client:
 
 
 async def run_device(args: argparse.Namespace) -> int:
-    """Run a device ``ue`` action; returns the exit status."""
+    """Run a device ``ue`` action; returns the exit status.
+
+    Everything that can be checked locally (payload file, IDs, times, option
+    combinations) is checked before the first datagram is sent.
+
+    Raises:
+        ConfigError: a local check failed.
+    """
     if getattr(args, "via_gateway", None):
         from msgin5g.cli.gateway_run import run_via_gateway
 
         return await run_via_gateway(args)
+    payload = _check_send(args) if args.ue_command == "send" else b""
     async with _client(args) as client:
         if args.ue_command == "deregister":
             _print(await client.deregister())
@@ -67,8 +76,86 @@ async def run_device(args: argparse.Namespace) -> int:
         if args.ue_command == "register":
             return 0
         if args.ue_command == "send":
-            return await _send(client, args)
-        return await _listen(client, args)
+            return await _send(client, args, payload)
+        try:
+            return await _listen(client, args)
+        finally:
+            if not args.stay_registered:
+                await _leave(client)
+
+
+def _check_id(option: str, value: str) -> None:
+    """``value`` is a well-formed Service ID / group / area / topic.
+
+    Raises:
+        ConfigError: it is not.
+    """
+    try:
+        msgspec.convert(value, type=ServiceId)
+    except msgspec.ValidationError:
+        raise ConfigError(
+            f"{option} {value!r}: not a valid ID (1-255 characters, no '/', '+',"
+            " '#' or control characters)"
+        ) from None
+
+
+def _check_send(args: argparse.Namespace) -> bytes:
+    """Check a ``ue send`` before registering; return its payload.
+
+    Raises:
+        ConfigError: unreadable ``--file``, malformed ID or time, or an option
+            that does not apply to the target.
+    """
+    for option, value in (
+        ("--to", args.to),
+        ("--group", args.group),
+        ("--area", args.area),
+        ("--as", args.to_as),
+        ("--topic", args.topic),
+    ):
+        if value is not None:
+            _check_id(option, value)
+    if args.topic:
+        ignored = [
+            option
+            for option, given in (
+                ("--report", args.report),
+                ("--priority", args.priority),
+                ("--store-until", args.store_until),
+                ("--store-for", args.store_for is not None),
+            )
+            if given
+        ]
+        if ignored:
+            raise ConfigError(f"{', '.join(ignored)}: does not apply to --topic")
+    _expiry(args)  # a malformed --store-until fails now
+    if args.file is None:
+        payload: bytes = args.text.encode()
+        return payload
+    try:
+        return bytes(args.file.read_bytes())
+    except OSError as exc:
+        raise ConfigError(f"--file {args.file}: {exc.strerror or exc}") from None
+
+
+async def _leave(client: Client) -> None:
+    """De-register on exit so the server stores what arrives next."""
+    try:
+        async with asyncio.timeout(5):
+            resp = await client.deregister()
+    except (TransportError, TimeoutError) as exc:
+        print(
+            f"msgin5g: could not de-register ({exc}); the server keeps the UE "
+            "registered until a delivery to it fails",
+            file=sys.stderr,
+        )
+        return
+    if resp.deregistration_result == "SUCCESS":
+        print(
+            f"msgin5g: de-registered {client.ue_service_id}; "
+            "the server now stores its messages",
+            file=sys.stderr,
+        )
 
 
 def _expiry(args: argparse.Namespace) -> datetime | None:
@@ -78,22 +165,26 @@ def _expiry(args: argparse.Namespace) -> datetime | None:
     if not args.store_until:
         return None
     try:
-        return datetime.fromisoformat(args.store_until.replace("Z", "+00:00"))
+        when = datetime.fromisoformat(args.store_until.replace("Z", "+00:00"))
     except ValueError:
         raise ConfigError(
             f"--store-until: not an RFC 3339 time: {args.store_until}"
         ) from None
+    if when.tzinfo is None:
+        raise ConfigError(
+            f"--store-until: {args.store_until} has no time zone (add Z or +HH:MM)"
+        )
+    return when
 
 
-async def _send(client: Client, args: argparse.Namespace) -> int:
-    payload = args.file.read_bytes() if args.file else args.text.encode()
+async def _send(client: Client, args: argparse.Namespace, payload: bytes) -> int:
     expires = _expiry(args)
     others = (
-        (args.group, client.send_to_group),
-        (args.area, client.send_to_area),
-        (args.to_as, client.send_to_as),
+        (args.group, client.send_to_group, False),
+        (args.area, client.send_to_area, False),
+        (args.to_as, client.send_to_as, True),
     )
-    for target, method in others:
+    for target, method, single in others:
         if target:
             answer = await method(
                 target,
@@ -101,9 +192,15 @@ async def _send(client: Client, args: argparse.Namespace) -> int:
                 application_id=args.app,
                 report=args.report,
                 store_and_forward=not args.no_store,
+                priority=args.priority,
+                expires=expires,
             )
             _print(answer)
-            return 0 if answer.delivery_status in _ACCEPTED else 1
+            if answer.delivery_status not in _ACCEPTED:
+                return 1
+            if args.report:
+                return await _reports(client, args, answer.message_id, single)
+            return 0
     if args.topic:
         published = await client.publish(
             args.topic,
@@ -127,16 +224,38 @@ async def _send(client: Client, args: argparse.Namespace) -> int:
     if resp.delivery_status in ("DELY_FAILED", "DELY_REJECTED"):
         return 1
     if args.report:
-        try:
-            while True:
-                received = await client.receive(timeout=args.wait)
-                _print(received.item)
-                if received.is_report and received.item.message_id == resp.message_id:
-                    break
-        except TimeoutError:
-            print(f"msgin5g: no report within {args.wait:g} s", file=sys.stderr)
-            return 3
+        return await _reports(client, args, resp.message_id, True)
     return 0
+
+
+async def _reports(
+    client: Client, args: argparse.Namespace, message_id: str, single: bool
+) -> int:
+    """Print what arrives until the report(s) on ``message_id``.
+
+    ``single``: one recipient, stop at its report. Otherwise (a group or an
+    area: one report per member) collect reports for ``--wait`` seconds.
+
+    Returns:
+        0 when at least one report arrived, else 3.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + args.wait
+    reports = 0
+    while (left := deadline - loop.time()) > 0:
+        try:
+            received = await client.receive(timeout=left)
+        except TimeoutError:
+            break
+        _print(received.item)
+        if received.is_report and received.item.message_id == message_id:
+            reports += 1
+            if single:
+                break
+    if reports:
+        return 0
+    print(f"msgin5g: no report within {args.wait:g} s", file=sys.stderr)
+    return 3
 
 
 def _progress(sent: int, total: int) -> None:
@@ -151,6 +270,22 @@ def _progress(sent: int, total: int) -> None:
 
 
 async def _listen(client: Client, args: argparse.Namespace) -> int:
+    """Print what arrives until --count, --timeout, SIGINT or SIGTERM."""
+    stop = stop_on_signals()
+    receiving = asyncio.ensure_future(_receive(client, args))
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait((receiving, stopping), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (receiving, stopping):
+            task.cancel()
+        await asyncio.gather(receiving, stopping, return_exceptions=True)
+    if receiving.done() and not receiving.cancelled():
+        return receiving.result()
+    return 130 if stop.is_set() else 0
+
+
+async def _receive(client: Client, args: argparse.Namespace) -> int:
     if args.topic:
         _print(await client.subscribe(args.topic))
     seen = 0

@@ -1,8 +1,11 @@
 """Argument parsing and dispatch of ``msgin5g``.
 
-``asyncio.run`` appears only in the CLI. Errors from the error tree are printed
-as one line plus their ``hint()``; the exit status is 1 for such errors and 2
-for usage.
+``asyncio.run`` appears only in the CLI. Every failure is one line plus a hint,
+never a traceback: errors from the error tree print their ``hint()`` (a
+``ConfigError`` without one points at the command's ``--help``), an ``OSError``
+names the path or address, and anything else is reported as an internal error
+whose traceback ``--log-level DEBUG`` shows. The exit status is 1 for such
+errors, 2 for usage, 130 when interrupted.
 
 Start-up stays light: building the parser imports only the standard library and
 the parser halves of the command modules. What a command runs is imported when
@@ -26,7 +29,7 @@ from msgin5g.cli.area import add_area_parser
 from msgin5g.cli.common import add_storage, missing_extra
 from msgin5g.cli.group import add_group_parser
 from msgin5g.cli.topic import add_topic_parser
-from msgin5g.errors import MSGin5GError
+from msgin5g.errors import ConfigError, MSGin5GError, StorageConflict
 
 __all__ = ["build_parser", "main"]
 
@@ -34,6 +37,7 @@ _DESCRIPTION = """\
 msgin5g: 3GPP MSGin5G Service (TS 23.554 / TS 24.538) server and device client.
 
 Server side:   msgin5g serve                     run the MSGin5G Server (CoAP, SQLite)
+               msgin5g doctor                    check ports, storage and peers first
                msgin5g ue add|list|remove        provision UEs in the server's storage
                msgin5g group|area ...            groups; Broadcast Areas
                msgin5g topic allow|deny ...      who may publish/subscribe a topic
@@ -155,7 +159,16 @@ def build_parser() -> argparse.ArgumentParser:
         description=_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING, ERROR")
+    parser.add_argument(
+        "--log-level", default=None, help="DEBUG, INFO, WARNING or ERROR"
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default="text",
+        help="text lines (default) or one JSON object per line (event, "
+        "ue_service_id, message_id, cause ...)",
+    )
     parser.add_argument(
         "--version", action=_Version, help="print the version of msgin5g and exit"
     )
@@ -182,6 +195,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="any configuration value, e.g. --set delivery.default_ttl=3600",
     )
 
+    doctor = commands.add_parser(
+        "doctor",
+        help="check a server configuration end to end (ports, storage, peers)",
+        description="Check what 'msgin5g serve' with the same options would need: "
+        "the configuration loads, storage opens and answers, the CoAP and HTTP "
+        "ports are free (or a msgin5g server answers there), peers answer. One "
+        "line per check; exit status 1 if one failed.",
+    )
+    add_storage(doctor)
+    doctor.add_argument("--coap", metavar="HOST:PORT", help="CoAP bind to check")
+    doctor.add_argument("--http", metavar="HOST:PORT", help="HTTP bind to check")
+    doctor.add_argument(
+        "--set", action="append", default=[], metavar="SECTION.KEY=VALUE"
+    )
+
     gateway_cli.add_gateway_parser(commands)
     asapp.add_parser(commands)
     add_group_parser(commands)
@@ -199,6 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add.add_argument("ue_service_id", metavar="ID")
     add.add_argument("--secret", help="use this secret instead of generating one")
+    add.add_argument(
+        "--force",
+        action="store_true",
+        help="replace the secret of an ID that is already provisioned",
+    )
     add_storage(add)
     add_storage(ue_commands.add_parser("list", help="list provisioned UEs"))
     rm = ue_commands.add_parser("remove", help="remove a provisioned UE")
@@ -226,6 +259,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=0.0, help="exit after SECONDS without traffic"
     )
     listen.add_argument("--decode", action="store_true", help="add payloadText (UTF-8)")
+    listen.add_argument(
+        "--stay-registered",
+        action="store_true",
+        help="do not de-register on exit (default: de-register, so the server "
+        "stores what arrives next)",
+    )
     listen.add_argument(
         "--topic",
         action="append",
@@ -256,17 +295,52 @@ def use_uvloop() -> bool:
     return install()
 
 
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def _check_log_level(args: argparse.Namespace) -> None:
+    """``--log-level`` is one of :data:`_LOG_LEVELS` (any case).
+
+    Raises:
+        ConfigError: it is not.
+    """
+    level = args.log_level
+    if level is not None and level.upper() not in _LOG_LEVELS:
+        raise ConfigError(
+            f"--log-level {level!r}: expected one of {', '.join(_LOG_LEVELS)}"
+        )
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The command as typed, e.g. ``ue send`` (for hints)."""
+    sub = getattr(args, f"{args.command}_command", None)
+    return f"{args.command} {sub}" if isinstance(sub, str) else str(args.command)
+
+
+def _fail(message: str, hint: str | None) -> int:
+    """Print a failure as one line (plus a hint line); return exit status 1."""
+    print(f"msgin5g: {logsafe.escape_controls(message)}", file=sys.stderr)
+    if hint:
+        print(f"hint: {hint}", file=sys.stderr)
+    return 1
+
+
 def _run(args: argparse.Namespace) -> int:
     import asyncio
 
+    _check_log_level(args)
     use_uvloop()
     if args.command == "serve":
         from msgin5g.cli.serve import run_serve
 
         return run_serve(args)
-    logsafe.install(args.log_level or "WARNING")
+    logsafe.install(args.log_level or "WARNING", json_lines=args.log_format == "json")
     if args.command == "gateway":
         return gateway_cli.run_gateway(args)
+    if args.command == "doctor":
+        from msgin5g.cli.doctor import run_doctor
+
+        return asyncio.run(run_doctor(args))
     if args.command == "as":
         from msgin5g.cli.serve import run_as
 
@@ -296,23 +370,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _run(args)
     except MSGin5GError as exc:
-        print(f"msgin5g: {exc}", file=sys.stderr)
         hint = exc.hint()
-        if hint:
-            print(f"hint: {hint}", file=sys.stderr)
-        return 1
+        if hint is None and isinstance(exc, ConfigError):
+            hint = f"see: msgin5g {_command(args)} --help"
+        if isinstance(exc, StorageConflict) and _command(args) == "ue add":
+            hint = (
+                "add --force to replace its secret (the UE must then use the new one)"
+            )
+        return _fail(str(exc), hint)
     except ModuleNotFoundError as exc:
         package = missing_extra(exc)
         if package is None:
-            raise
-        command = args.command
-        if command == "ue":
-            command = f"ue {args.ue_command}"
-        print(
-            f"msgin5g: '{command}' needs the server stack ({package} is not installed)",
-            file=sys.stderr,
+            return _unexpected(exc, args)
+        return _fail(
+            f"'{_command(args)}' needs the server stack ({package} is not installed)",
+            "pip install 'msgin5g[server]'",
         )
-        print("hint: pip install 'msgin5g[server]'", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         return 130
+    except OSError as exc:
+        return _fail(str(exc), "check the path, address or permission named above")
+    except Exception as exc:
+        return _unexpected(exc, args)
+
+
+def _unexpected(exc: Exception, args: argparse.Namespace) -> int:
+    """A bug: one line, the traceback only with ``--log-level DEBUG``."""
+    if (args.log_level or "").upper() == "DEBUG":
+        import traceback
+
+        traceback.print_exception(exc, file=sys.stderr)
+    return _fail(
+        f"internal error: {type(exc).__name__}: {exc}",
+        "run again with --log-level DEBUG for the traceback, and please report it",
+    )

@@ -24,7 +24,11 @@ __all__ = ["run_as", "run_serve", "run_ue_admin"]
 def run_serve(args: argparse.Namespace) -> int:
     """``msgin5g serve``: run until SIGINT/SIGTERM (call inside no event loop)."""
     config = server_config(args)
-    logsafe.install(config.log.level, logsafe.DEFAULT_FORMAT)
+    logsafe.install(
+        config.log.level,
+        logsafe.DEFAULT_FORMAT,
+        json_lines=getattr(args, "log_format", "text") == "json",
+    )
     asyncio.run(_serve(config))
     return 0
 
@@ -53,7 +57,11 @@ async def run_ue_admin(args: argparse.Namespace) -> int:
     url = config.storage.url
     if args.ue_command == "add":
         secret = await provision_ue(
-            url, args.ue_service_id, args.secret, synchronous=config.storage.synchronous
+            url,
+            args.ue_service_id,
+            args.secret,
+            synchronous=config.storage.synchronous,
+            force=args.force,
         )
         print_provisioned(args.ue_service_id, secret, given=bool(args.secret))
         return 0

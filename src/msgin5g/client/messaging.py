@@ -161,6 +161,8 @@ class Messaging(abc.ABC):
         report: bool = False,
         store_and_forward: bool = True,
         message_id: str | None = None,
+        priority: PriorityType | str | None = None,
+        expires: datetime | None = None,
     ) -> MsgResp:
         """Send to every member of a group (TS 23.554 §8.7.4; reports per member)."""
         return await self._send_one(
@@ -169,6 +171,8 @@ class Messaging(abc.ABC):
             report,
             store_and_forward,
             message_id,
+            priority=priority,
+            expires=expires,
             recipient_group_service_id=group,
         )
 
@@ -181,6 +185,8 @@ class Messaging(abc.ABC):
         report: bool = False,
         store_and_forward: bool = True,
         message_id: str | None = None,
+        priority: PriorityType | str | None = None,
+        expires: datetime | None = None,
     ) -> MsgResp:
         """Broadcast to every UE in a Broadcast Area (digest §2.14).
 
@@ -193,6 +199,8 @@ class Messaging(abc.ABC):
             report,
             store_and_forward,
             message_id,
+            priority=priority,
+            expires=expires,
             recipient_broadcast_area_id=area,
         )
 
@@ -205,6 +213,8 @@ class Messaging(abc.ABC):
         report: bool = False,
         store_and_forward: bool = True,
         message_id: str | None = None,
+        priority: PriorityType | str | None = None,
+        expires: datetime | None = None,
     ) -> MsgResp:
         """Point-to-Application: send to an Application Server (digest §2.12)."""
         return await self._send_one(
@@ -213,6 +223,8 @@ class Messaging(abc.ABC):
             report,
             store_and_forward,
             message_id,
+            priority=priority,
+            expires=expires,
             recipient_as_service_id=as_service_id,
         )
 
@@ -242,6 +254,9 @@ class Messaging(abc.ABC):
         report: bool,
         store_and_forward: bool,
         message_id: str | None,
+        *,
+        priority: PriorityType | str | None = None,
+        expires: datetime | None = None,
         **recipient: str,
     ) -> MsgResp:
         """One unsegmented ``MSG`` to the recipient member given as keyword."""
@@ -251,7 +266,13 @@ class Messaging(abc.ABC):
             delivery_status_required=report,
             application_id=application_id,
             payload=payload.encode() if isinstance(payload, str) else payload,
+            priority_type=PriorityType(priority) if priority else None,
             store_and_forward_flag=store_and_forward,
+            store_and_forward_params=(
+                StoreAndForwardParams(message_expiration_time=expires)
+                if expires
+                else None
+            ),
         )
         return await self._submit(msgspec.structs.replace(msg, **recipient))
 

@@ -63,11 +63,12 @@ from msgin5g.coap.resource import Handler, Request, Site
 from msgin5g.coap.udp import (
     DatagramProtocol,
     bind_socket,
+    enable_icmp_errors,
     not_open,
     resolve_peer,
     use_uvloop,
 )
-from msgin5g.errors import ConnectError, RequestTimeout
+from msgin5g.errors import ConnectError, PortUnreachable, RequestTimeout
 from msgin5g.logsafe import LogThrottle
 
 __all__ = [
@@ -185,7 +186,11 @@ class Endpoint(ObserveRole):
         )
         sock = await bind_socket(loop, bind, recv_buffer, send_buffer)
         self._family = sock.family
-        protocol = DatagramProtocol(self._on_datagram)
+        protocol = DatagramProtocol(
+            self._on_datagram,
+            sock=sock if enable_icmp_errors(sock) else None,
+            on_refused=self._on_refused,
+        )
         try:
             transport, _ = await loop.create_datagram_endpoint(
                 lambda: protocol, sock=sock
@@ -261,6 +266,7 @@ class Endpoint(ObserveRole):
         Raises:
             RequestTimeout: no answer (retransmissions exhausted or ``timeout``).
             RemoteReset: the peer answered with RST.
+            PortUnreachable: the peer's host answered ICMP port unreachable.
             ConnectError: the endpoint is closed or the peer cannot be resolved.
             ValueError: invalid message, or mid/token already in use.
         """
@@ -399,6 +405,17 @@ class Endpoint(ObserveRole):
             self._run(self._layer.receive(data, addr))
         except Exception:
             log.exception("internal error processing a datagram from %r", addr)
+
+    def _on_refused(self, addr: Peer) -> None:
+        """ICMP port unreachable from ``addr``: fail its exchanges now."""
+        normal = self._numeric(addr)
+        if normal is None or self._closed:
+            return
+        error = PortUnreachable(
+            f"{normal[0]}:{normal[1]} refused the datagram (ICMP port unreachable):"
+            " nothing listens on that UDP port"
+        )
+        self._run(self._layer.abort_peer(normal, error))
 
     def _run(self, actions: list[Action]) -> None:
         """Carry out the actions of the message layer, then re-arm the timer."""

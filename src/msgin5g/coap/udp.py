@@ -14,14 +14,24 @@ Design choices (``../shared/PERFORMANCE.md``):
       running loop.
     * The protocol does nothing but call the endpoint: no logging or parsing
       per datagram here.
+    * ICMP port unreachable fails fast (Linux): :func:`enable_icmp_errors` sets
+      ``IP_RECVERR`` on the socket, so the kernel reports the ICMP error of an
+      unconnected socket; :meth:`DatagramProtocol.error_received` drains the
+      socket's error queue (which names the destination that refused) and
+      hands each refusing peer to ``on_refused``. The endpoint fails the
+      exchanges to that peer at once instead of retransmitting for ~93 s into
+      a closed port; real loss (no ICMP) still gets the RFC 7252
+      retransmissions.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import socket
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -31,6 +41,7 @@ from msgin5g.errors import ConnectError
 __all__ = [
     "DatagramProtocol",
     "bind_socket",
+    "enable_icmp_errors",
     "not_open",
     "resolve_peer",
     "use_uvloop",
@@ -39,11 +50,49 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-class DatagramProtocol(asyncio.DatagramProtocol):
-    """Thin adapter: forwards every datagram to ``on_datagram``."""
+_IP_RECVERR = 11  # <linux/in.h>; the socket module does not export it
+_IPV6_RECVERR = 25  # <linux/in6.h>
+_ERRQUEUE_DRAIN = 64  # errors read per error_received call at most
 
-    def __init__(self, on_datagram: Callable[[bytes, Any], None]) -> None:
+
+def enable_icmp_errors(sock: socket.socket) -> bool:
+    """Ask the kernel to report ICMP errors on unconnected ``sock`` (Linux).
+
+    Returns:
+        True when enabled; False elsewhere (the errors are then ignored and
+        the exchanges time out as before).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    options = [(socket.IPPROTO_IP, _IP_RECVERR)]
+    if sock.family == socket.AF_INET6:
+        options.append((socket.IPPROTO_IPV6, _IPV6_RECVERR))
+    done = False
+    for level, option in options:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(level, option, 1)
+            done = True
+    return done
+
+
+class DatagramProtocol(asyncio.DatagramProtocol):
+    """Thin adapter: forwards every datagram to ``on_datagram``.
+
+    With ``sock`` and ``on_refused``, an ICMP port unreachable (reported on
+    sockets prepared by :func:`enable_icmp_errors`) calls ``on_refused(peer)``
+    with the destination that refused.
+    """
+
+    def __init__(
+        self,
+        on_datagram: Callable[[bytes, Any], None],
+        *,
+        sock: socket.socket | None = None,
+        on_refused: Callable[[Any], None] | None = None,
+    ) -> None:
         self._on_datagram = on_datagram
+        self._sock = sock
+        self._on_refused = on_refused
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
@@ -52,6 +101,27 @@ class DatagramProtocol(asyncio.DatagramProtocol):
     def error_received(self, exc: Exception) -> None:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("socket error: %s", exc)
+        if self._sock is not None:
+            self._drain_errors(self._sock)
+
+    def _drain_errors(self, sock: socket.socket) -> None:
+        """Read the socket's error queue; report each refusing destination.
+
+        Draining also keeps a level-triggered loop from spinning on a
+        non-empty error queue.
+        """
+        for _ in range(_ERRQUEUE_DRAIN):
+            try:
+                _, ancdata, _, addr = sock.recvmsg(1, 512, socket.MSG_ERRQUEUE)
+            except OSError:  # empty (EAGAIN), closed, or not supported
+                return
+            refused = any(
+                len(data) >= 4
+                and int.from_bytes(data[:4], sys.byteorder) == errno.ECONNREFUSED
+                for _, _, data in ancdata
+            )
+            if refused and addr and self._on_refused is not None:
+                self._on_refused(addr)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closed.done():

@@ -8,6 +8,7 @@ server's ``/ss-gm/v1`` API take effect at once, docs/groups.md).
 """
 
 from msgin5g.config import DeliveryConfig
+from msgin5g.errors import StorageConflict
 from msgin5g.model.credentials import credential_digest, generate_secret, psk_token
 from msgin5g.runtime import SystemClock
 from msgin5g.service.groups import Group, GroupDocument, GroupRegistry
@@ -31,12 +32,21 @@ async def provision_ue(
     secret: str | None = None,
     *,
     synchronous: str = "FULL",
+    force: bool = True,
 ) -> str:
-    """Provision a UE; returns the secret (generated when not given)."""
+    """Provision a UE; returns the secret (generated when not given).
+
+    Raises:
+        StorageConflict: the UE is already provisioned and ``force`` is False.
+    """
     secret = secret or generate_secret()
     backend = open_backend(url, synchronous=synchronous)
     await backend.start()
     try:
+        if not force and await backend.get_credential(ue_service_id) is not None:
+            raise StorageConflict(
+                f"{ue_service_id} is already provisioned; its secret is unchanged"
+            )
         digest = credential_digest(psk_token(secret, ue_service_id))
         await backend.put_credential(ue_service_id, digest)
     finally:

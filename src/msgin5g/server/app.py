@@ -15,9 +15,14 @@ group registry maps ``valUeId`` members through the live registrations.
 
 import logging
 from contextlib import AsyncExitStack
+from functools import partial
+
+from prometheus_client import CollectorRegistry
 
 from msgin5g.config import ServerConfig
+from msgin5g.errors import MSGin5GError
 from msgin5g.runtime import Clock
+from msgin5g.server.metrics import CONTENT_TYPE, ServerCollector, render
 from msgin5g.service.applications import TargetNetworks
 from msgin5g.service.messaging import MessagingService
 from msgin5g.storage import open_backend
@@ -98,12 +103,46 @@ class Server:
             self.rest = rest
         await coap.start(service)
         self.coap = coap
+        if self.rest is not None:
+            self._wire_ops(self.rest, service, coap, backend)
         await service.resume()
         log.info(
             "MSGin5G server ready: %d registered UEs, %d stored items",
             len(service.registry),
             await backend.count(),
         )
+
+    @staticmethod
+    def _wire_ops(
+        rest: RestTransport,
+        service: MessagingService,
+        coap: CoapTransport,
+        backend: Backend,
+    ) -> None:
+        """Give ``/metrics`` its collector and ``/readyz`` its checks."""
+        app = rest.app
+        if app is None:
+            return
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(
+            ServerCollector(service, coap, lambda: dict(app.state.rest_requests))
+        )
+        ops = app.state.ops
+        ops.metrics = partial(render, registry)
+        ops.content_type = CONTENT_TYPE
+
+        async def storage() -> str | None:
+            await backend.get_credential("\x00readyz")  # a point read
+            return None
+
+        async def coap_socket() -> str | None:
+            try:
+                coap.local_address  # noqa: B018 - raises when not bound
+            except (RuntimeError, MSGin5GError) as exc:
+                return f"CoAP socket not bound: {exc}"
+            return None
+
+        ops.checks.update({"storage": storage, "coap": coap_socket})
 
     def _group_source_for(self) -> SealGroupSource | None:
         """The external SEAL group management server, when configured."""

@@ -61,6 +61,10 @@ class Quotas:
             self.total_bytes,
         )
 
+    def total_items(self) -> int:
+        """Stored items of every recipient (O(recipients); for metrics)."""
+        return sum(entry[0] for entry in self._usage.values())
+
     def usage(self, recipient: str) -> tuple[int, int]:
         """(stored items, octets) of ``recipient``."""
         entry = self._usage.get(recipient)

@@ -96,8 +96,8 @@ def test_version_is_the_package_version() -> None:
     [
         (["serve", "--storage", "memory:", "--coap", "127.0.0.1:0"], "serve"),
         (["ue", "add", "u1", "--storage", "memory:"], "ue add"),
-        (["group", "list", "--storage", "memory:"], "group"),
-        (["as", "send", "a1", "--to", "u1", "--text", "x"], "as"),
+        (["group", "list", "--storage", "memory:"], "group list"),
+        (["as", "send", "a1", "--to", "u1", "--text", "x"], "as send"),
     ],
 )
 def test_server_command_without_the_extra_is_one_line_and_a_hint(

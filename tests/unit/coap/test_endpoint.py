@@ -140,11 +140,15 @@ async def test_endpoint_handlers_run_concurrently(client: Endpoint) -> None:
     assert sorted(int(a.payload) for a in answers) == list(range(20))
 
 
-async def test_endpoint_timeout_when_nobody_listens(client: Endpoint) -> None:
+async def test_endpoint_timeout_when_nobody_answers(client: Endpoint) -> None:
+    # a bound socket that never reads: no ICMP, so this is real loss (a closed
+    # port fails at once instead: test_icmp_unreachable.py)
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))
     loop = asyncio.get_running_loop()
     start = loop.time()
-    with pytest.raises(RequestTimeout):
-        await client.request(post(("x",)), ("127.0.0.1", free_udp_port()))
+    with silent, pytest.raises(RequestTimeout):
+        await client.request(post(("x",)), silent.getsockname())
     assert loop.time() - start < 1.0
     assert client.stats()["retransmissions"] == 2
     assert client.stats()["pending"] == 0
@@ -153,8 +157,10 @@ async def test_endpoint_timeout_when_nobody_listens(client: Endpoint) -> None:
 async def test_endpoint_request_overall_timeout_cancels_exchange(
     client: Endpoint,
 ) -> None:
-    with pytest.raises(RequestTimeout):
-        await client.request(post(("x",)), ("127.0.0.1", free_udp_port()), timeout=0.01)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))  # bound, never answers: no ICMP
+        with pytest.raises(RequestTimeout):
+            await client.request(post(("x",)), silent.getsockname(), timeout=0.01)
     assert client.stats()["pending"] == 0
 
 

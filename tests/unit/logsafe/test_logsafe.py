@@ -107,7 +107,7 @@ def test_install_puts_the_formatter_on_the_root_handlers() -> None:
 def test_serve_installs_the_safe_formatter(monkeypatch: pytest.MonkeyPatch) -> None:
     cli = importlib.import_module("msgin5g.cli.main")
     seen: list[tuple[object, object]] = []
-    monkeypatch.setattr(cli.logsafe, "install", lambda *a: seen.append(a))
+    monkeypatch.setattr(cli.logsafe, "install", lambda *a, **_: seen.append(a))
     monkeypatch.setattr(asyncio, "run", lambda coro: coro.close())
     monkeypatch.setattr(cli, "use_uvloop", lambda: False)
     monkeypatch.setattr(sys, "argv", ["msgin5g"])

@@ -86,6 +86,7 @@ from msgin5g.model.messages import (
     TopicUnsub,
 )
 from msgin5g.model.registry import Contact
+from msgin5g.runtime.histogram import Histogram
 from msgin5g.service.messaging import MessagingService
 from msgin5g.spec.causes import FailureCause
 from msgin5g.spec.coap import CONFIG_PATH, MSGIN5G_PATH
@@ -116,6 +117,10 @@ class CoapTransport:
         self._endpoint: Endpoint | None = None
         self._paths: dict[tuple[str, ...], list[tuple[int, bytes]]] = {}
         self._observe: ObserveResource | None = None
+        self.uplink: dict[tuple[str, str], int] = {}
+        """Uplink requests by (Message Type, ``ok`` or failure cause), for metrics."""
+        self.delivery_latency = Histogram()
+        """Seconds from a downlink CON to its acknowledged answer."""
 
     @property
     def endpoint(self) -> Endpoint:
@@ -199,6 +204,8 @@ class CoapTransport:
     async def render_post(self, request: Request) -> CoapMessage:
         """Handle a POST to ``/msgin5g``."""
         message = request.message
+        kind = "unknown"
+        uplink: object = None
         try:
             if message.opt(OptionNumber.BLOCK1) is not None:
                 _throttled.log(
@@ -228,6 +235,7 @@ class CoapTransport:
                 )
                 return refused
             uplink = decode_uplink(message.payload, service_id=self.config.service_id)
+            kind = _TAGS[type(uplink)]
             if message.mtype == _NON and isinstance(uplink, _CON_ONLY):
                 raise InvalidRequest(
                     f"{type(uplink).__struct_config__.tag} must be sent Confirmable "
@@ -237,9 +245,14 @@ class CoapTransport:
             service = self._service
             assert service is not None  # noqa: S101 - set in start()
             handler = _PROCEDURES[type(uplink)]
-            return await handler(service, uplink, _contact(request.peer), message)
+            answer = await handler(service, uplink, _contact(request.peer), message)
+            counted = (kind, "ok")
+            self.uplink[counted] = self.uplink.get(counted, 0) + 1
+            return answer
         except MSGin5GError as exc:
             code, cause = code_for(exc)
+            counted = (kind, str(cause))
+            self.uplink[counted] = self.uplink.get(counted, 0) + 1
             detail = getattr(exc, "detail", None) or str(exc)
             if isinstance(exc, DecodeError):
                 _throttled.log(
@@ -257,6 +270,14 @@ class CoapTransport:
                     cause,
                     request.peer,
                     detail,
+                    extra={
+                        "event": "uplink_refused",
+                        "cause": str(cause),
+                        "message_type": kind,
+                        "peer": f"{request.peer[0]}:{request.peer[1]}",
+                        "ue_service_id": _originator(uplink),
+                        "message_id": getattr(uplink, "message_id", None),
+                    },
                 )
             return error_response(message, code, cause, detail)
 
@@ -270,12 +291,15 @@ class CoapTransport:
     async def deliver(self, contact: Contact, item: DownlinkItem) -> None:
         """CON POST ``item`` to the client at ``contact`` and wait for its answer."""
         request = self._request_for(contact, item)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
         try:
             response = await self.endpoint.request(
                 request, (contact.host, contact.port)
             )
         except TransportError as exc:
             raise _unreachable(exc) from exc
+        self.delivery_latency.observe(loop.time() - start)
         _check(response.code)
 
     def deliver_nowait(
@@ -286,7 +310,8 @@ class CoapTransport:
         No task per delivery (a fan-out starts thousands); cancelling the
         future does not stop the exchange.
         """
-        outcome: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        outcome: asyncio.Future[None] = loop.create_future()
         try:
             response = self.endpoint.request_nowait(
                 self._request_for(contact, item), (contact.host, contact.port)
@@ -294,7 +319,9 @@ class CoapTransport:
         except (TransportError, ValueError, RuntimeError) as exc:
             outcome.set_exception(RecipientUnreachable(str(exc)))
             return outcome
-        response.add_done_callback(partial(_settle, outcome))
+        response.add_done_callback(
+            partial(_settle, outcome, self.delivery_latency, loop.time())
+        )
         return outcome
 
     def _request_for(self, contact: Contact, item: DownlinkItem) -> CoapMessage:
@@ -322,8 +349,20 @@ def _check(code: int) -> None:
     raise RecipientUnreachable(f"client answered {code_str(code)}")
 
 
+def _originator(uplink: object) -> str | None:
+    """The UE Service ID an uplink names as its sender (for log fields)."""
+    for name in ("originating_ue_service_id", "ue_service_id"):
+        value = getattr(uplink, name, None)
+        if isinstance(value, str):
+            return value
+    return None
+
+
 def _settle(
-    outcome: asyncio.Future[None], response: asyncio.Future[CoapMessage]
+    outcome: asyncio.Future[None],
+    latency: Histogram,
+    start: float,
+    response: asyncio.Future[CoapMessage],
 ) -> None:
     """Resolve a :meth:`CoapTransport.deliver_nowait` outcome from its exchange."""
     if outcome.done():
@@ -335,6 +374,7 @@ def _settle(
     if exc is not None:
         outcome.set_exception(_unreachable(exc))
         return
+    latency.observe(response.get_loop().time() - start)
     try:
         _check(response.result().code)
     except (DeliveryRejected, RecipientUnreachable) as error:
@@ -428,3 +468,9 @@ _PROCEDURES: dict[type, _Handler] = {
 }
 """The dispatch table: the decoded class of each uplink Message Type → its handler
 (named after the :class:`MessagingService` procedure it runs)."""
+
+_TAGS: dict[type, str] = {
+    kind: str(kind.__struct_config__.tag)  # type: ignore[attr-defined]
+    for kind in _PROCEDURES
+}
+"""The Message Type of each uplink class (the metrics' ``type`` label)."""

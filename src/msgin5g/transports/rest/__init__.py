@@ -6,6 +6,8 @@ pipeline in ``asgi``, the error table in ``problems``, OAuth2 and rate limits in
 server in ``runner``. :class:`RestTransport` ties them to a running service.
 """
 
+from fastapi import FastAPI
+
 from msgin5g.config import RestConfig
 from msgin5g.service.messaging import MessagingService
 from msgin5g.transports.rest.asgi import create_app
@@ -21,12 +23,15 @@ class RestTransport:
     def __init__(self, config: RestConfig) -> None:
         self.config = config
         self._server: AsgiServer | None = None
+        self.app: FastAPI | None = None
+        """The ASGI application once started (``app.state.ops``: /metrics, /readyz)."""
 
     async def start(self, service: MessagingService) -> None:
         """Bind ``rest.bind`` and serve the APIs for ``service``."""
         host, port = self.config.address
+        self.app = app = create_app(service, self.config)
         server = AsgiServer(
-            create_app(service, self.config),
+            app,
             host,
             port,
             self.config.server,

@@ -9,6 +9,8 @@
 * ``/msgs-topicsub/v1`` (AS topic subscriptions, a project extension,
   :mod:`.msgs_topicsub`),
 * ``/oauth2/token`` (client-credentials token endpoint, :mod:`.auth`),
+* ``/healthz``, ``/readyz``, ``/metrics`` (operations, :mod:`.ops`; outside
+  the API roots; ``app.state.ops`` is filled in by the server),
 
 and installs the request pipeline every API shares:
 
@@ -55,6 +57,8 @@ from msgin5g.transports.rest.context import (
     RestContext,
     Unauthorized,
 )
+from msgin5g.transports.rest.ops import Ops, RequestCounter
+from msgin5g.transports.rest.ops import router as ops_router
 from msgin5g.transports.rest.problems import problem, problem_for
 
 __all__ = ["INSUFFICIENT_SCOPE", "BodyGuard", "create_app"]
@@ -163,7 +167,9 @@ def _loc(loc: tuple[Any, ...]) -> str:
 def create_app(service: MessagingService, config: RestConfig) -> FastAPI:
     """The ASGI application: FastAPI with :class:`BodyGuard` as its middleware.
 
-    ``app.state.ctx`` is the :class:`~.context.RestContext` of the routes.
+    ``app.state.ctx`` is the :class:`~.context.RestContext` of the routes,
+    ``app.state.ops`` the :class:`~.ops.Ops` the server fills in and
+    ``app.state.rest_requests`` the request counts by (API, status).
     """
     ctx = RestContext(service, config, service.clock.now)
     service.applications.target_networks = TargetNetworks.from_config(config)
@@ -176,11 +182,15 @@ def create_app(service: MessagingService, config: RestConfig) -> FastAPI:
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.ctx = ctx
+    app.state.ops = ops = Ops()
+    rest_requests: dict[tuple[str, str], int] = {}
+    app.state.rest_requests = rest_requests
     app.include_router(msgs_asregistration.router(ctx))
     app.include_router(msgs_msgdelivery.router(ctx))
     app.include_router(ss_gm.router(ctx))
     app.include_router(msgg_bgdelivery.router(ctx))
     app.include_router(msgs_topicsub.router(ctx))
+    app.include_router(ops_router(ctx, ops))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:
@@ -243,6 +253,7 @@ def create_app(service: MessagingService, config: RestConfig) -> FastAPI:
 
     app.add_middleware(msgs_msgdelivery.FastDelivery, ctx=ctx)  # inside BodyGuard
     app.add_middleware(BodyGuard, max_body=config.max_body)
+    app.add_middleware(RequestCounter, counts=rest_requests)
     return app
 
 

@@ -1,0 +1,217 @@
+"""``msgin5g doctor``: check a server configuration end to end and say what is wrong.
+
+Imported only when the command runs. Each check prints one line, ``ok``,
+``warn`` or ``FAIL``, what it found and, for a problem, a hint:
+
+* configuration: the file, ``MSGIN5G_*`` and options load and validate;
+* storage: the backend opens (SQLite: the file and its folder are writable,
+  the schema is migrated; NATS: the server answers) and answers a read;
+* CoAP port: the UDP address can be bound; if it is taken, whether an MSGin5G
+  server answers there (a CoAP ping: an RST means someone speaks CoAP);
+* HTTP port (when ``rest.enabled``): the TCP address can be bound; if it is
+  taken, whether it is a msgin5g server (``/healthz``, ``/readyz``);
+* peers: the external SEAL group management server (``seal.gm_url``) answers.
+
+The exit status is 1 when a check failed, else 0: ``msgin5g doctor && msgin5g
+serve`` starts only a configuration that can start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import httpx
+
+from msgin5g.cli.common import server_config
+from msgin5g.errors import MSGin5GError
+
+if TYPE_CHECKING:
+    from msgin5g.config import ServerConfig
+
+__all__ = ["run_doctor"]
+
+_TIMEOUT = 3.0
+_PING = b"\x40\x00\x12\x34"  # CoAP CON, code 0.00 (empty): a "CoAP ping"
+
+
+class _Report:
+    """Collects check lines and whether any failed."""
+
+    def __init__(self) -> None:
+        self.failed = 0
+
+    def line(self, status: str, check: str, text: str, hint: str = "") -> None:
+        if status == "FAIL":
+            self.failed += 1
+        print(f"{status:<4}  {check:<13} {text}", flush=True)
+        if hint:
+            print(f"{'':<19} hint: {hint}", flush=True)
+
+
+async def run_doctor(args: argparse.Namespace) -> int:
+    """Run every check; returns 1 if one failed."""
+    report = _Report()
+    try:
+        config = server_config(args)
+    except MSGin5GError as exc:
+        report.line("FAIL", "configuration", str(exc), "fix the key named above")
+        return 1
+    source = getattr(args, "config", None) or "defaults, MSGIN5G_*, options"
+    report.line("ok", "configuration", f"loaded ({source})")
+    await _storage(config, report)
+    await _coap(config, report)
+    if config.rest.enabled:
+        await _http(config, report)
+    else:
+        report.line("ok", "http", "REST APIs off (rest.enabled = false): no /metrics")
+    if config.seal.gm_url:
+        await _peer("seal gm", config.seal.gm_url, report)
+    return 1 if report.failed else 0
+
+
+async def _storage(config: ServerConfig, report: _Report) -> None:
+    from msgin5g.storage import open_backend
+
+    url = config.storage.url
+    path = _sqlite_path(url)
+    if path is not None:
+        folder = path.parent
+        if not folder.is_dir():
+            report.line("FAIL", "storage", f"{url}: folder {folder} does not exist",
+                        "create it, or change storage.url / --storage")  # fmt: skip
+            return
+        target = path if path.exists() else folder
+        if not os.access(target, os.W_OK):
+            report.line("FAIL", "storage", f"{url}: {target} is not writable",
+                        "fix its owner or permissions")  # fmt: skip
+            return
+    try:
+        backend = open_backend(url, synchronous=config.storage.synchronous)
+        async with asyncio.timeout(10):
+            await backend.start()
+            try:
+                items = await backend.count()
+            finally:
+                await backend.aclose()
+    except (MSGin5GError, OSError, TimeoutError) as exc:
+        report.line("FAIL", "storage", f"{url}: {exc or type(exc).__name__}",
+                    "check storage.url and that the backend is up")  # fmt: skip
+        return
+    report.line("ok", "storage", f"{url} opens and answers ({items} stored items)")
+
+
+def _sqlite_path(url: str) -> Path | None:
+    if not url.startswith("sqlite:///"):
+        return None
+    return Path(url.removeprefix("sqlite:///")).resolve()
+
+
+async def _coap(config: ServerConfig, report: _Report) -> None:
+    host, port = config.coap.address
+    where = f"udp {host}:{port}"
+    try:
+        family = _family(host, socket.SOCK_DGRAM)
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.bind((host, port))
+    except OSError as exc:
+        if not _taken(exc):
+            report.line("FAIL", "coap port", f"{where}: {exc.strerror or exc}",
+                        "check coap.bind / --coap")  # fmt: skip
+            return
+        answers = await asyncio.to_thread(_coap_ping, host, port)
+        if answers:
+            report.line("warn", "coap port",
+                        f"{where} is taken by a CoAP server that answers a ping "
+                        "(msgin5g serve already running?)",
+                        "stop it, or pick another port: --coap HOST:PORT")  # fmt: skip
+        else:
+            report.line("FAIL", "coap port", f"{where} is taken by another process",
+                        "pick another port: --coap HOST:PORT (devices then need "
+                        "--server coap://HOST:PORT or MSGIN5G_SERVER)")  # fmt: skip
+        return
+    report.line("ok", "coap port", f"{where} is free")
+
+
+def _coap_ping(host: str, port: int) -> bool:
+    """Whether a CoAP endpoint at (host, port) answers an empty CON."""
+    target = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    target = "::1" if target == "::" else target
+    try:
+        with socket.socket(_family(target, socket.SOCK_DGRAM), socket.SOCK_DGRAM) as s:
+            s.settimeout(_TIMEOUT)
+            s.sendto(_PING, (target, port))
+            data = s.recv(64)
+    except OSError:
+        return False
+    return len(data) >= 4 and data[2:4] == _PING[2:4]
+
+
+async def _http(config: ServerConfig, report: _Report) -> None:
+    host, port = config.rest.address
+    where = f"http {host}:{port}"
+    try:
+        with socket.socket(_family(host, socket.SOCK_STREAM), socket.SOCK_STREAM) as s:
+            s.bind((host, port))
+    except OSError as exc:
+        if not _taken(exc):
+            report.line("FAIL", "http port", f"{where}: {exc.strerror or exc}",
+                        "check rest.bind / --http")  # fmt: skip
+            return
+        await _running(host, port, where, report)
+        return
+    report.line("ok", "http port", f"{where} is free")
+
+
+async def _running(host: str, port: int, where: str, report: _Report) -> None:
+    """The HTTP port is taken: a msgin5g server (and is it ready), or not."""
+    target = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    base = f"http://[{target}]:{port}" if ":" in target else f"http://{target}:{port}"
+    health: httpx.Response | None
+    ready: httpx.Response | None
+    try:
+        async with httpx.AsyncClient(base_url=base, timeout=_TIMEOUT) as http:
+            health = await http.get("/healthz")
+            ready = await http.get("/readyz") if health.status_code == 200 else None
+    except httpx.HTTPError:
+        health = ready = None
+    if health is None or health.status_code != 200:
+        report.line("FAIL", "http port", f"{where} is taken by another process",
+                    "pick another port: --http HOST:PORT (ASs then need "
+                    "--server http://HOST:PORT)")  # fmt: skip
+        return
+    if ready is not None and ready.status_code == 200:
+        report.line("warn", "http port",
+                    f"{where}: msgin5g serve already runs there, and is ready",
+                    f"its figures: curl {base}/metrics")  # fmt: skip
+        return
+    detail = ready.text if ready is not None else "no /readyz"
+    report.line("FAIL", "http port",
+                f"{where}: msgin5g serve runs there but is not ready: {detail}",
+                "see its log")  # fmt: skip
+
+
+async def _peer(name: str, url: str, report: _Report) -> None:
+    try:
+        async with httpx.AsyncClient(timeout=_TIMEOUT) as http:
+            reply = await http.get(url)
+    except httpx.HTTPError as exc:
+        report.line("FAIL", name, f"{url}: {exc or type(exc).__name__}",
+                    "is the peer up and reachable from here?")  # fmt: skip
+        return
+    report.line("ok", name, f"{url} answers (HTTP {reply.status_code})")
+
+
+def _family(host: str, kind: int) -> int:
+    infos = socket.getaddrinfo(host, None, type=kind, flags=socket.AI_PASSIVE)
+    return int(infos[0][0])
+
+
+def _taken(exc: OSError) -> bool:
+    import errno
+
+    return exc.errno in (errno.EADDRINUSE, errno.EACCES)

@@ -1,0 +1,208 @@
+"""Prometheus metrics of a running server: a collector over the existing counters.
+
+What: :class:`ServerCollector` is a prometheus-client custom collector. At
+scrape time it reads the plain counters the server already keeps (service
+``stats()``, the CoAP endpoint's message-layer counters, the CoAP transport's
+uplink counts and delivery-latency histogram, the stored-usage totals, the
+REST request counts) and turns them into metric families. :func:`render`
+produces the text exposition format for ``GET /metrics``.
+
+Why a collector and not prometheus-client's ``Counter.inc()`` per message: the
+hot path then pays nothing but the ``+= 1`` it already did (PERFORMANCE.md);
+all the formatting happens once per scrape.
+
+Names follow the Prometheus conventions: ``msgin5g_`` prefix, ``_total`` for
+counters, base units (seconds, bytes). Multi-process: every server process
+serves its own figures on its own REST port (the collector reads that
+process's memory); Prometheus scrapes each process and sums with ``sum()``
+(``PROMETHEUS_MULTIPROC_DIR`` is not needed: nothing is written to files).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from msgin5g.service.messaging import MessagingService
+    from msgin5g.transports.coap import CoapTransport
+
+__all__ = ["CONTENT_TYPE", "ServerCollector", "render"]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+_COAP_COUNTERS = (
+    ("received", "msgin5g_coap_datagrams_received_total", "CoAP datagrams received"),
+    ("sent", "msgin5g_coap_datagrams_sent_total", "CoAP datagrams sent"),
+    (
+        "retransmissions",
+        "msgin5g_coap_retransmissions_total",
+        "CON retransmissions (RFC 7252 §4.2)",
+    ),
+    (
+        "duplicates",
+        "msgin5g_coap_duplicates_total",
+        "duplicate requests answered from the cache",
+    ),
+    (
+        "timeouts",
+        "msgin5g_coap_timeouts_total",
+        "downlink exchanges given up after every retransmission",
+    ),
+    ("malformed", "msgin5g_coap_malformed_total", "undecodable CoAP datagrams"),
+    ("resets_sent", "msgin5g_coap_resets_sent_total", "RST messages sent"),
+    (
+        "dropped",
+        "msgin5g_coap_dropped_total",
+        "datagrams dropped by the per-source rate limit",
+    ),
+)
+_COAP_GAUGES = (
+    ("pending", "msgin5g_coap_exchanges_open", "outstanding and queued requests"),
+    ("handlers_running", "msgin5g_coap_handlers_running", "requests in progress"),
+    ("observations", "msgin5g_coap_observations", "CoAP Observe registrations"),
+    ("dedup_bytes", "msgin5g_coap_dedup_bytes", "bytes held by the duplicate cache"),
+)
+
+
+class ServerCollector(Collector):
+    """Reads the server's counters at scrape time.
+
+    Args:
+        service: the running messaging service.
+        coap: the CoAP transport (None before it is started).
+        rest_requests: ``(api, code) -> count`` of the REST port, or a callable
+            returning it (None when the REST APIs are off).
+    """
+
+    def __init__(
+        self,
+        service: MessagingService,
+        coap: CoapTransport | None,
+        rest_requests: Callable[[], dict[tuple[str, str], int]] | None = None,
+    ) -> None:
+        self._service = service
+        self._coap = coap
+        self._rest_requests = rest_requests
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield every metric family (called by the registry per scrape)."""
+        yield from self._service_metrics()
+        if self._coap is not None:
+            yield from self._coap_metrics(self._coap)
+        if self._rest_requests is not None:
+            rest = CounterMetricFamily(
+                "msgin5g_rest_requests",
+                "TS 29.538 REST requests by API root and HTTP status",
+                labels=("api", "code"),
+            )
+            for (api, code), count in sorted(self._rest_requests().items()):
+                rest.add_metric((api, code), count)
+            yield rest
+
+    def _service_metrics(self) -> Iterator[Metric]:
+        service = self._service
+        stats = service.stats()
+        direct = gateway = 0
+        for registration in service.registry.registrations():
+            if registration.gateway is None:
+                direct += 1
+            else:
+                gateway += 1
+        ues = GaugeMetricFamily(
+            "msgin5g_registered_ues",
+            "registered UEs by kind (direct, or through a Gateway UE)",
+            labels=("kind",),
+        )
+        ues.add_metric(("direct",), direct)
+        ues.add_metric(("gateway",), gateway)
+        yield ues
+        yield GaugeMetricFamily(
+            "msgin5g_registered_ases",
+            "registered Application Servers",
+            value=stats["registeredAss"],
+        )
+        deliveries = CounterMetricFamily(
+            "msgin5g_downlink_messages",
+            "messages and reports leaving the server, by result",
+            labels=("result",),
+        )
+        for result in ("delivered", "failed", "expired"):
+            deliveries.add_metric((result,), stats[result])
+        yield deliveries
+        yield CounterMetricFamily(
+            "msgin5g_fanout_copies",
+            "copies made by group, topic and broadcast fan-outs",
+            value=stats["fanoutCopies"],
+        )
+        quotas = service.quotas
+        yield GaugeMetricFamily(
+            "msgin5g_stored_messages",
+            "items waiting in store and forward",
+            value=quotas.total_items(),
+        )
+        yield GaugeMetricFamily(
+            "msgin5g_stored_bytes",
+            "payload octets waiting in store and forward",
+            value=quotas.total_bytes,
+        )
+        refused = CounterMetricFamily(
+            "msgin5g_refusals",
+            "submissions refused by a storage quota or the submission rate",
+            labels=("reason",),
+        )
+        refused.add_metric(("storage_quota",), quotas.refused_storage)
+        refused.add_metric(("rate",), quotas.refused_rate)
+        yield refused
+        yield GaugeMetricFamily(
+            "msgin5g_deliveries_in_memory",
+            "deliveries waiting in memory",
+            value=stats["pendingInMemory"],
+        )
+        yield CounterMetricFamily(
+            "msgin5g_background_task_failures",
+            "background tasks that failed (each was logged)",
+            value=stats["taskFailures"],
+        )
+
+    def _coap_metrics(self, coap: CoapTransport) -> Iterator[Metric]:
+        uplink = CounterMetricFamily(
+            "msgin5g_uplink_messages",
+            "MSGin5G-1 requests from UEs by Message Type and result "
+            "(ok, or the failureCause)",
+            labels=("type", "result"),
+        )
+        for (kind, result), count in sorted(coap.uplink.items()):
+            uplink.add_metric((kind, result), count)
+        yield uplink
+        histogram = coap.delivery_latency
+        latency = HistogramMetricFamily(
+            "msgin5g_delivery_latency_seconds",
+            "time from a downlink CON to the UE's answer",
+        )
+        latency.add_metric([], histogram.cumulative(), histogram.sum)
+        yield latency
+        try:
+            stats = coap.endpoint.stats()
+        except RuntimeError:  # not started or already closed
+            return
+        for key, name, text in _COAP_COUNTERS:
+            if key in stats:
+                yield CounterMetricFamily(name, text, value=stats[key])
+        for key, name, text in _COAP_GAUGES:
+            if key in stats:
+                yield GaugeMetricFamily(name, text, value=stats[key])
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    """The text exposition of ``registry`` (what ``GET /metrics`` answers)."""
+    return generate_latest(registry)
