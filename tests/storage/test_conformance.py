@@ -107,6 +107,38 @@ async def test_credentials_crud_and_sorted_listing(backend: Backend) -> None:
     assert await backend.list_credentials() == ["ue-1", "ue-10"]
 
 
+async def test_bulk_credentials_keep_or_replace_existing(
+    backend_factory: BackendFactory,
+) -> None:
+    backend = await backend_factory.open()
+    await backend.put_credential("ue-2", b"old-2")
+    await backend.put_credential("ue-9", b"old-9")
+    await backend.delete_credential("ue-9")  # a deleted ID is created again
+    pairs = [(f"ue-{n}", f"new-{n}".encode()) for n in range(5)] + [("ue-9", b"d9")]
+
+    assert await backend.put_credentials(pairs) == ["ue-2"]
+    assert await backend.get_credential("ue-2") == b"old-2"  # kept: no replace
+    assert await backend.get_credential("ue-4") == b"new-4"
+    assert await backend.get_credential("ue-9") == b"d9"
+
+    again = [("ue-1", b"r1"), ("ue-2", b"r2"), ("ue-5", b"r5")]
+    assert await backend.put_credentials(again, replace=True) == ["ue-1", "ue-2"]
+    assert await backend.get_credential("ue-2") == b"r2"
+    assert await backend.put_credentials([]) == []
+
+    backend = await backend_factory.reopen(backend)  # durable when it returned
+    assert await backend.list_credentials() == [f"ue-{n}" for n in range(6)] + ["ue-9"]
+    assert await backend.get_credential("ue-1") == b"r1"
+
+
+async def test_bulk_credentials_spanning_chunks(backend: Backend) -> None:
+    pairs = [(f"bulk-{n:05d}", n.to_bytes(4, "big")) for n in range(12_345)]
+    await backend.put_credential("bulk-11111", b"there")
+    assert await backend.put_credentials(pairs) == ["bulk-11111"]
+    assert len(await backend.list_credentials()) == 12_345
+    assert await backend.get_credential("bulk-12344") == (12_344).to_bytes(4, "big")
+
+
 # ---------------------------------------------------------------- registrations
 
 

@@ -138,6 +138,23 @@ class CredentialStore(Protocol):
         """All provisioned UE Service IDs, sorted (code point order)."""
         ...
 
+    async def put_credentials(
+        self, credentials: Sequence[tuple[str, bytes]], *, replace: bool = False
+    ) -> list[str]:
+        """Provision many UEs at once (``msgin5g ue import``).
+
+        Args:
+            credentials: ``(ue_service_id, digest)`` pairs, each ID at most once.
+            replace: overwrite the digest of an ID that is already provisioned;
+                without it such an ID keeps its digest.
+
+        Returns:
+            The IDs of ``credentials`` that were already provisioned (replaced
+            with ``replace``, left alone without), in input order. Every other
+            pair is durable when this returns.
+        """
+        ...
+
 
 class RegistrationStore(Protocol):
     """Registered UEs (client profile and contact address)."""

@@ -91,6 +91,19 @@ class MemoryBackend:
         """Remove a provisioned UE; True if it existed."""
         return self._credentials.pop(ue_service_id, None) is not None
 
+    async def put_credentials(
+        self, credentials: Sequence[tuple[str, bytes]], *, replace: bool = False
+    ) -> list[str]:
+        """Provision many UEs; returns the IDs that were already provisioned."""
+        existing = []
+        for ue, digest in credentials:
+            if ue in self._credentials:
+                existing.append(ue)
+                if not replace:
+                    continue
+            self._credentials[ue] = bytes(digest)
+        return existing
+
     async def list_credentials(self) -> list[str]:
         """All provisioned UE Service IDs, sorted."""
         return sorted(self._credentials)

@@ -41,6 +41,9 @@ __all__ = ["SqliteBackend"]
 
 _log = logging.getLogger(__name__)
 
+CREDENTIAL_CHUNK = 10_000
+"""Pairs per writer operation of :meth:`SqliteBackend.put_credentials`."""
+
 
 class SqliteBackend:
     """SQLite implementation of :class:`msgin5g.storage.base.Backend`.
@@ -223,6 +226,29 @@ class SqliteBackend:
     async def put_credential(self, ue_service_id: str, digest: bytes) -> None:
         """Create or replace the credential digest of a UE."""
         await self._submit(rec.op_put_credential, ue_service_id, bytes(digest))
+
+    async def put_credentials(
+        self, credentials: Sequence[tuple[str, bytes]], *, replace: bool = False
+    ) -> list[str]:
+        """Provision many UEs: one writer operation (``executemany``) per chunk.
+
+        Chunks of :data:`CREDENTIAL_CHUNK` pairs are queued together and each
+        commits with the writer's group commit; returns the IDs that were
+        already provisioned.
+        """
+        rows = [(ue, bytes(digest)) for ue, digest in credentials]
+        futures = [
+            self._submit(
+                rec.op_put_credentials,
+                rows[start : start + CREDENTIAL_CHUNK],
+                replace,
+            )
+            for start in range(0, len(rows), CREDENTIAL_CHUNK)
+        ]
+        existing: list[str] = []
+        for found in await asyncio.gather(*futures):
+            existing.extend(found)
+        return existing
 
     async def get_credential(self, ue_service_id: str) -> bytes | None:
         """Return the credential digest, or None if the UE is not provisioned."""

@@ -11,6 +11,7 @@ What:
 """
 
 import sqlite3
+from collections.abc import Sequence
 from typing import Final
 
 import msgspec
@@ -28,6 +29,7 @@ __all__ = [
     "op_load_records",
     "op_load_registrations",
     "op_put_credential",
+    "op_put_credentials",
     "op_put_record",
     "op_put_registration",
 ]
@@ -45,6 +47,41 @@ def op_put_credential(conn: sqlite3.Connection, ue: str, digest: bytes) -> None:
         "ON CONFLICT(ue_service_id) DO UPDATE SET digest = excluded.digest",
         (ue, digest),
     )
+
+
+_UPSERT_CREDENTIAL: Final = (
+    "INSERT INTO credentials(ue_service_id, digest) VALUES (?, ?) "
+    "ON CONFLICT(ue_service_id) DO UPDATE SET digest = excluded.digest"
+)
+_CREATE_CREDENTIAL: Final = (
+    "INSERT INTO credentials(ue_service_id, digest) VALUES (?, ?) "
+    "ON CONFLICT(ue_service_id) DO NOTHING"
+)
+_IN_MAX: Final = 500
+"""IDs per ``IN (...)`` lookup (SQLite's parameter limit is 999 on old builds)."""
+
+
+def op_put_credentials(
+    conn: sqlite3.Connection, rows: Sequence[tuple[str, bytes]], replace: bool
+) -> list[str]:
+    """Insert many digests in one ``executemany``; returns the IDs already present.
+
+    With ``replace`` those IDs get the new digest, without it they keep theirs.
+    """
+    existing: list[str] = []
+    for start in range(0, len(rows), _IN_MAX):
+        part = [ue for ue, _ in rows[start : start + _IN_MAX]]
+        marks = ",".join("?" * len(part))
+        found = {
+            row[0]
+            for row in conn.execute(
+                f"SELECT ue_service_id FROM credentials WHERE ue_service_id IN ({marks})",  # noqa: S608
+                part,
+            )
+        }
+        existing.extend(ue for ue in part if ue in found)
+    conn.executemany(_UPSERT_CREDENTIAL if replace else _CREATE_CREDENTIAL, rows)
+    return existing
 
 
 def op_get_credential(conn: sqlite3.Connection, ue: str) -> bytes | None:
