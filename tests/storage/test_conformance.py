@@ -126,9 +126,16 @@ async def test_bulk_credentials_keep_or_replace_existing(
     assert await backend.get_credential("ue-2") == b"r2"
     assert await backend.put_credentials([]) == []
 
+    assert (await backend.load_credentials())[:3] == [
+        ("ue-0", b"new-0"),
+        ("ue-1", b"r1"),
+        ("ue-2", b"r2"),
+    ]
+
     backend = await backend_factory.reopen(backend)  # durable when it returned
     assert await backend.list_credentials() == [f"ue-{n}" for n in range(6)] + ["ue-9"]
     assert await backend.get_credential("ue-1") == b"r1"
+    assert len(await backend.load_credentials()) == 7
 
 
 async def test_bulk_credentials_spanning_chunks(backend: Backend) -> None:

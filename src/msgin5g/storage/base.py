@@ -138,6 +138,10 @@ class CredentialStore(Protocol):
         """All provisioned UE Service IDs, sorted (code point order)."""
         ...
 
+    async def load_credentials(self) -> list[tuple[str, bytes]]:
+        """Every ``(ue_service_id, digest)``, sorted by ID (``msgin5g ue export``)."""
+        ...
+
     async def put_credentials(
         self, credentials: Sequence[tuple[str, bytes]], *, replace: bool = False
     ) -> list[str]:

@@ -91,6 +91,10 @@ class MemoryBackend:
         """Remove a provisioned UE; True if it existed."""
         return self._credentials.pop(ue_service_id, None) is not None
 
+    async def load_credentials(self) -> list[tuple[str, bytes]]:
+        """Every ``(ue_service_id, digest)``, sorted by ID."""
+        return sorted(self._credentials.items())
+
     async def put_credentials(
         self, credentials: Sequence[tuple[str, bytes]], *, replace: bool = False
     ) -> list[str]:

@@ -160,6 +160,12 @@ class KvStores:
         with map_driver_errors():
             await self._kv["cred"].put(token(ue_service_id), bytes(digest))
 
+    async def load_credentials(self) -> list[tuple[str, bytes]]:
+        """Every ``(ue_service_id, digest)``, sorted by ID."""
+        with map_driver_errors():
+            found = await self._scan("cred")
+        return sorted((untoken(key), value) for key, value in found)
+
     async def put_credentials(
         self, credentials: Sequence[tuple[str, bytes]], *, replace: bool = False
     ) -> list[str]:

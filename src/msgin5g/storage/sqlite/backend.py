@@ -227,6 +227,11 @@ class SqliteBackend:
         """Create or replace the credential digest of a UE."""
         await self._submit(rec.op_put_credential, ue_service_id, bytes(digest))
 
+    async def load_credentials(self) -> list[tuple[str, bytes]]:
+        """Every ``(ue_service_id, digest)``, sorted by ID."""
+        result: list[tuple[str, bytes]] = await self._read(rec.op_load_credentials)
+        return result
+
     async def put_credentials(
         self, credentials: Sequence[tuple[str, bytes]], *, replace: bool = False
     ) -> list[str]:

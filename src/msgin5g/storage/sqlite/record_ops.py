@@ -26,6 +26,7 @@ __all__ = [
     "op_get_credential",
     "op_get_record",
     "op_list_credentials",
+    "op_load_credentials",
     "op_load_records",
     "op_load_registrations",
     "op_put_credential",
@@ -59,6 +60,14 @@ _CREATE_CREDENTIAL: Final = (
 )
 _IN_MAX: Final = 500
 """IDs per ``IN (...)`` lookup (SQLite's parameter limit is 999 on old builds)."""
+
+
+def op_load_credentials(conn: sqlite3.Connection) -> list[tuple[str, bytes]]:
+    """Every ``(ue_service_id, digest)``, sorted by ID."""
+    rows = conn.execute(
+        "SELECT ue_service_id, digest FROM credentials ORDER BY ue_service_id"
+    ).fetchall()
+    return [(row[0], bytes(row[1])) for row in rows]
 
 
 def op_put_credentials(
