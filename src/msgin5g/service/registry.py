@@ -4,10 +4,20 @@ Registrations live in memory (a dict keyed by UE Service ID, loaded at start-up)
 and durably in the backend; the dict is the routing table on the hot path.
 Credentials are looked up in the backend and cached for
 ``delivery.credential_cache_ttl`` seconds.
+
+Memory (docs/performance.md, "Memory per registered idle UE"): a registration
+is one ``gc=False`` Struct sharing what it can: the UE Service ID string is the
+dict key, an empty profile is one shared ``"{}"``, the host of a contact is
+interned (many UEs behind one NAT or gateway share it). The credential cache is
+bounded (:data:`CREDENTIAL_CACHE_MAX` entries, oldest dropped first): caching
+the digest of each of a million registered UEs cost ~200 B per UE and saves a
+storage read only for a UE that authenticates twice within the TTL.
 """
 
+import itertools
 import json
 import logging
+import sys
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
@@ -30,6 +40,10 @@ log = logging.getLogger(__name__)
 _throttled = LogThrottle(log)  # refused senders: a flood repeats them
 
 _NO_DIGEST = bytes(32)
+_EMPTY_PROFILE = "{}"
+
+CREDENTIAL_CACHE_MAX = 65_536
+"""Most cached credential digests; the oldest eighth goes when it is full."""
 
 _PROFILE_FIELDS = (
     "msgin5g_ue_id",
@@ -58,6 +72,35 @@ def contact_from_address(address: str) -> Contact:
     return Contact(parts.hostname, port, path)
 
 
+def _compact(contact: Contact) -> Contact:
+    """``contact`` with its host string interned (one copy per distinct host)."""
+    host = sys.intern(contact.host)
+    if host is contact.host:
+        return contact
+    return Contact(host, contact.port, contact.path)
+
+
+def _shared(
+    registration: UERegistration, contacts: dict[Contact, Contact]
+) -> UERegistration:
+    """A loaded registration sharing equal contacts, gateway IDs and empty profiles.
+
+    Each decoded record has its own copies of them (a million copies of the
+    gateway's ID and of ``"{}"`` after a restart otherwise).
+    """
+    source = contacts.setdefault(registration.source, _compact(registration.source))
+    contact = contacts.setdefault(registration.contact, _compact(registration.contact))
+    gateway = registration.gateway
+    profile = registration.profile
+    return msgspec.structs.replace(
+        registration,
+        source=source,
+        contact=contact,
+        gateway=None if gateway is None else sys.intern(gateway),
+        profile=_EMPTY_PROFILE if profile == _EMPTY_PROFILE else profile,
+    )
+
+
 class Registry:
     """Provisioned credentials and current registrations."""
 
@@ -71,7 +114,9 @@ class Registry:
 
     async def load(self) -> None:
         """Fill the routing table from the backend (start-up)."""
-        for registration in await self._backend.load_registrations():
+        contacts: dict[Contact, Contact] = {}  # one object per distinct contact
+        for stored in await self._backend.load_registrations():
+            registration = _shared(stored, contacts)
             self._registrations[registration.ue_service_id] = registration
             if registration.gateway is None:
                 self._by_source[registration.source] = registration.ue_service_id
@@ -155,9 +200,12 @@ class Registry:
         if cached is not None and cached[0] > now:
             return cached[1]
         digest = await self._backend.get_credential(ue_service_id)
-        if len(self._credentials) > 1_000_000:
-            self._credentials.clear()
-        self._credentials[ue_service_id] = (
+        cache = self._credentials
+        cache.pop(ue_service_id, None)  # re-inserted last: oldest stay first
+        if len(cache) >= CREDENTIAL_CACHE_MAX:
+            for old in list(itertools.islice(cache, CREDENTIAL_CACHE_MAX // 8)):
+                del cache[old]
+        cache[ue_service_id] = (
             now + self._config.credential_cache_ttl,
             digest,
         )
@@ -202,8 +250,9 @@ class Registry:
         Raises:
             InvalidRequest: unusable ``clientAddress``.
         """
+        source = _compact(source)
         contact = (
-            contact_from_address(reg.client_address)
+            _compact(contact_from_address(reg.client_address))
             if reg.client_address and gateway is None
             else source
         )
@@ -222,7 +271,11 @@ class Registry:
                 avail is not None and avail.store_and_forward_option is not None
             ),
             max_segment_size=reg.max_segment_size,
-            profile=json.dumps(profile, separators=(",", ":")),
+            profile=(
+                json.dumps(profile, separators=(",", ":"))
+                if profile
+                else _EMPTY_PROFILE
+            ),
             gateway=gateway,
             cell_id=reg.ue_location.cell_id if reg.ue_location else None,
             tracking_area_id=(
