@@ -142,6 +142,15 @@ async def test_bulk_credentials_spanning_chunks(backend: Backend) -> None:
     pairs = [(f"bulk-{n:05d}", n.to_bytes(4, "big")) for n in range(12_345)]
     await backend.put_credential("bulk-11111", b"there")
     assert await backend.put_credentials(pairs) == ["bulk-11111"]
+    wanted = ["bulk-00000", "nobody", "bulk-11111", "bulk-00000", "bulk-12344"]
+    assert await backend.get_credentials(wanted) == {
+        "bulk-00000": bytes(4),
+        "bulk-11111": b"there",
+        "bulk-12344": (12_344).to_bytes(4, "big"),
+    }
+    assert await backend.get_credentials([]) == {}
+    many = await backend.get_credentials([ue for ue, _ in pairs[:1_200]])
+    assert len(many) == 1_200
     assert len(await backend.list_credentials()) == 12_345
     assert await backend.get_credential("bulk-12344") == (12_344).to_bytes(4, "big")
 

@@ -14,6 +14,8 @@ the digest of each of a million registered UEs cost ~200 B per UE and saves a
 storage read only for a UE that authenticates twice within the TTL.
 """
 
+import asyncio
+import copy
 import itertools
 import json
 import logging
@@ -101,6 +103,20 @@ def _shared(
     )
 
 
+def _fail(
+    batch: dict[str, list[asyncio.Future[bytes | None]]], exc: BaseException
+) -> None:
+    """End every waiter of a failed lookup: cancelled, or its copy of ``exc``."""
+    for waiters in batch.values():
+        for waiter in waiters:
+            if waiter.done():
+                continue
+            if isinstance(exc, asyncio.CancelledError):
+                waiter.cancel()
+            else:
+                waiter.set_exception(copy.copy(exc))
+
+
 class Registry:
     """Provisioned credentials and current registrations."""
 
@@ -111,6 +127,10 @@ class Registry:
         self._registrations: dict[str, UERegistration] = {}
         self._by_source: dict[Contact, str] = {}
         self._credentials: dict[str, tuple[float, bytes | None]] = {}
+        # credential lookups waiting for the next storage read (see _lookup)
+        self._lookups: dict[str, list[asyncio.Future[bytes | None]]] = {}
+        self._lookup_busy = False
+        self._lookup_tasks: set[asyncio.Task[None]] = set()
 
     async def load(self) -> None:
         """Fill the routing table from the backend (start-up)."""
@@ -199,17 +219,56 @@ class Registry:
         cached = self._credentials.get(ue_service_id)
         if cached is not None and cached[0] > now:
             return cached[1]
-        digest = await self._backend.get_credential(ue_service_id)
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[bytes | None] = loop.create_future()
+        waiters = self._lookups.setdefault(ue_service_id, [])
+        waiters.append(waiter)
+        if not self._lookup_busy:
+            self._lookup_busy = True
+            loop.call_soon(self._start_lookup)
+        return await waiter
+
+    def _start_lookup(self) -> None:
+        batch, self._lookups = self._lookups, {}
+        task = asyncio.get_running_loop().create_task(self._lookup(batch))
+        self._lookup_tasks.add(task)
+        task.add_done_callback(self._lookup_tasks.discard)
+
+    async def _lookup(
+        self, batch: dict[str, list[asyncio.Future[bytes | None]]]
+    ) -> None:
+        """One storage read for every credential asked since the last one.
+
+        Lookups wait while one read is in flight and then go together (like the
+        writer's group commit): under load a read carries many IDs.
+        """
+        try:
+            found = await self._backend.get_credentials(list(batch))
+        except BaseException as exc:  # each waiter gets the storage error
+            _fail(batch, exc)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            expires = self._clock.now() + self._config.credential_cache_ttl
+            for ue, waiters in batch.items():
+                digest = found.get(ue)
+                self._cache(ue, expires, digest)
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_result(digest)
+        finally:
+            if self._lookups:
+                asyncio.get_running_loop().call_soon(self._start_lookup)
+            else:
+                self._lookup_busy = False
+
+    def _cache(self, ue_service_id: str, expires: float, digest: bytes | None) -> None:
         cache = self._credentials
-        cache.pop(ue_service_id, None)  # re-inserted last: oldest stay first
+        cache.pop(ue_service_id, None)  # re-inserted last: the oldest stay first
         if len(cache) >= CREDENTIAL_CACHE_MAX:
             for old in list(itertools.islice(cache, CREDENTIAL_CACHE_MAX // 8)):
                 del cache[old]
-        cache[ue_service_id] = (
-            now + self._config.credential_cache_ttl,
-            digest,
-        )
-        return digest
+        cache[ue_service_id] = (expires, digest)
 
     async def is_known(self, ue_service_id: str) -> bool:
         """Whether the UE is registered or at least provisioned."""

@@ -138,6 +138,15 @@ class CredentialStore(Protocol):
         """All provisioned UE Service IDs, sorted (code point order)."""
         ...
 
+    async def get_credentials(self, ue_service_ids: Sequence[str]) -> dict[str, bytes]:
+        """The digests of the provisioned UEs among ``ue_service_ids`` (one read).
+
+        What the registry uses to check the credentials of many concurrent
+        ``REG`` requests with one storage round trip; an ID that is not
+        provisioned is absent from the result.
+        """
+        ...
+
     async def load_credentials(self) -> list[tuple[str, bytes]]:
         """Every ``(ue_service_id, digest)``, sorted by ID (``msgin5g ue export``)."""
         ...

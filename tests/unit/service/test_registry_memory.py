@@ -1,15 +1,21 @@
-"""The registry keeps per-UE memory small: shared strings, a bounded credential cache.
+"""The registry keeps per-UE memory small and checks credentials in batches.
+
+Shared strings and a bounded credential cache (memory); concurrent credential
+lookups share one storage read (registrations/s).
 
 docs/performance.md, "Memory per registered idle UE": at 1 M registered UEs
 every object per UE counts. These tests check the sharing itself (identity),
 not byte counts, so they hold on every interpreter build.
 """
 
+import asyncio
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from msgin5g.config import DeliveryConfig
+from msgin5g.errors import StorageUnavailable
 from msgin5g.model.credentials import credential_digest, psk_token
 from msgin5g.model.messages import Reg, UECredentialInfo
 from msgin5g.model.registry import Contact
@@ -90,3 +96,70 @@ async def test_loaded_registrations_share_contacts_gateway_and_profile(
     assert all(m.source is after["gw"].source for m in members)
     assert all(m.contact is m.source for m in members)
     assert loaded.by_source(gateway_source) == after["gw"]
+
+
+class _CountingBackend(MemoryBackend):
+    """Counts credential reads; can hold them (a slow disk) or fail them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: list[list[str]] = []
+        self.gate: asyncio.Event | None = None
+        self.fail = False
+
+    async def get_credential(self, ue_service_id: str) -> bytes | None:
+        self.reads.append([ue_service_id])
+        return await super().get_credential(ue_service_id)
+
+    async def get_credentials(self, ue_service_ids: Sequence[str]) -> dict[str, bytes]:
+        self.reads.append(list(ue_service_ids))
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.fail:
+            raise StorageUnavailable("disk gone")
+        return await super().get_credentials(ue_service_ids)
+
+
+async def test_concurrent_credential_checks_share_one_storage_read() -> None:
+    backend = _CountingBackend()
+    ues = [f"ue-{n}" for n in range(50)]
+    await backend.put_credentials(
+        [(ue, credential_digest(psk_token("s", ue))) for ue in ues]
+    )
+    registry = Registry(backend, ManualClock(), DeliveryConfig())
+    backend.gate = asyncio.Event()
+
+    first = [
+        asyncio.create_task(registry.authenticate(ue, _reg(ue).ue_credential_info))
+        for ue in ues[:30]
+    ]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert backend.reads == [ues[:30]]  # one read in flight
+    # asked while it is in flight: they wait and go together in the next read
+    second = [
+        asyncio.create_task(registry.authenticate(ue, _reg(ue).ue_credential_info))
+        for ue in [*ues[30:], "nobody", "ue-31"]
+    ]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert len(backend.reads) == 1
+    backend.gate.set()
+    results = await asyncio.gather(*first, *second)
+    assert backend.reads == [ues[:30], [*ues[30:], "nobody"]]
+    assert results[:50] == [None] * 50
+    assert results[50] == FailureCause.UNKNOWN_UE_SERVICE_ID
+    assert results[51] is None
+
+
+async def test_a_failed_credential_read_fails_each_waiter() -> None:
+    backend = _CountingBackend()
+    registry = Registry(backend, ManualClock(), DeliveryConfig())
+    backend.fail = True
+    outcomes = await asyncio.gather(
+        registry.credential("a"), registry.credential("b"), return_exceptions=True
+    )
+    assert all(isinstance(o, StorageUnavailable) for o in outcomes)
+    assert outcomes[0] is not outcomes[1]
+    backend.fail = False
+    assert await registry.credential("a") is None  # the next read works

@@ -160,6 +160,20 @@ class KvStores:
         with map_driver_errors():
             await self._kv["cred"].put(token(ue_service_id), bytes(digest))
 
+    async def get_credentials(self, ue_service_ids: Sequence[str]) -> dict[str, bytes]:
+        """The digests of the provisioned UEs among ``ue_service_ids``."""
+        kv = self._kv["cred"]
+        slots = asyncio.Semaphore(BULK_IN_FLIGHT)
+
+        async def one(ue: str) -> tuple[str, bytes] | None:
+            async with slots:
+                found = await _get(kv, token(ue))
+            return None if found is None else (ue, found[0])
+
+        with map_driver_errors():
+            pairs = await asyncio.gather(*(one(ue) for ue in set(ue_service_ids)))
+        return dict(pair for pair in pairs if pair is not None)
+
     async def load_credentials(self) -> list[tuple[str, bytes]]:
         """Every ``(ue_service_id, digest)``, sorted by ID."""
         with map_driver_errors():

@@ -227,6 +227,13 @@ class SqliteBackend:
         """Create or replace the credential digest of a UE."""
         await self._submit(rec.op_put_credential, ue_service_id, bytes(digest))
 
+    async def get_credentials(self, ue_service_ids: Sequence[str]) -> dict[str, bytes]:
+        """The digests of the provisioned UEs among ``ue_service_ids`` (one read)."""
+        result: dict[str, bytes] = await self._read(
+            rec.op_get_credentials, list(ue_service_ids)
+        )
+        return result
+
     async def load_credentials(self) -> list[tuple[str, bytes]]:
         """Every ``(ue_service_id, digest)``, sorted by ID."""
         result: list[tuple[str, bytes]] = await self._read(rec.op_load_credentials)

@@ -24,6 +24,7 @@ __all__ = [
     "op_delete_record",
     "op_delete_registration",
     "op_get_credential",
+    "op_get_credentials",
     "op_get_record",
     "op_list_credentials",
     "op_load_credentials",
@@ -60,6 +61,20 @@ _CREATE_CREDENTIAL: Final = (
 )
 _IN_MAX: Final = 500
 """IDs per ``IN (...)`` lookup (SQLite's parameter limit is 999 on old builds)."""
+
+
+def op_get_credentials(conn: sqlite3.Connection, ues: list[str]) -> dict[str, bytes]:
+    """The digests of the IDs of ``ues`` that are provisioned."""
+    found: dict[str, bytes] = {}
+    for start in range(0, len(ues), _IN_MAX):
+        part = ues[start : start + _IN_MAX]
+        marks = ",".join("?" * len(part))
+        for ue, digest in conn.execute(
+            f"SELECT ue_service_id, digest FROM credentials WHERE ue_service_id IN ({marks})",  # noqa: S608
+            part,
+        ):
+            found[ue] = bytes(digest)
+    return found
 
 
 def op_load_credentials(conn: sqlite3.Connection) -> list[tuple[str, bytes]]:
