@@ -158,6 +158,21 @@ async def test_bulk_credentials_spanning_chunks(backend: Backend) -> None:
 # ---------------------------------------------------------------- registrations
 
 
+async def test_a_burst_of_registrations_keeps_submission_order(
+    backend_factory: BackendFactory,
+) -> None:
+    # SQLite runs consecutive upserts of one group commit as one executemany
+    backend = await backend_factory.open()
+    burst = [make_registration(f"burst-{n % 150}", port=n) for n in range(300)]
+    await asyncio.gather(*(backend.put_registration(r) for r in burst))
+    loaded = {r.ue_service_id: r for r in await backend.load_registrations()}
+    assert len(loaded) == 150
+    assert loaded["burst-7"].source.port == 157  # the later write wins
+    backend = await backend_factory.reopen(backend)
+    loaded = {r.ue_service_id: r for r in await backend.load_registrations()}
+    assert loaded["burst-149"] == burst[299]
+
+
 async def test_registration_put_replace_delete_load(backend: Backend) -> None:
     assert await backend.load_registrations() == []
     first = make_registration("ue-1")

@@ -106,7 +106,11 @@ class SqliteBackend:
             path,
             self._open_writer,
             batch_max=batch_max,
-            bulk={q.op_remove: q.REMOVE_SQL},
+            # a burst of REGs: consecutive registration upserts, one statement
+            bulk={
+                q.op_remove: q.REMOVE_SQL,
+                rec.op_put_registration: rec.PUT_REGISTRATION_SQL,
+            },
         )
         self._put = self._writer.put
         self._reader: Reader | None = None

@@ -19,6 +19,7 @@ import msgspec
 from msgin5g.model.registry import UERegistration
 
 __all__ = [
+    "PUT_REGISTRATION_SQL",
     "REG_ENCODER",
     "op_delete_credential",
     "op_delete_record",
@@ -133,13 +134,16 @@ def op_list_credentials(conn: sqlite3.Connection) -> list[str]:
 # ---------------------------------------------------------------- registrations
 
 
+PUT_REGISTRATION_SQL: Final = (
+    "INSERT INTO registrations(ue_service_id, body) VALUES (?, ?) "
+    "ON CONFLICT(ue_service_id) DO UPDATE SET body = excluded.body"
+)
+"""The registration upsert (the writer runs a run of them as one ``executemany``)."""
+
+
 def op_put_registration(conn: sqlite3.Connection, ue: str, body: bytes) -> None:
     """Insert or replace a registration (``body``: msgpack ``UERegistration``)."""
-    conn.execute(
-        "INSERT INTO registrations(ue_service_id, body) VALUES (?, ?) "
-        "ON CONFLICT(ue_service_id) DO UPDATE SET body = excluded.body",
-        (ue, body),
-    )
+    conn.execute(PUT_REGISTRATION_SQL, (ue, body))
 
 
 def op_delete_registration(conn: sqlite3.Connection, ue: str) -> bool:
