@@ -100,6 +100,12 @@ def provision(db: Path, ues: list[str], tmp: Path, src: Path) -> float:
     return elapsed
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def start_server(port: int, db: Path, src: Path) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
         [
@@ -226,13 +232,16 @@ async def run(args: argparse.Namespace) -> None:
         server = start_server(port, db, src)
         try:
             rates = []
+            cpu = cpu_seconds(server.pid)
             for regs in reg_sets:
                 rates.append(await single_regs(port, regs, args.sockets, args.window))
+            cpu = cpu_seconds(server.pid) - cpu
             print(
                 f"single REG (PSK check, durable): {args.rounds} x {args.reg_ues:,} UEs, "
                 f"{args.sockets} sockets, window {args.window}: best "
                 f"{max(rates):,.0f}/s, median {statistics.median(rates):,.0f}/s "
-                f"({', '.join(f'{r:,.0f}' for r in rates)})"
+                f"({', '.join(f'{r:,.0f}' for r in rates)}); server CPU "
+                f"{cpu * 1e6 / (args.rounds * args.reg_ues):,.0f} µs per REG"
             )
             if args.ues:
                 marks = [

@@ -35,7 +35,7 @@ from msgin5g.storage.sqlite import record_ops as rec
 from msgin5g.storage.sqlite.driver import SYNCHRONOUS_MODES, connect
 from msgin5g.storage.sqlite.migrations import migrate
 from msgin5g.storage.sqlite.reader import Reader
-from msgin5g.storage.sqlite.writer import Writer
+from msgin5g.storage.sqlite.writer import Op, Writer
 
 __all__ = ["SqliteBackend"]
 
@@ -113,6 +113,7 @@ class SqliteBackend:
             },
         )
         self._put = self._writer.put
+        self._pending: list[Op] = []  # see _enqueue
         self._reader: Reader | None = None
         self._started = False
         self._closed = False
@@ -175,6 +176,7 @@ class SqliteBackend:
         self._closing = asyncio.get_running_loop().create_future()
         self._closed = True
         try:
+            self._flush()
             await self._writer.stop()
             if self._reader is not None:
                 await self._reader.stop()
@@ -215,9 +217,27 @@ class SqliteBackend:
 
     def _submit(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
         self._check_open()
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._put((fn, args, fut))
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._enqueue((fn, args, fut), loop)
         return fut
+
+    def _enqueue(self, op: Op, loop: asyncio.AbstractEventLoop) -> None:
+        """Queue ``op`` for the writer with the others of this loop iteration.
+
+        The operations queued by one pass of the event loop (a burst of REGs,
+        say) reach the writer as one list: one queue put and one thread wake-up
+        instead of one each. Order is kept: everything goes through this list.
+        """
+        pending = self._pending
+        if not pending:
+            loop.call_soon(self._flush)
+        pending.append(op)
+
+    def _flush(self) -> None:
+        if self._pending:
+            ops, self._pending = self._pending, []
+            self._put(ops)
 
     async def _read(self, fn: Callable[..., Any], *args: Any) -> Any:
         self._check_open()
@@ -411,7 +431,14 @@ class SqliteBackend:
             return
         if not self._started:
             raise StorageUnavailable("sqlite: backend not started (call start())")
-        self._put((q.op_remove, (seq,), None))
+        op: Op = (q.op_remove, (seq,), None)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # outside the loop: behind what is pending
+            self._flush()
+            self._put(op)
+        else:
+            self._enqueue(op, loop)
 
     async def pending_for(
         self, recipient: str, *, after_seq: int = 0, limit: int = 100
