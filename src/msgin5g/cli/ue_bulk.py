@@ -26,6 +26,8 @@ import argparse
 import base64
 import binascii
 import csv
+import hashlib
+import hmac
 import io
 import itertools
 import json
@@ -39,7 +41,6 @@ import msgspec
 
 from msgin5g.cli.common import server_config
 from msgin5g.errors import ConfigError
-from msgin5g.model.credentials import credential_digest, psk_token
 from msgin5g.model.messages import ServiceId
 from msgin5g.storage import open_backend
 from msgin5g.storage.base import Backend
@@ -117,7 +118,17 @@ def _digest(entry: _Entry) -> bytes:
         raise ValueError("secret is missing or empty")
     if len(entry.secret) > _MAX_SECRET:
         raise ValueError(f"secret is longer than {_MAX_SECRET} characters")
-    return credential_digest(psk_token(entry.secret, entry.ue_service_id))
+    return _stored_digest(entry.secret, entry.ue_service_id)
+
+
+def _stored_digest(secret: str, ue_service_id: str) -> bytes:
+    """``credential_digest(psk_token(secret, ue_service_id))``, ~2x faster.
+
+    One-shot ``hmac.digest`` (C) instead of an ``hmac.HMAC`` object per line:
+    the largest cost of importing secrets. Same bytes (tests compare them).
+    """
+    mac = hmac.digest(secret.encode(), ue_service_id.encode(), "sha256")
+    return hashlib.sha256(base64.b64encode(mac)).digest()
 
 
 _BAD_ID: Final = (
