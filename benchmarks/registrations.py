@@ -18,9 +18,9 @@ What one run does:
 4. **memory**: a Gateway UE registers every UE with ``BULKREG`` (a UDP source
    address is one UE; 1 M UEs cannot each have a socket here, so they register
    through one gateway, as constrained UEs would); the server's RSS is sampled
-   at 100k, 250k, 500k and 1M registered UEs (scaled to ``--ues``), after a
-   ``gc.collect`` pause, and printed as bytes per registered UE above the RSS
-   before the first registration.
+   at 100k, 250k, 500k and 1M registered UEs (those up to ``--ues``), after a
+   2 s idle pause, and printed as bytes per UE registered by the gateway above
+   the baseline RSS (read after the REG rounds, before the first ``BULKREG``).
 
 Run: ``.venv/bin/python benchmarks/registrations.py [--ues 1000000]``. Not a test.
 """
@@ -173,6 +173,7 @@ async def bulk_curve(
     await asyncio.sleep(1.0)
     base = rss_kib(pid)
     curve = [(0, base / 1024, 0.0)]
+    print(f"          0 more      RSS {base / 1024:8.1f} MiB  (baseline)", flush=True)
     gw_info = info("gw")
     done = 0
     start = time.perf_counter()
