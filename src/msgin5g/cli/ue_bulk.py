@@ -23,6 +23,7 @@ Imported by :mod:`msgin5g.cli.main` only when one of the commands runs.
 """
 
 import argparse
+import asyncio
 import base64
 import binascii
 import csv
@@ -307,8 +308,6 @@ class _Importer:
 async def _import(
     backend: Backend, stream: IO[str], args: argparse.Namespace, total: int | None
 ) -> _Importer:
-    import asyncio
-
     progress = _Progress(total)
     importer = _Importer(backend, replace=args.force, progress=progress)
     raw = getattr(stream, "buffer", None) if total else None  # bytes read so far
