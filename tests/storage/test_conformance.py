@@ -107,7 +107,70 @@ async def test_credentials_crud_and_sorted_listing(backend: Backend) -> None:
     assert await backend.list_credentials() == ["ue-1", "ue-10"]
 
 
+async def test_bulk_credentials_keep_or_replace_existing(
+    backend_factory: BackendFactory,
+) -> None:
+    backend = await backend_factory.open()
+    await backend.put_credential("ue-2", b"old-2")
+    await backend.put_credential("ue-9", b"old-9")
+    await backend.delete_credential("ue-9")  # a deleted ID is created again
+    pairs = [(f"ue-{n}", f"new-{n}".encode()) for n in range(5)] + [("ue-9", b"d9")]
+
+    assert await backend.put_credentials(pairs) == ["ue-2"]
+    assert await backend.get_credential("ue-2") == b"old-2"  # kept: no replace
+    assert await backend.get_credential("ue-4") == b"new-4"
+    assert await backend.get_credential("ue-9") == b"d9"
+
+    again = [("ue-1", b"r1"), ("ue-2", b"r2"), ("ue-5", b"r5")]
+    assert await backend.put_credentials(again, replace=True) == ["ue-1", "ue-2"]
+    assert await backend.get_credential("ue-2") == b"r2"
+    assert await backend.put_credentials([]) == []
+
+    assert (await backend.load_credentials())[:3] == [
+        ("ue-0", b"new-0"),
+        ("ue-1", b"r1"),
+        ("ue-2", b"r2"),
+    ]
+
+    backend = await backend_factory.reopen(backend)  # durable when it returned
+    assert await backend.list_credentials() == [f"ue-{n}" for n in range(6)] + ["ue-9"]
+    assert await backend.get_credential("ue-1") == b"r1"
+    assert len(await backend.load_credentials()) == 7
+
+
+async def test_bulk_credentials_spanning_chunks(backend: Backend) -> None:
+    pairs = [(f"bulk-{n:05d}", n.to_bytes(4, "big")) for n in range(12_345)]
+    await backend.put_credential("bulk-11111", b"there")
+    assert await backend.put_credentials(pairs) == ["bulk-11111"]
+    wanted = ["bulk-00000", "nobody", "bulk-11111", "bulk-00000", "bulk-12344"]
+    assert await backend.get_credentials(wanted) == {
+        "bulk-00000": bytes(4),
+        "bulk-11111": b"there",
+        "bulk-12344": (12_344).to_bytes(4, "big"),
+    }
+    assert await backend.get_credentials([]) == {}
+    many = await backend.get_credentials([ue for ue, _ in pairs[:1_200]])
+    assert len(many) == 1_200
+    assert len(await backend.list_credentials()) == 12_345
+    assert await backend.get_credential("bulk-12344") == (12_344).to_bytes(4, "big")
+
+
 # ---------------------------------------------------------------- registrations
+
+
+async def test_a_burst_of_registrations_keeps_submission_order(
+    backend_factory: BackendFactory,
+) -> None:
+    # SQLite runs consecutive upserts of one group commit as one executemany
+    backend = await backend_factory.open()
+    burst = [make_registration(f"burst-{n % 150}", port=n) for n in range(300)]
+    await asyncio.gather(*(backend.put_registration(r) for r in burst))
+    loaded = {r.ue_service_id: r for r in await backend.load_registrations()}
+    assert len(loaded) == 150
+    assert loaded["burst-7"].source.port == 157  # the later write wins
+    backend = await backend_factory.reopen(backend)
+    loaded = {r.ue_service_id: r for r in await backend.load_registrations()}
+    assert loaded["burst-149"] == burst[299]
 
 
 async def test_registration_put_replace_delete_load(backend: Backend) -> None:

@@ -196,9 +196,17 @@ def _bad_insert(conn: sqlite3.Connection) -> None:
 async def test_failing_operation_fails_only_its_own_future(
     sqlite_backend: SqliteBackend,
 ) -> None:
-    # Hold the writer so that all operations below land in one batch.
+    # Hold the writer so that all operations below land in one batch (wait until
+    # it runs the held operation: writes reach it once per event-loop pass).
     gate = threading.Event()
-    held = sqlite_backend._submit(lambda _conn: gate.wait(10))
+    entered = threading.Event()
+
+    def hold(_conn: object) -> bool:
+        entered.set()
+        return gate.wait(10)
+
+    held = sqlite_backend._submit(hold)
+    assert await asyncio.to_thread(entered.wait, 10)
     good = [
         asyncio.ensure_future(sqlite_backend.enqueue(make_item(f"g{i}")))
         for i in range(20)

@@ -11,8 +11,8 @@ Start-up stays light: building the parser imports only the standard library and
 the parser halves of the command modules. What a command runs is imported when
 it runs: :mod:`.device` (device library only) for ``ue register|deregister|
 send|listen``, :mod:`.serve` (the server stack) for ``serve`` and ``ue add|
-list|remove``. A server command without ``pip install 'msgin5g[server]'``
-prints one line and a hint (:func:`main`).
+list|remove``, :mod:`.ue_bulk` for ``ue import|export``. A server command
+without ``pip install 'msgin5g[server]'`` prints one line and a hint (:func:`main`).
 """
 
 import argparse
@@ -29,6 +29,7 @@ from msgin5g.cli.area import add_area_parser
 from msgin5g.cli.common import add_storage, missing_extra
 from msgin5g.cli.group import add_group_parser
 from msgin5g.cli.topic import add_topic_parser
+from msgin5g.cli.ue_file import IMPORT_EXPORT, add_import_export
 from msgin5g.errors import ConfigError, MSGin5GError, StorageConflict
 
 __all__ = ["build_parser", "main"]
@@ -39,6 +40,7 @@ msgin5g: 3GPP MSGin5G Service (TS 23.554 / TS 24.538) server and device client.
 Server side:   msgin5g serve                     run the MSGin5G Server (CoAP, SQLite)
                msgin5g doctor                    check ports, storage and peers first
                msgin5g ue add|list|remove        provision UEs in the server's storage
+               msgin5g ue import|export          provision many UEs (CSV, JSON Lines)
                msgin5g group|area ...            groups; Broadcast Areas
                msgin5g topic allow|deny ...      who may publish/subscribe a topic
 Device side:   msgin5g ue register|deregister    register a UE with a server
@@ -237,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     rm = ue_commands.add_parser("remove", help="remove a provisioned UE")
     rm.add_argument("ue_service_id", metavar="ID")
     add_storage(rm)
+    add_import_export(ue_commands)
 
     reg = ue_commands.add_parser("register", help="register a UE and print REGRESP")
     _add_device(reg, location=True)
@@ -354,6 +357,11 @@ def _run(args: argparse.Namespace) -> int:
             "topic": topic.run_topic,
         }
         return asyncio.run(run[args.command](args))
+    if args.ue_command in IMPORT_EXPORT:
+        from msgin5g.cli.ue_bulk import run_export, run_import
+
+        run_bulk = run_import if args.ue_command == "import" else run_export
+        return asyncio.run(run_bulk(args))
     if args.ue_command in {"add", "list", "remove"}:
         from msgin5g.cli.serve import run_ue_admin
 

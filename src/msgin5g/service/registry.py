@@ -4,10 +4,22 @@ Registrations live in memory (a dict keyed by UE Service ID, loaded at start-up)
 and durably in the backend; the dict is the routing table on the hot path.
 Credentials are looked up in the backend and cached for
 ``delivery.credential_cache_ttl`` seconds.
+
+Memory (docs/performance.md, "Memory per registered idle UE"): a registration
+is one ``gc=False`` Struct sharing what it can: the UE Service ID string is the
+dict key, an empty profile is one shared ``"{}"``, the host of a contact is
+interned (many UEs behind one NAT or gateway share it). The credential cache is
+bounded (:data:`CREDENTIAL_CACHE_MAX` entries, oldest dropped first): caching
+the digest of each of a million registered UEs cost ~200 B per UE and saves a
+storage read only for a UE that authenticates twice within the TTL.
 """
 
+import asyncio
+import copy
+import itertools
 import json
 import logging
+import sys
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
@@ -30,6 +42,10 @@ log = logging.getLogger(__name__)
 _throttled = LogThrottle(log)  # refused senders: a flood repeats them
 
 _NO_DIGEST = bytes(32)
+_EMPTY_PROFILE = "{}"
+
+CREDENTIAL_CACHE_MAX = 65_536
+"""Most cached credential digests; the oldest eighth goes when it is full."""
 
 _PROFILE_FIELDS = (
     "msgin5g_ue_id",
@@ -58,6 +74,49 @@ def contact_from_address(address: str) -> Contact:
     return Contact(parts.hostname, port, path)
 
 
+def _compact(contact: Contact) -> Contact:
+    """``contact`` with its host string interned (one copy per distinct host)."""
+    host = sys.intern(contact.host)
+    if host is contact.host:
+        return contact
+    return Contact(host, contact.port, contact.path)
+
+
+def _shared(
+    registration: UERegistration, contacts: dict[Contact, Contact]
+) -> UERegistration:
+    """A loaded registration sharing equal contacts, gateway IDs and empty profiles.
+
+    Each decoded record has its own copies of them (a million copies of the
+    gateway's ID and of ``"{}"`` after a restart otherwise).
+    """
+    source = contacts.setdefault(registration.source, _compact(registration.source))
+    contact = contacts.setdefault(registration.contact, _compact(registration.contact))
+    gateway = registration.gateway
+    profile = registration.profile
+    return msgspec.structs.replace(
+        registration,
+        source=source,
+        contact=contact,
+        gateway=None if gateway is None else sys.intern(gateway),
+        profile=_EMPTY_PROFILE if profile == _EMPTY_PROFILE else profile,
+    )
+
+
+def _fail(
+    batch: dict[str, list[asyncio.Future[bytes | None]]], exc: BaseException
+) -> None:
+    """End every waiter of a failed lookup: cancelled, or its copy of ``exc``."""
+    for waiters in batch.values():
+        for waiter in waiters:
+            if waiter.done():
+                continue
+            if isinstance(exc, asyncio.CancelledError):
+                waiter.cancel()
+            else:
+                waiter.set_exception(copy.copy(exc))
+
+
 class Registry:
     """Provisioned credentials and current registrations."""
 
@@ -68,10 +127,16 @@ class Registry:
         self._registrations: dict[str, UERegistration] = {}
         self._by_source: dict[Contact, str] = {}
         self._credentials: dict[str, tuple[float, bytes | None]] = {}
+        # credential lookups waiting for the next storage read (see _lookup)
+        self._lookups: dict[str, list[asyncio.Future[bytes | None]]] = {}
+        self._lookup_busy = False
+        self._lookup_tasks: set[asyncio.Task[None]] = set()
 
     async def load(self) -> None:
         """Fill the routing table from the backend (start-up)."""
-        for registration in await self._backend.load_registrations():
+        contacts: dict[Contact, Contact] = {}  # one object per distinct contact
+        for stored in await self._backend.load_registrations():
+            registration = _shared(stored, contacts)
             self._registrations[registration.ue_service_id] = registration
             if registration.gateway is None:
                 self._by_source[registration.source] = registration.ue_service_id
@@ -154,14 +219,56 @@ class Registry:
         cached = self._credentials.get(ue_service_id)
         if cached is not None and cached[0] > now:
             return cached[1]
-        digest = await self._backend.get_credential(ue_service_id)
-        if len(self._credentials) > 1_000_000:
-            self._credentials.clear()
-        self._credentials[ue_service_id] = (
-            now + self._config.credential_cache_ttl,
-            digest,
-        )
-        return digest
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[bytes | None] = loop.create_future()
+        waiters = self._lookups.setdefault(ue_service_id, [])
+        waiters.append(waiter)
+        if not self._lookup_busy:
+            self._lookup_busy = True
+            loop.call_soon(self._start_lookup)
+        return await waiter
+
+    def _start_lookup(self) -> None:
+        batch, self._lookups = self._lookups, {}
+        task = asyncio.get_running_loop().create_task(self._lookup(batch))
+        self._lookup_tasks.add(task)
+        task.add_done_callback(self._lookup_tasks.discard)
+
+    async def _lookup(
+        self, batch: dict[str, list[asyncio.Future[bytes | None]]]
+    ) -> None:
+        """One storage read for every credential asked since the last one.
+
+        Lookups wait while one read is in flight and then go together (like the
+        writer's group commit): under load a read carries many IDs.
+        """
+        try:
+            found = await self._backend.get_credentials(list(batch))
+        except BaseException as exc:  # each waiter gets the storage error
+            _fail(batch, exc)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            expires = self._clock.now() + self._config.credential_cache_ttl
+            for ue, waiters in batch.items():
+                digest = found.get(ue)
+                self._cache(ue, expires, digest)
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_result(digest)
+        finally:
+            if self._lookups:
+                asyncio.get_running_loop().call_soon(self._start_lookup)
+            else:
+                self._lookup_busy = False
+
+    def _cache(self, ue_service_id: str, expires: float, digest: bytes | None) -> None:
+        cache = self._credentials
+        cache.pop(ue_service_id, None)  # re-inserted last: the oldest stay first
+        if len(cache) >= CREDENTIAL_CACHE_MAX:
+            for old in list(itertools.islice(cache, CREDENTIAL_CACHE_MAX // 8)):
+                del cache[old]
+        cache[ue_service_id] = (expires, digest)
 
     async def is_known(self, ue_service_id: str) -> bool:
         """Whether the UE is registered or at least provisioned."""
@@ -202,8 +309,9 @@ class Registry:
         Raises:
             InvalidRequest: unusable ``clientAddress``.
         """
+        source = _compact(source)
         contact = (
-            contact_from_address(reg.client_address)
+            _compact(contact_from_address(reg.client_address))
             if reg.client_address and gateway is None
             else source
         )
@@ -222,7 +330,11 @@ class Registry:
                 avail is not None and avail.store_and_forward_option is not None
             ),
             max_segment_size=reg.max_segment_size,
-            profile=json.dumps(profile, separators=(",", ":")),
+            profile=(
+                json.dumps(profile, separators=(",", ":"))
+                if profile
+                else _EMPTY_PROFILE
+            ),
             gateway=gateway,
             cell_id=reg.ue_location.cell_id if reg.ue_location else None,
             tracking_area_id=(

@@ -138,6 +138,36 @@ class CredentialStore(Protocol):
         """All provisioned UE Service IDs, sorted (code point order)."""
         ...
 
+    async def get_credentials(self, ue_service_ids: Sequence[str]) -> dict[str, bytes]:
+        """The digests of the provisioned UEs among ``ue_service_ids`` (one read).
+
+        What the registry uses to check the credentials of many concurrent
+        ``REG`` requests with one storage round trip; an ID that is not
+        provisioned is absent from the result.
+        """
+        ...
+
+    async def load_credentials(self) -> list[tuple[str, bytes]]:
+        """Every ``(ue_service_id, digest)``, sorted by ID (``msgin5g ue export``)."""
+        ...
+
+    async def put_credentials(
+        self, credentials: Sequence[tuple[str, bytes]], *, replace: bool = False
+    ) -> list[str]:
+        """Provision many UEs at once (``msgin5g ue import``).
+
+        Args:
+            credentials: ``(ue_service_id, digest)`` pairs, each ID at most once.
+            replace: overwrite the digest of an ID that is already provisioned;
+                without it such an ID keeps its digest.
+
+        Returns:
+            The IDs of ``credentials`` that were already provisioned (replaced
+            with ``replace``, left alone without), in input order. Every other
+            pair is durable when this returns.
+        """
+        ...
+
 
 class RegistrationStore(Protocol):
     """Registered UEs (client profile and contact address)."""

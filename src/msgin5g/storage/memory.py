@@ -91,6 +91,28 @@ class MemoryBackend:
         """Remove a provisioned UE; True if it existed."""
         return self._credentials.pop(ue_service_id, None) is not None
 
+    async def get_credentials(self, ue_service_ids: Sequence[str]) -> dict[str, bytes]:
+        """The digests of the provisioned UEs among ``ue_service_ids``."""
+        found = self._credentials
+        return {ue: found[ue] for ue in ue_service_ids if ue in found}
+
+    async def load_credentials(self) -> list[tuple[str, bytes]]:
+        """Every ``(ue_service_id, digest)``, sorted by ID."""
+        return sorted(self._credentials.items())
+
+    async def put_credentials(
+        self, credentials: Sequence[tuple[str, bytes]], *, replace: bool = False
+    ) -> list[str]:
+        """Provision many UEs; returns the IDs that were already provisioned."""
+        existing = []
+        for ue, digest in credentials:
+            if ue in self._credentials:
+                existing.append(ue)
+                if not replace:
+                    continue
+            self._credentials[ue] = bytes(digest)
+        return existing
+
     async def list_credentials(self) -> list[str]:
         """All provisioned UE Service IDs, sorted."""
         return sorted(self._credentials)

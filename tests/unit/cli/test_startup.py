@@ -77,6 +77,7 @@ def _run(
         ["ue", "send", "--help"],
         ["ue", "listen", "--help"],
         ["serve", "--help"],
+        ["ue", "import", "--help"],
         ["as", "send", "--help"],
     ],
 )

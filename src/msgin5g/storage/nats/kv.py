@@ -31,7 +31,7 @@ Expiry of routes and records:
 
 import asyncio
 import heapq
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Final
 
@@ -54,6 +54,8 @@ BUCKETS: Final = ("cred", "reg", "rec", "route", "dedup", "meta")
 
 _ENCODER: Final = msgspec.msgpack.Encoder()
 _WRONG_LAST_SEQUENCE: Final = 10071
+BULK_IN_FLIGHT: Final = 256
+"""Outstanding KV publishes of one :meth:`KvStores.put_credentials` call."""
 """JetStream API error code of a write whose expected last sequence did not hold."""
 _REG_DECODER: Final = msgspec.msgpack.Decoder(UERegistration)
 _ROUTE_DECODER: Final = msgspec.msgpack.Decoder(ReportRoute)
@@ -157,6 +159,55 @@ class KvStores:
         """Create or replace the credential digest of a UE."""
         with map_driver_errors():
             await self._kv["cred"].put(token(ue_service_id), bytes(digest))
+
+    async def get_credentials(self, ue_service_ids: Sequence[str]) -> dict[str, bytes]:
+        """The digests of the provisioned UEs among ``ue_service_ids``."""
+        kv = self._kv["cred"]
+        slots = asyncio.Semaphore(BULK_IN_FLIGHT)
+
+        async def one(ue: str) -> tuple[str, bytes] | None:
+            async with slots:
+                found = await _get(kv, token(ue))
+            return None if found is None else (ue, found[0])
+
+        with map_driver_errors():
+            pairs = await asyncio.gather(*(one(ue) for ue in set(ue_service_ids)))
+        return dict(pair for pair in pairs if pair is not None)
+
+    async def load_credentials(self) -> list[tuple[str, bytes]]:
+        """Every ``(ue_service_id, digest)``, sorted by ID."""
+        with map_driver_errors():
+            found = await self._scan("cred")
+        return sorted((untoken(key), value) for key, value in found)
+
+    async def put_credentials(
+        self, credentials: Sequence[tuple[str, bytes]], *, replace: bool = False
+    ) -> list[str]:
+        """Provision many UEs: KV creates, :data:`BULK_IN_FLIGHT` in flight.
+
+        Each pair is a ``create`` (refused on an existing key); an existing key
+        is then overwritten with ``replace`` or left alone. Returns the IDs that
+        were already provisioned, in input order.
+        """
+        kv = self._kv["cred"]
+        existed = [False] * len(credentials)
+        pending = iter(enumerate(credentials))
+
+        async def worker() -> None:
+            for index, (ue, digest) in pending:
+                try:
+                    await kv.create(token(ue), bytes(digest))
+                except APIError as exc:
+                    wrong_last = isinstance(exc, KeyWrongLastSequenceError)
+                    if not wrong_last and exc.err_code != _WRONG_LAST_SEQUENCE:
+                        raise
+                    existed[index] = True
+                    if replace:
+                        await kv.put(token(ue), bytes(digest))
+
+        with map_driver_errors():
+            await asyncio.gather(*(worker() for _ in range(BULK_IN_FLIGHT)))
+        return [ue for (ue, _), old in zip(credentials, existed, strict=True) if old]
 
     async def get_credential(self, ue_service_id: str) -> bytes | None:
         """Return the credential digest, or None if the UE is not provisioned."""

@@ -35,11 +35,14 @@ from msgin5g.storage.sqlite import record_ops as rec
 from msgin5g.storage.sqlite.driver import SYNCHRONOUS_MODES, connect
 from msgin5g.storage.sqlite.migrations import migrate
 from msgin5g.storage.sqlite.reader import Reader
-from msgin5g.storage.sqlite.writer import Writer
+from msgin5g.storage.sqlite.writer import Op, Writer
 
 __all__ = ["SqliteBackend"]
 
 _log = logging.getLogger(__name__)
+
+CREDENTIAL_CHUNK = 10_000
+"""Pairs per writer operation of :meth:`SqliteBackend.put_credentials`."""
 
 
 class SqliteBackend:
@@ -103,9 +106,14 @@ class SqliteBackend:
             path,
             self._open_writer,
             batch_max=batch_max,
-            bulk={q.op_remove: q.REMOVE_SQL},
+            # a burst of REGs: consecutive registration upserts, one statement
+            bulk={
+                q.op_remove: q.REMOVE_SQL,
+                rec.op_put_registration: rec.PUT_REGISTRATION_SQL,
+            },
         )
         self._put = self._writer.put
+        self._pending: list[Op] = []  # see _enqueue
         self._reader: Reader | None = None
         self._started = False
         self._closed = False
@@ -168,6 +176,7 @@ class SqliteBackend:
         self._closing = asyncio.get_running_loop().create_future()
         self._closed = True
         try:
+            self._flush()
             await self._writer.stop()
             if self._reader is not None:
                 await self._reader.stop()
@@ -208,9 +217,27 @@ class SqliteBackend:
 
     def _submit(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
         self._check_open()
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._put((fn, args, fut))
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._enqueue((fn, args, fut), loop)
         return fut
+
+    def _enqueue(self, op: Op, loop: asyncio.AbstractEventLoop) -> None:
+        """Queue ``op`` for the writer with the others of this loop iteration.
+
+        The operations queued by one pass of the event loop (a burst of REGs,
+        say) reach the writer as one list: one queue put and one thread wake-up
+        instead of one each. Order is kept: everything goes through this list.
+        """
+        pending = self._pending
+        if not pending:
+            loop.call_soon(self._flush)
+        pending.append(op)
+
+    def _flush(self) -> None:
+        if self._pending:
+            ops, self._pending = self._pending, []
+            self._put(ops)
 
     async def _read(self, fn: Callable[..., Any], *args: Any) -> Any:
         self._check_open()
@@ -223,6 +250,41 @@ class SqliteBackend:
     async def put_credential(self, ue_service_id: str, digest: bytes) -> None:
         """Create or replace the credential digest of a UE."""
         await self._submit(rec.op_put_credential, ue_service_id, bytes(digest))
+
+    async def get_credentials(self, ue_service_ids: Sequence[str]) -> dict[str, bytes]:
+        """The digests of the provisioned UEs among ``ue_service_ids`` (one read)."""
+        result: dict[str, bytes] = await self._read(
+            rec.op_get_credentials, list(ue_service_ids)
+        )
+        return result
+
+    async def load_credentials(self) -> list[tuple[str, bytes]]:
+        """Every ``(ue_service_id, digest)``, sorted by ID."""
+        result: list[tuple[str, bytes]] = await self._read(rec.op_load_credentials)
+        return result
+
+    async def put_credentials(
+        self, credentials: Sequence[tuple[str, bytes]], *, replace: bool = False
+    ) -> list[str]:
+        """Provision many UEs: one writer operation (``executemany``) per chunk.
+
+        Chunks of :data:`CREDENTIAL_CHUNK` pairs are queued together and each
+        commits with the writer's group commit; returns the IDs that were
+        already provisioned.
+        """
+        rows = [(ue, bytes(digest)) for ue, digest in credentials]
+        futures = [
+            self._submit(
+                rec.op_put_credentials,
+                rows[start : start + CREDENTIAL_CHUNK],
+                replace,
+            )
+            for start in range(0, len(rows), CREDENTIAL_CHUNK)
+        ]
+        existing: list[str] = []
+        for found in await asyncio.gather(*futures):
+            existing.extend(found)
+        return existing
 
     async def get_credential(self, ue_service_id: str) -> bytes | None:
         """Return the credential digest, or None if the UE is not provisioned."""
@@ -369,7 +431,14 @@ class SqliteBackend:
             return
         if not self._started:
             raise StorageUnavailable("sqlite: backend not started (call start())")
-        self._put((q.op_remove, (seq,), None))
+        op: Op = (q.op_remove, (seq,), None)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # outside the loop: behind what is pending
+            self._flush()
+            self._put(op)
+        else:
+            self._enqueue(op, loop)
 
     async def pending_for(
         self, recipient: str, *, after_seq: int = 0, limit: int = 100

@@ -67,7 +67,8 @@ class Writer:
         writes: operations those transactions carried.
         disk_full: the last write failed because the disk (or the file's
             ``max_page_count``) is full.
-        put: queue an :data:`Op` (thread-safe, never blocks).
+        put: queue an :data:`Op`, or a list of them that stays in one
+            transaction (thread-safe, never blocks).
     """
 
     def __init__(
@@ -95,7 +96,7 @@ class Writer:
         self.disk_full = False
         self._opener = opener
         self._bulk = dict(bulk)
-        self._queue: queue.SimpleQueue[Op] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Op | list[Op]] = queue.SimpleQueue()
         self.put = self._queue.put
         self._thread: threading.Thread | None = None
 
@@ -158,7 +159,8 @@ class Writer:
         """Run batches until the stop sentinel; return the sentinel's future."""
         get, get_nowait = self._queue.get, self._queue.get_nowait
         while True:
-            batch = [get()]
+            first = get()
+            batch = first if isinstance(first, list) else [first]
             stop: asyncio.Future[Any] | None = None
             if batch[0][0] is None:
                 return batch[0][2]
@@ -167,6 +169,9 @@ class Writer:
                     op = get_nowait()
                 except queue.Empty:
                     break
+                if isinstance(op, list):  # never split: it may pass batch_max
+                    batch.extend(op)
+                    continue
                 if op[0] is None:
                     stop = op[2]
                     break

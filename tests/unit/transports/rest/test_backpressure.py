@@ -53,6 +53,10 @@ async def test_overload_gets_503_with_retry_after_and_no_queue() -> None:
             assert resp.headers["retry-after"] == "1"
             assert resp.headers["content-type"] == "application/problem+json"
             assert resp.json()["cause"] == "SERVER_CONGESTION"
+        for _ in range(200):  # the held ones reach the (stalled) storage write
+            if len(writes) >= 4:
+                break
+            await asyncio.sleep(0)
         assert len(writes) == 4  # the refused ones touched no storage
         gate.set()
         held = await asyncio.gather(*(t for t in posts if not t.done()))
@@ -120,6 +124,10 @@ async def test_overload_over_real_http_sockets_is_refused() -> None:
                     break
                 await asyncio.sleep(0.01)
             assert sum(t.done() for t in posts) == 192
+            for _ in range(1000):  # the held ones reach the (stalled) storage write
+                if len(writes) >= 8:
+                    break
+                await asyncio.sleep(0.01)
             assert len(writes) == 8
             gate.set()
             codes = await asyncio.gather(*posts)
