@@ -11,7 +11,7 @@ import abc
 import uuid
 from collections.abc import Callable
 from datetime import datetime
-from typing import TypeVar
+from typing import TypedDict, TypeVar, Unpack
 
 import msgspec
 
@@ -28,7 +28,25 @@ from msgin5g.model.messages import (
 )
 from msgin5g.spec.delivery import PriorityType
 
-__all__ = ["Messaging"]
+__all__ = ["Messaging", "SendOptions"]
+
+
+class SendOptions(TypedDict, total=False):
+    """Keyword options of ``send_to_group`` / ``send_to_area`` / ``send_to_as``."""
+
+    application_id: str | None
+    """Application ID the recipient hands the payload to."""
+    report: bool
+    """Ask for delivery status reports (default False)."""
+    store_and_forward: bool
+    """Let the server store it for unreachable recipients (default True)."""
+    message_id: str | None
+    """MSGin5G Message ID (default: a new UUID)."""
+    priority: PriorityType | str | None
+    """``HIGH``, ``MIDDLE`` or ``LOW``."""
+    expires: datetime | None
+    """Message expiration time of a stored copy."""
+
 
 R = TypeVar("R", bound=msgspec.Struct)
 
@@ -153,79 +171,30 @@ class Messaging(abc.ABC):
         return await self._call(request, TopicUnsubResp)
 
     async def send_to_group(
-        self,
-        group: str,
-        payload: bytes | str,
-        *,
-        application_id: str | None = None,
-        report: bool = False,
-        store_and_forward: bool = True,
-        message_id: str | None = None,
-        priority: PriorityType | str | None = None,
-        expires: datetime | None = None,
+        self, group: str, payload: bytes | str, **options: Unpack[SendOptions]
     ) -> MsgResp:
-        """Send to every member of a group (TS 23.554 §8.7.4; reports per member)."""
-        return await self._send_one(
-            payload,
-            application_id,
-            report,
-            store_and_forward,
-            message_id,
-            priority=priority,
-            expires=expires,
-            recipient_group_service_id=group,
-        )
+        """Send to every member of a group (TS 23.554 §8.7.4; reports per member).
+
+        ``options`` as for every ``send_to_*``: :class:`SendOptions`.
+        """
+        return await self._send_one(payload, options, recipient_group_service_id=group)
 
     async def send_to_area(
-        self,
-        area: str,
-        payload: bytes | str,
-        *,
-        application_id: str | None = None,
-        report: bool = False,
-        store_and_forward: bool = True,
-        message_id: str | None = None,
-        priority: PriorityType | str | None = None,
-        expires: datetime | None = None,
+        self, area: str, payload: bytes | str, **options: Unpack[SendOptions]
     ) -> MsgResp:
         """Broadcast to every UE in a Broadcast Area (digest §2.14).
 
         The area's policy decides whether UEs may broadcast (docs/broadcast.md);
         otherwise the answer is ``DELY_REJECTED`` / ``NOT_AUTHORIZED``.
         """
-        return await self._send_one(
-            payload,
-            application_id,
-            report,
-            store_and_forward,
-            message_id,
-            priority=priority,
-            expires=expires,
-            recipient_broadcast_area_id=area,
-        )
+        return await self._send_one(payload, options, recipient_broadcast_area_id=area)
 
     async def send_to_as(
-        self,
-        as_service_id: str,
-        payload: bytes | str,
-        *,
-        application_id: str | None = None,
-        report: bool = False,
-        store_and_forward: bool = True,
-        message_id: str | None = None,
-        priority: PriorityType | str | None = None,
-        expires: datetime | None = None,
+        self, as_service_id: str, payload: bytes | str, **options: Unpack[SendOptions]
     ) -> MsgResp:
         """Point-to-Application: send to an Application Server (digest §2.12)."""
         return await self._send_one(
-            payload,
-            application_id,
-            report,
-            store_and_forward,
-            message_id,
-            priority=priority,
-            expires=expires,
-            recipient_as_service_id=as_service_id,
+            payload, options, recipient_as_service_id=as_service_id
         )
 
     async def publish(
@@ -238,36 +207,27 @@ class Messaging(abc.ABC):
         message_id: str | None = None,
     ) -> MsgResp:
         """Publish to a Messaging Topic: every subscriber gets a copy (§3.13.2)."""
-        return await self._send_one(
-            payload,
-            application_id,
-            False,
-            store_and_forward,
-            message_id,
-            messaging_topic=topic,
-        )
+        options: SendOptions = {
+            "application_id": application_id,
+            "store_and_forward": store_and_forward,
+            "message_id": message_id,
+        }
+        return await self._send_one(payload, options, messaging_topic=topic)
 
     async def _send_one(
-        self,
-        payload: bytes | str,
-        application_id: str | None,
-        report: bool,
-        store_and_forward: bool,
-        message_id: str | None,
-        *,
-        priority: PriorityType | str | None = None,
-        expires: datetime | None = None,
-        **recipient: str,
+        self, payload: bytes | str, options: SendOptions, **recipient: str
     ) -> MsgResp:
         """One unsegmented ``MSG`` to the recipient member given as keyword."""
+        priority = options.get("priority")
+        expires = options.get("expires")
         msg = Msg(
-            message_id=message_id or str(uuid.uuid4()),
+            message_id=options.get("message_id") or str(uuid.uuid4()),
             originating_ue_service_id=self.ue_service_id,
-            delivery_status_required=report,
-            application_id=application_id,
+            delivery_status_required=options.get("report", False),
+            application_id=options.get("application_id"),
             payload=payload.encode() if isinstance(payload, str) else payload,
             priority_type=PriorityType(priority) if priority else None,
-            store_and_forward_flag=store_and_forward,
+            store_and_forward_flag=options.get("store_and_forward", True),
             store_and_forward_params=(
                 StoreAndForwardParams(message_expiration_time=expires)
                 if expires

@@ -30,7 +30,7 @@ ProblemDetails without detail; the server keeps serving.
 """
 
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -50,6 +50,14 @@ from msgin5g.transports.rest import (
     msgs_topicsub,
     ss_gm,
 )
+from msgin5g.transports.rest.asgi_io import (
+    ASGIApp,
+    Receive,
+    Scope,
+    Send,
+    read_body,
+    replay,
+)
 from msgin5g.transports.rest.auth import parse_client_credentials
 from msgin5g.transports.rest.context import (
     Answer,
@@ -65,11 +73,6 @@ __all__ = ["INSUFFICIENT_SCOPE", "BodyGuard", "create_app"]
 
 log = logging.getLogger(__name__)
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 TOKEN_PATH = "/oauth2/token"  # noqa: S105 - a path, not a secret
 _FORM = "application/x-www-form-urlencoded"
@@ -107,15 +110,15 @@ class BodyGuard:
                     415, FailureCause.INVALID_MESSAGE, f"Content-Type must be {wanted}"
                 )
         if reply is None:
-            body = await _read_body(receive, self.max_body)
+            body = await read_body(receive, self.max_body)
             if body is None:
                 reply = _too_large(self.max_body)
                 reply.headers["Connection"] = "close"
             else:
-                await self.app(scope, _replay(body), send)
+                await self.app(scope, replay(body), send)
                 return
         elif (
-            reply.status_code == 413 or await _read_body(receive, self.max_body) is None
+            reply.status_code == 413 or await read_body(receive, self.max_body) is None
         ):
             # refused before the framework read the body: it was consumed above
             # (bounded) so the connection stays usable, or it is closed
@@ -128,35 +131,6 @@ def _too_large(limit: int) -> Response:
     return problem(
         413, FailureCause.PAYLOAD_TOO_LARGE, f"request body above {limit} octets"
     )
-
-
-async def _read_body(receive: Receive, limit: int) -> bytes | None:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return b"".join(chunks)
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-
-
-def _replay(body: bytes) -> Receive:
-    sent = False
-
-    async def receive() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return {"type": "http.disconnect"}
-
-    return receive
 
 
 def _loc(loc: tuple[Any, ...]) -> str:

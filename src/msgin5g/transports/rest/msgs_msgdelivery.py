@@ -31,8 +31,6 @@ instead, so those answers come from one place.
 """
 
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
 
 from fastapi import APIRouter, Depends
 from pydantic import ValidationError
@@ -50,6 +48,14 @@ from msgin5g.errors import MSGin5GError
 from msgin5g.model.messages import MsgResp
 from msgin5g.spec.causes import FailureCause
 from msgin5g.spec.delivery import DeliveryStatus
+from msgin5g.transports.rest.asgi_io import (
+    ASGIApp,
+    Receive,
+    Scope,
+    Send,
+    read_body,
+    replay,
+)
 from msgin5g.transports.rest.context import Answer, RestContext
 from msgin5g.transports.rest.problems import ack_or_problem, problem, problem_for
 
@@ -57,11 +63,6 @@ __all__ = ["PREFIX", "SCOPE", "FastDelivery", "router"]
 
 log = logging.getLogger(__name__)
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 SCOPE = "msgs-msgdelivery"
 """The OAuth2 scope a token needs for this API."""
@@ -137,11 +138,11 @@ class FastDelivery:
                 await self.app(scope, receive, send)  # 401 / 403 from the route
                 return
             caller = token.client_id
-        body = await _body_of(receive)
+        body = await read_body(receive) or b""  # bounded by BodyGuard
         try:
             request = ASMessageDelivery.model_validate_json(body)
         except ValidationError:  # the route answers the 400 (invalidParams)
-            await self.app(scope, _replay(body), send)
+            await self.app(scope, replay(body), send)
             return
         response = await self._deliver(request, caller)
         await send(
@@ -165,29 +166,3 @@ class FastDelivery:
         except Exception as exc:
             log.error("HTTP 500 POST %s", AS_PATH, exc_info=exc)
             return problem(500, FailureCause.INTERNAL_ERROR)
-
-
-async def _body_of(receive: Receive) -> bytes:
-    """The whole request body (already bounded by ``BodyGuard``)."""
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
-
-
-def _replay(body: bytes) -> Receive:
-    sent = False
-
-    async def receive() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return {"type": "http.disconnect"}
-
-    return receive
