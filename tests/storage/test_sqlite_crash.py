@@ -217,7 +217,8 @@ async def test_failing_operation_fails_only_its_own_future(
         asyncio.ensure_future(sqlite_backend.enqueue(make_item(f"h{i}")))
         for i in range(20)
     ]
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # the enqueues run and schedule their list's flush
+    await asyncio.sleep(0)  # the flush runs: every operation is queued before release
     commits = sqlite_backend.commits
     gate.set()
     results = await asyncio.gather(held, *good, bad, *more, return_exceptions=True)
