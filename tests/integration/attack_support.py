@@ -13,9 +13,13 @@ from msgin5g.server import Server, provision_ue
 
 
 async def attack_server(
-    tmp_path: Path, ues: tuple[str, ...] = ("ue1", "ue2")
+    tmp_path: Path, ues: tuple[str, ...] = ("ue1", "ue2"), **settings: str
 ) -> AsyncIterator[Server]:
-    """A server on a real SQLite file and loopback UDP; UEs provisioned."""
+    """A server on a real SQLite file and loopback UDP; UEs provisioned.
+
+    ``settings`` are extra ``section.key`` overrides, passed as
+    ``**{"coap.max_payload": "64000"}``.
+    """
     url = f"sqlite:///{tmp_path / 'msgin5g.db'}"
     for ue in ues:
         await provision_ue(url, ue, f"secret-{ue}")
@@ -28,6 +32,7 @@ async def attack_server(
             "coap.ack_timeout": "0.2",
             "coap.max_retransmit": "1",
             "rest.enabled": "false",
+            **settings,
         },
     )
     async with Server(config) as srv:

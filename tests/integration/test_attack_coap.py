@@ -17,10 +17,10 @@ import pytest
 
 from msgin5g.coap.message import CoapMessage, encode_uint, uri_path_options
 from msgin5g.coap.numbers import Code, Type
-from msgin5g.config import load_config
 from msgin5g.logsafe import DEFAULT_FORMAT, SafeFormatter
 from msgin5g.model.credentials import psk_token
-from msgin5g.server import Server, provision_ue
+from msgin5g.server import Server
+from tests.integration.attack_support import attack_server
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -29,22 +29,7 @@ OPTIONS = [*uri_path_options(("msgin5g",)), (12, encode_uint(50))]
 
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[Server]:
-    url = f"sqlite:///{tmp_path / 'msgin5g.db'}"
-    for ue in ("ue1", "ue2"):
-        await provision_ue(url, ue, f"secret-{ue}")
-    config = load_config(
-        None,
-        {},
-        {
-            "coap.bind": "127.0.0.1:0",
-            "storage.url": url,
-            "coap.ack_timeout": "0.2",
-            "coap.max_retransmit": "1",
-            "coap.max_payload": "64000",
-            "rest.enabled": "false",
-        },
-    )
-    async with Server(config) as srv:
+    async for srv in attack_server(tmp_path, **{"coap.max_payload": "64000"}):
         yield srv
 
 

@@ -7,31 +7,17 @@ from pathlib import Path
 import pytest
 
 from msgin5g.client import Client
-from msgin5g.config import load_config
 from msgin5g.errors import NotAuthorized
 from msgin5g.model.messages import Imdn, Msg
-from msgin5g.server import Server, provision_ue
+from msgin5g.server import Server
+from tests.integration.attack_support import attack_server
 
 pytestmark = pytest.mark.timeout(30)
 
 
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[Server]:
-    url = f"sqlite:///{tmp_path / 'msgin5g.db'}"
-    for ue in ("ue1", "ue2"):
-        await provision_ue(url, ue, f"secret-{ue}")
-    config = load_config(
-        None,
-        {},
-        {
-            "coap.bind": "127.0.0.1:0",
-            "storage.url": url,
-            "coap.ack_timeout": "0.2",
-            "coap.max_retransmit": "1",
-            "rest.enabled": "false",
-        },
-    )
-    async with Server(config) as srv:
+    async for srv in attack_server(tmp_path):
         yield srv
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from msgin5g.coap.actions import Action, Rejected
 from msgin5g.coap.address import Peer
@@ -52,20 +53,17 @@ class ObserveRole:
     _observers: ObserverTable
     _observe_reset: ObserveResetCallback | None
 
-    def _run(self, actions: list[Action]) -> None:
-        raise NotImplementedError  # the endpoint's
+    if TYPE_CHECKING:  # provided by Endpoint; declared here for the type checker only
 
-    def _arm_timer(self) -> None:
-        raise NotImplementedError  # the endpoint's
+        def _run(self, actions: list[Action]) -> None: ...
 
-    def _numeric(self, peer: Peer) -> Peer | None:
-        raise NotImplementedError  # the endpoint's
+        def _arm_timer(self) -> None: ...
 
-    async def _destination(self, peer: Peer) -> Peer:
-        raise NotImplementedError  # the endpoint's
+        def _numeric(self, peer: Peer) -> Peer | None: ...
 
-    def _numeric_destination(self, peer: Peer) -> Peer:
-        raise NotImplementedError  # the endpoint's
+        async def _destination(self, peer: Peer) -> Peer: ...
+
+        def _numeric_destination(self, peer: Peer) -> Peer: ...
 
     def observe(self, peer: Peer, token: bytes) -> int:
         """Register (or refresh) the observation ``(peer, token)`` in the engine.
