@@ -15,6 +15,7 @@ Values are validated in ``__post_init__`` and errors name the key path.
 
 import dataclasses
 import ipaddress
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from msgin5g.spec.delivery import MSGIN5G_SERVICE_ID
 
 __all__ = [
     "DEFAULT_TARGET_NETWORKS",
+    "ClusterConfig",
     "CoapConfig",
     "DeliveryConfig",
     "IPNetwork",
@@ -72,6 +74,9 @@ class CoapConfig:
 
     bind: str = "0.0.0.0:5683"
     """Address and UDP port to listen on (``HOST:PORT``; ``[::]:5683`` for IPv6)."""
+    reuse_port: bool = False
+    """Open the socket with ``SO_REUSEPORT`` (set for the processes of
+    ``--workers N``, which share one port)."""
     service_id: str = MSGIN5G_SERVICE_ID
     """The MSGin5G service identifier (digest §1.2, a PROJECT CHOICE value): a
     ``msgin5gServiceId`` a client sends must equal it (else 4.00). It is also the
@@ -292,6 +297,8 @@ class RestConfig:
     bind: str = "127.0.0.1:8080"
     """TCP address of the HTTP server (HTTP/1.1 and h2c on the same port).
     Loopback by default: open it to the network only with ``oauth2 = true``."""
+    reuse_port: bool = False
+    """Open the listening socket with ``SO_REUSEPORT`` (``--workers N``)."""
     server: str = "granian"
     """ASGI server: ``granian`` (measured 2-3x faster, docs/rest.md) or
     ``hypercorn`` (pure Python)."""
@@ -450,6 +457,31 @@ class LogConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    """Membership of a cluster of msgin5g nodes on NATS JetStream (docs/cluster.md)."""
+
+    node_id: str = ""
+    """This node's name in the cluster (letters, digits, ``-``, ``_``); empty: a
+    single process, which owns every UE. Needs ``storage.url = "nats://..."``."""
+    lease: float = 10.0
+    """Seconds after its last heartbeat at which a node (and so the CoAP contact
+    of the UEs registered at it) is considered dead."""
+    workers: int = 1
+    """Worker processes sharing the CoAP and HTTP ports with ``SO_REUSEPORT``;
+    0 = one per core. More than one needs ``storage.url = "nats://..."``."""
+
+    def __post_init__(self) -> None:
+        if self.node_id and not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", self.node_id):
+            raise ConfigError(
+                "cluster.node_id: 1-64 letters, digits, '-' or '_'"
+            )
+        if not 1.0 <= self.lease <= 3600.0:
+            raise ConfigError("cluster.lease: between 1 and 3600 seconds")
+        if not 0 <= self.workers <= 256:
+            raise ConfigError("cluster.workers: between 0 (one per core) and 256")
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     """Everything ``msgin5g serve`` needs."""
 
@@ -461,6 +493,21 @@ class ServerConfig:
     seal: SealConfig = field(default_factory=SealConfig)
     topics: TopicsConfig = field(default_factory=TopicsConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+
+    def __post_init__(self) -> None:
+        shared = self.storage.url.split(":", 1)[0].lower() in {"nats", "tls"}
+        if self.cluster.workers != 1 and not shared:
+            raise ConfigError(
+                "cluster.workers: more than one worker needs storage on NATS "
+                "JetStream (--storage nats://HOST:4222); SQLite is the "
+                "single-process default"
+            )
+        if self.cluster.node_id and not shared:
+            raise ConfigError(
+                "cluster.node_id: a cluster node needs storage on NATS JetStream "
+                "(--storage nats://HOST:4222)"
+            )
 
 
 _T = TypeVar("_T")
@@ -510,6 +557,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "seal": SealConfig,
     "topics": TopicsConfig,
     "log": LogConfig,
+    "cluster": ClusterConfig,
 }
 
 
