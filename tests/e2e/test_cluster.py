@@ -14,7 +14,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -22,6 +22,7 @@ import pytest
 from msgin5g.client import Client
 from tests.conftest import require_binary
 from tests.e2e.conftest import ServerProcess, _env
+from tests.e2e.test_as import Lines, as_send, free_tcp_port, spawn
 from tests.storage.nats_server import NatsServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
@@ -35,10 +36,15 @@ class Node(ServerProcess):
 
     nats_url: str = ""
     node_id: str = ""
+    http_port: int = field(default_factory=free_tcp_port)
 
     @property
     def storage(self) -> str:
         return f"{self.nats_url}?prefix=cl"
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
 
     def start(self) -> None:
         self.extra = (
@@ -46,6 +52,10 @@ class Node(ServerProcess):
             f"cluster.node_id={self.node_id}",
             "--set",
             "cluster.lease=3",
+            "--set",
+            "rest.enabled=true",
+            "--http",
+            f"127.0.0.1:{self.http_port}",
         )
         super().start()
 
@@ -178,7 +188,7 @@ async def test_ue_moving_to_another_node_takes_its_messages(
 
 
 def cluster_status(storage: str) -> tuple[int, dict[str, list[dict[str, object]]]]:
-    out = subprocess.run(  # noqa: S603 - our own CLI
+    out = subprocess.run(
         [
             sys.executable,
             "-m",
@@ -221,3 +231,89 @@ def test_cluster_status_shows_both_nodes(nodes: tuple[Node, Node]) -> None:
         time.sleep(0.2)
     assert code == 1
     assert [n["alive"] for n in status["nodes"]] == [True, False]
+
+
+async def test_a2p_at_one_node_for_a_ue_at_the_other_with_report_to_the_as(
+    nodes: tuple[Node, Node],
+) -> None:
+    """The AS registered at node 1; it sends through node 2 to a UE at node 1."""
+    one, two = nodes
+    bind = f"127.0.0.1:{free_tcp_port()}"
+    aserver = Lines(
+        spawn("as", "listen", "--bind", bind, "--server", one.http, "--as", "as1")
+    )
+    try:
+        assert aserver.next()["status"] == 201
+        async with client("a", one) as a:
+            await a.register()
+            await asyncio.sleep(0.5)  # node 2 re-read the AS registration
+            ack = await asyncio.to_thread(
+                as_send,
+                two,
+                "--to",
+                "a",
+                "--text",
+                "via n2",
+                "--report",
+                "--msg-id",
+                "a2p-x",
+            )
+            assert ack["status"] == 200, ack
+            got = await a.receive(timeout=10)
+            assert got.item.payload == b"via n2"
+        report = await asyncio.to_thread(aserver.next)
+        assert report["resource"] == "deliver-report"
+        assert report["body"]["delivSt"] == "REPT_DELY_SUCCESS"
+    finally:
+        aserver.stop()
+
+
+async def test_topic_subscribed_at_one_node_published_at_the_other(
+    nodes: tuple[Node, Node],
+) -> None:
+    one, two = nodes
+    async with client("a", one) as a, client("c", two) as c:
+        await a.register()
+        await c.register()
+        sub = await a.subscribe("cl/news")
+        assert sub.topic_results[0].result == "SUCCESS"
+        await asyncio.sleep(0.5)  # node 2 follows the subscription record
+        resp = await c.publish("cl/news", b"extra")
+        assert resp.delivery_status in {"DELY_ACCEPTED", "DELY_STORED"}
+        got = await a.receive(timeout=10)
+        assert got.item.payload == b"extra"
+        assert got.item.messaging_topic == "cl/news"
+
+
+async def test_kill_9_of_nats_server_loses_nothing_acknowledged(
+    nodes: tuple[Node, Node], jetstream: NatsServer
+) -> None:
+    """Both nodes ride out a nats-server crash; the stored messages survive it."""
+    one, two = nodes
+    ids = [f"k-{uuid.uuid4()}" for _ in range(100)]
+    async with client("a", one) as a:
+        await a.register()
+        statuses = await send_many(a, "b", ids)
+    assert set(statuses) == {"DELY_STORED"}
+    jetstream.kill()
+    jetstream.start()
+    async with client("b", two) as b:
+        for _ in range(60):  # the nodes reconnect (0.5 s back-off)
+            try:
+                resp = await b.register()
+            except Exception:
+                await asyncio.sleep(0.5)
+                continue
+            if resp.registration_result == "SUCCESS":
+                break
+            await asyncio.sleep(0.5)
+        received = await receive_all(b, len(ids))
+        assert sorted(received) == sorted(ids)
+        async with client("a", one) as a:
+            await a.register()
+            resp = await a.send("b", b"after the crash", report=True)
+            # accepted, or stored while node 1 still counts node 2 as away:
+            # delivered either way once the nodes hear of each other again
+            assert resp.delivery_status in {"DELY_ACCEPTED", "DELY_STORED"}
+            got = await b.receive(timeout=20)
+            assert got.item.payload == b"after the crash"

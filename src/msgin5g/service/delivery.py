@@ -456,6 +456,14 @@ class DeliveryEngine:
             else:
                 self._backlog.add(item.recipient)
 
+    def retry_owned_by(self, node: str) -> None:
+        """Wake the parked recipients registered at ``node`` (it is back)."""
+        self._retry(
+            r
+            for r in list(self._unreachable | self._backlog)
+            if self._registry.owner_of(r) == node
+        )
+
     async def _hand_off(self, recipient: str, mailbox: _Mailbox, node: str) -> None:
         """Give the mailbox's items to ``node``, which owns ``recipient``."""
         assert self._cluster is not None  # noqa: S101 - only called in a cluster
