@@ -21,7 +21,7 @@ import pytest
 
 from msgin5g.client import Client
 from tests.conftest import require_binary
-from tests.e2e.conftest import ServerProcess, _env
+from tests.e2e.conftest import ServerProcess, _env, msgin5g
 from tests.e2e.test_as import Lines, as_send, free_tcp_port, spawn
 from tests.storage.nats_server import NatsServer
 
@@ -317,3 +317,28 @@ async def test_kill_9_of_nats_server_loses_nothing_acknowledged(
             assert resp.delivery_status in {"DELY_ACCEPTED", "DELY_STORED"}
             got = await b.receive(timeout=20)
             assert got.item.payload == b"after the crash"
+
+
+async def test_group_message_reaches_members_at_both_nodes(
+    nodes: tuple[Node, Node],
+) -> None:
+    one, two = nodes
+    members = [f"g{i}" for i in range(6)]
+    for ue in members:
+        one.add_ue(ue, f"s-{ue}")
+    msgin5g("group", "create", "crew", *members, "--storage", one.storage)
+    clients = [client(ue, one if i % 2 else two) for i, ue in enumerate(members)]
+    for ue in clients:
+        await ue.start()
+    try:
+        for ue in clients:
+            await ue.register()
+        await asyncio.sleep(0.5)
+        resp = await clients[0].send_to_group("crew", b"all hands")
+        assert resp.delivery_status == "DELY_ACCEPTED"
+        for ue in clients[1:]:
+            got = await ue.receive(timeout=10)
+            assert got.item.payload == b"all hands", ue.ue_service_id
+    finally:
+        for ue in clients:
+            await ue.aclose()

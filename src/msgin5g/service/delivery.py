@@ -326,11 +326,29 @@ class DeliveryEngine:
 
     def _burst_slice(self, items: list[QueuedItem], start: int) -> None:
         end = start + _BURST_SLICE
+        remote: dict[str, list[QueuedItem]] = {}
         for item in items[start:end]:
+            if self._cluster is not None:
+                node = self._remote_owner(item.recipient)
+                if node is not None and item.recipient not in self._mailboxes:
+                    remote.setdefault(node, []).append(item)
+                    continue
             if not self._burst(item):
                 self._push(item.recipient, item)
+        for node, batch in remote.items():
+            # one hand-off per node for a fan-out's members registered there
+            self._tasks.spawn(self._hand_off_batch(node, batch), name="hand-off")
         if end < len(items) and not self._closing:
             asyncio.get_running_loop().call_soon(self._burst_slice, items, end)
+
+    async def _hand_off_batch(self, node: str, items: list[QueuedItem]) -> None:
+        assert self._cluster is not None  # noqa: S101 - only called in a cluster
+        if await self._cluster.hand_off(node, items):
+            for item in items:
+                self._unstored(item)
+            return
+        for item in items:  # the mailboxes retry or park them
+            self._push(item.recipient, item)
 
     def _burst(self, item: QueuedItem) -> bool:
         """Start delivering ``item`` without a mailbox; False if it needs one.
