@@ -149,7 +149,7 @@ async def test_ue_of_a_dead_node_is_unreachable_and_messages_are_stored(
     cluster,
 ) -> None:
     hub, backend, made = cluster
-    (n1, d1, node1), (n2, d2, _) = made["n1"], made["n2"]
+    (n1, _, node1), (n2, d2, _) = made["n1"], made["n2"]
     await n1.register(reg("a"), A)
     await n2.register(reg("b"), B)
     await hub.sync(backend)
@@ -183,7 +183,7 @@ async def test_uplink_reaching_another_node_claims_the_ue(cluster) -> None:
 
 
 async def test_registration_moving_here_adopts_what_others_stored(cluster) -> None:
-    hub, backend, made = cluster
+    _, _, made = cluster
     (n1, _, _), (n2, d2, node2) = made["n1"], made["n2"]
     await n1.register(reg("a"), A)
     await n1.submit(msg("m1"), A)  # b unregistered: stored by node 1
