@@ -371,8 +371,8 @@ class DeliveryEngine:
         message = item.item
         if (
             registration is None
-            or registration.node != self._node
             or registration.gateway is not None
+            or registration.node != self._node
             or not isinstance(message, Msg)
         ):
             return False
@@ -649,9 +649,11 @@ class DeliveryEngine:
             if target is None:
                 return
             registration, contact = target
-            if registration.node != self._node:
-                await self._hand_off(recipient, mailbox, registration.node)
-                continue
+            if self._cluster is not None:
+                owner = self._registry.owner_of(recipient)
+                if owner is not None and owner != self._node:
+                    await self._hand_off(recipient, mailbox, owner)
+                    continue
             _, seq, item = heapq.heappop(mailbox.heap)
             if item.expires_at <= self._clock.now():
                 mailbox.seqs.discard(seq)  # the sweeper reports and removes it
