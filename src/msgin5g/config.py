@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from msgin5g.config_network import NefConfig, PeersConfig
 from msgin5g.errors import ConfigError
 from msgin5g.spec.delivery import MSGIN5G_SERVICE_ID
 
@@ -31,6 +32,8 @@ __all__ = [
     "IPNetwork",
     "LimitsConfig",
     "LogConfig",
+    "NefConfig",
+    "PeersConfig",
     "RestConfig",
     "SealConfig",
     "ServerConfig",
@@ -461,6 +464,8 @@ class ServerConfig:
     seal: SealConfig = field(default_factory=SealConfig)
     topics: TopicsConfig = field(default_factory=TopicsConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    nef: NefConfig = field(default_factory=NefConfig)
+    peers: PeersConfig = field(default_factory=PeersConfig)
 
 
 _T = TypeVar("_T")
@@ -510,6 +515,8 @@ _SECTIONS: dict[str, type[Any]] = {
     "seal": SealConfig,
     "topics": TopicsConfig,
     "log": LogConfig,
+    "nef": NefConfig,
+    "peers": PeersConfig,
 }
 
 

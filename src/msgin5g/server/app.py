@@ -25,10 +25,12 @@ from msgin5g.runtime import Clock
 from msgin5g.server.metrics import CONTENT_TYPE, ServerCollector, render
 from msgin5g.service.applications import TargetNetworks
 from msgin5g.service.messaging import MessagingService
+from msgin5g.service.peers import Peers
 from msgin5g.storage import open_backend
 from msgin5g.storage.base import Backend
 from msgin5g.transports.coap import CoapTransport
 from msgin5g.transports.rest import HttpASDeliverer, RestTransport
+from msgin5g.transports.rest.peer_client import HttpPeerDeliverer
 from msgin5g.transports.rest.seal_client import SealGroupSource
 
 __all__ = ["Server"]
@@ -94,6 +96,7 @@ class Server:
         )
         stack.push_async_callback(service.aclose)
         self.service = service
+        self._wire_network(stack, service)
         await service.load()
         stack.push_async_callback(coap.aclose)
         if config.rest.enabled:
@@ -143,6 +146,15 @@ class Server:
             return None
 
         ops.checks.update({"storage": storage, "coap": coap_socket})
+
+    def _wire_network(self, stack: AsyncExitStack, service: MessagingService) -> None:
+        """MSGin5G-8 peers (docs/federation.md) and the NEF (docs/nef.md)."""
+        config = self.config
+        if config.peers.table:
+            link = HttpPeerDeliverer(config.peers)
+            stack.push_async_callback(link.aclose)
+            service.set_peers(Peers(config.peers, link))
+            log.info("peer servers: %s", ", ".join(sorted(config.peers.table)))
 
     def _group_source_for(self) -> SealGroupSource | None:
         """The external SEAL group management server, when configured."""

@@ -18,7 +18,15 @@ from msgin5g.model.messages import DownlinkItem, Imdn, Msg, TopicUnsubResp
 from msgin5g.model.registry import Contact
 from msgin5g.runtime import Clock, SystemClock
 
-__all__ = ["ASDeliverer", "Clock", "Deliverer", "SystemClock", "TopicNotifier"]
+__all__ = [
+    "ASDeliverer",
+    "Clock",
+    "Deliverer",
+    "PeerLink",
+    "SystemClock",
+    "TopicNotifier",
+    "Watcher",
+]
 
 
 class Deliverer(Protocol):
@@ -99,4 +107,41 @@ class TopicNotifier(Protocol):
         A final NON 2.05 without Observe option (RFC 7641 §3.2) carrying
         ``body``; never raises.
         """
+        ...
+
+
+class PeerLink(Protocol):
+    """MSGin5G-8: which UE Service IDs a peer server serves, and the way there.
+
+    Implemented by :class:`msgin5g.service.peers.Peers` over the HTTP client of
+    :mod:`msgin5g.transports.rest.peer_client` (docs/federation.md).
+    """
+
+    def is_remote(self, ue_service_id: str) -> bool:
+        """Whether ``ue_service_id`` (``ue@domain``) is served by a peer server."""
+        ...
+
+    async def deliver_to_peer(self, ue_service_id: str, item: Msg | Imdn) -> None:
+        """Hand a message or report for ``ue_service_id`` to its peer server.
+
+        Raises:
+            RecipientUnreachable: the peer is down or overloaded (retried).
+            DeliveryRejected: the peer refused it (reported, not retried).
+        """
+        ...
+
+
+class Watcher(Protocol):
+    """Follows UEs for the delivery engine (the NEF client, comm schedules)."""
+
+    def registered(self, ue_service_id: str) -> None:
+        """The UE (re-)registered."""
+        ...
+
+    def deregistered(self, ue_service_id: str) -> None:
+        """The UE de-registered."""
+        ...
+
+    def waiting(self, ue_service_id: str) -> None:
+        """Items are stored for the registered UE and not being delivered."""
         ...
