@@ -25,11 +25,13 @@ from msgin5g.runtime import Clock
 from msgin5g.server.metrics import CONTENT_TYPE, ServerCollector, render
 from msgin5g.service.applications import TargetNetworks
 from msgin5g.service.messaging import MessagingService
+from msgin5g.service.nef import Reachability
 from msgin5g.service.peers import Peers
 from msgin5g.storage import open_backend
 from msgin5g.storage.base import Backend
 from msgin5g.transports.coap import CoapTransport
 from msgin5g.transports.rest import HttpASDeliverer, RestTransport
+from msgin5g.transports.rest.nef_client import HttpNefClient
 from msgin5g.transports.rest.peer_client import HttpPeerDeliverer
 from msgin5g.transports.rest.seal_client import SealGroupSource
 
@@ -155,6 +157,21 @@ class Server:
             stack.push_async_callback(link.aclose)
             service.set_peers(Peers(config.peers, link))
             log.info("peer servers: %s", ", ".join(sorted(config.peers.table)))
+        if config.nef.enabled:
+            callback = config.nef.callback_url or f"http://{config.rest.bind}"
+            nef = HttpNefClient(config.nef, callback)
+            stack.push_async_callback(nef.aclose)
+            service.set_nef(
+                Reachability(
+                    config.nef,
+                    nef,
+                    registry=service.registry,
+                    delivery=service.delivery,
+                    clock=service.clock,
+                    tasks=service.tasks,
+                )
+            )
+            log.info("NEF at %s, notifications to %s", config.nef.url, callback)
 
     def _group_source_for(self) -> SealGroupSource | None:
         """The external SEAL group management server, when configured."""
