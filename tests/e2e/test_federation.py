@@ -23,7 +23,9 @@ ALICE = "alice@a.test"
 BOB = "bob@b.test"
 
 
-def _server(db: Path, domain: str, http_port: int, peer: str, peer_port: int) -> RestServer:
+def _server(
+    db: Path, domain: str, http_port: int, peer: str, peer_port: int
+) -> RestServer:
     srv = RestServer(
         db,
         extra=(
