@@ -52,12 +52,20 @@ def _ue(ue: UeIdentity) -> dict[str, str]:
 class HttpNefClient:
     """T8 requests over one httpx pool."""
 
-    def __init__(self, config: NefConfig, callback_root: str) -> None:
+    def __init__(
+        self,
+        config: NefConfig,
+        callback_root: str,
+        *,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """``headers`` are added to every request (a test mock's ``Prefer``)."""
         self._config = config
         self._root = config.url.rstrip("/")
         self._callback = callback_root.rstrip("/") + CALLBACK_PREFIX
         self._client = httpx.AsyncClient(
-            timeout=config.timeout, headers={"User-Agent": "msgin5g"}
+            timeout=config.timeout,
+            headers={"User-Agent": "msgin5g", **(headers or {})},
         )
         self._tokens = (
             TokenSource(
