@@ -27,6 +27,7 @@ from msgin5g.service.applications import TargetNetworks
 from msgin5g.service.messaging import MessagingService
 from msgin5g.service.nef import Reachability
 from msgin5g.service.peers import Peers
+from msgin5g.service.schedule import CommSchedule
 from msgin5g.storage import open_backend
 from msgin5g.storage.base import Backend
 from msgin5g.transports.coap import CoapTransport
@@ -150,8 +151,11 @@ class Server:
         ops.checks.update({"storage": storage, "coap": coap_socket})
 
     def _wire_network(self, stack: AsyncExitStack, service: MessagingService) -> None:
-        """MSGin5G-8 peers (docs/federation.md) and the NEF (docs/nef.md)."""
+        """Communication windows, MSGin5G-8 peers (docs/federation.md), the NEF (docs/nef.md)."""
         config = self.config
+        service.delivery.watch(
+            CommSchedule(service.registry, service.delivery, service.clock)
+        )
         if config.peers.table:
             link = HttpPeerDeliverer(config.peers)
             stack.push_async_callback(link.aclose)

@@ -158,7 +158,7 @@ class Reachability:
         self._clock = clock
         self._tasks = tasks
         self._subscriptions: dict[str, str] = {}  # subscription URI -> UE
-        self._by_ue: dict[str, list[str]] = {}
+        self._by_ue: dict[str, dict[str, str]] = {}  # UE -> {monitoring type: URI}
         self._pending_subscribe: set[str] = set()
         self._transactions: dict[str, str] = {}  # transaction URI -> UE
         self._last_trigger: dict[str, float] = {}
@@ -178,7 +178,7 @@ class Reachability:
     def deregistered(self, ue_service_id: str) -> None:
         """Stop monitoring; forget trigger state."""
         self._last_trigger.pop(ue_service_id, None)
-        for uri in self._by_ue.pop(ue_service_id, []):
+        for uri in self._by_ue.pop(ue_service_id, {}).values():
             self._subscriptions.pop(uri, None)
             self._tasks.spawn(self._unsubscribe(uri), name="nef unsubscribe")
 
@@ -213,11 +213,10 @@ class Reachability:
                 self._delivery.hold(ue)
         if cancelled:
             self._subscriptions.pop(subscription, None)
-            uris = self._by_ue.get(ue, [])
-            if subscription in uris:
-                uris.remove(subscription)
-            if not uris:
-                self._by_ue.pop(ue, None)
+            kinds = self._by_ue.get(ue, {})
+            for kind, uri in list(kinds.items()):
+                if uri == subscription:
+                    del kinds[kind]
             if self._registry.get(ue) is not None:
                 log.info("NEF cancelled monitoring of %s; subscribing again", ue)
                 self._ensure_monitoring(ue)
@@ -245,31 +244,36 @@ class Reachability:
         return _identity_and_port(_profile(registration.profile))
 
     def _ensure_monitoring(self, ue_service_id: str) -> None:
-        if ue_service_id in self._by_ue or ue_service_id in self._pending_subscribe:
+        if ue_service_id in self._pending_subscribe:
+            return
+        have = self._by_ue.get(ue_service_id, {})
+        missing = [kind for kind in MONITORING_TYPES if kind not in have]
+        if not missing:
             return
         ident, _ = self._identity(ue_service_id)
         if ident is None:
             return
         self._pending_subscribe.add(ue_service_id)
-        self._tasks.spawn(self._subscribe(ue_service_id, ident), name="nef subscribe")
+        self._tasks.spawn(
+            self._subscribe(ue_service_id, ident, missing), name="nef subscribe"
+        )
 
-    async def _subscribe(self, ue_service_id: str, ident: UeIdentity) -> None:
+    async def _subscribe(
+        self, ue_service_id: str, ident: UeIdentity, kinds: list[str]
+    ) -> None:
         expire = datetime.fromtimestamp(
             self._clock.now() + self._config.monitor_duration, tz=UTC
         )
-        uris: list[str] = []
         try:
-            for kind in MONITORING_TYPES:
+            for kind in kinds:
                 uri = await self._api.subscribe(ident, kind, expire)
-                uris.append(uri)
                 self._subscriptions[uri] = ue_service_id
+                self._by_ue.setdefault(ue_service_id, {})[kind] = uri
         except MSGin5GError as exc:
             self.nef_failures += 1
             log.warning("NEF monitoring of %s failed: %s", ue_service_id, exc)
         finally:
             self._pending_subscribe.discard(ue_service_id)
-        if uris:
-            self._by_ue.setdefault(ue_service_id, []).extend(uris)
 
     async def _unsubscribe(self, uri: str) -> None:
         try:
