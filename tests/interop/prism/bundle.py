@@ -52,8 +52,7 @@ class _Bundler:
     def walk(self, file: str, node: Any) -> Any:
         if isinstance(node, dict):
             if isinstance(node.get("$ref"), str):
-                node = dict(node, **{"$ref": self.ref(file, node["$ref"])})
-                return node
+                return dict(node, **{"$ref": self.ref(file, node["$ref"])})
             return {k: self.walk(file, v) for k, v in node.items()}
         if isinstance(node, list):
             return [self.walk(file, v) for v in node]

@@ -157,9 +157,9 @@ def test_domains_and_routes() -> None:
         "c": "https://c",
     }
     for bad in ("b.example", "=http://x", "b=ftp://x", "u@b=http://x"):
-        with pytest.raises(ConfigError, match="peers.routes"):
+        with pytest.raises(ConfigError, match=r"peers\.routes"):
             parse_routes(bad)
-    with pytest.raises(ConfigError, match="peers.domain"):
+    with pytest.raises(ConfigError, match=r"peers\.domain"):
         PeersConfig(routes="b=http://b")
     with pytest.raises(ConfigError, match="own domain"):
         PeersConfig(domain="a", routes="a=http://a")
