@@ -59,9 +59,6 @@ class NefConfig:
     trigger_validity: int = 3600
     """``validityPeriod`` of a trigger (s) unless the oldest stored message
     expires sooner."""
-    reachable_hold: float = 300.0
-    """How long a reachability report without ``maxUEAvailabilityTime`` keeps
-    a UE "reachable" for planning (s)."""
 
     def __post_init__(self) -> None:
         if self.url:
