@@ -245,9 +245,9 @@ class DeliveryEngine:
     def _remote(self, key: str) -> bool:
         return self._peers is not None and self._peers.is_remote(key)
 
-    def _waiting(self, recipient: str) -> None:
+    def _waiting(self, recipient: str, urgent: bool) -> None:
         for watcher in self._watchers:
-            watcher.waiting(recipient)
+            watcher.waiting(recipient, urgent)
 
     def _is_registered(self, key: str) -> bool:
         as_id = as_of_key(key)
@@ -294,7 +294,7 @@ class DeliveryEngine:
             self._push(item.recipient, item)
         else:
             self._backlog.add(item.recipient)
-            self._waiting(item.recipient)
+            self._waiting(item.recipient, item.priority == PriorityRank.HIGH)
         return None
 
     def _stored(self, item: QueuedItem) -> None:
@@ -812,10 +812,11 @@ class DeliveryEngine:
         entries, mailbox.heap = mailbox.heap, []
         mailbox.seqs.clear()
         mailbox.more = False
-        kept = False
+        kept = urgent = False
         for _, seq, item in entries:
             if item.store:
                 kept = True
+                urgent = urgent or item.priority == PriorityRank.HIGH
                 continue
             await self._backend.remove(seq)
             self._unstored(item)
@@ -824,7 +825,7 @@ class DeliveryEngine:
         # again when the recipient shows up
         self._backlog.add(recipient)
         if kept and registered:
-            self._waiting(recipient)
+            self._waiting(recipient, urgent)
 
     # sweeper ----------------------------------------------------------------------------
 

@@ -18,7 +18,9 @@ mean; :mod:`msgin5g.transports.rest.nef_client` speaks HTTP and
 * **Device triggering**: when items wait for a registered UE that gave its
   identifier and a client port, a DeviceTriggering transaction is created (at
   most one per UE per ``nef.trigger_min_interval``), payload the JSON of
-  protocol digest §3.15. Its delivery report: ``FAILURE`` holds the UE;
+  protocol digest §3.15, ``priority`` ``PRIORITY`` when a waiting message has
+  priority HIGH; not before the UE's next communication window unless one is
+  HIGH (protocol digest §3.15 step 2). Its delivery report: ``FAILURE`` holds the UE;
   ``UNKNOWN``/``EXPIRED`` allow the next trigger at once; ``SUCCESS`` waits
   for the client's registration, which delivers.
 
@@ -37,6 +39,7 @@ from msgin5g.errors import MSGin5GError
 from msgin5g.runtime import Clock, Supervisor
 from msgin5g.service.delivery import DeliveryEngine
 from msgin5g.service.registry import Registry
+from msgin5g.service.schedule import window_of
 from msgin5g.spec.delivery import MSGIN5G_SERVICE_ID
 
 __all__ = [
@@ -182,10 +185,10 @@ class Reachability:
             self._subscriptions.pop(uri, None)
             self._tasks.spawn(self._unsubscribe(uri), name="nef unsubscribe")
 
-    def waiting(self, ue_service_id: str) -> None:
+    def waiting(self, ue_service_id: str, urgent: bool) -> None:
         """Items wait for a registered UE: monitor it and maybe trigger it."""
         self._ensure_monitoring(ue_service_id)
-        self._maybe_trigger(ue_service_id)
+        self._maybe_trigger(ue_service_id, urgent)
 
     # notifications (from the callback endpoint) ----------------------------------
 
@@ -282,27 +285,42 @@ class Reachability:
             self.nef_failures += 1
             log.warning("NEF: deleting %s failed: %s", uri, exc)
 
-    def _maybe_trigger(self, ue_service_id: str) -> None:
-        ident, port = self._identity(ue_service_id)
+    def _maybe_trigger(self, ue_service_id: str, urgent: bool) -> None:
+        registration = self._registry.get(ue_service_id)
+        if registration is None:
+            return
+        profile = _profile(registration.profile)
+        ident, port = _identity_and_port(profile)
         if ident is None or port is None:
             return  # no triggering information: wait (digest §4 rule 92)
         now = self._clock.now()
+        window = window_of(registration.profile)
+        if not urgent and window is not None:
+            is_open, opens_in = window.state(now)
+            if not is_open and opens_in is not None:
+                return  # its next window delivers (protocol digest §3.15 step 2)
         last = self._last_trigger.get(ue_service_id)
         if last is not None and now - last < self._config.trigger_min_interval:
             return
         self._last_trigger[ue_service_id] = now
         pending = max(1, self._delivery.quotas.usage(ue_service_id)[0])
         self._tasks.spawn(
-            self._trigger(ue_service_id, ident, port, pending), name="nef trigger"
+            self._trigger(ue_service_id, ident, port, pending, urgent),
+            name="nef trigger",
         )
 
     async def _trigger(
-        self, ue_service_id: str, ident: UeIdentity, port: int, pending: int
+        self,
+        ue_service_id: str,
+        ident: UeIdentity,
+        port: int,
+        pending: int,
+        urgent: bool,
     ) -> None:
         payload = trigger_payload(ue_service_id, pending)
         try:
             uri = await self._api.trigger(
-                ident, port, payload, self._config.trigger_validity, urgent=False
+                ident, port, payload, self._config.trigger_validity, urgent=urgent
             )
         except MSGin5GError as exc:
             self.nef_failures += 1  # next try after trigger_min_interval

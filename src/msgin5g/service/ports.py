@@ -142,6 +142,9 @@ class Watcher(Protocol):
         """The UE de-registered."""
         ...
 
-    def waiting(self, ue_service_id: str) -> None:
-        """Items are stored for the registered UE and not being delivered."""
+    def waiting(self, ue_service_id: str, urgent: bool) -> None:
+        """Items are stored for the registered UE and not being delivered.
+
+        ``urgent``: one of them has priority HIGH.
+        """
         ...

@@ -98,7 +98,7 @@ class CommSchedule:
         """Forget the UE's windows."""
         self._cancel(ue_service_id)
 
-    def waiting(self, ue_service_id: str) -> None:
+    def waiting(self, ue_service_id: str, urgent: bool) -> None:
         """Nothing to do: the next window delivers."""
 
     def _plan(self, ue_service_id: str, delay: float | None) -> None:

@@ -71,6 +71,7 @@ class FakeNef:
         self.subscriptions: list[tuple[UeIdentity, str]] = []
         self.deleted: list[str] = []
         self.triggers: list[tuple[UeIdentity, int, bytes]] = []
+        self.urgent: list[bool] = []
         self.broken = False
 
     async def subscribe(
@@ -90,6 +91,7 @@ class FakeNef:
         if self.broken:
             raise UpstreamError("NEF answered garbage")
         self.triggers.append((ue, port, payload))
+        self.urgent.append(urgent)
         return f"http://nef/tx/{len(self.triggers)}"
 
     def uri(self, kind: str) -> str:
@@ -434,3 +436,24 @@ async def test_delivery_waits_for_the_window(
     assert resp.delivery_status == "DELY_STORED"
     await clock.run_for(50)  # next window at +160
     assert delivered_ids(deliverer, UE2) == ["w1", "w2"]
+
+
+async def test_trigger_waits_for_the_window_unless_high_priority(
+    service: MessagingService, clock: ManualClock, deliverer: RecordingDeliverer
+) -> None:
+    api, _ = _nef(service, clock)
+    await service.register(reg("ue1"), UE1)
+    later = CommAvailability(
+        scheduled_comm_time=datetime.fromtimestamp(clock.now() + 3600, tz=UTC),
+        comm_duration_time=60,
+    )
+    await service.register(
+        reg("ue2", triggering_info=TRIGGERABLE, comm_availability=later), UE2
+    )
+    deliverer.unreachable.add(UE2)
+    await service.submit(msg("l1", "ue2", priority_type="LOW"), UE1)
+    await clock.settle()
+    assert api.urgent == []  # its window (in an hour) will do
+    await service.submit(msg("h1", "ue2", priority_type="HIGH"), UE1)
+    await clock.settle()
+    assert api.urgent == [True]
