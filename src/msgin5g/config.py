@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from msgin5g.config_network import NefConfig, PeersConfig
 from msgin5g.errors import ConfigError
 from msgin5g.spec.delivery import MSGIN5G_SERVICE_ID
 
@@ -33,6 +34,8 @@ __all__ = [
     "IPNetwork",
     "LimitsConfig",
     "LogConfig",
+    "NefConfig",
+    "PeersConfig",
     "RestConfig",
     "SealConfig",
     "ServerConfig",
@@ -507,6 +510,9 @@ class ServerConfig:
                 "(--storage nats://HOST:4222)"
             )
 
+    nef: NefConfig = field(default_factory=NefConfig)
+    peers: PeersConfig = field(default_factory=PeersConfig)
+
 
 _T = TypeVar("_T")
 
@@ -556,6 +562,8 @@ _SECTIONS: dict[str, type[Any]] = {
     "topics": TopicsConfig,
     "log": LogConfig,
     "cluster": ClusterConfig,
+    "nef": NefConfig,
+    "peers": PeersConfig,
 }
 
 

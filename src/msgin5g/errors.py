@@ -15,6 +15,7 @@ Every exception we raise on purpose derives from :class:`MSGin5GError`::
     │   ├── PayloadTooLarge
     │   ├── RecipientUnreachable      not deliverable now
     │   ├── DeliveryRejected          the recipient refused the message (4.xx)
+    │   ├── UpstreamError             a NEF refused or garbled an answer
     │   └── Overloaded                back-pressure
     ├── StorageError                  a backend failed; driver errors chained with ``from``
     │   ├── StorageUnavailable
@@ -58,6 +59,7 @@ __all__ = [
     "StorageUnavailable",
     "TransportError",
     "UnsupportedMessageType",
+    "UpstreamError",
 ]
 
 
@@ -144,6 +146,12 @@ class DeliveryRejected(ServiceError):
     """The recipient answered a delivery with an error: retrying will not help."""
 
     default_cause = FailureCause.RECIPIENT_NOT_REACHABLE
+
+
+class UpstreamError(ServiceError):
+    """A network function the server calls (a NEF) refused or garbled an answer."""
+
+    default_cause = FailureCause.INTERNAL_ERROR
 
 
 class Overloaded(ServiceError):

@@ -62,9 +62,12 @@ def add_parser(commands: Any) -> None:
     add.add_argument("--secret", help="use this secret instead of generating one")
     add.add_argument(
         "--role",
-        choices=["as", "gateway", "operator"],
+        choices=["as", "gateway", "operator", "peer"],
         default="as",
-        help="what the client may do (default as)",
+        help=(
+            "what the client may do (default as); peer: another MSGin5G Server "
+            "(MSGin5G-8), the client id is its domain (docs/federation.md)"
+        ),
     )
     add.add_argument(
         "--ues",

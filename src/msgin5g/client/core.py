@@ -64,6 +64,7 @@ from msgin5g.model.messages import (
     MsgResp,
     Reg,
     RegResp,
+    TriggeringInfo,
     UECredentialInfo,
     UeLocation,
 )
@@ -331,6 +332,21 @@ class Client(Messaging, Inbox):
             return resp
         raise NotRegistered("server keeps refusing this UE")  # pragma: no cover
 
+    async def refresh_registration(self) -> bool:
+        """Send the last ``REG`` again (after a device trigger, digest §3.15).
+
+        A client that never registered sends a plain one. The server then
+        delivers what it stored. False when the server refused.
+        """
+        try:
+            if self._registration is None:
+                await self.register()
+            else:
+                await self._send_reg(self._registration)
+        except NotAuthorized:
+            return False
+        return True
+
     async def _reregister(self) -> bool:
         if self._registration is None:
             return False
@@ -353,6 +369,8 @@ class Client(Messaging, Inbox):
         refuse_store_and_forward: bool = False,
         msgin5g_ue_id: str | None = None,
         location: UeLocation | None = None,
+        triggering: TriggeringInfo | None = None,
+        availability: CommAvailability | None = None,
     ) -> RegResp:
         """Register with the server (``REG``, digest §3.2.2).
 
@@ -365,13 +383,18 @@ class Client(Messaging, Inbox):
             location: serving cell and/or tracking area (``ueLocation``): the
                 UE is then in the Broadcast Areas listing them. Kept for
                 re-registrations.
+            triggering: ``triggeringInfo`` (``externalId``/``msisdn`` and the
+                ports where device triggers arrive, docs/nef.md): lets the
+                server monitor reachability and trigger this UE via a NEF.
+            availability: ``commAvailability`` (scheduled communication time,
+                duration, period): the server delivers inside those windows.
 
         Raises:
             NotAuthorized: the server answered ``registrationResult = FAILURE``
                 (``.cause`` holds its ``failureCause``).
             RemoteError, RequestTimeout: CoAP-level failure.
         """
-        avail = None
+        avail = availability
         if refuse_store_and_forward:
             avail = CommAvailability(
                 scheduled_comm_time=datetime.fromtimestamp(
@@ -388,6 +411,7 @@ class Client(Messaging, Inbox):
             comm_availability=avail,
             msgin5g_ue_id=msgin5g_ue_id,
             ue_location=location,
+            triggering_info=triggering,
         )
         self._registration = reg
         return await self._send_reg(reg)

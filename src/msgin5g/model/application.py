@@ -23,6 +23,7 @@ __all__ = [
     "ROLE_AS",
     "ROLE_GATEWAY",
     "ROLE_OPERATOR",
+    "ROLE_PEER",
     "ROLE_SCOPES",
     "SCOPES",
     "ASClient",
@@ -77,7 +78,10 @@ ROLE_GATEWAY = "gateway"
 """A Message Gateway: sends messages and reports for the UEs it serves."""
 ROLE_OPERATOR = "operator"
 """The operator: manages every registration and group document."""
-ROLES = (ROLE_AS, ROLE_GATEWAY, ROLE_OPERATOR)
+ROLE_PEER = "peer"
+"""A peer MSGin5G Server (MSGin5G-8, docs/federation.md): its client id is its
+domain; it sends messages and reports for the UEs ``*@<domain>``."""
+ROLES = (ROLE_AS, ROLE_GATEWAY, ROLE_OPERATOR, ROLE_PEER)
 
 SCOPES = (
     "msgs-asregistration",
@@ -92,6 +96,7 @@ ROLE_SCOPES: dict[str, frozenset[str]] = {
     ROLE_AS: frozenset(SCOPES),
     ROLE_GATEWAY: frozenset({"msgs-msgdelivery", "msgg-bgdelivery"}),
     ROLE_OPERATOR: frozenset(SCOPES),
+    ROLE_PEER: frozenset({"msgs-msgdelivery"}),
 }
 """The scopes a role may hold; a token request without ``scope`` gets them all."""
 
@@ -131,6 +136,9 @@ class ASClient(msgspec.Struct, frozen=True, gc=False):
         """Whether this client may send messages and reports for a UE."""
         if self.role == ROLE_OPERATOR:
             return True
+        if self.role == ROLE_PEER:
+            _, at, domain = ue_service_id.rpartition("@")
+            return bool(at) and domain.lower() == self.client_id.lower()
         if self.role != ROLE_GATEWAY:
             return False
         return any(_matches(pattern, ue_service_id) for pattern in self.ues)

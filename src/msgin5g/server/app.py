@@ -25,11 +25,16 @@ from msgin5g.runtime import Clock
 from msgin5g.server.metrics import CONTENT_TYPE, ServerCollector, render
 from msgin5g.service.applications import TargetNetworks
 from msgin5g.service.messaging import MessagingService
+from msgin5g.service.nef import Reachability
+from msgin5g.service.peers import Peers
 from msgin5g.service.ports import Cluster
+from msgin5g.service.schedule import CommSchedule
 from msgin5g.storage import open_backend
 from msgin5g.storage.base import Backend
 from msgin5g.transports.coap import CoapTransport
 from msgin5g.transports.rest import HttpASDeliverer, RestTransport
+from msgin5g.transports.rest.nef_client import HttpNefClient
+from msgin5g.transports.rest.peer_client import HttpPeerDeliverer
 from msgin5g.transports.rest.seal_client import SealGroupSource
 
 __all__ = ["Server"]
@@ -97,6 +102,7 @@ class Server:
         )
         stack.push_async_callback(service.aclose)
         self.service = service
+        self._wire_network(stack, service)
         await service.load()
         stack.push_async_callback(coap.aclose)
         if config.rest.enabled:
@@ -173,6 +179,33 @@ class Server:
         return NatsCluster(
             backend, node_id, lease=self.config.cluster.lease, describe=describe
         )
+
+    def _wire_network(self, stack: AsyncExitStack, service: MessagingService) -> None:
+        """Communication windows, MSGin5G-8 peers (docs/federation.md), the NEF (docs/nef.md)."""
+        config = self.config
+        service.delivery.watch(
+            CommSchedule(service.registry, service.delivery, service.clock)
+        )
+        if config.peers.table:
+            link = HttpPeerDeliverer(config.peers)
+            stack.push_async_callback(link.aclose)
+            service.set_peers(Peers(config.peers, link))
+            log.info("peer servers: %s", ", ".join(sorted(config.peers.table)))
+        if config.nef.enabled:
+            callback = config.nef.callback_url or f"http://{config.rest.bind}"
+            nef = HttpNefClient(config.nef, callback)
+            stack.push_async_callback(nef.aclose)
+            service.set_nef(
+                Reachability(
+                    config.nef,
+                    nef,
+                    registry=service.registry,
+                    delivery=service.delivery,
+                    clock=service.clock,
+                    tasks=service.tasks,
+                )
+            )
+            log.info("NEF at %s, notifications to %s", config.nef.url, callback)
 
     def _group_source_for(self) -> SealGroupSource | None:
         """The external SEAL group management server, when configured."""

@@ -22,6 +22,7 @@ from msgin5g.model.application import ASRegistration, as_key
 from msgin5g.model.messages import Msg, MsgResp
 from msgin5g.service.applications import ApplicationRegistry
 from msgin5g.service.delivery import DeliveryEngine
+from msgin5g.service.peers import Peers
 from msgin5g.service.registry import Registry
 from msgin5g.service.routing import Router
 from msgin5g.service.topics import TopicRegistry
@@ -48,6 +49,8 @@ class ApplicationServers:
         self._delivery = delivery
         self._topics = topics
         self._router = router
+        self.peers: Peers | None = None
+        """MSGin5G-8: a peer's UEs may originate (set when configured)."""
 
     async def register_as(
         self,
@@ -120,7 +123,8 @@ class ApplicationServers:
         ue = msg.originating_ue_service_id or ""
         if not self._applications.serves_ue(client, ue):
             raise NotAuthorized(f"client {client} does not serve UE {ue}")
-        if not await self._registry.is_known(ue):
+        remote = self.peers is not None and self.peers.is_remote(ue)
+        if not remote and not await self._registry.is_known(ue):
             raise NotRegistered(
                 f"UE {ue} is unknown", cause=FailureCause.NOT_REGISTERED
             )

@@ -88,7 +88,7 @@ from msgin5g.model.queue import QueuedItem, ReportRoute
 from msgin5g.model.registry import Contact, UERegistration
 from msgin5g.runtime import Clock, Supervisor, Timer
 from msgin5g.service.applications import ApplicationRegistry
-from msgin5g.service.ports import ASDeliverer, Cluster, Deliverer
+from msgin5g.service.ports import ASDeliverer, Cluster, Deliverer, PeerLink, Watcher
 from msgin5g.service.quotas import Quotas
 from msgin5g.service.registry import Registry
 from msgin5g.service.segments import SegmentService
@@ -138,6 +138,9 @@ class DeliveryEngine:
         self._backend = backend
         self._cluster = cluster
         self._node = "" if cluster is None else cluster.node_id
+        self._peers: PeerLink | None = None
+        self._watchers: list[Watcher] = []
+        self._held: set[str] = set()
         self.quotas = quotas if quotas is not None else Quotas()
         self._deliverer = deliverer
         self._registry = registry
@@ -225,9 +228,51 @@ class DeliveryEngine:
         """Attach the port that reaches Application Servers (composition root)."""
         self._as_deliverer = as_deliverer
 
+    def set_peers(self, peers: PeerLink) -> None:
+        """Attach MSGin5G-8: keys ``ue@peer-domain`` go to a peer server.
+
+        Such a key is a mailbox like an AS's (:meth:`_drain_as`): same
+        store-and-forward, same back-off timer while the peer is down.
+        """
+        self._peers = peers
+
+    def watch(self, watcher: Watcher) -> None:
+        """Tell ``watcher`` about (de-)registrations and UEs whose items wait."""
+        self._watchers.append(watcher)
+
+    def hold(self, ue_service_id: str) -> None:
+        """The network says the UE cannot be reached (NEF, or outside its window).
+
+        New items are stored without a delivery attempt and the periodic retry
+        skips the UE until :meth:`release` (or an uplink from it).
+        """
+        self._held.add(ue_service_id)
+        if self._registry.get(ue_service_id) is not None:
+            self._unreachable.add(ue_service_id)
+
+    def release(self, ue_service_id: str) -> None:
+        """The UE is reachable again (NEF report, window opens): deliver."""
+        self._held.discard(ue_service_id)
+        if self._registry.get(ue_service_id) is not None:
+            self._unreachable.discard(ue_service_id)
+            self.wake(ue_service_id)
+
+    def is_held(self, ue_service_id: str) -> bool:
+        """Whether :meth:`hold` is in force for the UE."""
+        return ue_service_id in self._held
+
+    def _remote(self, key: str) -> bool:
+        return self._peers is not None and self._peers.is_remote(key)
+
+    def _waiting(self, recipient: str, urgent: bool) -> None:
+        for watcher in self._watchers:
+            watcher.waiting(recipient, urgent)
+
     def _is_registered(self, key: str) -> bool:
         as_id = as_of_key(key)
         if as_id is None:
+            if self._remote(key):
+                return True
             return self._registry.get(key) is not None
         return self._applications.get(as_id) is not None
 
@@ -268,6 +313,7 @@ class DeliveryEngine:
             self._push(item.recipient, item)
         else:
             self._backlog.add(item.recipient)
+            self._waiting(item.recipient, item.priority == PriorityRank.HIGH)
         return None
 
     def _stored(self, item: QueuedItem) -> None:
@@ -410,6 +456,8 @@ class DeliveryEngine:
         datagrams now reach this node (a load balancer or ``SO_REUSEPORT``
         moved it): this node claims it and collects what other nodes stored.
         """
+        if self._held:
+            self._held.discard(ue_service_id)
         if self._cluster is not None and self._remote_owner(ue_service_id):
             self._tasks.spawn(self._claim(ue_service_id), name="cluster claim")
             return
@@ -438,10 +486,13 @@ class DeliveryEngine:
         elsewhere or unregistered: the mailbox first adopts them.
         """
         if self._cluster is not None:
+            self._held.discard(ue_service_id)
             self._unreachable.discard(ue_service_id)
             self.wake(ue_service_id, adopt=True)
-            return
-        self.on_uplink(ue_service_id)
+        else:
+            self.on_uplink(ue_service_id)
+        for watcher in self._watchers:
+            watcher.registered(ue_service_id)
 
     def on_as_registered(self, as_service_id: str) -> None:
         """An AS registered: deliver what is stored for it, without back-off."""
@@ -519,6 +570,10 @@ class DeliveryEngine:
             mailbox.task.cancel()
         self._unreachable.discard(recipient)
         self._backlog.discard(recipient)
+        if keep_stored:  # a UE de-registers
+            self._held.discard(recipient)
+            for watcher in self._watchers:
+                watcher.deregistered(recipient)
         if not keep_stored:
             items = await self._backend.take_all_for(recipient)
             for item in items:
@@ -641,7 +696,7 @@ class DeliveryEngine:
 
     async def _drain_loop(self, recipient: str, mailbox: _Mailbox) -> None:
         as_id = as_of_key(recipient)
-        if as_id is not None:
+        if as_id is not None or self._remote(recipient):
             await self._drain_as(recipient, as_id, mailbox)
             return
         while await self._has_work(recipient, mailbox):
@@ -649,11 +704,10 @@ class DeliveryEngine:
             if target is None:
                 return
             registration, contact = target
-            if self._cluster is not None:
-                owner = self._registry.owner_of(recipient)
-                if owner is not None and owner != self._node:
-                    await self._hand_off(recipient, mailbox, owner)
-                    continue
+            owner = self._remote_owner(recipient)  # None outside a cluster
+            if owner is not None:
+                await self._hand_off(recipient, mailbox, owner)
+                continue
             _, seq, item = heapq.heappop(mailbox.heap)
             if item.expires_at <= self._clock.now():
                 mailbox.seqs.discard(seq)  # the sweeper reports and removes it
@@ -771,8 +825,12 @@ class DeliveryEngine:
             return
         await self._deliverer.deliver(contact, item)
 
-    async def _drain_as(self, key: str, as_id: str, mailbox: _Mailbox) -> None:
-        """Deliver an AS mailbox to its ``targetUri`` (digest §3.11)."""
+    async def _drain_as(self, key: str, as_id: str | None, mailbox: _Mailbox) -> None:
+        """Deliver an AS mailbox to its ``targetUri`` (digest §3.11).
+
+        With ``as_id`` None the key is a UE of a peer server (MSGin5G-8), sent
+        through :meth:`set_peers`' link with the same retries and back-off.
+        """
         while True:
             if not mailbox.heap:
                 if not mailbox.more:
@@ -780,8 +838,7 @@ class DeliveryEngine:
                 await self._load(key, mailbox)
                 if not mailbox.heap:
                     return
-            registration = self._applications.get(as_id)
-            if registration is None or registration.target_uri is None:
+            if as_id is not None and self._as_target(as_id) is None:
                 await self._park(key, mailbox, FailureCause.RECIPIENT_NOT_REGISTERED)
                 return
             _, seq, item = heapq.heappop(mailbox.heap)
@@ -789,19 +846,15 @@ class DeliveryEngine:
                 mailbox.seqs.discard(seq)
                 continue
             try:
-                if self._as_deliverer is None:
-                    raise RecipientUnreachable("no HTTP client towards ASs")
-                await self._as_deliverer.deliver_to_as(
-                    registration.target_uri, item.item
-                )
+                await self._send_out(key, as_id, item.item)
             except RecipientUnreachable as exc:
                 heapq.heappush(mailbox.heap, (item.priority, seq, item))
                 await self._park(key, mailbox, FailureCause.RECIPIENT_NOT_REACHABLE)
                 delay = self._schedule_as_retry(key)
-                log.info("AS %s unreachable (%s); retry in %.1f s", as_id, exc, delay)
+                log.info("%s unreachable (%s); retry in %.1f s", key, exc, delay)
                 return
             except DeliveryRejected as exc:
-                log.warning("AS %s refused %s: %s", as_id, _describe(item), exc)
+                log.warning("%s refused %s: %s", key, _describe(item), exc)
                 self._finish(mailbox, seq, item)
                 await self.report_failure(item, exc.cause)
                 continue
@@ -811,6 +864,22 @@ class DeliveryEngine:
                 mailbox.more = True
             self._finish(mailbox, seq, item)
             self.delivered += 1
+
+    def _as_target(self, as_id: str) -> str | None:
+        registration = self._applications.get(as_id)
+        return None if registration is None else registration.target_uri
+
+    async def _send_out(self, key: str, as_id: str | None, item: Msg | Imdn) -> None:
+        """One POST to an AS's ``targetUri`` or (``as_id`` None) to a peer server."""
+        if as_id is None:
+            if self._peers is None:
+                raise RecipientUnreachable("no link towards peer servers")
+            await self._peers.deliver_to_peer(key, item)
+            return
+        target = self._as_target(as_id)
+        if target is None or self._as_deliverer is None:
+            raise RecipientUnreachable("no HTTP client towards ASs")
+        await self._as_deliverer.deliver_to_as(target, item)
 
     def _schedule_as_retry(self, key: str) -> float:
         failures = self._as_failures.get(key, 0)
@@ -844,23 +913,26 @@ class DeliveryEngine:
         self, recipient: str, mailbox: _Mailbox, cause: FailureCause
     ) -> None:
         """Stop delivering to ``recipient``: keep storable items, fail the rest."""
-        if self._is_registered(recipient):
+        registered = self._is_registered(recipient)
+        if registered:
             self._unreachable.add(recipient)
         entries, mailbox.heap = mailbox.heap, []
         mailbox.seqs.clear()
         mailbox.more = False
-        kept = False
+        kept = urgent = False
         for _, seq, item in entries:
             if item.store:
                 kept = True
+                urgent = urgent or item.priority == PriorityRank.HIGH
                 continue
             await self._backend.remove(seq)
             self._unstored(item)
             await self.report_failure(item, cause)
         # storage may hold further items that were never loaded: always look
         # again when the recipient shows up
-        del kept
         self._backlog.add(recipient)
+        if kept and registered:
+            self._waiting(recipient, urgent)
 
     # sweeper ----------------------------------------------------------------------------
 
@@ -894,7 +966,9 @@ class DeliveryEngine:
             self._retry(
                 r
                 for r in list(self._unreachable)
-                if self._is_registered(r) and r not in self._as_timers
+                if self._is_registered(r)
+                and r not in self._as_timers
+                and r not in self._held
             )
         return count
 

@@ -60,6 +60,8 @@ from msgin5g.service.dedup import Deduplicator
 from msgin5g.service.delivery import DeliveryEngine
 from msgin5g.service.fanout import FanOut
 from msgin5g.service.groups import GroupRegistry, GroupSource
+from msgin5g.service.nef import Reachability
+from msgin5g.service.peers import Peers
 from msgin5g.service.ports import ASDeliverer, Cluster, Deliverer
 from msgin5g.service.quotas import Quotas
 from msgin5g.service.registration import RegistrationOutcome, Registrations
@@ -224,6 +226,20 @@ class MessagingService:
         self.deregister_as = servers.deregister_as
         self.submit_from_as = servers.submit_from_as
         self.submit_for_ue = servers.submit_for_ue
+        self._servers = servers
+        self.peers: Peers | None = None
+        self.nef: Reachability | None = None
+        """The NEF client's logic when ``[nef]`` is set (:meth:`set_nef`)."""
+
+    def set_nef(self, nef: Reachability) -> None:
+        """Monitor reachability and trigger devices through a NEF (:mod:`.nef`)."""
+        self.nef = nef
+        self.delivery.watch(nef)
+
+    def set_peers(self, peers: Peers) -> None:
+        """Route ``ue@peer-domain`` to peer servers (MSGin5G-8, :mod:`.peers`)."""
+        self.peers = self.router.peers = self._servers.peers = peers
+        self.delivery.set_peers(peers)
 
     # lifecycle ------------------------------------------------------------------
 

@@ -26,8 +26,10 @@ __all__ = [
     "Cluster",
     "ClusterListener",
     "Deliverer",
+    "PeerLink",
     "SystemClock",
     "TopicNotifier",
+    "Watcher",
 ]
 
 
@@ -177,4 +179,44 @@ class ClusterListener(Protocol):
 
     def on_node_up(self, node: str) -> None:
         """``node`` renews its lease again: hand it what waited for its UEs."""
+        ...
+
+
+class PeerLink(Protocol):
+    """MSGin5G-8: which UE Service IDs a peer server serves, and the way there.
+
+    Implemented by :class:`msgin5g.service.peers.Peers` over the HTTP client of
+    :mod:`msgin5g.transports.rest.peer_client` (docs/federation.md).
+    """
+
+    def is_remote(self, ue_service_id: str) -> bool:
+        """Whether ``ue_service_id`` (``ue@domain``) is served by a peer server."""
+        ...
+
+    async def deliver_to_peer(self, ue_service_id: str, item: Msg | Imdn) -> None:
+        """Hand a message or report for ``ue_service_id`` to its peer server.
+
+        Raises:
+            RecipientUnreachable: the peer is down or overloaded (retried).
+            DeliveryRejected: the peer refused it (reported, not retried).
+        """
+        ...
+
+
+class Watcher(Protocol):
+    """Follows UEs for the delivery engine (the NEF client, comm schedules)."""
+
+    def registered(self, ue_service_id: str) -> None:
+        """The UE (re-)registered."""
+        ...
+
+    def deregistered(self, ue_service_id: str) -> None:
+        """The UE de-registered."""
+        ...
+
+    def waiting(self, ue_service_id: str, urgent: bool) -> None:
+        """Items are stored for the registered UE and not being delivered.
+
+        ``urgent``: one of them has priority HIGH.
+        """
         ...

@@ -51,6 +51,7 @@ from msgin5g.service.fanout import (
     originator_key,
 )
 from msgin5g.service.groups import GroupRegistry
+from msgin5g.service.peers import Peers
 from msgin5g.service.quotas import Quotas
 from msgin5g.service.registry import Registry
 from msgin5g.service.segments import SegmentService
@@ -104,6 +105,8 @@ class Router:
         self._topics = topics
         self._topic_policy = topic_policy
         self._broadcast = broadcast
+        self.peers: Peers | None = None
+        """MSGin5G-8 routing table (set by the composition root when configured)."""
 
     # uplink from a UE ----------------------------------------------------------
 
@@ -222,8 +225,14 @@ class Router:
     # one recipient -----------------------------------------------------------------
 
     async def _to_ue(self, msg: Msg, recipient: str, now: float) -> MsgResp:
+        peers = self.peers
+        if peers is not None and peers.is_remote(recipient):
+            return await self._to_peer(msg, recipient, now)
         registration = self._registry.get(recipient)
         if registration is None and not await self._registry.is_known(recipient):
+            domain = None if peers is None else peers.unknown_domain(recipient)
+            if domain is not None:
+                log.info("%s: no peer server for domain %s", msg.message_id, domain)
             return msg_resp(msg, _FAILED, FailureCause.RECIPIENT_UNKNOWN)
         refuses = registration is not None and registration.refuses_store_and_forward
         online = registration is not None and not self._delivery.is_unreachable(
@@ -237,6 +246,18 @@ class Router:
             refuses=refuses,
             registered=registration is not None,
         )
+
+    async def _to_peer(self, msg: Msg, recipient: str, now: float) -> MsgResp:
+        """MSGin5G-8 (digest §2.16): store, then forward to the peer server.
+
+        Only UE-originated messages cross (TS 23.554 §8.7.5); the peer would
+        know no AS of ours, so an AS's message is refused ``NOT_AUTHORIZED``.
+        """
+        if msg.originating_ue_service_id is None:
+            log.info("%s: AS messages are not forwarded to peers", msg.message_id)
+            return msg_resp(msg, _REJECTED, FailureCause.NOT_AUTHORIZED)
+        online = not self._delivery.is_unreachable(recipient)
+        return await self._enqueue(msg, recipient, now, online=online, refuses=False)
 
     async def _to_as(self, msg: Msg, as_service_id: str, now: float) -> MsgResp:
         """Point-to-Application (digest §2.12): queue for the AS's targetUri."""

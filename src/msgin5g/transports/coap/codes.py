@@ -20,6 +20,7 @@ from msgin5g.errors import (
     ServiceError,
     StorageError,
     UnsupportedMessageType,
+    UpstreamError,
 )
 from msgin5g.spec.causes import FailureCause
 
@@ -38,6 +39,7 @@ ERROR_CODES: dict[type[MSGin5GError], tuple[int, FailureCause]] = {
     ),
     DeliveryRejected: (Code.INTERNAL_SERVER_ERROR, FailureCause.INTERNAL_ERROR),
     Overloaded: (Code.SERVICE_UNAVAILABLE, FailureCause.SERVER_CONGESTION),
+    UpstreamError: (Code.BAD_GATEWAY, FailureCause.INTERNAL_ERROR),
     ServiceError: (Code.INTERNAL_SERVER_ERROR, FailureCause.INTERNAL_ERROR),
     StorageError: (Code.SERVICE_UNAVAILABLE, FailureCause.SERVER_CONGESTION),
 }

@@ -8,6 +8,8 @@
 * ``/msgg-bgdelivery/v1`` (the Broadcast Message Gateway side, :mod:`.msgg_bgdelivery`),
 * ``/msgs-topicsub/v1`` (AS topic subscriptions, a project extension,
   :mod:`.msgs_topicsub`),
+* ``/nef-callbacks/v1`` (NEF notifications when ``[nef]`` is set,
+  :mod:`.nef_callbacks`),
 * ``/oauth2/token`` (client-credentials token endpoint, :mod:`.auth`),
 * ``/healthz``, ``/readyz``, ``/metrics`` (operations, :mod:`.ops`; outside
   the API roots; ``app.state.ops`` is filled in by the server),
@@ -48,6 +50,7 @@ from msgin5g.transports.rest import (
     msgs_asregistration,
     msgs_msgdelivery,
     msgs_topicsub,
+    nef_callbacks,
     ss_gm,
 )
 from msgin5g.transports.rest.asgi_io import (
@@ -165,6 +168,8 @@ def create_app(service: MessagingService, config: RestConfig) -> FastAPI:
     app.include_router(msgg_bgdelivery.router(ctx))
     app.include_router(msgs_topicsub.router(ctx))
     app.include_router(ops_router(ctx, ops))
+    if service.nef is not None:  # docs/nef.md
+        app.include_router(nef_callbacks.router(service.nef))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:

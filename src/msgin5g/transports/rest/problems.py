@@ -41,6 +41,7 @@ from msgin5g.errors import (
     RecipientUnreachable,
     ServiceError,
     StorageError,
+    UpstreamError,
 )
 from msgin5g.model.messages import MsgResp
 from msgin5g.spec.causes import FailureCause
@@ -69,6 +70,7 @@ ERROR_STATUS: dict[type[MSGin5GError], tuple[int, str]] = {
     RecipientUnreachable: (503, FailureCause.RECIPIENT_NOT_REACHABLE),
     DeliveryRejected: (500, FailureCause.INTERNAL_ERROR),
     Overloaded: (429, FailureCause.SERVER_CONGESTION),
+    UpstreamError: (502, FailureCause.INTERNAL_ERROR),
     ServiceError: (500, FailureCause.INTERNAL_ERROR),
     StorageError: (503, FailureCause.SERVER_CONGESTION),
 }
