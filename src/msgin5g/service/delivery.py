@@ -87,6 +87,7 @@ from msgin5g.model.messages import Imdn, Msg
 from msgin5g.model.queue import QueuedItem, ReportRoute
 from msgin5g.model.registry import Contact, UERegistration
 from msgin5g.runtime import Clock, Supervisor, Timer
+from msgin5g.service.activity import Activity
 from msgin5g.service.applications import ApplicationRegistry
 from msgin5g.service.ports import ASDeliverer, Deliverer
 from msgin5g.service.quotas import Quotas
@@ -158,6 +159,7 @@ class DeliveryEngine:
         self.delivered = 0
         self.failed = 0
         self.expired = 0
+        self.activity = Activity(clock.now)  # last seen, recent failures (console)
         self.drain_failures = 0
         """Drain tasks that ended with an unexpected exception (logged)."""
 
@@ -367,6 +369,7 @@ class DeliveryEngine:
 
     def on_uplink(self, ue_service_id: str) -> None:
         """A registered UE sent something: it is reachable; deliver what waits."""
+        self.activity.seen(ue_service_id)
         if ue_service_id in self._unreachable or ue_service_id in self._backlog:
             self._unreachable.discard(ue_service_id)
             self.wake(ue_service_id)
@@ -457,6 +460,7 @@ class DeliveryEngine:
     async def report_failure(self, item: QueuedItem, cause: FailureCause) -> None:
         """Tell the originator of a failed ``MSG`` (if it asked) why it failed."""
         self.failed += 1
+        self.activity.failed(item, cause)
         message = item.item
         if not isinstance(message, Msg) or not message.delivery_status_required:
             return
