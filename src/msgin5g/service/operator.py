@@ -117,13 +117,17 @@ class OperatorView:
     def search(self, text: str = "", limit: int = 50) -> list[Json]:
         """Registered UEs whose UE Service ID contains ``text``, sorted by ID.
 
-        An exact ID is answered from the routing table at once; otherwise the
-        table is walked until ``limit`` matches are found.
+        An exact ID is answered from the routing table at once (or, for a UE
+        that is not registered but has stored items, from the quota
+        counters); otherwise the table is walked until ``limit`` matches are
+        found.
         """
         limit = _bounded(limit)
         exact = self._registry.get(text) if text else None
         if exact is not None:
             return [self._row(exact)]
+        if text and self._quotas.usage(text)[0]:  # not registered, items wait
+            return [self._unregistered(text)]
         found: list[UERegistration] = []
         for registration in self._registry.registrations():
             if text in registration.ue_service_id:
