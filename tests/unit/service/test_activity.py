@@ -81,10 +81,16 @@ def test_rate_sampler_samples_on_demand_at_most_once_per_interval() -> None:
 def test_chart_scales_into_the_box() -> None:
     assert chart([])["in"] == ""
     drawn = chart(
-        [{"ago": 2.0, "in": 10.0, "out": 0.0}, {"ago": 0.0, "in": 5.0, "out": 10.0}]
+        [
+            {"ago": 500.0, "in": 99.0, "out": 99.0},  # outside the window
+            {"ago": 60.0, "in": 10.0, "out": 0.0},
+            {"ago": 0.0, "in": 5.0, "out": 10.0},
+        ]
     )
     assert drawn["top"] == 10.0
     xs_ys = [tuple(map(float, p.split(","))) for p in drawn["in"].split()]
-    assert xs_ys[0] == (0.0, 4.0)  # oldest at the left, peak at the top margin
-    assert xs_ys[1][0] == drawn["width"]
+    assert xs_ys[0] == (drawn["width"] / 2, 4.0)  # 60 s of 120: the middle; peak
+    assert xs_ys[1][0] == drawn["width"]  # newest at the right edge
     assert all(4.0 <= y <= drawn["height"] - 4 for _, y in xs_ys)
+    one = chart([{"ago": 0.0, "in": 0.0, "out": 0.0}])
+    assert len(one["out"].split()) == 2  # a single sample still draws a stroke

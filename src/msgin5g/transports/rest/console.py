@@ -20,14 +20,16 @@ login form. ``POST /console/logout`` clears the cookie.
 ``X-CSRF-Token`` (htmx sends it from ``hx-headers`` on ``<body>``) or the form
 member ``csrf``, equal to HMAC-SHA256(per-process key, session token) — a page
 of another origin can neither read it nor, with ``SameSite=Strict``, send the
-cookie. A POST whose ``Origin`` (or ``Sec-Fetch-Site``) says it comes from
-another site is refused (403) before anything else; the login form is checked
-the same way.
+cookie. A POST that a browser marks as coming from another origin
+(``Sec-Fetch-Site`` other than ``same-origin``; without that header, an
+``Origin`` other than this host) is refused (403) before anything else; the
+login form is checked the same way.
 
 Headers on every page: a strict ``Content-Security-Policy`` (scripts and styles
 from ``'self'`` only; htmx's eval and inline indicator styles are switched off
 in its ``htmx-config``), ``X-Frame-Options: DENY``, ``Cache-Control:
-no-store``, ``Referrer-Policy: no-referrer``.
+no-store``, ``Referrer-Policy: same-origin`` (``no-referrer`` would make
+Chromium send ``Origin: null`` on the login form).
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ from msgin5g.model.application import ROLE_OPERATOR
 from msgin5g.transports.rest.admin_api import AdminState
 from msgin5g.transports.rest.context import RestContext
 
-__all__ = ["CONSOLE_ROOT", "COOKIE", "chart", "router"]
+__all__ = ["CHART_WINDOW", "CONSOLE_ROOT", "COOKIE", "chart", "router"]
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +72,12 @@ _HEADERS = {
     "Content-Security-Policy": _CSP,
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
 _CHART_W, _CHART_H = 600, 120
+CHART_WINDOW = 120.0
+"""Seconds of history the rate chart shows."""
 
 
 def _environment() -> Environment:
@@ -116,19 +120,24 @@ def _octets(size: int) -> str:
 
 
 def chart(series: list[dict[str, float]]) -> dict[str, Any]:
-    """SVG polylines of the in/out rates (newest at the right edge)."""
-    if not series:
+    """SVG polylines of the in/out rates over the last :data:`CHART_WINDOW` s.
+
+    The newest sample is at the right edge; the vertical scale is the peak.
+    """
+    shown = [p for p in series if p["ago"] <= CHART_WINDOW]
+    if not shown:
         return {"width": _CHART_W, "height": _CHART_H, "in": "", "out": "", "top": 0}
-    top = max(max(p["in"], p["out"]) for p in series)
-    top = max(1.0, top)
-    span = max(1.0, max(p["ago"] for p in series))
+    top = max(1.0, max(max(p["in"], p["out"]) for p in shown))
 
     def line(key: str) -> str:
         points = []
-        for p in series:
-            x = _CHART_W * (1 - p["ago"] / span)
+        for p in shown:
+            x = _CHART_W * (1 - p["ago"] / CHART_WINDOW)
             y = _CHART_H - 4 - (_CHART_H - 8) * p[key] / top
             points.append(f"{x:.1f},{y:.1f}")
+        if len(points) == 1:  # one sample: a short flat stroke, visible
+            x, y = points[0].split(",")
+            points.insert(0, f"{float(x) - 4:.1f},{y}")
         return " ".join(points)
 
     return {
@@ -137,7 +146,7 @@ def chart(series: list[dict[str, float]]) -> dict[str, Any]:
         "in": line("in"),
         "out": line("out"),
         "top": round(top, 1),
-        "span": round(span),
+        "window": round(CHART_WINDOW),
     }
 
 
@@ -183,8 +192,8 @@ def router(ctx: RestContext, admin: AdminState) -> APIRouter:  # noqa: C901, PLR
 
     def cross_site(request: Request) -> bool:
         site = request.headers.get("sec-fetch-site")
-        if site is not None and site not in {"same-origin", "none"}:
-            return True
+        if site is not None:  # a browser that says where the request comes from
+            return site not in {"same-origin", "none"}
         origin = request.headers.get("origin")
         if origin is None or origin == "null":
             return origin == "null"

@@ -231,6 +231,12 @@ async def test_console_login_cookie_and_csrf(oauth_server: Server) -> None:
             headers={"X-CSRF-Token": csrf, "Origin": "http://evil.example"},
         )
         assert foreign.status_code == 403
+        fetched = await http.post(
+            "/console/ue/ue2/discard",
+            data={"message_id": "m-1"},
+            headers={"X-CSRF-Token": csrf, "Sec-Fetch-Site": "cross-site"},
+        )
+        assert fetched.status_code == 403
         assert srv.service is not None
         assert srv.service.quotas.usage("ue2")[0] == 1
         done = await http.post(
