@@ -136,8 +136,8 @@ def chart(series: list[dict[str, float]]) -> dict[str, Any]:
             y = _CHART_H - 4 - (_CHART_H - 8) * p[key] / top
             points.append(f"{x:.1f},{y:.1f}")
         if len(points) == 1:  # one sample: a short flat stroke, visible
-            x, y = points[0].split(",")
-            points.insert(0, f"{float(x) - 4:.1f},{y}")
+            last_x, last_y = points[0].split(",")
+            points.insert(0, f"{float(last_x) - 4:.1f},{last_y}")
         return " ".join(points)
 
     return {
