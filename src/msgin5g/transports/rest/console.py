@@ -12,7 +12,8 @@ the APIs, for a loopback bind): ``GET /console/login`` is a form; ``POST
 authenticates them like ``/oauth2/token`` (same throttle), requires the
 ``operator`` role, issues an ordinary bearer token and stores it in the cookie
 ``msgin5g_console`` (``HttpOnly; SameSite=Strict; Path=/console``, ``Secure``
-behind HTTPS, ``Max-Age`` = token lifetime). Every console route reads the
+over HTTPS or when ``rest.api_root`` is an ``https://`` URL (a TLS proxy),
+``Max-Age`` = token lifetime). Every console route reads the
 token from that cookie; a missing or expired one sends the browser to the
 login form. ``POST /console/logout`` clears the cookie.
 
@@ -273,7 +274,8 @@ def router(ctx: RestContext, admin: AdminState) -> APIRouter:  # noqa: C901, PLR
             path=CONSOLE_ROOT,
             httponly=True,
             samesite="strict",
-            secure=request.url.scheme == "https",
+            secure=request.url.scheme == "https"
+            or ctx.config.api_root.startswith("https://"),
         )
         return reply
 
