@@ -26,8 +26,8 @@ from typing import Any
 import pytest
 
 from msgin5g.client import Client
-from tests.e2e.conftest import ServerProcess, msgin5g
-from tests.e2e.test_as import Lines, spawn
+from tests.e2e.conftest import ServerProcess, msgin5g, spawn
+from tests.e2e.test_as import Lines
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -150,16 +150,41 @@ async def send_to_ue2(server: str, message_id: str) -> None:
 def test_console_in_headless_chromium(
     console_server: tuple[ServerProcess, str], browser: Any
 ) -> None:
+    from selenium.common.exceptions import (
+        NoSuchElementException,
+        StaleElementReferenceException,
+    )
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
     srv, http = console_server
-    wait = WebDriverWait(browser, WAIT, poll_frequency=0.2)
+    # htmx swaps fragments while the test reads them: a vanished element or a
+    # half-drawn number means "not yet", never a failure
+    wait = WebDriverWait(
+        browser,
+        WAIT,
+        poll_frequency=0.2,
+        ignored_exceptions=(
+            NoSuchElementException,
+            StaleElementReferenceException,
+            ValueError,
+            IndexError,
+        ),
+    )
     IMG.mkdir(parents=True, exist_ok=True)
 
     def text(selector: str) -> str:
         return str(browser.find_element(By.CSS_SELECTOR, selector).text)
+
+    def click(selector: str) -> None:
+        """Click once the element is there and stays long enough to be clicked."""
+
+        def clicked(_: Any) -> bool:
+            browser.find_element(By.CSS_SELECTOR, selector).click()
+            return True
+
+        wait.until(clicked)
 
     def chart_points() -> list[str]:
         lines = browser.find_elements(By.ID, "line-in")
@@ -225,11 +250,10 @@ def test_console_in_headless_chromium(
         search = browser.find_element(By.ID, "ue-search")
         search.clear()
         search.send_keys("ue2")
-        wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, 'a[data-ue="ue2"]')))
-        browser.find_element(By.CSS_SELECTOR, 'a[data-ue="ue2"]').click()
+        click('a[data-ue="ue2"]')
         wait.until(ec.text_to_be_present_in_element((By.ID, "stored-table"), "plan-9"))
         browser.save_screenshot(str(IMG / "console-ue.png"))
-        browser.find_element(By.CSS_SELECTOR, 'button[data-message="plan-9"]').click()
+        click('button[data-message="plan-9"]')
         wait.until(ec.alert_is_present())
         browser.switch_to.alert.accept()
         wait.until(
