@@ -259,8 +259,15 @@ def test_console_in_headless_chromium(
         wait.until(
             ec.text_to_be_present_in_element((By.ID, "notice"), "Discarded plan-9")
         )
-        browser.save_screenshot(str(IMG / "console-discard.png"))
         assert "plan-9" not in text("#ue-detail").replace("Discarded plan-9", "")
+        # the list, the summary and the failures reload after the discard
+        wait.until(
+            ec.text_to_be_present_in_element((By.ID, "ue-list"), "no registered UE")
+        )
+        wait.until(ec.text_to_be_present_in_element((By.ID, "failures"), "plan-9"))
+        assert "NOT_AUTHORIZED" in text("#failures")
+        wait.until(lambda _: text("#count-stored") == "0")
+        browser.save_screenshot(str(IMG / "console-discard.png"))
     finally:
         meter.stop()
 

@@ -6,8 +6,10 @@ What: :class:`Activity`, owned by the :class:`~msgin5g.service.delivery.Delivery
 * ``on_uplink`` → :meth:`Activity.seen`: the epoch second of the last request
   a registered UE (or a Gateway UE) sent; a dict of UE Service ID → float, so
   a UE that never sent anything since the server started costs nothing, and
-  one that did costs one dict slot and one float (~70 B, measured in
-  docs/console.md), far below the ~288 B of its registration.
+  one that did costs one dict slot and one float (~55 B, measured in
+  docs/console.md), below the ~288 B of its registration. Only registered
+  UEs reach ``on_uplink``, so the dict is bounded by the provisioned UEs; an
+  entry outlives a de-registration (still shown for that UE, with its queue).
 * ``report_failure`` → :meth:`Activity.failed`: one :class:`FailureRecord` in a
   ring of the last ``capacity`` failures (a ``deque`` with ``maxlen``: O(1),
   bounded memory whatever the failure rate).
@@ -69,10 +71,6 @@ class Activity:
     def seen(self, ue_service_id: str) -> None:
         """A UE sent a request now."""
         self.last_seen[ue_service_id] = self._now()
-
-    def forget(self, ue_service_id: str) -> None:
-        """Drop the last-seen time of a UE (de-registered, removed)."""
-        self.last_seen.pop(ue_service_id, None)
 
     def failed(self, item: QueuedItem, cause: str) -> None:
         """Remember that ``item`` could not be delivered, and why."""

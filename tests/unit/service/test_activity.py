@@ -52,9 +52,6 @@ def test_last_seen() -> None:
     now[0] = 12.5
     activity.seen("ue1")
     assert activity.last_seen == {"ue1": 12.5}
-    activity.forget("ue1")
-    activity.forget("ue1")
-    assert activity.last_seen == {}
 
 
 def test_rate_sampler_samples_on_demand_at_most_once_per_interval() -> None:

@@ -333,7 +333,9 @@ def router(ctx: RestContext, admin: AdminState) -> APIRouter:  # noqa: C901, PLR
         )
         log.info("console: %s for %s: %s", message_id, ue_service_id, notice)
         found = await view.ue(ue_service_id)
-        return render("ue.html", ue=found, ue_id=ue_service_id, notice=notice)
+        reply = render("ue.html", ue=found, ue_id=ue_service_id, notice=notice)
+        reply.headers["HX-Trigger"] = "ue-changed"  # list, summary, failures reload
+        return reply
 
     @routes.get("/panel/{name}")
     async def panel(request: Request, name: str) -> Response:

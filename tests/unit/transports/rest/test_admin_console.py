@@ -246,6 +246,7 @@ async def test_console_login_cookie_and_csrf(oauth_server: Server) -> None:
         )
         assert done.status_code == 200
         assert "Discarded m-1" in done.text
+        assert done.headers["hx-trigger"] == "ue-changed"
         assert srv.service.quotas.usage("ue2") == (0, 0)
 
         out = await http.post(
