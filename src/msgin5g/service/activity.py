@@ -6,8 +6,9 @@ What: :class:`Activity`, owned by the :class:`~msgin5g.service.delivery.Delivery
 * ``on_uplink`` → :meth:`Activity.seen`: the epoch second of the last request
   a registered UE (or a Gateway UE) sent; a dict of UE Service ID → float, so
   a UE that never sent anything since the server started costs nothing, and
-  one that did costs one dict slot and one float (~55 B, measured in
-  docs/console.md), below the ~288 B of its registration. Only registered
+  one that did costs one dict slot (~31 B, measured in docs/console.md: UEs
+  seen in the same second share one float), beside the ~288 B of its
+  registration. Only registered
   UEs reach ``on_uplink``, so the dict is bounded by the provisioned UEs; an
   entry outlives a de-registration (still shown for that UE, with its queue).
 * ``report_failure`` → :meth:`Activity.failed`: one :class:`FailureRecord` in a
@@ -65,12 +66,20 @@ class Activity:
     ) -> None:
         self._now = now
         self.last_seen: dict[str, float] = {}
+        self._tick = float("-inf")
         self.failures: deque[FailureRecord] = deque(maxlen=capacity)
         self.failures_total = 0
 
     def seen(self, ue_service_id: str) -> None:
-        """A UE sent a request now."""
-        self.last_seen[ue_service_id] = self._now()
+        """A UE sent a request now (to the second).
+
+        Every UE seen within the same second shares one float object, so an
+        entry costs only its dict slot.
+        """
+        now = self._now()
+        if now - self._tick >= 1.0:
+            self._tick = now
+        self.last_seen[ue_service_id] = self._tick
 
     def failed(self, item: QueuedItem, cause: str) -> None:
         """Remember that ``item`` could not be delivered, and why."""

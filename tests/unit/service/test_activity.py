@@ -51,7 +51,13 @@ def test_last_seen() -> None:
     activity.seen("ue1")
     now[0] = 12.5
     activity.seen("ue1")
-    assert activity.last_seen == {"ue1": 12.5}
+    now[0] = 13.25  # within the same second: the same float object
+    activity.seen("ue2")
+    assert activity.last_seen == {"ue1": 12.5, "ue2": 12.5}
+    assert activity.last_seen["ue1"] is activity.last_seen["ue2"]
+    now[0] = 13.5
+    activity.seen("ue1")
+    assert activity.last_seen["ue1"] == 13.5
 
 
 def test_rate_sampler_samples_on_demand_at_most_once_per_interval() -> None:
