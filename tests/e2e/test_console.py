@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import socket
 import threading
 from collections.abc import Iterator
@@ -45,8 +44,7 @@ def free_tcp_port() -> int:
 
 @pytest.fixture
 def browser(request: pytest.FixtureRequest) -> Iterator[Any]:
-    found = shutil.which("chromium") or shutil.which("chromedriver")
-    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()) or not found:
+    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
         why = "chromium and chromium-driver are not installed (scripts/install does it)"
         if request.config.getoption("--interop"):
             pytest.fail(why)
