@@ -6,7 +6,8 @@ UEs that are real device clients over UDP, and Debian's ``chromium`` driven
 through ``/usr/bin/chromedriver`` (no browser download). The test logs in with
 the operator's client credentials, finds a UE it registered, watches the rate
 rise while messages flow, and discards a stored message, which the recipient
-then never gets. Screenshots go to docs/img/console-*.png (docs/console.md).
+then never gets. Screenshots go to ``tmp_path``, or to the directory named by
+``MSGIN5G_TEST_SCREENSHOTS`` (``docs/img`` refreshes those of docs/console.md).
 
 Chromium is installed by scripts/install; without it the test fails under
 ``--interop`` (CI) and is skipped with the reason otherwise.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -32,7 +34,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
-IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
+SCREENSHOTS = "MSGIN5G_TEST_SCREENSHOTS"
+"""Directory for the screenshots (docs/img to refresh the docs); default tmp_path."""
 WAIT = 30.0
 
 
@@ -146,7 +149,7 @@ async def send_to_ue2(server: str, message_id: str) -> None:
 
 
 def test_console_in_headless_chromium(
-    console_server: tuple[ServerProcess, str], browser: Any
+    console_server: tuple[ServerProcess, str], browser: Any, tmp_path: Path
 ) -> None:
     from selenium.common.exceptions import (
         NoSuchElementException,
@@ -170,7 +173,8 @@ def test_console_in_headless_chromium(
             IndexError,
         ),
     )
-    IMG.mkdir(parents=True, exist_ok=True)
+    img = Path(os.environ.get(SCREENSHOTS) or tmp_path)
+    img.mkdir(parents=True, exist_ok=True)
 
     def text(selector: str) -> str:
         return str(browser.find_element(By.CSS_SELECTOR, selector).text)
@@ -217,7 +221,7 @@ def test_console_in_headless_chromium(
         browser.find_element(By.ID, "client_id").clear()
         browser.find_element(By.ID, "client_id").send_keys("noc")
         browser.find_element(By.ID, "client_secret").send_keys("noc-secret")
-        browser.save_screenshot(str(IMG / "console-login.png"))
+        browser.save_screenshot(str(img / "console-login.png"))
         browser.find_element(By.ID, "login").click()
 
         # 2. the page loads and shows the registered UE
@@ -237,7 +241,7 @@ def test_console_in_headless_chromium(
             wait.until(lambda _: len(chart_points()) >= 4)  # 4 polls of the summary
             browser.find_element(By.ID, "ue-search").send_keys("meter")
             wait.until(ec.text_to_be_present_in_element((By.ID, "ue-list"), "meter-42"))
-            browser.save_screenshot(str(IMG / "console-overview.png"))
+            browser.save_screenshot(str(img / "console-overview.png"))
         finally:
             traffic.join()
         assert traffic.sent > 0
@@ -250,7 +254,7 @@ def test_console_in_headless_chromium(
         search.send_keys("ue2")
         click('a[data-ue="ue2"]')
         wait.until(ec.text_to_be_present_in_element((By.ID, "stored-table"), "plan-9"))
-        browser.save_screenshot(str(IMG / "console-ue.png"))
+        browser.save_screenshot(str(img / "console-ue.png"))
         click('button[data-message="plan-9"]')
         wait.until(ec.alert_is_present())
         browser.switch_to.alert.accept()
@@ -265,7 +269,7 @@ def test_console_in_headless_chromium(
         wait.until(ec.text_to_be_present_in_element((By.ID, "failures"), "plan-9"))
         assert "NOT_AUTHORIZED" in text("#failures")
         wait.until(lambda _: text("#count-stored") == "0")
-        browser.save_screenshot(str(IMG / "console-discard.png"))
+        browser.save_screenshot(str(img / "console-discard.png"))
     finally:
         meter.stop()
 
