@@ -1,4 +1,4 @@
-"""``msgin5g area create|show|list|delete|assign|unassign``: Broadcast Areas.
+"""``msgin5g area create|show|list|delete|assign|unassign|import``: Broadcast Areas.
 
 The operator's side of broadcast messaging (TS 23.554 §8.6, digest §2.14): the
 areas live in the server's storage (:mod:`msgin5g.server.areas`), a running
@@ -11,6 +11,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from msgin5g.cli.common import add_storage, server_config
+from msgin5g.cli.progress import add_progress_flag
 
 if TYPE_CHECKING:
     from msgin5g.service.broadcast import BroadcastArea
@@ -41,6 +42,7 @@ example:
   msgin5g area create downtown --cell 001010000000001 --tracking-area 00101-0001
   msgin5g area assign downtown siren-17 siren-18
   msgin5g area show downtown
+  msgin5g area import areas.jsonl --progress
 """
 
 
@@ -126,6 +128,20 @@ def add_area_parser(commands: Any) -> None:
         parser = actions.add_parser(name, help=text, description=text)
         parser.add_argument("area_id", metavar="AREA")
         add_storage(parser)
+    imp = actions.add_parser(
+        "import",
+        help="create or replace many areas from a JSON Lines file",
+        description="Create or replace Broadcast Areas from FILE ('-' for "
+        "stdin): JSON Lines, one area per line in the JSON 'area show' prints, "
+        'e.g. {"areaId": "a1", "cells": ["c1"], "trackingAreas": [], "ues": [], '
+        '"ueMaySend": false, "allowedAs": []} (omitted members are empty). Bad '
+        "lines are reported on stderr as 'line N: reason' and skipped; exit "
+        "status 1 if any line was bad. Progress on stderr on a terminal or with "
+        "--progress.",
+    )
+    imp.add_argument("file", metavar="FILE", help="JSON Lines file, '-' for stdin")
+    add_progress_flag(imp)
+    add_storage(imp)
     add_storage(
         actions.add_parser(
             "list",
@@ -165,9 +181,13 @@ async def run_area(args: argparse.Namespace) -> int:
     )
     from msgin5g.service.broadcast import BroadcastArea
 
+    command = args.area_command
+    if command == "import":
+        from msgin5g.cli.doc_import import run_area_import
+
+        return await run_area_import(args)
     storage = server_config(args).storage
     url = storage.url
-    command = args.area_command
     if command == "list":
         for area in await list_areas(url):
             print(

@@ -1,4 +1,4 @@
-"""``msgin5g group create|add|remove|show|list|delete``: the server's group store.
+"""``msgin5g group create|add|remove|show|list|delete|import``: the group store.
 
 The same store is served by a running server as the TS 29.549 SEAL group
 management API (``{apiRoot}/ss-gm/v1/group-documents``, docs/groups.md); the
@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 from msgin5g.cli.common import add_storage, server_config
+from msgin5g.cli.progress import add_progress_flag
 
 __all__ = ["add_group_parser", "run_group"]
 
@@ -54,6 +55,18 @@ def add_group_parser(commands: Any) -> None:
         parser.add_argument("group_id", metavar="GROUP")
         add_storage(parser)
     add_storage(actions.add_parser("list", help="list groups and member counts"))
+    imp = actions.add_parser(
+        "import",
+        help="create or replace many groups from a JSON Lines file",
+        description="Create groups, or replace their UE members, from FILE ('-' "
+        "for stdin): JSON Lines, one group per line in the JSON 'group show' "
+        'prints, e.g. {"groupId": "g1", "members": ["ue1", "ue2"]}. Bad lines '
+        "are reported on stderr as 'line N: reason' and skipped; exit status 1 "
+        "if any line was bad. Progress on stderr on a terminal or with --progress.",
+    )
+    imp.add_argument("file", metavar="FILE", help="JSON Lines file, '-' for stdin")
+    add_progress_flag(imp)
+    add_storage(imp)
 
 
 async def run_group(args: argparse.Namespace) -> int:
@@ -69,6 +82,10 @@ async def run_group(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     command = args.group_command
+    if command == "import":
+        from msgin5g.cli.doc_import import run_group_import
+
+        return await run_group_import(args)
     if command in {"create", "add"}:
         members = await put_group(
             url, args.group_id, args.members, add=command == "add"

@@ -41,6 +41,7 @@ from typing import IO, Final, NamedTuple
 import msgspec
 
 from msgin5g.cli.common import server_config
+from msgin5g.cli.progress import Progress
 from msgin5g.errors import ConfigError
 from msgin5g.model.messages import ServiceId
 from msgin5g.storage import open_backend
@@ -242,36 +243,10 @@ def read_lines(stream: IO[str], fmt: str | None = None) -> Iterator[Row | BadLin
         yield Row(line, entry.ue_service_id, digest)
 
 
-class _Progress:
-    """Progress on stderr: a bar when it is a terminal and the size is known."""
-
-    def __init__(self, total: int | None) -> None:
-        self.tty = sys.stderr.isatty()
-        self.total = total
-        self.started = time.monotonic()
-
-    def show(self, lines: int, done: int) -> None:
-        if not self.tty:
-            return
-        rate = lines / max(time.monotonic() - self.started, 1e-6)
-        if self.total:
-            width = 30
-            filled = min(width, width * done // self.total)
-            bar = "#" * filled + "-" * (width - filled)
-            text = f"import [{bar}] {lines:,} lines ({rate:,.0f}/s)"
-        else:
-            text = f"import {lines:,} lines ({rate:,.0f}/s)"
-        print(f"\r{text}", end="", file=sys.stderr, flush=True)
-
-    def clear(self) -> None:
-        if self.tty:
-            print("\r\x1b[K", end="", file=sys.stderr)
-
-
 class _Importer:
     """Streams rows into the backend, one chunk in flight, and counts."""
 
-    def __init__(self, backend: Backend, *, replace: bool, progress: _Progress) -> None:
+    def __init__(self, backend: Backend, *, replace: bool, progress: Progress) -> None:
         self.backend = backend
         self.replace = replace
         self.progress = progress
@@ -281,7 +256,7 @@ class _Importer:
 
     def report(self, bad: BadLine) -> None:
         self.bad += 1
-        self.progress.clear()
+        self.progress.interrupt()
         print(f"line {bad.line}: {bad.reason}", file=sys.stderr)
 
     async def write(self, chunk: list[Row]) -> None:
@@ -308,7 +283,7 @@ class _Importer:
 async def _import(
     backend: Backend, stream: IO[str], args: argparse.Namespace, total: int | None
 ) -> _Importer:
-    progress = _Progress(total)
+    progress = Progress("import", total=total, forced=getattr(args, "progress", False))
     importer = _Importer(backend, replace=args.force, progress=progress)
     raw = getattr(stream, "buffer", None) if total else None  # bytes read so far
     chunk: list[Row] = []
@@ -325,14 +300,13 @@ async def _import(
                 await pending
             pending = asyncio.ensure_future(importer.write(chunk))
             chunk = []
-            progress.show(lines, raw.tell() if raw is not None else 0)
+            progress.update(lines, raw.tell() if raw is not None else None)
             await asyncio.sleep(0)  # let the chunk reach the writer
     if pending is not None:
         await pending
     if chunk:
         await importer.write(chunk)
-    progress.show(lines, total or 0)
-    progress.clear()
+    progress.finish(lines, total)
     return importer
 
 

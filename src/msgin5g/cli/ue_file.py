@@ -1,7 +1,7 @@
 """Parsers of ``msgin5g ue import`` and ``msgin5g ue export`` (standard library only).
 
 Built on every start of ``msgin5g``, so this module imports nothing beyond the
-standard library and :mod:`.common`; what the commands run lives in
+standard library, :mod:`.common` and :mod:`.progress`; what the commands run lives in
 :mod:`msgin5g.cli.ue_bulk`, imported when one of them runs.
 """
 
@@ -9,6 +9,7 @@ import argparse
 from typing import Any
 
 from msgin5g.cli.common import add_storage
+from msgin5g.cli.progress import add_progress_flag
 
 __all__ = ["IMPORT_EXPORT", "add_import_export"]
 
@@ -50,6 +51,7 @@ def add_import_export(ue_commands: Any) -> None:
         choices=["csv", "jsonl"],
         help="input format (default: detected from the first line)",
     )
+    add_progress_flag(imp)
     add_storage(imp)
     exp = ue_commands.add_parser(
         "export",

@@ -22,7 +22,12 @@ from prometheus_client import CollectorRegistry
 from msgin5g.config import ServerConfig
 from msgin5g.errors import ConfigError, MSGin5GError
 from msgin5g.runtime import Clock
-from msgin5g.server.metrics import CONTENT_TYPE, ServerCollector, render
+from msgin5g.server.metrics import (
+    CONTENT_TYPE,
+    ServerCollector,
+    render,
+    traffic_counts,
+)
 from msgin5g.service.applications import TargetNetworks
 from msgin5g.service.messaging import MessagingService
 from msgin5g.service.nef import Reachability
@@ -128,13 +133,16 @@ class Server:
         coap: CoapTransport,
         backend: Backend,
     ) -> None:
-        """Give ``/metrics`` its collector and ``/readyz`` its checks."""
+        """Give ``/metrics`` its collector, ``/readyz`` its checks, the console its rates."""
         app = rest.app
         if app is None:
             return
         registry = CollectorRegistry(auto_describe=False)
         registry.register(
             ServerCollector(service, coap, lambda: dict(app.state.rest_requests))
+        )
+        app.state.admin.traffic = partial(
+            traffic_counts, service, coap, lambda: dict(app.state.rest_requests)
         )
         ops = app.state.ops
         ops.metrics = partial(render, registry)

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from msgin5g.service.messaging import MessagingService
     from msgin5g.transports.coap import CoapTransport
 
-__all__ = ["CONTENT_TYPE", "ServerCollector", "render"]
+__all__ = ["CONTENT_TYPE", "ServerCollector", "render", "traffic_counts"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -206,3 +206,29 @@ class ServerCollector(Collector):
 def render(registry: CollectorRegistry) -> bytes:
     """The text exposition of ``registry`` (what ``GET /metrics`` answers)."""
     return generate_latest(registry)
+
+
+_MESSAGE_UPLINKS = frozenset({"MSG", "AGGMSG"})
+
+
+def traffic_counts(
+    service: MessagingService,
+    coap: CoapTransport,
+    rest_requests: Callable[[], dict[tuple[str, str], int]],
+) -> tuple[int, int]:
+    """Cumulative (messages in, messages out) for the console's rate chart.
+
+    In: ``MSG`` / ``AGGMSG`` uplinks answered ok plus ``msgs-msgdelivery``
+    requests answered 2xx; out: items delivered (messages and reports).
+    """
+    received = sum(
+        count
+        for (kind, result), count in coap.uplink.items()
+        if kind in _MESSAGE_UPLINKS and result == "ok"
+    )
+    received += sum(
+        count
+        for (api, code), count in rest_requests().items()
+        if api == "msgs-msgdelivery" and code.startswith("2")
+    )
+    return received, service.delivery.delivered

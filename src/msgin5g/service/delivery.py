@@ -87,6 +87,7 @@ from msgin5g.model.messages import Imdn, Msg
 from msgin5g.model.queue import QueuedItem, ReportRoute
 from msgin5g.model.registry import Contact, UERegistration
 from msgin5g.runtime import Clock, Supervisor, Timer
+from msgin5g.service.activity import Activity
 from msgin5g.service.applications import ApplicationRegistry
 from msgin5g.service.ports import ASDeliverer, Cluster, Deliverer, PeerLink, Watcher
 from msgin5g.service.quotas import Quotas
@@ -165,6 +166,7 @@ class DeliveryEngine:
         self.delivered = 0
         self.failed = 0
         self.expired = 0
+        self.activity = Activity(clock.now)  # last seen, recent failures (console)
         self.drain_failures = 0
         """Drain tasks that ended with an unexpected exception (logged)."""
 
@@ -456,6 +458,7 @@ class DeliveryEngine:
         datagrams now reach this node (a load balancer or ``SO_REUSEPORT``
         moved it): this node claims it and collects what other nodes stored.
         """
+        self.activity.seen(ue_service_id)
         if self._held:
             self._held.discard(ue_service_id)
         if self._cluster is not None and self._remote_owner(ue_service_id):
@@ -611,6 +614,7 @@ class DeliveryEngine:
     async def report_failure(self, item: QueuedItem, cause: FailureCause) -> None:
         """Tell the originator of a failed ``MSG`` (if it asked) why it failed."""
         self.failed += 1
+        self.activity.failed(item, cause)
         message = item.item
         if not isinstance(message, Msg) or not message.delivery_status_required:
             return

@@ -13,6 +13,9 @@
 * ``/oauth2/token`` (client-credentials token endpoint, :mod:`.auth`),
 * ``/healthz``, ``/readyz``, ``/metrics`` (operations, :mod:`.ops`; outside
   the API roots; ``app.state.ops`` is filled in by the server),
+* ``/admin/v1`` (operator admin API, :mod:`.admin_api`) and ``/console`` (the
+  operator web console, :mod:`.console`; its POSTs are form-encoded);
+  ``app.state.admin`` is the :class:`~.admin_api.AdminState` they share,
 
 and installs the request pipeline every API shares:
 
@@ -44,8 +47,11 @@ from msgin5g.config import RestConfig
 from msgin5g.errors import MSGin5GError
 from msgin5g.service.applications import TargetNetworks
 from msgin5g.service.messaging import MessagingService
+from msgin5g.service.operator import OperatorView
 from msgin5g.spec.causes import FailureCause
 from msgin5g.transports.rest import (
+    admin_api,
+    console,
     msgg_bgdelivery,
     msgs_asregistration,
     msgs_msgdelivery,
@@ -105,7 +111,9 @@ class BodyGuard:
             reply = _too_large(self.max_body)
         else:
             ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
-            wanted = _FORM if scope["path"] == TOKEN_PATH else "application/json"
+            path = scope["path"]
+            form = path == TOKEN_PATH or path.startswith(console.CONSOLE_ROOT + "/")
+            wanted = _FORM if form else "application/json"
             if scope["method"] == "PATCH":  # RFC 7396 JSON merge patch (SS_GM)
                 wanted = "application/merge-patch+json"
             if ctype.decode("latin-1") != wanted:
@@ -170,6 +178,9 @@ def create_app(service: MessagingService, config: RestConfig) -> FastAPI:
     app.include_router(ops_router(ctx, ops))
     if service.nef is not None:  # docs/nef.md
         app.include_router(nef_callbacks.router(service.nef))
+    app.state.admin = admin = admin_api.AdminState(OperatorView.of(service))
+    app.include_router(admin_api.router(ctx, admin))
+    app.include_router(console.router(ctx, admin))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:
