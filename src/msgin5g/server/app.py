@@ -16,6 +16,7 @@ group registry maps ``valUeId`` members through the live registrations.
 import logging
 from contextlib import AsyncExitStack
 from functools import partial
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
@@ -24,12 +25,17 @@ from msgin5g.errors import MSGin5GError
 from msgin5g.runtime import Clock
 from msgin5g.server.metrics import CONTENT_TYPE, ServerCollector, render
 from msgin5g.service.applications import TargetNetworks
+from msgin5g.server.deliverers import BindingDeliverer
 from msgin5g.service.messaging import MessagingService
+from msgin5g.service.ports import Deliverer
 from msgin5g.storage import open_backend
 from msgin5g.storage.base import Backend
 from msgin5g.transports.coap import CoapTransport
 from msgin5g.transports.rest import HttpASDeliverer, RestTransport
 from msgin5g.transports.rest.seal_client import SealGroupSource
+
+if TYPE_CHECKING:
+    from msgin5g.transports.mqtt import MqttTransport
 
 __all__ = ["Server"]
 
@@ -46,6 +52,7 @@ class Server:
         self.service: MessagingService | None = None
         self.coap: CoapTransport | None = None
         self.rest: RestTransport | None = None
+        self.mqtt: MqttTransport | None = None
         self._stack: AsyncExitStack | None = None
 
     async def start(self) -> None:
@@ -81,9 +88,16 @@ class Server:
         )
         stack.push_async_callback(as_deliverer.aclose)
         coap = CoapTransport(config.coap)
+        deliverer: Deliverer = coap
+        mqtt = None
+        if config.mqtt.url:
+            from msgin5g.transports.mqtt import MqttTransport  # the mqtt extra
+
+            mqtt = MqttTransport(config.mqtt, service_id=config.coap.service_id)
+            deliverer = BindingDeliverer(coap, mqtt)
         service = MessagingService(
             backend,
-            coap,
+            deliverer,
             config=config.delivery,
             clock=self._clock,
             as_deliverer=as_deliverer,
@@ -103,6 +117,10 @@ class Server:
             self.rest = rest
         await coap.start(service)
         self.coap = coap
+        if mqtt is not None:
+            stack.push_async_callback(mqtt.aclose)
+            await mqtt.start(service)
+            self.mqtt = mqtt
         if self.rest is not None:
             self._wire_ops(self.rest, service, coap, backend)
         await service.resume()
@@ -154,7 +172,7 @@ class Server:
 
     def _forget_parts(self) -> None:
         self.coap = self.service = self.backend = None
-        self.rest = None
+        self.rest = self.mqtt = None
 
     @property
     def coap_address(self) -> tuple[str, int]:
