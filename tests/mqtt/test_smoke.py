@@ -15,13 +15,24 @@ async def test_mqtt_to_coap(tmp_path: Path, broker: Mosquitto) -> None:
     url = f"sqlite:///{tmp_path / 'm.db'}"
     for ue in ("a", "b"):
         await provision_ue(url, ue, f"secret-{ue}")
-    config = load_config(None, {}, {"coap.bind": "127.0.0.1:0", "storage.url": url,
-        "rest.enabled": "false", "mqtt.url": broker.url})
+    config = load_config(
+        None,
+        {},
+        {
+            "coap.bind": "127.0.0.1:0",
+            "storage.url": url,
+            "rest.enabled": "false",
+            "mqtt.url": broker.url,
+        },
+    )
     async with Server(config) as server:
         host, port = server.coap_address
-        async with Client("a", "secret-a", server=broker.url) as a, Client(
-            "b", "secret-b", server=f"coap://{host}:{port}", bind=("127.0.0.1", 0)
-        ) as b:
+        async with (
+            Client("a", "secret-a", server=broker.url) as a,
+            Client(
+                "b", "secret-b", server=f"coap://{host}:{port}", bind=("127.0.0.1", 0)
+            ) as b,
+        ):
             await a.register()
             await b.register()
             resp = await a.send("b", b"hi", report=True)

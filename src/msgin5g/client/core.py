@@ -101,8 +101,7 @@ def _mqtt_transport(
         from msgin5g.client.mqtt import MqttTransport
     except ModuleNotFoundError as exc:
         raise ConnectError(
-            f"{server}: the MQTT binding needs aiomqtt "
-            "(pip install 'msgin5g[mqtt]')"
+            f"{server}: the MQTT binding needs aiomqtt (pip install 'msgin5g[mqtt]')"
         ) from exc
     return MqttTransport(server, ue_service_id, password=credential)
 

@@ -155,9 +155,7 @@ class MqttTransport:
         correlation = token if token and token not in self._pending else None
         while correlation is None or correlation in self._pending:
             correlation = os.urandom(8)
-        future: asyncio.Future[CoapMessage] = (
-            asyncio.get_running_loop().create_future()
-        )
+        future: asyncio.Future[CoapMessage] = asyncio.get_running_loop().create_future()
         self._pending[correlation] = future
         try:
             await self._link.publish(

@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry
 
 from msgin5g.config import ServerConfig
-from msgin5g.errors import MSGin5GError
+from msgin5g.errors import ConfigError, MSGin5GError
 from msgin5g.runtime import Clock
+from msgin5g.server.deliverers import BindingDeliverer
 from msgin5g.server.metrics import CONTENT_TYPE, ServerCollector, render
 from msgin5g.service.applications import TargetNetworks
-from msgin5g.server.deliverers import BindingDeliverer
 from msgin5g.service.messaging import MessagingService
 from msgin5g.service.ports import Deliverer
 from msgin5g.storage import open_backend
@@ -91,8 +91,13 @@ class Server:
         deliverer: Deliverer = coap
         mqtt = None
         if config.mqtt.url:
-            from msgin5g.transports.mqtt import MqttTransport  # the mqtt extra
-
+            try:
+                from msgin5g.transports.mqtt import MqttTransport
+            except ModuleNotFoundError as exc:
+                raise ConfigError(
+                    f"mqtt.url is set but the MQTT binding needs {exc.name} "
+                    "(pip install 'msgin5g[mqtt]')"
+                ) from exc
             mqtt = MqttTransport(config.mqtt, service_id=config.coap.service_id)
             deliverer = BindingDeliverer(coap, mqtt)
         service = MessagingService(

@@ -43,8 +43,8 @@ from typing import Any
 
 import aiomqtt
 
-from msgin5g.codec.ue_payload import decode_uplink, encode, message_type_of
 from msgin5g.coap.numbers import Code
+from msgin5g.codec.ue_payload import decode_uplink, encode, message_type_of
 from msgin5g.config import MqttConfig
 from msgin5g.errors import (
     ConnectError,
@@ -208,7 +208,9 @@ class MqttTransport:
             content_type = getattr(message.properties, "ContentType", None)
             if content_type not in (None, CONTENT_TYPE):
                 return self._code_error(
-                    message, Code.UNSUPPORTED_CONTENT_FORMAT, "INVALID_MESSAGE",
+                    message,
+                    Code.UNSUPPORTED_CONTENT_FORMAT,
+                    "INVALID_MESSAGE",
                     f"Content Type must be {CONTENT_TYPE}",
                 )
             uplink = decode_uplink(payload, service_id=self.service_id)
@@ -303,9 +305,7 @@ class MqttTransport:
         publishing = loop.create_task(
             self.link.publish(downlink_topic(self.prefix, ue), encode(item), props)
         )
-        publishing.add_done_callback(
-            lambda done: self._published(correlation, done)
-        )
+        publishing.add_done_callback(lambda done: self._published(correlation, done))
         return outcome
 
     async def deliver(self, contact: Contact, item: DownlinkItem) -> None:
@@ -400,7 +400,9 @@ def _check_topic(sender: str, route: tuple[str, str | None], uplink: object) -> 
 
 def _answering(procedure: str) -> _Procedure:
     async def run(service: MessagingService, uplink: Any, source: Contact) -> _Answer:
-        return int(Code.CHANGED), encode(await getattr(service, procedure)(uplink, source))
+        return int(Code.CHANGED), encode(
+            await getattr(service, procedure)(uplink, source)
+        )
 
     return run
 
