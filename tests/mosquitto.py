@@ -9,6 +9,7 @@ started again on the same port (the broker-restart test), and takes an ACL file
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import subprocess
 import time
@@ -62,6 +63,10 @@ class Mosquitto:
             "log_type notice",
             "max_queued_messages 100000",
         ]
+        if os.geteuid() == 0:
+            # as root mosquitto drops to user 'mosquitto', which cannot read the
+            # password and ACL files in pytest's private tmp directory
+            lines.append("user root")
         if self.password_file is not None:
             lines += ["allow_anonymous false", f"password_file {self.password_file}"]
         else:

@@ -83,11 +83,12 @@ class Paho:
         self.client.loop_start()
         self.connect_code = connected.get(timeout=10)
 
-    def subscribe(self, topic: str) -> None:
+    def subscribe(self, topic: str) -> Any:
+        """SUBSCRIBE QoS 1; returns the SUBACK reason code."""
         done: queue.Queue[Any] = queue.Queue()
         self.client.on_subscribe = lambda _c, _u, mid, codes, _p: done.put(codes)
         self.client.subscribe(topic, qos=1)
-        done.get(timeout=10)
+        return done.get(timeout=10)[0]
 
     def publish(
         self, topic: str, body: bytes | dict[str, Any], *, correlation: bytes = b"c1"
