@@ -10,8 +10,10 @@ link is back (nothing acknowledged is lost), and a device's request fails
 instead of hanging.
 
 :meth:`BrokerLink.start` waits for the first connection, bounded by
-``connect_timeout``: pointed at a broker that is not there, it fails in seconds
-with the broker's address and the reason in the message.
+``connect_timeout``; the first attempt's failure (refused, bad credentials, no
+such host) is reported at once with the broker's address and the reason, as
+:class:`~msgin5g.errors.BrokerUnreachable`. Reconnecting is for a link that
+was up.
 """
 
 import asyncio
@@ -26,7 +28,7 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from msgin5g.errors import ConnectError
+from msgin5g.errors import BrokerUnreachable, ConnectError
 
 __all__ = ["Broker", "BrokerLink", "Properties", "publish_properties", "user_property"]
 
@@ -142,6 +144,7 @@ class BrokerLink:
         self._client: aiomqtt.Client | None = None
         self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
+        self._failed = asyncio.Event()
         self.connects = 0
         """How many times the link (re)connected."""
         self.last_error = ""
@@ -183,16 +186,29 @@ class BrokerLink:
         self._task = asyncio.get_running_loop().create_task(
             self._run(), name=f"mqtt link {self._client_id}"
         )
+        waits = [
+            asyncio.ensure_future(self.connected.wait()),
+            asyncio.ensure_future(self._failed.wait()),
+        ]
         try:
-            async with asyncio.timeout(self._broker.connect_timeout):
-                await self.connected.wait()
-        except TimeoutError:
+            await asyncio.wait(
+                waits,
+                timeout=self._broker.connect_timeout,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+        if not self.connected.is_set():
             await self.aclose()
-            raise ConnectError(
-                f"MQTT broker {self._broker.url} did not accept the connection "
-                f"within {self._broker.connect_timeout:g} s"
-                + (f": {self.last_error}" if self.last_error else "")
-            ) from None
+            raise BrokerUnreachable(
+                f"MQTT broker {self._broker.url} did not accept the connection"
+                + (
+                    f": {self.last_error}"
+                    if self.last_error
+                    else f" within {self._broker.connect_timeout:g} s"
+                )
+            )
 
     async def _run(self) -> None:
         backoff = _BACKOFF_MIN
@@ -212,6 +228,9 @@ class BrokerLink:
                         self._on_message(message)
             except aiomqtt.MqttError as exc:
                 self.last_error = str(exc)
+                if self.connects == 0:
+                    self._failed.set()  # start() reports it; no retry before that
+                    return
                 if self.connected.is_set():
                     log.warning("MQTT broker %s lost: %s", self._broker.url, exc)
             finally:
