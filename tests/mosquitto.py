@@ -62,6 +62,7 @@ class Mosquitto:
             "log_type warning",
             "log_type notice",
             "max_queued_messages 100000",
+            "set_tcp_nodelay true",
         ]
         if os.geteuid() == 0:
             # as root mosquitto drops to user 'mosquitto', which cannot read the
