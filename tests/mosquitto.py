@@ -39,7 +39,9 @@ class Mosquitto:
         password_file: Path | None = None,
         port: int | None = None,
     ) -> None:
-        self.binary = require_binary("mosquitto")
+        # Debian installs the broker in /usr/sbin, often not on a user's PATH
+        sbin = Path("/usr/sbin/mosquitto")
+        self.binary = str(sbin) if sbin.exists() else require_binary("mosquitto")
         self.workdir = workdir
         self.port = port or free_port()
         self.acl_file = acl_file

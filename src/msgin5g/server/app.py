@@ -135,8 +135,8 @@ class Server:
             await backend.count(),
         )
 
-    @staticmethod
     def _wire_ops(
+        self,
         rest: RestTransport,
         service: MessagingService,
         coap: CoapTransport,
@@ -166,6 +166,15 @@ class Server:
             return None
 
         ops.checks.update({"storage": storage, "coap": coap_socket})
+        mqtt = self.mqtt
+        if mqtt is not None:
+
+            async def mqtt_broker() -> str | None:
+                if mqtt.link.connected.is_set():
+                    return None
+                return f"MQTT broker {mqtt.config.url} not connected"
+
+            ops.checks["mqtt"] = mqtt_broker
 
     def _group_source_for(self) -> SealGroupSource | None:
         """The external SEAL group management server, when configured."""
