@@ -123,8 +123,10 @@ class MqttTransport:
     async def aclose(self) -> None:
         """Disconnect (outstanding requests fail)."""
         await self._link.aclose()
-        for task in list(self._tasks):
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(ConnectError("transport closed"))

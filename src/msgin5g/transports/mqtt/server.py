@@ -152,8 +152,10 @@ class MqttTransport:
     async def aclose(self) -> None:
         """Disconnect; pending deliveries fail as unreachable (they stay stored)."""
         await self.link.aclose()
-        for task in list(self._handlers):
+        handlers = list(self._handlers)
+        for task in handlers:
             task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
         for future, _, _ in self._pending.values():
             if not future.done():
                 future.set_exception(RecipientUnreachable("MQTT transport closed"))
