@@ -21,7 +21,7 @@ What it does (loopback only, bounded by --seconds per phase):
 
    latency is receive time minus send time (same process clock), p50/p99.
 
-Run: ``.venv/bin/python benchmarks/mqtt.py [--seconds 5 --pairs 4 --window 16]``.
+Run: ``.venv/bin/python benchmarks/mqtt.py [--seconds 5 --pairs 4 --window 4]``.
 Not a test.
 """
 
@@ -181,7 +181,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--pairs", type=int, default=4)
-    parser.add_argument("--window", type=int, default=16)
+    parser.add_argument("--window", type=int, default=4)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="msgin5g-mqtt-bench-") as tmp:
         workdir = Path(tmp)
