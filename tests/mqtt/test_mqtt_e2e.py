@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from msgin5g.errors import ConnectError
-from msgin5g.model.messages import Imdn, Msg
+from msgin5g.model.messages import Imdn, Msg, MsgResp
 from msgin5g.server.admin import put_group
 from tests.mosquitto import Mosquitto
 from tests.mqtt.support import coap_ue, mqtt_ue, provisioned, running_server
@@ -155,3 +155,33 @@ async def test_broker_restart_loses_nothing_acknowledged(
                 seen.add(got.item.message_id)
             assert seen == set(accepted)
             assert server.mqtt is not None and server.mqtt.link.connects >= 2
+
+
+async def test_a_ue_moves_from_coap_to_mqtt_by_registering_again(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    url = await provisioned(tmp_path)
+    async with running_server(url, broker.url) as server:
+        async with coap_ue(server, "c1") as c1, coap_ue(server, "m3") as over_coap:
+            await c1.register()
+            await over_coap.register()
+            await c1.send("m3", b"over coap")
+            got = await over_coap.receive(timeout=10)
+            assert got.item.payload == b"over coap"
+            async with mqtt_ue(broker, "m3") as over_mqtt:
+                await over_mqtt.register()  # the same UE, now on the broker
+                await c1.send("m3", b"over mqtt")
+                got = await over_mqtt.receive(timeout=10)
+                assert got.item.payload == b"over mqtt"
+                # the old CoAP source no longer speaks for m3
+                refused = await over_coap.request(
+                    Msg(
+                        message_id="from-old-source",
+                        originating_ue_service_id="m3",
+                        recipient_ue_service_id="c1",
+                    ),
+                    MsgResp,
+                )
+                assert refused.delivery_status == "DELY_REJECTED"
+            with pytest.raises(TimeoutError):
+                await over_coap.receive(timeout=0.5)

@@ -218,7 +218,11 @@ class MqttTransport:
             options=post_options(self._base_path),
             payload=payload,
         )
-        response = await serve(request)
+        try:
+            response = await serve(request)
+        except Exception:  # the handler's bug: the server hears 5.00, retries later
+            log.exception("%s: request of the server failed", self.ue_service_id)
+            response = CoapMessage(Type.ACK, Code.INTERNAL_SERVER_ERROR, payload=b"")
         try:
             await self._link.publish(
                 response_topic,

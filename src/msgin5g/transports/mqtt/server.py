@@ -193,7 +193,13 @@ class MqttTransport:
         except DecodeError as exc:
             _throttled.log("bad-topic", logging.INFO, "MQTT uplink dropped: %s", exc)
             return
-        answer = await self._run(sender, route, message)
+        try:
+            answer = await self._run(sender, route, message)
+        except Exception:  # a bug of ours: the request gets 5.00, we keep serving
+            log.exception("MQTT request from %s failed", sender)
+            answer = self._code_error(
+                message, Code.INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", "internal error"
+            )
         await self._answer(sender, message, answer)
 
     async def _run(
