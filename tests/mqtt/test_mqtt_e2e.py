@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from msgin5g.client import Client
 from msgin5g.errors import ConnectError
 from msgin5g.model.messages import Imdn, Msg, MsgResp
 from msgin5g.server.admin import put_group
@@ -185,3 +186,35 @@ async def test_a_ue_moves_from_coap_to_mqtt_by_registering_again(
                 assert refused.delivery_status == "DELY_REJECTED"
             with pytest.raises(TimeoutError):
                 await over_coap.receive(timeout=0.5)
+
+
+async def test_topic_prefix_and_a_persistent_broker_session(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    url = await provisioned(tmp_path)
+    settings = {"mqtt.topic_prefix": "plant/msg", "mqtt.ack_timeout": "1"}
+    device_url = f"{broker.url}?prefix=plant/msg&session_expiry=600"
+    async with running_server(url, broker.url, **settings) as server:
+        async with coap_ue(server, "c1") as c1:
+            await c1.register()
+            async with Client("m1", "secret-m1", server=device_url) as m1:
+                await m1.register()
+            # m1 is away but the broker keeps its session: the broker holds the
+            # publication; the server, without m1's answer, keeps the item stored
+            sent = await c1.send("m1", b"held twice", report=True)
+            assert sent.delivery_status == "DELY_ACCEPTED"
+            # usually past mqtt.ack_timeout (m1 unreachable, the REG below brings a
+            # duplicate); on a slow machine m1's answer may still come in time:
+            # then nothing is redelivered, and the assertions hold as well
+            await asyncio.sleep(2)
+            async with Client("m1", "secret-m1", server=device_url) as back:
+                got = await back.receive(timeout=20)  # from the broker's session
+                assert got.item.payload == b"held twice"
+                await back.register()  # the server delivers again: a duplicate
+                report = await c1.receive(timeout=20)
+                assert isinstance(report.item, Imdn)
+                assert report.item.message_id == sent.message_id
+                with pytest.raises(TimeoutError):
+                    await back.receive(timeout=1.0)  # the duplicate was dropped
+    with pytest.raises(ConnectError, match="unknown parameter"):
+        Client("m1", "s", server=f"{broker.url}?qos=2")

@@ -33,7 +33,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import TypeVar, overload
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
 
@@ -103,7 +103,24 @@ def _mqtt_transport(
         raise ConnectError(
             f"{server}: the MQTT binding needs aiomqtt (pip install 'msgin5g[mqtt]')"
         ) from exc
-    return MqttTransport(server, ue_service_id, password=credential)
+    query = dict(parse_qsl(urlsplit(server).query))
+    unknown = set(query) - {"prefix", "session_expiry"}
+    if unknown:
+        raise ConnectError(
+            f"{server}: unknown parameter(s) {', '.join(sorted(unknown))} "
+            "(known: prefix, session_expiry)"
+        )
+    try:
+        session_expiry = int(query.get("session_expiry", "0"))
+    except ValueError:
+        raise ConnectError(f"{server}: session_expiry must be seconds") from None
+    return MqttTransport(
+        server.split("?", 1)[0],
+        ue_service_id,
+        password=credential,
+        prefix=query.get("prefix", "msgin5g"),
+        session_expiry=session_expiry,
+    )
 
 
 class Client(Messaging, Inbox):
@@ -116,7 +133,9 @@ class Client(Messaging, Inbox):
         server: ``coap://host[:port][/path]`` of the server (path default
             msgin5g), or ``mqtt://broker[:port]`` / ``mqtts://…`` of the broker
             the server consumes (docs/mqtt.md; the ``mqtt`` extra; the broker
-            password is the credential).
+            password is the credential; ``?prefix=P`` for a server's
+            ``mqtt.topic_prefix``, ``?session_expiry=S`` for a persistent
+            broker session).
         bind: local (host, port) of the UE's socket; port 0 picks a free one.
         auto_report: send ``IMDN`` success reports automatically.
         queue_size: bound of the receive queue (the server's retransmissions
