@@ -119,5 +119,15 @@ async def test_a2p_p2a_and_aggregated_messages_for_an_mqtt_ue(
                     assert isinstance(got.item, Msg)
                     payloads.add(got.item.payload)
                 assert payloads == {b"one", b"two", b"three"}
+                # the binding's figures on /metrics, /readyz checks the broker
+                metrics = (await http.get("/metrics")).text
+                assert (
+                    'msgin5g_mqtt_uplink_messages_total{result="ok",type="AGGMSG"} 1.0'
+                    in metrics
+                )
+                assert "msgin5g_mqtt_broker_connected 1.0" in metrics
+                assert "msgin5g_mqtt_delivery_latency_seconds_count" in metrics
+                ready = await http.get("/readyz")
+                assert ready.status_code == 200 and "mqtt" in ready.text, ready.text
     finally:
         listener.close()

@@ -151,6 +151,10 @@ class Server:
             ServerCollector(service, coap, lambda: dict(app.state.rest_requests))
         )
         ops = app.state.ops
+        if self.mqtt is not None:
+            from msgin5g.server.mqtt_metrics import MqttCollector
+
+            registry.register(MqttCollector(self.mqtt))
         ops.metrics = partial(render, registry)
         ops.content_type = CONTENT_TYPE
 

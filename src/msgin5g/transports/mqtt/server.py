@@ -140,6 +140,11 @@ class MqttTransport:
         self.delivery_latency = Histogram()
         """Seconds from a downlink publication to the UE's answer."""
 
+    @property
+    def pending_deliveries(self) -> int:
+        """Downlink publications waiting for the UE's answer."""
+        return len(self._pending)
+
     async def start(self, service: MessagingService) -> None:
         """Connect to the broker and consume the uplink topics for ``service``.
 
