@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from msgin5g.config_network import NefConfig, PeersConfig
 from msgin5g.errors import ConfigError
@@ -34,6 +35,7 @@ __all__ = [
     "IPNetwork",
     "LimitsConfig",
     "LogConfig",
+    "MqttConfig",
     "NefConfig",
     "PeersConfig",
     "RestConfig",
@@ -448,6 +450,75 @@ class TopicsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MqttConfig:
+    """MSGin5G-1 over MQTT 5 through an existing broker (docs/mqtt.md)."""
+
+    url: str = ""
+    """Broker URL: ``mqtt://HOST[:PORT]`` (1883) or ``mqtts://HOST[:PORT]`` (8883,
+    TLS). Empty: the MQTT binding is off."""
+    username: str = ""
+    """User name the server authenticates with (the broker's ACL gives this user
+    ``{prefix}/up/#`` and ``{prefix}/ue/#``; ``msgin5g mqtt acl``)."""
+    password: str = ""
+    """Its password (prefer ``MSGIN5G_MQTT_PASSWORD`` to a file)."""
+    ca_file: str = ""
+    """PEM CA bundle that signs the broker's certificate (mqtts; default: the
+    system's trust store)."""
+    cert_file: str = ""
+    """PEM client certificate, when the broker asks for one (mqtts)."""
+    key_file: str = ""
+    """PEM private key of ``cert_file``."""
+    tls_insecure: bool = False
+    """Skip the broker's host name check (test beds only)."""
+    client_id: str = ""
+    """MQTT client identifier; default ``msgin5g-server-<random>`` (unique per
+    process, so several servers can share the load)."""
+    topic_prefix: str = "msgin5g"
+    """First topic level(s) of every MSGin5G topic."""
+    share_group: str = "msgin5g"
+    """Shared subscription group (``$share/<group>/<prefix>/up/#``): servers in one
+    group share the uplink load. Empty: a plain subscription (one server only)."""
+    keepalive: int = 30
+    """MQTT keep-alive (s)."""
+    connect_timeout: float = 10.0
+    """How long start-up waits for the broker before failing (s)."""
+    ack_timeout: float = 30.0
+    """How long a downlink publication waits for the UE's answer on its ack topic
+    before the UE counts as unreachable (store and forward, s)."""
+    max_payload: int = 4096
+    """Largest uplink payload in octets (as ``coap.max_payload``); larger is
+    answered ``4.13 PAYLOAD_TOO_LARGE``."""
+    max_concurrent_requests: int = 1000
+    """Uplink requests processed at once; beyond, ``5.03 SERVER_CONGESTION``."""
+
+    def __post_init__(self) -> None:
+        if self.url and not self.url.startswith(("mqtt://", "mqtts://")):
+            raise ConfigError("mqtt.url: an mqtt:// or mqtts:// URL, or empty")
+        if self.url:
+            self._check_url()
+        levels = self.topic_prefix.split("/")
+        if not all(lv and not any(c in lv for c in "+#$") for lv in levels):
+            raise ConfigError("mqtt.topic_prefix: topic levels without + # $")
+        if any(c in self.share_group for c in "/+#"):
+            raise ConfigError("mqtt.share_group: no / + #")
+        if self.keepalive < 5 or self.connect_timeout <= 0 or self.ack_timeout <= 0:
+            raise ConfigError(
+                "mqtt: keepalive >= 5, connect_timeout and ack_timeout positive"
+            )
+        if self.max_payload < 256 or self.max_concurrent_requests < 1:
+            raise ConfigError("mqtt: max_payload >= 256, max_concurrent_requests >= 1")
+
+    def _check_url(self) -> None:
+        try:
+            parts = urlsplit(self.url)
+            parts.port  # noqa: B018 - raises on a bad port
+        except ValueError as exc:
+            raise ConfigError(f"mqtt.url: {exc}") from None
+        if not parts.hostname:
+            raise ConfigError(f"mqtt.url: no broker host in {self.url!r}")
+
+
+@dataclass(frozen=True, slots=True)
 class LogConfig:
     """Logging."""
 
@@ -493,6 +564,7 @@ class ServerConfig:
     rest: RestConfig = field(default_factory=RestConfig)
     seal: SealConfig = field(default_factory=SealConfig)
     topics: TopicsConfig = field(default_factory=TopicsConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
     log: LogConfig = field(default_factory=LogConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
@@ -560,6 +632,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "rest": RestConfig,
     "seal": SealConfig,
     "topics": TopicsConfig,
+    "mqtt": MqttConfig,
     "log": LogConfig,
     "cluster": ClusterConfig,
     "nef": NefConfig,

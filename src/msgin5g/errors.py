@@ -22,6 +22,7 @@ Every exception we raise on purpose derives from :class:`MSGin5GError`::
     │   └── StorageConflict
     └── TransportError                client side: the peer could not be reached or refused
         ├── ConnectError
+        │   └── BrokerUnreachable     the MQTT broker is not there or refused us
         ├── RequestTimeout            retransmissions exhausted
         ├── PortUnreachable           ICMP port unreachable: nothing listens there
         ├── ServerUnreachable         the HTTP server cannot be reached
@@ -35,6 +36,7 @@ Domain errors know nothing about wire codes: the CoAP transport maps them in
 from msgin5g.spec.causes import FailureCause
 
 __all__ = [
+    "BrokerUnreachable",
     "CodecError",
     "ConfigError",
     "ConnectError",
@@ -185,6 +187,16 @@ class ConnectError(TransportError):
 
     def hint(self) -> str | None:
         return "check the host and port, and that no other process uses the port"
+
+
+class BrokerUnreachable(ConnectError):
+    """The MQTT broker could not be reached or refused the connection (docs/mqtt.md)."""
+
+    def hint(self) -> str | None:
+        return (
+            "is the MQTT broker running there? check the URL (mqtt.url, --mqtt or "
+            "--server), the user name and password, and the broker's log"
+        )
 
 
 class RequestTimeout(TransportError):

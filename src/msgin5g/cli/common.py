@@ -52,7 +52,8 @@ def server_config(args: argparse.Namespace) -> "ServerConfig":
     """The server configuration: ``--config``, ``MSGIN5G_*``, then the options.
 
     Options read when the command has them: ``--set SECTION.KEY=VALUE``
-    (repeatable), ``--coap``, ``--http``, ``--storage`` and ``--log-level``.
+    (repeatable), ``--coap``, ``--http``, ``--storage``, ``--mqtt`` and
+    ``--log-level``.
 
     Raises:
         ConfigError: unreadable file, unknown key, invalid value or ``--set``.
@@ -70,6 +71,7 @@ def server_config(args: argparse.Namespace) -> "ServerConfig":
         ("coap", "coap.bind"),
         ("http", "rest.bind"),
         ("storage", "storage.url"),
+        ("mqtt", "mqtt.url"),
         ("log_level", "log.level"),
     ):
         value = getattr(args, option, None)

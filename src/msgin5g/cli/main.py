@@ -29,6 +29,7 @@ from msgin5g.cli.area import add_area_parser
 from msgin5g.cli.cluster import add_cluster_parser
 from msgin5g.cli.common import add_storage, missing_extra
 from msgin5g.cli.group import add_group_parser
+from msgin5g.cli.mqtt import add_mqtt_parser
 from msgin5g.cli.topic import add_topic_parser
 from msgin5g.cli.ue_file import IMPORT_EXPORT, add_import_export
 from msgin5g.errors import ConfigError, MSGin5GError, StorageConflict
@@ -63,7 +64,8 @@ def _add_device(parser: argparse.ArgumentParser, *, location: bool = False) -> N
     parser.add_argument(
         "--server",
         default=os.environ.get("MSGIN5G_SERVER", "coap://127.0.0.1:5683"),
-        help="server URI (default coap://127.0.0.1:5683 or MSGIN5G_SERVER)",
+        help="server URI (default coap://127.0.0.1:5683 or MSGIN5G_SERVER); "
+        "mqtt://BROKER[:PORT] or mqtts://… uses the MQTT binding (docs/mqtt.md)",
     )
     parser.add_argument(
         "--bind",
@@ -191,6 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--http", metavar="HOST:PORT", help="HTTP bind (default 127.0.0.1:8080)"
     )
     serve.add_argument(
+        "--mqtt",
+        metavar="URL",
+        help="also serve MSGin5G-1 over MQTT through this broker "
+        "(mqtt://HOST:PORT or mqtts://…; [mqtt] in the config; docs/mqtt.md)",
+    )
+    serve.add_argument(
         "--set",
         action="append",
         default=[],
@@ -219,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_area_parser(commands)
     add_topic_parser(commands)
     add_cluster_parser(commands)
+    add_mqtt_parser(commands)
     ue = commands.add_parser("ue", help="provision UEs, or act as a UE")
     ue_commands = ue.add_subparsers(dest="ue_command", required=True, metavar="ACTION")
 
@@ -354,6 +363,10 @@ def _run(args: argparse.Namespace) -> int:
         from msgin5g.cli.cluster import run_cluster
 
         return asyncio.run(run_cluster(args))
+    if args.command == "mqtt":
+        from msgin5g.cli.mqtt import run_mqtt
+
+        return asyncio.run(run_mqtt(args))
     if args.command in {"group", "area", "topic"}:
         from msgin5g.cli import area, group, topic
 

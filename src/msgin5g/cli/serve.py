@@ -45,6 +45,11 @@ async def _serve(config: ServerConfig) -> None:
         if server.http_address is not None:
             web, web_port = server.http_address
             print(f"msgin5g: serving TS 29.538 APIs on http://{web}:{web_port}")
+        if server.mqtt is not None:
+            print(
+                f"msgin5g: serving MSGin5G-1 over MQTT through {server.mqtt.config.url}"
+                f" (topics {server.mqtt.prefix}/…)"
+            )
         host, port = server.coap_address
         print(f"msgin5g: serving MSGin5G-1 on coap://{host}:{port}/msgin5g", flush=True)
         await stop.wait()

@@ -33,7 +33,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import TypeVar, overload
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
 
@@ -94,6 +94,36 @@ def _cause(text: str | None) -> FailureCause:
         return FailureCause.INTERNAL_ERROR
 
 
+def _mqtt_transport(
+    server: str, ue_service_id: str, credential: str | None
+) -> ClientTransport:
+    """The MQTT transport (imported only when used: the ``mqtt`` extra)."""
+    try:
+        from msgin5g.client.mqtt import MqttTransport
+    except ModuleNotFoundError as exc:
+        raise ConnectError(
+            f"{server}: the MQTT binding needs aiomqtt (pip install 'msgin5g[mqtt]')"
+        ) from exc
+    query = dict(parse_qsl(urlsplit(server).query))
+    unknown = set(query) - {"prefix", "session_expiry"}
+    if unknown:
+        raise ConnectError(
+            f"{server}: unknown parameter(s) {', '.join(sorted(unknown))} "
+            "(known: prefix, session_expiry)"
+        )
+    try:
+        session_expiry = int(query.get("session_expiry", "0"))
+    except ValueError:
+        raise ConnectError(f"{server}: session_expiry must be seconds") from None
+    return MqttTransport(
+        server.split("?", 1)[0],
+        ue_service_id,
+        password=credential,
+        prefix=query.get("prefix", "msgin5g"),
+        session_expiry=session_expiry,
+    )
+
+
 class Client(Messaging, Inbox):
     """One MSGin5G UE talking to an MSGin5G Server over CoAP.
 
@@ -101,7 +131,12 @@ class Client(Messaging, Inbox):
         ue_service_id: this UE's Service ID.
         secret: the provisioned secret; the ``PSK_TOKEN`` credential is derived
             from it. Give ``credential`` instead to present a token directly.
-        server: ``coap://host[:port][/path]`` of the server (path default msgin5g).
+        server: ``coap://host[:port][/path]`` of the server (path default
+            msgin5g), or ``mqtt://broker[:port]`` / ``mqtts://…`` of the broker
+            the server consumes (docs/mqtt.md; the ``mqtt`` extra; the broker
+            password is the credential; ``?prefix=P`` for a server's
+            ``mqtt.topic_prefix``, ``?session_expiry=S`` for a persistent
+            broker session).
         bind: local (host, port) of the UE's socket; port 0 picks a free one.
         auto_report: send ``IMDN`` success reports automatically.
         queue_size: bound of the receive queue (the server's retransmissions
@@ -140,12 +175,19 @@ class Client(Messaging, Inbox):
             credential = psk_token(secret, ue_service_id)
         self._credential = credential
         parts = urlsplit(server)
-        if parts.scheme != "coap" or not parts.hostname:
-            raise ConnectError(f"server must be a coap:// URI, got {server!r}")
-        self._path = tuple(p for p in parts.path.split("/") if p) or MSGIN5G_PATH
-        self._transport: ClientTransport = transport or CoapTransport(
-            parts.hostname, parts.port or DEFAULT_COAP_PORT, bind=bind
-        )
+        if parts.scheme not in ("coap", "mqtt", "mqtts") or not parts.hostname:
+            raise ConnectError(
+                f"server must be a coap:// (or mqtt://, mqtts://) URI, got {server!r}"
+            )
+        if parts.scheme == "coap":
+            self._path = tuple(p for p in parts.path.split("/") if p) or MSGIN5G_PATH
+            transport = transport or CoapTransport(
+                parts.hostname, parts.port or DEFAULT_COAP_PORT, bind=bind
+            )
+        else:
+            self._path = MSGIN5G_PATH
+            transport = transport or _mqtt_transport(server, ue_service_id, credential)
+        self._transport: ClientTransport = transport
         self._clock: Clock = clock or SystemClock()
         self._claim = claim
         self._auto_report = auto_report

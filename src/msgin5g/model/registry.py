@@ -2,7 +2,7 @@
 
 import msgspec
 
-__all__ = ["Contact", "UERegistration"]
+__all__ = ["MQTT_HOST", "Contact", "UERegistration", "mqtt_contact"]
 
 
 class Contact(msgspec.Struct, frozen=True, gc=False, array_like=True):
@@ -11,6 +11,25 @@ class Contact(msgspec.Struct, frozen=True, gc=False, array_like=True):
     host: str
     port: int
     path: tuple[str, ...] = ("msgin5g",)
+
+    @property
+    def is_mqtt(self) -> bool:
+        """Whether this is a UE reached over the MQTT binding (:func:`mqtt_contact`)."""
+        return self.port == 0 and self.host == MQTT_HOST
+
+
+MQTT_HOST = "mqtt"
+"""Host of an MQTT contact. Port 0 is no UDP destination, so no CoAP contact has it."""
+
+
+def mqtt_contact(ue_service_id: str) -> Contact:
+    """The contact (and source) of a UE on the MQTT binding (docs/mqtt.md).
+
+    ``Contact(MQTT_HOST, 0, (ue_service_id,))``: the broker, not an address,
+    reaches the UE, on the topic named by its UE Service ID; the server's MQTT
+    transport builds the topic with its configured prefix at delivery time.
+    """
+    return Contact(MQTT_HOST, 0, (ue_service_id,))
 
 
 class UERegistration(msgspec.Struct, frozen=True, gc=False):

@@ -16,12 +16,14 @@ group registry maps ``valUeId`` members through the live registrations.
 import logging
 from contextlib import AsyncExitStack
 from functools import partial
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
 from msgin5g.config import ServerConfig
 from msgin5g.errors import ConfigError, MSGin5GError
 from msgin5g.runtime import Clock
+from msgin5g.server.deliverers import BindingDeliverer
 from msgin5g.server.metrics import (
     CONTENT_TYPE,
     ServerCollector,
@@ -32,7 +34,7 @@ from msgin5g.service.applications import TargetNetworks
 from msgin5g.service.messaging import MessagingService
 from msgin5g.service.nef import Reachability
 from msgin5g.service.peers import Peers
-from msgin5g.service.ports import Cluster
+from msgin5g.service.ports import Cluster, Deliverer
 from msgin5g.service.schedule import CommSchedule
 from msgin5g.storage import open_backend
 from msgin5g.storage.base import Backend
@@ -41,6 +43,9 @@ from msgin5g.transports.rest import HttpASDeliverer, RestTransport
 from msgin5g.transports.rest.nef_client import HttpNefClient
 from msgin5g.transports.rest.peer_client import HttpPeerDeliverer
 from msgin5g.transports.rest.seal_client import SealGroupSource
+
+if TYPE_CHECKING:
+    from msgin5g.transports.mqtt import MqttTransport
 
 __all__ = ["Server"]
 
@@ -57,6 +62,7 @@ class Server:
         self.service: MessagingService | None = None
         self.coap: CoapTransport | None = None
         self.rest: RestTransport | None = None
+        self.mqtt: MqttTransport | None = None
         self._stack: AsyncExitStack | None = None
 
     async def start(self) -> None:
@@ -93,9 +99,21 @@ class Server:
         stack.push_async_callback(as_deliverer.aclose)
         coap = CoapTransport(config.coap)
         cluster = self._cluster_for(backend)
+        deliverer: Deliverer = coap
+        mqtt = None
+        if config.mqtt.url:
+            try:
+                from msgin5g.transports.mqtt import MqttTransport
+            except ModuleNotFoundError as exc:
+                raise ConfigError(
+                    f"mqtt.url is set but the MQTT binding needs {exc.name} "
+                    "(pip install 'msgin5g[mqtt]')"
+                ) from exc
+            mqtt = MqttTransport(config.mqtt, service_id=config.coap.service_id)
+            deliverer = BindingDeliverer(coap, mqtt)
         service = MessagingService(
             backend,
-            coap,
+            deliverer,
             config=config.delivery,
             clock=self._clock,
             as_deliverer=as_deliverer,
@@ -117,6 +135,10 @@ class Server:
             self.rest = rest
         await coap.start(service)
         self.coap = coap
+        if mqtt is not None:
+            stack.push_async_callback(mqtt.aclose)
+            await mqtt.start(service)
+            self.mqtt = mqtt
         if self.rest is not None:
             self._wire_ops(self.rest, service, coap, backend)
         await service.resume()
@@ -126,8 +148,8 @@ class Server:
             await backend.count(),
         )
 
-    @staticmethod
     def _wire_ops(
+        self,
         rest: RestTransport,
         service: MessagingService,
         coap: CoapTransport,
@@ -145,6 +167,10 @@ class Server:
             traffic_counts, service, coap, lambda: dict(app.state.rest_requests)
         )
         ops = app.state.ops
+        if self.mqtt is not None:
+            from msgin5g.server.mqtt_metrics import MqttCollector
+
+            registry.register(MqttCollector(self.mqtt))
         ops.metrics = partial(render, registry)
         ops.content_type = CONTENT_TYPE
 
@@ -160,6 +186,15 @@ class Server:
             return None
 
         ops.checks.update({"storage": storage, "coap": coap_socket})
+        mqtt = self.mqtt
+        if mqtt is not None:
+
+            async def mqtt_broker() -> str | None:
+                if mqtt.link.connected.is_set():
+                    return None
+                return f"MQTT broker {mqtt.config.url} not connected"
+
+            ops.checks["mqtt"] = mqtt_broker
 
     def _cluster_for(self, backend: Backend) -> Cluster | None:
         """This node's cluster membership, when ``cluster.node_id`` is set."""
@@ -225,7 +260,7 @@ class Server:
 
     def _forget_parts(self) -> None:
         self.coap = self.service = self.backend = None
-        self.rest = None
+        self.rest = self.mqtt = None
 
     @property
     def coap_address(self) -> tuple[str, int]:

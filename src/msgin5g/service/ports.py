@@ -1,6 +1,8 @@
 """Ports the domain needs from the outside world (dependency inversion).
 
-The CoAP transport implements :class:`Deliverer` (towards UEs) and
+The CoAP transport implements :class:`Deliverer` (towards UEs; the MQTT
+transport does for UEs whose contact is an MQTT contact, and the server hands
+the service one ``BindingDeliverer`` over both) and
 :class:`TopicNotifier` (Observe-form topic subscribers, digest §3.13.4); the
 REST transport's HTTP client implements :class:`ASDeliverer` (towards
 Application Servers, digest §3.11); tests use recording fakes.
