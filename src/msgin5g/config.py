@@ -104,9 +104,17 @@ class CoapConfig:
     dedup_max_bytes: int = 32 * 1024 * 1024
     """Bound of the RFC 7252 duplicate-detection cache of encoded responses, in
     bytes (replies plus ~160 B per entry); the cache rotates early when full."""
+    oscore: bool = True
+    """Accept OSCORE-protected requests (RFC 8613) on the CoAP port; each UE's
+    context is derived from its provisioned credential (docs/security-oscore.md)."""
+    oscore_max_contexts: int = 65536
+    """OSCORE security contexts held in memory (~1 KiB each); the least recently
+    derived beyond it is dropped and re-derived on its next request (Echo)."""
 
     def __post_init__(self) -> None:
         parse_hostport(self.bind)
+        if self.oscore_max_contexts < 1:
+            raise ConfigError("coap.oscore_max_contexts: must be at least 1")
         if not 0 < len(self.service_id) <= 255 or not self.service_id.isprintable():
             raise ConfigError("coap.service_id: 1 to 255 printable characters")
         if self.source_rate < 0:

@@ -29,6 +29,7 @@ from msgin5g.coap.oscore.context import (
 from msgin5g.coap.oscore.protect import (
     OscoreOption,
     RequestBinding,
+    binding_of,
     decode_option,
     encode_option,
     inner_option,
@@ -51,6 +52,7 @@ __all__ = [
     "SecurityContext",
     "SequenceExhausted",
     "UnknownContext",
+    "binding_of",
     "decode_option",
     "derive_context",
     "encode_option",

@@ -276,7 +276,7 @@ class SecurityContext:
         clock: Callable[[], float] | None = None,
     ) -> None:
         """Prefer :func:`derive_context`."""
-        import time  # noqa: PLC0415 - only the default clock needs it
+        import time
 
         self.sender_id = sender_id
         self.recipient_id = recipient_id

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from msgin5g.coap.message import CoapMessage, CoapDecodeError
+from msgin5g.coap.message import CoapDecodeError, CoapMessage
 from msgin5g.coap.oscore.context import (
     ECHO,
     OSCORE,
@@ -35,13 +35,14 @@ from msgin5g.coap.oscore.context import (
 __all__ = [
     "OscoreOption",
     "RequestBinding",
+    "binding_of",
     "decode_option",
     "encode_option",
     "inner_option",
     "is_protected",
-    "request_option",
     "protect_request",
     "protect_response",
+    "request_option",
     "unprotect_request",
     "unprotect_response",
 ]
@@ -170,6 +171,17 @@ def request_option(message: CoapMessage) -> OscoreOption:
     if option.piv is None or option.kid is None:
         raise OscoreError("OSCORE request without Partial IV or kid", _BAD_OPTION)
     return option
+
+
+def binding_of(option: OscoreOption) -> RequestBinding:
+    """The binding of a request whose option passed :func:`request_option`.
+
+    Raises:
+        OscoreError: no Partial IV or no kid (4.02).
+    """
+    if option.piv is None or option.kid is None:
+        raise OscoreError("OSCORE request without Partial IV or kid", _BAD_OPTION)
+    return RequestBinding(option.kid, option.piv)
 
 
 def _split(options: list[tuple[int, bytes]]) -> tuple[list[tuple[int, bytes]], ...]:

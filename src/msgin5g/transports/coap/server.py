@@ -63,6 +63,7 @@ from msgin5g.errors import (
     DeliveryRejected,
     InvalidRequest,
     MSGin5GError,
+    NotAuthorized,
     RecipientUnreachable,
     RemoteReset,
     RequestTimeout,
@@ -93,6 +94,7 @@ from msgin5g.spec.coap import CONFIG_PATH, MSGIN5G_PATH
 from msgin5g.transports.coap.codes import code_for
 from msgin5g.transports.coap.configuration import ConfigurationResource
 from msgin5g.transports.coap.observe import TOPICS_PATH, ObserveResource
+from msgin5g.transports.coap.oscore import OscoreEdge, OscoreRequest
 
 __all__ = ["CoapTransport"]
 
@@ -117,6 +119,8 @@ class CoapTransport:
         self._endpoint: Endpoint | None = None
         self._paths: dict[tuple[str, ...], list[tuple[int, bytes]]] = {}
         self._observe: ObserveResource | None = None
+        self.oscore: OscoreEdge | None = None
+        """OSCORE contexts and their use (``coap.oscore``), once started."""
         self.uplink: dict[tuple[str, str], int] = {}
         """Uplink requests by (Message Type, ``ok`` or failure cause), for metrics."""
         self.delivery_latency = Histogram()
@@ -152,6 +156,12 @@ class CoapTransport:
             methods=frozenset({Code.GET}),
             prefix=True,
         )
+        if self.config.oscore:
+            oscore = self.oscore = OscoreEdge(
+                service, max_contexts=self.config.oscore_max_contexts
+            )
+            oscore.serve(site)
+            site.add((), oscore.render, methods=frozenset({Code.POST, Code.FETCH}))
         params = TransmissionParameters(
             ack_timeout=self.config.ack_timeout,
             max_retransmit=self.config.max_retransmit,
@@ -245,7 +255,19 @@ class CoapTransport:
             service = self._service
             assert service is not None  # noqa: S101 - set in start()
             handler = _PROCEDURES[type(uplink)]
-            answer = await handler(service, uplink, _contact(request.peer), message)
+            source = _contact(request.peer)
+            if isinstance(request, OscoreRequest):
+                source = self._oscore_source(
+                    service, request.ue_service_id, uplink, source
+                )
+            elif self.oscore is not None and self.oscore.is_bound(_originator(uplink)):
+                raise NotAuthorized(
+                    f"{_originator(uplink)} registered over OSCORE: a plain request "
+                    "cannot act for it"
+                )
+            answer = await handler(service, uplink, source, message)
+            if isinstance(request, OscoreRequest):
+                self._oscore_registered(service, request.ue_service_id, uplink)
             counted = (kind, "ok")
             self.uplink[counted] = self.uplink.get(counted, 0) + 1
             return answer
@@ -281,6 +303,46 @@ class CoapTransport:
                 )
             return error_response(message, code, cause, detail)
 
+    def _oscore_source(
+        self,
+        service: MessagingService,
+        identity: str,
+        uplink: object,
+        fallback: Contact,
+    ) -> Contact:
+        """Authorise an OSCORE request by its context's UE, not by its address.
+
+        The message must be the context's UE's own; for anything but a
+        registration the UE's registered source is used, so a new address
+        (NAT rebinding, a proxy, the Gateway UE) does not make it foreign.
+
+        Raises:
+            NotAuthorized: the message names another UE as its originator.
+        """
+        claimed = _originator(uplink)
+        if isinstance(uplink, (BulkReg, BulkDereg)) or (
+            claimed is not None and claimed != identity
+        ):
+            raise NotAuthorized(
+                f"the OSCORE context of {identity} cannot act for {claimed}"
+            )
+        registration = service.registry.get(identity)
+        if isinstance(uplink, Reg) or registration is None:
+            return fallback
+        return registration.source
+
+    def _oscore_registered(
+        self, service: MessagingService, identity: str, uplink: object
+    ) -> None:
+        """Bind (REG) or unbind (DEREG) the UE's OSCORE use after the procedure."""
+        oscore = self.oscore
+        if oscore is None:
+            return
+        if isinstance(uplink, Reg) and service.registry.get(identity) is not None:
+            oscore.bind(identity)
+        elif isinstance(uplink, Dereg) and service.registry.get(identity) is None:
+            oscore.unbind(identity)
+
     # downlink (Deliverer port) ------------------------------------------------------
 
     def abandon(self, contact: Contact) -> None:
@@ -289,14 +351,23 @@ class CoapTransport:
             self._endpoint.abandon((contact.host, contact.port))
 
     async def deliver(self, contact: Contact, item: DownlinkItem) -> None:
-        """CON POST ``item`` to the client at ``contact`` and wait for its answer."""
+        """CON POST ``item`` to the client at ``contact`` and wait for its answer.
+
+        To a UE that registered over OSCORE the POST is protected.
+        """
         request = self._request_for(contact, item)
         loop = asyncio.get_running_loop()
         start = loop.time()
+        peer = (contact.host, contact.port)
+        ue = _protected_recipient(self.oscore, item)
         try:
-            response = await self.endpoint.request(
-                request, (contact.host, contact.port)
-            )
+            if ue is not None:
+                assert self.oscore is not None  # noqa: S101 - checked by the above
+                response = await self.oscore.exchange(
+                    ue, request, partial(self.endpoint.request, peer=peer)
+                )
+            else:
+                response = await self.endpoint.request(request, peer)
         except TransportError as exc:
             raise _unreachable(exc) from exc
         self.delivery_latency.observe(loop.time() - start)
@@ -311,6 +382,8 @@ class CoapTransport:
         future does not stop the exchange.
         """
         loop = asyncio.get_running_loop()
+        if _protected_recipient(self.oscore, item) is not None:
+            return asyncio.ensure_future(self.deliver(contact, item))
         outcome: asyncio.Future[None] = loop.create_future()
         try:
             response = self.endpoint.request_nowait(
@@ -330,6 +403,14 @@ class CoapTransport:
             options = post_options(contact.path)
             self._paths[contact.path] = options
         return CoapMessage(Type.CON, Code.POST, options=options, payload=encode(item))
+
+
+def _protected_recipient(oscore: OscoreEdge | None, item: DownlinkItem) -> str | None:
+    """The recipient UE of ``item`` if it registered over OSCORE, else None."""
+    if oscore is None:
+        return None
+    ue = getattr(item, "recipient_ue_service_id", None)
+    return ue if oscore.is_bound(ue) else None
 
 
 def _unreachable(exc: BaseException) -> RecipientUnreachable:

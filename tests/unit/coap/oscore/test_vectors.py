@@ -64,7 +64,7 @@ def pair(**kwargs: object):  # type: ignore[no-untyped-def]
          "2ca58fb85ff1b81c0b7181b85e", "2da58fb85ff1b81d0b7181b85e"),
     ],
 )  # fmt: skip
-def test_key_derivation(  # noqa: PLR0913, PLR0917
+def test_key_derivation(  # noqa: PLR0917
     salt: bytes,
     id_context: bytes | None,
     sid: str,
@@ -95,12 +95,15 @@ def test_key_derivation(  # noqa: PLR0913, PLR0917
     sealed = ctx.seal(b"\0" * 13, b"x", b"")
     assert other.open(b"\0" * 13, sealed, b"") == b"x"
     # the sender key is the one of the vector (RFC 3610 AES-CCM, M = 8, L = 2)
-    from cryptography.hazmat.primitives.ciphers.aead import AESCCM  # noqa: PLC0415
+    from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 
     assert AESCCM(h(skey), tag_length=8).encrypt(b"\0" * 13, b"x", b"") == sealed
-    assert AESCCM(h(rkey), tag_length=8).decrypt(
-        b"\0" * 13, other.seal(b"\0" * 13, b"y", b""), b""
-    ) == b"y"
+    assert (
+        AESCCM(h(rkey), tag_length=8).decrypt(
+            b"\0" * 13, other.seal(b"\0" * 13, b"y", b""), b""
+        )
+        == b"y"
+    )
 
 
 def test_cbor_info_of_c1() -> None:
@@ -241,10 +244,12 @@ def test_option_round_trip(
 
 @given(st.binary(max_size=40))
 def test_option_decoder_never_crashes(value: bytes) -> None:
+    codes = []
     try:
         decode_option(value)
     except OscoreError as exc:
-        assert exc.code == 0x82
+        codes.append(exc.code)
+    assert codes in ([], [0x82])
 
 
 def test_echo_recovery_after_restart() -> None:
