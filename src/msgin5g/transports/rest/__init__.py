@@ -37,6 +37,8 @@ class RestTransport:
             self.config.server,
             header_timeout=self.config.header_timeout,
             max_connections=self.config.max_connections,
+            tls_cert=self.config.tls_cert,
+            tls_key=self.config.tls_key,
         )
         await server.start()
         self._server = server
