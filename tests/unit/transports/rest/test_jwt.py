@@ -224,7 +224,7 @@ async def test_key_file_is_shared_and_nothing_is_stored(tmp_path: Path) -> None:
 async def test_bad_key_file_is_a_config_error(tmp_path: Path) -> None:
     small = tmp_path / "small.pem"
     small.write_bytes(
-        rsa.generate_private_key(65537, 1024).private_bytes(
+        rsa.generate_private_key(65537, 1024).private_bytes(  # noqa: S505 - on purpose
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
