@@ -70,6 +70,18 @@ def _add_device(parser: argparse.ArgumentParser, *, location: bool = False) -> N
         metavar="HOST:PORT",
         help="local UDP address of the UE (default any address, free port)",
     )
+    parser.add_argument(
+        "--oscore",
+        action="store_true",
+        help="protect every exchange end to end with OSCORE (RFC 8613); the "
+        "context is derived from the secret (docs/security-oscore.md)",
+    )
+    parser.add_argument(
+        "--oscore-state",
+        metavar="FILE",
+        help="where the OSCORE sequence numbers are reserved across runs "
+        "(default $XDG_STATE_HOME/msgin5g/oscore/ID.json); never delete it",
+    )
     if location:
         _add_location(parser)
 

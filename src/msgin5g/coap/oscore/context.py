@@ -89,6 +89,16 @@ class OscoreError(DecodeError):
         super().__init__(detail)
         self.code = code
 
+    def hint(self) -> str | None:
+        """Advice for a CLI user."""
+        if self.code == _UNAUTHORIZED:
+            return (
+                "the peer has no OSCORE context for this UE, or refused a replay: "
+                "is the UE provisioned, its secret right, coap.oscore on, and the "
+                "OSCORE state file the one of its last run?"
+            )
+        return None
+
 
 class UnknownContext(OscoreError):
     """No security context for the kid / kid context (§8.2 step 2: 4.01)."""
