@@ -22,6 +22,7 @@ with the server's code and diagnostic.
 """
 
 import asyncio
+import importlib.util
 import json
 import os
 import tempfile
@@ -73,6 +74,10 @@ class OscoreTransport:
         *,
         state_file: str | os.PathLike[str] | None = None,
     ) -> None:
+        if importlib.util.find_spec("cryptography") is None:
+            raise ConfigError(
+                "OSCORE needs the 'cryptography' package: pip install 'msgin5g[oscore]'"
+            )
         self._inner = inner
         self._state = Path(state_file) if state_file is not None else None
         start, restarted = self._load()

@@ -27,18 +27,18 @@ Design choices:
       RFC 8613 §8.2 / §8.4 prescribes, so the transport edge answers without a
       table of its own.
     * The AEAD objects are built once per context (``cryptography``'s AESCCM).
+    * ``cryptography`` is imported when a context is derived, not with this
+      module: the option codec and the Gateway UE's opaque relay need no
+      crypto, and the device side's base install does not have it (the
+      ``oscore`` extra adds it).
 """
 
 from __future__ import annotations
 
 import hmac
 import secrets
+import time
 from collections.abc import Callable
-
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESCCM
-from cryptography.hazmat.primitives.hashes import SHA256
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from msgin5g.coap.oscore.cbor import encode as cbor
 from msgin5g.errors import DecodeError
@@ -178,6 +178,9 @@ class ReplayWindow:
 
 
 def _hkdf(salt: bytes, secret: bytes, info: bytes, length: int) -> bytes:
+    from cryptography.hazmat.primitives.hashes import SHA256
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
     return HKDF(SHA256(), length, salt or None, info).derive(secret)
 
 
@@ -286,7 +289,7 @@ class SecurityContext:
         clock: Callable[[], float] | None = None,
     ) -> None:
         """Prefer :func:`derive_context`."""
-        import time
+        from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 
         self.sender_id = sender_id
         self.recipient_id = recipient_id
@@ -337,6 +340,8 @@ class SecurityContext:
         Raises:
             OscoreError: authentication failed (4.00 "Decryption failed").
         """
+        from cryptography.exceptions import InvalidTag
+
         try:
             return self._recipient_aead.decrypt(nonce, ciphertext, aad)
         except (InvalidTag, ValueError):
