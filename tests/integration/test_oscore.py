@@ -3,6 +3,7 @@ real server (loopback UDP, real SQLite file)."""
 
 import asyncio
 import json
+import random
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -25,6 +26,7 @@ from msgin5g.model.credentials import psk_token
 from msgin5g.model.messages import Msg, Reg
 from msgin5g.oscore_profile import ue_context
 from msgin5g.server import Server
+from msgin5g.transports.coap.oscore import RESERVATION_STEP
 from tests.integration.attack_support import attack_server, post, server_uri
 
 pytestmark = pytest.mark.timeout(60)
@@ -225,6 +227,9 @@ async def test_restart_asks_for_echo_and_never_reuses_numbers(tmp_path: Path) ->
         await ue1.register()
         await ue1.send("ue2", b"before")
         before = json.loads(state.read_text())["next"]
+    edge = server.coap.oscore  # type: ignore[attr-defined]
+    used = (await edge.context_of("ue1")).sender_sequence  # the Echo answer took one
+    assert used >= 1
     address = server.coap_address
     await gen.aclose()
     gen = attack_server(tmp_path, ("ue1", "ue2"), **{"coap.bind": f"{address[0]}:0"})
@@ -236,6 +241,11 @@ async def test_restart_asks_for_echo_and_never_reuses_numbers(tmp_path: Path) ->
             await ue1.register()  # the new server's Echo is answered transparently
             resp = await ue1.send("ue2", b"after")
             assert resp.message_id
+        # the server's own numbers resumed past everything it may have used
+        edge = server.coap.oscore  # type: ignore[attr-defined]
+        restarted = await edge.context_of("ue1")
+        assert restarted.sender_sequence > used
+        assert restarted.sender_sequence >= RESERVATION_STEP
     finally:
         await gen.aclose()
 
@@ -247,3 +257,40 @@ async def test_refusal_is_reported_to_the_client(server: Server) -> None:
     ) as ghost:  # fmt: skip
         with pytest.raises(MSGin5GError, match="Security context not found"):
             await ghost.register()
+
+
+async def test_mutated_oscore_datagrams_do_not_hurt_the_server(server: Server) -> None:
+    """Bit flips anywhere in a valid protected request (header, OSCORE option,
+    ciphertext): every answer is an error or silence, and service goes on."""
+
+    rng = random.Random(14)
+    raw = Raw(server, "ue1")
+    with udp() as sock:
+        await raw.register(sock)
+        plain = CoapMessage(Type.CON, Code.POST, 1, b"\1", post_options(("msgin5g",)),
+                            encode(msg("ue1", "ue2", "fuzz")))  # fmt: skip
+        template, _ = protect_request(raw.ctx, plain)
+        good = bytearray(template.encode())
+        loop = asyncio.get_running_loop()
+        for i in range(300):
+            mutated = bytearray(good)
+            for _ in range(rng.randint(1, 4)):
+                mutated[rng.randrange(4, len(mutated))] ^= 1 << rng.randrange(8)
+            mutated[2:4] = (1000 + i).to_bytes(2, "big")  # never a CoAP duplicate
+            await loop.sock_sendto(sock, bytes(mutated), server.coap_address)
+        # drain what came back (errors, RSTs), then a genuine request still works
+        await asyncio.sleep(0.5)
+        accepted = 0
+        while True:
+            try:
+                data = sock.recv(65536)
+            except BlockingIOError:
+                break
+            answer = CoapMessage.decode(data)
+            # a flip in the token alone leaves a valid request: its Partial IV
+            # then counts once, every other copy is a replay
+            accepted += 0 < answer.code < 0x80
+        assert accepted <= 1
+        _, answer = await raw.exchange(msg("ue1", "ue2", "after-fuzz"), sock=sock)
+        assert answer.code == Code.CHANGED
+    assert server.coap.endpoint.stats()["handler_errors"] == 0  # type: ignore[attr-defined]
