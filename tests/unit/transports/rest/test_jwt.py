@@ -10,6 +10,8 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from msgin5g.config import RestConfig
 from msgin5g.errors import ConfigError
@@ -259,3 +261,24 @@ async def test_token_endpoint_still_refuses_bad_clients(rig: Rig) -> None:
     assert resp.status_code == 401
     assert resp.json() == {"error": "invalid_client"}
     assert isinstance(rig.http, httpx.AsyncClient)
+
+
+@given(st.text(max_size=300))
+@settings(max_examples=300, deadline=None)
+def test_garbage_bearer_values_never_raise(value: str) -> None:
+    issuer = JwtIssuer(None, lifetime=60, clock=FakeClock().now,  # type: ignore[arg-type]
+                       issuer="i", audience="a")  # fmt: skip
+    issuer._public = {"k": _PUBLIC}
+    known = base64.urlsafe_b64encode(
+        b'{"alg":"RS256","kid":"k","typ":"at+jwt"}'
+    ).decode()
+    for header in (
+        f"Bearer {value}",
+        value,
+        f"bearer {value}.{value}.{value}",
+        f"Bearer {known}.{value}.{value}",  # a known kid: the verifier runs
+    ):
+        assert issuer.token_of(header) is None
+
+
+_PUBLIC = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
