@@ -49,10 +49,13 @@ from msgin5g.coap.oscore import (
     unprotect_request,
     unprotect_response,
 )
-from msgin5g.errors import ConfigError, RecipientUnreachable
+from msgin5g.errors import ConfigError, NotAuthorized, RecipientUnreachable
 from msgin5g.logsafe import LogThrottle
+from msgin5g.model.messages import BulkDereg, BulkReg, Dereg, Reg
+from msgin5g.model.registry import Contact
 from msgin5g.oscore_profile import server_context, ue_of
 from msgin5g.service.messaging import MessagingService
+from msgin5g.transports.coap.identity import originator
 
 __all__ = ["RESERVATION_STEP", "OscoreEdge", "OscoreRequest", "OscoreSequence"]
 
@@ -190,6 +193,55 @@ class OscoreEdge:
     def is_bound(self, ue_service_id: str | None) -> bool:
         """Whether ``ue_service_id`` registered over OSCORE."""
         return ue_service_id is not None and ue_service_id in self._bound
+
+    def admit(self, request: Request, uplink: object, source: Contact) -> Contact:
+        """The source address to authorise ``uplink`` with.
+
+        An OSCORE request is authorised by its context's UE, not by its
+        address: the message must be that UE's own, and for anything but a
+        registration the UE's registered source is used, so a new address
+        (NAT rebinding, a proxy, the Gateway UE) does not make it foreign. A
+        plain request may not act for a UE that registered over OSCORE.
+
+        Raises:
+            NotAuthorized: the message names another UE than the context's,
+                is a bulk request, or is plain for an OSCORE UE.
+        """
+        claimed = originator(uplink)
+        if not isinstance(request, OscoreRequest):
+            if self.is_bound(claimed):
+                raise NotAuthorized(
+                    f"{claimed} registered over OSCORE: a plain request cannot "
+                    "act for it"
+                )
+            return source
+        identity = request.ue_service_id
+        if isinstance(uplink, (BulkReg, BulkDereg)) or (
+            claimed is not None and claimed != identity
+        ):
+            raise NotAuthorized(
+                f"the OSCORE context of {identity} cannot act for {claimed}"
+            )
+        registration = self._service.registry.get(identity)
+        if isinstance(uplink, Reg) or registration is None:
+            return source
+        return registration.source
+
+    def after(self, request: Request, uplink: object) -> None:
+        """Bind (``REG``) or unbind (``DEREG``) after an OSCORE procedure ran."""
+        if not isinstance(request, OscoreRequest):
+            return
+        identity = request.ue_service_id
+        registered = self._service.registry.get(identity) is not None
+        if isinstance(uplink, Reg) and registered:
+            self.bind(identity)
+        elif isinstance(uplink, Dereg) and not registered:
+            self.unbind(identity)
+
+    def protected_recipient(self, item: object) -> str | None:
+        """The recipient UE of a downlink item if it registered over OSCORE."""
+        ue = getattr(item, "recipient_ue_service_id", None)
+        return ue if isinstance(ue, str) and ue in self._bound else None
 
     # uplink --------------------------------------------------------------------
 

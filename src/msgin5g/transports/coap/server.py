@@ -63,7 +63,6 @@ from msgin5g.errors import (
     DeliveryRejected,
     InvalidRequest,
     MSGin5GError,
-    NotAuthorized,
     RecipientUnreachable,
     RemoteReset,
     RequestTimeout,
@@ -93,8 +92,9 @@ from msgin5g.spec.causes import FailureCause
 from msgin5g.spec.coap import CONFIG_PATH, MSGIN5G_PATH
 from msgin5g.transports.coap.codes import code_for
 from msgin5g.transports.coap.configuration import ConfigurationResource
+from msgin5g.transports.coap.identity import originator
 from msgin5g.transports.coap.observe import TOPICS_PATH, ObserveResource
-from msgin5g.transports.coap.oscore import OscoreEdge, OscoreRequest
+from msgin5g.transports.coap.oscore import OscoreEdge
 
 __all__ = ["CoapTransport"]
 
@@ -256,18 +256,12 @@ class CoapTransport:
             assert service is not None  # noqa: S101 - set in start()
             handler = _PROCEDURES[type(uplink)]
             source = _contact(request.peer)
-            if isinstance(request, OscoreRequest):
-                source = self._oscore_source(
-                    service, request.ue_service_id, uplink, source
-                )
-            elif self.oscore is not None and self.oscore.is_bound(_originator(uplink)):
-                raise NotAuthorized(
-                    f"{_originator(uplink)} registered over OSCORE: a plain request "
-                    "cannot act for it"
-                )
+            oscore = self.oscore
+            if oscore is not None:
+                source = oscore.admit(request, uplink, source)
             answer = await handler(service, uplink, source, message)
-            if isinstance(request, OscoreRequest):
-                self._oscore_registered(service, request.ue_service_id, uplink)
+            if oscore is not None:
+                oscore.after(request, uplink)
             counted = (kind, "ok")
             self.uplink[counted] = self.uplink.get(counted, 0) + 1
             return answer
@@ -297,51 +291,11 @@ class CoapTransport:
                         "cause": str(cause),
                         "message_type": kind,
                         "peer": f"{request.peer[0]}:{request.peer[1]}",
-                        "ue_service_id": _originator(uplink),
+                        "ue_service_id": originator(uplink),
                         "message_id": getattr(uplink, "message_id", None),
                     },
                 )
             return error_response(message, code, cause, detail)
-
-    def _oscore_source(
-        self,
-        service: MessagingService,
-        identity: str,
-        uplink: object,
-        fallback: Contact,
-    ) -> Contact:
-        """Authorise an OSCORE request by its context's UE, not by its address.
-
-        The message must be the context's UE's own; for anything but a
-        registration the UE's registered source is used, so a new address
-        (NAT rebinding, a proxy, the Gateway UE) does not make it foreign.
-
-        Raises:
-            NotAuthorized: the message names another UE as its originator.
-        """
-        claimed = _originator(uplink)
-        if isinstance(uplink, (BulkReg, BulkDereg)) or (
-            claimed is not None and claimed != identity
-        ):
-            raise NotAuthorized(
-                f"the OSCORE context of {identity} cannot act for {claimed}"
-            )
-        registration = service.registry.get(identity)
-        if isinstance(uplink, Reg) or registration is None:
-            return fallback
-        return registration.source
-
-    def _oscore_registered(
-        self, service: MessagingService, identity: str, uplink: object
-    ) -> None:
-        """Bind (REG) or unbind (DEREG) the UE's OSCORE use after the procedure."""
-        oscore = self.oscore
-        if oscore is None:
-            return
-        if isinstance(uplink, Reg) and service.registry.get(identity) is not None:
-            oscore.bind(identity)
-        elif isinstance(uplink, Dereg) and service.registry.get(identity) is None:
-            oscore.unbind(identity)
 
     # downlink (Deliverer port) ------------------------------------------------------
 
@@ -359,11 +313,11 @@ class CoapTransport:
         loop = asyncio.get_running_loop()
         start = loop.time()
         peer = (contact.host, contact.port)
-        ue = _protected_recipient(self.oscore, item)
+        oscore = self.oscore
+        ue = oscore.protected_recipient(item) if oscore is not None else None
         try:
-            if ue is not None:
-                assert self.oscore is not None  # noqa: S101 - checked by the above
-                response = await self.oscore.exchange(
+            if oscore is not None and ue is not None:
+                response = await oscore.exchange(
                     ue, request, partial(self.endpoint.request, peer=peer)
                 )
             else:
@@ -382,7 +336,7 @@ class CoapTransport:
         future does not stop the exchange.
         """
         loop = asyncio.get_running_loop()
-        if _protected_recipient(self.oscore, item) is not None:
+        if self.oscore is not None and self.oscore.protected_recipient(item):
             return asyncio.ensure_future(self.deliver(contact, item))
         outcome: asyncio.Future[None] = loop.create_future()
         try:
@@ -405,14 +359,6 @@ class CoapTransport:
         return CoapMessage(Type.CON, Code.POST, options=options, payload=encode(item))
 
 
-def _protected_recipient(oscore: OscoreEdge | None, item: DownlinkItem) -> str | None:
-    """The recipient UE of ``item`` if it registered over OSCORE, else None."""
-    if oscore is None:
-        return None
-    ue = getattr(item, "recipient_ue_service_id", None)
-    return ue if oscore.is_bound(ue) else None
-
-
 def _unreachable(exc: BaseException) -> RecipientUnreachable:
     if isinstance(exc, RequestTimeout):
         return RecipientUnreachable("no acknowledgement")
@@ -428,15 +374,6 @@ def _check(code: int) -> None:
     if 128 <= code < 160:
         raise DeliveryRejected(f"client answered {code_str(code)}")
     raise RecipientUnreachable(f"client answered {code_str(code)}")
-
-
-def _originator(uplink: object) -> str | None:
-    """The UE Service ID an uplink names as its sender (for log fields)."""
-    for name in ("originating_ue_service_id", "ue_service_id"):
-        value = getattr(uplink, name, None)
-        if isinstance(value, str):
-            return value
-    return None
 
 
 def _settle(
