@@ -8,6 +8,7 @@ import datetime
 import ipaddress
 import json
 import ssl
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,6 +107,8 @@ def cluster(
                     "--set", f"rest.tls_key={key}",
                     "--set", "log.level=WARNING",
                     "--set", f"rest.server={request.param}",
+                    # node b issues short-lived tokens (node a checks their exp)
+                    "--set", f"rest.token_lifetime={1 if name == 'b' else 3600}",
                 ),
             )  # fmt: skip
             nodes.append(node)
@@ -170,3 +173,26 @@ def test_jwt_of_node_a_is_accepted_by_node_b_over_tls_h2(
         resp = http1.get(f"{node_b.https}/openapi.json")
         assert resp.status_code == 200
         assert resp.http_version == "HTTP/1.1"
+
+
+def test_expired_jwt_of_node_b_is_refused_by_node_a(
+    cluster: tuple[Node, Node, Path],
+) -> None:
+    node_a, node_b, cert = cluster
+    tls = ssl.create_default_context(cafile=str(cert))
+    with httpx.Client(verify=tls, http2=True, timeout=10) as http:
+        token = token_from(http, node_b)  # lives 1 s
+        deadline = time.monotonic() + 30
+        while True:
+            resp = http.post(
+                f"{node_a.https}{REG}",
+                json={"asSvcId": "as1"},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            if resp.status_code == 401 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert resp.status_code == 401, resp.text
+        assert resp.headers["content-type"] == "application/problem+json"
+        assert resp.headers["www-authenticate"].startswith("Bearer")
+        assert_problem_details(resp.json())
