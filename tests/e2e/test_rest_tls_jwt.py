@@ -196,3 +196,32 @@ def test_expired_jwt_of_node_b_is_refused_by_node_a(
         assert resp.headers["content-type"] == "application/problem+json"
         assert resp.headers["www-authenticate"].startswith("Bearer")
         assert_problem_details(resp.json())
+
+
+@pytest.mark.parametrize(
+    ("setting", "named"),
+    [
+        ("rest.jwt_key_file", "rest.jwt_key_file"),
+        ("rest.tls_cert", "rest.tls_cert"),
+    ],
+)
+def test_unreadable_key_or_certificate_stops_the_start_in_one_line(
+    tmp_path: Path, setting: str, named: str
+) -> None:
+    cert, key = self_signed(tmp_path)
+    settings = {
+        "rest.tls_cert": str(cert),
+        "rest.tls_key": str(key),
+        setting: str(tmp_path / "absent.pem"),
+    }
+    result = msgin5g(
+        "serve", "--coap", "127.0.0.1:0", "--http", f"127.0.0.1:{free_tcp_port()}",
+        "--storage", f"sqlite:///{tmp_path / 'x.db'}",
+        "--set", "rest.enabled=true", "--set", "rest.oauth2=true",
+        *(arg for name, value in settings.items() for arg in ("--set", f"{name}={value}")),
+        check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert named in result.stderr
+    assert "absent.pem" in result.stderr
