@@ -103,8 +103,8 @@ def cluster(
                     "--http", f"127.0.0.1:{port}",
                     "--set", "rest.enabled=true",
                     "--set", "rest.oauth2=true",
-                    "--set", f"rest.tls_cert={cert}",
-                    "--set", f"rest.tls_key={key}",
+                    "--tls-cert", str(cert),
+                    "--tls-key", str(key),
                     "--set", "log.level=WARNING",
                     "--set", f"rest.server={request.param}",
                     # node b issues short-lived tokens (node a checks their exp)

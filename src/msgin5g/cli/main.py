@@ -202,6 +202,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--http", metavar="HOST:PORT", help="HTTP bind (default 127.0.0.1:8080)"
     )
     serve.add_argument(
+        "--tls-cert",
+        metavar="FILE",
+        help="serve the REST APIs over TLS (h2 by ALPN) with this PEM certificate "
+        "chain (rest.tls_cert; needs --tls-key)",
+    )
+    serve.add_argument(
+        "--tls-key", metavar="FILE", help="PEM private key of --tls-cert (rest.tls_key)"
+    )
+    serve.add_argument(
         "--set",
         action="append",
         default=[],
