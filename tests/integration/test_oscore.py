@@ -294,3 +294,28 @@ async def test_mutated_oscore_datagrams_do_not_hurt_the_server(server: Server) -
         _, answer = await raw.exchange(msg("ue1", "ue2", "after-fuzz"), sock=sock)
         assert answer.code == Code.CHANGED
     assert server.coap.endpoint.stats()["handler_errors"] == 0  # type: ignore[attr-defined]
+
+
+async def test_restarted_device_asks_the_server_for_echo(
+    server: Server, tmp_path: Path
+) -> None:
+    """A device restarted from its state file does not know which downlink it
+    has seen: it answers the server's first request 4.01 + Echo, the server
+    resends once with it, and the message arrives."""
+    state = tmp_path / "ue2.json"
+    async with oscore_client(server, "ue2", state) as ue2:
+        await ue2.register()
+    async with (
+        oscore_client(server, "ue2", state) as ue2,
+        oscore_client(server, "ue1") as ue1,
+    ):
+        transport = ue2._transport  # type: ignore[attr-defined]
+        assert not transport.context.window.known
+        await ue2.register()
+        await ue1.register()
+        resp = await ue1.send("ue2", b"after the device restarted")
+        assert resp.delivery_status == "DELY_ACCEPTED"
+        got = await ue2.receive(timeout=10)
+        assert isinstance(got.item, Msg)
+        assert got.item.payload == b"after the device restarted"
+        assert transport.context.window.known
