@@ -114,9 +114,17 @@ class CoapConfig:
     dedup_max_bytes: int = 32 * 1024 * 1024
     """Bound of the RFC 7252 duplicate-detection cache of encoded responses, in
     bytes (replies plus ~160 B per entry); the cache rotates early when full."""
+    oscore: bool = True
+    """Accept OSCORE-protected requests (RFC 8613) on the CoAP port; each UE's
+    context is derived from its provisioned credential (docs/security-oscore.md)."""
+    oscore_max_contexts: int = 65536
+    """OSCORE security contexts held in memory (~1 KiB each); the least recently
+    derived beyond it is dropped and re-derived on its next request (Echo)."""
 
     def __post_init__(self) -> None:
         parse_hostport(self.bind)
+        if self.oscore_max_contexts < 1:
+            raise ConfigError("coap.oscore_max_contexts: must be at least 1")
         if not 0 < len(self.service_id) <= 255 or not self.service_id.isprintable():
             raise ConfigError("coap.service_id: 1 to 255 printable characters")
         if self.source_rate < 0:
@@ -314,7 +322,20 @@ class RestConfig:
     """Require an OAuth2 bearer token (client credentials, TS 29.538 §10) on
     every API call; tokens come from ``POST /oauth2/token``."""
     token_lifetime: float = 3600.0
-    """Lifetime of an issued access token (s)."""
+    """Lifetime of an issued access token (s); JWTs cannot be revoked earlier."""
+    jwt_issuer: str = "msgin5g"
+    """``iss`` of the access tokens (RFC 9068); the same on every node."""
+    jwt_audience: str = "msgin5g"
+    """``aud`` of the access tokens; a token for another audience is refused."""
+    jwt_key_file: str = ""
+    """PEM RSA private key (>= 2048 bits) signing the access tokens, the same
+    file on every node; empty: a key kept in the server's storage
+    (docs/security-rest.md)."""
+    tls_cert: str = ""
+    """PEM certificate chain: serve the APIs over TLS (HTTP/1.1 and h2 by ALPN);
+    needs ``tls_key``. Empty: cleartext HTTP."""
+    tls_key: str = ""
+    """PEM private key of ``tls_cert``."""
     rate_limit: float = 0.0
     """Requests per second allowed per AS (token bucket); 0 = unlimited.
     Beyond it the server answers 429 with Retry-After."""
@@ -335,8 +356,8 @@ class RestConfig:
     (``169.254.0.0/16``, where cloud metadata services live, ``fe80::/10``)
     and the unspecified/"this host" addresses."""
     max_tokens_per_client: int = 100
-    """Live access tokens per OAuth2 client; issuing one more drops that
-    client's oldest (never another client's)."""
+    """Unused since access tokens became stateless JWTs (RFC 9068): nothing is
+    kept per token. Accepted so that existing configuration files stay valid."""
     auth_failure_burst: int = 10
     """Failed token requests allowed at once per client id and per source IP
     before the token endpoint answers ``429`` with ``Retry-After``."""
@@ -367,6 +388,8 @@ class RestConfig:
             raise ConfigError("rest.auth_failure_rate/header_timeout: positive")
         if self.max_connections < 16 or self.max_in_flight < 1:
             raise ConfigError("rest.max_connections: >= 16; max_in_flight: >= 1")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError("rest.tls_cert and rest.tls_key: give both or neither")
         if self.server not in {"granian", "hypercorn"}:
             raise ConfigError("rest.server: one of granian, hypercorn")
         if self.token_lifetime <= 0 or self.delivery_timeout <= 0:

@@ -70,6 +70,8 @@ def server_config(args: argparse.Namespace) -> "ServerConfig":
     for option, key in (
         ("coap", "coap.bind"),
         ("http", "rest.bind"),
+        ("tls_cert", "rest.tls_cert"),
+        ("tls_key", "rest.tls_key"),
         ("storage", "storage.url"),
         ("mqtt", "mqtt.url"),
         ("log_level", "log.level"),

@@ -51,7 +51,20 @@ def _client(args: argparse.Namespace) -> Client:
         server=args.server,
         bind=parse_hostport(args.bind, default_port=0),
         segment_size=getattr(args, "segment_size", 2048),
+        oscore=bool(getattr(args, "oscore", False)),
+        oscore_state=_oscore_state(args),
     )
+
+
+def _oscore_state(args: argparse.Namespace) -> str | None:
+    """The OSCORE state file of ``--oscore`` (a default one per UE)."""
+    if not getattr(args, "oscore", False):
+        return None
+    given = getattr(args, "oscore_state", None)
+    if given:
+        return str(given)
+    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return os.path.join(base, "msgin5g", "oscore", f"{args.ue_service_id}.json")
 
 
 async def run_device(args: argparse.Namespace) -> int:

@@ -73,6 +73,18 @@ def _add_device(parser: argparse.ArgumentParser, *, location: bool = False) -> N
         metavar="HOST:PORT",
         help="local UDP address of the UE (default any address, free port)",
     )
+    parser.add_argument(
+        "--oscore",
+        action="store_true",
+        help="protect every exchange end to end with OSCORE (RFC 8613); the "
+        "context is derived from the secret (docs/security-oscore.md)",
+    )
+    parser.add_argument(
+        "--oscore-state",
+        metavar="FILE",
+        help="where the OSCORE sequence numbers are reserved across runs "
+        "(default $XDG_STATE_HOME/msgin5g/oscore/ID.json); never delete it",
+    )
     if location:
         _add_location(parser)
 
@@ -157,6 +169,45 @@ def _add_send(ue_commands: Any) -> None:
     )
 
 
+def _add_serve_parser(commands: Any) -> None:
+    """``msgin5g serve`` and its options."""
+    serve = commands.add_parser(
+        "serve",
+        help="run the MSGin5G Server",
+        description="Run the MSGin5G Server: MSGin5G-1 over CoAP/UDP, durable "
+        "store-and-forward in SQLite. Stops cleanly on SIGINT/SIGTERM.",
+    )
+    add_storage(serve)
+    serve.add_argument(
+        "--coap", metavar="HOST:PORT", help="CoAP bind (default 0.0.0.0:5683)"
+    )
+    serve.add_argument(
+        "--http", metavar="HOST:PORT", help="HTTP bind (default 127.0.0.1:8080)"
+    )
+    serve.add_argument(
+        "--mqtt",
+        metavar="URL",
+        help="also serve MSGin5G-1 over MQTT through this broker "
+        "(mqtt://HOST:PORT or mqtts://…; [mqtt] in the config; docs/mqtt.md)",
+    )
+    serve.add_argument(
+        "--tls-cert",
+        metavar="FILE",
+        help="serve the REST APIs over TLS (h2 by ALPN) with this PEM certificate "
+        "chain (rest.tls_cert; needs --tls-key)",
+    )
+    serve.add_argument(
+        "--tls-key", metavar="FILE", help="PEM private key of --tls-cert (rest.tls_key)"
+    )
+    serve.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="any configuration value, e.g. --set delivery.default_ttl=3600",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (also used to document the CLI)."""
     parser = argparse.ArgumentParser(
@@ -179,32 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = commands.add_parser(
-        "serve",
-        help="run the MSGin5G Server",
-        description="Run the MSGin5G Server: MSGin5G-1 over CoAP/UDP, durable "
-        "store-and-forward in SQLite. Stops cleanly on SIGINT/SIGTERM.",
-    )
-    add_storage(serve)
-    serve.add_argument(
-        "--coap", metavar="HOST:PORT", help="CoAP bind (default 0.0.0.0:5683)"
-    )
-    serve.add_argument(
-        "--http", metavar="HOST:PORT", help="HTTP bind (default 127.0.0.1:8080)"
-    )
-    serve.add_argument(
-        "--mqtt",
-        metavar="URL",
-        help="also serve MSGin5G-1 over MQTT through this broker "
-        "(mqtt://HOST:PORT or mqtts://…; [mqtt] in the config; docs/mqtt.md)",
-    )
-    serve.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="any configuration value, e.g. --set delivery.default_ttl=3600",
-    )
+    _add_serve_parser(commands)
 
     doctor = commands.add_parser(
         "doctor",

@@ -49,6 +49,7 @@ from msgin5g.codec.ue_payload import (
     encode,
 )
 from msgin5g.errors import (
+    ConfigError,
     ConnectError,
     DecodeError,
     NotAuthorized,
@@ -152,6 +153,10 @@ class Client(Messaging, Inbox):
         claim: takes received ``MSG``/``IMDN`` before the inbox does (a Gateway
             UE stores those meant for its constrained UEs): returns None (not
             claimed), True (taken: 2.04) or False (cannot take it now: 5.03).
+        oscore: protect every exchange with OSCORE (RFC 8613), the context
+            derived from the credential (docs/security-oscore.md).
+        oscore_state: file keeping the OSCORE sequence reservation across
+            restarts (strongly advised with ``oscore``).
     """
 
     def __init__(
@@ -169,6 +174,8 @@ class Client(Messaging, Inbox):
         transport: ClientTransport | None = None,
         clock: Clock | None = None,
         claim: Claim | None = None,
+        oscore: bool = False,
+        oscore_state: str | None = None,
     ) -> None:
         self.ue_service_id = ue_service_id
         if credential is None and secret is not None:
@@ -188,6 +195,16 @@ class Client(Messaging, Inbox):
             self._path = MSGIN5G_PATH
             transport = transport or _mqtt_transport(server, ue_service_id, credential)
         self._transport: ClientTransport = transport
+        if oscore:
+            if parts.scheme != "coap":
+                raise ConfigError("OSCORE is a CoAP option: use a coap:// server")
+            if credential is None:
+                raise ConfigError("OSCORE needs the UE's secret or credential")
+            from msgin5g.client.oscore import OscoreTransport
+
+            self._transport = OscoreTransport(
+                self._transport, ue_service_id, credential, state_file=oscore_state
+            )
         self._clock: Clock = clock or SystemClock()
         self._claim = claim
         self._auto_report = auto_report

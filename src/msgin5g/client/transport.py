@@ -107,6 +107,7 @@ class CoapTransport:
 
         site = Site()
         site.add(MSGIN5G_PATH, handler)
+        site.add((), handler)  # OSCORE: the outer request has no Uri-Path
         try:
             self._endpoint = await Endpoint.create(bind, site=site)
         except OSError as exc:

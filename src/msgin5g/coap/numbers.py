@@ -128,6 +128,7 @@ class OptionNumber(IntEnum):
     IF_NONE_MATCH = 5
     OBSERVE = 6
     URI_PORT = 7
+    OSCORE = 9
     LOCATION_PATH = 8
     URI_PATH = 11
     CONTENT_FORMAT = 12
@@ -141,6 +142,7 @@ class OptionNumber(IntEnum):
     PROXY_URI = 35
     PROXY_SCHEME = 39
     SIZE1 = 60
+    ECHO = 252
 
 
 def is_critical(number: int) -> bool:

@@ -13,6 +13,8 @@ façade and the wiring; the procedures live in their own modules:
   (cache, batches, matched ``REGRESP``/``DEREGRESP``); :mod:`~msgin5g.gateway.bulk`
   its pure batching rules;
 * :mod:`~msgin5g.gateway.relay`: messages and reports both ways, durable;
+* :mod:`~msgin5g.gateway.oscore_relay`: OSCORE-protected exchanges of UEs that
+  talk to the server end to end, forwarded without being readable;
 * :mod:`~msgin5g.gateway.cache`: the durable state; :mod:`~msgin5g.gateway.upstream`:
   the client towards the server; :mod:`~msgin5g.gateway.device`: a constrained
   UE (the other end, for the CLI and tests).
@@ -43,6 +45,7 @@ from msgin5g.gateway.cache import GatewayState
 from msgin5g.gateway.config import GatewayConfig
 from msgin5g.gateway.context import GatewayContext, host_port
 from msgin5g.gateway.local import LocalResources, rfc3339
+from msgin5g.gateway.oscore_relay import OscoreRelay
 from msgin5g.gateway.relay import UPSTREAM, Relay
 from msgin5g.gateway.upstream import Upstream
 from msgin5g.model.messages import Imdn, Msg
@@ -98,6 +101,15 @@ class Gateway:
             clock=self._clock,
             claim=self._claim,
         )
+        params = TransmissionParameters(
+            ack_timeout=config.ack_timeout, max_retransmit=config.max_retransmit
+        )
+        self.oscore_relay = OscoreRelay(
+            config.server,
+            (parse_hostport(config.upstream_bind, default_port=0)[0], 0),
+            params,
+        )
+        """Forwards OSCORE exchanges of end-to-end protected UEs, unread."""
 
     # lifecycle ---------------------------------------------------------------------
 
@@ -121,6 +133,8 @@ class Gateway:
             stack.push_async_callback(self.upstream.client.aclose)
             self._local = await self._bind_local()
             stack.push_async_callback(self._local.aclose)
+            await self.oscore_relay.start(self._local)
+            stack.push_async_callback(self.oscore_relay.aclose)
             await self._tasks.start()
             stack.push_async_callback(self._tasks.aclose)
             self._wire(backend, state)
@@ -132,6 +146,7 @@ class Gateway:
         site.add(CONFIG_PATH, self._render_config)
         site.add(PENDING_PATH, self._render_pending, methods=_GET)
         site.add(GATEWAY_STATUS_PATH, self._render_status, methods=_GET)
+        site.add((), self.oscore_relay.up, methods=frozenset({Code.POST, Code.FETCH}))
         params = TransmissionParameters(
             ack_timeout=self.config.ack_timeout,
             max_retransmit=self.config.max_retransmit,

@@ -387,3 +387,32 @@ async def test_reg_without_msgin5g_service_id_is_accepted(bed: Bed) -> None:
     assert body["registrationResult"] == "SUCCESS"
     assert body["msgin5gServiceId"] == "org.3gpp.msgin5g"
     assert bed.server.service.registry.get("c8") is not None  # type: ignore[union-attr]
+
+
+async def test_oscore_ue_talks_to_the_server_through_the_gateway_unread(
+    bed: Bed,
+) -> None:
+    """An OSCORE UE registers, sends and receives end to end through the
+    gateway; the gateway only forwards ciphertext (it has no context)."""
+    relay = bed.gateway.oscore_relay
+    async with (
+        Client("c1", "s-c1", server=bed.gateway_uri, bind=("127.0.0.1", 0),
+               oscore=True) as device,
+        Client("ue1", "s-ue1", server=bed.server_uri, bind=("127.0.0.1", 0)) as ue1,
+    ):  # fmt: skip
+        assert (await device.register()).registration_result == "SUCCESS"
+        registry = bed.server.service.registry  # type: ignore[union-attr]
+        registration = registry.get("c1")
+        assert registration.source.port == relay.address[1]  # the relay socket
+        await ue1.register()
+        resp = await device.send("ue1", b"through the gateway")
+        assert resp.delivery_status == "DELY_ACCEPTED"
+        got = await ue1.receive(timeout=10)
+        assert isinstance(got.item, Msg)
+        assert got.item.payload == b"through the gateway"
+        await ue1.send("c1", b"back down")
+        back = await device.receive(timeout=10)
+        assert isinstance(back.item, Msg)
+        assert back.item.payload == b"back down"
+    assert relay.relayed_up >= 3  # REG (twice: Echo), MSG
+    assert relay.relayed_down >= 1

@@ -92,7 +92,9 @@ from msgin5g.spec.causes import FailureCause
 from msgin5g.spec.coap import CONFIG_PATH, MSGIN5G_PATH
 from msgin5g.transports.coap.codes import code_for
 from msgin5g.transports.coap.configuration import ConfigurationResource
+from msgin5g.transports.coap.identity import originator
 from msgin5g.transports.coap.observe import TOPICS_PATH, ObserveResource
+from msgin5g.transports.coap.oscore import OscoreEdge
 
 __all__ = ["CoapTransport"]
 
@@ -117,6 +119,8 @@ class CoapTransport:
         self._endpoint: Endpoint | None = None
         self._paths: dict[tuple[str, ...], list[tuple[int, bytes]]] = {}
         self._observe: ObserveResource | None = None
+        self.oscore: OscoreEdge | None = None
+        """OSCORE contexts and their use (``coap.oscore``), once started."""
         self.uplink: dict[tuple[str, str], int] = {}
         """Uplink requests by (Message Type, ``ok`` or failure cause), for metrics."""
         self.delivery_latency = Histogram()
@@ -152,6 +156,12 @@ class CoapTransport:
             methods=frozenset({Code.GET}),
             prefix=True,
         )
+        if self.config.oscore:
+            oscore = self.oscore = OscoreEdge(
+                service, max_contexts=self.config.oscore_max_contexts
+            )
+            oscore.serve(site)
+            site.add((), oscore.render, methods=frozenset({Code.POST, Code.FETCH}))
         params = TransmissionParameters(
             ack_timeout=self.config.ack_timeout,
             max_retransmit=self.config.max_retransmit,
@@ -245,7 +255,13 @@ class CoapTransport:
             service = self._service
             assert service is not None  # noqa: S101 - set in start()
             handler = _PROCEDURES[type(uplink)]
-            answer = await handler(service, uplink, _contact(request.peer), message)
+            source = _contact(request.peer)
+            oscore = self.oscore
+            if oscore is not None:
+                source = oscore.admit(request, uplink, source)
+            answer = await handler(service, uplink, source, message)
+            if oscore is not None:
+                oscore.after(request, uplink)
             counted = (kind, "ok")
             self.uplink[counted] = self.uplink.get(counted, 0) + 1
             return answer
@@ -275,7 +291,7 @@ class CoapTransport:
                         "cause": str(cause),
                         "message_type": kind,
                         "peer": f"{request.peer[0]}:{request.peer[1]}",
-                        "ue_service_id": _originator(uplink),
+                        "ue_service_id": originator(uplink),
                         "message_id": getattr(uplink, "message_id", None),
                     },
                 )
@@ -289,14 +305,23 @@ class CoapTransport:
             self._endpoint.abandon((contact.host, contact.port))
 
     async def deliver(self, contact: Contact, item: DownlinkItem) -> None:
-        """CON POST ``item`` to the client at ``contact`` and wait for its answer."""
+        """CON POST ``item`` to the client at ``contact`` and wait for its answer.
+
+        To a UE that registered over OSCORE the POST is protected.
+        """
         request = self._request_for(contact, item)
         loop = asyncio.get_running_loop()
         start = loop.time()
+        peer = (contact.host, contact.port)
+        oscore = self.oscore
+        ue = oscore.protected_recipient(item) if oscore is not None else None
         try:
-            response = await self.endpoint.request(
-                request, (contact.host, contact.port)
-            )
+            if oscore is not None and ue is not None:
+                response = await oscore.exchange(
+                    ue, request, partial(self.endpoint.request, peer=peer)
+                )
+            else:
+                response = await self.endpoint.request(request, peer)
         except TransportError as exc:
             raise _unreachable(exc) from exc
         self.delivery_latency.observe(loop.time() - start)
@@ -311,6 +336,8 @@ class CoapTransport:
         future does not stop the exchange.
         """
         loop = asyncio.get_running_loop()
+        if self.oscore is not None and self.oscore.protected_recipient(item):
+            return asyncio.ensure_future(self.deliver(contact, item))
         outcome: asyncio.Future[None] = loop.create_future()
         try:
             response = self.endpoint.request_nowait(
@@ -347,15 +374,6 @@ def _check(code: int) -> None:
     if 128 <= code < 160:
         raise DeliveryRejected(f"client answered {code_str(code)}")
     raise RecipientUnreachable(f"client answered {code_str(code)}")
-
-
-def _originator(uplink: object) -> str | None:
-    """The UE Service ID an uplink names as its sender (for log fields)."""
-    for name in ("originating_ue_service_id", "ue_service_id"):
-        value = getattr(uplink, name, None)
-        if isinstance(value, str):
-            return value
-    return None
 
 
 def _settle(

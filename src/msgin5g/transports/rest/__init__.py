@@ -27,9 +27,18 @@ class RestTransport:
         """The ASGI application once started (``app.state.ops``: /metrics, /readyz)."""
 
     async def start(self, service: MessagingService) -> None:
-        """Bind ``rest.bind`` and serve the APIs for ``service``."""
+        """Bind ``rest.bind`` and serve the APIs for ``service``.
+
+        Raises:
+            ConfigError: ``rest.jwt_key_file`` is unreadable or not an RSA key.
+            ConnectError: the address cannot be bound.
+        """
         host, port = self.config.address
         self.app = app = create_app(service, self.config)
+        if self.config.oauth2:
+            # the token signing key: a bad key file stops the start here, and
+            # the nodes of a cluster agree on the key before the first token
+            await app.state.ctx.tokens.ensure_keys()
         server = AsgiServer(
             app,
             host,
@@ -37,6 +46,8 @@ class RestTransport:
             self.config.server,
             header_timeout=self.config.header_timeout,
             max_connections=self.config.max_connections,
+            tls_cert=self.config.tls_cert,
+            tls_key=self.config.tls_key,
         )
         await server.start()
         self._server = server

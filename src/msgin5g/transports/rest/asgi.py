@@ -275,7 +275,7 @@ def _token_endpoint(ctx: RestContext) -> Callable[[Request], Awaitable[Response]
             if not asked or not asked <= granted:
                 return _oauth_error(400, "invalid_scope")
             granted = asked
-        access, lifetime = ctx.tokens.issue(client_id, granted)
+        access, lifetime = await ctx.tokens.issue(client_id, granted)
         return JSONResponse(
             {
                 "access_token": access,

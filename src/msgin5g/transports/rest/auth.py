@@ -18,11 +18,11 @@ OAuth2 bearer token obtained with the client-credentials grant (RFC 6749 §4.4).
   token lacking its scope gets ``403`` ``INSUFFICIENT_SCOPE`` and
   ``WWW-Authenticate: Bearer error="insufficient_scope"`` (RFC 6750 §3.1).
 
-Tokens are opaque random strings kept in memory with their expiry
-(``rest.token_lifetime``), so a restart invalidates them and clients fetch a new
-one (the usual reaction to ``401``). At most ``rest.max_tokens_per_client`` live
-tokens per client: one more drops *that client's* oldest, never another
-client's. The token endpoint answers RFC 6749 §5.2 errors (``invalid_client``,
+Tokens are signed JWTs (RFC 9068) issued and verified by
+:class:`~msgin5g.transports.rest.jwt_tokens.JwtIssuer`: every node of a cluster
+accepts every node's tokens, and a restart keeps them valid until they expire
+(``rest.token_lifetime``). :class:`Token` is what a verified token stands for.
+The token endpoint answers RFC 6749 §5.2 errors (``invalid_client``,
 ``unsupported_grant_type``, ``invalid_scope``), not ProblemDetails: it is not
 part of the TS 29.538 APIs.
 
@@ -43,8 +43,6 @@ with bursts of ``rest.rate_burst``; an empty bucket raises
 import base64
 import binascii
 import math
-import secrets
-from collections import deque
 from collections.abc import Callable
 from urllib.parse import parse_qs
 
@@ -56,7 +54,6 @@ __all__ = [
     "AuthThrottle",
     "RateLimiter",
     "Token",
-    "TokenIssuer",
     "parse_client_credentials",
 ]
 
@@ -69,63 +66,6 @@ class Token(msgspec.Struct, frozen=True, gc=False):
     client_id: str
     scopes: frozenset[str]
     expires_at: float
-
-
-class TokenIssuer:
-    """Issues and checks opaque bearer tokens, at most ``per_client`` per client."""
-
-    def __init__(
-        self, lifetime: float, clock: Callable[[], float], per_client: int = 100
-    ) -> None:
-        self._lifetime = lifetime
-        self._clock = clock
-        self._per_client = per_client
-        self._tokens: dict[str, Token] = {}
-        self._by_client: dict[str, deque[str]] = {}
-
-    def issue(self, client_id: str, scopes: frozenset[str]) -> tuple[str, int]:
-        """A new token for ``client_id`` and its lifetime in seconds.
-
-        The client's expired tokens are forgotten; when it still holds
-        ``per_client`` live ones, its oldest is dropped.
-        """
-        now = self._clock()
-        mine = self._by_client.setdefault(client_id, deque())
-        while mine and (
-            len(mine) >= self._per_client
-            or self._tokens.get(mine[0], _GONE).expires_at <= now
-        ):
-            self._tokens.pop(mine.popleft(), None)
-        token = secrets.token_urlsafe(32)
-        self._tokens[token] = Token(client_id, scopes, now + self._lifetime)
-        mine.append(token)
-        return token, int(self._lifetime)
-
-    def token_of(self, authorization: str | None) -> Token | None:
-        """The live token of an ``Authorization: Bearer`` value, or None."""
-        if not authorization:
-            return None
-        scheme, _, value = authorization.partition(" ")
-        if scheme.lower() != "bearer":
-            return None
-        entry = self._tokens.get(value.strip())
-        if entry is None:
-            return None
-        if entry.expires_at <= self._clock():
-            self._tokens.pop(value.strip(), None)
-            return None
-        return entry
-
-    def client_of(self, authorization: str | None) -> str | None:
-        """The client id of a valid ``Authorization: Bearer`` value, or None."""
-        entry = self.token_of(authorization)
-        return None if entry is None else entry.client_id
-
-    def __len__(self) -> int:
-        return len(self._tokens)
-
-
-_GONE = Token("", frozenset(), 0.0)
 
 
 class AuthThrottle:

@@ -264,7 +264,7 @@ def router(ctx: RestContext, admin: AdminState) -> APIRouter:  # noqa: C901, PLR
             return render(
                 "login.html", 403, error=f"{client_id} is not an operator client."
             )
-        token, lifetime = ctx.tokens.issue(client_id, client.scopes)
+        token, lifetime = await ctx.tokens.issue(client_id, client.scopes)
         log.info("console login of %s from %s", client_id, address)
         reply = RedirectResponse("/console", status_code=303)
         reply.set_cookie(

@@ -8,7 +8,7 @@ built by :func:`.asgi.create_app` answers them.
 """
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from fastapi import Request
@@ -19,7 +19,8 @@ from msgin5g.model.application import ROLE_OPERATOR
 from msgin5g.model.messages import Msg, MsgResp
 from msgin5g.service.messaging import MessagingService
 from msgin5g.spec.causes import FailureCause
-from msgin5g.transports.rest.auth import AuthThrottle, RateLimiter, TokenIssuer
+from msgin5g.transports.rest.auth import AuthThrottle, RateLimiter
+from msgin5g.transports.rest.jwt_tokens import JwtIssuer
 from msgin5g.transports.rest.problems import problem
 
 __all__ = ["Answer", "InsufficientScope", "RestContext", "Unauthorized"]
@@ -52,7 +53,7 @@ class RestContext:
     service: MessagingService
     config: RestConfig
     clock: Callable[[], float] = field(default=time.time)
-    tokens: TokenIssuer = field(init=False)
+    tokens: JwtIssuer = field(init=False)
     limiter: RateLimiter = field(init=False)
     throttle: AuthThrottle = field(init=False)
     in_flight: int = field(init=False, default=0)
@@ -61,8 +62,13 @@ class RestContext:
     """Messages answered ``503`` because ``in_flight`` was at its bound."""
 
     def __post_init__(self) -> None:
-        self.tokens = TokenIssuer(
-            self.config.token_lifetime, self.clock, self.config.max_tokens_per_client
+        self.tokens = JwtIssuer(
+            self.service,
+            lifetime=self.config.token_lifetime,
+            clock=self.clock,
+            issuer=self.config.jwt_issuer,
+            audience=self.config.jwt_audience,
+            key_file=self.config.jwt_key_file,
         )
         self.limiter = RateLimiter(
             self.config.rate_limit, self.config.rate_burst, self.clock
@@ -71,7 +77,7 @@ class RestContext:
             self.config.auth_failure_burst, self.config.auth_failure_rate, self.clock
         )
 
-    def authorize(self, scope: str) -> Callable[[Request], str | None]:
+    def authorize(self, scope: str) -> Callable[[Request], Awaitable[str | None]]:
         """A FastAPI dependency: the caller of an API that needs ``scope``.
 
         The dependency returns the authenticated client id (None with OAuth2
@@ -79,10 +85,10 @@ class RestContext:
         or :class:`InsufficientScope` (``403``).
         """
 
-        def caller(request: Request) -> str | None:
+        async def caller(request: Request) -> str | None:
             if not self.config.oauth2:
                 return None
-            token = self.tokens.token_of(request.headers.get("authorization"))
+            token = await self.tokens.verify(request.headers.get("authorization"))
             if token is None:
                 raise Unauthorized
             if scope not in token.scopes:

@@ -133,7 +133,7 @@ class FastDelivery:
             for name, value in scope.get("headers", ()):
                 if name.lower() == b"authorization":
                     authorization = value.decode("latin-1")
-            token = self.ctx.tokens.token_of(authorization)
+            token = await self.ctx.tokens.verify(authorization)
             if token is None or SCOPE not in token.scopes:
                 await self.app(scope, receive, send)  # 401 / 403 from the route
                 return

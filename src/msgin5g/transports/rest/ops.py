@@ -126,7 +126,7 @@ def router(ctx: RestContext, ops: Ops) -> APIRouter:
     @routes.get("/metrics")
     async def metrics(request: Request) -> Response:
         if ctx.config.oauth2:
-            token = ctx.tokens.token_of(request.headers.get("authorization"))
+            token = await ctx.tokens.verify(request.headers.get("authorization"))
             if token is None:
                 raise Unauthorized
             if not ctx.is_operator(token.client_id):

@@ -9,8 +9,11 @@ the API handlers call the service directly (no thread hop, no second process):
 * **Hypercorn** (``rest.server = "hypercorn"``): pure Python on asyncio
   (``hypercorn.asyncio.serve`` with a shutdown trigger).
 
-Both serve HTTP/1.1 and HTTP/2 over cleartext (prior knowledge) on one port.
-Port 0 picks a free port before binding (used by tests).
+Both serve HTTP/1.1 and HTTP/2 over cleartext (prior knowledge) on one port,
+or, with ``tls_cert``/``tls_key`` (``rest.tls_cert``/``rest.tls_key``), over TLS
+with HTTP/2 chosen by ALPN (``h2``, else ``http/1.1``); TLS 1.2 is the minimum
+(Granian ``ssl_protocol_min``; Hypercorn's default context already refuses
+older versions). Port 0 picks a free port before binding (used by tests).
 
 Slow clients (slowloris, docs/security-rest.md): a connection must deliver a
 complete request head within ``header_timeout`` seconds or it is closed
@@ -26,6 +29,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+from pathlib import Path
 from typing import Any
 
 from msgin5g.errors import ConnectError
@@ -52,6 +56,18 @@ def _check_bindable(host: str, port: int) -> None:
             raise ConnectError(f"HTTP bind {host}:{port}: {exc.strerror}") from exc
 
 
+def _check_tls_files(cert: str, key: str) -> None:
+    """Both files readable (a clear error instead of the server's own)."""
+    for name, path in (("rest.tls_cert", cert), ("rest.tls_key", key)):
+        if not path:
+            continue
+        try:
+            with Path(path).open("rb") as handle:
+                handle.read(1)
+        except OSError as exc:
+            raise ConnectError(f"{name}: cannot read {path}: {exc.strerror}") from exc
+
+
 class AsgiServer:
     """One ASGI server task in the running loop."""
 
@@ -64,6 +80,8 @@ class AsgiServer:
         *,
         header_timeout: float = 10.0,
         max_connections: int = 8192,
+        tls_cert: str = "",
+        tls_key: str = "",
     ) -> None:
         self.app = app
         self.host = host
@@ -71,6 +89,8 @@ class AsgiServer:
         self.kind = kind
         self.header_timeout = header_timeout
         self.max_connections = max_connections
+        self.tls_cert = tls_cert
+        self.tls_key = tls_key
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self._granian: Any = None
@@ -82,6 +102,7 @@ class AsgiServer:
             ConnectError: the address cannot be bound or the server did not start.
         """
         _check_bindable(self.host, self.port)
+        _check_tls_files(self.tls_cert, self.tls_key)
         coro = self._run_granian() if self.kind == "granian" else self._run_hypercorn()
         self._task = asyncio.create_task(coro, name=f"http-{self.kind}")
         for _ in range(200):
@@ -93,7 +114,11 @@ class AsgiServer:
                 with contextlib.suppress(OSError):
                     await writer.wait_closed()
                 log.info(
-                    "HTTP (%s) listening on %s:%d", self.kind, self.host, self.port
+                    "%s (%s) listening on %s:%d",
+                    "HTTPS" if self.tls_cert else "HTTP",
+                    self.kind,
+                    self.host,
+                    self.port,
                 )
                 return
             await asyncio.sleep(0.025)
@@ -101,11 +126,18 @@ class AsgiServer:
         raise ConnectError(f"HTTP server did not start on {self.host}:{self.port}")
 
     async def _run_granian(self) -> None:
-        from granian.constants import HTTPModes, Interfaces
+        from granian.constants import HTTPModes, Interfaces, SSLProtocols
         from granian.http import HTTP1Settings
         from granian.server.embed import Server
 
         logging.getLogger("granian").setLevel(logging.ERROR)  # "experimental" note
+        tls: dict[str, Any] = {}
+        if self.tls_cert:
+            tls = {
+                "ssl_cert": Path(self.tls_cert),
+                "ssl_key": Path(self.tls_key),
+                "ssl_protocol_min": SSLProtocols.tls12,
+            }
         self._granian = Server(
             self.app,
             address=self.host,
@@ -119,6 +151,7 @@ class AsgiServer:
                 header_read_timeout=max(1, int(self.header_timeout * 1000))
             ),
             log_enabled=False,
+            **tls,
         )
         await self._granian.serve()
 
@@ -135,6 +168,10 @@ class AsgiServer:
         config.read_timeout = max(1, int(self.header_timeout))
         config.keep_alive_timeout = min(5.0, self.header_timeout)
         config.keep_alive_max_requests = 1_000_000  # default 1000 ends h2c connections
+        if self.tls_cert:
+            config.certfile = self.tls_cert
+            config.keyfile = self.tls_key
+            config.alpn_protocols = ["h2", "http/1.1"]
         await serve(self.app, config, shutdown_trigger=self._stop.wait, mode="asgi")
 
     async def aclose(self) -> None:
