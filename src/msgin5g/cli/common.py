@@ -68,6 +68,7 @@ def server_config(args: argparse.Namespace) -> "ServerConfig":
         overrides[key.strip()] = value
     for option, key in (
         ("coap", "coap.bind"),
+        ("coaps", "coap.secure_bind"),
         ("http", "rest.bind"),
         ("storage", "storage.url"),
         ("log_level", "log.level"),

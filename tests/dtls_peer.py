@@ -1,0 +1,184 @@
+"""A DTLS 1.2 PSK CoAP peer for tests: Mbed TLS's client over a real UDP socket.
+
+It can do what the libcoap and aiocoap command lines cannot: keep one DTLS
+session while moving to another UDP port (:meth:`DtlsPeer.rebind`, a NAT
+rebinding), answer the server's CON requests (downlink), and send raw records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from typing import Any
+
+from mbedtls.exceptions import TLSError
+from mbedtls.tls import (
+    ClientContext,
+    DTLSConfiguration,
+    DTLSVersion,
+    HandshakeStep,
+    TLSWrappedBuffer,
+    WantReadError,
+    WantWriteError,
+)
+
+from msgin5g.coap.message import CoapMessage, make_response
+from msgin5g.coap.numbers import Code, Type
+from msgin5g.coap_binding import post_options
+
+CIPHER = "TLS-PSK-WITH-AES-128-CCM-8"
+
+
+class _Queue(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue()
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.queue.put_nowait(data)
+
+
+class DtlsPeer:
+    """One DTLS session to ``server`` with PSK ``identity``/``key``."""
+
+    def __init__(
+        self,
+        server: tuple[str, int],
+        identity: str,
+        key: bytes,
+        *,
+        cipher: str = CIPHER,
+    ) -> None:
+        self.server = server
+        self.buffer: TLSWrappedBuffer = ClientContext(
+            DTLSConfiguration(
+                ciphers=(cipher,),
+                lowest_supported_version=DTLSVersion.DTLSv1_2,
+                highest_supported_version=DTLSVersion.DTLSv1_2,
+                validate_certificates=False,
+                pre_shared_key=(identity, key),
+            )
+        ).wrap_buffers(None)
+        self.transport: asyncio.DatagramTransport | None = None
+        self.protocol = _Queue()
+        self.mid = 0x1000
+        self.requests: asyncio.Queue[CoapMessage] = asyncio.Queue()
+        self._responses: dict[int, asyncio.Future[CoapMessage]] = {}
+        self._reader: asyncio.Task[None] | None = None
+
+    @property
+    def local_port(self) -> int:
+        assert self.transport is not None
+        return int(self.transport.get_extra_info("sockname")[1])
+
+    async def _open_socket(self) -> None:
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(("127.0.0.1", 0))
+        self.protocol = _Queue()
+        self.transport, _ = await loop.create_datagram_endpoint(
+            lambda: self.protocol, sock=sock
+        )
+
+    def _flush(self) -> None:
+        out = self.buffer.peek_outgoing(1 << 20)
+        if out:
+            self.buffer.consume_outgoing(len(out))
+            assert self.transport is not None
+            self.transport.sendto(out, self.server)
+
+    async def connect(self, timeout: float = 20.0) -> None:
+        """Open a socket and complete the handshake (raises TLSError on failure)."""
+        await self._open_socket()
+        async with asyncio.timeout(timeout):
+            while self.buffer._handshake_state is not HandshakeStep.HANDSHAKE_OVER:
+                try:
+                    self.buffer.do_handshake()
+                except WantWriteError:
+                    self._flush()
+                except WantReadError:
+                    self._flush()
+                    try:
+                        async with asyncio.timeout(1.0):
+                            data = await self.protocol.queue.get()
+                    except TimeoutError:
+                        continue  # Mbed TLS retransmits when its timer ran out
+                    self.buffer.receive_from_network(data)
+        self._flush()
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+
+    async def rebind(self) -> None:
+        """Move to a new UDP port, keeping the DTLS session (a NAT rebinding)."""
+        old = self.transport
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        await self._open_socket()
+        if old is not None:
+            old.close()
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+
+    async def _read(self) -> None:
+        chunk = bytearray(20_000)
+        while True:
+            data = await self.protocol.queue.get()
+            self.buffer.receive_from_network(data)
+            while True:
+                try:
+                    size = self.buffer.readinto(chunk, len(chunk))  # type: ignore[arg-type]
+                except (WantReadError, WantWriteError):
+                    break
+                except TLSError:
+                    return
+                self._on_coap(bytes(chunk[:size]))
+            self._flush()
+
+    def _on_coap(self, data: bytes) -> None:
+        message = CoapMessage.decode(data)
+        if message.mtype in (Type.ACK, Type.RST) or message.code >= 64:
+            waiter = self._responses.pop(message.mid, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(message)
+            return
+        self.requests.put_nowait(message)
+        if message.mtype == Type.CON:
+            self.send_plain(make_response(message, Code.CHANGED).encode())
+
+    def send_plain(self, data: bytes) -> None:
+        """Encrypt ``data`` as one record on the session and send it."""
+        self.buffer.write(data)
+        self._flush()
+
+    async def post(self, payload: bytes, timeout: float = 20.0) -> CoapMessage:
+        """CON POST ``payload`` (JSON) to /msgin5g; retransmitted until answered."""
+        self.mid = (self.mid + 1) & 0xFFFF
+        options = post_options(("msgin5g",))
+        request = CoapMessage(
+            Type.CON,
+            Code.POST,
+            mid=self.mid,
+            token=self.mid.to_bytes(2, "big"),
+            options=options,
+            payload=payload,
+        )
+        waiter: asyncio.Future[CoapMessage] = asyncio.get_running_loop().create_future()
+        self._responses[self.mid] = waiter
+        data = request.encode()
+        async with asyncio.timeout(timeout):
+            while True:
+                self.send_plain(data)
+                try:
+                    async with asyncio.timeout(2.0):
+                        return await asyncio.shield(waiter)
+                except TimeoutError:
+                    continue
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        if self.transport is not None:
+            self.transport.close()
