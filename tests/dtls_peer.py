@@ -8,8 +8,12 @@ rebinding), answer the server's CON requests (downlink), and send raw records.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import json
 import socket
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 from mbedtls.exceptions import TLSError
@@ -26,6 +30,9 @@ from mbedtls.tls import (
 from msgin5g.coap.message import CoapMessage, make_response
 from msgin5g.coap.numbers import Code, Type
 from msgin5g.coap_binding import post_options
+from msgin5g.config import load_config
+from msgin5g.model.credentials import psk_token
+from msgin5g.server import Server, provision_ue, store_dtls_key
 
 CIPHER = "TLS-PSK-WITH-AES-128-CCM-8"
 
@@ -74,7 +81,6 @@ class DtlsPeer:
     async def _open_socket(self) -> None:
         loop = asyncio.get_running_loop()
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(("127.0.0.1", 0))
         self.protocol = _Queue()
         self.transport, _ = await loop.create_datagram_endpoint(
@@ -182,3 +188,85 @@ class DtlsPeer:
                 await self._reader
         if self.transport is not None:
             self.transport.close()
+
+
+UES = ("ue1", "ue2", "ue3")
+
+
+def token(ue: str) -> str:
+    """The PSK_TOKEN of a test UE (secret ``secret-<ue>``)."""
+    return psk_token(f"secret-{ue}", ue)
+
+
+def reg_json(ue: str, credential: str = "") -> bytes:
+    """A REG; over DTLS the credential may stay empty (the session is it)."""
+    return json.dumps(
+        {
+            "messageType": "REG",
+            "ueServiceId": ue,
+            "ueCredentialInfo": {"authType": "PSK_TOKEN", "credential": credential},
+        }
+    ).encode()
+
+
+def msg_json(sender: str, recipient: str, message_id: str, text: str = "hi") -> bytes:
+    """A MSG from ``sender`` to ``recipient``."""
+    return json.dumps(
+        {
+            "messageType": "MSG",
+            "originatingUeServiceId": sender,
+            "recipientUeServiceId": recipient,
+            "messageId": message_id,
+            "payload": base64.b64encode(text.encode()).decode(),
+        }
+    ).encode()
+
+
+@contextlib.asynccontextmanager
+async def secure_server(tmp_path: Path, **settings: str) -> AsyncIterator[Server]:
+    """A server with ``coaps://`` on a free loopback port and UEs ue1..ue3 with keys.
+
+    ``settings`` are ``coap.*`` keys (``allow_insecure="true"`` adds plain CoAP).
+    """
+    url = f"sqlite:///{tmp_path / 'dtls.db'}"
+    overrides = {
+        "coap.bind": "127.0.0.1:0",
+        "coap.secure_bind": "127.0.0.1:0",
+        "coap.psk_store": str(tmp_path / "psk.db"),
+        "storage.url": url,
+        "rest.enabled": "false",
+        **{f"coap.{key}": value for key, value in settings.items()},
+    }
+    config = load_config(None, {}, overrides)
+    for ue in UES:
+        await provision_ue(url, ue, f"secret-{ue}")
+        store_dtls_key(config.coap, ue, f"secret-{ue}")
+    async with Server(config) as server:
+        yield server
+
+
+def secure_address(server: Server) -> tuple[str, int]:
+    address = server.coap_addresses[1]
+    assert address is not None
+    return address
+
+
+def dtls_stats(server: Server) -> dict[str, int]:
+    assert server.coap is not None and server.coap.secure is not None
+    return server.coap.secure.dtls.stats()
+
+
+async def connected(server: Server, ue: str, *, key_length: int = 32) -> DtlsPeer:
+    """A DtlsPeer of ``ue`` with its session established and registered."""
+    peer = DtlsPeer(secure_address(server), ue, token(ue)[:key_length].encode())
+    await peer.connect()
+    answer = await peer.post(reg_json(ue))
+    assert b"SUCCESS" in answer.payload, answer.payload
+    return peer
+
+
+async def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Poll ``predicate`` until true (bounded; generous for a loaded machine)."""
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.02)

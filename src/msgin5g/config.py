@@ -171,7 +171,7 @@ class CoapConfig:
             parse_hostport(self.secure_bind, default_port=5684)
         if self.allow_insecure.strip().lower() not in _TRI_STATE:
             raise ConfigError("coap.allow_insecure: true, false or auto")
-        if not 16 <= self.dtls_key_length <= 32:  # noqa: PLR2004 - documented bounds
+        if not 16 <= self.dtls_key_length <= 32:
             raise ConfigError("coap.dtls_key_length: 16 to 32")
         for name in (
             "dtls_max_sessions",

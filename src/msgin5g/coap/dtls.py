@@ -89,7 +89,7 @@ PSK_PREFIX = "psk:"
 PskLookup = Callable[[str], "bytes | None"]
 """The pre-shared key of an identity, or None when it has none."""
 
-_HANDSHAKE, _ALERT, _APPLICATION = 22, 21, 23
+_HANDSHAKE, _APPLICATION = 22, 23
 _CLIENT_HELLO = 1
 _RECORD_HEADER = 13
 _HANDSHAKE_OVER = HandshakeStep.HANDSHAKE_OVER
@@ -342,7 +342,7 @@ class DtlsServer:
                 self._feed(session, data)
             elif data[0] == _HANDSHAKE:
                 self._hello(data, addr, session)
-            elif data[0] in (_APPLICATION, _ALERT):
+            elif data[0] == _APPLICATION:
                 self._maybe_moved(data, addr)
             else:
                 self.counters["bad_records"] += 1
@@ -450,14 +450,19 @@ class DtlsServer:
     def _feed(self, session: _Session, data: bytes) -> None:
         """A record for a known session: continue its handshake or read it."""
         assert self._loop is not None  # noqa: S101 - open() ran
+        if session.established and not _framed(data):
+            self.counters["bad_records"] += 1
+            return
         session.last = self._loop.time()
         buffer = session.buffer
         buffer.receive_from_network(data)
         if not session.established:
             self._step(session)
-            if not session.established:
-                return
-        self._read(session)
+            if session.established:
+                self._read(session)
+            return
+        if not self._read(session):  # forged, replayed or garbage: dropped
+            self.counters["bad_records"] += 1
 
     def _read(self, session: _Session) -> bool:
         """Hand every decrypted record up; False when nothing decrypted."""
@@ -487,7 +492,7 @@ class DtlsServer:
     def _maybe_moved(self, data: bytes, addr: Peer) -> None:
         """A protected record from a new port: did a session's NAT binding move?"""
         candidates = self._by_host.get(addr[0])
-        if not candidates:
+        if not candidates or not _one_protected_record(data):
             self.counters["bad_records"] += 1
             return
         for session in list(candidates):
@@ -569,6 +574,54 @@ def _is_client_hello(data: bytes) -> bool:
         and data[3] == 0
         and data[4] == 0
         and data[_RECORD_HEADER] == _CLIENT_HELLO
+    )
+
+
+_CHANGE_CIPHER_SPEC = 20
+_MAX_RECORD = 16 * 1024 + 2048  # RFC 6347 §4.1.2.3: plaintext bound + expansion
+
+
+def _framed(data: bytes) -> bool:
+    """Whether ``data`` is whole DTLS records an established session may see.
+
+    Checked before Mbed TLS sees a datagram for an established session: a
+    datagram whose record lengths do not add up, or an epoch-0 record other
+    than a handshake retransmission (handshake or ChangeCipherSpec), is
+    dropped here. Python-mbedtls resets a context on some errors a forged
+    datagram provokes; this keeps a spoofer from tearing a session down.
+    """
+    offset, end = 0, len(data)
+    while offset < end:
+        if end - offset < _RECORD_HEADER:
+            return False
+        kind = data[offset]
+        length = int.from_bytes(data[offset + 11 : offset + 13], "big")
+        if kind < _CHANGE_CIPHER_SPEC or kind > _APPLICATION or length > _MAX_RECORD:
+            return False
+        if (
+            data[offset + 3] == 0
+            and data[offset + 4] == 0
+            and kind
+            not in (
+                _CHANGE_CIPHER_SPEC,
+                _HANDSHAKE,
+            )
+        ):
+            return False
+        offset += _RECORD_HEADER + length
+    return offset == end
+
+
+def _one_protected_record(data: bytes) -> bool:
+    """Whether ``data`` is exactly one application-data record of epoch >= 1.
+
+    Only such a datagram is tried against the sessions of its host: a trial
+    must never feed a session anything but what a moved peer would send.
+    """
+    return (
+        data[0] == _APPLICATION
+        and (data[3] or data[4])
+        and int.from_bytes(data[11:13], "big") == len(data) - _RECORD_HEADER
     )
 
 
