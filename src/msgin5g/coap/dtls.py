@@ -620,7 +620,7 @@ def _one_protected_record(data: bytes) -> bool:
     """
     return (
         data[0] == _APPLICATION
-        and (data[3] or data[4])
+        and (data[3] | data[4]) != 0
         and int.from_bytes(data[11:13], "big") == len(data) - _RECORD_HEADER
     )
 
