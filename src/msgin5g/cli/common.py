@@ -33,6 +33,7 @@ SERVER_EXTRA = frozenset(
         "hypercorn",
         "httpx",
         "prometheus_client",
+        "mbedtls",
     }
 )
 """Top-level packages that only ``pip install 'msgin5g[server]'`` brings."""
