@@ -150,7 +150,9 @@ class DtlsPeer:
             return
         self.requests.put_nowait(message)
         if message.mtype == Type.CON:
-            self.send_plain(make_response(message, Code.CHANGED).encode())
+            ack = make_response(message, Code.CHANGED)  # piggybacked ACK
+            ack.mid = message.mid
+            self.send_plain(ack.encode())
 
     def send_plain(self, data: bytes) -> None:
         """Encrypt ``data`` as one record on the session and send it."""
