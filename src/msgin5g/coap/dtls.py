@@ -95,6 +95,7 @@ _RECORD_HEADER = 13
 _HANDSHAKE_OVER = HandshakeStep.HANDSHAKE_OVER
 _READ_CHUNK = 16 * 1024 + 256
 _TICK = 0.5  # seconds between sweeps: handshake retransmissions and expiry
+_IDLE_SCAN = 10.0  # seconds between scans for idle sessions
 
 
 def identity_peer(identity: str) -> Peer:
@@ -212,6 +213,7 @@ class DtlsServer:
         self._transport: asyncio.DatagramTransport | None = None
         self._protocol: DatagramProtocol | None = None
         self._sweeper: asyncio.TimerHandle | None = None
+        self._idle_check_at = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self.counters = dict.fromkeys(
             (
@@ -560,9 +562,13 @@ class DtlsServer:
                 self._step(
                     session
                 )  # Mbed TLS resends the flight when its timer ran out
-        idle = self._idle_timeout
-        for session in [s for s in self._by_identity.values() if now - s.last > idle]:
-            self._close(session)
+        if now >= self._idle_check_at:  # a full scan, so not every tick
+            self._idle_check_at = now + _IDLE_SCAN
+            idle = self._idle_timeout
+            for session in [
+                s for s in self._by_identity.values() if now - s.last > idle
+            ]:
+                self._close(session)
         self._sweeper = loop.call_later(_TICK, self._sweep)
 
 
