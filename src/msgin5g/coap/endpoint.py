@@ -28,6 +28,10 @@ Design choices:
     * Peers passed to :meth:`Endpoint.request` are normalised to the form the
       socket reports for incoming datagrams
       (:func:`~msgin5g.coap.address.numeric_peer`), so responses match.
+    * Secure transport: :meth:`Endpoint.create_on` runs the same engine on a
+      :class:`~msgin5g.coap.udp.DatagramFloor` instead of a socket (the DTLS
+      layer, :mod:`msgin5g.coap.dtls`); peers are then the floor's opaque
+      tuples (a session's identity), used as they are.
     * Flood control (server role, optional): a
       :class:`~msgin5g.coap.limits.SourceLimiter` is asked for every datagram
       *before* it is decoded; what it refuses is dropped silently, counted in

@@ -1,5 +1,8 @@
 """The server side of MSGin5G-1 on our CoAP engine (TS 24.538 §6, digest §2, §3).
 
+(Over 500 lines: the uplink pipeline, the dispatch table and the downlink port
+share the transport's state; the DTLS wiring lives in :mod:`.secure`.)
+
 Pipeline for every request to ``/msgin5g`` (digest §3 "common behaviour"):
 
 1. method must be POST (the engine's router answers 4.05) and the path known (4.04);
