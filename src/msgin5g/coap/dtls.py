@@ -1,5 +1,8 @@
 """DTLS 1.2 with pre-shared keys under the CoAP engine (``coaps://``, RFC 7925).
 
+(Over 500 lines: the session tables, the receive paths and the bounds form
+one state machine; the record checks are in :mod:`.dtls_records`.)
+
 What: :class:`DtlsServer` owns the UDP socket of a secure endpoint and sits
 between it and :class:`~msgin5g.coap.endpoint.Endpoint`
 (:meth:`~msgin5g.coap.endpoint.Endpoint.create_on`). Below it are DTLS
@@ -63,6 +66,17 @@ from mbedtls.tls import (
 )
 
 from msgin5g.coap.address import Peer
+from msgin5g.coap.dtls_records import (
+    APPLICATION,
+    HANDSHAKE,
+    PSK_PREFIX,
+    RECORD_HEADER,
+    framed,
+    identity_of,
+    identity_peer,
+    is_client_hello,
+    one_protected_record,
+)
 from msgin5g.coap.limits import SourceLimiter
 from msgin5g.coap.udp import DatagramProtocol, bind_socket
 from msgin5g.errors import ConnectError
@@ -83,33 +97,13 @@ _throttled = LogThrottle(log)
 CIPHERS = ("TLS-PSK-WITH-AES-128-CCM-8", "TLS-PSK-WITH-AES-128-GCM-SHA256")
 """The cipher suites offered, in order of preference (RFC 7925 §4.1)."""
 
-PSK_PREFIX = "psk:"
-"""Host part of the peer of a DTLS session: ``psk:`` + the PSK identity."""
-
 PskLookup = Callable[[str], "bytes | None"]
 """The pre-shared key of an identity, or None when it has none."""
 
-_HANDSHAKE, _APPLICATION = 22, 23
-_CLIENT_HELLO = 1
-_RECORD_HEADER = 13
 _HANDSHAKE_OVER = HandshakeStep.HANDSHAKE_OVER
 _READ_CHUNK = 16 * 1024 + 256
 _TICK = 0.5  # seconds between sweeps: handshake retransmissions and expiry
 _IDLE_SCAN = 10.0  # seconds between scans for idle sessions
-
-
-def identity_peer(identity: str) -> Peer:
-    """The peer the CoAP layer sees for a DTLS session of ``identity``."""
-    return (PSK_PREFIX + identity, 0)
-
-
-def identity_of(peer: Any) -> str | None:
-    """The PSK identity of a peer from :func:`identity_peer`, else None."""
-    if type(peer) is tuple and peer and type(peer[0]) is str:
-        host: str = peer[0]
-        if host.startswith(PSK_PREFIX):
-            return host[len(PSK_PREFIX) :]
-    return None
 
 
 class _Session:
@@ -335,16 +329,16 @@ class DtlsServer:
         if limiter is not None and not limiter.allow(addr):
             self.counters["dropped"] += 1
             return
-        if len(data) < _RECORD_HEADER:
+        if len(data) < RECORD_HEADER:
             self.counters["bad_records"] += 1
             return
         try:
             session = self._by_addr.get(addr)
-            if session is not None and not _is_client_hello(data):
+            if session is not None and not is_client_hello(data):
                 self._feed(session, data)
-            elif data[0] == _HANDSHAKE:
+            elif data[0] == HANDSHAKE:
                 self._hello(data, addr, session)
-            elif data[0] == _APPLICATION:
+            elif data[0] == APPLICATION:
                 self._maybe_moved(data, addr)
             else:
                 self.counters["bad_records"] += 1
@@ -353,7 +347,7 @@ class DtlsServer:
 
     def _hello(self, data: bytes, addr: Peer, old: _Session | None) -> None:
         """A ClientHello: answer with a cookie, or start a handshake."""
-        if not _is_client_hello(data):
+        if not is_client_hello(data):
             self.counters["bad_records"] += 1
             return
         assert self._loop is not None  # noqa: S101 - open() ran
@@ -452,7 +446,7 @@ class DtlsServer:
     def _feed(self, session: _Session, data: bytes) -> None:
         """A record for a known session: continue its handshake or read it."""
         assert self._loop is not None  # noqa: S101 - open() ran
-        if session.established and not _framed(data):
+        if session.established and not framed(data):
             self.counters["bad_records"] += 1
             return
         session.last = self._loop.time()
@@ -494,7 +488,7 @@ class DtlsServer:
     def _maybe_moved(self, data: bytes, addr: Peer) -> None:
         """A protected record from a new port: did a session's NAT binding move?"""
         candidates = self._by_host.get(addr[0])
-        if not candidates or not _one_protected_record(data):
+        if not candidates or not one_protected_record(data):
             self.counters["bad_records"] += 1
             return
         for session in list(candidates):
@@ -570,65 +564,6 @@ class DtlsServer:
             ]:
                 self._close(session)
         self._sweeper = loop.call_later(_TICK, self._sweep)
-
-
-def _is_client_hello(data: bytes) -> bool:
-    """Whether ``data`` starts with an epoch-0 handshake record holding a ClientHello."""
-    return (
-        len(data) > _RECORD_HEADER
-        and data[0] == _HANDSHAKE
-        and data[3] == 0
-        and data[4] == 0
-        and data[_RECORD_HEADER] == _CLIENT_HELLO
-    )
-
-
-_CHANGE_CIPHER_SPEC = 20
-_MAX_RECORD = 16 * 1024 + 2048  # RFC 6347 §4.1.2.3: plaintext bound + expansion
-
-
-def _framed(data: bytes) -> bool:
-    """Whether ``data`` is whole DTLS records an established session may see.
-
-    Checked before Mbed TLS sees a datagram for an established session: a
-    datagram whose record lengths do not add up, or an epoch-0 record other
-    than a handshake retransmission (handshake or ChangeCipherSpec), is
-    dropped here. Python-mbedtls resets a context on some errors a forged
-    datagram provokes; this keeps a spoofer from tearing a session down.
-    """
-    offset, end = 0, len(data)
-    while offset < end:
-        if end - offset < _RECORD_HEADER:
-            return False
-        kind = data[offset]
-        length = int.from_bytes(data[offset + 11 : offset + 13], "big")
-        if kind < _CHANGE_CIPHER_SPEC or kind > _APPLICATION or length > _MAX_RECORD:
-            return False
-        if (
-            data[offset + 3] == 0
-            and data[offset + 4] == 0
-            and kind
-            not in (
-                _CHANGE_CIPHER_SPEC,
-                _HANDSHAKE,
-            )
-        ):
-            return False
-        offset += _RECORD_HEADER + length
-    return offset == end
-
-
-def _one_protected_record(data: bytes) -> bool:
-    """Whether ``data`` is exactly one application-data record of epoch >= 1.
-
-    Only such a datagram is tried against the sessions of its host: a trial
-    must never feed a session anything but what a moved peer would send.
-    """
-    return (
-        data[0] == _APPLICATION
-        and (data[3] | data[4]) != 0
-        and int.from_bytes(data[11:13], "big") == len(data) - _RECORD_HEADER
-    )
 
 
 def _cookie_info(addr: Peer) -> bytes:

@@ -9,7 +9,7 @@ import msgspec
 import pytest
 
 from msgin5g.cli.main import main
-from msgin5g.coap.dtls import identity_of, identity_peer
+from msgin5g.coap.dtls_records import identity_of, identity_peer
 from msgin5g.config import CoapConfig, load_config
 from msgin5g.errors import ConfigError, NotAuthorized
 from msgin5g.model.credentials import psk_token

@@ -34,7 +34,8 @@ from typing import Any
 
 import msgspec
 
-from msgin5g.coap.dtls import DtlsServer, identity_of
+from msgin5g.coap.dtls import DtlsServer
+from msgin5g.coap.dtls_records import identity_of
 from msgin5g.coap.endpoint import Endpoint, Site
 from msgin5g.coap.limits import SourceLimiter
 from msgin5g.coap.notify import ObserveResetCallback

@@ -50,7 +50,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from msgin5g.coap.address import Peer
-from msgin5g.coap.dtls import identity_of
+from msgin5g.coap.dtls_records import identity_of
 from msgin5g.coap.endpoint import Endpoint, Request, Site
 from msgin5g.coap.limits import SourceLimiter
 from msgin5g.coap.message import CoapMessage, encode_uint, make_response
