@@ -36,6 +36,20 @@ async def test_serve_coaps_only_registers_and_delivers(tmp_path: Path) -> None:
         assert proc.stdout is not None
         line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 30)
         assert f"coaps://127.0.0.1:{port}/msgin5g" in line, line
+        # the msgin5g device CLI speaks coaps:// too (key = token prefix)
+        cli = await asyncio.to_thread(
+            msgin5g,
+            "ue",
+            "register",
+            "ue1",
+            "--secret",
+            "s-ue1",
+            "--server",
+            f"coaps://127.0.0.1:{port}",
+            "--bind",
+            "127.0.0.1:0",
+        )
+        assert "SUCCESS" in cli.stdout, cli.stdout + cli.stderr
         peers = []
         for ue in ("ue1", "ue2"):
             peer = DtlsPeer(

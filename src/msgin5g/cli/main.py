@@ -62,7 +62,8 @@ def _add_device(parser: argparse.ArgumentParser, *, location: bool = False) -> N
     parser.add_argument(
         "--server",
         default=os.environ.get("MSGIN5G_SERVER", "coap://127.0.0.1:5683"),
-        help="server URI (default coap://127.0.0.1:5683 or MSGIN5G_SERVER)",
+        help="server URI (default coap://127.0.0.1:5683 or MSGIN5G_SERVER); "
+        "coaps://HOST[:5684] uses DTLS with the token as pre-shared key",
     )
     parser.add_argument(
         "--bind",

@@ -100,7 +100,10 @@ class Client(Messaging, Inbox):
         ue_service_id: this UE's Service ID.
         secret: the provisioned secret; the ``PSK_TOKEN`` credential is derived
             from it. Give ``credential`` instead to present a token directly.
-        server: ``coap://host[:port][/path]`` of the server (path default msgin5g).
+        server: ``coap://host[:port][/path]`` of the server (path default
+            msgin5g), or ``coaps://`` (DTLS 1.2 PSK, port 5684 by default): PSK
+            identity = ``ue_service_id``, key = the first ``dtls_key_length``
+            characters of the credential (docs/security-dtls.md).
         bind: local (host, port) of the UE's socket; port 0 picks a free one.
         auto_report: send ``IMDN`` success reports automatically.
         queue_size: bound of the receive queue (the server's retransmissions
@@ -133,17 +136,26 @@ class Client(Messaging, Inbox):
         transport: ClientTransport | None = None,
         clock: Clock | None = None,
         claim: Claim | None = None,
+        dtls_key_length: int = 32,
     ) -> None:
         self.ue_service_id = ue_service_id
         if credential is None and secret is not None:
             credential = psk_token(secret, ue_service_id)
         self._credential = credential
         parts = urlsplit(server)
-        if parts.scheme != "coap" or not parts.hostname:
+        if parts.scheme not in {"coap", "coaps"} or not parts.hostname:
             raise ConnectError(f"server must be a coap:// URI, got {server!r}")
         self._path = tuple(p for p in parts.path.split("/") if p) or MSGIN5G_PATH
+        psk = None
+        if parts.scheme == "coaps":
+            if not credential:
+                raise ConnectError("coaps:// needs the UE's secret or credential")
+            psk = (ue_service_id, credential[:dtls_key_length].encode())
         self._transport: ClientTransport = transport or CoapTransport(
-            parts.hostname, parts.port or DEFAULT_COAP_PORT, bind=bind
+            parts.hostname,
+            parts.port or (5684 if psk else DEFAULT_COAP_PORT),
+            bind=bind,
+            psk=psk,
         )
         self._clock: Clock = clock or SystemClock()
         self._claim = claim
