@@ -38,6 +38,12 @@ sys.path.insert(0, str(ROOT))  # tests/dtls_peer.py: the Mbed TLS client peer
 KEY_LENGTH = 32
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used (s)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _token(ue: str) -> str:
     from msgin5g.model.credentials import psk_token
 
@@ -291,20 +297,33 @@ def main() -> None:
         plain_port, secure_port = free_port(), free_port()
         server = start_secure_server(plain_port, secure_port, tmp)
         plain, secure = ("127.0.0.1", plain_port), ("127.0.0.1", secure_port)
+        pid = server.pid
         try:
+            cpu = cpu_seconds(pid)
             hs = dtls_handshakes(secure, handshake_ues, args.seconds, args.concurrency)
+            hs_cpu = (cpu_seconds(pid) - cpu) / max(hs["handshakes"], 1)
             print(
                 f"DTLS handshakes: {hs['per_second']:,.0f}/s "
                 f"({hs['handshakes']:.0f} in {args.seconds:.0f} s, "
-                f"{args.concurrency} at once)"
+                f"{args.concurrency} at once); server CPU "
+                f"{hs_cpu * 1e6:,.0f} us per handshake"
             )
+            cpu = cpu_seconds(pid)
             rate_plain = e2e_rate("plain", plain, e2e_ues, args.seconds)
+            plain_cpu = (cpu_seconds(pid) - cpu) / max(rate_plain["messages"], 1)
+            cpu = cpu_seconds(pid)
             rate_dtls = e2e_rate("dtls", secure, e2e_ues, args.seconds)
+            dtls_cpu = (cpu_seconds(pid) - cpu) / max(rate_dtls["messages"], 1)
+            ratio = rate_dtls["per_second"] / rate_plain["per_second"]
             print(
                 f"e2e msgs/s: plain CoAP {rate_plain['per_second']:,.0f}, "
-                f"DTLS {rate_dtls['per_second']:,.0f} "
-                f"(DTLS/plain = {rate_dtls['per_second'] / rate_plain['per_second']:.2f}; "
+                f"DTLS {rate_dtls['per_second']:,.0f} (DTLS/plain = {ratio:.2f}; "
                 f"{args.pairs} UE pairs, one message in flight each)"
+            )
+            print(
+                "server CPU per e2e message (registrations included): plain "
+                f"{plain_cpu * 1e6:,.0f} us, DTLS {dtls_cpu * 1e6:,.0f} us "
+                f"(DTLS/plain = {dtls_cpu / plain_cpu:.2f})"
             )
             memory = session_memory(server.pid, secure, held)
             print(
