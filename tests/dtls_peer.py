@@ -70,6 +70,7 @@ class DtlsPeer:
         self.protocol = _Queue()
         self.mid = 0x1000
         self.requests: asyncio.Queue[CoapMessage] = asyncio.Queue()
+        self.notifications: asyncio.Queue[CoapMessage] = asyncio.Queue()
         self._responses: dict[int, asyncio.Future[CoapMessage]] = {}
         self._reader: asyncio.Task[None] | None = None
 
@@ -147,6 +148,10 @@ class DtlsPeer:
             waiter = self._responses.pop(message.mid, None)
             if waiter is not None and not waiter.done():
                 waiter.set_result(message)
+            elif message.code >= 64:  # an Observe notification
+                self.notifications.put_nowait(message)
+                if message.mtype == Type.CON:
+                    self.send_plain(CoapMessage(Type.ACK, 0, message.mid).encode())
             return
         self.requests.put_nowait(message)
         if message.mtype == Type.CON:
@@ -161,16 +166,16 @@ class DtlsPeer:
 
     async def post(self, payload: bytes, timeout: float = 20.0) -> CoapMessage:
         """CON POST ``payload`` (JSON) to /msgin5g; retransmitted until answered."""
-        self.mid = (self.mid + 1) & 0xFFFF
-        options = post_options(("msgin5g",))
         request = CoapMessage(
-            Type.CON,
-            Code.POST,
-            mid=self.mid,
-            token=self.mid.to_bytes(2, "big"),
-            options=options,
-            payload=payload,
+            Type.CON, Code.POST, options=post_options(("msgin5g",)), payload=payload
         )
+        return await self.request(request, timeout)
+
+    async def request(self, request: CoapMessage, timeout: float = 20.0) -> CoapMessage:
+        """Send CON ``request`` (MID and token set here) until it is answered."""
+        self.mid = (self.mid + 1) & 0xFFFF
+        request.mid = self.mid
+        request.token = self.mid.to_bytes(2, "big")
         waiter: asyncio.Future[CoapMessage] = asyncio.get_running_loop().create_future()
         self._responses[self.mid] = waiter
         data = request.encode()

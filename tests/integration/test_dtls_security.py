@@ -20,8 +20,9 @@ from mbedtls.tls import (
     WantWriteError,
 )
 
-from msgin5g.coap.message import CoapMessage
-from msgin5g.coap.numbers import Code, Type
+from msgin5g.client import Client
+from msgin5g.coap.message import CoapMessage, encode_uint, uri_path_options
+from msgin5g.coap.numbers import Code, OptionNumber, Type
 from msgin5g.coap_binding import post_options
 from tests.dtls_peer import (
     DtlsPeer,
@@ -286,3 +287,21 @@ async def test_fuzzed_records_neither_crash_nor_accumulate(
         await ue2.close()
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert not errors, [r.getMessage() for r in errors]
+
+
+async def test_observe_over_dtls(tmp_path: Path) -> None:
+    async with secure_server(tmp_path) as server:
+        ue1 = await connected(server, "ue1")
+        options = uri_path_options(("msgin5g", "topics", "news"))
+        options.append((OptionNumber.OBSERVE, encode_uint(0)))
+        answer = await ue1.request(CoapMessage(Type.CON, Code.GET, options=options))
+        assert answer.code == Code.CONTENT
+        host, port = secure_address(server)
+        async with Client(
+            "ue2", "secret-ue2", server=f"coaps://{host}:{port}", bind=("127.0.0.1", 0)
+        ) as ue2:
+            await ue2.register()
+            await ue2.publish("news", "over dtls")
+        got = await asyncio.wait_for(ue1.notifications.get(), 20)
+        assert b'"messagingTopic":"news"' in got.payload
+        await ue1.close()
