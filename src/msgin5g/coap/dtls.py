@@ -496,11 +496,9 @@ class DtlsServer:
                 continue
             session.buffer.receive_from_network(data)
             old = session.addr
-            session.addr = addr  # answers to what it carries go to the new port
+            self._move(session, addr)  # what it carries is answered at addr
             if self._read(session):
                 self.counters["rebound"] += 1
-                del self._by_addr[old]
-                self._by_addr[addr] = session
                 assert self._loop is not None  # noqa: S101 - open() ran
                 session.last = self._loop.time()
                 log.info(
@@ -510,8 +508,16 @@ class DtlsServer:
                     addr,
                 )
                 return
-            session.addr = old
+            if self._by_addr.get(addr) is session:  # not closed by the read
+                self._move(session, old)
         self.counters["bad_records"] += 1
+
+    def _move(self, session: _Session, addr: Peer) -> None:
+        """Re-key ``session`` to ``addr`` (same IP address: same host entry)."""
+        if self._by_addr.get(session.addr) is session:
+            del self._by_addr[session.addr]
+        session.addr = addr
+        self._by_addr[addr] = session
 
     # ---------------------------------------------------------- bookkeeping
 
