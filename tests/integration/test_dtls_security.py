@@ -305,3 +305,18 @@ async def test_observe_over_dtls(tmp_path: Path) -> None:
         got = await asyncio.wait_for(ue1.notifications.get(), 20)
         assert b'"messagingTopic":"news"' in got.payload
         await ue1.close()
+
+
+async def test_per_source_limit_applies_before_any_dtls_work(tmp_path: Path) -> None:
+    async with secure_server(tmp_path) as server:  # default coap.source_* limits
+        transport, _sink = await udp_socket()
+        hello = client_hello()
+        for _ in range(100):
+            transport.sendto(hello, secure_address(server))
+        await wait_for(lambda: dtls_stats(server)["dropped"] >= 80)
+        stats = dtls_stats(server)
+        assert stats["hello_verify"] <= 10  # the burst of one untrusted source
+        assert stats["sessions"] == 0
+        transport.close()
+        ue1 = await connected(server, "ue1")  # another source is unaffected
+        await ue1.close()
