@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 
 from msgin5g.client import Client
-from msgin5g.errors import ConnectError
+from msgin5g.errors import ConnectError, TransportError
 from msgin5g.model.messages import Msg
-from tests.dtls_peer import secure_address, secure_server
+from tests.dtls_peer import dtls_stats, secure_address, secure_server, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -44,3 +44,17 @@ async def test_client_to_a_closed_port_fails_fast(tmp_path: Path) -> None:
     client = Client("ue1", "secret-ue1", server=f"coaps://{host}:{port}")
     with pytest.raises(ConnectError, match="nothing listens"):
         await client.start()
+
+
+async def test_client_after_the_server_ended_the_session_fails_cleanly(
+    tmp_path: Path,
+) -> None:
+    async with secure_server(tmp_path, dtls_idle_timeout="1") as server:
+        host, port = secure_address(server)
+        async with Client(
+            "ue1", "secret-ue1", server=f"coaps://{host}:{port}", bind=("127.0.0.1", 0)
+        ) as ue1:
+            await ue1.register()
+            await wait_for(lambda: dtls_stats(server)["sessions"] == 0)
+            with pytest.raises(TransportError, match="no secure session"):
+                await ue1.register()

@@ -320,3 +320,13 @@ async def test_per_source_limit_applies_before_any_dtls_work(tmp_path: Path) -> 
         transport.close()
         ue1 = await connected(server, "ue1")  # another source is unaffected
         await ue1.close()
+
+
+async def test_idle_sessions_are_closed_with_close_notify(tmp_path: Path) -> None:
+    async with secure_server(tmp_path, dtls_idle_timeout="1") as server:
+        ue1 = await connected(server, "ue1")
+        await wait_for(lambda: dtls_stats(server)["sessions"] == 0)
+        reader = ue1._reader
+        assert reader is not None
+        await asyncio.wait_for(reader, 20)  # the peer read the close_notify
+        await ue1.close()

@@ -291,12 +291,12 @@ class DtlsServer:
         self._flush(session.buffer, session.addr)
 
     async def aclose(self) -> None:
-        """Close every session (no close_notify: the clients time out) and the socket."""
+        """Close every session (with close_notify) and the socket."""
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
         for session in list(self._by_addr.values()):
-            self._close(session)
+            self._close(session, notify=True)
         transport, protocol = self._transport, self._protocol
         self._transport = None
         if transport is not None and protocol is not None:
@@ -526,7 +526,12 @@ class DtlsServer:
         self._by_host.setdefault(session.addr[0], set()).add(session)
         self._handshaking.add(session)
 
-    def _close(self, session: _Session) -> None:
+    def _close(self, session: _Session, *, notify: bool = False) -> None:
+        """Forget ``session``; with ``notify`` tell the peer (close_notify alert)."""
+        if notify and session.established:
+            with contextlib.suppress(TLSError, WantReadError, WantWriteError):
+                session.buffer.shutdown()
+            self._flush(session.buffer, session.addr)
         if self._by_addr.get(session.addr) is session:
             del self._by_addr[session.addr]
         on_host = self._by_host.get(session.addr[0])
@@ -563,12 +568,12 @@ class DtlsServer:
                     session
                 )  # Mbed TLS resends the flight when its timer ran out
         if now >= self._idle_check_at:  # a full scan, so not every tick
-            self._idle_check_at = now + _IDLE_SCAN
+            self._idle_check_at = now + min(_IDLE_SCAN, self._idle_timeout)
             idle = self._idle_timeout
             for session in [
                 s for s in self._by_identity.values() if now - s.last > idle
             ]:
-                self._close(session)
+                self._close(session, notify=True)
         self._sweeper = loop.call_later(_TICK, self._sweep)
 
 

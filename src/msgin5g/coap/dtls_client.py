@@ -174,7 +174,13 @@ class DtlsClient:
             if self._on_refused is not None:
                 asyncio.get_running_loop().call_soon(self._on_refused, peer)
             return
-        self._buffer.write(data)
+        try:
+            self._buffer.write(data)
+        except (TLSError, WantReadError, WantWriteError) as exc:
+            log.warning("DTLS session with the server is gone: %s", exc)
+            if self._on_refused is not None:
+                asyncio.get_running_loop().call_soon(self._on_refused, peer)
+            return
         self._flush()
 
     async def aclose(self) -> None:
