@@ -73,6 +73,9 @@ def parse_hostport(text: str, *, default_port: int = 5683) -> tuple[str, int]:
     return host or "0.0.0.0", number
 
 
+_TRI_STATE = frozenset({"auto", "true", "false", "1", "0", "yes", "no", "on", "off"})
+
+
 @dataclass(frozen=True, slots=True)
 class CoapConfig:
     """MSGin5G-1 CoAP listener."""
@@ -121,8 +124,38 @@ class CoapConfig:
     """OSCORE security contexts held in memory (~1 KiB each); the least recently
     derived beyond it is dropped and re-derived on its next request (Echo)."""
 
+    secure_bind: str = ""
+    """Address and UDP port of ``coaps://`` (DTLS 1.2 PSK, RFC 7925; usually
+    ``0.0.0.0:5684``); empty: no secure transport (docs/security-dtls.md)."""
+    allow_insecure: str = "auto"
+    """Serve plain CoAP on ``bind`` too: ``true``/``false``; ``auto`` means
+    only when no ``secure_bind`` is set. Plain CoAP is for lab use: the
+    credential travels in clear and requests are authorised by source address."""
+    psk_store: str = "./msgin5g-psk.db"
+    """SQLite file of the DTLS pre-shared keys (sealed, see ``psk_key_file``)."""
+    psk_key_file: str = ""
+    """Server key that seals ``psk_store`` (32 octets hex, mode 0600; created
+    when missing); empty: ``psk_store`` + ``.key``."""
+    dtls_key_length: int = 32
+    """DTLS PSK of a UE = the first N characters of its PSK_TOKEN text (16 to
+    32): Mbed TLS (the server's DTLS) takes keys up to 32 octets, tinydtls
+    (aiocoap, RIOT, Contiki devices) up to 16; set 16 when such devices use
+    ``coaps://`` (96 bits instead of 192, docs/security-dtls.md)."""
+    dtls_max_sessions: int = 10000
+    """DTLS sessions (established or handshaking) held at once (~60 KiB each)."""
+    dtls_max_per_host: int = 256
+    """DTLS sessions held for one IP address (devices behind one NAT share it)."""
+    dtls_max_handshakes: int = 1000
+    """DTLS handshakes in progress at once (after the cookie exchange)."""
+    dtls_handshake_timeout: float = 30.0
+    """Seconds a DTLS handshake may take before it is dropped."""
+    dtls_idle_timeout: float = 3600.0
+    """Seconds a DTLS session may stay silent before it is closed (the device
+    then does a new handshake, cheap with PSK)."""
+
     def __post_init__(self) -> None:
         parse_hostport(self.bind)
+        self._check_secure()
         if self.oscore_max_contexts < 1:
             raise ConfigError("coap.oscore_max_contexts: must be at least 1")
         if not 0 < len(self.service_id) <= 255 or not self.service_id.isprintable():
@@ -150,6 +183,39 @@ class CoapConfig:
     def address(self) -> tuple[str, int]:
         """``bind`` as (host, port)."""
         return parse_hostport(self.bind)
+
+    def _check_secure(self) -> None:
+        """Validate the ``coaps://`` settings."""
+        if self.secure_bind:
+            parse_hostport(self.secure_bind, default_port=5684)
+        if self.allow_insecure.strip().lower() not in _TRI_STATE:
+            raise ConfigError("coap.allow_insecure: true, false or auto")
+        if not 16 <= self.dtls_key_length <= 32:
+            raise ConfigError("coap.dtls_key_length: 16 to 32")
+        for name in (
+            "dtls_max_sessions",
+            "dtls_max_per_host",
+            "dtls_max_handshakes",
+        ):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"coap.{name}: must be positive")
+        if self.dtls_handshake_timeout <= 0 or self.dtls_idle_timeout <= 0:
+            raise ConfigError("coap.dtls_*_timeout: must be positive")
+
+    @property
+    def secure_address(self) -> tuple[str, int] | None:
+        """``secure_bind`` as (host, port), or None when there is none."""
+        if not self.secure_bind:
+            return None
+        return parse_hostport(self.secure_bind, default_port=5684)
+
+    @property
+    def insecure_allowed(self) -> bool:
+        """Whether plain CoAP is served (``allow_insecure``, ``auto`` resolved)."""
+        value = self.allow_insecure.strip().lower()
+        if value == "auto":
+            return not self.secure_bind
+        return value in {"true", "1", "yes", "on"}
 
 
 @dataclass(frozen=True, slots=True)

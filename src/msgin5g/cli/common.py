@@ -33,6 +33,7 @@ SERVER_EXTRA = frozenset(
         "hypercorn",
         "httpx",
         "prometheus_client",
+        "mbedtls",
     }
 )
 """Top-level packages that only ``pip install 'msgin5g[server]'`` brings."""
@@ -69,6 +70,7 @@ def server_config(args: argparse.Namespace) -> "ServerConfig":
         overrides[key.strip()] = value
     for option, key in (
         ("coap", "coap.bind"),
+        ("coaps", "coap.secure_bind"),
         ("http", "rest.bind"),
         ("tls_cert", "rest.tls_cert"),
         ("tls_key", "rest.tls_key"),

@@ -65,7 +65,8 @@ def _add_device(parser: argparse.ArgumentParser, *, location: bool = False) -> N
         "--server",
         default=os.environ.get("MSGIN5G_SERVER", "coap://127.0.0.1:5683"),
         help="server URI (default coap://127.0.0.1:5683 or MSGIN5G_SERVER); "
-        "mqtt://BROKER[:PORT] or mqtts://… uses the MQTT binding (docs/mqtt.md)",
+        "mqtt://BROKER[:PORT] or mqtts://… uses the MQTT binding (docs/mqtt.md); "
+        "coaps://HOST[:5684] uses DTLS with the token as pre-shared key",
     )
     parser.add_argument(
         "--bind",
@@ -182,6 +183,12 @@ def _add_serve_parser(commands: Any) -> None:
         "--coap", metavar="HOST:PORT", help="CoAP bind (default 0.0.0.0:5683)"
     )
     serve.add_argument(
+        "--coaps",
+        metavar="HOST:PORT",
+        help="serve coaps:// (DTLS 1.2 PSK, usually 0.0.0.0:5684); plain CoAP is "
+        "then off unless --set coap.allow_insecure=true (docs/security-dtls.md)",
+    )
+    serve.add_argument(
         "--http", metavar="HOST:PORT", help="HTTP bind (default 127.0.0.1:8080)"
     )
     serve.add_argument(
@@ -270,6 +277,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--force",
         action="store_true",
         help="replace the secret of an ID that is already provisioned",
+    )
+    add.add_argument(
+        "--dtls",
+        action="store_true",
+        help="also keep the UE's PSK_TOKEN, sealed, in coap.psk_store so it can "
+        "use coaps:// (DTLS PSK identity = ID, key = the token)",
     )
     add_storage(add)
     add_storage(ue_commands.add_parser("list", help="list provisioned UEs"))

@@ -15,7 +15,14 @@ from typing import Any
 from msgin5g import logsafe
 from msgin5g.cli.common import print_provisioned, server_config, stop_on_signals
 from msgin5g.config import ServerConfig
-from msgin5g.server import Server, list_ues, provision_ue, remove_ue
+from msgin5g.server import (
+    Server,
+    forget_dtls_key,
+    list_ues,
+    provision_ue,
+    remove_ue,
+    store_dtls_key,
+)
 from msgin5g.server.applications import provision_as_client
 
 __all__ = ["run_as", "run_serve", "run_ue_admin"]
@@ -50,8 +57,14 @@ async def _serve(config: ServerConfig) -> None:
                 f"msgin5g: serving MSGin5G-1 over MQTT through {server.mqtt.config.url}"
                 f" (topics {server.mqtt.prefix}/…)"
             )
-        host, port = server.coap_address
-        print(f"msgin5g: serving MSGin5G-1 on coap://{host}:{port}/msgin5g", flush=True)
+        plain, secure = server.coap_addresses
+        if secure is not None:
+            print(
+                f"msgin5g: serving MSGin5G-1 on coaps://{secure[0]}:{secure[1]}/msgin5g"
+            )
+        if plain is not None:
+            print(f"msgin5g: serving MSGin5G-1 on coap://{plain[0]}:{plain[1]}/msgin5g")
+        sys.stdout.flush()
         await stop.wait()
         logging.getLogger("msgin5g").info("shutting down")
 
@@ -68,10 +81,13 @@ async def run_ue_admin(args: argparse.Namespace) -> int:
             synchronous=config.storage.synchronous,
             force=args.force,
         )
+        if getattr(args, "dtls", False):
+            store_dtls_key(config.coap, args.ue_service_id, secret)
         print_provisioned(args.ue_service_id, secret, given=bool(args.secret))
         return 0
     if args.ue_command == "remove":
         if await remove_ue(url, args.ue_service_id):
+            forget_dtls_key(config.coap, args.ue_service_id)
             print(f"removed {args.ue_service_id}")
             return 0
         print(f"msgin5g: {args.ue_service_id} is not provisioned", file=sys.stderr)

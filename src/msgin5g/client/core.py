@@ -137,7 +137,9 @@ class Client(Messaging, Inbox):
             the server consumes (docs/mqtt.md; the ``mqtt`` extra; the broker
             password is the credential; ``?prefix=P`` for a server's
             ``mqtt.topic_prefix``, ``?session_expiry=S`` for a persistent
-            broker session).
+            broker session), or ``coaps://`` (DTLS 1.2 PSK, port 5684 by default): PSK
+            identity = ``ue_service_id``, key = the first ``dtls_key_length``
+            characters of the credential (docs/security-dtls.md).
         bind: local (host, port) of the UE's socket; port 0 picks a free one.
         auto_report: send ``IMDN`` success reports automatically.
         queue_size: bound of the receive queue (the server's retransmissions
@@ -176,20 +178,30 @@ class Client(Messaging, Inbox):
         claim: Claim | None = None,
         oscore: bool = False,
         oscore_state: str | None = None,
+        dtls_key_length: int = 32,
     ) -> None:
         self.ue_service_id = ue_service_id
         if credential is None and secret is not None:
             credential = psk_token(secret, ue_service_id)
         self._credential = credential
         parts = urlsplit(server)
-        if parts.scheme not in ("coap", "mqtt", "mqtts") or not parts.hostname:
+        if parts.scheme not in ("coap", "coaps", "mqtt", "mqtts") or not parts.hostname:
             raise ConnectError(
-                f"server must be a coap:// (or mqtt://, mqtts://) URI, got {server!r}"
+                "server must be a coap://, coaps:// (or mqtt://, mqtts://) URI, "
+                f"got {server!r}"
             )
-        if parts.scheme == "coap":
+        if parts.scheme in ("coap", "coaps"):
             self._path = tuple(p for p in parts.path.split("/") if p) or MSGIN5G_PATH
+            psk = None
+            if parts.scheme == "coaps":
+                if not credential:
+                    raise ConnectError("coaps:// needs the UE's secret or credential")
+                psk = (ue_service_id, credential[:dtls_key_length].encode())
             transport = transport or CoapTransport(
-                parts.hostname, parts.port or DEFAULT_COAP_PORT, bind=bind
+                parts.hostname,
+                parts.port or (5684 if psk else DEFAULT_COAP_PORT),
+                bind=bind,
+                psk=psk,
             )
         else:
             self._path = MSGIN5G_PATH

@@ -79,12 +79,23 @@ class CoapTransport:
         host: the server's host name or address.
         port: the server's port.
         bind: local (host, port); port 0 picks a free port.
+        psk: (identity, key) for ``coaps://``: the socket then carries one
+            DTLS 1.2 PSK session to the server
+            (:class:`~msgin5g.coap.dtls_client.DtlsClient`; needs python-mbedtls).
     """
 
-    def __init__(self, host: str, port: int, *, bind: tuple[str, int]) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        bind: tuple[str, int],
+        psk: tuple[str, bytes] | None = None,
+    ) -> None:
         self._host = host
         self._port = port
         self._bind = bind
+        self._psk = psk
         self._endpoint: Endpoint | None = None
         self._server: Peer | None = None
 
@@ -108,13 +119,20 @@ class CoapTransport:
         site = Site()
         site.add(MSGIN5G_PATH, handler)
         site.add((), handler)  # OSCORE: the outer request has no Uri-Path
-        try:
-            self._endpoint = await Endpoint.create(bind, site=site)
-        except OSError as exc:
-            raise ConnectError(f"cannot bind {bind[0]}:{bind[1]}: {exc}") from exc
         server = numeric_peer(tuple(sockaddr), family)
         if server is None:
             raise ConnectError(f"cannot resolve {self._host}: {sockaddr!r}")
+        if self._psk is not None:
+            from msgin5g.coap.dtls_client import DtlsClient  # python-mbedtls
+
+            floor = DtlsClient(server, *self._psk)
+            await floor.open(bind)
+            self._endpoint = Endpoint.create_on(floor, site=site)
+        else:
+            try:
+                self._endpoint = await Endpoint.create(bind, site=site)
+            except OSError as exc:
+                raise ConnectError(f"cannot bind {bind[0]}:{bind[1]}: {exc}") from exc
         self._server = server
 
     async def aclose(self) -> None:

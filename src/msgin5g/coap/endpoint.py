@@ -28,6 +28,10 @@ Design choices:
     * Peers passed to :meth:`Endpoint.request` are normalised to the form the
       socket reports for incoming datagrams
       (:func:`~msgin5g.coap.address.numeric_peer`), so responses match.
+    * Secure transport: :meth:`Endpoint.create_on` runs the same engine on a
+      :class:`~msgin5g.coap.udp.DatagramFloor` instead of a socket (the DTLS
+      layer, :mod:`msgin5g.coap.dtls`); peers are then the floor's opaque
+      tuples (a session's identity), used as they are.
     * Flood control (server role, optional): a
       :class:`~msgin5g.coap.limits.SourceLimiter` is asked for every datagram
       *before* it is decoded; what it refuses is dropped silently, counted in
@@ -61,6 +65,7 @@ from msgin5g.coap.numbers import Code, OptionNumber, TransmissionParameters
 from msgin5g.coap.observe import ObserverTable
 from msgin5g.coap.resource import Handler, Request, Site
 from msgin5g.coap.udp import (
+    DatagramFloor,
     DatagramProtocol,
     bind_socket,
     enable_icmp_errors,
@@ -128,6 +133,7 @@ class Endpoint(ObserveRole):
         self._protocol: DatagramProtocol | None = None
         self._sendto: Callable[[bytes, Any], None] = not_open
         self._family = socket.AF_INET
+        self._floor: DatagramFloor | None = None
         self._closed = False
         self._handler_errors = 0
 
@@ -205,11 +211,47 @@ class Endpoint(ObserveRole):
             log.debug("CoAP endpoint listening on %r", self.local_address)
         return self
 
+    @classmethod
+    def create_on(
+        cls,
+        floor: DatagramFloor,
+        *,
+        site: Site | None = None,
+        params: TransmissionParameters | None = None,
+        max_request_payload: int | None = None,
+        max_concurrent_requests: int = 10_000,
+        overload_max_age: int = 5,
+        observe_reset: ObserveResetCallback | None = None,
+        max_dedup_bytes: int | None = DEFAULT_DEDUP_BYTES,
+    ) -> Endpoint:
+        """Serve on ``floor`` (an open DTLS layer) instead of a UDP socket.
+
+        The arguments mean what they mean for :meth:`create`; there is no
+        source limiter here: the floor applies it to the socket addresses
+        below, before any decryption. Peers are the floor's (opaque) tuples.
+        """
+        self = cls(
+            asyncio.get_running_loop(),
+            site=site,
+            params=params if params is not None else TransmissionParameters(),
+            max_request_payload=max_request_payload,
+            max_concurrent_requests=max_concurrent_requests,
+            overload_max_age=overload_max_age,
+            observe_reset=observe_reset,
+            max_dedup_bytes=max_dedup_bytes,
+        )
+        self._floor = floor
+        self._sendto = floor.sendto
+        floor.start(self._on_datagram, self._on_refused)
+        return self
+
     # ----------------------------------------------------------------- public
 
     @property
     def local_address(self) -> tuple[str, int]:
         """The bound (host, port)."""
+        if self._floor is not None:
+            return self._floor.local_address
         if self._transport is None:
             raise ConnectError("endpoint not open")
         name = self._transport.get_extra_info("sockname")
@@ -348,6 +390,8 @@ class Endpoint(ObserveRole):
 
     def _numeric(self, peer: Peer) -> Peer | None:
         """``peer`` in the form this socket reports sources, or None (a name)."""
+        if self._floor is not None:  # the floor's own peers, used as they are
+            return peer if type(peer) is tuple else None
         return numeric_peer(peer, self._family) if type(peer) is tuple else None
 
     async def aclose(self) -> None:
@@ -366,6 +410,8 @@ class Endpoint(ObserveRole):
         self._complete(self._layer.abort_all(ConnectError("endpoint closed")))
         transport, protocol = self._transport, self._protocol
         self._sendto = not_open
+        if self._floor is not None:
+            await self._floor.aclose()
         if transport is not None and protocol is not None:
             transport.close()
             with contextlib.suppress(TimeoutError):
@@ -411,10 +457,13 @@ class Endpoint(ObserveRole):
         normal = self._numeric(addr)
         if normal is None or self._closed:
             return
-        error = PortUnreachable(
-            f"{normal[0]}:{normal[1]} refused the datagram (ICMP port unreachable):"
-            " nothing listens on that UDP port"
-        )
+        if self._floor is not None:
+            error = PortUnreachable(f"{normal[0]}: no secure session to send on")
+        else:
+            error = PortUnreachable(
+                f"{normal[0]}:{normal[1]} refused the datagram (ICMP port "
+                "unreachable): nothing listens on that UDP port"
+            )
         self._run(self._layer.abort_peer(normal, error))
 
     def _run(self, actions: list[Action]) -> None:

@@ -33,12 +33,13 @@ import logging
 import socket
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from msgin5g.coap.address import Peer, numeric_peer
 from msgin5g.errors import ConnectError
 
 __all__ = [
+    "DatagramFloor",
     "DatagramProtocol",
     "bind_socket",
     "enable_icmp_errors",
@@ -126,6 +127,33 @@ class DatagramProtocol(asyncio.DatagramProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closed.done():
             self.closed.set_result(None)
+
+
+class DatagramFloor(Protocol):
+    """What an endpoint runs on instead of its own UDP socket (a DTLS layer).
+
+    Peers above such a floor are opaque tuples chosen by the floor (for DTLS:
+    the session's identity, :func:`msgin5g.coap.dtls.identity_peer`); the
+    endpoint neither resolves nor normalises them.
+    """
+
+    @property
+    def local_address(self) -> tuple[str, int]:
+        """The bound (host, port) of the socket below."""
+        ...
+
+    def start(
+        self,
+        on_datagram: Callable[[bytes, Any], None],
+        on_refused: Callable[[Any], None],
+    ) -> None:
+        """Begin handing datagrams (and unreachable peers) up."""
+
+    def sendto(self, data: bytes, peer: Any) -> None:
+        """Send one datagram to ``peer``."""
+
+    async def aclose(self) -> None:
+        """Close the floor and its socket."""
 
 
 def use_uvloop() -> bool:

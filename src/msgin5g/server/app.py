@@ -264,10 +264,17 @@ class Server:
 
     @property
     def coap_address(self) -> tuple[str, int]:
-        """The bound CoAP address."""
+        """The bound CoAP address (plain CoAP's, else ``coaps://``'s)."""
         if self.coap is None:
             raise RuntimeError("server not started")
         return self.coap.local_address
+
+    @property
+    def coap_addresses(self) -> tuple[tuple[str, int] | None, tuple[str, int] | None]:
+        """The bound (plain CoAP, ``coaps://``) addresses; None for one that is off."""
+        if self.coap is None:
+            raise RuntimeError("server not started")
+        return self.coap.plain_address, self.coap.secure_address
 
     @property
     def http_address(self) -> tuple[str, int] | None:

@@ -1,5 +1,8 @@
 """The server side of MSGin5G-1 on our CoAP engine (TS 24.538 §6, digest §2, §3).
 
+(Over 500 lines: the uplink pipeline, the dispatch table and the downlink port
+share the transport's state; the DTLS wiring lives in :mod:`.secure`.)
+
 Pipeline for every request to ``/msgin5g`` (digest §3 "common behaviour"):
 
 1. method must be POST (the engine's router answers 4.05) and the path known (4.04);
@@ -27,6 +30,13 @@ server-originated CON POST to the client's ``/msgin5g`` (digest §3.7.6), whose
 2.xx means delivered; RST, 5.xx or exhausted retransmissions mean unreachable
 (store and forward, §3.8), 4.xx means the client refused the item.
 
+Security: with ``coap.secure_bind`` a second endpoint serves the same site over
+DTLS 1.2 PSK (:mod:`.secure`); requests there are authorised by the session's
+PSK identity. Plain CoAP on ``coap.bind`` is then off unless
+``coap.allow_insecure`` is true; whenever it is on, start-up logs a WARNING.
+Downlink goes over the secure endpoint to a contact that names a session
+(``psk:<identity>``), over the plain one otherwise.
+
 Topic subscription in the Observe form (``GET /msgin5g/topics/{topic}``, digest
 §3.13.4) is served by :mod:`.observe`, which also notifies observers.
 """
@@ -40,6 +50,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from msgin5g.coap.address import Peer
+from msgin5g.coap.dtls_records import identity_of
 from msgin5g.coap.endpoint import Endpoint, Request, Site
 from msgin5g.coap.limits import SourceLimiter
 from msgin5g.coap.message import CoapMessage, encode_uint, make_response
@@ -59,6 +70,7 @@ from msgin5g.coap_binding import (
 from msgin5g.codec.ue_payload import decode_uplink, encode
 from msgin5g.config import CoapConfig
 from msgin5g.errors import (
+    ConfigError,
     DecodeError,
     DeliveryRejected,
     InvalidRequest,
@@ -95,6 +107,12 @@ from msgin5g.transports.coap.configuration import ConfigurationResource
 from msgin5g.transports.coap.identity import originator
 from msgin5g.transports.coap.observe import TOPICS_PATH, ObserveResource
 from msgin5g.transports.coap.oscore import OscoreEdge
+from msgin5g.transports.coap.secure import (
+    SecureEndpoint,
+    bind_identity,
+    is_secure_contact,
+    open_secure,
+)
 
 __all__ = ["CoapTransport"]
 
@@ -117,6 +135,7 @@ class CoapTransport:
         self.config = config
         self._service: MessagingService | None = None
         self._endpoint: Endpoint | None = None
+        self._secure: SecureEndpoint | None = None
         self._paths: dict[tuple[str, ...], list[tuple[int, bytes]]] = {}
         self._observe: ObserveResource | None = None
         self.oscore: OscoreEdge | None = None
@@ -128,19 +147,88 @@ class CoapTransport:
 
     @property
     def endpoint(self) -> Endpoint:
-        """The running CoAP endpoint."""
-        if self._endpoint is None:
-            raise RuntimeError("CoapTransport not started")
-        return self._endpoint
+        """The running plain CoAP endpoint (the secure one when it is alone)."""
+        if self._endpoint is not None:
+            return self._endpoint
+        if self._secure is not None:
+            return self._secure.endpoint
+        raise RuntimeError("CoapTransport not started")
+
+    @property
+    def secure(self) -> SecureEndpoint | None:
+        """The ``coaps://`` listener, when ``coap.secure_bind`` is set."""
+        return self._secure
 
     @property
     def local_address(self) -> tuple[str, int]:
-        """Address and port actually bound."""
+        """Address and port actually bound (plain CoAP's when it is on)."""
         return self.endpoint.local_address
+
+    @property
+    def plain_address(self) -> tuple[str, int] | None:
+        """Address and port of plain CoAP, None when it is off."""
+        return None if self._endpoint is None else self._endpoint.local_address
+
+    @property
+    def secure_address(self) -> tuple[str, int] | None:
+        """Address and port of ``coaps://``, None when it is off."""
+        return None if self._secure is None else self._secure.endpoint.local_address
+
+    def _endpoint_for(self, contact: Contact) -> Endpoint:
+        if self._secure is not None and is_secure_contact(contact.host):
+            return self._secure.endpoint
+        return self.endpoint
 
     async def start(self, service: MessagingService) -> None:
         """Bind the socket and serve ``/msgin5g`` for ``service``."""
         self._service = service
+        secure = self.config.secure_address is not None
+        if not secure and not self.config.insecure_allowed:
+            raise ConfigError(
+                "coap.allow_insecure is false and coap.secure_bind is not set: "
+                "nothing would serve MSGin5G-1"
+            )
+        site = self._site(service)
+        if self.config.oscore:  # on the plain site: over DTLS it would add nothing
+            oscore = self.oscore = OscoreEdge(
+                service, max_contexts=self.config.oscore_max_contexts
+            )
+            oscore.serve(site)
+            site.add((), oscore.render, methods=frozenset({Code.POST, Code.FETCH}))
+        observe = self._observe = ObserveResource(service)
+        params = TransmissionParameters(
+            ack_timeout=self.config.ack_timeout,
+            max_retransmit=self.config.max_retransmit,
+        )
+        if secure:
+            secure_site = self._site(service)
+            secure_site.add(
+                TOPICS_PATH,
+                observe.render_get,
+                methods=frozenset({Code.GET}),
+                prefix=True,
+            )
+            self._secure = await open_secure(
+                self.config, secure_site, params, observe.on_reset
+            )
+        else:
+            site.add(
+                TOPICS_PATH,
+                observe.render_get,
+                methods=frozenset({Code.GET}),
+                prefix=True,
+            )
+        if self.config.insecure_allowed:
+            try:
+                await self._start_plain(site, params, observe)
+            except BaseException:
+                if self._secure is not None:
+                    await self._secure.aclose()
+                    self._secure = None
+                raise
+        observe.start(self.endpoint if self._secure is None else self._secure.endpoint)
+
+    def _site(self, service: MessagingService) -> Site:
         site = Site()
         site.add(MSGIN5G_PATH, self.render_post)
         site.add(
@@ -149,23 +237,15 @@ class CoapTransport:
                 service, self, service_id=self.config.service_id
             ).render_post,
         )
-        observe = self._observe = ObserveResource(service)
-        site.add(
-            TOPICS_PATH,
-            observe.render_get,
-            methods=frozenset({Code.GET}),
-            prefix=True,
-        )
-        if self.config.oscore:
-            oscore = self.oscore = OscoreEdge(
-                service, max_contexts=self.config.oscore_max_contexts
-            )
-            oscore.serve(site)
-            site.add((), oscore.render, methods=frozenset({Code.POST, Code.FETCH}))
-        params = TransmissionParameters(
-            ack_timeout=self.config.ack_timeout,
-            max_retransmit=self.config.max_retransmit,
-        )
+        return site
+
+    async def _start_plain(
+        self,
+        site: Site,
+        params: TransmissionParameters,
+        observe: ObserveResource,
+    ) -> None:
+        """Serve plain CoAP on ``coap.bind`` (lab use: loudly warned)."""
         limiter = None
         if self.config.source_rate > 0:
             limiter = SourceLimiter(
@@ -189,8 +269,13 @@ class CoapTransport:
             source_limiter=limiter,
             max_dedup_bytes=self.config.dedup_max_bytes,
         )
-        observe.start(self._endpoint)
         log.info("MSGin5G-1 CoAP listening on %s:%d", *self._endpoint.local_address)
+        log.warning(
+            "INSECURE: plain CoAP (no DTLS) on %s:%d - the PSK_TOKEN travels in "
+            "clear and requests are authorised by source address; for lab use "
+            "only (set coap.secure_bind, docs/security-dtls.md)",
+            *self._endpoint.local_address,
+        )
 
     def _is_trusted(self, peer: Peer) -> bool:
         """Whether a UE (or a gateway) is registered from ``peer``."""
@@ -208,6 +293,9 @@ class CoapTransport:
         if self._endpoint is not None:
             await self._endpoint.aclose()
             self._endpoint = None
+        if self._secure is not None:
+            await self._secure.aclose()
+            self._secure = None
 
     # uplink ---------------------------------------------------------------------
 
@@ -246,6 +334,8 @@ class CoapTransport:
                 return refused
             uplink = decode_uplink(message.payload, service_id=self.config.service_id)
             kind = _TAGS[type(uplink)]
+            if self._secure is not None and identity_of(request.peer) is not None:
+                uplink = bind_identity(uplink, request.peer, self._secure.keys)
             if message.mtype == _NON and isinstance(uplink, _CON_ONLY):
                 raise InvalidRequest(
                     f"{type(uplink).__struct_config__.tag} must be sent Confirmable "
@@ -301,8 +391,8 @@ class CoapTransport:
 
     def abandon(self, contact: Contact) -> None:
         """Fail the outstanding CONs to ``contact`` now (the UE re-registered)."""
-        if self._endpoint is not None:
-            self._endpoint.abandon((contact.host, contact.port))
+        if self._endpoint is not None or self._secure is not None:
+            self._endpoint_for(contact).abandon((contact.host, contact.port))
 
     async def deliver(self, contact: Contact, item: DownlinkItem) -> None:
         """CON POST ``item`` to the client at ``contact`` and wait for its answer.
@@ -316,12 +406,13 @@ class CoapTransport:
         oscore = self.oscore
         ue = oscore.protected_recipient(item) if oscore is not None else None
         try:
+            endpoint = self._endpoint_for(contact)
             if oscore is not None and ue is not None:
                 response = await oscore.exchange(
-                    ue, request, partial(self.endpoint.request, peer=peer)
+                    ue, request, partial(endpoint.request, peer=peer)
                 )
             else:
-                response = await self.endpoint.request(request, peer)
+                response = await endpoint.request(request, peer)
         except TransportError as exc:
             raise _unreachable(exc) from exc
         self.delivery_latency.observe(loop.time() - start)
@@ -340,7 +431,7 @@ class CoapTransport:
             return asyncio.ensure_future(self.deliver(contact, item))
         outcome: asyncio.Future[None] = loop.create_future()
         try:
-            response = self.endpoint.request_nowait(
+            response = self._endpoint_for(contact).request_nowait(
                 self._request_for(contact, item), (contact.host, contact.port)
             )
         except (TransportError, ValueError, RuntimeError) as exc:
