@@ -85,12 +85,15 @@ SCOPES = (
     "msgs-topicsub",
     "msgg-bgdelivery",
     "ss-gm",
+    "msgs-gwregistration",
 )
 """OAuth2 scopes (RFC 6749 §3.3): one per API, named after its path segment."""
 
 ROLE_SCOPES: dict[str, frozenset[str]] = {
     ROLE_AS: frozenset(SCOPES),
-    ROLE_GATEWAY: frozenset({"msgs-msgdelivery", "msgg-bgdelivery"}),
+    ROLE_GATEWAY: frozenset(
+        {"msgs-msgdelivery", "msgg-bgdelivery", "msgs-gwregistration"}
+    ),
     ROLE_OPERATOR: frozenset(SCOPES),
 }
 """The scopes a role may hold; a token request without ``scope`` gets them all."""

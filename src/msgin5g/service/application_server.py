@@ -22,6 +22,7 @@ from msgin5g.model.application import ASRegistration, as_key
 from msgin5g.model.messages import Msg, MsgResp
 from msgin5g.service.applications import ApplicationRegistry
 from msgin5g.service.delivery import DeliveryEngine
+from msgin5g.service.message_gateways import MessageGatewayRegistry
 from msgin5g.service.registry import Registry
 from msgin5g.service.routing import Router
 from msgin5g.service.topics import TopicRegistry
@@ -42,7 +43,10 @@ class ApplicationServers:
         delivery: DeliveryEngine,
         topics: TopicRegistry,
         router: Router,
+        *,
+        gateways: MessageGatewayRegistry | None = None,
     ) -> None:
+        self._gateways = gateways
         self._registry = registry
         self._applications = applications
         self._delivery = delivery
@@ -109,7 +113,8 @@ class ApplicationServers:
     async def submit_for_ue(self, msg: Msg, *, client: str | None = None) -> MsgResp:
         """A message a gateway sends on behalf of a UE (``/deliver-ue-message``).
 
-        The originating UE must be provisioned or registered. With OAuth2 the
+        The originating UE must be provisioned or registered, directly or by a
+        Message Gateway (:mod:`.message_gateways`). With OAuth2 the
         client must be a Message Gateway serving that UE (TS 23.554 §8.6), or
         the operator.
 
@@ -120,7 +125,10 @@ class ApplicationServers:
         ue = msg.originating_ue_service_id or ""
         if not self._applications.serves_ue(client, ue):
             raise NotAuthorized(f"client {client} does not serve UE {ue}")
-        if not await self._registry.is_known(ue):
+        represented = (
+            self._gateways is not None and self._gateways.gateway_of(ue) is not None
+        )
+        if not represented and not await self._registry.is_known(ue):
             raise NotRegistered(
                 f"UE {ue} is unknown", cause=FailureCause.NOT_REGISTERED
             )

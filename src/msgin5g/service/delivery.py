@@ -59,6 +59,13 @@ to ``delivery.as_retry_max`` (reset by a success or a new registration). Items
 stay stored meanwhile (durably, as every accepted item), so an AS that is down
 loses nothing; a restarted server resumes them like UE mailboxes.
 
+**Message Gateways** (digest §2.4, §2.10.2): a UE Service ID that an L3G or N3G
+registered (:mod:`.message_gateways`) and that has no direct registration keeps
+its mailbox under its own UE Service ID (report routes name it as the
+reporter) but is drained like an AS one: through the
+:class:`~msgin5g.service.ports.GatewayDeliverer` port to the gateway's
+``{apiRoot}``, with the same back-off timers (``delivery.as_retry_*``).
+
 No item is ever in two places: the storage row is the truth, the heap only a
 working copy, and ``seqs``/``done`` sets keep a reload from storage from
 duplicating an item that is queued or was just delivered.
@@ -76,7 +83,7 @@ independent. The procedures that *use* the engine live elsewhere
 import asyncio
 import heapq
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from functools import partial
 
 from msgin5g.config import DeliveryConfig
@@ -88,7 +95,8 @@ from msgin5g.model.queue import QueuedItem, ReportRoute
 from msgin5g.model.registry import Contact, UERegistration
 from msgin5g.runtime import Clock, Supervisor, Timer
 from msgin5g.service.applications import ApplicationRegistry
-from msgin5g.service.ports import ASDeliverer, Deliverer
+from msgin5g.service.message_gateways import MessageGatewayRegistry
+from msgin5g.service.ports import ASDeliverer, Deliverer, GatewayDeliverer
 from msgin5g.service.quotas import Quotas
 from msgin5g.service.registry import Registry
 from msgin5g.service.segments import SegmentService
@@ -132,8 +140,14 @@ class DeliveryEngine:
         applications: ApplicationRegistry | None = None,
         as_deliverer: ASDeliverer | None = None,
         quotas: Quotas | None = None,
+        gateways: MessageGatewayRegistry | None = None,
     ) -> None:
         self._backend = backend
+        self._gateways = (
+            gateways if gateways is not None else MessageGatewayRegistry(clock)
+        )
+        self._gateways.listeners.append(self.on_gateway_registered)
+        self._gateway_deliverer: GatewayDeliverer | None = None
         self.quotas = quotas if quotas is not None else Quotas()
         self._deliverer = deliverer
         self._registry = registry
@@ -206,11 +220,24 @@ class DeliveryEngine:
         """Attach the port that reaches Application Servers (composition root)."""
         self._as_deliverer = as_deliverer
 
+    def set_gateway_deliverer(self, deliverer: GatewayDeliverer) -> None:
+        """Attach the port that reaches Message Gateways (composition root)."""
+        self._gateway_deliverer = deliverer
+
     def _is_registered(self, key: str) -> bool:
         as_id = as_of_key(key)
         if as_id is None:
-            return self._registry.get(key) is not None
+            return (
+                self._registry.get(key) is not None
+                or self._gateways.gateway_of(key) is not None
+            )
         return self._applications.get(as_id) is not None
+
+    def _via_gateway(self, key: str) -> bool:
+        return (
+            self._registry.get(key) is None
+            and self._gateways.gateway_of(key) is not None
+        )
 
     def pending_in_memory(self) -> int:
         """Items queued in mailboxes (diagnostics)."""
@@ -386,7 +413,15 @@ class DeliveryEngine:
 
     def on_as_registered(self, as_service_id: str) -> None:
         """An AS registered: deliver what is stored for it, without back-off."""
-        key = as_key(as_service_id)
+        self._remote_back(as_key(as_service_id))
+
+    def on_gateway_registered(self, ue_service_ids: Iterable[str]) -> None:
+        """A Message Gateway (re-)registered UEs: deliver what waits for them."""
+        for ue in ue_service_ids:
+            if self._registry.get(ue) is None:
+                self._remote_back(ue)
+
+    def _remote_back(self, key: str) -> None:
         self._as_failures.pop(key, None)
         timer = self._as_timers.pop(key, None)
         if timer is not None:
@@ -539,7 +574,7 @@ class DeliveryEngine:
 
     async def _drain_loop(self, recipient: str, mailbox: _Mailbox) -> None:
         as_id = as_of_key(recipient)
-        if as_id is not None:
+        if as_id is not None or self._via_gateway(recipient):
             await self._drain_as(recipient, as_id, mailbox)
             return
         while await self._has_work(recipient, mailbox):
@@ -664,8 +699,11 @@ class DeliveryEngine:
             return
         await self._deliverer.deliver(contact, item)
 
-    async def _drain_as(self, key: str, as_id: str, mailbox: _Mailbox) -> None:
-        """Deliver an AS mailbox to its ``targetUri`` (digest §3.11)."""
+    async def _drain_as(self, key: str, as_id: str | None, mailbox: _Mailbox) -> None:
+        """Deliver an AS mailbox to its ``targetUri`` (digest §3.11).
+
+        With ``as_id`` None: a UE's mailbox, through its Message Gateway.
+        """
         while True:
             if not mailbox.heap:
                 if not mailbox.more:
@@ -673,8 +711,8 @@ class DeliveryEngine:
                 await self._load(key, mailbox)
                 if not mailbox.heap:
                     return
-            registration = self._applications.get(as_id)
-            if registration is None or registration.target_uri is None:
+            send = self._remote(key, as_id)
+            if send is None:
                 await self._park(key, mailbox, FailureCause.RECIPIENT_NOT_REGISTERED)
                 return
             _, seq, item = heapq.heappop(mailbox.heap)
@@ -682,19 +720,15 @@ class DeliveryEngine:
                 mailbox.seqs.discard(seq)
                 continue
             try:
-                if self._as_deliverer is None:
-                    raise RecipientUnreachable("no HTTP client towards ASs")
-                await self._as_deliverer.deliver_to_as(
-                    registration.target_uri, item.item
-                )
+                await send(item.item)
             except RecipientUnreachable as exc:
                 heapq.heappush(mailbox.heap, (item.priority, seq, item))
                 await self._park(key, mailbox, FailureCause.RECIPIENT_NOT_REACHABLE)
                 delay = self._schedule_as_retry(key)
-                log.info("AS %s unreachable (%s); retry in %.1f s", as_id, exc, delay)
+                log.info("%s unreachable (%s); retry in %.1f s", key, exc, delay)
                 return
             except DeliveryRejected as exc:
-                log.warning("AS %s refused %s: %s", as_id, _describe(item), exc)
+                log.warning("%s refused %s: %s", key, _describe(item), exc)
                 self._finish(mailbox, seq, item)
                 await self.report_failure(item, exc.cause)
                 continue
@@ -704,6 +738,28 @@ class DeliveryEngine:
                 mailbox.more = True
             self._finish(mailbox, seq, item)
             self.delivered += 1
+
+    def _remote(
+        self, key: str, as_id: str | None
+    ) -> Callable[[Msg | Imdn], Awaitable[None]] | None:
+        """How to push to an AS or a gateway-represented UE; None: not registered."""
+        if as_id is None:
+            gateway = self._gateways.gateway_of(key)
+            if gateway is None or self._registry.get(key) is not None:
+                return None
+            if self._gateway_deliverer is None:
+                return _unreachable("no HTTP client towards Message Gateways")
+            return partial(
+                self._gateway_deliverer.deliver_to_gateway,
+                gateway.kind.value,
+                gateway.api_root,
+            )
+        registration = self._applications.get(as_id)
+        if registration is None or registration.target_uri is None:
+            return None
+        if self._as_deliverer is None:
+            return _unreachable("no HTTP client towards ASs")
+        return partial(self._as_deliverer.deliver_to_as, registration.target_uri)
 
     def _schedule_as_retry(self, key: str) -> float:
         failures = self._as_failures.get(key, 0)
@@ -803,6 +859,13 @@ class DeliveryEngine:
                 await self.sweep_once()
             except Exception:
                 log.exception("sweeper failed; retrying next interval")
+
+
+def _unreachable(reason: str) -> Callable[[Msg | Imdn], Awaitable[None]]:
+    async def send(item: Msg | Imdn) -> None:
+        raise RecipientUnreachable(reason)
+
+    return send
 
 
 def _estimate(item: Msg | Imdn) -> int:

@@ -59,6 +59,7 @@ from msgin5g.service.dedup import Deduplicator
 from msgin5g.service.delivery import DeliveryEngine
 from msgin5g.service.fanout import FanOut
 from msgin5g.service.groups import GroupRegistry, GroupSource
+from msgin5g.service.message_gateways import MessageGatewayRegistry
 from msgin5g.service.ports import ASDeliverer, Deliverer
 from msgin5g.service.quotas import Quotas
 from msgin5g.service.registration import RegistrationOutcome, Registrations
@@ -140,6 +141,7 @@ class MessagingService:
             gap_timer=config.reassembly_gap_timer,
             timeout=config.reassembly_timeout,
         )
+        self.gateways = gateways = MessageGatewayRegistry(clock)
         self.delivery = delivery = DeliveryEngine(
             backend,
             deliverer,
@@ -151,6 +153,7 @@ class MessagingService:
             applications=applications,
             as_deliverer=as_deliverer,
             quotas=self.quotas,
+            gateways=gateways,
         )
         self.fanout = FanOut(registry, applications, delivery, config, self.dedup)
         # procedures (top floor)
@@ -169,6 +172,7 @@ class MessagingService:
             topics=self.topics,
             topic_policy=self.topic_policy,
             broadcast=self.broadcast,
+            gateways=gateways,
         )
         registrations = Registrations(registry, delivery, self.topics)
         reports = Reports(backend, registry, applications, delivery)
@@ -182,7 +186,7 @@ class MessagingService:
         )
         stored = StoredMessages(backend, clock, config, registry, delivery)
         servers = ApplicationServers(
-            registry, applications, delivery, self.topics, router
+            registry, applications, delivery, self.topics, router, gateways=gateways
         )
         # the procedures, by their historical names (bound methods, no wrappers)
         self.register = registrations.register

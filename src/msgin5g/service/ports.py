@@ -3,7 +3,8 @@
 The CoAP transport implements :class:`Deliverer` (towards UEs) and
 :class:`TopicNotifier` (Observe-form topic subscribers, digest §3.13.4); the
 REST transport's HTTP client implements :class:`ASDeliverer` (towards
-Application Servers, digest §3.11); tests use recording fakes.
+Application Servers, digest §3.11) and :class:`GatewayDeliverer` (towards
+Legacy 3GPP / Non-3GPP Message Gateways, digest §2.10.2); tests use recording fakes.
 
 Time is not a port of its own: every service component takes the run-time
 :class:`~msgin5g.runtime.Clock` (``now``, ``monotonic``, ``sleep``,
@@ -18,7 +19,14 @@ from msgin5g.model.messages import DownlinkItem, Imdn, Msg, TopicUnsubResp
 from msgin5g.model.registry import Contact
 from msgin5g.runtime import Clock, SystemClock
 
-__all__ = ["ASDeliverer", "Clock", "Deliverer", "SystemClock", "TopicNotifier"]
+__all__ = [
+    "ASDeliverer",
+    "Clock",
+    "Deliverer",
+    "GatewayDeliverer",
+    "SystemClock",
+    "TopicNotifier",
+]
 
 
 class Deliverer(Protocol):
@@ -64,6 +72,26 @@ class ASDeliverer(Protocol):
         Raises:
             RecipientUnreachable: connection failure, timeout, 408/429 or 5xx;
                 the item is retried with back-off.
+            DeliveryRejected: any other 4xx; retrying is futile.
+        """
+        ...
+
+
+class GatewayDeliverer(Protocol):
+    """Pushes a message or report to a Legacy 3GPP / Non-3GPP Message Gateway."""
+
+    async def deliver_to_gateway(
+        self, kind: str, api_root: str, item: Msg | Imdn
+    ) -> None:
+        """POST ``item`` to the gateway's ``MSGG_L3GDelivery`` / ``MSGG_N3GDelivery``.
+
+        ``kind`` is ``"L3G"`` or ``"N3G"``; a message goes to
+        ``{api_root}/msgg-l3gdelivery/v1/deliver-message`` (or ``n3g``), a
+        report to ``.../deliver-report``. Returns when the gateway answered 2xx.
+
+        Raises:
+            RecipientUnreachable: connection failure, timeout, 408/429 or 5xx;
+                retried with back-off.
             DeliveryRejected: any other 4xx; retrying is futile.
         """
         ...

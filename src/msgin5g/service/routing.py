@@ -12,9 +12,10 @@ the way down and never back:
 1. :meth:`Router.submit_deduplicated`: duplicate detection by (originator,
    messageId) (:mod:`.dedup`) and the originator's submission rate
    (:mod:`.quotas`);
-2. :meth:`Router.route`: by the recipient member of the message, to one UE, one
-   AS (P2A: a mailbox keyed ``as/<AS Service ID>``), a topic, a group or a
-   broadcast area;
+2. :meth:`Router.route`: by the recipient member of the message, to one UE
+   (registered directly, or a Legacy 3GPP / Non-3GPP UE behind the Message
+   Gateway that registered it, :mod:`.message_gateways`), one AS (P2A: a
+   mailbox keyed ``as/<AS Service ID>``), a topic, a group or a broadcast area;
 3. one recipient: :meth:`Router._enqueue` stores the item (with its
    duplicate-detection record and report route, in one transaction) and hands
    it to the :class:`~msgin5g.service.delivery.DeliveryEngine`; several:
@@ -51,6 +52,7 @@ from msgin5g.service.fanout import (
     originator_key,
 )
 from msgin5g.service.groups import GroupRegistry
+from msgin5g.service.message_gateways import MessageGatewayRegistry
 from msgin5g.service.quotas import Quotas
 from msgin5g.service.registry import Registry
 from msgin5g.service.segments import SegmentService
@@ -89,7 +91,11 @@ class Router:
         topics: TopicRegistry,
         topic_policy: TopicPolicy,
         broadcast: BroadcastRegistry,
+        gateways: MessageGatewayRegistry | None = None,
     ) -> None:
+        self._gateways = (
+            gateways if gateways is not None else MessageGatewayRegistry(clock)
+        )
         self._backend = backend
         self._clock = clock
         self._config = config
@@ -223,6 +229,12 @@ class Router:
 
     async def _to_ue(self, msg: Msg, recipient: str, now: float) -> MsgResp:
         registration = self._registry.get(recipient)
+        if registration is None and self._gateways.gateway_of(recipient) is not None:
+            # a Legacy 3GPP / Non-3GPP UE behind its Message Gateway (§2.10.2)
+            online = not self._delivery.is_unreachable(recipient)
+            return await self._enqueue(
+                msg, recipient, now, online=online, refuses=False
+            )
         if registration is None and not await self._registry.is_known(recipient):
             return msg_resp(msg, _FAILED, FailureCause.RECIPIENT_UNKNOWN)
         refuses = registration is not None and registration.refuses_store_and_forward
