@@ -26,10 +26,10 @@ from fastapi.exceptions import RequestValidationError
 from starlette.responses import Response
 
 from msgin5g.codec.openapi_json import (
+    Address,
     DeliveryStatusReport,
     MessageSegmentParameters,
     _Request,
-    Address,
 )
 from msgin5g.errors import MSGin5GError
 from msgin5g.spec.causes import FailureCause

@@ -84,6 +84,18 @@ class GatewayRuntime:
             raise RuntimeError("gateway not started")
         return f"http://{self.api.host}:{self.api.port}"
 
+    @property
+    def box(self) -> Outbox:
+        """The outbox (once started)."""
+        if self.outbox is None:
+            raise RuntimeError("gateway not started")
+        return self.outbox
+
+    def _uplink(self) -> UplinkPump:
+        if self.pump is None:
+            raise RuntimeError("gateway not started")
+        return self.pump
+
     async def start(self, stack: AsyncExitStack) -> None:
         """Open every part on ``stack`` (unwound in reverse by the caller)."""
         config = self.config
@@ -127,7 +139,6 @@ class GatewayRuntime:
         application_id: str | None = None,
     ) -> str:
         """Queue a message from one of the gateway's UEs; returns its msgId."""
-        assert self.pump is not None
         msg_id = f"{self.config.gateway_id}-{uuid.uuid4().hex[:16]}"
         body: dict[str, Any] = {
             "oriAddr": {"addrType": "UE", "addr": originator},
@@ -140,7 +151,7 @@ class GatewayRuntime:
             body["delivStReqInd"] = True
         if application_id:
             body["appId"] = application_id
-        self.pump.put(UE_MESSAGE, body)
+        self._uplink().put(UE_MESSAGE, body)
         return msg_id
 
     def send_report(
@@ -153,7 +164,6 @@ class GatewayRuntime:
         cause: str | None = None,
     ) -> None:
         """Queue a DeliveryStatusReport on behalf of one of the gateway's UEs."""
-        assert self.pump is not None
         body: dict[str, Any] = {
             "oriAddr": {"addrType": "UE", "addr": reporter},
             "destAddr": destination,
@@ -162,7 +172,7 @@ class GatewayRuntime:
         }
         if cause and not delivered:
             body["failureCause"] = cause
-        self.pump.put(REPORT, body)
+        self._uplink().put(REPORT, body)
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

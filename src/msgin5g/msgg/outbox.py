@@ -133,6 +133,16 @@ class Outbox:
             self._db.execute("DELETE FROM kv WHERE k = ?", (key,))
         return None if row is None else dict(json.loads(row[0]))
 
+    def take_expired(self, prefix: str, now: float) -> list[dict[str, Any]]:
+        """Remove and return the expired facts whose key starts with ``prefix``."""
+        pattern = prefix.replace("%", "").replace("_", "") + "%"
+        rows = self._db.execute(
+            "SELECT k, v FROM kv WHERE k LIKE ? AND expires <= ?", (pattern, now)
+        ).fetchall()
+        for key, _ in rows:
+            self._db.execute("DELETE FROM kv WHERE k = ?", (key,))
+        return [dict(json.loads(v)) for _, v in rows]
+
     def purge(self) -> None:
         """Drop expired facts."""
         self._db.execute("DELETE FROM kv WHERE expires <= ?", (time.time(),))

@@ -92,8 +92,7 @@ class LegacyGateway:
         """Open the outbox, serve the API, bind to the SMSC, register."""
         async with AsyncExitStack() as stack:
             await self.runtime.start(stack)
-            outbox = self.runtime.outbox
-            assert outbox is not None
+            outbox = self.runtime.box
             outbox.purge()
             self.queue = SmsQueue(outbox, window=self.config.window)
             self.events = SmppEvents(self.queue, outbox, self)
@@ -111,6 +110,11 @@ class LegacyGateway:
             task = asyncio.create_task(esme.start(), name="esme")
             stack.push_async_callback(_stop_esme, esme, task)
             self._stack = stack.pop_all()
+
+    def _queue(self) -> SmsQueue:
+        if self.queue is None:
+            raise RuntimeError("gateway not started")
+        return self.queue
 
     async def aclose(self) -> None:
         """Unbind and stop; queued SMS stay in the outbox."""
@@ -139,8 +143,8 @@ class LegacyGateway:
                 cause=FailureCause.RECIPIENT_UNKNOWN,
             )
         text = _text(body.payload)
-        outbox = self.runtime.outbox
-        assert outbox is not None and self.queue is not None
+        outbox = self.runtime.box
+        queue = self._queue()
         originator = body.ori_addr.wire()
         outbox.put(
             SMS,
@@ -155,7 +159,7 @@ class LegacyGateway:
             },
         )
         outbox.remember(f"reply:{msisdn}", originator, _ROUTE_TTL)
-        self.queue.wake()
+        queue.wake()
 
     async def report(self, body: DeliveryStatusReport) -> None:
         """SMS has no place for an MSGin5G report: it is logged."""
@@ -172,8 +176,7 @@ class LegacyGateway:
     def submitted(self, row: dict[str, Any], smsc_message_id: str) -> None:
         """Keep the report route of an accepted SMS that asked for a receipt."""
         if row.get("report") and "msgId" in row:
-            outbox = self.runtime.outbox
-            assert outbox is not None
+            outbox = self.runtime.box
             outbox.remember(f"smsc:{smsc_message_id}", row, _ROUTE_TTL)
 
     def refused(self, row: dict[str, Any], reason: str) -> None:
@@ -189,8 +192,7 @@ class LegacyGateway:
 
     def receipt(self, log_id: str, smsc_message_id: str, stat: str) -> None:
         """A delivery receipt → DeliveryStatusReport for the original sender."""
-        outbox = self.runtime.outbox
-        assert outbox is not None
+        outbox = self.runtime.box
         row = outbox.recall(f"smsc:{smsc_message_id}", forget=stat != "ENROUTE")
         if row is None:
             log.info("receipt %s (%s) for no known message", smsc_message_id, stat)
@@ -223,8 +225,7 @@ class LegacyGateway:
             return
         target = self.directory.numbers[number]
         if target is None:
-            outbox = self.runtime.outbox
-            assert outbox is not None
+            outbox = self.runtime.box
             last = outbox.recall(f"reply:{source}")
             if last is None:
                 log.warning("MO SMS from %s: nobody to reply to; dropped", source)
