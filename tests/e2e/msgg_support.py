@@ -1,0 +1,100 @@
+"""Real peers for the Message Gateway tests: the node SMSC, mosquitto, gateways.
+
+* :class:`Smsc` runs ``tests/interop/node-smpp/smsc.js`` (the npm ``smpp``
+  package's server, installed by scripts/install) on a free port and reads its
+  JSON event lines; commands (MO SMS, a malformed PDU) go to its stdin;
+* :func:`start_gateway` runs ``msgin5g l3g`` / ``msgin5g n3g`` and waits for
+  its ``ready`` line, :func:`wait_registered` until the server lists its UEs.
+"""
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import fail_or_skip, require_binary
+from tests.e2e.conftest import spawn
+from tests.e2e.test_as import Lines, RestServer, free_tcp_port
+
+NODE_SMPP = Path(__file__).resolve().parents[1] / "interop" / "node-smpp"
+
+
+class Smsc:
+    """The npm ``smpp`` server as an SMSC on a free loopback port."""
+
+    def __init__(self, port: int | None = None, throttle_first: int = 0) -> None:
+        node = require_binary("node")
+        if not (NODE_SMPP / "node_modules" / "smpp").is_dir():
+            fail_or_skip("tests/interop/node-smpp: run scripts/install (npm ci)")
+        self.port = port or free_tcp_port()
+        proc = subprocess.Popen(
+            [node, str(NODE_SMPP / "smsc.js"), str(self.port), str(throttle_first)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.proc = proc
+        self.lines = Lines(proc)
+        first = self.lines.next()
+        assert first["event"] == "listening", first
+
+    def command(self, **cmd: object) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
+        self.proc.stdin.flush()
+
+    def next(self, event: str, timeout: float = 30) -> dict[str, object]:
+        """The next line of kind ``event`` (others are skipped)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.lines.next(timeout=max(0.1, deadline - time.monotonic()))
+            if line["event"] == event:
+                return line
+        raise AssertionError(f"no {event} from the SMSC in time")
+
+    def stop(self) -> None:
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            self.proc.stdin.close()
+        self.lines.stop()
+
+
+def start_gateway(kind: str, server: RestServer, tmp_path: Path, *args: str) -> Lines:
+    """``msgin5g l3g|n3g`` against ``server``; returns once it printed ``ready``."""
+    proc = spawn(
+        "--log-level",
+        "INFO",
+        kind,
+        "--server",
+        server.http,
+        "--listen",
+        "127.0.0.1:0",
+        "--outbox",
+        str(tmp_path / f"{kind}-outbox.db"),
+        *args,
+    )
+    out = Lines(proc)
+    ready = out.next()
+    assert ready["event"] == "ready", ready
+    return out
+
+
+def wait_registered(
+    server: RestServer, gateway_id: str, ues: set[str], timeout: float = 30
+) -> None:
+    """Poll the server until it lists ``ues`` for ``gateway_id``."""
+    url = f"{server.http}/msgs-gwregistration/v1/registrations/{gateway_id}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        response = httpx.get(url, timeout=5)
+        if response.status_code == 200:
+            listed = {r["ueSvcId"] for r in response.json()["ueResults"]}
+            if ues <= listed:
+                return
+        time.sleep(0.1)
+    raise AssertionError(f"{gateway_id} did not register {ues} in time")
+
+
