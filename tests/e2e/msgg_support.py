@@ -57,8 +57,9 @@ class Smsc:
         raise AssertionError(f"no {event} from the SMSC in time")
 
     def stop(self) -> None:
-        if self.proc.stdin is not None and not self.proc.stdin.closed:
-            self.proc.stdin.close()
+        if self.proc.stdin is None or self.proc.stdin.closed:
+            return  # stopped already
+        self.proc.stdin.close()
         self.lines.stop()
 
 

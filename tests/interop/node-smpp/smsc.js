@@ -6,7 +6,8 @@
 // Prints one JSON line per event on stdout ("listening", "bind", "submit_sm",
 // "deliver_sm_resp", "close"); reads JSON commands on stdin:
 //   {"cmd": "mo", "from": MSISDN, "to": NUMBER, "text": "...", "ucs2": false}
-//   {"cmd": "garbage"}     sends a malformed PDU on every session
+//   {"cmd": "garbage"}     sends a PDU with a broken header on every session
+//   {"cmd": "bad_body"}    sends a deliver_sm with a truncated body
 //   {"cmd": "kick"}        closes every session
 // Answers submit_sm with a message id, ESME_RTHROTTLED (0x58) for the first
 // THROTTLE_FIRST_N ones, and sends a delivery receipt (stat:DELIVRD, or
@@ -95,6 +96,9 @@ readline.createInterface({ input: process.stdin }).on("line", (line) => {
     } else if (cmd.cmd === "garbage") {
       // a PDU whose command_length (8) is shorter than an SMPP header (16)
       session.socket.write(Buffer.from("00000008000000040000000000000001", "hex"));
+    } else if (cmd.cmd === "bad_body") {
+      // a deliver_sm whose body ends inside its first C-octet string
+      session.socket.write(Buffer.from("00000013000000050000000000000063616263", "hex"));
     } else if (cmd.cmd === "kick") {
       session.destroy();
     }

@@ -191,6 +191,7 @@ class SmppEvents(AbstractHook):
         self._outbox = outbox
         self._sink = sink
         self.bound = asyncio.Event()
+        self.binds = 0
         self.malformed = 0
 
     async def sending(
@@ -206,7 +207,16 @@ class SmppEvents(AbstractHook):
             self._unparsed(pdu)
         elif isinstance(smpp_message, BindTransceiverResp):
             if smpp_message.command_status == SmppCommandStatus.ESME_ROK:
-                log.info("bound to the SMSC as transceiver")
+                self.binds += 1
+                if self.binds == 1:
+                    log.info("bound to the SMSC as transceiver")
+                else:
+                    # aiosmpplib ends a session silently when the SMSC closed
+                    # it or sent a PDU whose header cannot be read
+                    log.warning(
+                        "SMSC session was lost (closed, or an unreadable PDU); "
+                        "bound again"
+                    )
                 self._queue.session_lost()
                 self.bound.set()
         elif isinstance(smpp_message, SubmitSmResp | GenericNack):
@@ -274,6 +284,17 @@ class SmppEvents(AbstractHook):
         self._queue.again(row_id)
 
 
+class _Forward(logging.Handler):
+    """The library's log records as one line each in this module's logger.
+
+    aiosmpplib logs a PDU it cannot parse with its traceback; the gateway's
+    log gets the message (one line, through the project's log formatting).
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        log.log(record.levelno, "aiosmpplib: %s", record.getMessage())
+
+
 def make_esme(
     host: str,
     port: int,
@@ -294,6 +315,7 @@ def make_esme(
         system_type=system_type,
         enquire_link_interval=enquire_link_interval,
         log_level=logging.WARNING,
+        log_handler=_Forward(),
         log_include_timestamp=False,
         broker=queue,
         hook=hook,
