@@ -8,6 +8,7 @@
 """
 
 import json
+import socket
 import os
 import subprocess
 import time
@@ -99,3 +100,77 @@ def wait_registered(
     raise AssertionError(f"{gateway_id} did not register {ues} in time")
 
 
+
+
+class Mosquitto:
+    """A private mosquitto broker on a free loopback port (never the one on 1883)."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        binary = require_binary("mosquitto")
+        self.port = free_tcp_port()
+        conf = tmp_path / "mosquitto.conf"
+        conf.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n",
+            encoding="utf-8",
+        )
+        self.proc = subprocess.Popen(
+            [binary, "-c", str(conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise AssertionError("mosquitto did not start")
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        self.proc.communicate(timeout=10)
+
+
+def mqtt_device(broker: Mosquitto, topic: str, client_id: str) -> Lines:
+    """``mosquitto_sub`` as a device: persistent session, QoS 1, one line per message.
+
+    Returns once the broker acknowledged the subscription.
+    """
+    binary = require_binary("mosquitto_sub")
+    # stdbuf: mosquitto_sub block-buffers stdout into a pipe
+    proc = subprocess.Popen(
+        [
+            require_binary("stdbuf"), "-oL", binary, "-h", "127.0.0.1", "-p", str(broker.port), "-i", client_id,
+            "-c", "-q", "1", "-t", topic, "-d",
+            "-F", '{"topic":"%t","payload":"%p"}',
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    lines = Lines(proc)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        raw = lines._queue.get(timeout=20)
+        if "SUBACK" in raw:
+            return lines
+    raise AssertionError("mosquitto_sub did not subscribe")
+
+
+def mqtt_publish(broker: Mosquitto, topic: str, payload: str) -> None:
+    """``mosquitto_pub`` one QoS 1 message."""
+    binary = require_binary("mosquitto_pub")
+    subprocess.run(
+        [binary, "-h", "127.0.0.1", "-p", str(broker.port), "-q", "1",
+         "-t", topic, "-m", payload],
+        check=True,
+        timeout=20,
+    )  # fmt: skip
