@@ -90,7 +90,7 @@ SCOPES = (
 """OAuth2 scopes (RFC 6749 §3.3): one per API, named after its path segment."""
 
 ROLE_SCOPES: dict[str, frozenset[str]] = {
-    ROLE_AS: frozenset(SCOPES),
+    ROLE_AS: frozenset(SCOPES) - {"msgs-gwregistration"},
     ROLE_GATEWAY: frozenset(
         {"msgs-msgdelivery", "msgg-bgdelivery", "msgs-gwregistration"}
     ),
