@@ -9,7 +9,6 @@
 
 import json
 import socket
-import os
 import subprocess
 import time
 from pathlib import Path
@@ -64,14 +63,20 @@ class Smsc:
         self.lines.stop()
 
 
-def start_gateway(kind: str, server: RestServer, tmp_path: Path, *args: str) -> Lines:
-    """``msgin5g l3g|n3g`` against ``server``; returns once it printed ``ready``."""
+def start_gateway(
+    kind: str, server: RestServer | str, tmp_path: Path, *args: str, level: str = "INFO"
+) -> Lines:
+    """``msgin5g l3g|n3g`` against ``server``; returns once it printed ``ready``.
+
+    Its stderr is read only at :meth:`Lines.stop`: keep ``level`` at WARNING
+    when a test makes it log much.
+    """
     proc = spawn(
         "--log-level",
-        "INFO",
+        level,
         kind,
         "--server",
-        server.http,
+        server if isinstance(server, str) else server.http,
         "--listen",
         "127.0.0.1:0",
         "--outbox",
@@ -79,8 +84,13 @@ def start_gateway(kind: str, server: RestServer, tmp_path: Path, *args: str) -> 
         *args,
     )
     out = Lines(proc)
-    ready = out.next()
+    try:
+        ready = out.next()
+    except AssertionError:
+        err = out.stop()
+        raise AssertionError(f"msgin5g {kind} did not start:\n{err}") from None
     assert ready["event"] == "ready", ready
+    out.ready = ready  # type: ignore[attr-defined]
     return out
 
 
@@ -98,8 +108,6 @@ def wait_registered(
                 return
         time.sleep(0.1)
     raise AssertionError(f"{gateway_id} did not register {ues} in time")
-
-
 
 
 class Mosquitto:

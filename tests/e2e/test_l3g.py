@@ -139,7 +139,9 @@ def test_smsc_down_for_10_s_loses_nothing(
     try:
         smsc.stop()
         for n in range(3):
-            ack = as_send(server, "--to", LEGACY, "--text", f"m{n}", "--msg-id", f"d{n}")
+            ack = as_send(
+                server, "--to", LEGACY, "--text", f"m{n}", "--msg-id", f"d{n}"
+            )
             assert ack["status"] == 200, ack
         # the gateway acknowledged them (stored); the SMSC stays away 10 s
         time.sleep(10)

@@ -96,7 +96,9 @@ def test_application_ack_topic_reports_delivery(
     device = mqtt_device(broker, "n3g/dev1/down", "dev1")
     gateway = n3g(server, broker, tmp_path, "--ack", "app")
     try:
-        as_send(server, "--to", "dev1", "--text", "reboot", "--report", "--msg-id", "r1")
+        as_send(
+            server, "--to", "dev1", "--text", "reboot", "--report", "--msg-id", "r1"
+        )
         assert device.next()["payload"] == "reboot"
         mqtt_publish(broker, "n3g/dev1/ack", "r1")
         report = aserver.next()

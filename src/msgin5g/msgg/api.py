@@ -14,8 +14,8 @@
 
 Request bodies are validated with the same pydantic models the server uses
 (``codec.openapi_json``; an unknown member is ignored, ``null`` is refused);
-a malformed body gets ``400`` with ProblemDetails ``invalidParams``, an
-unsupported media type ``415``.
+a malformed body gets ``400`` with ProblemDetails ``invalidParams``; every
+other refusal is a ProblemDetails too (``application/problem+json``).
 """
 
 import logging
@@ -23,6 +23,7 @@ from typing import Protocol
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from msgin5g.codec.openapi_json import (
@@ -90,6 +91,21 @@ def create_app(api_name: str, handler: GatewayHandler) -> FastAPI:
     async def _refused(request: Request, exc: MSGin5GError) -> Response:
         log.info("refused %s: %s", request.url.path, exc)
         return problem_for(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        # unparsable JSON, unknown path or method: ProblemDetails all the same
+        return problem(
+            exc.status_code,
+            FailureCause.INVALID_MESSAGE,
+            str(exc.detail),
+            headers=exc.headers,
+        )
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception) -> Response:
+        log.error("HTTP 500 %s", request.url.path, exc_info=exc)
+        return problem(500, FailureCause.INTERNAL_ERROR)
 
     @app.post(prefix + "/deliver-message", status_code=204, response_model=None)
     async def deliver_message(body: GatewayMessageDelivery) -> Response:
