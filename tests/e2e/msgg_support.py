@@ -11,15 +11,27 @@ import json
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.conftest import fail_or_skip, require_binary
 from tests.e2e.conftest import spawn
-from tests.e2e.test_as import Lines, RestServer, free_tcp_port
+from tests.e2e.test_as import Lines, RestServer, free_tcp_port, make_server
 
 NODE_SMPP = Path(__file__).resolve().parents[1] / "interop" / "node-smpp"
+
+
+@pytest.fixture(name="server")
+def server_fixture(tmp_path: Path) -> Iterator[RestServer]:
+    """``msgin5g serve`` with REST on a free port (import it into a test module)."""
+    srv = make_server(tmp_path)
+    srv.start()
+    yield srv
+    err = srv.stop()
+    assert "Traceback" not in err, err
 
 
 class Smsc:

@@ -13,13 +13,17 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.msgg_support import Smsc, start_gateway, wait_registered
+from tests.e2e.msgg_support import (  # noqa: F401 (server_fixture)
+    Smsc,
+    server_fixture,
+    start_gateway,
+    wait_registered,
+)
 from tests.e2e.test_as import (
     Lines,
     RestServer,
     as_listener,
     as_send,
-    make_server,
     ue_listener,
 )
 
@@ -27,15 +31,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
 LEGACY = "leg1"
 MSISDN = "491700000001"
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[RestServer]:
-    srv = make_server(tmp_path)
-    srv.start()
-    yield srv
-    err = srv.stop()
-    assert "Traceback" not in err, err
 
 
 @pytest.fixture

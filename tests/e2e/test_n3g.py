@@ -11,25 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.msgg_support import (
+from tests.e2e.msgg_support import (  # noqa: F401 (server_fixture)
     Mosquitto,
     mqtt_device,
     mqtt_publish,
+    server_fixture,
     start_gateway,
     wait_registered,
 )
-from tests.e2e.test_as import Lines, RestServer, as_listener, as_send, make_server
+from tests.e2e.test_as import Lines, RestServer, as_listener, as_send
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[RestServer]:
-    srv = make_server(tmp_path)
-    srv.start()
-    yield srv
-    err = srv.stop()
-    assert "Traceback" not in err, err
 
 
 @pytest.fixture

@@ -28,7 +28,13 @@ from msgin5g.msgg.outbox import Outbox
 from msgin5g.msgg.server_link import ServerLink, UplinkPump
 from msgin5g.transports.rest.runner import AsgiServer
 
-__all__ = ["GatewayConfig", "GatewayRuntime", "split_hostport"]
+__all__ = [
+    "GatewayConfig",
+    "GatewayProcess",
+    "GatewayRuntime",
+    "cancel",
+    "split_hostport",
+]
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +124,7 @@ class GatewayRuntime:
             (link.keep_registered(self.uri, self._ue_ids), "registration"),
         ):
             task = asyncio.create_task(coro, name=name)
-            stack.push_async_callback(_cancel, task)
+            stack.push_async_callback(cancel, task)
         log.info(
             "%s %s serving %s at %s for %d UEs (server %s)",
             config.kind,
@@ -175,6 +181,37 @@ class GatewayRuntime:
         self._uplink().put(REPORT, body)
 
 
-async def _cancel(task: asyncio.Task[None]) -> None:
+async def cancel(task: "asyncio.Task[None]") -> None:
+    """Cancel ``task`` and wait for it (an exit-stack callback)."""
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
+
+
+class GatewayProcess:
+    """Start/stop of a gateway: the runtime, then its technology (:meth:`_open`)."""
+
+    runtime: GatewayRuntime
+    _stack: AsyncExitStack | None = None
+
+    async def _open(self, stack: AsyncExitStack) -> None:
+        """Open the gateway's own network side on ``stack`` (subclasses)."""
+
+    async def start(self) -> None:
+        """Open the outbox, serve the API, register, then :meth:`_open`."""
+        async with AsyncExitStack() as stack:
+            await self.runtime.start(stack)
+            await self._open(stack)
+            self._stack = stack.pop_all()
+
+    async def aclose(self) -> None:
+        """Stop everything; what is queued stays in the outbox."""
+        if self._stack is not None:
+            stack, self._stack = self._stack, None
+            await stack.aclose()
+
+    async def __aenter__(self) -> "GatewayProcess":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()

@@ -35,7 +35,12 @@ from aiosmpplib import ESME
 from msgin5g.codec.openapi_json import DeliveryStatusReport
 from msgin5g.errors import InvalidRequest, NotRegistered
 from msgin5g.msgg.api import GatewayMessageDelivery
-from msgin5g.msgg.base import GatewayConfig, GatewayRuntime, split_hostport
+from msgin5g.msgg.base import (
+    GatewayConfig,
+    GatewayProcess,
+    GatewayRuntime,
+    split_hostport,
+)
 from msgin5g.msgg.l3g.directory import Directory
 from msgin5g.msgg.l3g.esme import SMS, SmppEvents, SmsQueue, make_esme
 from msgin5g.spec.causes import FailureCause
@@ -70,7 +75,7 @@ class L3GConfig:
     directory: Directory = field(default_factory=Directory)
 
 
-class LegacyGateway:
+class LegacyGateway(GatewayProcess):
     """One L3G: MSGG_L3GDelivery server, SMPP ESME, server registration."""
 
     def __init__(self, config: L3GConfig) -> None:
@@ -81,53 +86,36 @@ class LegacyGateway:
         self.runtime = GatewayRuntime(
             config.gateway, self, self.directory.ue_service_ids
         )
-        self._stack: AsyncExitStack | None = None
         self.queue: SmsQueue | None = None
         self.events: SmppEvents | None = None
         self.esme: ESME | None = None
 
     # lifecycle -------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Open the outbox, serve the API, bind to the SMSC, register."""
-        async with AsyncExitStack() as stack:
-            await self.runtime.start(stack)
-            outbox = self.runtime.box
-            outbox.purge()
-            self.queue = SmsQueue(outbox, window=self.config.window)
-            self.events = SmppEvents(self.queue, outbox, self)
-            host, port = split_hostport(self.config.smsc)
-            self.esme = esme = make_esme(
-                host,
-                port,
-                system_id=self.config.system_id,
-                password=self.config.password,
-                system_type=self.config.system_type,
-                queue=self.queue,
-                hook=self.events,
-                enquire_link_interval=self.config.enquire_link,
-            )
-            task = asyncio.create_task(esme.start(), name="esme")
-            stack.push_async_callback(_stop_esme, esme, task)
-            self._stack = stack.pop_all()
+    async def _open(self, stack: AsyncExitStack) -> None:
+        """Bind to the SMSC (reconnecting in the background)."""
+        outbox = self.runtime.box
+        outbox.purge()
+        self.queue = SmsQueue(outbox, window=self.config.window)
+        self.events = SmppEvents(self.queue, outbox, self)
+        host, port = split_hostport(self.config.smsc)
+        self.esme = esme = make_esme(
+            host,
+            port,
+            system_id=self.config.system_id,
+            password=self.config.password,
+            system_type=self.config.system_type,
+            queue=self.queue,
+            hook=self.events,
+            enquire_link_interval=self.config.enquire_link,
+        )
+        task = asyncio.create_task(esme.start(), name="esme")
+        stack.push_async_callback(_stop_esme, esme, task)
 
     def _queue(self) -> SmsQueue:
         if self.queue is None:
             raise RuntimeError("gateway not started")
         return self.queue
-
-    async def aclose(self) -> None:
-        """Unbind and stop; queued SMS stay in the outbox."""
-        if self._stack is not None:
-            stack, self._stack = self._stack, None
-            await stack.aclose()
-
-    async def __aenter__(self) -> "LegacyGateway":
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
     # MSGG_L3GDelivery (GatewayHandler) ---------------------------------------------
 

@@ -38,7 +38,7 @@ import aiomqtt
 from msgin5g.codec.openapi_json import DeliveryStatusReport
 from msgin5g.errors import ConfigError, InvalidRequest, NotRegistered
 from msgin5g.msgg.api import GatewayMessageDelivery
-from msgin5g.msgg.base import GatewayConfig, GatewayRuntime
+from msgin5g.msgg.base import GatewayConfig, GatewayProcess, GatewayRuntime, cancel
 from msgin5g.spec.causes import FailureCause
 
 __all__ = ["N3GConfig", "NonGateway", "parse_target"]
@@ -71,7 +71,7 @@ class N3GConfig:
     ack_timeout: float = 300.0
 
 
-class NonGateway:
+class NonGateway(GatewayProcess):
     """One N3G: MSGG_N3GDelivery server, MQTT client, server registration."""
 
     def __init__(self, config: N3GConfig) -> None:
@@ -87,33 +87,16 @@ class NonGateway:
                 raise ConfigError(f"device {device!r}: no '/', '+' or '#' allowed")
         self._known = set(self._devices)
         self.runtime = GatewayRuntime(config.gateway, self, lambda: self._devices)
-        self._stack: AsyncExitStack | None = None
         self._wake = asyncio.Event()
         self.connected = asyncio.Event()
         self.published = 0
 
     # lifecycle -------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Open the outbox, serve the API, connect to the broker, register."""
-        async with AsyncExitStack() as stack:
-            await self.runtime.start(stack)
-            task = asyncio.create_task(self._mqtt_loop(), name="mqtt")
-            stack.push_async_callback(_cancel, task)
-            self._stack = stack.pop_all()
-
-    async def aclose(self) -> None:
-        """Disconnect and stop; queued messages stay in the outbox."""
-        if self._stack is not None:
-            stack, self._stack = self._stack, None
-            await stack.aclose()
-
-    async def __aenter__(self) -> "NonGateway":
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
+    async def _open(self, stack: AsyncExitStack) -> None:
+        """Connect to the broker (reconnecting in the background)."""
+        task = asyncio.create_task(self._mqtt_loop(), name="mqtt")
+        stack.push_async_callback(cancel, task)
 
     def topic(self, device: str, leaf: str) -> str:
         """``PREFIX/DEVICE/LEAF``."""
@@ -279,8 +262,3 @@ class NonGateway:
                 delivered=False,
                 cause=FailureCause.RECIPIENT_NOT_REACHABLE.value,
             )
-
-
-async def _cancel(task: "asyncio.Task[None]") -> None:
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
