@@ -14,7 +14,13 @@ Four processes besides this coordinator, loopback only, bounded by --seconds:
 An SMS counts when the SMSC printed its submit_sm. Reported: messages
 accepted by the server per second, SMS into the SMSC per second while the
 generator ran and until the last one arrived (the drain is bounded by
-``--drain`` seconds), and the backlog left. Run:
+``--drain`` seconds), and the backlog left.
+
+Then the **windowed submit_sm drain** alone: the SMSC is stopped,
+``--backlog`` messages are POSTed straight to the L3G's ``deliver-message``
+(stored in its outbox), the SMSC is started again on the same port and the
+time until its last submit_sm is measured: SMPP throughput of the gateway with
+``--window`` submit_sm outstanding, without the server in the path. Run:
 ``.venv/bin/python benchmarks/sms.py [--window 10] [--seconds 10]``. Not a test.
 """
 
@@ -133,6 +139,55 @@ async def _gen_main(http: str, ues: list[str], args: Any) -> dict[str, Any]:
     return state
 
 
+def l3g_uri(http: str) -> str:
+    """The gateway's MSGG_L3GDelivery root, as registered with the server."""
+    url = f"{http}/msgs-gwregistration/v1/registrations/l3g-1"
+    return str(httpx.get(url, timeout=5).json()["gwUri"]) + "/msgg-l3gdelivery/v1"
+
+
+def _drain_phase(
+    node: str,
+    port: int,
+    procs: list[subprocess.Popen[str]],
+    smsc: subprocess.Popen[str],
+    api: str,
+    args: Any,
+) -> dict[str, Any]:
+    smsc.terminate()
+    smsc.wait(timeout=10)
+    with httpx.Client(timeout=30) as client:
+        for n in range(args.backlog):
+            body = {
+                "oriAddr": {"addrType": "AS", "addr": "bench-as"},
+                "destAddr": {"addrType": "UE", "addr": f"legacy-{n % args.ues:05d}"},
+                "msgId": f"drain-{n}",
+                "payload": "U01TIGJlbmNobWFyayBtZXNzYWdlIC0gNDAgY2hhcnMhIQ==",
+            }
+            resp = client.post(f"{api}/deliver-message", json=body)
+            assert resp.status_code == 204, resp.text
+    again = subprocess.Popen(
+        [node, str(SMSC_JS), str(port)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    procs.append(again)
+    counter = Counter(again)
+    counter.wait('"listening"')
+    counter.wait('"bind"', timeout=60)
+    start = time.perf_counter()
+    deadline = start + args.drain
+    while counter.count < args.backlog and time.perf_counter() < deadline:
+        time.sleep(0.02)
+    span = (counter.last or time.perf_counter()) - start
+    return {
+        "drain_backlog": args.backlog,
+        "drain_sms": counter.count,
+        "drain_sms_per_s": round(counter.count / span, 1) if span > 0 else None,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -140,6 +195,7 @@ def main() -> None:
     parser.add_argument("--ues", type=int, default=100)
     parser.add_argument("--window", type=int, default=10)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--backlog", type=int, default=2000)
     args = parser.parse_args()
     node = shutil.which("node")
     if node is None or not (SMSC_JS.parent / "node_modules" / "smpp").is_dir():
@@ -203,6 +259,7 @@ def main() -> None:
             time.sleep(0.1)
         total = counter.count
         span = (counter.last or time.perf_counter()) - start
+        drain = _drain_phase(node, smsc_port, procs, smsc, l3g_uri(http), args)
         print(
             json.dumps(
                 {
@@ -217,6 +274,7 @@ def main() -> None:
                     "sms_per_s": round(total / span, 1) if span > 0 else None,
                     "backlog_left": accepted - total,
                     "generator_cpu_s": round(figures["cpu_s"], 2),
+                    **drain,
                 },
                 indent=1,
             )
