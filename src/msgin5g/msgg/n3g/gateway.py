@@ -5,7 +5,7 @@ conventions (docs/gateways.md), with ``P`` the ``--prefix`` (default ``n3g``):
 
 * **MT** — ``POST deliver-message`` for device ``D`` is stored in the outbox and
   answered ``204``; it is then published at QoS 1 on ``P/D/down`` with the raw
-  payload (no envelope) and the MQTT 5 user property ``msgId``;
+  payload (no envelope);
 * **reports** — with ``--ack puback`` (default) the broker's PUBACK produces
   ``REPT_DELY_SUCCESS``: the broker took the message for the device (which
   must hold a persistent session, ``clean_session = false``, to receive it
@@ -134,7 +134,8 @@ class NonGateway(GatewayProcess):
         self._wake.set()
 
     async def report(self, body: DeliveryStatusReport) -> None:
-        """A report for a device's message: published on ``P/D/report`` (QoS 0)."""
+        """A report for a message a device sent: logged (a plain device has no
+        place to receive it)."""
         log.info(
             "report for %s: %s %s", body.dest_addr.addr, body.msg_id, body.deliv_st
         )
