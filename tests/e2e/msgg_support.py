@@ -125,12 +125,14 @@ def wait_registered(
 class Mosquitto:
     """A private mosquitto broker on a free loopback port (never the one on 1883)."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, port: int | None = None) -> None:
         binary = require_binary("mosquitto")
-        self.port = free_tcp_port()
+        self.port = port or free_tcp_port()
         conf = tmp_path / "mosquitto.conf"
+        # persistence: sessions and queued QoS 1 messages survive a restart
         conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n",
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+            f"persistence true\npersistence_location {tmp_path}/\n",
             encoding="utf-8",
         )
         self.proc = subprocess.Popen(

@@ -206,3 +206,61 @@ def test_gateway_api_refuses_bad_requests(
         assert response.status_code == 204
     finally:
         gateway.stop()
+
+
+def test_gateway_kill_9_with_sms_queued_loses_nothing(
+    server: RestServer, smsc: Smsc, tmp_path: Path
+) -> None:
+    aserver = as_listener(server)
+    gateway = l3g(server, smsc, tmp_path)
+    port = smsc.port
+    try:
+        smsc.stop()
+        for n in range(2):
+            ack = as_send(server, "--to", LEGACY, "--text", f"k{n}", "--msg-id", f"k{n}")
+            assert ack["status"] == 200, ack
+        # both reached the gateway's outbox once the server's POSTs were answered
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and _outbox_rows(tmp_path) < 2:
+            time.sleep(0.1)
+        assert _outbox_rows(tmp_path) == 2
+        gateway.proc.kill()  # SIGKILL: no clean shutdown
+        again = Smsc(port=port)
+        restarted = l3g(server, again, tmp_path)
+        try:
+            texts = {str(again.next("submit_sm")["text"]) for _ in range(2)}
+            assert texts == {"k0", "k1"}
+        finally:
+            restarted.stop()
+            again.stop()
+    finally:
+        gateway.stop()
+        aserver.stop()
+
+
+def _outbox_rows(tmp_path: Path) -> int:
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "l3g-outbox.db") as db:
+        return int(db.execute("SELECT COUNT(*) FROM outbox WHERE queue='sms'").fetchone()[0])
+
+
+def test_messages_stored_at_the_server_survive_its_restart(
+    server: RestServer, smsc: Smsc, tmp_path: Path
+) -> None:
+    """Gateway registrations are soft state: the refresh after a restart wakes them."""
+    aserver = as_listener(server)
+    l3g(server, smsc, tmp_path, "--validity", "6").stop()
+    try:
+        # the gateway is down: the server keeps the message
+        ack = as_send(server, "--to", LEGACY, "--text", "kept", "--msg-id", "s-1")
+        assert ack["status"] == 200, ack
+        server.kill9()
+        server.start()
+        restarted = l3g(server, smsc, tmp_path, "--validity", "6")
+        try:
+            assert smsc.next("submit_sm")["text"] == "kept"
+        finally:
+            restarted.stop()
+    finally:
+        aserver.stop()

@@ -101,3 +101,28 @@ def test_application_ack_topic_reports_delivery(
         gateway.stop()
         device.stop()
         aserver.stop()
+
+
+def test_broker_restart_loses_nothing_acknowledged(
+    server: RestServer, tmp_path: Path
+) -> None:
+    first = Mosquitto(tmp_path)
+    aserver = as_listener(server)
+    device = mqtt_device(first, "n3g/dev1/down", "dev1")  # a persistent session
+    gateway = n3g(server, first, tmp_path)
+    port = first.port
+    try:
+        first.stop()  # the broker is down: the gateway stores what it acknowledges
+        for n in range(2):
+            ack = as_send(server, "--to", "dev1", "--text", f"b{n}", "--msg-id", f"b{n}")
+            assert ack["status"] == 200, ack
+        second = Mosquitto(tmp_path, port=port)  # same persistence file
+        try:
+            got = {str(device.next(timeout=90)["payload"]) for _ in range(2)}
+            assert got == {"b0", "b1"}
+        finally:
+            second.stop()
+    finally:
+        gateway.stop()
+        device.stop()
+        aserver.stop()
