@@ -217,7 +217,9 @@ def test_gateway_kill_9_with_sms_queued_loses_nothing(
     try:
         smsc.stop()
         for n in range(2):
-            ack = as_send(server, "--to", LEGACY, "--text", f"k{n}", "--msg-id", f"k{n}")
+            ack = as_send(
+                server, "--to", LEGACY, "--text", f"k{n}", "--msg-id", f"k{n}"
+            )
             assert ack["status"] == 200, ack
         # both reached the gateway's outbox once the server's POSTs were answered
         deadline = time.monotonic() + 30
@@ -242,7 +244,9 @@ def _outbox_rows(tmp_path: Path) -> int:
     import sqlite3
 
     with sqlite3.connect(tmp_path / "l3g-outbox.db") as db:
-        return int(db.execute("SELECT COUNT(*) FROM outbox WHERE queue='sms'").fetchone()[0])
+        return int(
+            db.execute("SELECT COUNT(*) FROM outbox WHERE queue='sms'").fetchone()[0]
+        )
 
 
 def test_messages_stored_at_the_server_survive_its_restart(

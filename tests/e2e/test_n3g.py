@@ -114,7 +114,9 @@ def test_broker_restart_loses_nothing_acknowledged(
     try:
         first.stop()  # the broker is down: the gateway stores what it acknowledges
         for n in range(2):
-            ack = as_send(server, "--to", "dev1", "--text", f"b{n}", "--msg-id", f"b{n}")
+            ack = as_send(
+                server, "--to", "dev1", "--text", f"b{n}", "--msg-id", f"b{n}"
+            )
             assert ack["status"] == 200, ack
         second = Mosquitto(tmp_path, port=port)  # same persistence file
         try:
