@@ -233,7 +233,8 @@ class DeliveryEngine:
             )
         return self._applications.get(as_id) is not None
 
-    def _via_gateway(self, key: str) -> bool:
+    def via_gateway(self, key: str) -> bool:
+        """Whether ``key`` is a UE reached through a Message Gateway now."""
         return (
             self._registry.get(key) is None
             and self._gateways.gateway_of(key) is not None
@@ -574,7 +575,7 @@ class DeliveryEngine:
 
     async def _drain_loop(self, recipient: str, mailbox: _Mailbox) -> None:
         as_id = as_of_key(recipient)
-        if as_id is not None or self._via_gateway(recipient):
+        if as_id is not None or self.via_gateway(recipient):
             await self._drain_as(recipient, as_id, mailbox)
             return
         while await self._has_work(recipient, mailbox):

@@ -172,7 +172,6 @@ class MessagingService:
             topics=self.topics,
             topic_policy=self.topic_policy,
             broadcast=self.broadcast,
-            gateways=gateways,
         )
         registrations = Registrations(registry, delivery, self.topics)
         reports = Reports(backend, registry, applications, delivery)

@@ -52,7 +52,6 @@ from msgin5g.service.fanout import (
     originator_key,
 )
 from msgin5g.service.groups import GroupRegistry
-from msgin5g.service.message_gateways import MessageGatewayRegistry
 from msgin5g.service.quotas import Quotas
 from msgin5g.service.registry import Registry
 from msgin5g.service.segments import SegmentService
@@ -91,11 +90,7 @@ class Router:
         topics: TopicRegistry,
         topic_policy: TopicPolicy,
         broadcast: BroadcastRegistry,
-        gateways: MessageGatewayRegistry | None = None,
     ) -> None:
-        self._gateways = (
-            gateways if gateways is not None else MessageGatewayRegistry(clock)
-        )
         self._backend = backend
         self._clock = clock
         self._config = config
@@ -229,7 +224,7 @@ class Router:
 
     async def _to_ue(self, msg: Msg, recipient: str, now: float) -> MsgResp:
         registration = self._registry.get(recipient)
-        if registration is None and self._gateways.gateway_of(recipient) is not None:
+        if registration is None and self._delivery.via_gateway(recipient):
             # a Legacy 3GPP / Non-3GPP UE behind its Message Gateway (§2.10.2)
             online = not self._delivery.is_unreachable(recipient)
             return await self._enqueue(

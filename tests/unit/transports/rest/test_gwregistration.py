@@ -241,3 +241,20 @@ async def test_registration_lapses_after_its_validity(
     assert (await r.http.post(A2P, json=as_message("v-1", "leg1"))).status_code == 200
     await r.clock.run_for(11)
     assert (await r.http.post(A2P, json=as_message("v-2", "leg1"))).status_code == 404
+
+
+async def test_a_group_fan_out_reaches_members_behind_a_gateway(
+    rig: tuple[Rig, RecordingGateways],
+) -> None:
+    from msgin5g.service.groups import Group
+
+    r, gws = rig
+    await r.register_as()
+    await r.register_ue()
+    await r.http.post(GW, json=registration())
+    await r.service.groups.put(Group("g1", ["ue1", "leg1", "leg2"]))
+    resp = await r.http.post(A2P, json=as_message(to="g1", addr_type="GROUP"))
+    assert resp.status_code == 200, resp.text
+    await _until(lambda: len(gws.delivered) == 2 and r.ue.messages_for(UE1))
+    got = sorted(i.recipient_ue_service_id or "" for _, _, i in gws.delivered)
+    assert got == ["leg1", "leg2"]
