@@ -417,9 +417,14 @@ class DeliveryEngine:
         self._remote_back(as_key(as_service_id))
 
     def on_gateway_registered(self, ue_service_ids: Iterable[str]) -> None:
-        """A Message Gateway (re-)registered UEs: deliver what waits for them."""
+        """A Message Gateway (re-)registered UEs: deliver what waits for them.
+
+        Only UEs with stored items or a failed delivery are woken: a gateway
+        refreshes its whole list every few minutes.
+        """
+        waiting = self._backlog | self._unreachable
         for ue in ue_service_ids:
-            if self._registry.get(ue) is None:
+            if ue in waiting and self._registry.get(ue) is None:
                 self._remote_back(ue)
 
     def _remote_back(self, key: str) -> None:
