@@ -151,13 +151,14 @@ def test_smsc_down_for_10_s_loses_nothing(
         aserver.stop()
 
 
-def test_malformed_pdu_and_throttling_lose_nothing(
+def test_enquire_link_malformed_pdus_and_throttling(
     server: RestServer, tmp_path: Path
 ) -> None:
     smsc = Smsc(throttle_first=2)
     aserver = as_listener(server)
-    gateway = l3g(server, smsc, tmp_path)
+    gateway = l3g(server, smsc, tmp_path, "--enquire-link", "1")
     try:
+        smsc.next("enquire_link")  # the idle session is kept alive
         as_send(server, "--to", LEGACY, "--text", "after throttling", "--msg-id", "t1")
         assert smsc.next("throttled")["destination"] == MSISDN
         assert smsc.next("submit_sm")["text"] == "after throttling"

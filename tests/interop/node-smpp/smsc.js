@@ -4,7 +4,7 @@
 //   node smsc.js PORT [THROTTLE_FIRST_N]
 //
 // Prints one JSON line per event on stdout ("listening", "bind", "submit_sm",
-// "deliver_sm_resp", "close"); reads JSON commands on stdin:
+// "throttled", "enquire_link", "deliver_sm_resp", "generic_nack", "close"); reads JSON commands on stdin:
 //   {"cmd": "mo", "from": MSISDN, "to": NUMBER, "text": "...", "ucs2": false}
 //   {"cmd": "garbage"}     sends a PDU with a broken header on every session
 //   {"cmd": "bad_body"}    sends a deliver_sm with a truncated body
@@ -42,7 +42,7 @@ const server = smpp.createServer({}, (session) => {
       session.send(pdu.response());
     });
   }
-  session.on("enquire_link", (pdu) => session.send(pdu.response()));
+  session.on("enquire_link", (pdu) => { out({ event: "enquire_link" }); session.send(pdu.response()); });
   session.on("unbind", (pdu) => { session.send(pdu.response()); session.close(); });
   session.on("deliver_sm_resp", (pdu) => out({ event: "deliver_sm_resp", status: pdu.command_status }));
   session.on("generic_nack", (pdu) => out({ event: "generic_nack", sequence: pdu.sequence_number }));
