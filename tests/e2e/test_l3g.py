@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.e2e.conftest import msgin5g
 from tests.e2e.msgg_support import (  # noqa: F401 (server_fixture)
     Smsc,
     server_fixture,
@@ -24,6 +25,7 @@ from tests.e2e.test_as import (
     RestServer,
     as_listener,
     as_send,
+    make_server,
     ue_listener,
 )
 
@@ -269,3 +271,58 @@ def test_messages_stored_at_the_server_survive_its_restart(
             restarted.stop()
     finally:
         aserver.stop()
+
+
+def test_with_oauth2_the_gateway_uses_its_gateway_client(
+    tmp_path: Path, smsc: Smsc
+) -> None:
+    srv = make_server(tmp_path, "--set", "rest.oauth2=true")
+    msgin5g("as", "add", "as1", "--secret", "as-secret", "--storage", srv.storage)
+    msgin5g(
+        "as", "add", "l3g-1", "--secret", "gw-secret", "--role", "gateway",
+        "--ues", "leg*", "--storage", srv.storage,
+    )  # fmt: skip
+    srv.start()
+    ue = ue_listener(srv, "ue1", "s1")
+    gateway = None
+    try:
+        refused = start_gateway(
+            "l3g", srv, tmp_path, "--smsc", f"127.0.0.1:{smsc.port}",
+            "--ue", f"{LEGACY}={MSISDN}", "--secret", "wrong", level="WARNING",
+        )  # fmt: skip
+        time.sleep(3)  # at least one registration attempt was refused
+        assert "token request refused: 401" in refused.stop()
+        gateway = start_gateway(
+            "l3g", srv, tmp_path, "--smsc", f"127.0.0.1:{smsc.port}",
+            "--ue", f"{LEGACY}={MSISDN}", "--secret", "gw-secret",
+            "--number", "5001=ue:ue1",
+        )  # fmt: skip
+        url = f"{srv.http}/msgs-gwregistration/v1/registrations/l3g-1"
+        token = httpx.post(
+            f"{srv.http}/oauth2/token",
+            data={"grant_type": "client_credentials"},
+            auth=("l3g-1", "gw-secret"),
+            timeout=5,
+        ).json()["access_token"]
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            read = httpx.get(url, headers={"Authorization": f"Bearer {token}"})
+            if read.status_code == 200:
+                break
+            time.sleep(0.1)
+        assert read.status_code == 200, read.text
+        assert httpx.get(url, timeout=5).status_code == 401  # no token
+        smsc.command(cmd="mo", **{"from": MSISDN, "to": "5001", "text": "signed"})
+        msg = ue.next()
+        assert msg["originatingUeServiceId"] == LEGACY
+        assert msg["payloadText"] == "signed"
+        msgin5g("as", "register", "as1", "--server", srv.http, "--secret", "as-secret")
+        ack = as_send(srv, "--to", LEGACY, "--text", "ok", "--secret", "as-secret")
+        assert ack["status"] == 200, ack
+        assert smsc.next("submit_sm")["text"] == "ok"
+    finally:
+        if gateway is not None:
+            gateway.stop()
+        ue.stop()
+        err = srv.stop()
+    assert "Traceback" not in err, err

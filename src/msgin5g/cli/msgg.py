@@ -75,6 +75,17 @@ def _common(parser: argparse.ArgumentParser, kind: str, port: int) -> None:
         help=f"durable outbox SQLite file (default ./{kind}-outbox.db)",
     )
     parser.add_argument(
+        "--client-id",
+        metavar="ID",
+        help="OAuth2 client id at the server (default: the --id); used with --secret",
+    )
+    parser.add_argument(
+        "--secret",
+        default=os.environ.get("MSGIN5G_GATEWAY_SECRET"),
+        help="OAuth2 client secret (or MSGIN5G_GATEWAY_SECRET): needed when the "
+        "server has rest.oauth2 = true (a 'gateway' client serving these UEs)",
+    )
+    parser.add_argument(
         "--validity",
         type=float,
         default=300.0,

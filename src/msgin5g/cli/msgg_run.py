@@ -37,6 +37,8 @@ def _gateway_config(args: argparse.Namespace, kind: str, api: str) -> GatewayCon
         public_uri=args.public_uri,
         outbox=args.outbox,
         validity=args.validity,
+        client_id=args.client_id,
+        secret=args.secret or None,
     )
 
 

@@ -61,6 +61,10 @@ class GatewayConfig:
     outbox: Path = Path("msgg-outbox.db")
     validity: float = 300.0
     http_server: str = "granian"
+    client_id: str | None = None
+    """OAuth2 client id at the server (default: the gateway id)."""
+    secret: str | None = None
+    """OAuth2 client secret; None: call the server without a token."""
 
 
 class GatewayRuntime:
@@ -108,7 +112,12 @@ class GatewayRuntime:
         self.outbox = outbox = Outbox(config.outbox)
         stack.callback(outbox.close)
         self.link = link = ServerLink(
-            config.server, config.gateway_id, config.kind, validity=config.validity
+            config.server,
+            config.gateway_id,
+            config.kind,
+            validity=config.validity,
+            client_id=config.client_id,
+            secret=config.secret,
         )
         stack.push_async_callback(link.aclose)
         self.pump = pump = UplinkPump(outbox, link)

@@ -4,6 +4,11 @@
   (``POST {server}/msgs-gwregistration/v1/registrations``, digest §2.4) at
   start and again every third of ``validity`` (the server keeps the mapping as
   soft state), and de-registers them at a clean stop;
+* with ``client_id`` and ``secret`` every call carries an OAuth2 bearer token
+  (client credentials, TS 29.538 §10; ``POST {server}/oauth2/token``), fetched
+  before the first call, again a minute before it expires and after a ``401``;
+  the server's client must have the ``gateway`` role and serve the UEs
+  (``msgin5g as add GW --role gateway --ues …``);
 * :class:`UplinkPump` drains the outbox queue ``uplink``: messages from the
   gateway's UEs (``POST /msgs-msgdelivery/v1/deliver-ue-message``) and their
   delivery reports (``POST /msgs-msgdelivery/v1/deliver-report``). A ``2xx``
@@ -30,6 +35,7 @@ log = logging.getLogger(__name__)
 UPLINK = "uplink"
 """Outbox queue of what goes to the MSGin5G Server."""
 _REGISTRATIONS = "/msgs-gwregistration/v1/registrations"
+_TOKEN = "/oauth2/token"  # noqa: S105 - a path, not a secret
 _RETRYABLE = {408, 425, 429}
 
 
@@ -44,8 +50,12 @@ class ServerLink:
         *,
         validity: float = 300.0,
         timeout: float = 10.0,
+        client_id: str | None = None,
+        secret: str | None = None,
     ) -> None:
         self.server_url = server_url.rstrip("/")
+        self._credentials = (client_id or gateway_id, secret) if secret else None
+        self._token_until = 0.0
         self.gateway_id = gateway_id
         self.kind = kind
         self.validity = validity
@@ -61,17 +71,44 @@ class ServerLink:
         await self._client.aclose()
 
     async def post(self, path: str, body: dict[str, Any]) -> httpx.Response:
-        """POST JSON to the server.
+        """POST JSON to the server (with a bearer token when configured).
 
         Raises:
-            ServerUnreachable: no connection or no answer in time.
+            ServerUnreachable: no connection, no answer in time, or the token
+                request was refused.
         """
+        return await self._request("POST", path, body)
+
+    async def _request(
+        self, method: str, path: str, body: dict[str, Any] | None = None
+    ) -> httpx.Response:
         try:
-            return await self._client.post(path, json=body)
+            credentials = self._credentials
+            if credentials and time.monotonic() >= self._token_until:
+                await self._fetch_token(credentials)
+            response = await self._client.request(method, path, json=body)
+            if response.status_code == 401 and credentials:
+                await self._fetch_token(credentials)
+                response = await self._client.request(method, path, json=body)
         except httpx.HTTPError as exc:
             raise ServerUnreachable(
                 f"{self.server_url}{path}: {type(exc).__name__} {exc}".strip()
             ) from exc
+        return response
+
+    async def _fetch_token(self, credentials: tuple[str, str]) -> None:
+        reply = await self._client.post(
+            _TOKEN, data={"grant_type": "client_credentials"}, auth=credentials
+        )
+        if reply.status_code != 200:
+            self._token_until = 0.0
+            raise ServerUnreachable(
+                f"token request refused: {reply.status_code} {reply.text[:200]}"
+            )
+        token = reply.json()
+        self._client.headers["Authorization"] = f"Bearer {token['access_token']}"
+        lifetime = float(token.get("expires_in", 3600))
+        self._token_until = time.monotonic() + max(1.0, lifetime - 60.0)
 
     async def register(self, own_uri: str, ue_service_ids: list[str]) -> list[str]:
         """Register (or refresh) the gateway; returns the UE IDs refused.
@@ -105,8 +142,8 @@ class ServerLink:
     async def deregister(self) -> None:
         """De-register every UE of this gateway (best effort, at a clean stop)."""
         try:
-            await self._client.delete(f"{_REGISTRATIONS}/{self.gateway_id}")
-        except httpx.HTTPError as exc:
+            await self._request("DELETE", f"{_REGISTRATIONS}/{self.gateway_id}")
+        except ServerUnreachable as exc:
             log.info("de-registration not sent: %s", exc)
 
     async def keep_registered(
