@@ -8,6 +8,7 @@
 """
 
 import json
+import os
 import socket
 import subprocess
 import time
@@ -125,13 +126,33 @@ def wait_registered(
 class Mosquitto:
     """A private mosquitto broker on a free loopback port (never the one on 1883)."""
 
-    def __init__(self, tmp_path: Path, port: int | None = None) -> None:
+    def __init__(
+        self, tmp_path: Path, port: int | None = None, password: str | None = None
+    ) -> None:
         binary = require_binary("mosquitto")
         self.port = port or free_tcp_port()
         conf = tmp_path / "mosquitto.conf"
         # persistence: sessions and queued QoS 1 messages survive a restart
+        access = "allow_anonymous true\n"
+        if password is not None:  # one user, "gw", with this password
+            users = tmp_path / "mosquitto.passwd"
+            subprocess.run(
+                [
+                    require_binary("mosquitto_passwd"),
+                    "-b",
+                    "-c",
+                    str(users),
+                    "gw",
+                    password,
+                ],
+                check=True,
+                timeout=20,
+            )
+            access = f"allow_anonymous false\npassword_file {users}\n"
+        if os.geteuid() == 0:  # else mosquitto drops to its own user, which
+            access += "user root\n"  # cannot write or read files in tmp_path
         conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+            f"listener {self.port} 127.0.0.1\n{access}"
             f"persistence true\npersistence_location {tmp_path}/\n",
             encoding="utf-8",
         )

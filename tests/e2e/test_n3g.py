@@ -6,6 +6,8 @@ devices (they know nothing of MSGin5G) and ``msgin5g as listen`` as the AS.
 """
 
 import base64
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -128,3 +130,36 @@ def test_broker_restart_loses_nothing_acknowledged(
         gateway.stop()
         device.stop()
         aserver.stop()
+
+
+def test_a_broker_that_needs_a_login(server: RestServer, tmp_path: Path) -> None:
+    broker = Mosquitto(tmp_path, password="s3cret")
+    aserver = as_listener(server)
+    gateway = None
+    try:
+        wrong = start_gateway(
+            "n3g", server, tmp_path, "--broker", f"mqtt://gw:nope@127.0.0.1:{broker.port}",
+            "--device", "dev1", level="WARNING",
+        )  # fmt: skip
+        assert "nope" not in str(wrong.ready)  # type: ignore[attr-defined]
+        time.sleep(2)
+        err = wrong.stop()
+        assert "reconnecting" in err and "nope" not in err
+        gateway = start_gateway(
+            "n3g", server, tmp_path,
+            "--broker", f"mqtt://gw:s3cret@127.0.0.1:{broker.port}",
+            "--device", "dev1", "--uplink-to", "as:as1",
+        )  # fmt: skip
+        wait_registered(server, "n3g-1", {"dev1"})
+        publish = [
+            "mosquitto_pub", "-h", "127.0.0.1", "-p", str(broker.port), "-u", "gw",
+            "-P", "s3cret", "-q", "1", "-t", "n3g/dev1/up", "-m", "logged in",
+        ]  # fmt: skip
+        subprocess.run(publish, check=True, timeout=20)
+        uplink = aserver.next()
+        assert base64.b64decode(uplink["body"]["payload"]) == b"logged in"  # type: ignore[index]
+    finally:
+        if gateway is not None:
+            assert "s3cret" not in gateway.stop()
+        aserver.stop()
+        broker.stop()

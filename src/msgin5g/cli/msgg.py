@@ -164,7 +164,9 @@ def add_msgg_parsers(commands: Any) -> None:
     n3g.add_argument(
         "--broker",
         default="mqtt://127.0.0.1:1883",
-        help="MQTT broker URI (default mqtt://127.0.0.1:1883)",
+        help="MQTT broker URI: mqtt:// or mqtts:// (TLS), with USER:PASSWORD@ "
+        "when it needs a login (or MSGIN5G_MQTT_PASSWORD); default "
+        "mqtt://127.0.0.1:1883",
     )
     n3g.add_argument(
         "--prefix", default="n3g", help="topic prefix of the devices (default n3g)"

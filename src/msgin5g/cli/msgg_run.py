@@ -95,7 +95,7 @@ def _build_n3g(args: argparse.Namespace) -> tuple[_Gateway, dict[str, object]]:
         ack_timeout=args.ack_timeout,
     )
     gateway = NonGateway(config)
-    return gateway, {"broker": args.broker, "devices": len(devices)}
+    return gateway, {"broker": gateway.broker, "devices": len(devices)}
 
 
 def _lines(path: Path) -> list[str]:

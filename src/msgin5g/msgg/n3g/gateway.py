@@ -17,7 +17,10 @@ conventions (docs/gateways.md), with ``P`` the ``--prefix`` (default ``n3g``):
   from ``D`` to ``--uplink-to`` (``ue:ID`` or ``as:ID``), or, without it, to
   the last originator that wrote to ``D``.
 
-The MQTT client (``aiomqtt``) reconnects with back-off (1 s doubling to 30 s);
+Broker: ``mqtt://HOST:PORT`` or ``mqtts://HOST:PORT`` (TLS, the system's CA
+certificates), with ``USER[:PASSWORD]@`` for brokers that require a login (the
+password may come from ``MSGIN5G_MQTT_PASSWORD`` instead, to keep it out of
+``ps``). The MQTT client (``aiomqtt``) reconnects with back-off (1 s doubling to 30 s);
 the outbox keeps every MT message until its PUBACK arrived, so a broker
 outage loses nothing acknowledged (a PUBACK lost in the outage means the
 message is published again: at-least-once, like QoS 1 itself).
@@ -27,11 +30,13 @@ import asyncio
 import base64
 import binascii
 import logging
+import os
+import ssl
 import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import aiomqtt
 
@@ -77,10 +82,18 @@ class NonGateway(GatewayProcess):
     def __init__(self, config: N3GConfig) -> None:
         self.config = config
         url = urlsplit(config.broker)
-        if url.scheme != "mqtt" or not url.hostname:
-            raise ConfigError(f"--broker {config.broker!r}: expected mqtt://HOST:PORT")
+        if url.scheme not in {"mqtt", "mqtts"} or not url.hostname:
+            raise ConfigError(
+                "--broker: expected mqtt://[USER[:PASSWORD]@]HOST[:PORT] or mqtts://…"
+            )
         self._host = url.hostname
-        self._port = url.port or 1883
+        self._tls = ssl.create_default_context() if url.scheme == "mqtts" else None
+        self._port = url.port or (8883 if self._tls else 1883)
+        self._username = unquote(url.username) if url.username else None
+        password = unquote(url.password) if url.password else None
+        self._password = password or os.environ.get("MSGIN5G_MQTT_PASSWORD")
+        self.broker = f"{url.scheme}://{self._host}:{self._port}"
+        """The broker without credentials (for logs)."""
         self._devices = sorted(set(config.devices))
         for device in self._devices:
             if not device or any(c in device for c in "/+#"):
@@ -151,12 +164,15 @@ class NonGateway(GatewayProcess):
                     self._port,
                     identifier=f"msgin5g-{self.config.gateway.gateway_id}",
                     clean_session=False,
+                    username=self._username,
+                    password=self._password if self._username else None,
+                    tls_context=self._tls,
                 ) as client:
                     failures = 0
                     await client.subscribe(self.topic("+", "up"), qos=1)
                     await client.subscribe(self.topic("+", "ack"), qos=1)
                     self.connected.set()
-                    log.info("connected to MQTT broker %s", self.config.broker)
+                    log.info("connected to MQTT broker %s", self.broker)
                     async with asyncio.TaskGroup() as group:
                         group.create_task(self._publish_loop(client))
                         group.create_task(self._receive_loop(client))
@@ -166,7 +182,7 @@ class NonGateway(GatewayProcess):
                 delay = min(30.0, 2.0 ** min(failures - 1, 5))
                 log.warning(
                     "MQTT broker %s: %s; reconnecting in %.0f s",
-                    self.config.broker,
+                    self.broker,
                     errors.exceptions[0],
                     delay,
                 )
