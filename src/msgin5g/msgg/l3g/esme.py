@@ -25,6 +25,7 @@ exactly what this module adds:
 
 import asyncio
 import logging
+import struct
 import time
 from typing import Any, Protocol
 
@@ -41,6 +42,7 @@ from aiosmpplib import (
     SubmitSm,
     SubmitSmResp,
 )
+from aiosmpplib.protocol import MESSAGE_TYPE_MAP
 from aiosmpplib.retrytimer import SimpleExponentialBackoff
 from aiosmpplib.utils import detect_format
 
@@ -59,8 +61,8 @@ _THROTTLED = {SmppCommandStatus.ESME_RTHROTTLED, SmppCommandStatus.ESME_RMSGQFUL
 class SmsSink(Protocol):
     """What the gateway does with SMPP events."""
 
-    def submitted(self, row: dict[str, Any], smsc_message_id: str) -> None:
-        """The SMSC accepted the SMS of ``row``."""
+    def submitted(self, row_id: int, row: dict[str, Any], smsc_message_id: str) -> None:
+        """The SMSC accepted the SMS of outbox row ``row_id``."""
         ...
 
     def refused(self, row: dict[str, Any], reason: str) -> None:
@@ -68,12 +70,27 @@ class SmsSink(Protocol):
         ...
 
     def receipt(self, log_id: str, smsc_message_id: str, stat: str) -> None:
-        """A delivery receipt (``stat`` as in SMPP 3.4 Appendix B)."""
+        """A delivery receipt (``stat`` as in SMPP 3.4 Appendix B).
+
+        ``log_id`` is the outbox row id when the library correlated the
+        receipt (empty after a gateway restart: then the SMSC message id).
+        """
         ...
 
     def mobile_originated(self, source: str, destination: str, text: str) -> None:
         """An SMS from a Legacy UE to one of the gateway's numbers."""
         ...
+
+
+def _parses(pdu: bytes) -> bool:
+    """Whether aiosmpplib can read ``pdu`` (header and body)."""
+    try:
+        header = SmppMessage.parse_header(pdu[:16])
+        kind = MESSAGE_TYPE_MAP[header.smpp_command]
+        kind.from_pdu(pdu, header)
+    except (ValueError, KeyError, IndexError, UnicodeDecodeError, struct.error):
+        return False
+    return True
 
 
 def build_submit(row: Row) -> SubmitSm:
@@ -225,9 +242,10 @@ class SmppEvents(AbstractHook):
             self._deliver_sm(smpp_message)
 
     def _unparsed(self, pdu: bytes) -> None:
-        # segments of a concatenated submit_sm also arrive here (by design of
-        # the library): only a PDU that is no response to us is malformed
-        if len(pdu) >= 8 and pdu[4:8] in {b"\x80\x00\x00\x04", b"\x80\x00\x00\x00"}:
+        # the library also hands over, without a message, the responses and
+        # receipts of all but the last segment of a concatenated SMS: only a
+        # PDU that does not parse is malformed
+        if _parses(pdu):
             return
         self.malformed += 1
         log.warning(
@@ -242,7 +260,7 @@ class SmppEvents(AbstractHook):
         status = resp.command_status
         if status == SmppCommandStatus.ESME_ROK and isinstance(resp, SubmitSmResp):
             if row is not None:
-                self._sink.submitted(row, resp.message_id)
+                self._sink.submitted(row_id, row, resp.message_id)
             self._queue.done(row_id)
         elif status in _THROTTLED:
             self._queue.again(row_id, throttled=True)

@@ -161,11 +161,18 @@ class LegacyGateway(GatewayProcess):
 
     # SMPP events (SmsSink) ---------------------------------------------------------
 
-    def submitted(self, row: dict[str, Any], smsc_message_id: str) -> None:
-        """Keep the report route of an accepted SMS that asked for a receipt."""
+    def submitted(self, row_id: int, row: dict[str, Any], smsc_message_id: str) -> None:
+        """Keep the report route of an accepted SMS that asked for a receipt.
+
+        Under the outbox row id (what the library's correlation gives a
+        receipt) and under the SMSC message id (what a receipt names after a
+        gateway restart, when that correlation is gone).
+        """
         if row.get("report") and "msgId" in row:
             outbox = self.runtime.box
-            outbox.remember(f"smsc:{smsc_message_id}", row, _ROUTE_TTL)
+            route = {**row, "smscId": smsc_message_id, "rowId": row_id}
+            outbox.remember(f"rcpt:{row_id}", route, _ROUTE_TTL)
+            outbox.remember(f"smsc:{smsc_message_id}", route, _ROUTE_TTL)
 
     def refused(self, row: dict[str, Any], reason: str) -> None:
         """The SMSC refused the SMS for good: a failure report if one was asked."""
@@ -180,13 +187,19 @@ class LegacyGateway(GatewayProcess):
 
     def receipt(self, log_id: str, smsc_message_id: str, stat: str) -> None:
         """A delivery receipt → DeliveryStatusReport for the original sender."""
+        if stat in {"ENROUTE", "ACCEPTD"}:
+            return  # intermediate
         outbox = self.runtime.box
-        row = outbox.recall(f"smsc:{smsc_message_id}", forget=stat != "ENROUTE")
+        row = None
+        if log_id.isdigit():
+            row = outbox.recall(f"rcpt:{log_id}", forget=True)
+        if row is None:
+            row = outbox.recall(f"smsc:{smsc_message_id}", forget=True)
         if row is None:
             log.info("receipt %s (%s) for no known message", smsc_message_id, stat)
             return
-        if stat in {"ENROUTE", "ACCEPTD"}:
-            return  # intermediate
+        outbox.recall(f"smsc:{row['smscId']}", forget=True)
+        outbox.recall(f"rcpt:{row['rowId']}", forget=True)
         delivered = stat == "DELIVRD"
         cause = (
             None
