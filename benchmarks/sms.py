@@ -139,6 +139,21 @@ async def _gen_main(http: str, ues: list[str], args: Any) -> dict[str, Any]:
     return state
 
 
+def _start_smsc(node: str, port: int, procs: list[subprocess.Popen[str]]) -> Counter:
+    """The npm SMSC on ``port`` (added to ``procs``), once it listens."""
+    proc = subprocess.Popen(
+        [node, str(SMSC_JS), str(port)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    procs.append(proc)
+    counter = Counter(proc)
+    counter.wait('"listening"')
+    return counter
+
+
 def l3g_uri(http: str) -> str:
     """The gateway's MSGG_L3GDelivery root, as registered with the server."""
     url = f"{http}/msgs-gwregistration/v1/registrations/l3g-1"
@@ -165,16 +180,7 @@ def _drain_phase(
             }
             resp = client.post(f"{api}/deliver-message", json=body)
             assert resp.status_code == 204, resp.text
-    again = subprocess.Popen(
-        [node, str(SMSC_JS), str(port)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    procs.append(again)
-    counter = Counter(again)
-    counter.wait('"listening"')
+    counter = _start_smsc(node, port, procs)
     counter.wait('"bind"', timeout=60)
     start = time.perf_counter()
     deadline = start + args.drain
@@ -219,16 +225,8 @@ def main() -> None:
             timeout=10,
         )
         assert reg.status_code == 201, reg.text
-        smsc = subprocess.Popen(
-            [node, str(SMSC_JS), str(smsc_port)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        procs.append(smsc)
-        counter = Counter(smsc)
-        counter.wait('"listening"')
+        counter = _start_smsc(node, smsc_port, procs)
+        smsc = procs[-1]
         ues = [f"legacy-{i:05d}" for i in range(args.ues)]
         ues_file = tmp / "ues.csv"
         ues_file.write_text(

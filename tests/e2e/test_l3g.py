@@ -60,6 +60,13 @@ def l3g(server: RestServer, smsc: Smsc, tmp_path: Path, *args: str) -> Lines:
     return out
 
 
+def send_texts(server: RestServer, *texts: str) -> None:
+    """A2P from as1 to the Legacy UE, one message per text (msgId = the text)."""
+    for text in texts:
+        ack = as_send(server, "--to", LEGACY, "--text", text, "--msg-id", text)
+        assert ack["status"] == 200, ack
+
+
 def test_a2p_to_legacy_ue_is_a_concatenated_sms_and_its_receipt_a_report(
     server: RestServer, smsc: Smsc, tmp_path: Path
 ) -> None:
@@ -136,11 +143,7 @@ def test_smsc_down_for_10_s_loses_nothing(
     port = smsc.port
     try:
         smsc.stop()
-        for n in range(3):
-            ack = as_send(
-                server, "--to", LEGACY, "--text", f"m{n}", "--msg-id", f"d{n}"
-            )
-            assert ack["status"] == 200, ack
+        send_texts(server, "m0", "m1", "m2")
         # the gateway acknowledged them (stored); the SMSC stays away 10 s
         time.sleep(10)
         again = Smsc(port=port)
@@ -220,11 +223,7 @@ def test_gateway_kill_9_with_sms_queued_loses_nothing(
     port = smsc.port
     try:
         smsc.stop()
-        for n in range(2):
-            ack = as_send(
-                server, "--to", LEGACY, "--text", f"k{n}", "--msg-id", f"k{n}"
-            )
-            assert ack["status"] == 200, ack
+        send_texts(server, "k0", "k1")
         # both reached the gateway's outbox once the server's POSTs were answered
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and _outbox_rows(tmp_path) < 2:
