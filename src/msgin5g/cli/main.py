@@ -30,6 +30,7 @@ from msgin5g.cli.cluster import add_cluster_parser
 from msgin5g.cli.common import add_storage, missing_extra
 from msgin5g.cli.group import add_group_parser
 from msgin5g.cli.mqtt import add_mqtt_parser
+from msgin5g.cli.msgg import add_msgg_parsers
 from msgin5g.cli.topic import add_topic_parser
 from msgin5g.cli.ue_file import IMPORT_EXPORT, add_import_export
 from msgin5g.errors import ConfigError, MSGin5GError, StorageConflict
@@ -51,6 +52,8 @@ Device side:   msgin5g ue register|deregister    register a UE with a server
 AS side:       msgin5g as add                    provision an AS's OAuth2 client
                msgin5g as register|deregister    AS registration (TS 29.538 REST)
                msgin5g as send|listen            A2P message; AS simulator (P2A)
+Gateways:      msgin5g l3g                       Legacy 3GPP Message Gateway (SMPP)
+               msgin5g n3g                       Non-3GPP Message Gateway (MQTT)
 
 Configuration: --config FILE (TOML), MSGIN5G_* environment variables, options.
 """
@@ -256,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     gateway_cli.add_gateway_parser(commands)
     asapp.add_parser(commands)
+    add_msgg_parsers(commands)
     add_group_parser(commands)
     add_area_parser(commands)
     add_topic_parser(commands)
@@ -390,6 +394,10 @@ def _run(args: argparse.Namespace) -> int:
     logsafe.install(args.log_level or "WARNING", json_lines=args.log_format == "json")
     if args.command == "gateway":
         return gateway_cli.run_gateway(args)
+    if args.command in {"l3g", "n3g"}:
+        from msgin5g.cli.msgg_run import run_msgg
+
+        return run_msgg(args)
     if args.command == "doctor":
         from msgin5g.cli.doctor import run_doctor
 

@@ -89,12 +89,15 @@ SCOPES = (
     "msgs-topicsub",
     "msgg-bgdelivery",
     "ss-gm",
+    "msgs-gwregistration",
 )
 """OAuth2 scopes (RFC 6749 §3.3): one per API, named after its path segment."""
 
 ROLE_SCOPES: dict[str, frozenset[str]] = {
-    ROLE_AS: frozenset(SCOPES),
-    ROLE_GATEWAY: frozenset({"msgs-msgdelivery", "msgg-bgdelivery"}),
+    ROLE_AS: frozenset(SCOPES) - {"msgs-gwregistration"},
+    ROLE_GATEWAY: frozenset(
+        {"msgs-msgdelivery", "msgg-bgdelivery", "msgs-gwregistration"}
+    ),
     ROLE_OPERATOR: frozenset(SCOPES),
     ROLE_PEER: frozenset({"msgs-msgdelivery"}),
 }

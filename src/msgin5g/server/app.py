@@ -39,7 +39,8 @@ from msgin5g.service.schedule import CommSchedule
 from msgin5g.storage import open_backend
 from msgin5g.storage.base import Backend
 from msgin5g.transports.coap import CoapTransport
-from msgin5g.transports.rest import HttpASDeliverer, RestTransport
+from msgin5g.transports.rest import RestTransport
+from msgin5g.transports.rest.msgg_client import HttpGatewayDeliverer
 from msgin5g.transports.rest.nef_client import HttpNefClient
 from msgin5g.transports.rest.peer_client import HttpPeerDeliverer
 from msgin5g.transports.rest.seal_client import SealGroupSource
@@ -93,7 +94,7 @@ class Server:
         group_source = self._group_source_for()
         if group_source is not None:
             stack.push_async_callback(group_source.aclose)
-        as_deliverer = HttpASDeliverer(
+        as_deliverer = HttpGatewayDeliverer(
             config.rest.delivery_timeout, TargetNetworks.from_config(config.rest)
         )
         stack.push_async_callback(as_deliverer.aclose)
@@ -126,6 +127,7 @@ class Server:
         stack.push_async_callback(service.aclose)
         self.service = service
         self._wire_network(stack, service)
+        service.delivery.set_gateway_deliverer(as_deliverer)
         await service.load()
         stack.push_async_callback(coap.aclose)
         if config.rest.enabled:

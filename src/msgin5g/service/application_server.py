@@ -22,6 +22,7 @@ from msgin5g.model.application import ASRegistration, as_key
 from msgin5g.model.messages import Msg, MsgResp
 from msgin5g.service.applications import ApplicationRegistry
 from msgin5g.service.delivery import DeliveryEngine
+from msgin5g.service.message_gateways import MessageGatewayRegistry
 from msgin5g.service.peers import Peers
 from msgin5g.service.registry import Registry
 from msgin5g.service.routing import Router
@@ -43,7 +44,10 @@ class ApplicationServers:
         delivery: DeliveryEngine,
         topics: TopicRegistry,
         router: Router,
+        *,
+        gateways: MessageGatewayRegistry | None = None,
     ) -> None:
+        self._gateways = gateways
         self._registry = registry
         self._applications = applications
         self._delivery = delivery
@@ -112,7 +116,8 @@ class ApplicationServers:
     async def submit_for_ue(self, msg: Msg, *, client: str | None = None) -> MsgResp:
         """A message a gateway sends on behalf of a UE (``/deliver-ue-message``).
 
-        The originating UE must be provisioned or registered. With OAuth2 the
+        The originating UE must be provisioned or registered, directly or by a
+        Message Gateway (:mod:`.message_gateways`). With OAuth2 the
         client must be a Message Gateway serving that UE (TS 23.554 §8.6), or
         the operator.
 
@@ -124,7 +129,10 @@ class ApplicationServers:
         if not self._applications.serves_ue(client, ue):
             raise NotAuthorized(f"client {client} does not serve UE {ue}")
         remote = self.peers is not None and self.peers.is_remote(ue)
-        if not remote and not await self._registry.is_known(ue):
+        represented = (
+            self._gateways is not None and self._gateways.gateway_of(ue) is not None
+        )
+        if not (remote or represented) and not await self._registry.is_known(ue):
             raise NotRegistered(
                 f"UE {ue} is unknown", cause=FailureCause.NOT_REGISTERED
             )

@@ -59,6 +59,13 @@ to ``delivery.as_retry_max`` (reset by a success or a new registration). Items
 stay stored meanwhile (durably, as every accepted item), so an AS that is down
 loses nothing; a restarted server resumes them like UE mailboxes.
 
+**Message Gateways** (digest §2.4, §2.10.2): a UE Service ID that an L3G or N3G
+registered (:mod:`.message_gateways`) and that has no direct registration keeps
+its mailbox under its own UE Service ID (report routes name it as the
+reporter) but is drained like an AS one: through the
+:class:`~msgin5g.service.ports.GatewayDeliverer` port to the gateway's
+``{apiRoot}``, with the same back-off timers (``delivery.as_retry_*``).
+
 No item is ever in two places: the storage row is the truth, the heap only a
 working copy, and ``seqs``/``done`` sets keep a reload from storage from
 duplicating an item that is queued or was just delivered.
@@ -76,7 +83,7 @@ independent. The procedures that *use* the engine live elsewhere
 import asyncio
 import heapq
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from functools import partial
 
 from msgin5g.config import DeliveryConfig
@@ -89,7 +96,15 @@ from msgin5g.model.registry import Contact, UERegistration
 from msgin5g.runtime import Clock, Supervisor, Timer
 from msgin5g.service.activity import Activity
 from msgin5g.service.applications import ApplicationRegistry
-from msgin5g.service.ports import ASDeliverer, Cluster, Deliverer, PeerLink, Watcher
+from msgin5g.service.message_gateways import MessageGatewayRegistry
+from msgin5g.service.ports import (
+    ASDeliverer,
+    Cluster,
+    Deliverer,
+    GatewayDeliverer,
+    PeerLink,
+    Watcher,
+)
 from msgin5g.service.quotas import Quotas
 from msgin5g.service.registry import Registry
 from msgin5g.service.segments import SegmentService
@@ -135,6 +150,7 @@ class DeliveryEngine:
         as_deliverer: ASDeliverer | None = None,
         quotas: Quotas | None = None,
         cluster: Cluster | None = None,
+        gateways: MessageGatewayRegistry | None = None,
     ) -> None:
         self._backend = backend
         self._cluster = cluster
@@ -142,6 +158,11 @@ class DeliveryEngine:
         self._peers: PeerLink | None = None
         self._watchers: list[Watcher] = []
         self._held: set[str] = set()
+        self._gateways = (
+            gateways if gateways is not None else MessageGatewayRegistry(clock)
+        )
+        self._gateways.listeners.append(self.on_gateway_registered)
+        self._gateway_deliverer: GatewayDeliverer | None = None
         self.quotas = quotas if quotas is not None else Quotas()
         self._deliverer = deliverer
         self._registry = registry
@@ -263,20 +284,34 @@ class DeliveryEngine:
         """Whether :meth:`hold` is in force for the UE."""
         return ue_service_id in self._held
 
-    def _remote(self, key: str) -> bool:
+    def _peer(self, key: str) -> bool:
         return self._peers is not None and self._peers.is_remote(key)
 
     def _waiting(self, recipient: str, urgent: bool) -> None:
         for watcher in self._watchers:
             watcher.waiting(recipient, urgent)
 
+    def set_gateway_deliverer(self, deliverer: GatewayDeliverer) -> None:
+        """Attach the port that reaches Message Gateways (composition root)."""
+        self._gateway_deliverer = deliverer
+
     def _is_registered(self, key: str) -> bool:
         as_id = as_of_key(key)
         if as_id is None:
-            if self._remote(key):
+            if self._peer(key):
                 return True
-            return self._registry.get(key) is not None
+            return (
+                self._registry.get(key) is not None
+                or self._gateways.gateway_of(key) is not None
+            )
         return self._applications.get(as_id) is not None
+
+    def via_gateway(self, key: str) -> bool:
+        """Whether ``key`` is a UE reached through a Message Gateway now."""
+        return (
+            self._registry.get(key) is None
+            and self._gateways.gateway_of(key) is not None
+        )
 
     def pending_in_memory(self) -> int:
         """Items queued in mailboxes (diagnostics)."""
@@ -499,7 +534,20 @@ class DeliveryEngine:
 
     def on_as_registered(self, as_service_id: str) -> None:
         """An AS registered: deliver what is stored for it, without back-off."""
-        key = as_key(as_service_id)
+        self._remote_back(as_key(as_service_id))
+
+    def on_gateway_registered(self, ue_service_ids: Iterable[str]) -> None:
+        """A Message Gateway (re-)registered UEs: deliver what waits for them.
+
+        Only UEs with stored items or a failed delivery are woken: a gateway
+        refreshes its whole list every few minutes.
+        """
+        waiting = self._backlog | self._unreachable
+        for ue in ue_service_ids:
+            if ue in waiting and self._registry.get(ue) is None:
+                self._remote_back(ue)
+
+    def _remote_back(self, key: str) -> None:
         self._as_failures.pop(key, None)
         timer = self._as_timers.pop(key, None)
         if timer is not None:
@@ -700,7 +748,7 @@ class DeliveryEngine:
 
     async def _drain_loop(self, recipient: str, mailbox: _Mailbox) -> None:
         as_id = as_of_key(recipient)
-        if as_id is not None or self._remote(recipient):
+        if as_id is not None or self._peer(recipient) or self.via_gateway(recipient):
             await self._drain_as(recipient, as_id, mailbox)
             return
         while await self._has_work(recipient, mailbox):
@@ -832,8 +880,9 @@ class DeliveryEngine:
     async def _drain_as(self, key: str, as_id: str | None, mailbox: _Mailbox) -> None:
         """Deliver an AS mailbox to its ``targetUri`` (digest §3.11).
 
-        With ``as_id`` None the key is a UE of a peer server (MSGin5G-8), sent
-        through :meth:`set_peers`' link with the same retries and back-off.
+        With ``as_id`` None: a UE of a peer server (MSGin5G-8, through
+        :meth:`set_peers`' link) or a UE represented by a Message Gateway; the
+        same retries and back-off as for an AS.
         """
         while True:
             if not mailbox.heap:
@@ -842,7 +891,8 @@ class DeliveryEngine:
                 await self._load(key, mailbox)
                 if not mailbox.heap:
                     return
-            if as_id is not None and self._as_target(as_id) is None:
+            send = self._remote(key, as_id)
+            if send is None:
                 await self._park(key, mailbox, FailureCause.RECIPIENT_NOT_REGISTERED)
                 return
             _, seq, item = heapq.heappop(mailbox.heap)
@@ -850,7 +900,7 @@ class DeliveryEngine:
                 mailbox.seqs.discard(seq)
                 continue
             try:
-                await self._send_out(key, as_id, item.item)
+                await send(item.item)
             except RecipientUnreachable as exc:
                 heapq.heappush(mailbox.heap, (item.priority, seq, item))
                 await self._park(key, mailbox, FailureCause.RECIPIENT_NOT_REACHABLE)
@@ -869,21 +919,33 @@ class DeliveryEngine:
             self._finish(mailbox, seq, item)
             self.delivered += 1
 
-    def _as_target(self, as_id: str) -> str | None:
-        registration = self._applications.get(as_id)
-        return None if registration is None else registration.target_uri
+    def _remote(
+        self, key: str, as_id: str | None
+    ) -> Callable[[Msg | Imdn], Awaitable[None]] | None:
+        """How to push to an AS, a peer server's UE or a gateway-represented UE.
 
-    async def _send_out(self, key: str, as_id: str | None, item: Msg | Imdn) -> None:
-        """One POST to an AS's ``targetUri`` or (``as_id`` None) to a peer server."""
+        None: not registered (any more).
+        """
         if as_id is None:
-            if self._peers is None:
-                raise RecipientUnreachable("no link towards peer servers")
-            await self._peers.deliver_to_peer(key, item)
-            return
-        target = self._as_target(as_id)
-        if target is None or self._as_deliverer is None:
-            raise RecipientUnreachable("no HTTP client towards ASs")
-        await self._as_deliverer.deliver_to_as(target, item)
+            if self._peer(key):
+                assert self._peers is not None  # noqa: S101 - _peer checked it
+                return partial(self._peers.deliver_to_peer, key)
+            gateway = self._gateways.gateway_of(key)
+            if gateway is None or self._registry.get(key) is not None:
+                return None
+            if self._gateway_deliverer is None:
+                return _unreachable("no HTTP client towards Message Gateways")
+            return partial(
+                self._gateway_deliverer.deliver_to_gateway,
+                gateway.kind.value,
+                gateway.api_root,
+            )
+        registration = self._applications.get(as_id)
+        if registration is None or registration.target_uri is None:
+            return None
+        if self._as_deliverer is None:
+            return _unreachable("no HTTP client towards ASs")
+        return partial(self._as_deliverer.deliver_to_as, registration.target_uri)
 
     def _schedule_as_retry(self, key: str) -> float:
         failures = self._as_failures.get(key, 0)
@@ -988,6 +1050,13 @@ class DeliveryEngine:
                 await self.sweep_once()
             except Exception:
                 log.exception("sweeper failed; retrying next interval")
+
+
+def _unreachable(reason: str) -> Callable[[Msg | Imdn], Awaitable[None]]:
+    async def send(item: Msg | Imdn) -> None:
+        raise RecipientUnreachable(reason)
+
+    return send
 
 
 def _estimate(item: Msg | Imdn) -> int:

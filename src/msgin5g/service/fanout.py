@@ -200,6 +200,8 @@ class FanOut:
                 return None
             return not self._delivery.is_unreachable(recipient), False, True
         registration = self._registry.get(recipient)
+        if registration is None and self._delivery.via_gateway(recipient):
+            return not self._delivery.is_unreachable(recipient), False, True
         if registration is None:
             if not await self._registry.is_known(recipient):
                 return None

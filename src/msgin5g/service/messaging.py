@@ -60,6 +60,7 @@ from msgin5g.service.dedup import Deduplicator
 from msgin5g.service.delivery import DeliveryEngine
 from msgin5g.service.fanout import FanOut
 from msgin5g.service.groups import GroupRegistry, GroupSource
+from msgin5g.service.message_gateways import MessageGatewayRegistry
 from msgin5g.service.nef import Reachability
 from msgin5g.service.peers import Peers
 from msgin5g.service.ports import ASDeliverer, Cluster, Deliverer
@@ -147,6 +148,7 @@ class MessagingService:
             gap_timer=config.reassembly_gap_timer,
             timeout=config.reassembly_timeout,
         )
+        self.gateways = gateways = MessageGatewayRegistry(clock)
         self.delivery = delivery = DeliveryEngine(
             backend,
             deliverer,
@@ -159,6 +161,7 @@ class MessagingService:
             as_deliverer=as_deliverer,
             quotas=self.quotas,
             cluster=cluster,
+            gateways=gateways,
         )
         self.cluster_events = (
             None
@@ -203,11 +206,13 @@ class MessagingService:
         )
         stored = StoredMessages(backend, clock, config, registry, delivery)
         servers = ApplicationServers(
-            registry, applications, delivery, self.topics, router
+            registry, applications, delivery, self.topics, router, gateways=gateways
         )
         # the procedures, by their historical names (bound methods, no wrappers)
-        self.register = registrations.register
-        self.deregister = registrations.deregister
+        self.register, self.deregister = (
+            registrations.register,
+            registrations.deregister,
+        )
         self.bulk_register = registrations.bulk_register
         self.bulk_deregister = registrations.bulk_deregister
         self.submit = router.submit
@@ -222,10 +227,14 @@ class MessagingService:
         self.unsubscribe_as = subscriptions.unsubscribe_as
         self.topics_of_as = subscriptions.topics_of_as
         self.update_stored = stored.update_stored
-        self.register_as = servers.register_as
-        self.deregister_as = servers.deregister_as
-        self.submit_from_as = servers.submit_from_as
-        self.submit_for_ue = servers.submit_for_ue
+        self.register_as, self.deregister_as = (
+            servers.register_as,
+            servers.deregister_as,
+        )
+        self.submit_from_as, self.submit_for_ue = (
+            servers.submit_from_as,
+            servers.submit_for_ue,
+        )
         self._servers = servers
         self.peers: Peers | None = None
         self.nef: Reachability | None = None

@@ -5,7 +5,8 @@ transport does for UEs whose contact is an MQTT contact, and the server hands
 the service one ``BindingDeliverer`` over both) and
 :class:`TopicNotifier` (Observe-form topic subscribers, digest §3.13.4); the
 REST transport's HTTP client implements :class:`ASDeliverer` (towards
-Application Servers, digest §3.11); tests use recording fakes.
+Application Servers, digest §3.11) and :class:`GatewayDeliverer` (towards
+Legacy 3GPP / Non-3GPP Message Gateways, digest §2.10.2); tests use recording fakes.
 
 Time is not a port of its own: every service component takes the run-time
 :class:`~msgin5g.runtime.Clock` (``now``, ``monotonic``, ``sleep``,
@@ -28,6 +29,7 @@ __all__ = [
     "Cluster",
     "ClusterListener",
     "Deliverer",
+    "GatewayDeliverer",
     "PeerLink",
     "SystemClock",
     "TopicNotifier",
@@ -78,6 +80,26 @@ class ASDeliverer(Protocol):
         Raises:
             RecipientUnreachable: connection failure, timeout, 408/429 or 5xx;
                 the item is retried with back-off.
+            DeliveryRejected: any other 4xx; retrying is futile.
+        """
+        ...
+
+
+class GatewayDeliverer(Protocol):
+    """Pushes a message or report to a Legacy 3GPP / Non-3GPP Message Gateway."""
+
+    async def deliver_to_gateway(
+        self, kind: str, api_root: str, item: Msg | Imdn
+    ) -> None:
+        """POST ``item`` to the gateway's ``MSGG_L3GDelivery`` / ``MSGG_N3GDelivery``.
+
+        ``kind`` is ``"L3G"`` or ``"N3G"``; a message goes to
+        ``{api_root}/msgg-l3gdelivery/v1/deliver-message`` (or ``n3g``), a
+        report to ``.../deliver-report``. Returns when the gateway answered 2xx.
+
+        Raises:
+            RecipientUnreachable: connection failure, timeout, 408/429 or 5xx;
+                retried with back-off.
             DeliveryRejected: any other 4xx; retrying is futile.
         """
         ...

@@ -12,9 +12,10 @@ the way down and never back:
 1. :meth:`Router.submit_deduplicated`: duplicate detection by (originator,
    messageId) (:mod:`.dedup`) and the originator's submission rate
    (:mod:`.quotas`);
-2. :meth:`Router.route`: by the recipient member of the message, to one UE, one
-   AS (P2A: a mailbox keyed ``as/<AS Service ID>``), a topic, a group or a
-   broadcast area;
+2. :meth:`Router.route`: by the recipient member of the message, to one UE
+   (registered directly, or a Legacy 3GPP / Non-3GPP UE behind the Message
+   Gateway that registered it, :mod:`.message_gateways`), one AS (P2A: a
+   mailbox keyed ``as/<AS Service ID>``), a topic, a group or a broadcast area;
 3. one recipient: :meth:`Router._enqueue` stores the item (with its
    duplicate-detection record and report route, in one transaction) and hands
    it to the :class:`~msgin5g.service.delivery.DeliveryEngine`; several:
@@ -229,6 +230,12 @@ class Router:
         if peers is not None and peers.is_remote(recipient):
             return await self._to_peer(msg, recipient, now)
         registration = self._registry.get(recipient)
+        if registration is None and self._delivery.via_gateway(recipient):
+            # a Legacy 3GPP / Non-3GPP UE behind its Message Gateway (§2.10.2)
+            online = not self._delivery.is_unreachable(recipient)
+            return await self._enqueue(
+                msg, recipient, now, online=online, refuses=False
+            )
         if registration is None and not await self._registry.is_known(recipient):
             domain = None if peers is None else peers.unknown_domain(recipient)
             if domain is not None:

@@ -54,6 +54,7 @@ from msgin5g.transports.rest import (
     console,
     msgg_bgdelivery,
     msgs_asregistration,
+    msgs_gwregistration,
     msgs_msgdelivery,
     msgs_topicsub,
     nef_callbacks,
@@ -174,6 +175,7 @@ def create_app(service: MessagingService, config: RestConfig) -> FastAPI:
     app.include_router(msgs_msgdelivery.router(ctx))
     app.include_router(ss_gm.router(ctx))
     app.include_router(msgg_bgdelivery.router(ctx))
+    app.include_router(msgs_gwregistration.router(ctx))
     app.include_router(msgs_topicsub.router(ctx))
     app.include_router(ops_router(ctx, ops))
     if service.nef is not None:  # docs/nef.md

@@ -42,6 +42,7 @@ _APIS = frozenset(
         "ss-gm",
         "msgg-bgdelivery",
         "msgs-topicsub",
+        "msgs-gwregistration",
         "oauth2",
     }
 )

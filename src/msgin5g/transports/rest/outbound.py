@@ -70,6 +70,16 @@ class HttpASDeliverer:
             body = report_from_imdn(item).model_dump_json(
                 by_alias=True, exclude_none=True
             )
+        await self.post(url, body)
+
+    async def post(self, url: str, body: str) -> None:
+        """POST the JSON ``body`` to ``url``, pinned to a checked address.
+
+        Raises:
+            RecipientUnreachable: connection error, timeout, 408/425/429, 5xx.
+            DeliveryRejected: another 4xx, or an address outside
+                ``rest.target_networks``.
+        """
         target, headers, extensions = await self._pinned(url)
         try:
             response = await self._client.post(
