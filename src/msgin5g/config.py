@@ -472,9 +472,7 @@ class ClusterConfig:
 
     def __post_init__(self) -> None:
         if self.node_id and not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", self.node_id):
-            raise ConfigError(
-                "cluster.node_id: 1-64 letters, digits, '-' or '_'"
-            )
+            raise ConfigError("cluster.node_id: 1-64 letters, digits, '-' or '_'")
         if not 1.0 <= self.lease <= 3600.0:
             raise ConfigError("cluster.lease: between 1 and 3600 seconds")
         if not 0 <= self.workers <= 256:

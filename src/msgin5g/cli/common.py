@@ -52,7 +52,8 @@ def server_config(args: argparse.Namespace) -> "ServerConfig":
     """The server configuration: ``--config``, ``MSGIN5G_*``, then the options.
 
     Options read when the command has them: ``--set SECTION.KEY=VALUE``
-    (repeatable), ``--coap``, ``--http``, ``--storage`` and ``--log-level``.
+    (repeatable), ``--coap``, ``--http``, ``--storage``, ``--log-level``,
+    ``--workers`` and ``--node-id``.
 
     Raises:
         ConfigError: unreadable file, unknown key, invalid value or ``--set``.
@@ -71,6 +72,8 @@ def server_config(args: argparse.Namespace) -> "ServerConfig":
         ("http", "rest.bind"),
         ("storage", "storage.url"),
         ("log_level", "log.level"),
+        ("workers", "cluster.workers"),
+        ("node_id", "cluster.node_id"),
     ):
         value = getattr(args, option, None)
         if value:

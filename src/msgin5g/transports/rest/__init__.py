@@ -37,6 +37,7 @@ class RestTransport:
             self.config.server,
             header_timeout=self.config.header_timeout,
             max_connections=self.config.max_connections,
+            reuse_port=self.config.reuse_port,
         )
         await server.start()
         self._server = server
