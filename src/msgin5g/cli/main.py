@@ -26,6 +26,7 @@ from msgin5g import logsafe
 from msgin5g.cli import asapp
 from msgin5g.cli import gateway as gateway_cli
 from msgin5g.cli.area import add_area_parser
+from msgin5g.cli.cluster import add_cluster_parser
 from msgin5g.cli.common import add_storage, missing_extra
 from msgin5g.cli.group import add_group_parser
 from msgin5g.cli.topic import add_topic_parser
@@ -252,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_group_parser(commands)
     add_area_parser(commands)
     add_topic_parser(commands)
+    add_cluster_parser(commands)
     ue = commands.add_parser("ue", help="provision UEs, or act as a UE")
     ue_commands = ue.add_subparsers(dest="ue_command", required=True, metavar="ACTION")
 
@@ -383,6 +385,10 @@ def _run(args: argparse.Namespace) -> int:
         from msgin5g.cli.serve import run_as
 
         return asyncio.run(run_as(args))
+    if args.command == "cluster":
+        from msgin5g.cli.cluster import run_cluster
+
+        return asyncio.run(run_cluster(args))
     if args.command in {"group", "area", "topic"}:
         from msgin5g.cli import area, group, topic
 

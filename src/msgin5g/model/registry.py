@@ -28,6 +28,8 @@ class UERegistration(msgspec.Struct, frozen=True, gc=False):
             registration); downlink then goes to the gateway's current contact.
         cell_id: serving cell reported in ``ueLocation`` (broadcast areas).
         tracking_area_id: tracking area reported in ``ueLocation``.
+        node: the cluster node that holds this registration and so owns the
+            UE's CoAP contact (``""``: a single process, docs/cluster.md).
     """
 
     ue_service_id: str
@@ -40,3 +42,4 @@ class UERegistration(msgspec.Struct, frozen=True, gc=False):
     gateway: str | None = None
     cell_id: str | None = None
     tracking_area_id: str | None = None
+    node: str = ""

@@ -20,11 +20,12 @@ from functools import partial
 from prometheus_client import CollectorRegistry
 
 from msgin5g.config import ServerConfig
-from msgin5g.errors import MSGin5GError
+from msgin5g.errors import ConfigError, MSGin5GError
 from msgin5g.runtime import Clock
 from msgin5g.server.metrics import CONTENT_TYPE, ServerCollector, render
 from msgin5g.service.applications import TargetNetworks
 from msgin5g.service.messaging import MessagingService
+from msgin5g.service.ports import Cluster
 from msgin5g.storage import open_backend
 from msgin5g.storage.base import Backend
 from msgin5g.transports.coap import CoapTransport
@@ -81,6 +82,7 @@ class Server:
         )
         stack.push_async_callback(as_deliverer.aclose)
         coap = CoapTransport(config.coap)
+        cluster = self._cluster_for(backend)
         service = MessagingService(
             backend,
             coap,
@@ -91,6 +93,7 @@ class Server:
             seal=config.seal,
             topics=config.topics,
             limits=config.limits,
+            cluster=cluster,
         )
         stack.push_async_callback(service.aclose)
         self.service = service
@@ -143,6 +146,33 @@ class Server:
             return None
 
         ops.checks.update({"storage": storage, "coap": coap_socket})
+
+    def _cluster_for(self, backend: Backend) -> Cluster | None:
+        """This node's cluster membership, when ``cluster.node_id`` is set."""
+        node_id = self.config.cluster.node_id
+        if not node_id:
+            return None
+        from msgin5g.storage.nats import NatsBackend, NatsCluster  # the nats extra
+
+        if not isinstance(backend, NatsBackend):
+            raise ConfigError("cluster.node_id needs storage.url = nats://...")
+
+        def describe() -> dict[str, object]:
+            service, coap, rest = self.service, self.coap, self.rest
+            info: dict[str, object] = {"stored_items": len(backend._entries)}
+            if service is not None:
+                info["registered_ues"] = service.registry.owned
+            if coap is not None:
+                host, port = coap.local_address[:2]
+                info["coap"] = f"{host}:{port}"
+            if rest is not None and rest.local_address is not None:
+                host, port = rest.local_address[:2]
+                info["http"] = f"{host}:{port}"
+            return info
+
+        return NatsCluster(
+            backend, node_id, lease=self.config.cluster.lease, describe=describe
+        )
 
     def _group_source_for(self) -> SealGroupSource | None:
         """The external SEAL group management server, when configured."""

@@ -163,6 +163,18 @@ class ApplicationRegistry:
     def __len__(self) -> int:
         return len(self._by_as)
 
+    async def refresh(self, as_service_id: str) -> None:
+        """Re-read one AS registration another cluster node changed."""
+        stored = await self._backend.get_record(
+            AS_REGISTRATION_KIND, as_service_id, ASRegistration
+        )
+        held = self._by_as.pop(as_service_id, None)
+        if held is not None:
+            self._by_id.pop(held.registration_id, None)
+        if stored is not None:
+            self._by_as[as_service_id] = stored
+            self._by_id[stored.registration_id] = stored
+
     def get(self, as_service_id: str) -> ASRegistration | None:
         """The registration of an AS Service ID, or None."""
         return self._by_as.get(as_service_id)

@@ -88,7 +88,7 @@ from msgin5g.model.queue import QueuedItem, ReportRoute
 from msgin5g.model.registry import Contact, UERegistration
 from msgin5g.runtime import Clock, Supervisor, Timer
 from msgin5g.service.applications import ApplicationRegistry
-from msgin5g.service.ports import ASDeliverer, Deliverer
+from msgin5g.service.ports import ASDeliverer, Cluster, Deliverer
 from msgin5g.service.quotas import Quotas
 from msgin5g.service.registry import Registry
 from msgin5g.service.segments import SegmentService
@@ -106,13 +106,14 @@ _DONE_CAP = 50_000
 
 
 class _Mailbox:
-    __slots__ = ("done", "heap", "more", "seqs", "task")
+    __slots__ = ("adopt", "done", "heap", "more", "seqs", "task")
 
     def __init__(self) -> None:
         self.heap: list[tuple[int, int, QueuedItem]] = []
         self.seqs: set[int] = set()
         self.done: set[int] = set()
         self.more = False
+        self.adopt = False  # cluster: look for items other nodes stored first
         self.task: asyncio.Task[None] | None = None
 
 
@@ -132,8 +133,11 @@ class DeliveryEngine:
         applications: ApplicationRegistry | None = None,
         as_deliverer: ASDeliverer | None = None,
         quotas: Quotas | None = None,
+        cluster: Cluster | None = None,
     ) -> None:
         self._backend = backend
+        self._cluster = cluster
+        self._node = "" if cluster is None else cluster.node_id
         self.quotas = quotas if quotas is not None else Quotas()
         self._deliverer = deliverer
         self._registry = registry
@@ -169,7 +173,7 @@ class DeliveryEngine:
         self._backlog.update(await self._backend.recipients_with_pending())
         self._last_retry = self._clock.now()
         for recipient in list(self._backlog):
-            if self._is_registered(recipient):
+            if self._is_registered(recipient) and self._remote_owner(recipient) is None:
                 self.wake(recipient)
         if sweeper:
             self._sweeper = self._tasks.spawn(self._sweep_loop(), name="sweeper")
@@ -199,8 +203,23 @@ class DeliveryEngine:
     # state queries -------------------------------------------------------------
 
     def is_unreachable(self, recipient: str) -> bool:
-        """Whether the last delivery to a registered recipient failed."""
-        return recipient in self._unreachable
+        """Whether the last delivery to a registered recipient failed.
+
+        In a cluster also when the node that owns the recipient is dead.
+        """
+        if recipient in self._unreachable:
+            return True
+        if self._cluster is None:
+            return False
+        owner = self._remote_owner(recipient)
+        return owner is not None and not self._cluster.is_alive(owner)
+
+    def _remote_owner(self, recipient: str) -> str | None:
+        """The other node that owns a UE recipient, or None (this node, or an AS)."""
+        if self._cluster is None:
+            return None
+        node = self._registry.owner_of(recipient)
+        return None if node is None or node == self._node else node
 
     def set_as_deliverer(self, as_deliverer: ASDeliverer) -> None:
         """Attach the port that reaches Application Servers (composition root)."""
@@ -334,6 +353,7 @@ class DeliveryEngine:
         message = item.item
         if (
             registration is None
+            or registration.node != self._node
             or registration.gateway is not None
             or not isinstance(message, Msg)
         ):
@@ -366,10 +386,23 @@ class DeliveryEngine:
         self._tasks.spawn(self.report_failure(item, cause), name="failure report")
 
     def on_uplink(self, ue_service_id: str) -> None:
-        """A registered UE sent something: it is reachable; deliver what waits."""
+        """A registered UE sent something: it is reachable; deliver what waits.
+
+        In a cluster, an uplink of a UE registered at another node means its
+        datagrams now reach this node (a load balancer or ``SO_REUSEPORT``
+        moved it): this node claims it and collects what other nodes stored.
+        """
+        if self._cluster is not None and self._remote_owner(ue_service_id):
+            self._tasks.spawn(self._claim(ue_service_id), name="cluster claim")
+            return
         if ue_service_id in self._unreachable or ue_service_id in self._backlog:
             self._unreachable.discard(ue_service_id)
             self.wake(ue_service_id)
+
+    async def _claim(self, ue_service_id: str) -> None:
+        if await self._registry.claim(ue_service_id) is not None:
+            log.info("%s now reaches this node: claimed", ue_service_id)
+            self.on_registered(ue_service_id)
 
     def on_moved(self, ue_service_id: str, old: Contact) -> None:
         """A UE re-registered from another address: stop waiting for the old one.
@@ -381,7 +414,15 @@ class DeliveryEngine:
         self._deliverer.abandon(old)
 
     def on_registered(self, ue_service_id: str) -> None:
-        """A UE (re-)registered: deliver what is stored for it."""
+        """A UE (re-)registered: deliver what is stored for it.
+
+        In a cluster, other nodes may have stored items for it while it was
+        elsewhere or unregistered: the mailbox first adopts them.
+        """
+        if self._cluster is not None:
+            self._unreachable.discard(ue_service_id)
+            self.wake(ue_service_id, adopt=True)
+            return
         self.on_uplink(ue_service_id)
 
     def on_as_registered(self, as_service_id: str) -> None:
@@ -394,12 +435,44 @@ class DeliveryEngine:
         self._unreachable.discard(key)
         self.wake(key)
 
-    def wake(self, recipient: str) -> None:
+    def wake(self, recipient: str, *, adopt: bool = False) -> None:
         """Load stored items of ``recipient`` and deliver them."""
         self._backlog.discard(recipient)
         mailbox = self._mailboxes.setdefault(recipient, _Mailbox())
         mailbox.more = True
+        mailbox.adopt = mailbox.adopt or adopt
         self._ensure_task(recipient, mailbox)
+
+    # cluster ---------------------------------------------------------------------
+
+    def on_handed(self, items: Sequence[QueuedItem]) -> None:
+        """Another node gave this one stored items (docs/cluster.md, hand-off)."""
+        for item in items:
+            self._stored(item)
+            if self._is_registered(item.recipient) and not self._remote_owner(
+                item.recipient
+            ):
+                self._push(item.recipient, item)
+            else:
+                self._backlog.add(item.recipient)
+
+    async def _hand_off(self, recipient: str, mailbox: _Mailbox, node: str) -> None:
+        """Give the mailbox's items to ``node``, which owns ``recipient``."""
+        assert self._cluster is not None  # noqa: S101 - only called in a cluster
+        while await self._has_work(recipient, mailbox):
+            entries, mailbox.heap = mailbox.heap, []
+            items = [entry for _, _, entry in sorted(entries)]
+            if not await self._cluster.hand_off(node, items):
+                for entry in entries:
+                    heapq.heappush(mailbox.heap, entry)
+                log.info("%s: its node %s does not answer; parking", recipient, node)
+                await self._park(
+                    recipient, mailbox, FailureCause.RECIPIENT_NOT_REACHABLE
+                )
+                return
+            for item in items:
+                mailbox.seqs.discard(item.seq)
+                self._unstored(item)
 
     async def forget(
         self, recipient: str, *, keep_stored: bool = False
@@ -510,6 +583,9 @@ class DeliveryEngine:
             mailbox.task = loop.create_task(self._drain(recipient, mailbox))
 
     async def _load(self, recipient: str, mailbox: _Mailbox) -> None:
+        if mailbox.adopt and self._cluster is not None:
+            mailbox.adopt = False
+            await self._cluster.adopt(recipient)
         mailbox.more = False
         items = await self._backend.pending_for(recipient, limit=_LOAD_BATCH)
         if len(items) == _LOAD_BATCH:
@@ -547,6 +623,9 @@ class DeliveryEngine:
             if target is None:
                 return
             registration, contact = target
+            if registration.node != self._node:
+                await self._hand_off(recipient, mailbox, registration.node)
+                continue
             _, seq, item = heapq.heappop(mailbox.heap)
             if item.expires_at <= self._clock.now():
                 mailbox.seqs.discard(seq)  # the sweeper reports and removes it

@@ -55,11 +55,12 @@ from msgin5g.runtime import Clock, Supervisor, SystemClock
 from msgin5g.service.application_server import ApplicationServers
 from msgin5g.service.applications import ApplicationRegistry
 from msgin5g.service.broadcast import BroadcastRegistry
+from msgin5g.service.cluster import ClusterEvents
 from msgin5g.service.dedup import Deduplicator
 from msgin5g.service.delivery import DeliveryEngine
 from msgin5g.service.fanout import FanOut
 from msgin5g.service.groups import GroupRegistry, GroupSource
-from msgin5g.service.ports import ASDeliverer, Deliverer
+from msgin5g.service.ports import ASDeliverer, Cluster, Deliverer
 from msgin5g.service.quotas import Quotas
 from msgin5g.service.registration import RegistrationOutcome, Registrations
 from msgin5g.service.registry import Registry
@@ -102,6 +103,7 @@ class MessagingService:
         seal: SealConfig | None = None,
         topics: TopicsConfig | None = None,
         limits: LimitsConfig | None = None,
+        cluster: Cluster | None = None,
     ) -> None:
         config = self.config = config or DeliveryConfig()
         clock = self.clock = clock or SystemClock()
@@ -111,6 +113,9 @@ class MessagingService:
         # state holders (bottom floor: only storage below them)
         self.quotas = Quotas(limits)
         self.registry = registry = Registry(backend, clock, config)
+        self.cluster = cluster
+        if cluster is not None:
+            registry.node = cluster.node_id
         self.applications = applications = ApplicationRegistry(backend, clock)
         self.topic_policy = TopicPolicy(backend, clock, topics, is_ue=registry.is_known)
         self.topics = TopicRegistry(
@@ -151,6 +156,19 @@ class MessagingService:
             applications=applications,
             as_deliverer=as_deliverer,
             quotas=self.quotas,
+            cluster=cluster,
+        )
+        self.cluster_events = (
+            None
+            if cluster is None
+            else ClusterEvents(
+                cluster,
+                registry=registry,
+                delivery=delivery,
+                applications=applications,
+                deliverer=deliverer,
+                tasks=self.tasks,
+            )
         )
         self.fanout = FanOut(registry, applications, delivery, config, self.dedup)
         # procedures (top floor)
@@ -221,6 +239,10 @@ class MessagingService:
         await self.registry.load()
         await self.topics.load()
         await self.applications.load()
+        if self.cluster is not None and self.cluster_events is not None:
+            # after the tables are loaded (the events update them), before
+            # delivery resumes (start-up keeps only this node's share)
+            await self.cluster.start(self.cluster_events)
 
     async def resume(self, *, sweeper: bool = True) -> None:
         """Resume delivery of stored items (once the deliverer can send)."""
@@ -229,6 +251,8 @@ class MessagingService:
 
     async def aclose(self) -> None:
         """Stop background work (stored items stay stored)."""
+        if self.cluster is not None:
+            await self.cluster.aclose()
         await self.delivery.aclose()
         await self.topics.aclose()
         await self.tasks.aclose()

@@ -12,13 +12,23 @@ service; tests hand in :class:`msgin5g.testing.ManualClock`.
 """
 
 import asyncio
+from collections.abc import Sequence
 from typing import Protocol
 
 from msgin5g.model.messages import DownlinkItem, Imdn, Msg, TopicUnsubResp
-from msgin5g.model.registry import Contact
+from msgin5g.model.queue import QueuedItem
+from msgin5g.model.registry import Contact, UERegistration
 from msgin5g.runtime import Clock, SystemClock
 
-__all__ = ["ASDeliverer", "Clock", "Deliverer", "SystemClock", "TopicNotifier"]
+__all__ = [
+    "ASDeliverer",
+    "Clock",
+    "Cluster",
+    "ClusterListener",
+    "Deliverer",
+    "SystemClock",
+    "TopicNotifier",
+]
 
 
 class Deliverer(Protocol):
@@ -99,4 +109,68 @@ class TopicNotifier(Protocol):
         A final NON 2.05 without Observe option (RFC 7641 §3.2) carrying
         ``body``; never raises.
         """
+        ...
+
+
+class Cluster(Protocol):
+    """This node's membership of a cluster sharing one storage (docs/cluster.md).
+
+    Implemented on NATS JetStream by :class:`msgin5g.storage.nats.NatsCluster`;
+    a single process has none (the service then owns every UE). A UE is owned
+    by the node that holds its registration (``UERegistration.node``); items
+    stored for it by another node are *handed off* to the owner, which delivers
+    them; a node whose lease ran out is dead and owns nothing.
+    """
+
+    node_id: str
+
+    async def start(self, listener: "ClusterListener") -> None:
+        """Join: heartbeat, watch registrations, records and nodes; serve hand-offs."""
+        ...
+
+    async def aclose(self) -> None:
+        """Leave the cluster (the lease of this node is withdrawn)."""
+        ...
+
+    def is_alive(self, node: str) -> bool:
+        """Whether ``node`` renewed its lease recently (this node always is)."""
+        ...
+
+    async def hand_off(self, node: str, items: Sequence[QueuedItem]) -> bool:
+        """Give stored ``items`` to their owner ``node`` (its ack): True if taken.
+
+        On success this node forgets the items (without deleting them); the
+        owner delivers and removes them. False: ``node`` did not answer; the
+        items stay this node's to deliver later or to expire.
+        """
+        ...
+
+    async def adopt(self, recipient: str) -> None:
+        """Make items other nodes stored for ``recipient`` visible to this node."""
+        ...
+
+
+class ClusterListener(Protocol):
+    """What the service does when the cluster tells it something."""
+
+    def on_handed(self, items: Sequence[QueuedItem]) -> None:
+        """Another node handed over stored items for UEs registered here."""
+        ...
+
+    def on_registration(
+        self, ue_service_id: str, stored: UERegistration | None
+    ) -> None:
+        """A registration changed in storage (any node, this one included)."""
+        ...
+
+    def keeps(self, recipient: str, writer: str) -> bool:
+        """Whether this node keeps an item stored by ``writer`` (start-up)."""
+        ...
+
+    def on_record(self, kind: str, key: str) -> None:
+        """A record (AS registration, group...) changed in storage."""
+        ...
+
+    def on_node_down(self, node: str) -> None:
+        """``node``'s lease ran out: its UEs are unreachable until they move."""
         ...

@@ -131,6 +131,11 @@ class Registry:
         self._lookups: dict[str, list[asyncio.Future[bytes | None]]] = {}
         self._lookup_busy = False
         self._lookup_tasks: set[asyncio.Task[None]] = set()
+        self.node = ""
+        """This node's ID in a cluster (``""``: single process); set once by the
+        service before :meth:`load`. Written into every registration made here."""
+        self.owned = 0
+        """Registrations held by this node (all of them in a single process)."""
 
     async def load(self) -> None:
         """Fill the routing table from the backend (start-up)."""
@@ -140,6 +145,8 @@ class Registry:
             self._registrations[registration.ue_service_id] = registration
             if registration.gateway is None:
                 self._by_source[registration.source] = registration.ue_service_id
+            if registration.node == self.node:
+                self.owned += 1
         log.info("loaded %d registrations", len(self._registrations))
 
     def __len__(self) -> int:
@@ -340,27 +347,85 @@ class Registry:
             tracking_area_id=(
                 reg.ue_location.tracking_area_id if reg.ue_location else None
             ),
+            node=self.node,
         )
         await self._backend.put_registration(registration)
-        previous = self._registrations.get(reg.ue_service_id)
-        new = previous is None
-        if previous is not None and self._by_source.get(previous.source) == (
-            reg.ue_service_id
-        ):
-            del self._by_source[previous.source]
-        self._registrations[reg.ue_service_id] = registration
-        if gateway is None:
-            self._by_source[source] = reg.ue_service_id
+        new = self._registrations.get(reg.ue_service_id) is None
+        self._set(registration)
         return registration, new
+
+    def _set(self, registration: UERegistration) -> None:
+        ue = registration.ue_service_id
+        previous = self._registrations.get(ue)
+        if previous is not None:
+            if self._by_source.get(previous.source) == ue:
+                del self._by_source[previous.source]
+            if previous.node == self.node:
+                self.owned -= 1
+        if registration.node == self.node:
+            self.owned += 1
+        self._registrations[ue] = registration
+        if registration.gateway is None:
+            self._by_source[registration.source] = ue
+
+    def _unset(self, ue_service_id: str) -> UERegistration | None:
+        previous = self._registrations.pop(ue_service_id, None)
+        if previous is None:
+            return None
+        if self._by_source.get(previous.source) == ue_service_id:
+            del self._by_source[previous.source]
+        if previous.node == self.node:
+            self.owned -= 1
+        return previous
+
+    # cluster ------------------------------------------------------------------
+
+    def owner_of(self, ue_service_id: str) -> str | None:
+        """The node holding the UE's registration (``""`` single process), or None."""
+        registration = self._registrations.get(ue_service_id)
+        return None if registration is None else registration.node
+
+    def apply_stored(
+        self, ue_service_id: str, stored: UERegistration | None
+    ) -> tuple[UERegistration | None, UERegistration | None]:
+        """Follow a registration change another node (or this one) stored.
+
+        Events arrive in storage order, after this node's own in-memory change
+        for its own writes; a stored registration older than the one held is
+        ignored (``registered_at``), so a late echo of this node's earlier write
+        never undoes a newer one. ``stored=None``: the key is gone (the cluster
+        re-reads the key on a delete event, so a deletion followed by a new
+        registration arrives as that registration).
+
+        Returns:
+            (previous, current) as held in memory.
+        """
+        previous = self._registrations.get(ue_service_id)
+        if stored is None:
+            self._unset(ue_service_id)
+            return previous, None
+        if previous is not None and (
+            previous == stored or previous.registered_at > stored.registered_at
+        ):
+            return previous, previous
+        self._set(_shared(stored, {}))
+        return previous, self._registrations[ue_service_id]
+
+    async def claim(self, ue_service_id: str) -> UERegistration | None:
+        """Take over a UE registered at another node (its uplink now reaches here)."""
+        registration = self._registrations.get(ue_service_id)
+        if registration is None or registration.node == self.node:
+            return registration
+        claimed = msgspec.structs.replace(
+            registration, node=self.node, registered_at=self._clock.now()
+        )
+        await self._backend.put_registration(claimed)
+        self._set(claimed)
+        return claimed
 
     async def deregister(self, ue_service_id: str) -> bool:
         """Remove a registration; True if there was one."""
-        previous = self._registrations.pop(ue_service_id, None)
-        existed = previous is not None
-        if previous is not None and self._by_source.get(previous.source) == (
-            ue_service_id
-        ):
-            del self._by_source[previous.source]
+        existed = self._unset(ue_service_id) is not None
         await self._backend.delete_registration(ue_service_id)
         return existed
 

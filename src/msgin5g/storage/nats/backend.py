@@ -26,6 +26,7 @@ Failures:
 
 import asyncio
 import logging
+from collections import OrderedDict
 from typing import Final
 
 from nats.aio.client import Client
@@ -34,8 +35,8 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 from msgin5g.errors import StorageError
 from msgin5g.storage.nats.driver import NatsOptions, connect, map_driver_errors
+from msgin5g.storage.nats.handoff import HandOffQueue
 from msgin5g.storage.nats.kv import BUCKETS
-from msgin5g.storage.nats.queue import StreamQueue
 
 __all__ = ["NatsBackend"]
 
@@ -44,7 +45,7 @@ _log = logging.getLogger(__name__)
 _GENERATION_KEY: Final = "gen"
 
 
-class NatsBackend(StreamQueue):
+class NatsBackend(HandOffQueue):
     """Implementation of :class:`msgin5g.storage.base.Backend` on JetStream.
 
     Create with :func:`msgin5g.storage.open_backend` (``nats://`` URL) or from
@@ -72,6 +73,12 @@ class NatsBackend(StreamQueue):
         self._route_heap = []
         self._dedup_heap = []
         self._dedup_locks = {}
+        self._adopted = OrderedDict()
+        self.node = ""
+        """The cluster node writing through this backend (set by NatsCluster)."""
+        self.watch_from: dict[str, int] = {}
+        """Last sequence of the registration and record buckets read at start:
+        a cluster's watches resume after it (nothing written meanwhile is missed)."""
 
     def __repr__(self) -> str:
         return (
@@ -103,6 +110,9 @@ class NatsBackend(StreamQueue):
             self._js_client = client
             self._jsm = client.jsm()
             await self._create_schema()
+            for suffix in ("reg", "rec"):
+                info = await self._jsm.stream_info(f"KV_{self._prefix}_{suffix}")
+                self.watch_from[suffix] = info.state.last_seq
             await self._claim_generation()
             await self._rebuild_index()
             await self._load_kv_indexes()

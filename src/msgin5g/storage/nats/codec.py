@@ -58,6 +58,7 @@ H_SIZE: Final = "M5-Size"
 H_KIND: Final = "M5-Kind"
 H_MESSAGE_ID: Final = "M5-Mid"
 H_PAYLOAD: Final = "M5-Pid"
+H_NODE: Final = "M5-Node"
 H_MSG_ID: Final = "Nats-Msg-Id"
 
 
@@ -110,6 +111,7 @@ class ItemMeta(msgspec.Struct, gc=False):
         is_msg: True for a ``MSG``, False for an ``IMDN``.
         pid: seq of the shared fan-out payload, 0 if the body is the item's own.
         sseq: JetStream stream sequence of the message holding this item.
+        node: the cluster node that stored the item (``""``: a single process).
     """
 
     seq: int
@@ -122,6 +124,7 @@ class ItemMeta(msgspec.Struct, gc=False):
     is_msg: bool
     pid: int = 0
     sseq: int = 0
+    node: str = ""
 
 
 def encode_meta(meta: ItemMeta, msg_id: str | None = None) -> dict[str, str]:
@@ -137,6 +140,8 @@ def encode_meta(meta: ItemMeta, msg_id: str | None = None) -> dict[str, str]:
     }
     if meta.pid:
         headers[H_PAYLOAD] = str(meta.pid)
+    if meta.node:
+        headers[H_NODE] = meta.node
     if msg_id is not None:
         headers[H_MSG_ID] = msg_id
     return headers
@@ -155,6 +160,7 @@ def decode_meta(recipient: str, headers: dict[str, str], sseq: int) -> ItemMeta:
         is_msg=headers[H_KIND] == "M",
         pid=int(headers.get(H_PAYLOAD, "0")),
         sseq=sseq,
+        node=headers.get(H_NODE, ""),
     )
 
 

@@ -28,6 +28,7 @@ from msgin5g.model.messages import Msg
 from msgin5g.model.queue import QueuedItem, member_copy
 from msgin5g.storage.base import stored_size
 from msgin5g.storage.nats.codec import (
+    H_EXPIRES,
     H_PAYLOAD,
     ITEM_DECODER,
     ItemMeta,
@@ -51,13 +52,22 @@ def queue_order(meta: ItemMeta) -> tuple[int, int]:
 
 
 class Payload:
-    """A stored fan-out template: its stream sequence and how many items use it."""
+    """A stored fan-out template: its stream sequence and how many items use it.
 
-    __slots__ = ("refs", "sseq")
+    ``shared``: members of it are (or may be) held by other cluster nodes, so a
+    count of zero here does not mean nobody needs it; it is then deleted only
+    once ``expires_at`` (the members' expiry) has passed.
+    """
 
-    def __init__(self, sseq: int) -> None:
+    __slots__ = ("expires_at", "refs", "shared", "sseq")
+
+    def __init__(
+        self, sseq: int, *, expires_at: float = 0.0, shared: bool = False
+    ) -> None:
         self.sseq = sseq
         self.refs = 0
+        self.expires_at = expires_at
+        self.shared = shared
 
 
 class StreamIndex(KvStores):
@@ -79,6 +89,7 @@ class StreamIndex(KvStores):
     _early_removed: set[int]
     _to_delete: list[int]
     _deleter: "asyncio.Task[None] | None"
+    node: str
 
     # ---------------------------------------------------------------- helpers
 
@@ -125,8 +136,7 @@ class StreamIndex(KvStores):
             heapq.heapify(self._expiry)
         return meta
 
-    @staticmethod
-    def _meta_of(item: QueuedItem, pid: int = 0) -> ItemMeta:
+    def _meta_of(self, item: QueuedItem, pid: int = 0) -> ItemMeta:
         return ItemMeta(
             seq=item.seq,
             recipient=item.recipient,
@@ -137,6 +147,7 @@ class StreamIndex(KvStores):
             message_id=item.item.message_id,
             is_msg=isinstance(item.item, Msg),
             pid=pid,
+            node=self.node,
         )
 
     async def _js_request(self, subject: str, body: bytes) -> dict[str, Any]:
@@ -155,25 +166,33 @@ class StreamIndex(KvStores):
                 raise
         return raw.data or b""
 
-    async def _delete_sseqs(self, sseqs: Iterable[int]) -> None:
+    async def _delete_sseqs(self, sseqs: Iterable[int]) -> set[int]:
         """``STREAM.MSG.DELETE`` with ``no_erase`` (no overwrite of the old bytes).
 
         The default delete of ``nats-py`` securely erases (rewrites) the record,
         which costs several times the delete itself; the data is unreachable
         either way and its block is compacted by the server.
+
+        Returns:
+            The stream sequences this call deleted; the others were gone
+            already (another node or an earlier attempt removed them).
         """
         subject = f"$JS.API.STREAM.MSG.DELETE.{self._stream}"
 
-        async def delete(sseq: int) -> None:
+        async def delete(sseq: int) -> int:
             reply = await self._js_request(
                 subject, b'{"seq":%d,"no_erase":true}' % sseq
             )
             error = reply.get("error")
-            if error and error.get("err_code") not in _NOT_FOUND:
-                raise StorageError(f"nats: delete of message {sseq}: {error}")
+            if not error:
+                return sseq
+            if error.get("err_code") in _NOT_FOUND:
+                return 0
+            raise StorageError(f"nats: delete of message {sseq}: {error}")
 
         with map_driver_errors():
-            await asyncio.gather(*(delete(s) for s in sseqs))
+            deleted = await asyncio.gather(*(delete(s) for s in sseqs))
+        return {sseq for sseq in deleted if sseq}
 
     async def _load(self, metas: Sequence[ItemMeta]) -> list[QueuedItem]:
         """The items of ``metas`` (same order), bodies fetched by direct get."""
@@ -218,7 +237,12 @@ class StreamIndex(KvStores):
         return items
 
     async def _take(self, metas: list[ItemMeta]) -> list[QueuedItem]:
-        """Unindex, read and delete ``metas``; re-index them if reading fails."""
+        """Unindex, read and delete ``metas``; re-index them if reading fails.
+
+        Only the items this call deleted are returned: in a cluster several
+        nodes may hold the same item (docs/cluster.md, "Who removes an item"),
+        and the delete decides which one reports its expiry.
+        """
         for meta in metas:
             self._unindex(meta.seq)
         try:
@@ -227,8 +251,9 @@ class StreamIndex(KvStores):
             for meta in metas:
                 self._index(meta)
             raise
-        await self._delete_sseqs(m.sseq for m in metas)
-        return items
+        deleted = await self._delete_sseqs(m.sseq for m in metas)
+        taken = {m.seq for m in metas if m.sseq in deleted}
+        return [item for item in items if item.seq in taken]
 
     # ---------------------------------------------------------------- start-up
 
@@ -277,8 +302,10 @@ class StreamIndex(KvStores):
     ) -> None:
         parts = subject.split(".")
         try:
-            if parts[1:] == ["p"]:
-                self._payloads[int(headers[H_PAYLOAD])] = Payload(sseq)
+            if parts[1] == "p":  # <prefix>.p.<pid> (<prefix>.p before clusters)
+                self._payloads[int(headers[H_PAYLOAD])] = Payload(
+                    sseq, expires_at=float(headers.get(H_EXPIRES, "0"))
+                )
                 return
             meta = decode_meta(untoken(parts[2]), headers, sseq)
         except (IndexError, KeyError, ValueError, UnicodeDecodeError):

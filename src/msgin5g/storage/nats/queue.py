@@ -39,6 +39,7 @@ Durability:
 import asyncio
 import heapq
 import logging
+import time
 from collections.abc import Awaitable, Sequence
 
 import msgspec
@@ -49,6 +50,7 @@ from msgin5g.model.messages import Msg
 from msgin5g.model.queue import QueuedItem, ReportRoute
 from msgin5g.storage.base import DedupRecord
 from msgin5g.storage.nats.codec import (
+    H_EXPIRES,
     H_MSG_ID,
     H_PAYLOAD,
     H_SEQ,
@@ -186,8 +188,13 @@ class StreamQueue(StreamIndex):
         replaces: float | None,
     ) -> None:
         body = ITEM_ENCODER.encode(template)
-        subject = f"{self._prefix}.p"
-        payload_headers = {H_SEQ: str(pid), H_PAYLOAD: str(pid)}
+        subject = f"{self._prefix}.p.{pid}"
+        expires_at = max((item.expires_at for item in items), default=0.0)
+        payload_headers = {
+            H_SEQ: str(pid),
+            H_PAYLOAD: str(pid),
+            H_EXPIRES: repr(expires_at),
+        }
         first: PubAck | None = None
         if dedup is not None:
             # Payload first: a resend's members must refer to the payload stored
@@ -227,7 +234,7 @@ class StreamQueue(StreamIndex):
             raise next(r for r in results if isinstance(r, BaseException))
         if first is None:
             first, acks = acks[0], acks[1:]
-        self._payloads.setdefault(pid, Payload(first.seq))
+        self._payloads.setdefault(pid, Payload(first.seq, expires_at=expires_at))
         for meta, ack in zip(metas, acks, strict=True):
             if ack.duplicate:
                 continue
@@ -283,8 +290,17 @@ class StreamQueue(StreamIndex):
                 await asyncio.sleep(0.5)
 
     async def purge_payloads(self) -> int:
-        """Delete fan-out templates no stored item refers to; return how many."""
-        dead = [pid for pid, payload in self._payloads.items() if payload.refs <= 0]
+        """Delete fan-out templates no stored item refers to; return how many.
+
+        A template whose members other cluster nodes may hold (``shared``) is
+        kept until its members' expiry has passed.
+        """
+        now = time.time()
+        dead = [
+            pid
+            for pid, payload in self._payloads.items()
+            if payload.refs <= 0 and (not payload.shared or payload.expires_at < now)
+        ]
         sseqs = [self._payloads.pop(pid).sseq for pid in dead]
         await self._delete_sseqs(sseqs)
         return len(dead)
