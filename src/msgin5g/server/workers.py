@@ -142,6 +142,8 @@ class WorkerPlan:
     arguments: tuple[str, ...]
     """Global options, ``serve`` and the options the user typed (no per-worker ones)."""
     python: str = sys.executable
+    module: str = "msgin5g"
+    """What the workers run (``python -m module``; tests substitute a stand-in)."""
 
     def command(self, index: int, status_fd: int, lifeline_fd: int) -> list[str]:
         """The command line of worker ``index``."""
@@ -160,7 +162,7 @@ class WorkerPlan:
         if self.http is not None:
             per_worker[2:2] = ["--http", _hostport(*self.http)]
             per_worker += ["--set", "rest.reuse_port=true"]
-        return [self.python, "-m", "msgin5g", *self.arguments, *per_worker]
+        return [self.python, "-m", self.module, *self.arguments, *per_worker]
 
 
 def _free_udp(host: str, port: int) -> int:
@@ -543,6 +545,10 @@ class Supervisor:
                 )
             else:
                 log.warning("worker did not start again: %s", failure)
+
+    def stop(self) -> None:
+        """Stop as on SIGTERM (a second call kills the workers)."""
+        self._on_signal()
 
     def _on_signal(self) -> None:
         self._signals += 1
