@@ -17,7 +17,9 @@ events into changes of the service's state:
   uplink), nothing to do;
 * items another node hands over join the delivery engine's mailboxes;
 * an AS registration changed elsewhere is re-read, so every node's TS 29.538
-  API accepts A2P for it and delivers P2A to its current ``targetUri``.
+  API accepts A2P for it and delivers P2A to its current ``targetUri``; so is
+  a POST-form topic subscription, so a publication at any node reaches every
+  subscriber.
 """
 
 import logging
@@ -31,6 +33,7 @@ from msgin5g.service.applications import AS_REGISTRATION_KIND, ApplicationRegist
 from msgin5g.service.delivery import DeliveryEngine
 from msgin5g.service.ports import Cluster, Deliverer
 from msgin5g.service.registry import Registry
+from msgin5g.service.topics import TOPIC_SUBSCRIPTION_KIND, TopicRegistry
 
 __all__ = ["ClusterEvents"]
 
@@ -48,6 +51,7 @@ class ClusterEvents:
         delivery: DeliveryEngine,
         applications: ApplicationRegistry,
         deliverer: Deliverer,
+        topics: TopicRegistry,
         tasks: Supervisor,
     ) -> None:
         self._node = cluster.node_id
@@ -56,6 +60,7 @@ class ClusterEvents:
         self._delivery = delivery
         self._applications = applications
         self._deliverer = deliverer
+        self._topics = topics
         self._tasks = tasks
         self.moves = 0
         """UEs this node saw move to another node (diagnostics)."""
@@ -106,6 +111,8 @@ class ClusterEvents:
         """Re-read a record another node changed, where the service caches it."""
         if kind == AS_REGISTRATION_KIND:
             self._tasks.spawn(self._refresh_as(key), name="AS registration refresh")
+        elif kind == TOPIC_SUBSCRIPTION_KIND:
+            self._tasks.spawn(self._topics.refresh(key), name="topic refresh")
 
     async def _refresh_as(self, as_service_id: str) -> None:
         await self._applications.refresh(as_service_id)
@@ -115,3 +122,8 @@ class ClusterEvents:
     def on_node_down(self, node: str) -> None:
         """A node's lease ran out; its UEs count as unreachable (routing asks)."""
         log.warning("cluster node %s is down: its UEs are unreachable", node)
+
+    def on_node_up(self, node: str) -> None:
+        """A node is back: what waits here for UEs registered there goes to it."""
+        log.info("cluster node %s is up again", node)
+        self._delivery.retry_owned_by(node)

@@ -326,11 +326,29 @@ class DeliveryEngine:
 
     def _burst_slice(self, items: list[QueuedItem], start: int) -> None:
         end = start + _BURST_SLICE
+        remote: dict[str, list[QueuedItem]] = {}
         for item in items[start:end]:
+            if self._cluster is not None:
+                node = self._remote_owner(item.recipient)
+                if node is not None and item.recipient not in self._mailboxes:
+                    remote.setdefault(node, []).append(item)
+                    continue
             if not self._burst(item):
                 self._push(item.recipient, item)
+        for node, batch in remote.items():
+            # one hand-off per node for a fan-out's members registered there
+            self._tasks.spawn(self._hand_off_batch(node, batch), name="hand-off")
         if end < len(items) and not self._closing:
             asyncio.get_running_loop().call_soon(self._burst_slice, items, end)
+
+    async def _hand_off_batch(self, node: str, items: list[QueuedItem]) -> None:
+        assert self._cluster is not None  # noqa: S101 - only called in a cluster
+        if await self._cluster.hand_off(node, items):
+            for item in items:
+                self._unstored(item)
+            return
+        for item in items:  # the mailboxes retry or park them
+            self._push(item.recipient, item)
 
     def _burst(self, item: QueuedItem) -> bool:
         """Start delivering ``item`` without a mailbox; False if it needs one.
@@ -353,8 +371,8 @@ class DeliveryEngine:
         message = item.item
         if (
             registration is None
-            or registration.node != self._node
             or registration.gateway is not None
+            or registration.node != self._node
             or not isinstance(message, Msg)
         ):
             return False
@@ -455,6 +473,14 @@ class DeliveryEngine:
                 self._push(item.recipient, item)
             else:
                 self._backlog.add(item.recipient)
+
+    def retry_owned_by(self, node: str) -> None:
+        """Wake the parked recipients registered at ``node`` (it is back)."""
+        self._retry(
+            r
+            for r in list(self._unreachable | self._backlog)
+            if self._registry.owner_of(r) == node
+        )
 
     async def _hand_off(self, recipient: str, mailbox: _Mailbox, node: str) -> None:
         """Give the mailbox's items to ``node``, which owns ``recipient``."""
@@ -623,9 +649,11 @@ class DeliveryEngine:
             if target is None:
                 return
             registration, contact = target
-            if registration.node != self._node:
-                await self._hand_off(recipient, mailbox, registration.node)
-                continue
+            if self._cluster is not None:
+                owner = self._registry.owner_of(recipient)
+                if owner is not None and owner != self._node:
+                    await self._hand_off(recipient, mailbox, owner)
+                    continue
             _, seq, item = heapq.heappop(mailbox.heap)
             if item.expires_at <= self._clock.now():
                 mailbox.seqs.discard(seq)  # the sweeper reports and removes it

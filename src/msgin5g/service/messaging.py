@@ -167,6 +167,7 @@ class MessagingService:
                 delivery=delivery,
                 applications=applications,
                 deliverer=deliverer,
+                topics=self.topics,
                 tasks=self.tasks,
             )
         )

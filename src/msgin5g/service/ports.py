@@ -174,3 +174,7 @@ class ClusterListener(Protocol):
     def on_node_down(self, node: str) -> None:
         """``node``'s lease ran out: its UEs are unreachable until they move."""
         ...
+
+    def on_node_up(self, node: str) -> None:
+        """``node`` renews its lease again: hand it what waited for its UEs."""
+        ...

@@ -381,9 +381,20 @@ class Registry:
     # cluster ------------------------------------------------------------------
 
     def owner_of(self, ue_service_id: str) -> str | None:
-        """The node holding the UE's registration (``""`` single process), or None."""
+        """The node that delivers to the UE (``""`` single process), or None.
+
+        The node holding the UE's registration; for a UE registered through a
+        Gateway UE, the node holding the gateway's (downlink goes to the
+        gateway's contact, whose datagrams reach that node).
+        """
         registration = self._registrations.get(ue_service_id)
-        return None if registration is None else registration.node
+        if registration is None:
+            return None
+        if registration.gateway is not None:
+            gateway = self._registrations.get(registration.gateway)
+            if gateway is not None:
+                return gateway.node
+        return registration.node
 
     def apply_stored(
         self, ue_service_id: str, stored: UERegistration | None

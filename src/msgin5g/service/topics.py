@@ -99,6 +99,7 @@ from msgin5g.storage.base import Backend
 __all__ = [
     "OBSERVE_FORM",
     "POST_FORM",
+    "TOPIC_SUBSCRIPTION_KIND",
     "TopicRegistry",
     "TopicSubscription",
     "check_topic",
@@ -106,7 +107,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_KIND = "topic-sub"
+TOPIC_SUBSCRIPTION_KIND = "topic-sub"
+_KIND = TOPIC_SUBSCRIPTION_KIND
 _MAX_QUEUED = 100_000
 _PEER_BACKLOG = 64  # jobs waiting per observer address; a newer one drops the oldest
 _SLICE = 256  # jobs started per event-loop turn
@@ -280,6 +282,27 @@ class TopicRegistry:
                     record.expires_at
                 )
         return len(records)
+
+    async def refresh(self, key: str) -> None:
+        """Re-read one POST-form subscription another cluster node changed.
+
+        Observe-form subscriptions stay with the node that holds the observer's
+        CoAP exchange (docs/cluster.md, "What is per node").
+        """
+        topic, sep, subscriber = key.partition("\x00")
+        if not sep or (
+            topic in self._observers and subscriber in self._observers[topic]
+        ):
+            return
+        record = await self._backend.get_record(_KIND, key, TopicSubscription)
+        if record is None or record.form == OBSERVE_FORM:
+            subs = self._topics.get(topic)
+            if subs is not None:
+                subs.pop(subscriber, None)
+                if not subs:
+                    del self._topics[topic]
+            return
+        self._topics.setdefault(topic, {})[subscriber] = record.expires_at
 
     def granted_expiry(self, requested: float | None) -> float:
         """The expiry the server grants for a requested one (epoch seconds)."""

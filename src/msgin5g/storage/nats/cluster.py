@@ -52,6 +52,10 @@ __all__ = ["NatsCluster", "NodeInfo", "cluster_status", "read_nodes"]
 _log = logging.getLogger(__name__)
 
 _HAND_OFF_TIMEOUT: Final = 3.0
+_WATCH_HEARTBEAT: Final = 0.5
+"""Seconds between the idle heartbeats of a watch: two missed ones (a restarted
+nats-server lost the in-memory consumer) and nats-py re-creates it from the
+last sequence seen, so a watch resumes about a second after the server is back."""
 _REG_DECODER: Final = msgspec.msgpack.Decoder(UERegistration)
 
 
@@ -69,6 +73,8 @@ class ClusterListener(Protocol):
     def on_record(self, kind: str, key: str) -> None: ...
 
     def on_node_down(self, node: str) -> None: ...
+
+    def on_node_up(self, node: str) -> None: ...
 
 
 class NodeInfo(msgspec.Struct, kw_only=True):
@@ -241,12 +247,15 @@ class NatsCluster:
             if node in self._down:
                 self._down.discard(node)
                 _log.info("cluster: node %s is back", node)
+                if self._listener is not None:
+                    self._listener.on_node_up(node)
 
         self._subs.append(
             await self._backend._js.subscribe(
                 f"$KV.{bucket}.>",
                 stream=f"KV_{bucket}",
                 ordered_consumer=True,
+                idle_heartbeat=_WATCH_HEARTBEAT,
                 cb=on_node,
                 config=ConsumerConfig(deliver_policy=DeliverPolicy.NEW),
             )
@@ -270,6 +279,7 @@ class NatsCluster:
                 f"$KV.{bucket}.>",
                 stream=f"KV_{bucket}",
                 ordered_consumer=True,
+                idle_heartbeat=_WATCH_HEARTBEAT,
                 cb=handler,
                 config=config,
             )
