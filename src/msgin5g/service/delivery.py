@@ -154,6 +154,7 @@ class DeliveryEngine:
         self._mailboxes: dict[str, _Mailbox] = {}
         self._unreachable: set[str] = set()
         self._backlog: set[str] = set()
+        self._started = False  # start(): the deliverer can send
         self._tasks = tasks
         self._sweeper: asyncio.Task[None] | None = None
         self._last_retry = 0.0
@@ -172,6 +173,7 @@ class DeliveryEngine:
         await self.quotas.load(self._backend)
         self._backlog.update(await self._backend.recipients_with_pending())
         self._last_retry = self._clock.now()
+        self._started = True
         for recipient in list(self._backlog):
             if self._is_registered(recipient) and self._remote_owner(recipient) is None:
                 self.wake(recipient)
@@ -467,8 +469,12 @@ class DeliveryEngine:
         """Another node gave this one stored items (docs/cluster.md, hand-off)."""
         for item in items:
             self._stored(item)
-            if self._is_registered(item.recipient) and not self._remote_owner(
-                item.recipient
+            # before start() (a hand-off while this node still loads) the CoAP
+            # socket cannot send yet: start() wakes the backlog
+            if (
+                self._started
+                and self._is_registered(item.recipient)
+                and not self._remote_owner(item.recipient)
             ):
                 self._push(item.recipient, item)
             else:
@@ -491,10 +497,19 @@ class DeliveryEngine:
             if not await self._cluster.hand_off(node, items):
                 for entry in entries:
                     heapq.heappush(mailbox.heap, entry)
+                if self._registry.owner_of(recipient) != node:
+                    return  # it moved meanwhile (a worker restarted): try again
                 log.info("%s: its node %s does not answer; parking", recipient, node)
-                await self._park(
-                    recipient, mailbox, FailureCause.RECIPIENT_NOT_REACHABLE
-                )
+                # only its node is silent (a worker restarting, a node whose
+                # lease has not run out): unlike _park, nothing is failed; all
+                # stays stored for the node's return (on_node_up) or the node
+                # the UE reaches next (claim, adopt)
+                if self._is_registered(recipient):
+                    self._unreachable.add(recipient)
+                mailbox.heap = []
+                mailbox.seqs.clear()
+                mailbox.more = False
+                self._backlog.add(recipient)
                 return
             for item in items:
                 mailbox.seqs.discard(item.seq)
@@ -665,8 +680,12 @@ class DeliveryEngine:
             except RecipientUnreachable as exc:
                 for entry_seq, entry in batch:
                     heapq.heappush(mailbox.heap, (entry.priority, entry_seq, entry))
-                if self._registry.contact_for(recipient) != contact:
-                    continue  # it registered again meanwhile: try the new address
+                if self._registry.contact_for(recipient) != contact or (
+                    self._remote_owner(recipient) is not None
+                ):
+                    # it registered again meanwhile: try the new address, or
+                    # hand off to the node its datagrams now reach
+                    continue
                 log.info("%s unreachable (%s); parking its queue", recipient, exc)
                 await self._park(
                     recipient, mailbox, FailureCause.RECIPIENT_NOT_REACHABLE
