@@ -654,6 +654,17 @@ class DeliveryEngine:
                 else:
                     del self._mailboxes[recipient]
 
+    def _moved(self, recipient: str, contact: Contact) -> bool:
+        """Whether ``recipient`` registered again since a delivery to ``contact``.
+
+        Then the drain loop tries the new address, or hands off to the node its
+        datagrams now reach (a cluster, docs/cluster.md), instead of parking.
+        """
+        return (
+            self._registry.contact_for(recipient) != contact
+            or self._remote_owner(recipient) is not None
+        )
+
     async def _drain_loop(self, recipient: str, mailbox: _Mailbox) -> None:
         as_id = as_of_key(recipient)
         if as_id is not None:
@@ -680,11 +691,7 @@ class DeliveryEngine:
             except RecipientUnreachable as exc:
                 for entry_seq, entry in batch:
                     heapq.heappush(mailbox.heap, (entry.priority, entry_seq, entry))
-                if self._registry.contact_for(recipient) != contact or (
-                    self._remote_owner(recipient) is not None
-                ):
-                    # it registered again meanwhile: try the new address, or
-                    # hand off to the node its datagrams now reach
+                if self._moved(recipient, contact):
                     continue
                 log.info("%s unreachable (%s); parking its queue", recipient, exc)
                 await self._park(
