@@ -43,8 +43,10 @@ class NatsServer:
         port: int | None = None,
         *,
         args: tuple[str, ...] = (),
+        host: str = "127.0.0.1",
     ) -> None:
         self.binary = binary
+        self.host = host
         self.store_dir = store_dir
         self.port = port or free_port()
         self.args = args
@@ -53,8 +55,8 @@ class NatsServer:
 
     @property
     def url(self) -> str:
-        """``nats://127.0.0.1:<port>``."""
-        return f"nats://127.0.0.1:{self.port}"
+        """``nats://<host>:<port>``."""
+        return f"nats://{self.host}:{self.port}"
 
     def start(self, timeout: float = 15.0) -> None:
         """Start the server and wait until it accepts TCP connections."""
@@ -65,7 +67,7 @@ class NatsServer:
                     self.binary,
                     "-js",
                     "-a",
-                    "127.0.0.1",
+                    self.host,
                     "-p",
                     str(self.port),
                     "-sd",
@@ -84,7 +86,7 @@ class NatsServer:
                 )
             with (
                 contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock,
+                socket.create_connection((self.host, self.port), timeout=0.5) as sock,
             ):
                 if sock.recv(7).startswith(b"INFO"):
                     return
