@@ -675,11 +675,10 @@ class DeliveryEngine:
             if target is None:
                 return
             registration, contact = target
-            if self._cluster is not None:
-                owner = self._registry.owner_of(recipient)
-                if owner is not None and owner != self._node:
-                    await self._hand_off(recipient, mailbox, owner)
-                    continue
+            owner = self._remote_owner(recipient)
+            if owner is not None:
+                await self._hand_off(recipient, mailbox, owner)
+                continue
             _, seq, item = heapq.heappop(mailbox.heap)
             if item.expires_at <= self._clock.now():
                 mailbox.seqs.discard(seq)  # the sweeper reports and removes it

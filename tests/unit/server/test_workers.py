@@ -347,3 +347,29 @@ async def test_a_worker_that_ignores_sigterm_is_killed_after_the_grace(
     run.supervisor.stop()
     assert await asyncio.wait_for(run.task, 60) == 0
     assert not _alive(run.starts()[0][1])
+
+
+def test_cli_workers_and_node_id_reach_the_configuration() -> None:
+    from msgin5g.cli.common import server_config
+    from msgin5g.cli.main import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(
+        [
+            "serve",
+            "--workers",
+            "auto",
+            "--node-id",
+            "edge",
+            "--storage",
+            "nats://h:4222",
+        ]
+    )
+    config = server_config(args)
+    assert (config.cluster.workers, config.cluster.node_id) == (0, "edge")
+    assert server_config(parser.parse_args(["serve"])).cluster.workers == 1
+    for bad in ("0", "-1", "many"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["serve", "--workers", bad])
+    with pytest.raises(ConfigError, match="more than one worker"):
+        server_config(parser.parse_args(["serve", "--workers", "2"]))
