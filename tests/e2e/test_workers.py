@@ -28,7 +28,8 @@ from msgin5g.client import Client
 from msgin5g.client.core import Received
 from msgin5g.model.messages import Imdn, Msg
 from tests.conftest import require_binary
-from tests.e2e.conftest import _env, free_udp_port, msgin5g
+from tests.e2e.conftest import _env, free_udp_port, msgin5g, spawn
+from tests.e2e.test_as import Lines, as_send, free_tcp_port
 from tests.storage.nats_server import NatsServer, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
@@ -52,7 +53,13 @@ class Workers:
     storage: str
     tmp: Path
     port: int = field(default_factory=free_udp_port)
+    http_port: int = 0
+    """The shared HTTP port; 0: REST off."""
     proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
 
     @property
     def url(self) -> str:
@@ -86,8 +93,11 @@ class Workers:
                     self.storage,
                     "--coap",
                     f"127.0.0.1:{self.port}",
-                    "--set",
-                    "rest.enabled=false",
+                    *(
+                        ("--http", f"127.0.0.1:{self.http_port}")
+                        if self.http_port
+                        else ("--set", "rest.enabled=false")
+                    ),
                     "--set",
                     "delivery.sweep_interval=0.2",
                 ],
@@ -120,8 +130,13 @@ class Workers:
 
 
 @pytest.fixture
-def workers(tmp_path: Path, jetstream: NatsServer) -> Iterator[Workers]:
-    srv = Workers(f"{jetstream.url}?prefix=wk", tmp_path)
+def workers(
+    request: pytest.FixtureRequest, tmp_path: Path, jetstream: NatsServer
+) -> Iterator[Workers]:
+    http = request.param if hasattr(request, "param") else False
+    srv = Workers(
+        f"{jetstream.url}?prefix=wk", tmp_path, http_port=free_tcp_port() if http else 0
+    )
     csv = tmp_path / "ues.csv"
     csv.write_text(
         "ueServiceId,secret\n" + "".join(f"ue{i},{SECRET}\n" for i in range(UES))
@@ -302,6 +317,56 @@ async def test_a_killed_worker_is_restarted_and_its_ues_get_every_message(
         f"worker {victim} (pid {pids[victim]}) killed by SIGKILL; restarting"
         in workers.err
     )
+
+
+@pytest.mark.parametrize("workers", [True], indirect=True)
+async def test_a2p_through_the_shared_http_port_reaches_ues_of_both_workers(
+    workers: Workers, ues: list[UE]
+) -> None:
+    pids = workers.start()
+    await asyncio.gather(*(ue.client.register() for ue in ues))
+
+    def spread() -> bool:
+        nodes = cluster_nodes(workers.storage)
+        owned = [int(nodes.get(n, {}).get("registeredUes", 0)) for n in pids]  # type: ignore[call-overload]
+        return sum(owned) == UES and min(owned) > 0
+
+    await until(spread, "both workers own some of the UEs")
+    nodes = cluster_nodes(workers.storage)
+    assert {nodes[n]["http"] for n in pids} == {f"127.0.0.1:{workers.http_port}"}
+    bind = f"127.0.0.1:{free_tcp_port()}"
+    aserver = Lines(
+        spawn("as", "listen", "--bind", bind, "--server", workers.http, "--as", "as1")
+    )
+    try:
+        assert aserver.next()["status"] == 201
+        for i in range(8):  # each `as send` is a new connection: any worker
+            for _ in range(50):  # the other worker follows the AS registration
+                ack = await asyncio.to_thread(
+                    as_send,
+                    workers,
+                    "--to",
+                    f"ue{i}",
+                    "--text",
+                    f"a2p {i}",
+                    "--report",
+                    "--msg-id",
+                    f"a2p-{i}",
+                )
+                if ack["status"] == 200:
+                    break
+                await asyncio.sleep(0.1)
+            assert ack["status"] == 200, ack
+        await until(
+            lambda: all(f"a2p {i}" in ues[i].messages for i in range(8)),
+            "every A2P message at its UE",
+        )
+        reports = [await asyncio.to_thread(aserver.next) for _ in range(8)]
+        assert {r["resource"] for r in reports} == {"deliver-report"}
+        assert {r["body"]["delivSt"] for r in reports} == {"REPT_DELY_SUCCESS"}  # type: ignore[index]
+        assert all(ue.messages.count(f"a2p {i}") == 1 for i, ue in enumerate(ues[:8]))
+    finally:
+        aserver.stop()
 
 
 def test_workers_on_sqlite_are_refused_in_one_line(tmp_path: Path) -> None:
