@@ -51,11 +51,13 @@ def run_serve(args: argparse.Namespace) -> int:
         return 0
     try:
         asyncio.run(_serve(config, link))
-    except MSGin5GError as exc:
-        link.fail(str(exc), exc.hint())
+    except MSGin5GError as exc:  # a start-up error: the supervisor prints it
+        if not link.fail(str(exc), exc.hint()):
+            raise
         return 1
     except OSError as exc:
-        link.fail(str(exc), "check the path, address or permission named above")
+        if not link.fail(str(exc), "check the path, address or permission named above"):
+            raise
         return 1
     return 0
 

@@ -298,18 +298,24 @@ class WorkerLink:
             }
         )
 
-    def fail(self, message: str, hint: str | None) -> None:
-        """Tell the supervisor why this worker could not start."""
-        self._send({"error": message, "hint": hint})
+    def fail(self, message: str, hint: str | None) -> bool:
+        """Tell the supervisor why this worker could not start.
 
-    def _send(self, report: dict[str, Any]) -> None:
+        Returns:
+            False when this worker had already reported "ready" (its error is
+            then the worker's own to print).
+        """
+        return self._send({"error": message, "hint": hint})
+
+    def _send(self, report: dict[str, Any]) -> bool:
         fd, self.status_fd = self.status_fd, None
         if fd is None:
-            return
+            return False
         with contextlib.suppress(OSError):  # the supervisor is gone
             os.write(fd, json.dumps(report).encode() + b"\n")
         with contextlib.suppress(OSError):
             os.close(fd)
+        return True
 
 
 def _read_status(fd: int) -> dict[str, Any] | None:

@@ -185,6 +185,8 @@ def test_worker_link_reports_through_the_status_pipe() -> None:
         send(link)
         send(link)  # a second report is not sent (the pipe is closed)
         assert read_status(status_r) == expected
+        # after a report, an error is the worker's own to print
+        assert link.fail("later", None) is False
     with pytest.raises(ConfigError, match="STATUS,LIFELINE"):
         WorkerLink.parse("7")
 
