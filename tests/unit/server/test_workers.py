@@ -16,6 +16,7 @@ import pytest
 
 from msgin5g.config import load_config
 from msgin5g.errors import ConfigError, ConnectError, WorkerError
+from msgin5g.server.worker_link import read_status
 from msgin5g.server.workers import (
     RestartPolicy,
     Supervisor,
@@ -28,7 +29,6 @@ from msgin5g.server.workers import (
     resolve_workers,
     worker_node_id,
 )
-from msgin5g.server.workers import _read_status as read_status
 
 NATS = {"storage.url": "nats://127.0.0.1:4222", "cluster.workers": "2"}
 
