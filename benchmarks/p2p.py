@@ -144,6 +144,7 @@ async def _worker(
         "sent": sent,
         "acked": acked,
         "seconds": seconds,
+        "window": (t_start, t_end),  # perf_counter (system-wide monotonic clock)
     }
 
 
@@ -176,6 +177,10 @@ def run_load(port: int, ues: list[str], workers: int, seconds: float) -> dict[st
         "received": received,
         "sent": sum(r["sent"] for r in results),
         "accepted": sum(r["acked"] for r in results),
+        "window": (
+            min(r["window"][0] for r in results),
+            max(r["window"][1] for r in results),
+        ),
     }
 
 

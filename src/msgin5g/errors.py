@@ -17,6 +17,7 @@ Every exception we raise on purpose derives from :class:`MSGin5GError`::
     │   ├── DeliveryRejected          the recipient refused the message (4.xx)
     │   ├── UpstreamError             a NEF refused or garbled an answer
     │   └── Overloaded                back-pressure
+    ├── WorkerError                   a worker process of ``serve --workers`` failed
     ├── StorageError                  a backend failed; driver errors chained with ``from``
     │   ├── StorageUnavailable
     │   └── StorageConflict
@@ -62,6 +63,7 @@ __all__ = [
     "TransportError",
     "UnsupportedMessageType",
     "UpstreamError",
+    "WorkerError",
 ]
 
 
@@ -164,6 +166,21 @@ class Overloaded(ServiceError):
     def __init__(self, detail: str = "", *, retry_after: int = 5) -> None:
         super().__init__(detail)
         self.retry_after = retry_after
+
+
+class WorkerError(MSGin5GError):
+    """A worker process of ``msgin5g serve --workers N`` could not start, or kept dying.
+
+    The message is the worker's own error when it reported one; ``hint`` is
+    the worker's hint, if any.
+    """
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self._hint = hint
+
+    def hint(self) -> str | None:
+        return self._hint
 
 
 class StorageError(MSGin5GError):

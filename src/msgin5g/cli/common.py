@@ -53,8 +53,8 @@ def server_config(args: argparse.Namespace) -> "ServerConfig":
     """The server configuration: ``--config``, ``MSGIN5G_*``, then the options.
 
     Options read when the command has them: ``--set SECTION.KEY=VALUE``
-    (repeatable), ``--coap``, ``--http``, ``--storage``, ``--mqtt`` and
-    ``--log-level``.
+    (repeatable), ``--coap``, ``--http``, ``--storage``, ``--mqtt``,
+    ``--log-level``, ``--workers`` and ``--node-id``.
 
     Raises:
         ConfigError: unreadable file, unknown key, invalid value or ``--set``.
@@ -77,6 +77,8 @@ def server_config(args: argparse.Namespace) -> "ServerConfig":
         ("storage", "storage.url"),
         ("mqtt", "mqtt.url"),
         ("log_level", "log.level"),
+        ("workers", "cluster.workers"),
+        ("node_id", "cluster.node_id"),
     ):
         value = getattr(args, option, None)
         if value:

@@ -173,6 +173,25 @@ def _add_send(ue_commands: Any) -> None:
     )
 
 
+def _workers(text: str) -> str:
+    """``--workers N|auto`` as the value of ``cluster.workers`` (``auto`` = 0).
+
+    Raises:
+        argparse.ArgumentTypeError: neither a positive number nor ``auto``.
+    """
+    if text.strip().lower() == "auto":
+        return "0"
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected a number of processes or 'auto'"
+        ) from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: at least 1 (or 'auto')")
+    return str(count)
+
+
 def _add_serve_parser(commands: Any) -> None:
     """``msgin5g serve`` and its options."""
     serve = commands.add_parser(
@@ -216,6 +235,22 @@ def _add_serve_parser(commands: Any) -> None:
         metavar="SECTION.KEY=VALUE",
         help="any configuration value, e.g. --set delivery.default_ttl=3600",
     )
+    serve.add_argument(
+        "--workers",
+        type=_workers,
+        metavar="N|auto",
+        help="run N server processes sharing the CoAP and HTTP ports "
+        "(SO_REUSEPORT, Linux), 'auto' = one per core; needs --storage nats://... "
+        "(default 1: this process serves; docs/cluster.md)",
+    )
+    serve.add_argument(
+        "--node-id",
+        metavar="ID",
+        help="this node's name in a cluster (letters, digits, - and _; needs "
+        "--storage nats://...); with --workers, worker i is ID-w<i> "
+        "(default: the host name)",
+    )
+    serve.add_argument("--worker-fds", help=argparse.SUPPRESS)  # supervisor -> worker
 
 
 def build_parser() -> argparse.ArgumentParser:

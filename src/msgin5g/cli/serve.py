@@ -3,6 +3,12 @@
 The commands that open the server's storage or run the server. Imported by
 :mod:`msgin5g.cli.main` only when one of them runs: it pulls in
 :mod:`msgin5g.server` and so the server stack (``pip install 'msgin5g[server]'``).
+
+``serve`` runs in one of three roles: the single server (``cluster.workers =
+1``, the default), the supervisor of ``--workers N`` (:mod:`msgin5g.server.workers`)
+or one of its workers (started by the supervisor with the hidden
+``--worker-fds``: it reports "ready" or its start-up error through a pipe
+instead of printing, and stops when the supervisor is gone).
 """
 
 import argparse
@@ -15,6 +21,7 @@ from typing import Any
 from msgin5g import logsafe
 from msgin5g.cli.common import print_provisioned, server_config, stop_on_signals
 from msgin5g.config import ServerConfig
+from msgin5g.errors import MSGin5GError
 from msgin5g.server import (
     Server,
     forget_dtls_key,
@@ -24,6 +31,7 @@ from msgin5g.server import (
     store_dtls_key,
 )
 from msgin5g.server.applications import provision_as_client
+from msgin5g.server.workers import Supervisor, WorkerLink, WorkersReady, plan_workers
 
 __all__ = ["run_as", "run_serve", "run_ue_admin"]
 
@@ -31,17 +39,74 @@ __all__ = ["run_as", "run_serve", "run_ue_admin"]
 def run_serve(args: argparse.Namespace) -> int:
     """``msgin5g serve``: run until SIGINT/SIGTERM (call inside no event loop)."""
     config = server_config(args)
+    fds = getattr(args, "worker_fds", None)
+    link = WorkerLink.parse(fds) if fds else None
+    fmt = logsafe.DEFAULT_FORMAT
+    if link is not None:  # say which worker wrote a line
+        fmt = (
+            f"%(asctime)s {config.cluster.node_id} %(levelname)s %(name)s: %(message)s"
+        )
     logsafe.install(
         config.log.level,
-        logsafe.DEFAULT_FORMAT,
+        fmt,
         json_lines=getattr(args, "log_format", "text") == "json",
     )
-    asyncio.run(_serve(config))
+    if link is None and config.cluster.workers != 1:
+        return _supervise(args, config)
+    if link is None:
+        asyncio.run(_serve(config))
+        return 0
+    try:
+        asyncio.run(_serve(config, link))
+    except MSGin5GError as exc:  # a start-up error: the supervisor prints it
+        if not link.fail(str(exc), exc.hint()):
+            raise
+        return 1
+    except OSError as exc:
+        if not link.fail(str(exc), "check the path, address or permission named above"):
+            raise
+        return 1
     return 0
 
 
-async def _serve(config: ServerConfig) -> None:
+def _worker_arguments(args: argparse.Namespace) -> list[str]:
+    """The options of this ``serve`` that its workers repeat (as typed)."""
+    out = ["--log-format", getattr(args, "log_format", "text")]
+    if getattr(args, "log_level", None):
+        out += ["--log-level", args.log_level]
+    out.append("serve")
+    if getattr(args, "config", None):
+        out += ["--config", args.config]
+    if getattr(args, "storage", None):
+        out += ["--storage", args.storage]
+    for item in getattr(args, "set", None) or []:
+        out += ["--set", item]
+    return out
+
+
+def _supervise(args: argparse.Namespace, config: ServerConfig) -> int:
+    """``serve --workers N``: start the workers and keep them running."""
+    plan = plan_workers(config, _worker_arguments(args))
+    return asyncio.run(Supervisor(plan, announce=_announce_workers).run())
+
+
+def _announce_workers(ready: WorkersReady) -> None:
+    if ready.http is not None:
+        web, web_port = ready.http
+        print(f"msgin5g: serving TS 29.538 APIs on http://{web}:{web_port}")
+    host, port = ready.coap
+    print(
+        f"msgin5g: serving MSGin5G-1 on coap://{host}:{port}/msgin5g with "
+        f"{len(ready.node_ids)} workers ({', '.join(ready.node_ids)}; "
+        f"pids {', '.join(map(str, ready.pids))})",
+        flush=True,
+    )
+
+
+async def _serve(config: ServerConfig, link: WorkerLink | None = None) -> None:
     stop = stop_on_signals()
+    if link is not None:
+        link.watch_parent(stop)
     async with Server(config) as server:
         # start-up objects (registrations, tables) never die: keep them out of
         # every later collection (PERFORMANCE.md: full collections grow with them)
@@ -49,22 +114,27 @@ async def _serve(config: ServerConfig) -> None:
         # a fan-out to 10,000 UEs allocates ~10 objects per copy; young
         # collections every 700 allocations cost ~20% of it (benchmarks/fanout.py)
         gc.set_threshold(20_000, 20, 20)
-        if server.http_address is not None:
-            web, web_port = server.http_address
-            print(f"msgin5g: serving TS 29.538 APIs on http://{web}:{web_port}")
-        if server.mqtt is not None:
-            print(
-                f"msgin5g: serving MSGin5G-1 over MQTT through {server.mqtt.config.url}"
-                f" (topics {server.mqtt.prefix}/…)"
-            )
-        plain, secure = server.coap_addresses
-        if secure is not None:
-            print(
-                f"msgin5g: serving MSGin5G-1 on coaps://{secure[0]}:{secure[1]}/msgin5g"
-            )
-        if plain is not None:
-            print(f"msgin5g: serving MSGin5G-1 on coap://{plain[0]}:{plain[1]}/msgin5g")
-        sys.stdout.flush()
+        if link is not None:
+            link.ready(server.coap_address, server.http_address)
+        else:
+            if server.http_address is not None:
+                web, web_port = server.http_address
+                print(f"msgin5g: serving TS 29.538 APIs on http://{web}:{web_port}")
+            if server.mqtt is not None:
+                print(
+                    f"msgin5g: serving MSGin5G-1 over MQTT through {server.mqtt.config.url}"
+                    f" (topics {server.mqtt.prefix}/…)"
+                )
+            plain, secure = server.coap_addresses
+            if secure is not None:
+                print(
+                    f"msgin5g: serving MSGin5G-1 on coaps://{secure[0]}:{secure[1]}/msgin5g"
+                )
+            if plain is not None:
+                print(
+                    f"msgin5g: serving MSGin5G-1 on coap://{plain[0]}:{plain[1]}/msgin5g"
+                )
+            sys.stdout.flush()
         await stop.wait()
         logging.getLogger("msgin5g").info("shutting down")
 

@@ -153,6 +153,7 @@ class Endpoint(ObserveRole):
         wall_clock: Callable[[], float] = time.time,
         source_limiter: SourceLimiter | None = None,
         max_dedup_bytes: int | None = DEFAULT_DEDUP_BYTES,
+        reuse_port: bool = False,
     ) -> Endpoint:
         """Bind a UDP socket and start serving.
 
@@ -170,6 +171,7 @@ class Endpoint(ObserveRole):
             source_limiter: per-source rate limits applied before decoding
                 (None: every datagram is processed).
             max_dedup_bytes: byte bound of the duplicate-detection cache.
+            reuse_port: bind with ``SO_REUSEPORT`` (processes share the port).
 
         Returns:
             the running endpoint.
@@ -190,7 +192,9 @@ class Endpoint(ObserveRole):
             source_limiter=source_limiter,
             max_dedup_bytes=max_dedup_bytes,
         )
-        sock = await bind_socket(loop, bind, recv_buffer, send_buffer)
+        sock = await bind_socket(
+            loop, bind, recv_buffer, send_buffer, reuse_port=reuse_port
+        )
         self._family = sock.family
         protocol = DatagramProtocol(
             self._on_datagram,

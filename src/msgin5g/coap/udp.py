@@ -22,6 +22,10 @@ Design choices (``../shared/PERFORMANCE.md``):
       exchanges to that peer at once instead of retransmitting for ~93 s into
       a closed port; real loss (no ICMP) still gets the RFC 7252
       retransmissions.
+    * ``reuse_port`` (``SO_REUSEPORT``, Linux) lets the worker processes of
+      ``msgin5g serve --workers N`` bind one port: the kernel hashes each
+      datagram's 4-tuple to one socket of the group, so one UE (one source
+      address and port) keeps reaching the same worker (docs/cluster.md).
 """
 
 from __future__ import annotations
@@ -204,11 +208,17 @@ async def bind_socket(
     bind: tuple[str, int],
     recv_buffer: int,
     send_buffer: int,
+    *,
+    reuse_port: bool = False,
 ) -> socket.socket:
     """A non-blocking UDP socket bound to ``bind`` with the given buffer sizes.
 
+    With ``reuse_port`` the socket joins the ``SO_REUSEPORT`` group of the
+    port (sockets of the same user bound the same way share it).
+
     Raises:
-        ConnectError: the address cannot be resolved or bound.
+        ConnectError: the address cannot be resolved or bound, or
+            ``reuse_port`` is asked where ``SO_REUSEPORT`` does not exist.
     """
     host, port = bind[0], bind[1]
     try:
@@ -227,8 +237,22 @@ async def bind_socket(
         ):
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, option, size)
+        if reuse_port:
+            _set_reuse_port(sock)
         sock.bind(address)
     except OSError as exc:
         sock.close()
         raise ConnectError(f"cannot bind UDP {bind!r}: {exc}") from exc
     return sock
+
+
+def _set_reuse_port(sock: socket.socket) -> None:
+    """Set ``SO_REUSEPORT`` on ``sock``.
+
+    Raises:
+        OSError: the platform has no ``SO_REUSEPORT`` (or refuses it).
+    """
+    option = getattr(socket, "SO_REUSEPORT", None)
+    if option is None:
+        raise OSError(errno.ENOPROTOOPT, "SO_REUSEPORT is not available here")
+    sock.setsockopt(socket.SOL_SOCKET, option, 1)

@@ -179,6 +179,7 @@ class DeliveryEngine:
         self._mailboxes: dict[str, _Mailbox] = {}
         self._unreachable: set[str] = set()
         self._backlog: set[str] = set()
+        self._started = False  # start(): the deliverer can send
         self._tasks = tasks
         self._sweeper: asyncio.Task[None] | None = None
         self._last_retry = 0.0
@@ -198,6 +199,7 @@ class DeliveryEngine:
         await self.quotas.load(self._backend)
         self._backlog.update(await self._backend.recipients_with_pending())
         self._last_retry = self._clock.now()
+        self._started = True
         for recipient in list(self._backlog):
             if self._is_registered(recipient) and self._remote_owner(recipient) is None:
                 self.wake(recipient)
@@ -569,8 +571,12 @@ class DeliveryEngine:
         """Another node gave this one stored items (docs/cluster.md, hand-off)."""
         for item in items:
             self._stored(item)
-            if self._is_registered(item.recipient) and not self._remote_owner(
-                item.recipient
+            # before start() (a hand-off while this node still loads) the CoAP
+            # socket cannot send yet: start() wakes the backlog
+            if (
+                self._started
+                and self._is_registered(item.recipient)
+                and not self._remote_owner(item.recipient)
             ):
                 self._push(item.recipient, item)
             else:
@@ -593,10 +599,19 @@ class DeliveryEngine:
             if not await self._cluster.hand_off(node, items):
                 for entry in entries:
                     heapq.heappush(mailbox.heap, entry)
+                if self._registry.owner_of(recipient) != node:
+                    return  # it moved meanwhile (a worker restarted): try again
                 log.info("%s: its node %s does not answer; parking", recipient, node)
-                await self._park(
-                    recipient, mailbox, FailureCause.RECIPIENT_NOT_REACHABLE
-                )
+                # only its node is silent (a worker restarting, a node whose
+                # lease has not run out): unlike _park, nothing is failed; all
+                # stays stored for the node's return (on_node_up) or the node
+                # the UE reaches next (claim, adopt)
+                if self._is_registered(recipient):
+                    self._unreachable.add(recipient)
+                mailbox.heap = []
+                mailbox.seqs.clear()
+                mailbox.more = False
+                self._backlog.add(recipient)
                 return
             for item in items:
                 mailbox.seqs.discard(item.seq)
@@ -746,6 +761,17 @@ class DeliveryEngine:
                 else:
                     del self._mailboxes[recipient]
 
+    def _moved(self, recipient: str, contact: Contact) -> bool:
+        """Whether ``recipient`` registered again since a delivery to ``contact``.
+
+        Then the drain loop tries the new address, or hands off to the node its
+        datagrams now reach (a cluster, docs/cluster.md), instead of parking.
+        """
+        return (
+            self._registry.contact_for(recipient) != contact
+            or self._remote_owner(recipient) is not None
+        )
+
     async def _drain_loop(self, recipient: str, mailbox: _Mailbox) -> None:
         as_id = as_of_key(recipient)
         if as_id is not None or self._peer(recipient) or self.via_gateway(recipient):
@@ -771,8 +797,8 @@ class DeliveryEngine:
             except RecipientUnreachable as exc:
                 for entry_seq, entry in batch:
                     heapq.heappush(mailbox.heap, (entry.priority, entry_seq, entry))
-                if self._registry.contact_for(recipient) != contact:
-                    continue  # it registered again meanwhile: try the new address
+                if self._moved(recipient, contact):
+                    continue
                 log.info("%s unreachable (%s); parking its queue", recipient, exc)
                 await self._park(
                     recipient, mailbox, FailureCause.RECIPIENT_NOT_REACHABLE

@@ -116,6 +116,7 @@ class NatsCluster:
         self._started = time.time()
         self._seen: dict[str, float] = {}  # node -> monotonic time of its heartbeat
         self._down: set[str] = set()
+        self._unanswered: set[str] = set()  # took no hand-off: retry at its next beat
         self._listener: ClusterListener | None = None
         self._subs: list[Subscription] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -244,9 +245,13 @@ class NatsCluster:
                         self._listener.on_node_down(node)
                 return
             self._seen[node] = time.monotonic()
-            if node in self._down:
+            # back from the dead, or restarted within its lease after a hand-off
+            # to it failed (a worker of `serve --workers` restarts in ~2 s)
+            if node in self._down or node in self._unanswered:
+                if node in self._down:
+                    _log.info("cluster: node %s is back", node)
                 self._down.discard(node)
-                _log.info("cluster: node %s is back", node)
+                self._unanswered.discard(node)
                 if self._listener is not None:
                     self._listener.on_node_up(node)
 
@@ -337,9 +342,11 @@ class NatsCluster:
             _log.info(
                 "cluster: node %s took no hand-off (%s)", node, type(exc).__name__
             )
+            self._unanswered.add(node)
             return False
         except nats.errors.Error as exc:
             _log.warning("cluster: hand-off to %s failed: %s", node, exc)
+            self._unanswered.add(node)
             return False
         if reply.data != b"ok":
             _log.warning(

@@ -268,6 +268,7 @@ class CoapTransport:
             observe_reset=observe.on_reset,
             source_limiter=limiter,
             max_dedup_bytes=self.config.dedup_max_bytes,
+            reuse_port=self.config.reuse_port,
         )
         log.info("MSGin5G-1 CoAP listening on %s:%d", *self._endpoint.local_address)
         log.warning(

@@ -48,6 +48,7 @@ class RestTransport:
             max_connections=self.config.max_connections,
             tls_cert=self.config.tls_cert,
             tls_key=self.config.tls_key,
+            reuse_port=self.config.reuse_port,
         )
         await server.start()
         self._server = server

@@ -23,12 +23,22 @@ per read, and ``keep_alive_timeout``), and the server handles up to
 ``max_connections`` at once (Granian ``backpressure``; the accept backlog is
 the same size). Neither server can cap connections per source IP: that limit
 belongs to the host firewall (an nftables ``ct count`` rule, see the docs).
+
+One port for several processes (``rest.reuse_port``, set for the workers of
+``msgin5g serve --workers N``, Linux only): the kernel spreads new connections
+over the listening sockets of a ``SO_REUSEPORT`` group. Granian's listener
+always carries ``SO_REUSEPORT`` on Linux, so each worker's embedded Granian
+joins the group as it is; for Hypercorn this module binds the socket itself
+with ``SO_REUSEPORT`` and hands it over as ``fd://N``. The check before binding
+sets the option only when asked, so a lone server still refuses a port that
+another process listens on.
 """
 
 import asyncio
 import contextlib
 import logging
 import socket
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -46,14 +56,32 @@ def _free_port(host: str) -> int:
         return int(sock.getsockname()[1])
 
 
-def _check_bindable(host: str, port: int) -> None:
+def _listener(host: str, port: int, *, reuse_port: bool) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (not listening yet).
+
+    Raises:
+        ConnectError: the address cannot be bound, or ``reuse_port`` is asked
+            off Linux (elsewhere ``SO_REUSEPORT`` does not spread connections).
+    """
+    if reuse_port and not sys.platform.startswith("linux"):
+        raise ConnectError(
+            "rest.reuse_port: sharing the HTTP port between processes needs Linux"
+        )
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            raise ConnectError(f"HTTP bind {host}:{port}: {exc.strerror}") from exc
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConnectError(f"HTTP bind {host}:{port}: {exc.strerror}") from exc
+    return sock
+
+
+def _check_bindable(host: str, port: int, *, reuse_port: bool = False) -> None:
+    _listener(host, port, reuse_port=reuse_port).close()
 
 
 def _check_tls_files(cert: str, key: str) -> None:
@@ -82,6 +110,7 @@ class AsgiServer:
         max_connections: int = 8192,
         tls_cert: str = "",
         tls_key: str = "",
+        reuse_port: bool = False,
     ) -> None:
         self.app = app
         self.host = host
@@ -91,6 +120,7 @@ class AsgiServer:
         self.max_connections = max_connections
         self.tls_cert = tls_cert
         self.tls_key = tls_key
+        self.reuse_port = reuse_port
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self._granian: Any = None
@@ -101,7 +131,7 @@ class AsgiServer:
         Raises:
             ConnectError: the address cannot be bound or the server did not start.
         """
-        _check_bindable(self.host, self.port)
+        _check_bindable(self.host, self.port, reuse_port=self.reuse_port)
         _check_tls_files(self.tls_cert, self.tls_key)
         coro = self._run_granian() if self.kind == "granian" else self._run_hypercorn()
         self._task = asyncio.create_task(coro, name=f"http-{self.kind}")
@@ -162,6 +192,9 @@ class AsgiServer:
         config = Config()
         host = f"[{self.host}]" if ":" in self.host else self.host
         config.bind = [f"{host}:{self.port}"]
+        if self.reuse_port:  # Hypercorn sets SO_REUSEPORT only for its own workers
+            fd = _listener(self.host, self.port, reuse_port=True).detach()
+            config.bind = [f"fd://{fd}"]
         config.accesslog = None
         config.errorlog = logging.getLogger("hypercorn.error")
         config.backlog = min(self.max_connections, 65535)
