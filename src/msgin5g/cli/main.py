@@ -26,6 +26,7 @@ from msgin5g import logsafe
 from msgin5g.cli import asapp
 from msgin5g.cli import gateway as gateway_cli
 from msgin5g.cli.area import add_area_parser
+from msgin5g.cli.bench import add_bench_parser
 from msgin5g.cli.common import add_storage, missing_extra
 from msgin5g.cli.group import add_group_parser
 from msgin5g.cli.topic import add_topic_parser
@@ -49,6 +50,8 @@ Device side:   msgin5g ue register|deregister    register a UE with a server
 AS side:       msgin5g as add                    provision an AS's OAuth2 client
                msgin5g as register|deregister    AS registration (TS 29.538 REST)
                msgin5g as send|listen            A2P message; AS simulator (P2A)
+Load testing:  msgin5g bench p2p|reg|a2p|fanout  measure a running server
+               msgin5g bench provision           provision the bench UEs
 
 Configuration: --config FILE (TOML), MSGIN5G_* environment variables, options.
 """
@@ -217,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_group_parser(commands)
     add_area_parser(commands)
     add_topic_parser(commands)
+    add_bench_parser(commands)
     ue = commands.add_parser("ue", help="provision UEs, or act as a UE")
     ue_commands = ue.add_subparsers(dest="ue_command", required=True, metavar="ACTION")
 
@@ -344,6 +348,12 @@ def _run(args: argparse.Namespace) -> int:
         from msgin5g.cli.doctor import run_doctor
 
         return asyncio.run(run_doctor(args))
+    if args.command == "bench":
+        from msgin5g.cli.bench import run_bench, run_provision
+
+        if args.bench_command == "provision":
+            return asyncio.run(run_provision(args))
+        return run_bench(args)
     if args.command == "as":
         from msgin5g.cli.serve import run_as
 
