@@ -27,6 +27,7 @@ from msgin5g.bench.http import H1Connection, H2Connection, open_connection
 from msgin5g.bench.load import Worker
 from msgin5g.bench.options import BenchFailed, BenchOptions, parse_http_url
 from msgin5g.bench.peer import stamp
+from msgin5g.errors import ConfigError
 
 __all__ = ["AS_PATH", "A2pWorker", "ensure_group", "register_as"]
 
@@ -36,6 +37,17 @@ _GROUPS: Final = "/ss-gm/v1/group-documents"
 _BACKOFF_MAX: Final = 0.05
 _LATE: Final = 0.005
 """A paced slot more than this late (s) is skipped and counted ``behind``."""
+
+
+def _rest(options: BenchOptions) -> tuple[str, int]:
+    """The REST API's address (``--http``).
+
+    Raises:
+        ConfigError: no ``--http`` was given.
+    """
+    if options.http is None:
+        raise ConfigError(f"{options.mode} needs --http URL (the server's REST API)")
+    return parse_http_url(options.http)
 
 
 def _refusal(status: int, body: bytes) -> str:
@@ -49,8 +61,7 @@ async def register_as(options: BenchOptions) -> None:
         BenchFailed: the server refused it.
         ServerUnreachable: no HTTP server at ``--http``.
     """
-    assert options.http is not None
-    host, port = parse_http_url(options.http)
+    host, port = _rest(options)
     conn = await open_connection(host, port, token=options.token)
     try:
         body = json.dumps({"asSvcId": options.as_id}).encode()
@@ -73,8 +84,7 @@ async def ensure_group(options: BenchOptions) -> None:
         BenchFailed: the server refused both the creation and the replacement.
         ServerUnreachable: no HTTP server at ``--http``.
     """
-    assert options.http is not None
-    host, port = parse_http_url(options.http)
+    host, port = _rest(options)
     document = json.dumps(
         {
             "valGroupId": options.group,
@@ -106,8 +116,7 @@ class A2pWorker(Worker):
         mine = self.names[self.index :: self.options.workers]
         ues = await self.open_ues(mine)
         await self.register(ues, mine)
-        assert self.options.http is not None
-        host, port = parse_http_url(self.options.http)
+        host, port = _rest(self.options)
         count = 1 if self.options.h2c else self.options.connections
         self.conns: list[H1Connection | H2Connection] = [
             await open_connection(
@@ -124,12 +133,18 @@ class A2pWorker(Worker):
 
     def body(self) -> bytes:
         self._serial += 1
-        ue = self.names[(self._serial * self.options.workers + self.index) % len(self.names)]
+        ue = self.names[
+            (self._serial * self.options.workers + self.index) % len(self.names)
+        ]
         payload = base64.b64encode(stamp(self.options.size))
-        return self._prefix + b'%d","destAddr":{"addrType":"UE","addr":"%s"},"payload":"%s"}' % (
-            self._serial,
-            ue.encode(),
-            payload,
+        return (
+            self._prefix
+            + b'%d","destAddr":{"addrType":"UE","addr":"%s"},"payload":"%s"}'
+            % (
+                self._serial,
+                ue.encode(),
+                payload,
+            )
         )
 
     async def _post(self, conn: H1Connection | H2Connection) -> None:

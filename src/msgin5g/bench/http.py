@@ -37,7 +37,9 @@ class Response:
             return 0.0
 
 
-async def _open(host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+async def _open(
+    host: str, port: int
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     try:
         return await asyncio.wait_for(
             asyncio.open_connection(host, port), _CONNECT_TIMEOUT
@@ -89,7 +91,9 @@ class H1Connection:
         try:
             head = await self.reader.readuntil(b"\r\n\r\n")
         except (asyncio.IncompleteReadError, ConnectionError) as exc:
-            raise ServerUnreachable(f"the HTTP server closed the connection: {exc}") from None
+            raise ServerUnreachable(
+                f"the HTTP server closed the connection: {exc}"
+            ) from None
         lines = head.decode("latin-1").split("\r\n")
         status = int(lines[0].split(" ", 2)[1])
         headers: dict[str, str] = {}
@@ -105,7 +109,7 @@ class H1Connection:
         return Response(status, headers, data)
 
     async def _chunked(self) -> bytes:
-        parts = []
+        parts: list[bytes] = []
         while True:
             size = int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16)
             if size == 0:
@@ -143,7 +147,9 @@ class H2Connection:
         self.conn.initiate_connection()
         self.conn.increment_flow_control_window(2**30)
         writer.write(self.conn.data_to_send())
-        self._streams: dict[int, tuple[asyncio.Future[Response], dict[str, str], list[bytes]]] = {}
+        self._streams: dict[
+            int, tuple[asyncio.Future[Response], dict[str, str], list[bytes]]
+        ] = {}
         self._reading = asyncio.create_task(self._read())
 
     async def request(

@@ -232,7 +232,7 @@ class Worker:
             await self.setup()
             self._tasks.append(asyncio.create_task(self._publisher()))
             self.shared.publish(self.index, ready=1)
-            while not self.shared.t0:  # noqa: ASYNC110 - another process sets it
+            while not self.shared.t0:  # another process sets it
                 if self.shared.stopped:
                     return self.counts
                 await asyncio.sleep(0.01)
@@ -243,7 +243,7 @@ class Worker:
             await _sleep_until(self.t_end)
             self.counts.cpu_s = time.process_time() - cpu0
             self.counts.wall_s = self.t_end - self.t0
-            while not self.shared.stopped:  # noqa: ASYNC110 - the coordinator drains
+            while not self.shared.stopped:  # noqa: ASYNC110 - another process sets it
                 await asyncio.sleep(0.02)
             load.cancel()
             self.counts.timeouts += self.unanswered()

@@ -61,7 +61,9 @@ def parse_coap_uri(uri: str) -> tuple[str, int]:
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
         except OSError as exc:
-            raise ConfigError(f"--server {uri!r}: cannot resolve {host}: {exc}") from None
+            raise ConfigError(
+                f"--server {uri!r}: cannot resolve {host}: {exc}"
+            ) from None
         host = str(infos[0][4][0])
     return host, port
 
@@ -122,31 +124,37 @@ class BenchOptions:
     """Makes message IDs unique across runs against the same server."""
 
     def __post_init__(self) -> None:
-        problems = []
-        if self.mode not in MODES:
-            problems.append(f"mode must be one of {', '.join(MODES)}")
-        if self.ues < (2 if self.mode in ("p2p", "fanout") else 1):
-            problems.append("--ues must be at least 2 (1 for reg and a2p)")
-        if self.rate < 0:
-            problems.append("--rate must not be negative (0: closed loop)")
-        if self.duration <= 0:
-            problems.append("--duration must be positive")
-        if self.warmup < 0 or self.drain < 0:
-            problems.append("--warmup and --drain must not be negative")
-        if not 1 <= self.workers <= 64:
-            problems.append("--workers must be 1-64")
-        if self.workers > self.ues:
-            problems.append("--workers must not exceed --ues")
-        if self.window < 1 or self.sockets < 1 or self.connections < 1:
-            problems.append("--window, --sockets and --connections must be at least 1")
-        if not 8 <= self.size <= 4000:
-            problems.append("--size must be 8-4000 octets")
-        if not self.secret:
-            problems.append("--secret is required (the bench UEs' secret)")
-        if self.mode in ("a2p", "fanout") and not self.http:
-            problems.append(f"{self.mode} needs --http URL (the server's REST API)")
+        problems = [text for ok, text in self._checks() if not ok]
         if problems:
             raise ConfigError("; ".join(problems))
+
+    def _checks(self) -> list[tuple[bool, str]]:
+        pair = self.mode in ("p2p", "fanout")
+        return [
+            (self.mode in MODES, f"mode must be one of {', '.join(MODES)}"),
+            (
+                self.ues >= (2 if pair else 1),
+                "--ues must be at least 2 (1 for reg and a2p)",
+            ),
+            (self.rate >= 0, "--rate must not be negative (0: closed loop)"),
+            (self.duration > 0, "--duration must be positive"),
+            (
+                self.warmup >= 0 and self.drain >= 0,
+                "--warmup and --drain must not be negative",
+            ),
+            (1 <= self.workers <= 64, "--workers must be 1-64"),
+            (self.workers <= self.ues, "--workers must not exceed --ues"),
+            (
+                min(self.window, self.sockets, self.connections) >= 1,
+                "--window, --sockets and --connections must be at least 1",
+            ),
+            (8 <= self.size <= 4000, "--size must be 8-4000 octets"),
+            (bool(self.secret), "--secret is required (the bench UEs' secret)"),
+            (
+                self.mode not in ("a2p", "fanout") or bool(self.http),
+                f"{self.mode} needs --http URL (the server's REST API)",
+            ),
+        ]
 
     def names(self) -> list[str]:
         """The bench UE Service IDs: ``<prefix>00001`` ... ``<prefix>N``."""

@@ -25,6 +25,7 @@ import msgspec
 
 from msgin5g.coap import CoapDecodeError, CoapMessage, Code, Type, encode_uint
 from msgin5g.coap.numbers import OptionNumber
+from msgin5g.errors import ConnectError
 from msgin5g.model.credentials import psk_token
 
 __all__ = [
@@ -106,7 +107,7 @@ def delivered_payloads(body: bytes) -> list[bytes]:
 
 
 class _Outstanding:
-    __slots__ = ("attempts", "datagram", "done", "due", "mid", "sent_at")
+    __slots__ = ("acked", "attempts", "datagram", "done", "due", "mid", "sent_at")
 
     def __init__(
         self, mid: int, datagram: bytes, done: Completion, sent_at: float
@@ -116,7 +117,12 @@ class _Outstanding:
         self.done = done
         self.sent_at = sent_at
         self.attempts = 0
+        self.acked = False
         self.due = sent_at + _ACK_TIMEOUT
+
+
+def _not_connected(_datagram: bytes) -> None:
+    raise ConnectError("the simulated UE has no socket yet")
 
 
 class RawUe(asyncio.DatagramProtocol):
@@ -131,6 +137,7 @@ class RawUe(asyncio.DatagramProtocol):
         self.name = name
         self.on_payload = on_payload
         self.transport: asyncio.DatagramTransport | None = None
+        self._sendto: Callable[[bytes], None] = _not_connected
         self.in_flight = 0
         self.posts = 0
         self._mids = itertools.count(int.from_bytes(os.urandom(2), "big"))
@@ -142,6 +149,7 @@ class RawUe(asyncio.DatagramProtocol):
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
+        self._sendto = transport.sendto
 
     def post(self, payload: bytes, done: Completion) -> None:
         """Send ``payload`` as a CON ``POST /msgin5g``; ``done`` gets the answer."""
@@ -155,8 +163,7 @@ class RawUe(asyncio.DatagramProtocol):
         self._by_mid[mid] = token
         self.in_flight += 1
         self.posts += 1
-        assert self.transport is not None
-        self.transport.sendto(datagram)
+        self._sendto(datagram)
 
     async def call(self, payload: bytes) -> CoapMessage | None:
         """:meth:`post` awaited (set-up requests, not the measured load)."""
@@ -174,15 +181,14 @@ class RawUe(asyncio.DatagramProtocol):
     def sweep(self, now: float) -> None:
         """Retransmit what is due; give up after MAX_RETRANSMIT (RFC 7252 §4.2)."""
         for token, item in list(self._by_token.items()):
-            if item.due > now:
+            if item.due > now or item.acked:
                 continue
             if item.attempts >= _MAX_RETRANSMIT:
                 self._finish(token, None)
                 continue
             item.attempts += 1
             item.due = now + _ACK_TIMEOUT * (2**item.attempts)
-            if self.transport is not None:
-                self.transport.sendto(item.datagram)
+            self._sendto(item.datagram)
 
     def _finish(self, token: bytes, response: CoapMessage | None) -> None:
         item = self._by_token.pop(token, None)
@@ -208,7 +214,7 @@ class RawUe(asyncio.DatagramProtocol):
             elif code == Code.EMPTY:  # a separate response follows (§5.2.2)
                 item = self._by_token.get(token)
                 if item is not None:
-                    item.due = float("inf")
+                    item.acked = True
             else:
                 self._finish(token, message)
             return
@@ -227,8 +233,7 @@ class RawUe(asyncio.DatagramProtocol):
             reply = CoapMessage(Type.ACK, Code.CHANGED, message.mid, message.token)
         else:
             reply = CoapMessage(Type.ACK, Code.EMPTY, message.mid)
-        assert self.transport is not None
-        self.transport.sendto(reply.encode())
+        self._sendto(reply.encode())
 
     def _first(self, mid: int) -> bool:
         """False for a retransmitted server POST (already counted)."""

@@ -16,6 +16,7 @@ or a process with what it measures, nor with its own coordination.
 import asyncio
 import multiprocessing as mp
 import os
+import queue
 import secrets
 import sys
 import time
@@ -95,7 +96,13 @@ def _check_errors(results: Any) -> None:
         return
 
 
-def _wait_ready(shared: Any, procs: list[Any], results: Any, options: BenchOptions, progress: _Progress) -> None:
+def _wait_ready(
+    shared: Any,
+    procs: list[Any],
+    results: Any,
+    options: BenchOptions,
+    progress: _Progress,
+) -> None:
     deadline = time.monotonic() + _READY_BASE + _READY_PER_UE * options.ues
     while True:
         ready = shared.total("ready")
@@ -111,7 +118,9 @@ def _wait_ready(shared: Any, procs: list[Any], results: Any, options: BenchOptio
                 f"{_READY_BASE + _READY_PER_UE * options.ues:.0f} s",
                 "is the server overloaded or rate-limiting the registrations?",
             )
-        progress.show(f"registering {options.ues:,} UEs ({ready:.0f}/{options.workers} processes ready)")
+        progress.show(
+            f"registering {options.ues:,} UEs ({ready:.0f}/{options.workers} processes ready)"
+        )
         time.sleep(0.05)
 
 
@@ -119,7 +128,9 @@ def _live(shared: Any) -> tuple[float, float, float]:
     return shared.total("sent"), shared.total("refused"), shared.total("received")
 
 
-def _drive(shared: Any, options: BenchOptions, progress: _Progress, results: Any) -> None:
+def _drive(
+    shared: Any, options: BenchOptions, progress: _Progress, results: Any
+) -> None:
     """Open the window, show progress, drain."""
     t0 = time.perf_counter() + options.warmup
     t_end = t0 + options.duration
@@ -157,7 +168,7 @@ def _collect(results: Any, procs: list[Any]) -> list[Counts]:
             raise BenchFailed("a generator process did not report its counts")
         try:
             kind, index, detail, hint = results.get(timeout=remaining)
-        except Exception:  # queue.Empty
+        except queue.Empty:
             continue
         if kind == "error":
             raise BenchFailed(detail, hint)
@@ -242,7 +253,9 @@ def _mid_warning(summary: Summary, options: BenchOptions) -> None:
     }[options.mode]
     if not lanes:
         return
-    per_socket = (summary.sent / lanes) * (options.duration + options.warmup) / options.duration
+    per_socket = (
+        (summary.sent / lanes) * (options.duration + options.warmup) / options.duration
+    )
     if per_socket > _MID_SPACE and options.duration < 247:
         summary.warnings.append(
             f"each socket sent ~{per_socket:,.0f} requests: Message IDs repeat "

@@ -84,6 +84,8 @@ class Histogram:
         for index, n in enumerate(self.buckets):
             seen += n
             if seen >= rank:
+                if index == _BUCKETS - 1:  # the overflow bucket: above ~100 s
+                    return self.max_s * 1000.0
                 upper = math.exp((index + 1) / _SCALE) / 1000.0
                 return min(upper, self.max_s * 1000.0)
         return self.max_s * 1000.0
@@ -277,7 +279,9 @@ def format_table(summary: Summary) -> str:
         ("lost", f"{summary.lost:,} ({summary.timeouts:,} without an answer)"),
         ("generator CPU", f"{summary.generator_cpu_pct:.0f} % of a core (busiest)"),
     ]
-    rows += [(key.replace("_", " "), f"{value:,.2f}") for key, value in summary.extra.items()]
+    rows += [
+        (key.replace("_", " "), f"{value:,.2f}") for key, value in summary.extra.items()
+    ]
     width = max(len(key) for key, _ in rows)
     lines = [f"{key:<{width}}  {value}" for key, value in rows]
     lines += [f"warning: {text}" for text in summary.warnings]
