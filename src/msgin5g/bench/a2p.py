@@ -153,6 +153,8 @@ class A2pWorker(Worker):
         if counted:
             self.counts.sent += 1
         answer = await conn.request("POST", AS_PATH, self.body())
+        if counted:
+            self.counts.answer.add(time.perf_counter() - sent_at)
         if answer.status == 200:
             if counted:
                 self.counts.accepted += 1

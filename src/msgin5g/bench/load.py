@@ -285,11 +285,13 @@ class _Lanes(Worker):
     def counted(self, response: CoapMessage | None, sent_at: float) -> bool:
         """Count an answer; True when the lane may go on at once."""
         c = self.counts
-        if sent_at < self.t0:
+        if not self.t0 <= sent_at < self.t_end:
             return True
         if response is None:
             c.timeouts += 1
-        elif _accepted(response):
+            return True
+        c.answer.add(time.perf_counter() - sent_at)
+        if _accepted(response):
             c.accepted += 1
         else:
             c.refused += 1
@@ -345,7 +347,7 @@ class _Lanes(Worker):
 
     def unanswered(self) -> int:
         # in-flight requests sent inside the window have no answer yet
-        return sum(ue.in_flight for ue in self.lanes()) if self.t_end else 0
+        return sum(ue.in_flight for ue in self.lanes())
 
 
 class P2pWorker(_Lanes):
@@ -398,17 +400,18 @@ class RegWorker(_Lanes):
         return bodies[self._next[lane]]
 
     def counted(self, response: CoapMessage | None, sent_at: float) -> bool:
-        if sent_at < self.t0:
+        if not self.t0 <= sent_at < self.t_end:
             return True
         c = self.counts
-        now = time.perf_counter()
         if response is None:
             c.timeouts += 1
-        elif response.code >> 5 == 2 and b'"SUCCESS"' in response.payload:
+            return True
+        latency = time.perf_counter() - sent_at
+        c.answer.add(latency)
+        if response.code >> 5 == 2 and b'"SUCCESS"' in response.payload:
             c.accepted += 1
-            if sent_at < self.t_end:
-                c.received += 1
-                c.latency.add(now - sent_at)
+            c.received += 1
+            c.latency.add(latency)
         else:
             c.refused += 1
         return True
@@ -442,6 +445,8 @@ class FanoutWorker(Worker):
             sent_at = time.perf_counter()
             response = await sender.call(body)
             counted = sent_at >= self.t0
+            if counted and response is not None:
+                self.counts.answer.add(time.perf_counter() - sent_at)
             if counted:
                 self.counts.sent += self.copies
                 self.rounds += 1

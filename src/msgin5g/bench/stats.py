@@ -122,18 +122,23 @@ class Counts:
     wall_s: float = 0.0
     """The window as this process measured it."""
     latency: Histogram = field(default_factory=Histogram)
+    """Delivery latency: receipt at the recipient minus send time."""
+    answer: Histogram = field(default_factory=Histogram)
+    """Answer latency: the sender got MSGRESP (CoAP) or the HTTP answer."""
     extra: dict[str, float] = field(default_factory=dict)
     """Mode-specific figures (``fanout``: ``last_ms`` per round, maximum)."""
 
     def to_wire(self) -> dict[str, Any]:
         data = asdict(self)
         data["latency"] = self.latency.to_wire()
+        data["answer"] = self.answer.to_wire()
         return data
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> "Counts":
         values = dict(data)
         values["latency"] = Histogram.from_wire(values["latency"])
+        values["answer"] = Histogram.from_wire(values["answer"])
         return cls(**values)
 
 
@@ -161,6 +166,9 @@ class Summary:
     p90_ms: float
     p99_ms: float
     max_ms: float
+    answer_p50_ms: float
+    """How long the sender waited for its answer (MSGRESP, REGRESP, HTTP)."""
+    answer_p99_ms: float
     generator_cpu_pct: float
     """The busiest generator process's CPU, % of one core."""
     generator_bottleneck: bool
@@ -202,9 +210,10 @@ def summarize(
         raise ValueError("no generator process reported")
     if duration_s <= 0:
         raise ValueError("the duration must be positive")
-    latency = Histogram()
+    latency, answer = Histogram(), Histogram()
     for part in parts:
         latency.merge(part.latency)
+        answer.merge(part.answer)
     sent = sum(p.sent for p in parts)
     refused = sum(p.refused for p in parts)
     received = sum(p.received for p in parts)
@@ -245,6 +254,8 @@ def summarize(
         p90_ms=latency.percentile_ms(0.90),
         p99_ms=latency.percentile_ms(0.99),
         max_ms=latency.max_s * 1000.0 if latency.count else math.nan,
+        answer_p50_ms=answer.percentile_ms(0.50),
+        answer_p99_ms=answer.percentile_ms(0.99),
         generator_cpu_pct=cpu,
         generator_bottleneck=bottleneck,
         extra=extra,
@@ -272,6 +283,10 @@ def format_table(summary: Summary) -> str:
         ("latency p90", _ms(summary.p90_ms)),
         ("latency p99", _ms(summary.p99_ms)),
         ("latency max", _ms(summary.max_ms)),
+        (
+            "answer p50/p99",
+            f"{_ms(summary.answer_p50_ms)} / {_ms(summary.answer_p99_ms)}",
+        ),
         ("sent", f"{summary.sent:,}"),
         ("accepted", f"{summary.accepted:,}"),
         ("received", f"{summary.received:,}"),
