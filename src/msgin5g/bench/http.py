@@ -50,8 +50,8 @@ async def _open(
         ) from None
 
 
-class H1Connection:
-    """One HTTP/1.1 keep-alive connection, one request at a time."""
+class _Connection:
+    """What both kinds of connection hold."""
 
     def __init__(
         self,
@@ -62,31 +62,34 @@ class H1Connection:
     ) -> None:
         self.reader = reader
         self.writer = writer
-        auth = f"authorization: Bearer {token}\r\n" if token else ""
-        self._head = f"host: {host}\r\n{auth}".encode()
+        self.host = host
+        self.token = token
+        self._start()
 
-    async def request(
-        self,
-        method: str,
-        path: str,
-        body: bytes = b"",
-        content_type: str = "application/json",
-    ) -> Response:
-        """Send one request and read its answer.
+    def _start(self) -> None:
+        """What a kind of connection does once connected."""
+
+    async def aclose(self) -> None:
+        self.writer.close()
+
+
+class H1Connection(_Connection):
+    """One HTTP/1.1 keep-alive connection, one request at a time."""
+
+    def _start(self) -> None:
+        auth = f"authorization: Bearer {self.token}\r\n" if self.token else ""
+        self._head = f"host: {self.host}\r\n{auth}".encode()
+
+    async def request(self, method: str, path: str, body: bytes = b"") -> Response:
+        """Send one request (JSON body) and read its answer.
 
         Raises:
             ServerUnreachable: the server closed the connection.
         """
         self.writer.write(
-            b"%s %s HTTP/1.1\r\n%scontent-type: %s\r\ncontent-length: %d\r\n\r\n%s"
-            % (
-                method.encode(),
-                path.encode(),
-                self._head,
-                content_type.encode(),
-                len(body),
-                body,
-            )
+            b"%s %s HTTP/1.1\r\n%scontent-type: application/json\r\n"
+            b"content-length: %d\r\n\r\n%s"
+            % (method.encode(), path.encode(), self._head, len(body), body)
         )
         try:
             head = await self.reader.readuntil(b"\r\n\r\n")
@@ -118,48 +121,29 @@ class H1Connection:
             parts.append(await self.reader.readexactly(size))
             await self.reader.readexactly(2)
 
-    async def aclose(self) -> None:
-        self.writer.close()
 
-
-class H2Connection:
+class H2Connection(_Connection):
     """h2c with prior knowledge: many streams on one connection."""
 
-    def __init__(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        host: str,
-        token: str | None,
-    ) -> None:
+    def _start(self) -> None:
         try:
             import h2.config
             import h2.connection
         except ImportError:
             raise ConfigError("--h2c needs the h2 package: pip install h2") from None
-        self.reader = reader
-        self.writer = writer
-        self.host = host
-        self.token = token
         self.conn = h2.connection.H2Connection(
             h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
         )
         self.conn.initiate_connection()
         self.conn.increment_flow_control_window(2**30)
-        writer.write(self.conn.data_to_send())
+        self.writer.write(self.conn.data_to_send())
         self._streams: dict[
             int, tuple[asyncio.Future[Response], dict[str, str], list[bytes]]
         ] = {}
         self._reading = asyncio.create_task(self._read())
 
-    async def request(
-        self,
-        method: str,
-        path: str,
-        body: bytes = b"",
-        content_type: str = "application/json",
-    ) -> Response:
-        """Send one request on a new stream and await its answer."""
+    async def request(self, method: str, path: str, body: bytes = b"") -> Response:
+        """Send one request (JSON body) on a new stream and await its answer."""
         if self._reading.done():
             raise ServerUnreachable("the HTTP/2 server closed the connection")
         sid = self.conn.get_next_available_stream_id()
@@ -168,7 +152,7 @@ class H2Connection:
             (":path", path),
             (":scheme", "http"),
             (":authority", self.host),
-            ("content-type", content_type),
+            ("content-type", "application/json"),
             ("content-length", str(len(body))),
         ]
         if self.token:
