@@ -146,5 +146,6 @@ def figures(summary: Summary) -> dict[str, Any]:
         "sent": summary.sent,
         "accepted": summary.accepted,
         "lost": summary.lost,
+        "behind": summary.behind,
         "cpu": summary.generator_cpu_pct,
     }

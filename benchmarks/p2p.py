@@ -83,10 +83,11 @@ def start_aiocoap(port: int) -> subprocess.Popen[str]:
 
 
 def _line(name: str, r: dict[str, Any], args: argparse.Namespace) -> str:
+    behind = f" {r['behind']} paced sends behind," if r["behind"] else ""
     return (
         f"{name}: {r['msgs_per_s']:,.0f} msgs/s, p50 {r['p50_ms']:.1f} ms,"
         f" p99 {r['p99_ms']:.1f} ms ({r['received']} delivered in the window, "
-        f"{r['sent']} sent, {r['accepted']} DELY_ACCEPTED, {r['lost']} lost,"
+        f"{r['sent']} sent, {r['accepted']} DELY_ACCEPTED, {r['lost']} lost,{behind}"
         f" {args.ues} UEs, {args.workers} generator process(es) busy up to "
         f"{r['cpu']:.0f} %)"
     )
