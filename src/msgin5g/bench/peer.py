@@ -7,9 +7,12 @@ callback (no future or task per message), retransmission is one periodic
 :meth:`RawUe.sweep` for all outstanding requests (RFC 7252 §4.2 doubling
 timeouts) instead of a timer each, and a server POST (a delivered ``MSG`` or
 ``AGGMSG``) is acknowledged with a piggybacked 2.04 before its body is looked at.
+Observe notifications (RFC 7641: a response whose token is no longer pending,
+after a GET with Observe sent through :meth:`RawUe.request`) are acknowledged
+and handed over like a delivered message.
 
-What it does not do: block-wise transfer, Observe registration, DTLS. Devices
-use :mod:`msgin5g.client`; this is a measuring instrument.
+What it does not do: block-wise transfer, DTLS. Devices use
+:mod:`msgin5g.client`; this is a measuring instrument.
 """
 
 import asyncio
@@ -153,11 +156,19 @@ class RawUe(asyncio.DatagramProtocol):
 
     def post(self, payload: bytes, done: Completion) -> None:
         """Send ``payload`` as a CON ``POST /msgin5g``; ``done`` gets the answer."""
+        self.request(Code.POST, MSGIN5G_OPTIONS, payload, done)
+
+    def request(
+        self,
+        code: int,
+        options: list[tuple[int, bytes]],
+        payload: bytes,
+        done: Completion,
+    ) -> None:
+        """Send a CON request; ``done`` gets the answer (or None)."""
         mid = next(self._mids) & 0xFFFF
         token = next(self._tokens).to_bytes(4, "big")
-        datagram = CoapMessage(
-            Type.CON, Code.POST, mid, token, MSGIN5G_OPTIONS, payload
-        ).encode()
+        datagram = CoapMessage(Type.CON, code, mid, token, options, payload).encode()
         now = time.perf_counter()
         self._by_token[token] = _Outstanding(mid, datagram, done, now)
         self._by_mid[mid] = token
@@ -165,8 +176,14 @@ class RawUe(asyncio.DatagramProtocol):
         self.posts += 1
         self._sendto(datagram)
 
-    async def call(self, payload: bytes) -> CoapMessage | None:
-        """:meth:`post` awaited (set-up requests, not the measured load)."""
+    async def call(
+        self,
+        payload: bytes,
+        *,
+        code: int = Code.POST,
+        options: list[tuple[int, bytes]] = MSGIN5G_OPTIONS,
+    ) -> CoapMessage | None:
+        """:meth:`request` awaited (set-up requests, not the measured load)."""
         future: asyncio.Future[CoapMessage | None] = (
             asyncio.get_running_loop().create_future()
         )
@@ -175,7 +192,7 @@ class RawUe(asyncio.DatagramProtocol):
             if not future.done():
                 future.set_result(response)
 
-        self.post(payload, done)
+        self.request(code, options, payload, done)
         return await future
 
     def sweep(self, now: float) -> None:
@@ -224,7 +241,10 @@ class RawUe(asyncio.DatagramProtocol):
             if code == Code.POST and message.payload and self._first(message.mid):
                 self.on_payload(message.payload)
             return
-        self._finish(message.token, message)  # a separate response
+        if message.token in self._by_token:
+            self._finish(message.token, message)  # a separate response
+        elif message.payload:  # an Observe notification (RFC 7641)
+            self.on_payload(message.payload)
 
     def _acknowledge(self, message: CoapMessage) -> None:
         if message.code == Code.EMPTY:  # a CoAP ping is answered with RST (§4.3)

@@ -131,3 +131,23 @@ def test_retransmits_then_gives_up() -> None:
     ue.sweep(float("inf"))
     assert answers == [None]
     assert ue.in_flight == 0
+
+
+def test_observe_notification_after_the_registration_is_handed_over() -> None:
+    ue, wire, got = make_ue()
+    answers: list[CoapMessage | None] = []
+    ue.request(Code.GET, [], b"", lambda response, _t: answers.append(response))
+    request = wire.sent[0]
+    first = CoapMessage(Type.ACK, Code.CONTENT, request.mid, request.token, [], b"")
+    ue.datagram_received(first.encode(), None)
+    assert answers and answers[0] is not None
+    notification = CoapMessage(
+        Type.CON, Code.CONTENT, 300, request.token, [], msg(b"n" * 8)
+    )
+    ue.datagram_received(notification.encode(), None)
+    assert got == [msg(b"n" * 8)]
+    assert (wire.sent[-1].mtype, wire.sent[-1].code, wire.sent[-1].mid) == (
+        Type.ACK,
+        Code.EMPTY,
+        300,
+    )
