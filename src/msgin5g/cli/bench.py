@@ -42,6 +42,9 @@ generator itself was busy enough to be the limit. See docs/performance.md.
 """
 
 
+_WINDOW = {"p2p": "MSGs per UE", "reg": "REGs per socket"}
+
+
 def _add_load_options(parser: argparse.ArgumentParser, mode: str) -> None:
     parser.add_argument(
         "--server",
@@ -101,14 +104,13 @@ def _add_load_options(parser: argparse.ArgumentParser, mode: str) -> None:
         metavar="W",
         help="generator processes (default 1; one core each)",
     )
-    if mode != "fanout":
+    if mode in _WINDOW:
         parser.add_argument(
             "--window",
             type=int,
             default=1,
             metavar="K",
-            help="requests in flight per UE (p2p), socket (reg) or h2c stream "
-            "share (a2p); default 1 (RFC 7252 NSTART)",
+            help=f"{_WINDOW[mode]} in flight (default 1, RFC 7252 NSTART)",
         )
     if mode != "reg":
         parser.add_argument(

@@ -30,52 +30,18 @@ def test_defaults_are_a_closed_loop_of_100_ues_for_10_seconds() -> None:
 
 
 def test_every_option_reaches_the_run() -> None:
-    options = parse(
-        "a2p",
-        "--server",
-        "coap://10.0.0.1:5684",
-        "--http",
-        "http://10.0.0.1:8080",
-        "--ues",
-        "50",
-        "--rate",
-        "5000",
-        "--duration",
-        "3",
-        "--workers",
-        "2",
-        "--secret",
-        "s",
-        "--prefix",
-        "load-",
-        "--connections",
-        "4",
-        "--h2c",
-        "--store",
-        "--as",
-        "my-as",
-        "--token",
-        "t0k",
-        "--window",
-        "3",
-        "--size",
-        "100",
-        "--warmup",
-        "0.5",
-        "--drain",
-        "2",
-    )
+    argv = "a2p --server coap://10.0.0.1:5684 --http http://10.0.0.1:8080 --ues 50"
+    argv += " --rate 5000 --duration 3 --workers 2 --secret s --prefix load-"
+    argv += " --connections 4 --h2c --store --as my-as --token t0k --size 100"
+    argv += " --warmup 0.5 --drain 2"
+    options = parse(*argv.split())
     assert options.http == "http://10.0.0.1:8080"
     assert (options.connections, options.h2c, options.store) == (4, True, True)
     assert (options.as_id, options.token, options.prefix) == ("my-as", "t0k", "load-")
-    assert (options.rate, options.workers, options.window, options.size) == (
-        5000,
-        2,
-        3,
-        100,
-    )
+    assert (options.rate, options.workers, options.size) == (5000, 2, 100)
     assert (options.warmup, options.drain) == (0.5, 2)
     assert options.names()[0] == "load-00001"
+    assert parse("p2p", "--secret", "s", "--window", "3").window == 3
 
 
 def test_reg_has_sockets_and_fanout_a_group() -> None:
