@@ -29,8 +29,8 @@ import asyncio
 import base64
 import math
 import time
-from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, Final
+from collections.abc import Sequence
+from typing import Any, Final
 
 from msgin5g.bench.options import PROVISION_HINT, BenchFailed, BenchOptions
 from msgin5g.bench.peer import (
@@ -60,9 +60,10 @@ _FIRST_ANSWER: Final = 5.0
 class Shared:
     """Typed view of the coordinator's shared array (one per run)."""
 
-    size_for: ClassVar[Callable[[int], int]] = staticmethod(
-        lambda workers: _HEADER + workers * len(_FIELDS)
-    )
+    @staticmethod
+    def size_for(workers: int) -> int:
+        """Floats in the shared array of a run with ``workers`` processes."""
+        return _HEADER + workers * len(_FIELDS)
 
     def __init__(self, array: Any, workers: int) -> None:
         self.array = array

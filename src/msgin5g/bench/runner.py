@@ -67,6 +67,17 @@ def _worker_main(
         return
     except KeyboardInterrupt:
         return
+    except Exception as exc:  # a bug: one line in the parent, not a traceback here
+        results.put(
+            (
+                "error",
+                index,
+                f"internal error in generator process {index}: "
+                f"{type(exc).__name__}: {exc}",
+                "please report it",
+            )
+        )
+        return
     results.put(("ok", index, counts.to_wire(), None))
 
 
@@ -129,7 +140,11 @@ def _live(shared: Any) -> tuple[float, float, float]:
 
 
 def _drive(
-    shared: Any, options: BenchOptions, progress: _Progress, results: Any
+    shared: Any,
+    procs: list[Any],
+    options: BenchOptions,
+    progress: _Progress,
+    results: Any,
 ) -> None:
     """Open the window, show progress, drain."""
     t0 = time.perf_counter() + options.warmup
@@ -137,6 +152,8 @@ def _drive(
     shared.start(t0, t_end)
     while (now := time.perf_counter()) < t_end:
         _check_errors(results)
+        if any(not proc.is_alive() for proc in procs):
+            raise BenchFailed("a generator process ended during the run")
         sent, refused, received = _live(shared)
         if now < t0:
             progress.show(f"warming up ({t0 - now:.1f} s)")
@@ -219,7 +236,7 @@ def run(options: BenchOptions) -> Summary:
         proc.start()
     try:
         _wait_ready(shared, procs, results, options, progress)
-        _drive(shared, options, progress, results)
+        _drive(shared, procs, options, progress, results)
         parts = _collect(results, procs)
     finally:
         shared.stop()
