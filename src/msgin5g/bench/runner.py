@@ -14,6 +14,7 @@ or a process with what it measures, nor with its own coordination.
 """
 
 import asyncio
+import errno
 import multiprocessing as mp
 import os
 import queue
@@ -63,7 +64,13 @@ def _worker_main(
         results.put(("error", index, str(exc), exc.hint()))
         return
     except OSError as exc:
-        results.put(("error", index, f"generator process {index}: {exc}", None))
+        hint = (
+            "each simulated UE holds a UDP socket: raise the open-files limit "
+            "(ulimit -n) or spread the UEs over more --workers"
+            if exc.errno == errno.EMFILE
+            else None
+        )
+        results.put(("error", index, f"generator process {index}: {exc}", hint))
         return
     except KeyboardInterrupt:
         return

@@ -172,6 +172,10 @@ class Summary:
     generator_cpu_pct: float
     """The busiest generator process's CPU, % of one core."""
     generator_bottleneck: bool
+    generator_us_per_unit: float
+    """CPU of all generator processes per received unit (µs): with ``W``
+    processes of one core each, the generator alone could reach about
+    ``W * 1e6 / generator_us_per_unit`` units/s."""
     extra: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
@@ -258,6 +262,9 @@ def summarize(
         answer_p99_ms=answer.percentile_ms(0.99),
         generator_cpu_pct=cpu,
         generator_bottleneck=bottleneck,
+        generator_us_per_unit=(
+            1e6 * sum(p.cpu_s for p in parts) / received if received else math.nan
+        ),
         extra=extra,
         warnings=warnings,
     )
@@ -265,6 +272,14 @@ def summarize(
 
 def _ms(value: float) -> str:
     return "-" if math.isnan(value) else f"{value:.2f} ms"
+
+
+def _per_unit(summary: Summary) -> str:
+    cost = summary.generator_us_per_unit
+    if math.isnan(cost) or cost <= 0:
+        return "-"
+    ceiling = summary.workers * 1e6 / cost
+    return f"{cost:,.0f} µs CPU per unit (alone it could do ~{ceiling:,.0f}/s)"
 
 
 def format_table(summary: Summary) -> str:
@@ -293,6 +308,7 @@ def format_table(summary: Summary) -> str:
         ("refused", f"{summary.refused:,}"),
         ("lost", f"{summary.lost:,} ({summary.timeouts:,} without an answer)"),
         ("generator CPU", f"{summary.generator_cpu_pct:.0f} % of a core (busiest)"),
+        ("generator cost", _per_unit(summary)),
     ]
     rows += [
         (key.replace("_", " "), f"{value:,.2f}") for key, value in summary.extra.items()

@@ -100,6 +100,8 @@ def test_summary_adds_workers_and_derives_rate_and_lost() -> None:
     assert summary.p50_ms == pytest.approx(4.0, rel=0.011)
     assert not summary.generator_bottleneck
     assert summary.warnings == []
+    # 0.4 s of generator CPU for 135 units
+    assert summary.generator_us_per_unit == pytest.approx(0.4e6 / 135)
 
 
 def test_lost_is_never_negative() -> None:
@@ -173,6 +175,7 @@ def test_table_names_every_figure() -> None:
         "refused",
         "lost",
         "generator CPU",
+        "generator cost",
         "rounds",
     ):
         assert label in table
