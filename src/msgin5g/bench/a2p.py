@@ -133,12 +133,12 @@ class A2pWorker(Worker):
             f'"msgId":"{self.options.as_id}-{self.run_id}-{self.index}-'
         ).encode()
 
-    def body(self) -> bytes:
+    def body(self, at: float) -> bytes:
         self._serial += 1
         ue = self.names[
             (self._serial * self.options.workers + self.index) % len(self.names)
         ]
-        payload = base64.b64encode(stamp(self.options.size))
+        payload = base64.b64encode(stamp(self.options.size, at))
         return (
             self._prefix
             + b'%d","destAddr":{"addrType":"UE","addr":"%s"},"payload":"%s"}'
@@ -154,7 +154,7 @@ class A2pWorker(Worker):
         counted = self.t0 <= sent_at < self.t_end
         if counted:
             self.counts.sent += 1
-        answer = await conn.request("POST", AS_PATH, self.body())
+        answer = await conn.request("POST", AS_PATH, self.body(sent_at))
         if counted:
             self.counts.answer.add(time.perf_counter() - sent_at)
         if answer.status == 200:

@@ -280,7 +280,7 @@ class _Lanes(Worker):
     def lanes(self) -> list[RawUe]:
         return self.ues
 
-    def body(self, lane: int) -> bytes:
+    def body(self, lane: int, at: float) -> bytes:
         raise BenchFailed(f"{type(self).__name__} has no request body")
 
     def counted(self, response: CoapMessage | None, sent_at: float) -> bool:
@@ -314,7 +314,7 @@ class _Lanes(Worker):
             else:
                 self.send(lane)
 
-        ue.post(self.body(lane), done)
+        ue.post(self.body(lane, now), done, now)
 
     def _resend(self, lane: int) -> None:
         if time.perf_counter() < self.t_end:
@@ -372,9 +372,9 @@ class P2pWorker(_Lanes):
         ]
         self._serial = 0
 
-    def body(self, lane: int) -> bytes:
+    def body(self, lane: int, at: float) -> bytes:
         self._serial += 1
-        payload = base64.b64encode(stamp(self.options.size))
+        payload = base64.b64encode(stamp(self.options.size, at))
         return self._prefixes[lane] + b'%d","payload":"%s"}' % (self._serial, payload)
 
 
@@ -395,7 +395,7 @@ class RegWorker(_Lanes):
         ues = await self.open_ues([names[0] for names in self._owned])
         await self.register(ues, [names[0] for names in self._owned])
 
-    def body(self, lane: int) -> bytes:
+    def body(self, lane: int, at: float) -> bytes:
         bodies = self._bodies[lane]
         self._next[lane] = (self._next[lane] + 1) % len(bodies)
         return bodies[self._next[lane]]
@@ -437,13 +437,13 @@ class FanoutWorker(Worker):
         group = self.options.group
         while time.perf_counter() < self.t_end:
             serial += 1
-            payload = base64.b64encode(stamp(self.options.size)).decode()
+            sent_at = time.perf_counter()
+            payload = base64.b64encode(stamp(self.options.size, sent_at)).decode()
             body = (
                 f'{{"messageType":"MSG","originatingUeServiceId":"{name}",'
                 f'"recipientGroupServiceId":"{group}","messageId":'
                 f'"{name}-{self.run_id}-g{serial}","payload":"{payload}"}}'
             ).encode()
-            sent_at = time.perf_counter()
             response = await sender.call(body)
             counted = sent_at >= self.t0
             if counted and response is not None:
@@ -451,6 +451,7 @@ class FanoutWorker(Worker):
             if counted:
                 self.counts.sent += self.copies
                 self.rounds += 1
+                self.counts.extra["rounds"] = self.rounds
             if response is None or not _accepted(response):
                 if counted:
                     if response is None:
@@ -469,8 +470,11 @@ class FanoutWorker(Worker):
                 and time.perf_counter() < deadline
             ):
                 await asyncio.sleep(0.005)
-            expected = self.shared.total("arrived")
-        self.counts.extra["rounds"] = self.rounds
+            arrived = self.shared.total("arrived")
+            if arrived < expected:  # a copy is missing after --drain seconds
+                extra = self.counts.extra
+                extra["incomplete_rounds"] = extra.get("incomplete_rounds", 0) + 1
+            expected = arrived
 
 
 WORKERS: Final[dict[str, type[Worker]]] = {

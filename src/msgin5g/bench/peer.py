@@ -71,9 +71,9 @@ def reg_body(ue_service_id: str, secret: str) -> bytes:
     )
 
 
-def stamp(size: int) -> bytes:
-    """A payload of ``size`` (>= 8) octets starting with the send time."""
-    return _STAMP.pack(time.perf_counter()) + b"x" * (size - _STAMP.size)
+def stamp(size: int, at: float) -> bytes:
+    """A payload of ``size`` (>= 8) octets starting with the send time ``at``."""
+    return _STAMP.pack(at) + b"x" * (size - _STAMP.size)
 
 
 def payload_sent_at(payload: bytes) -> float | None:
@@ -147,16 +147,19 @@ class RawUe(asyncio.DatagramProtocol):
         self._tokens = itertools.count(1)
         self._by_token: dict[bytes, _Outstanding] = {}
         self._by_mid: dict[int, bytes] = {}
-        self._seen_mids: set[int] = set()
+        self._seen: set[tuple[int, bytes]] = set()
         self.bad_datagrams = 0
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
         self._sendto = transport.sendto
 
-    def post(self, payload: bytes, done: Completion) -> None:
-        """Send ``payload`` as a CON ``POST /msgin5g``; ``done`` gets the answer."""
-        self.request(Code.POST, MSGIN5G_OPTIONS, payload, done)
+    def post(self, payload: bytes, done: Completion, sent_at: float) -> None:
+        """Send ``payload`` as a CON ``POST /msgin5g``; ``done`` gets the answer.
+
+        ``sent_at`` is the send time the caller counted (and stamped) it with.
+        """
+        self.request(Code.POST, MSGIN5G_OPTIONS, payload, done, sent_at)
 
     def request(
         self,
@@ -164,12 +167,13 @@ class RawUe(asyncio.DatagramProtocol):
         options: list[tuple[int, bytes]],
         payload: bytes,
         done: Completion,
+        sent_at: float | None = None,
     ) -> None:
         """Send a CON request; ``done`` gets the answer (or None)."""
         mid = next(self._mids) & 0xFFFF
         token = next(self._tokens).to_bytes(4, "big")
         datagram = CoapMessage(Type.CON, code, mid, token, options, payload).encode()
-        now = time.perf_counter()
+        now = time.perf_counter() if sent_at is None else sent_at
         self._by_token[token] = _Outstanding(mid, datagram, done, now)
         self._by_mid[mid] = token
         self.in_flight += 1
@@ -238,7 +242,7 @@ class RawUe(asyncio.DatagramProtocol):
         if mtype == Type.CON:
             self._acknowledge(message)
         if code >> 5 == 0:  # a request: the server delivers a message
-            if code == Code.POST and message.payload and self._first(message.mid):
+            if code == Code.POST and message.payload and self._first(message):
                 self.on_payload(message.payload)
             return
         if message.token in self._by_token:
@@ -255,13 +259,19 @@ class RawUe(asyncio.DatagramProtocol):
             reply = CoapMessage(Type.ACK, Code.EMPTY, message.mid)
         self._sendto(reply.encode())
 
-    def _first(self, mid: int) -> bool:
-        """False for a retransmitted server POST (already counted)."""
-        if mid in self._seen_mids:
+    def _first(self, message: CoapMessage) -> bool:
+        """False for a retransmitted server POST (already counted).
+
+        Keyed by Message ID *and* token: a server whose Message ID counter is
+        shared by all its peers may give this UE a used ID again within seconds
+        under load, with a new token; a retransmission repeats both.
+        """
+        key = (message.mid, message.token)
+        if key in self._seen:
             return False
-        if len(self._seen_mids) > 4096:
-            self._seen_mids.clear()
-        self._seen_mids.add(mid)
+        if len(self._seen) > 4096:
+            self._seen.clear()
+        self._seen.add(key)
         return True
 
     def error_received(self, exc: Exception) -> None:

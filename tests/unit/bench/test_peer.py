@@ -49,9 +49,9 @@ def test_reg_body_carries_the_psk_token() -> None:
 
 
 def test_stamp_round_trip() -> None:
-    data = stamp(48)
+    data = stamp(48, 12.5)
     assert len(data) == 48
-    assert payload_sent_at(data) is not None
+    assert payload_sent_at(data) == 12.5
     assert payload_sent_at(b"short") is None
 
 
@@ -73,7 +73,7 @@ def test_delivered_payloads_of_msg_and_aggmsg() -> None:
 def test_piggybacked_answer_completes_the_request() -> None:
     ue, wire, _ = make_ue()
     answers: list[CoapMessage | None] = []
-    ue.post(b"{}", lambda response, _t: answers.append(response))
+    ue.post(b"{}", lambda response, _t: answers.append(response), 1.0)
     request = wire.sent[0]
     assert (request.mtype, request.code, request.uri_path) == (
         Type.CON,
@@ -91,7 +91,7 @@ def test_piggybacked_answer_completes_the_request() -> None:
 def test_separate_answer_after_an_empty_ack() -> None:
     ue, wire, _ = make_ue()
     answers: list[CoapMessage | None] = []
-    ue.post(b"{}", lambda response, _t: answers.append(response))
+    ue.post(b"{}", lambda response, _t: answers.append(response), 1.0)
     request = wire.sent[0]
     ue.datagram_received(CoapMessage(Type.ACK, Code.EMPTY, request.mid).encode(), None)
     ue.sweep(float("inf"))  # acknowledged: no retransmission any more
@@ -124,7 +124,7 @@ def test_ping_gets_a_reset_and_garbage_is_counted() -> None:
 def test_retransmits_then_gives_up() -> None:
     ue, wire, _ = make_ue()
     answers: list[CoapMessage | None] = []
-    ue.post(b"{}", lambda response, _t: answers.append(response))
+    ue.post(b"{}", lambda response, _t: answers.append(response), 1.0)
     for _ in range(4):
         ue.sweep(float("inf"))
     assert len(wire.sent) == 5 and len({m.mid for m in wire.sent}) == 1
