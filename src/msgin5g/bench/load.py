@@ -248,6 +248,9 @@ class Worker:
                 await asyncio.sleep(0.02)
             load.cancel()
             self.counts.timeouts += self.unanswered()
+            reuses = sum(ue.mid_reuses for ue in self.ues)
+            if reuses:
+                self.counts.extra["mid_reused"] = reuses
             self._publish()
             return self.counts
         finally:

@@ -147,7 +147,9 @@ class RawUe(asyncio.DatagramProtocol):
         self._tokens = itertools.count(1)
         self._by_token: dict[bytes, _Outstanding] = {}
         self._by_mid: dict[int, bytes] = {}
-        self._seen: set[tuple[int, bytes]] = set()
+        self._seen: dict[int, bytes] = {}
+        self.mid_reuses = 0
+        """Server POSTs that came with a Message ID seen before, new token."""
         self.bad_datagrams = 0
 
     def connection_made(self, transport: Any) -> None:
@@ -264,14 +266,19 @@ class RawUe(asyncio.DatagramProtocol):
 
         Keyed by Message ID *and* token: a server whose Message ID counter is
         shared by all its peers may give this UE a used ID again within seconds
-        under load, with a new token; a retransmission repeats both.
+        under load, with a new token (counted in :attr:`mid_reuses`: RFC 7252
+        §4.4 forbids it within EXCHANGE_LIFETIME, and a client deduplicating on
+        the Message ID alone would drop that message); a retransmission repeats
+        both.
         """
-        key = (message.mid, message.token)
-        if key in self._seen:
+        seen = self._seen.get(message.mid)
+        if seen == message.token:
             return False
-        if len(self._seen) > 4096:
+        if seen is not None:
+            self.mid_reuses += 1
+        elif len(self._seen) > 4096:
             self._seen.clear()
-        self._seen.add(key)
+        self._seen[message.mid] = message.token
         return True
 
     def error_received(self, exc: Exception) -> None:

@@ -262,6 +262,14 @@ def run(options: BenchOptions) -> Summary:
         offered_rate=options.rate,
     )
     _mid_warning(summary, options)
+    reused = summary.extra.get("mid_reused", 0)
+    if reused and options.warmup + options.duration + options.drain < 247:
+        summary.warnings.append(
+            f"the server gave a UE a Message ID it had used in this run {reused:.0f} "
+            "time(s), with a new token: RFC 7252 §4.4 forbids reuse within "
+            "EXCHANGE_LIFETIME (247 s), and a client that detects duplicates on the "
+            "Message ID alone drops such messages (counted here: tokens differ)"
+        )
     incomplete = summary.extra.get("incomplete_rounds", 0)
     if incomplete:
         summary.warnings.append(

@@ -188,6 +188,9 @@ class Summary:
         return json.dumps(data, sort_keys=False)
 
 
+_SUMMED: Final = frozenset({"mid_reused"})
+"""Extra figures added over processes (the others: the largest)."""
+
 _UNIT: Final = {
     "p2p": "msgs/s delivered",
     "reg": "registrations/s",
@@ -225,7 +228,10 @@ def summarize(
     extra: dict[str, float] = {}
     for part in parts:
         for key, value in part.extra.items():
-            extra[key] = max(extra.get(key, value), value)
+            if key in _SUMMED:
+                extra[key] = extra.get(key, 0) + value
+            else:
+                extra[key] = max(extra.get(key, value), value)
     behind = sum(p.behind for p in parts)
     warnings = []
     bottleneck = cpu >= BOTTLENECK_CPU

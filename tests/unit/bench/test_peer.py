@@ -151,3 +151,13 @@ def test_observe_notification_after_the_registration_is_handed_over() -> None:
         Code.EMPTY,
         300,
     )
+
+
+def test_a_reused_message_id_with_a_new_token_is_a_new_message() -> None:
+    ue, _, got = make_ue()
+    first = CoapMessage(Type.CON, Code.POST, 9, b"t1", [], msg(b"1" * 8))
+    again = CoapMessage(Type.CON, Code.POST, 9, b"t2", [], msg(b"2" * 8))
+    for message in (first, again, again):  # the last one is a retransmission
+        ue.datagram_received(message.encode(), None)
+    assert got == [msg(b"1" * 8), msg(b"2" * 8)]
+    assert ue.mid_reuses == 1

@@ -181,3 +181,13 @@ def test_table_names_every_figure() -> None:
         assert label in table
     assert "500/s paced" in table
     assert "copies/s delivered" in table
+
+
+def test_message_id_reuses_add_up_over_processes_and_rounds_do_not() -> None:
+    a, b = part(1, 0, 1), part(1, 0, 1)
+    a.extra.update(mid_reused=2, rounds=5)
+    b.extra.update(mid_reused=3)
+    summary = summarize(
+        [a, b], mode="fanout", server="s", ues=2, duration_s=1, offered_rate=0
+    )
+    assert summary.extra == {"mid_reused": 5, "rounds": 5}
