@@ -29,6 +29,7 @@ import asyncio
 import base64
 import math
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -119,7 +120,7 @@ def _backoff(response: CoapMessage | None) -> float:
     return min(float(max_age if max_age is not None else 1), _BACKOFF_MAX)
 
 
-class Worker:
+class Worker(ABC):
     """Common part: the window, the live counts, the sweep, the receive side."""
 
     def __init__(
@@ -264,11 +265,13 @@ class Worker:
         """Requests of the window still without an answer at the stop."""
         return 0
 
+    @abstractmethod
     async def setup(self) -> None:
-        raise BenchFailed(f"{type(self).__name__} has no load defined")
+        """Open this process's UE sockets and register them."""
 
+    @abstractmethod
     async def load(self) -> None:
-        raise BenchFailed(f"{type(self).__name__} has no load defined")
+        """Send until ``t_end`` (or start the closed loops and return)."""
 
 
 async def _sleep_until(moment: float) -> None:
@@ -277,29 +280,29 @@ async def _sleep_until(moment: float) -> None:
         await asyncio.sleep(delay)
 
 
-class _Lanes(Worker):
+class _Lanes(Worker, ABC):
     """A worker whose load is requests on lanes (UE sockets), closed or paced."""
 
     def lanes(self) -> list[RawUe]:
         return self.ues
 
+    @abstractmethod
     def body(self, lane: int, at: float) -> bytes:
-        raise BenchFailed(f"{type(self).__name__} has no request body")
+        """The next request of ``lane``, stamped with the send time ``at``."""
 
-    def counted(self, response: CoapMessage | None, sent_at: float) -> bool:
-        """Count an answer; True when the lane may go on at once."""
+    def counted(self, response: CoapMessage | None, sent_at: float) -> None:
+        """Count an answer (those of requests sent in the window)."""
         c = self.counts
         if not self.t0 <= sent_at < self.t_end:
-            return True
+            return
         if response is None:
             c.timeouts += 1
-            return True
+            return
         c.answer.add(time.perf_counter() - sent_at)
         if _accepted(response):
             c.accepted += 1
         else:
             c.refused += 1
-        return True
 
     def send(self, lane: int) -> None:
         ue = self.lanes()[lane]
@@ -403,13 +406,13 @@ class RegWorker(_Lanes):
         self._next[lane] = (self._next[lane] + 1) % len(bodies)
         return bodies[self._next[lane]]
 
-    def counted(self, response: CoapMessage | None, sent_at: float) -> bool:
+    def counted(self, response: CoapMessage | None, sent_at: float) -> None:
         if not self.t0 <= sent_at < self.t_end:
-            return True
+            return
         c = self.counts
         if response is None:
             c.timeouts += 1
-            return True
+            return
         latency = time.perf_counter() - sent_at
         c.answer.add(latency)
         if response.code >> 5 == 2 and b'"SUCCESS"' in response.payload:
@@ -418,7 +421,6 @@ class RegWorker(_Lanes):
             c.latency.add(latency)
         else:
             c.refused += 1
-        return True
 
 
 class FanoutWorker(Worker):
