@@ -43,8 +43,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from common import ROOT, free_port, provision, reg_body
-from p2p import SECRET, _Lat, run_load
+from p2p import SECRET, run_load
 from storage_ops import ceiling
 
 sys.path.insert(0, str(ROOT))
@@ -53,6 +54,17 @@ sys.path.insert(0, str(ROOT / "src"))
 from tests.storage.nats_server import NatsServer
 
 _TICK = os.sysconf("SC_CLK_TCK")
+
+
+class _Item(msgspec.Struct):
+    payload: bytes
+
+
+class _Lat(msgspec.Struct, rename="camel"):
+    """A delivered MSG, or an AGGMSG bundling several (downlink aggregation)."""
+
+    payload: bytes | None = None
+    aggregated_messages: list[_Item] | None = None
 
 
 def cpu_seconds(pid: int) -> float:
@@ -145,13 +157,14 @@ def e2e(
     theirs = CpuSampler([nats_pid]) if nats_pid else None
     try:
         time.sleep(0.5)
-        result = run_load(port, ues, 1, seconds)
+        start = time.perf_counter()
+        result = run_load(port, len(ues), 1, seconds)
+        end = time.perf_counter()  # includes the bench's warm-up and drain
     finally:
         ours.stop()
         if theirs is not None:
             theirs.stop()
         stop(proc)
-    start, end = result["window"]
     delivered = max(1, result["received"])
     result["cpu_per_msg"] = ours.between(start, end) / delivered
     result["nats_cpu_per_msg"] = (
@@ -310,7 +323,7 @@ def main() -> None:
                 f"  JetStream acked publish, {inflight:3d} in flight (separate "
                 f"process): {rate:,.0f}/s"
             )
-        ues = [f"ue-{i:05d}" for i in range(args.ues)]
+        ues = [f"ue-{i:05d}" for i in range(1, args.ues + 1)]  # bench's names
         print(f"end to end, {args.ues} UEs, closed loop, generator in its own process:")
         a = e2e(
             "a: 1 process, SQLite",

@@ -11,10 +11,19 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import msgspec
+from msgin5g.bench.peer import reg_body
+
+if TYPE_CHECKING:
+    from msgin5g.bench import Summary
+
+__all__ = ["ROOT", "SECRET", "bench", "figures", "free_port", "provision"]
+__all__ += ["provision_bench", "reg_body", "rss_kib", "start_server"]
 
 ROOT = Path(__file__).resolve().parents[1]
+SECRET = "bench-secret"
+"""The one secret of the UEs the load generator (``msgin5g bench``) uses."""
 
 
 def free_port(kind: int = socket.SOCK_DGRAM) -> int:
@@ -30,22 +39,6 @@ def rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return 0
-
-
-def reg_body(ue: str, secret: str) -> bytes:
-    """A ``REG`` with a PSK_TOKEN derived from ``secret``."""
-    from msgin5g.model.credentials import psk_token
-
-    return msgspec.json.encode(
-        {
-            "messageType": "REG",
-            "ueServiceId": ue,
-            "ueCredentialInfo": {
-                "authType": "PSK_TOKEN",
-                "credential": psk_token(secret, ue),
-            },
-        }
-    )
 
 
 async def provision(url: str, ids: list[str], secret: str) -> None:
@@ -92,3 +85,67 @@ def start_server(port: int, db: Path, *extra: str) -> subprocess.Popen[str]:
     line = proc.stdout.readline()
     assert "serving" in line, line
     return proc
+
+
+def provision_bench(url: str, ues: int, prefix: str = "bench-") -> float:
+    """``msgin5g bench provision`` (the ``ue import`` path) of ``<prefix>00001..``.
+
+    Runs the real CLI in a subprocess; returns its wall time in seconds.
+    """
+    import time
+
+    start = time.perf_counter()
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "msgin5g",
+            "bench",
+            "provision",
+            "--storage",
+            url,
+            "--ues",
+            str(ues),
+            "--secret",
+            SECRET,
+            "--prefix",
+            prefix,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return time.perf_counter() - start
+
+
+def bench(port: int, mode: str, ues: int, seconds: float, **more: Any) -> Summary:
+    """One ``msgin5g bench MODE`` run (the package, in this process) against
+    ``coap://127.0.0.1:port``; ``more`` are :class:`BenchOptions` fields."""
+    from msgin5g.bench import BenchOptions, run
+
+    options = BenchOptions(
+        mode=mode,
+        server=f"coap://127.0.0.1:{port}",
+        ues=ues,
+        secret=SECRET,
+        duration=seconds,
+        **more,
+    )
+    return run(options)
+
+
+def figures(summary: Summary) -> dict[str, Any]:
+    """The figures the benchmarks print, from a bench summary."""
+    return {
+        "msgs_per_s": summary.rate,
+        "p50_ms": summary.p50_ms,
+        "p99_ms": summary.p99_ms,
+        "received": summary.received,
+        "sent": summary.sent,
+        "accepted": summary.accepted,
+        "lost": summary.lost,
+        "behind": summary.behind,
+        "cpu": summary.generator_cpu_pct,
+    }

@@ -32,7 +32,6 @@ import argparse
 import asyncio
 import multiprocessing as mp
 import os
-import random
 import sys
 import tempfile
 import time
@@ -40,13 +39,13 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from common import ROOT, free_port, provision, reg_body, rss_kib, start_server
+from common import ROOT, SECRET, free_port, provision, reg_body, rss_kib, start_server
 
-SECRET = "bench-secret"
+from msgin5g.bench.peer import MSGIN5G_OPTIONS, RawUe, open_ue
+
 SENDERS = 64
-CON, NON, ACK, RST = 0, 1, 2, 3
-POST, GET, CHANGED, CONTENT = 2, 1, 68, 69
-OBSERVE, URI_PATH, CONTENT_FORMAT = 6, 11, 12
+POST, GET, CONTENT = 2, 1, 69
+OBSERVE = 6
 
 
 def cpu_seconds(pid: int) -> float:
@@ -71,7 +70,7 @@ class _Item(msgspec.Struct, rename="camel"):
 
 
 class _Down(msgspec.Struct, rename="camel"):
-    """A delivered MSG (or AGGMSG bundling several)."""
+    """A delivered MSG (or AGGMSG bundling several), or a notification's MSG."""
 
     message_id: str = ""
     aggregated_messages: list[_Item] | None = None
@@ -83,104 +82,58 @@ _DECODE = msgspec.json.Decoder(_Down)
 # ---------------------------------------------------------------- raw CoAP UE
 
 
-class RawUe(asyncio.DatagramProtocol):
-    """A minimal CoAP peer: client requests (no loss on loopback), server POSTs
-    answered 2.04, Observe notifications acknowledged; records arrival times."""
+def recorder(seen: dict[str, list[float]]) -> Any:
+    """What a UE does with a delivered MSG/AGGMSG or notification: note its arrival
+    time under its messageId ("<tag>.<member>" counts for <tag>)."""
 
-    def __init__(self, ue: str, seen: dict[str, list[float]]) -> None:
-        self.ue = ue
-        self.seen = seen
-        self.transport: asyncio.DatagramTransport | None = None
-        self.pending: dict[int, asyncio.Future[Any]] = {}
-        self.mid = random.randrange(65536)
-
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-
-    def request(
-        self, code: int, path: tuple[str, ...], payload: bytes, extra: list[Any]
-    ) -> asyncio.Future[Any]:
-        from msgin5g.coap import CoapMessage, encode_uint, uri_path_options
-
-        self.mid = (self.mid + 1) & 0xFFFF
-        options = [*uri_path_options(path), *extra]
-        if payload:
-            options.append((CONTENT_FORMAT, encode_uint(50)))
-        token = os.urandom(4)
-        message = CoapMessage(CON, code, self.mid, token, options, payload)
-        future = asyncio.get_running_loop().create_future()
-        self.pending[self.mid] = future
-        assert self.transport is not None
-        self.transport.sendto(message.encode())
-        return future
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        from msgin5g.coap import CoapMessage
-
-        message = CoapMessage.decode(data)
-        assert self.transport is not None
-        if message.mtype == ACK:
-            future = self.pending.pop(message.mid, None)
-            if future is not None and not future.done():
-                future.set_result(message)
-            return
+    def on_payload(body: bytes) -> None:
         now = time.monotonic()
-        if message.code == POST and message.payload:  # the server delivers a MSG
-            body = _DECODE.decode(message.payload)
-            ids = [i.message_id for i in body.aggregated_messages or []] or [
-                body.message_id
-            ]
-            for mid in ids:  # "<tag>.<member>" counts for <tag>
-                self.seen.setdefault(mid.partition(".")[0], []).append(now)
-            reply = CoapMessage(ACK, CHANGED, message.mid, message.token)
-            self.transport.sendto(reply.encode())
-        elif message.code == CONTENT and message.payload:  # an Observe notification
-            body = _DECODE.decode(message.payload)
-            self.seen.setdefault(body.message_id, []).append(now)
-            if message.mtype == CON:
-                self.transport.sendto(CoapMessage(ACK, 0, message.mid).encode())
-        elif message.mtype == CON:
-            self.transport.sendto(CoapMessage(ACK, 0, message.mid).encode())
+        try:
+            down = _DECODE.decode(body)
+        except msgspec.DecodeError:
+            return
+        ids = [i.message_id for i in down.aggregated_messages or []] or [
+            down.message_id
+        ]
+        for mid in ids:
+            seen.setdefault(mid.partition(".")[0], []).append(now)
+
+    return on_payload
 
 
 async def open_ues(
     ids: list[str], seen: dict[str, list[float]], server: tuple[str, int]
 ) -> list[RawUe]:
-    """One connected UDP socket per UE (it talks only to the server)."""
-    loop = asyncio.get_running_loop()
-    ues = []
-    for ue in ids:
-        _, proto = await loop.create_datagram_endpoint(
-            lambda ue=ue: RawUe(ue, seen), remote_addr=server
-        )
-        ues.append(proto)
-    return ues
+    """One connected UDP socket per UE (msgin5g.bench's simulated UE)."""
+    return [await open_ue(ue, server, recorder(seen)) for ue in ids]
 
 
 async def call(
     ue: RawUe,
-    server: tuple[str, int],
-    code: int,
-    path: tuple[str, ...],
     payload: bytes = b"",
-    extra: list[Any] | None = None,
+    *,
+    code: int = POST,
+    options: list[Any] | None = None,
 ) -> Any:
-    assert ue.transport is not None
+    """One request, sent again as a new one after 3 s without an answer (5 tries)."""
     for _ in range(5):
-        future = ue.request(code, path, payload, extra or [])
         try:
-            return await asyncio.wait_for(asyncio.shield(future), 3.0)
+            answer = await asyncio.wait_for(
+                ue.call(payload, code=code, options=options or MSGIN5G_OPTIONS), 3.0
+            )
         except TimeoutError:
             continue
-    raise TimeoutError(f"{ue.ue}: no answer")
+        if answer is not None:
+            return answer
+    raise TimeoutError(f"{ue.name}: no answer")
 
 
-async def register_all(ues: list[RawUe], server: tuple[str, int]) -> None:
+async def register_all(ues: list[RawUe]) -> None:
     sem = asyncio.Semaphore(256)
 
     async def one(ue: RawUe) -> None:
         async with sem:
-            resp = await call(ue, server, POST, ("msgin5g",), reg_body(ue.ue, SECRET))
+            resp = await call(ue, reg_body(ue.name, SECRET))
             assert b"SUCCESS" in resp.payload, resp.payload
 
     await asyncio.gather(*(one(ue) for ue in ues))
@@ -189,20 +142,16 @@ async def register_all(ues: list[RawUe], server: tuple[str, int]) -> None:
 # ---------------------------------------------------------------- member workers
 
 
-async def observe(
-    ue: RawUe, server: tuple[str, int], topic: str, sem: asyncio.Semaphore
-) -> None:
+async def observe(ue: RawUe, topic: str, sem: asyncio.Semaphore) -> None:
     """GET /msgin5g/topics/<topic> with Observe = 0 (RFC 7641 registration)."""
-    from msgin5g.coap import encode_uint
+    from msgin5g.coap import encode_uint, uri_path_options
 
     async with sem:
-        resp = await call(
-            ue,
-            server,
-            GET,
-            ("msgin5g", "topics", topic),
-            extra=[(OBSERVE, encode_uint(0))],
-        )
+        options = [
+            *uri_path_options(("msgin5g", "topics", topic)),
+            (OBSERVE, encode_uint(0)),
+        ]
+        resp = await call(ue, code=GET, options=options)
         assert resp.code == CONTENT, (resp.code, resp.payload)
 
 
@@ -211,7 +160,7 @@ async def _worker(port: int, ids: list[str], commands: Any, results: Any) -> Non
     server = ("127.0.0.1", port)
     seen: dict[str, list[float]] = {}
     ues = await open_ues(ids, seen, server)
-    await register_all(ues, server)
+    await register_all(ues)
     results.put(("ready", len(ues)))
     loop = asyncio.get_running_loop()
     sem = asyncio.Semaphore(256)
@@ -221,9 +170,7 @@ async def _worker(port: int, ids: list[str], commands: Any, results: Any) -> Non
             break
         if command[0] == "observe":
             topic, count = command[1], command[2]
-            await asyncio.gather(
-                *(observe(ue, server, topic, sem) for ue in ues[:count])
-            )
+            await asyncio.gather(*(observe(ue, topic, sem) for ue in ues[:count]))
             results.put(("observing", count))
             continue
         _, mid, expected, timeout = command
@@ -233,8 +180,8 @@ async def _worker(port: int, ids: list[str], commands: Any, results: Any) -> Non
             await asyncio.sleep(0.005)
         results.put(("done", mid, seen.get(mid, [])))
     for ue in ues:
-        assert ue.transport is not None
-        ue.transport.close()
+        if ue.transport is not None:
+            ue.transport.close()
 
 
 def _worker_main(port: int, ids: list[str], commands: Any, results: Any) -> None:
@@ -306,11 +253,7 @@ async def fan_out(
     await asyncio.sleep(0.2)  # workers are waiting
     t0 = time.monotonic()
     resp = await call(
-        sender,
-        server,
-        POST,
-        ("msgin5g",),
-        msg_body(sender.ue, mid, recipientGroupServiceId=f"g{size}"),
+        sender, msg_body(sender.name, mid, recipientGroupServiceId=f"g{size}")
     )
     acked = time.monotonic() - t0
     assert b"DELY_ACCEPTED" in resp.payload, resp.payload
@@ -329,8 +272,8 @@ async def unicast(
     async def lane(sender: RawUe) -> None:
         while queue:
             target = queue.pop()
-            body = msg_body(sender.ue, f"{tag}.{target}", recipientUeServiceId=target)
-            resp = await call(sender, server, POST, ("msgin5g",), body)
+            body = msg_body(sender.name, f"{tag}.{target}", recipientUeServiceId=target)
+            resp = await call(sender, body)
             assert b"DELY_ACCEPTED" in resp.payload, resp.payload
 
     t0 = time.monotonic()
@@ -377,7 +320,7 @@ async def run(args: argparse.Namespace) -> None:
         )
         seen: dict[str, list[float]] = {}
         sender_ues = await open_ues(senders, seen, server)
-        await register_all(sender_ues, server)
+        await register_all(sender_ues)
         print(
             f"server RSS with {len(ids) + SENDERS} registered UEs: "
             f"{rss_kib(proc.pid) / 1024:.1f} MiB"
@@ -421,11 +364,7 @@ async def run(args: argparse.Namespace) -> None:
             await asyncio.sleep(0.2)
             t0 = time.monotonic()
             resp = await call(
-                sender_ues[0],
-                server,
-                POST,
-                ("msgin5g",),
-                msg_body(senders[0], mid, messagingTopic="bench"),
+                sender_ues[0], msg_body(senders[0], mid, messagingTopic="bench")
             )
             assert b"DELY_ACCEPTED" in resp.payload, resp.payload
             times = [t - t0 for t in members.collect()]

@@ -15,7 +15,6 @@ test.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import tempfile
 import threading
@@ -23,8 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import free_port, provision, rss_kib, start_server
-from p2p import SECRET, run_load
+from common import free_port, provision_bench, rss_kib, start_server
+from p2p import run_load
 
 
 def main() -> None:
@@ -42,8 +41,7 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="msgin5g-mem-"))
     db = tmp / "mem.db"
-    ues = [f"ue-{i:05d}" for i in range(args.ues)]
-    asyncio.run(provision(f"sqlite:///{db}", ues, SECRET))
+    provision_bench(f"sqlite:///{db}", args.ues, "ue-")
     port = free_port()
     extra = [x for s in args.set for x in ("--set", s)]
     server = start_server(port, db, *extra)
@@ -55,23 +53,31 @@ def main() -> None:
     try:
         time.sleep(0.5)
         print(f"  t=   0 s  RSS {rss_kib(server.pid) / 1024:7.1f} MiB (idle)")
-        load = threading.Thread(
-            target=lambda: result.update(
-                run_load(port, ues, args.workers, args.seconds)
-            )
-        )
         start = time.monotonic()
-        load.start()
-        peak = 0
-        while load.is_alive():
-            load.join(args.every)
-            rss = rss_kib(server.pid)
-            peak = max(peak, rss)
-            print(f"  t={time.monotonic() - start:4.0f} s  RSS {rss / 1024:7.1f} MiB")
+        done = threading.Event()
+        peak = [0]
+
+        def sample() -> None:  # RSS in a thread; the load forks from the main one
+            while not done.wait(args.every):
+                rss = rss_kib(server.pid)
+                peak[0] = max(peak[0], rss)
+                print(
+                    f"  t={time.monotonic() - start:4.0f} s  RSS {rss / 1024:7.1f} MiB",
+                    flush=True,
+                )
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        try:
+            result.update(run_load(port, args.ues, args.workers, args.seconds))
+        finally:
+            done.set()
+            sampler.join()
+        peak[0] = max(peak[0], rss_kib(server.pid))
         print(
             f"load: {result.get('msgs_per_s', 0):,.0f} msgs/s end to end, "
-            f"{result.get('received', 0):,} delivered; peak RSS {peak / 1024:.1f} MiB "
-            f"= {peak * 1024 / args.ues / 1024:,.0f} KiB per UE"
+            f"{result.get('received', 0):,} delivered; peak RSS {peak[0] / 1024:.1f} MiB "
+            f"= {peak[0] / args.ues:,.0f} KiB per UE"
         )
     finally:
         server.terminate()

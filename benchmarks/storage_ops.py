@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import ROOT, free_port, provision, start_server
+from common import ROOT, free_port, provision_bench, start_server
 
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "src"))
@@ -129,10 +129,10 @@ def ceiling(url: str, seconds: float, inflight: int) -> float:
     return rate
 
 
-def e2e(storage: str, ues: list[str], seconds: float, workdir: Path) -> dict[str, Any]:
+def e2e(storage: str, ues: int, seconds: float, workdir: Path) -> dict[str, Any]:
     from p2p import run_load
 
-    asyncio.run(provision(storage, ues, SECRET))
+    provision_bench(storage, ues, "ue-")
     port = free_port()
     server = start_server(port, workdir / "unused.db", "--storage", storage)
     try:
@@ -178,12 +178,11 @@ def main() -> None:
                 f"  JetStream acked publish, {inflight:3d} in flight (separate process): "
                 f"{rate:,.0f}/s"
             )
-        ues = [f"ue-{i:05d}" for i in range(args.ues)]
         for name, storage in (
             ("sqlite FULL", f"sqlite:///{tmp / 'e2e.db'}"),
             ("nats", f"{js.url}?prefix=e2e"),
         ):
-            r = e2e(storage, ues, args.seconds, tmp)
+            r = e2e(storage, args.ues, args.seconds, tmp)
             print(
                 f"  end to end {name:12s}: {r['msgs_per_s']:,.0f} msgs/s, p50 "
                 f"{r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms ({r['received']} delivered, "

@@ -26,6 +26,7 @@ from msgin5g import logsafe
 from msgin5g.cli import asapp
 from msgin5g.cli import gateway as gateway_cli
 from msgin5g.cli.area import add_area_parser
+from msgin5g.cli.bench import add_bench_parser
 from msgin5g.cli.cluster import add_cluster_parser
 from msgin5g.cli.common import add_storage, missing_extra
 from msgin5g.cli.group import add_group_parser
@@ -54,6 +55,9 @@ AS side:       msgin5g as add                    provision an AS's OAuth2 client
                msgin5g as send|listen            A2P message; AS simulator (P2A)
 Gateways:      msgin5g l3g                       Legacy 3GPP Message Gateway (SMPP)
                msgin5g n3g                       Non-3GPP Message Gateway (MQTT)
+Load testing:  msgin5g bench p2p|reg|a2p|fanout  measure a running server
+Cluster:       msgin5g cluster status            nodes, leases, UEs, stored items
+               msgin5g bench provision           provision the bench UEs
 
 Configuration: --config FILE (TOML), MSGIN5G_* environment variables, options.
 """
@@ -300,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_topic_parser(commands)
     add_cluster_parser(commands)
     add_mqtt_parser(commands)
+    add_bench_parser(commands)
     ue = commands.add_parser("ue", help="provision UEs, or act as a UE")
     ue_commands = ue.add_subparsers(dest="ue_command", required=True, metavar="ACTION")
 
@@ -417,8 +422,21 @@ def _fail(message: str, hint: str | None) -> int:
     return 1
 
 
+_ASYNC_COMMANDS = {
+    "doctor": ("msgin5g.cli.doctor", "run_doctor"),
+    "as": ("msgin5g.cli.serve", "run_as"),
+    "cluster": ("msgin5g.cli.cluster", "run_cluster"),
+    "mqtt": ("msgin5g.cli.mqtt", "run_mqtt"),
+    "group": ("msgin5g.cli.group", "run_group"),
+    "area": ("msgin5g.cli.area", "run_area"),
+    "topic": ("msgin5g.cli.topic", "run_topic"),
+}
+"""Commands that run one coroutine: (module, function), imported on use."""
+
+
 def _run(args: argparse.Namespace) -> int:
     import asyncio
+    import importlib
 
     _check_log_level(args)
     use_uvloop()
@@ -433,31 +451,17 @@ def _run(args: argparse.Namespace) -> int:
         from msgin5g.cli.msgg_run import run_msgg
 
         return run_msgg(args)
-    if args.command == "doctor":
-        from msgin5g.cli.doctor import run_doctor
+    if args.command == "bench":
+        from msgin5g.cli.bench import run_bench, run_provision
 
-        return asyncio.run(run_doctor(args))
-    if args.command == "as":
-        from msgin5g.cli.serve import run_as
-
-        return asyncio.run(run_as(args))
-    if args.command == "cluster":
-        from msgin5g.cli.cluster import run_cluster
-
-        return asyncio.run(run_cluster(args))
-    if args.command == "mqtt":
-        from msgin5g.cli.mqtt import run_mqtt
-
-        return asyncio.run(run_mqtt(args))
-    if args.command in {"group", "area", "topic"}:
-        from msgin5g.cli import area, group, topic
-
-        run = {
-            "group": group.run_group,
-            "area": area.run_area,
-            "topic": topic.run_topic,
-        }
-        return asyncio.run(run[args.command](args))
+        if args.bench_command == "provision":
+            return asyncio.run(run_provision(args))
+        return run_bench(args)
+    runner = _ASYNC_COMMANDS.get(args.command)
+    if runner is not None:  # imported only when it runs (startup time, extras)
+        module, name = runner
+        run = getattr(importlib.import_module(module), name)
+        return int(asyncio.run(run(args)))
     if args.ue_command in IMPORT_EXPORT:
         from msgin5g.cli.ue_bulk import run_export, run_import
 

@@ -79,6 +79,7 @@ def _run(
         ["serve", "--help"],
         ["ue", "import", "--help"],
         ["as", "send", "--help"],
+        ["bench", "p2p", "--help"],
     ],
 )
 def test_help_and_version_load_no_server_module(argv: list[str]) -> None:
@@ -146,3 +147,18 @@ async def test_device_commands_work_without_the_server_stack(server: Server) -> 
     assert json.loads(reg_out[0])["registrationResult"] == "SUCCESS"
     assert sending == {"status": 0, "heavy": []}, stderr
     assert json.loads(send_out[1])["deliveryStatus"] in {"DELY_ACCEPTED", "DELY_STORED"}
+
+
+async def test_bench_runs_without_the_server_stack(server: Server) -> None:
+    """``msgin5g bench`` is device side: a plain ``pip install msgin5g`` runs it."""
+    url = server.config.storage.url
+    for ue in ("bench-00001", "bench-00002"):
+        await provision_ue(url, ue, "s")
+    host, port = server.coap_address
+    argv = ["bench", "p2p", "--server", f"coap://{host}:{port}", "--ues", "2"]
+    argv += ["--secret", "s", "--duration", "1", "--warmup", "0", "--json"]
+    verdict, out, stderr = await asyncio.to_thread(_run, argv, hide=True)
+    assert verdict == {"status": 0, "heavy": []}, stderr
+    summary = json.loads(out[0])
+    assert summary["received"] > 0
+    assert summary["lost"] == 0

@@ -1,0 +1,177 @@
+"""`msgin5g bench` against a real `msgin5g serve` process (real UDP, real HTTP).
+
+No timing assertions: each run is short and the checks are on counts (every
+message sent in the window arrived, nothing lost) and on the summary's shape.
+"""
+
+import json
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import ServerProcess, msgin5g
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+
+SECRET = "bench-e2e-secret"
+
+
+def free_tcp_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_tcp(port: int) -> None:
+    """Bounded polling until the REST port accepts connections."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"nothing listens on {port}")
+
+
+@pytest.fixture(scope="module")
+def bench_server(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[ServerProcess, str]]:
+    tmp = tmp_path_factory.mktemp("bench")
+    http_port = free_tcp_port()
+    srv = ServerProcess(
+        tmp / "msgin5g.db",
+        extra=("--set", "rest.enabled=true", "--http", f"127.0.0.1:{http_port}"),
+    )
+    provision = msgin5g(
+        "bench", "provision", "--storage", srv.storage, "--ues", "8", "--secret", SECRET
+    )
+    assert "imported 8 UEs" in provision.stderr
+    srv.start()
+    wait_tcp(http_port)
+    yield srv, f"http://127.0.0.1:{http_port}"
+    err = srv.stop()
+    assert "Traceback" not in err, err
+
+
+def bench(
+    server: tuple[ServerProcess, str], mode: str, options: str
+) -> dict[str, object]:
+    """``msgin5g bench MODE --json`` for 2 s against the module's server."""
+    srv, http = server
+    where = (
+        ["--server", srv.url, "--http", http]
+        if mode in ("a2p", "fanout")
+        else ["--server", srv.url]
+    )
+    result = msgin5g(
+        "bench",
+        mode,
+        *where,
+        "--duration",
+        "2",
+        *options.split(),
+        "--secret",
+        SECRET,
+        "--json",
+        timeout=120,
+    )
+    summary: dict[str, object] = json.loads(result.stdout)
+    assert summary["mode"] == mode
+    return summary
+
+
+def delivered(summary: dict[str, object]) -> int:
+    received = summary["received"]
+    assert isinstance(received, int)
+    return received
+
+
+def test_p2p_closed_loop_delivers_everything(
+    bench_server: tuple[ServerProcess, str],
+) -> None:
+    summary = bench(bench_server, "p2p", "--ues 4")
+    assert delivered(summary) > 0
+    assert summary["lost"] == 0
+    assert summary["refused"] == 0
+    assert summary["sent"] == summary["received"]
+    assert summary["p50_ms"] is not None and summary["p99_ms"] is not None
+    assert (
+        0
+        < summary["p50_ms"]
+        <= summary["p90_ms"]
+        <= summary["p99_ms"]
+        <= summary["max_ms"]
+    )  # type: ignore[operator]
+
+
+def test_p2p_paced_two_processes(bench_server: tuple[ServerProcess, str]) -> None:
+    summary = bench(bench_server, "p2p", "--ues 8 --workers 2 --rate 100")
+    assert summary["workers"] == 2
+    assert summary["offered_rate"] == 100
+    assert delivered(summary) > 0
+    assert summary["lost"] == 0
+
+
+def test_reg_counts_successful_registrations(
+    bench_server: tuple[ServerProcess, str],
+) -> None:
+    summary = bench(bench_server, "reg", "--ues 8 --sockets 2 --window 4")
+    assert delivered(summary) > 0
+    assert summary["received"] == summary["accepted"] == summary["sent"]
+    assert summary["lost"] == 0
+
+
+def test_a2p_through_the_rest_api(bench_server: tuple[ServerProcess, str]) -> None:
+    summary = bench(bench_server, "a2p", "--ues 4 --connections 2")
+    assert delivered(summary) > 0
+    assert summary["lost"] == 0
+    assert summary["answer_p99_ms"] is not None  # the HTTP answers were timed
+
+
+def test_fanout_to_a_group_made_through_ss_gm(
+    bench_server: tuple[ServerProcess, str],
+) -> None:
+    summary = bench(bench_server, "fanout", "--ues 8 --workers 2")
+    rounds = summary["extra"]["rounds"]  # type: ignore[index]
+    assert rounds >= 1
+    assert delivered(summary) == 7 * rounds  # every member but the sender
+    assert summary["lost"] == 0
+
+
+def run_failing(*args: str) -> str:
+    result = msgin5g(
+        "bench",
+        "p2p",
+        "--duration",
+        "1",
+        "--ues",
+        "2",
+        "--secret",
+        SECRET,
+        *args,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    return result.stderr
+
+
+def test_unprovisioned_ues_fail_in_one_line_with_a_hint(
+    bench_server: tuple[ServerProcess, str],
+) -> None:
+    err = run_failing("--server", bench_server[0].url, "--prefix", "nobody-")
+    assert "refused the REG of nobody-00001" in err
+    assert "hint: provision the bench UEs first" in err
+
+
+def test_no_server_is_reported_in_seconds(tmp_path: Path) -> None:
+    port = ServerProcess(tmp_path / "x.db").port  # a free port nobody listens on
+    err = run_failing("--server", f"coap://127.0.0.1:{port}")
+    assert "no answer from" in err
+    assert "hint:" in err
