@@ -16,6 +16,7 @@ import asyncio
 import gc
 import logging
 import sys
+from functools import partial
 from typing import Any
 
 from msgin5g import logsafe
@@ -87,20 +88,46 @@ def _worker_arguments(args: argparse.Namespace) -> list[str]:
 def _supervise(args: argparse.Namespace, config: ServerConfig) -> int:
     """``serve --workers N``: start the workers and keep them running."""
     plan = plan_workers(config, _worker_arguments(args))
-    return asyncio.run(Supervisor(plan, announce=_announce_workers).run())
+    announce = partial(_announce_workers, config)
+    return asyncio.run(Supervisor(plan, announce=announce).run())
 
 
-def _announce_workers(ready: WorkersReady) -> None:
-    if ready.http is not None:
-        web, web_port = ready.http
-        print(f"msgin5g: serving TS 29.538 APIs on http://{web}:{web_port}")
-    host, port = ready.coap
-    print(
-        f"msgin5g: serving MSGin5G-1 on coap://{host}:{port}/msgin5g with "
-        f"{len(ready.node_ids)} workers ({', '.join(ready.node_ids)}; "
-        f"pids {', '.join(map(str, ready.pids))})",
-        flush=True,
+def _url(scheme: str, address: tuple[str, int], path: str = "") -> str:
+    """``scheme://host:port/path`` with an IPv6 host in brackets."""
+    host, port = address[0], address[1]
+    host = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{host}:{port}{path}"
+
+
+def _http_lines(config: ServerConfig, http: tuple[str, int] | None) -> list[str]:
+    """The banner lines of the HTTP port: the TS 29.538 APIs and the console."""
+    if http is None:
+        return []
+    scheme = "https" if config.rest.tls_cert else "http"
+    return [
+        f"msgin5g: serving TS 29.538 APIs on {_url(scheme, http)}",
+        f"msgin5g: operator console on {_url(scheme, http, '/console')}",
+    ]
+
+
+def _announce_workers(config: ServerConfig, ready: WorkersReady) -> None:
+    """The banner of ``serve --workers N`` (the supervisor prints it)."""
+    lines = _http_lines(config, ready.http)
+    workers = (
+        f" with {len(ready.node_ids)} workers ({', '.join(ready.node_ids)}; "
+        f"pids {', '.join(map(str, ready.pids))})"
     )
+    secure = config.coap.secure_address
+    if secure is not None:
+        lines.append(
+            f"msgin5g: serving MSGin5G-1 on {_url('coaps', secure, '/msgin5g')}"
+        )
+    if config.coap.insecure_allowed:
+        lines.append(
+            f"msgin5g: serving MSGin5G-1 on {_url('coap', ready.coap, '/msgin5g')}"
+        )
+    lines[-1] += workers
+    print("\n".join(lines), flush=True)
 
 
 async def _serve(config: ServerConfig, link: WorkerLink | None = None) -> None:
@@ -117,26 +144,27 @@ async def _serve(config: ServerConfig, link: WorkerLink | None = None) -> None:
         if link is not None:
             link.ready(server.coap_address, server.http_address)
         else:
-            if server.http_address is not None:
-                web, web_port = server.http_address
-                print(f"msgin5g: serving TS 29.538 APIs on http://{web}:{web_port}")
-            if server.mqtt is not None:
-                print(
-                    f"msgin5g: serving MSGin5G-1 over MQTT through {server.mqtt.config.url}"
-                    f" (topics {server.mqtt.prefix}/…)"
-                )
-            plain, secure = server.coap_addresses
-            if secure is not None:
-                print(
-                    f"msgin5g: serving MSGin5G-1 on coaps://{secure[0]}:{secure[1]}/msgin5g"
-                )
-            if plain is not None:
-                print(
-                    f"msgin5g: serving MSGin5G-1 on coap://{plain[0]}:{plain[1]}/msgin5g"
-                )
-            sys.stdout.flush()
+            _announce(server)
         await stop.wait()
         logging.getLogger("msgin5g").info("shutting down")
+
+
+def _announce(server: Server) -> None:
+    """The banner of a single server: one line per address it serves."""
+    lines = _http_lines(server.config, server.http_address)
+    if server.mqtt is not None:
+        lines.append(
+            f"msgin5g: serving MSGin5G-1 over MQTT through {server.mqtt.config.url}"
+            f" (topics {server.mqtt.prefix}/…)"
+        )
+    plain, secure = server.coap_addresses
+    if secure is not None:
+        lines.append(
+            f"msgin5g: serving MSGin5G-1 on {_url('coaps', secure, '/msgin5g')}"
+        )
+    if plain is not None:
+        lines.append(f"msgin5g: serving MSGin5G-1 on {_url('coap', plain, '/msgin5g')}")
+    print("\n".join(lines), flush=True)
 
 
 async def run_ue_admin(args: argparse.Namespace) -> int:
