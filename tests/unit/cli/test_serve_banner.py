@@ -31,14 +31,15 @@ def banner(tmp_path: Path, *options: str) -> tuple[subprocess.Popen[str], list[s
     """Start ``msgin5g serve`` and read its banner (until the CoAP line)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MSGIN5G_")}
     env["PYTHONUNBUFFERED"] = "1"
+    argv = [
+        sys.executable, "-m", "msgin5g", "serve",
+        "--storage", f"sqlite:///{tmp_path / 'db.sqlite'}",
+        "--http", "127.0.0.1:0",
+        "--set", f"coap.psk_store={tmp_path / 'psk.db'}",
+        *options,
+    ]  # fmt: skip
     proc = subprocess.Popen(
-        [
-            sys.executable, "-m", "msgin5g", "serve",
-            "--storage", f"sqlite:///{tmp_path / 'db.sqlite'}",
-            "--http", "127.0.0.1:0",
-            "--set", f"coap.psk_store={tmp_path / 'psk.db'}",
-            *options,
-        ],  # fmt: skip
+        argv,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -75,7 +76,9 @@ def test_banner_names_the_console_and_the_coaps_url(tmp_path: Path) -> None:
     )  # fmt: skip
     try:
         text = "\n".join(lines)
-        api = re.search(r"^msgin5g: serving TS 29.538 APIs on (http://\S+)$", text, re.M)
+        api = re.search(
+            r"^msgin5g: serving TS 29.538 APIs on (http://\S+)$", text, re.M
+        )
         console = re.search(r"^msgin5g: operator console on (http://\S+)$", text, re.M)
         coaps = re.search(
             r"^msgin5g: serving MSGin5G-1 on coaps://127\.0\.0\.1:(\d+)/msgin5g$",

@@ -176,9 +176,7 @@ async def test_cluster_figures_are_served_when_node_id_is_set(
 
             async def both_alive() -> bool:
                 texts = [await scrape(one), await scrape(two)]
-                return all(
-                    sample(t, "msgin5g_cluster_nodes_alive") == 2 for t in texts
-                )
+                return all(sample(t, "msgin5g_cluster_nodes_alive") == 2 for t in texts)
 
             await until(both_alive)
             text = await scrape(one)
