@@ -201,7 +201,7 @@ def _coap_ping(host: str, port: int) -> bool:
 
 async def _http(config: ServerConfig, report: _Report) -> None:
     host, port = config.rest.address
-    where = f"http {host}:{port}"
+    where = f"{'https' if config.rest.tls_cert else 'http'} {host}:{port}"
     try:
         with socket.socket(_family(host, socket.SOCK_STREAM), socket.SOCK_STREAM) as s:
             s.bind((host, port))
