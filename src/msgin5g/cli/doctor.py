@@ -30,6 +30,8 @@ import argparse
 import asyncio
 import os
 import socket
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -74,10 +76,10 @@ async def run_doctor(args: argparse.Namespace) -> int:
     report.line("ok", "configuration", f"loaded ({source})")
     await _storage(config, report)
     if config.coap.insecure_allowed:
-        await _coap(config, report)
+        await _udp_port(config.coap.address, _COAP, report)
     secure = config.coap.secure_address
     if secure is not None:
-        await _coaps(secure, report)
+        await _udp_port(secure, _COAPS, report)
     if config.rest.enabled:
         if config.rest.tls_cert:
             _tls_files(config, report)
@@ -128,35 +130,21 @@ def _sqlite_path(url: str) -> Path | None:
     return Path(url.removeprefix("sqlite:///")).resolve()
 
 
-async def _coap(config: ServerConfig, report: _Report) -> None:
-    host, port = config.coap.address
-    where = f"udp {host}:{port}"
-    try:
-        family = _family(host, socket.SOCK_DGRAM)
-        with socket.socket(family, socket.SOCK_DGRAM) as sock:
-            sock.bind((host, port))
-    except OSError as exc:
-        if not _taken(exc):
-            report.line("FAIL", "coap port", f"{where}: {exc.strerror or exc}",
-                        "check coap.bind / --coap")  # fmt: skip
-            return
-        answers = await asyncio.to_thread(_coap_ping, host, port)
-        if answers:
-            report.line("warn", "coap port",
-                        f"{where} is taken by a CoAP server that answers a ping "
-                        "(msgin5g serve already running?)",
-                        "stop it, or pick another port: --coap HOST:PORT")  # fmt: skip
-        else:
-            report.line("FAIL", "coap port", f"{where} is taken by another process",
-                        "pick another port: --coap HOST:PORT (devices then need "
-                        "--server coap://HOST:PORT or MSGIN5G_SERVER)")  # fmt: skip
-        return
-    report.line("ok", "coap port", f"{where} is free")
+@dataclass(frozen=True)
+class _UdpCheck:
+    """One UDP port check: its name, what answers there, what to say."""
+
+    name: str
+    option: str  # where the address is configured
+    speaks: str  # "a CoAP server that answers a ping", ...
+    scheme: str  # the URI scheme devices then use
+    probe: Callable[[str, int], bool]  # whether a server of that kind answers
 
 
-async def _coaps(address: tuple[str, int], report: _Report) -> None:
-    from msgin5g.cli.doctor_probes import dtls_answers
-
+async def _udp_port(
+    address: tuple[str, int], check: _UdpCheck, report: _Report
+) -> None:
+    """The UDP address binds; if taken, whether a msgin5g-like server answers."""
     host, port = address
     where = f"udp {host}:{port}"
     try:
@@ -164,20 +152,36 @@ async def _coaps(address: tuple[str, int], report: _Report) -> None:
             s.bind((host, port))
     except OSError as exc:
         if not _taken(exc):
-            report.line("FAIL", "coaps port", f"{where}: {exc.strerror or exc}",
-                        "check coap.secure_bind / --coaps")  # fmt: skip
+            report.line("FAIL", check.name, f"{where}: {exc.strerror or exc}",
+                        f"check {check.option}")  # fmt: skip
             return
-        if await asyncio.to_thread(dtls_answers, _loopback(host), port, _TIMEOUT):
-            report.line("warn", "coaps port",
-                        f"{where} is taken by a DTLS server that answers a "
-                        "ClientHello (msgin5g serve already running?)",
-                        "stop it, or pick another port: coap.secure_bind")  # fmt: skip
+        if await asyncio.to_thread(check.probe, _loopback(host), port):
+            report.line("warn", check.name,
+                        f"{where} is taken by {check.speaks} "
+                        "(msgin5g serve already running?)",
+                        f"stop it, or pick another port: {check.option}")  # fmt: skip
         else:
-            report.line("FAIL", "coaps port", f"{where} is taken by another process",
-                        "pick another port: coap.secure_bind = HOST:PORT (devices "
-                        "then need --server coaps://HOST:PORT)")  # fmt: skip
+            report.line("FAIL", check.name, f"{where} is taken by another process",
+                        f"pick another port: {check.option} (devices then need "
+                        f"--server {check.scheme}://HOST:PORT or MSGIN5G_SERVER)")  # fmt: skip
         return
-    report.line("ok", "coaps port", f"{where} is free")
+    report.line("ok", check.name, f"{where} is free")
+
+
+def _dtls_probe(host: str, port: int) -> bool:
+    from msgin5g.cli.doctor_probes import dtls_answers
+
+    return dtls_answers(host, port, _TIMEOUT)
+
+
+_COAP = _UdpCheck(
+    "coap port", "--coap HOST:PORT", "a CoAP server that answers a ping", "coap",
+    lambda host, port: _coap_ping(host, port),
+)  # fmt: skip
+_COAPS = _UdpCheck(
+    "coaps port", "--coaps HOST:PORT", "a DTLS server that answers a ClientHello",
+    "coaps", _dtls_probe,
+)  # fmt: skip
 
 
 def _loopback(host: str) -> str:
