@@ -245,7 +245,7 @@ def _add_serve_parser(commands: Any) -> None:
         metavar="N|auto",
         help="run N server processes sharing the CoAP and HTTP ports "
         "(SO_REUSEPORT, Linux), 'auto' = one per core; needs --storage nats://... "
-        "(default 1: this process serves; docs/cluster.md)",
+        "(default 1: this process serves; not with --coaps; docs/cluster.md)",
     )
     serve.add_argument(
         "--node-id",

@@ -22,7 +22,7 @@ from typing import Any
 from msgin5g import logsafe
 from msgin5g.cli.common import print_provisioned, server_config, stop_on_signals
 from msgin5g.config import ServerConfig
-from msgin5g.errors import MSGin5GError
+from msgin5g.errors import ConfigError, MSGin5GError
 from msgin5g.server import (
     Server,
     forget_dtls_key,
@@ -80,13 +80,28 @@ def _worker_arguments(args: argparse.Namespace) -> list[str]:
         out += ["--config", args.config]
     if getattr(args, "storage", None):
         out += ["--storage", args.storage]
+    for option in ("mqtt", "tls_cert", "tls_key"):
+        value = getattr(args, option, None)
+        if value:
+            out += ["--" + option.replace("_", "-"), value]
     for item in getattr(args, "set", None) or []:
         out += ["--set", item]
     return out
 
 
 def _supervise(args: argparse.Namespace, config: ServerConfig) -> int:
-    """``serve --workers N``: start the workers and keep them running."""
+    """``serve --workers N``: start the workers and keep them running.
+
+    Raises:
+        ConfigError: ``coaps://`` is on: a DTLS session lives in the process
+            that made it, and the workers share one port by source hash.
+    """
+    if config.coap.secure_address is not None:
+        raise ConfigError(
+            "coap.secure_bind: serve --workers does not serve coaps:// (a DTLS "
+            "session lives in the worker that made it); run coaps:// with "
+            "--workers 1, or several nodes (docs/cluster.md)"
+        )
     plan = plan_workers(config, _worker_arguments(args))
     announce = partial(_announce_workers, config)
     return asyncio.run(Supervisor(plan, announce=announce).run())
@@ -113,20 +128,11 @@ def _http_lines(config: ServerConfig, http: tuple[str, int] | None) -> list[str]
 def _announce_workers(config: ServerConfig, ready: WorkersReady) -> None:
     """The banner of ``serve --workers N`` (the supervisor prints it)."""
     lines = _http_lines(config, ready.http)
-    workers = (
-        f" with {len(ready.node_ids)} workers ({', '.join(ready.node_ids)}; "
+    lines.append(
+        f"msgin5g: serving MSGin5G-1 on {_url('coap', ready.coap, '/msgin5g')} "
+        f"with {len(ready.node_ids)} workers ({', '.join(ready.node_ids)}; "
         f"pids {', '.join(map(str, ready.pids))})"
     )
-    secure = config.coap.secure_address
-    if secure is not None:
-        lines.append(
-            f"msgin5g: serving MSGin5G-1 on {_url('coaps', secure, '/msgin5g')}"
-        )
-    if config.coap.insecure_allowed:
-        lines.append(
-            f"msgin5g: serving MSGin5G-1 on {_url('coap', ready.coap, '/msgin5g')}"
-        )
-    lines[-1] += workers
     print("\n".join(lines), flush=True)
 
 

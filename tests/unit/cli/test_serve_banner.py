@@ -9,6 +9,7 @@ report directly (the workers themselves: tests/e2e/test_workers.py).
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import signal
@@ -20,7 +21,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from msgin5g.cli.serve import _announce_workers
+from msgin5g.cli.main import build_parser
+from msgin5g.cli.serve import _announce_workers, _worker_arguments
 from msgin5g.config import load_config
 from msgin5g.server.workers import WorkersReady
 
@@ -104,12 +106,7 @@ def test_workers_banner_has_the_same_lines(capsys: pytest.CaptureFixture[str]) -
     config = load_config(
         None,
         {},
-        {
-            "coap.bind": "127.0.0.1:5683",
-            "coap.secure_bind": "127.0.0.1:5684",
-            "coap.allow_insecure": "true",
-            "rest.bind": "127.0.0.1:8080",
-        },
+        {"coap.bind": "127.0.0.1:5683", "rest.bind": "127.0.0.1:8080"},
     )
     ready = WorkersReady(
         coap=("127.0.0.1", 5683),
@@ -121,7 +118,37 @@ def test_workers_banner_has_the_same_lines(capsys: pytest.CaptureFixture[str]) -
     assert capsys.readouterr().out.splitlines() == [
         "msgin5g: serving TS 29.538 APIs on http://127.0.0.1:8080",
         "msgin5g: operator console on http://127.0.0.1:8080/console",
-        "msgin5g: serving MSGin5G-1 on coaps://127.0.0.1:5684/msgin5g",
         "msgin5g: serving MSGin5G-1 on coap://127.0.0.1:5683/msgin5g with 2 workers "
         "(n-w0, n-w1; pids 101, 102)",
     ]
+
+
+def test_workers_get_the_mqtt_and_tls_options_of_serve() -> None:
+    args = build_parser().parse_args(
+        [
+            "serve", "--workers", "2", "--storage", "nats://127.0.0.1:1",
+            "--mqtt", "mqtt://127.0.0.1:1883",
+            "--tls-cert", "/etc/msgin5g/cert.pem", "--tls-key", "/etc/msgin5g/key.pem",
+        ]
+    )  # fmt: skip
+    argv = _worker_arguments(args)
+    pairs = set(itertools.pairwise(argv))
+    assert ("--mqtt", "mqtt://127.0.0.1:1883") in pairs
+    assert ("--tls-cert", "/etc/msgin5g/cert.pem") in pairs
+    assert ("--tls-key", "/etc/msgin5g/key.pem") in pairs
+    assert ("--storage", "nats://127.0.0.1:1") in pairs
+
+
+def test_workers_with_coaps_are_refused_in_one_line(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MSGIN5G_")}
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "msgin5g", "serve", "--workers", "2",
+            "--storage", "nats://127.0.0.1:1", "--coaps", "127.0.0.1:5684",
+        ],
+        capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "serve --workers does not serve coaps://" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "serving" not in result.stdout  # no worker was started
