@@ -245,7 +245,7 @@ def _add_serve_parser(commands: Any) -> None:
         metavar="N|auto",
         help="run N server processes sharing the CoAP and HTTP ports "
         "(SO_REUSEPORT, Linux), 'auto' = one per core; needs --storage nats://... "
-        "(default 1: this process serves; docs/cluster.md)",
+        "(default 1: this process serves; not with --coaps; docs/cluster.md)",
     )
     serve.add_argument(
         "--node-id",
@@ -255,6 +255,32 @@ def _add_serve_parser(commands: Any) -> None:
         "(default: the host name)",
     )
     serve.add_argument("--worker-fds", help=argparse.SUPPRESS)  # supervisor -> worker
+
+
+def _add_doctor_parser(commands: Any) -> None:
+    """``msgin5g doctor`` and its options (those of ``serve`` it checks)."""
+    doctor = commands.add_parser(
+        "doctor",
+        help="check a server configuration end to end (ports, storage, peers)",
+        description="Check what 'msgin5g serve' with the same options would need: "
+        "the configuration loads, storage opens and answers, the CoAP, coaps:// "
+        "and HTTP ports are free (or a msgin5g server answers there, over TLS "
+        "with rest.tls_cert), the TLS files load, the MQTT broker accepts a "
+        "CONNECT with the configured credentials, peers answer. One line per "
+        "check; exit status 1 if one failed.",
+    )
+    add_storage(doctor)
+    doctor.add_argument("--coap", metavar="HOST:PORT", help="CoAP bind to check")
+    doctor.add_argument(
+        "--coaps", metavar="HOST:PORT", help="coaps:// (DTLS) bind to check"
+    )
+    doctor.add_argument("--http", metavar="HOST:PORT", help="HTTP bind to check")
+    doctor.add_argument("--mqtt", metavar="URL", help="MQTT broker to check (mqtt.url)")
+    doctor.add_argument("--tls-cert", metavar="FILE", help="rest.tls_cert to check")
+    doctor.add_argument("--tls-key", metavar="FILE", help="rest.tls_key to check")
+    doctor.add_argument(
+        "--set", action="append", default=[], metavar="SECTION.KEY=VALUE"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -281,20 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_serve_parser(commands)
 
-    doctor = commands.add_parser(
-        "doctor",
-        help="check a server configuration end to end (ports, storage, peers)",
-        description="Check what 'msgin5g serve' with the same options would need: "
-        "the configuration loads, storage opens and answers, the CoAP and HTTP "
-        "ports are free (or a msgin5g server answers there), peers answer. One "
-        "line per check; exit status 1 if one failed.",
-    )
-    add_storage(doctor)
-    doctor.add_argument("--coap", metavar="HOST:PORT", help="CoAP bind to check")
-    doctor.add_argument("--http", metavar="HOST:PORT", help="HTTP bind to check")
-    doctor.add_argument(
-        "--set", action="append", default=[], metavar="SECTION.KEY=VALUE"
-    )
+    _add_doctor_parser(commands)
 
     gateway_cli.add_gateway_parser(commands)
     asapp.add_parser(commands)

@@ -16,12 +16,13 @@ import asyncio
 import gc
 import logging
 import sys
+from functools import partial
 from typing import Any
 
 from msgin5g import logsafe
 from msgin5g.cli.common import print_provisioned, server_config, stop_on_signals
 from msgin5g.config import ServerConfig
-from msgin5g.errors import MSGin5GError
+from msgin5g.errors import ConfigError, MSGin5GError
 from msgin5g.server import (
     Server,
     forget_dtls_key,
@@ -79,28 +80,60 @@ def _worker_arguments(args: argparse.Namespace) -> list[str]:
         out += ["--config", args.config]
     if getattr(args, "storage", None):
         out += ["--storage", args.storage]
+    for option in ("mqtt", "tls_cert", "tls_key"):
+        value = getattr(args, option, None)
+        if value:
+            out += ["--" + option.replace("_", "-"), value]
     for item in getattr(args, "set", None) or []:
         out += ["--set", item]
     return out
 
 
 def _supervise(args: argparse.Namespace, config: ServerConfig) -> int:
-    """``serve --workers N``: start the workers and keep them running."""
+    """``serve --workers N``: start the workers and keep them running.
+
+    Raises:
+        ConfigError: ``coaps://`` is on: a DTLS session lives in the process
+            that made it, and the workers share one port by source hash.
+    """
+    if config.coap.secure_address is not None:
+        raise ConfigError(
+            "coap.secure_bind: serve --workers does not serve coaps:// (a DTLS "
+            "session lives in the worker that made it); run coaps:// with "
+            "--workers 1, or several nodes (docs/cluster.md)"
+        )
     plan = plan_workers(config, _worker_arguments(args))
-    return asyncio.run(Supervisor(plan, announce=_announce_workers).run())
+    announce = partial(_announce_workers, config)
+    return asyncio.run(Supervisor(plan, announce=announce).run())
 
 
-def _announce_workers(ready: WorkersReady) -> None:
-    if ready.http is not None:
-        web, web_port = ready.http
-        print(f"msgin5g: serving TS 29.538 APIs on http://{web}:{web_port}")
-    host, port = ready.coap
-    print(
-        f"msgin5g: serving MSGin5G-1 on coap://{host}:{port}/msgin5g with "
-        f"{len(ready.node_ids)} workers ({', '.join(ready.node_ids)}; "
-        f"pids {', '.join(map(str, ready.pids))})",
-        flush=True,
+def _url(scheme: str, address: tuple[str, int], path: str = "") -> str:
+    """``scheme://host:port/path`` with an IPv6 host in brackets."""
+    host, port = address[0], address[1]
+    host = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{host}:{port}{path}"
+
+
+def _http_lines(config: ServerConfig, http: tuple[str, int] | None) -> list[str]:
+    """The banner lines of the HTTP port: the TS 29.538 APIs and the console."""
+    if http is None:
+        return []
+    scheme = "https" if config.rest.tls_cert else "http"
+    return [
+        f"msgin5g: serving TS 29.538 APIs on {_url(scheme, http)}",
+        f"msgin5g: operator console on {_url(scheme, http, '/console')}",
+    ]
+
+
+def _announce_workers(config: ServerConfig, ready: WorkersReady) -> None:
+    """The banner of ``serve --workers N`` (the supervisor prints it)."""
+    lines = _http_lines(config, ready.http)
+    lines.append(
+        f"msgin5g: serving MSGin5G-1 on {_url('coap', ready.coap, '/msgin5g')} "
+        f"with {len(ready.node_ids)} workers ({', '.join(ready.node_ids)}; "
+        f"pids {', '.join(map(str, ready.pids))})"
     )
+    print("\n".join(lines), flush=True)
 
 
 async def _serve(config: ServerConfig, link: WorkerLink | None = None) -> None:
@@ -117,26 +150,27 @@ async def _serve(config: ServerConfig, link: WorkerLink | None = None) -> None:
         if link is not None:
             link.ready(server.coap_address, server.http_address)
         else:
-            if server.http_address is not None:
-                web, web_port = server.http_address
-                print(f"msgin5g: serving TS 29.538 APIs on http://{web}:{web_port}")
-            if server.mqtt is not None:
-                print(
-                    f"msgin5g: serving MSGin5G-1 over MQTT through {server.mqtt.config.url}"
-                    f" (topics {server.mqtt.prefix}/…)"
-                )
-            plain, secure = server.coap_addresses
-            if secure is not None:
-                print(
-                    f"msgin5g: serving MSGin5G-1 on coaps://{secure[0]}:{secure[1]}/msgin5g"
-                )
-            if plain is not None:
-                print(
-                    f"msgin5g: serving MSGin5G-1 on coap://{plain[0]}:{plain[1]}/msgin5g"
-                )
-            sys.stdout.flush()
+            _announce(server)
         await stop.wait()
         logging.getLogger("msgin5g").info("shutting down")
+
+
+def _announce(server: Server) -> None:
+    """The banner of a single server: one line per address it serves."""
+    lines = _http_lines(server.config, server.http_address)
+    if server.mqtt is not None:
+        lines.append(
+            f"msgin5g: serving MSGin5G-1 over MQTT through {server.mqtt.config.url}"
+            f" (topics {server.mqtt.prefix}/…)"
+        )
+    plain, secure = server.coap_addresses
+    if secure is not None:
+        lines.append(
+            f"msgin5g: serving MSGin5G-1 on {_url('coaps', secure, '/msgin5g')}"
+        )
+    if plain is not None:
+        lines.append(f"msgin5g: serving MSGin5G-1 on {_url('coap', plain, '/msgin5g')}")
+    print("\n".join(lines), flush=True)
 
 
 async def run_ue_admin(args: argparse.Namespace) -> int:

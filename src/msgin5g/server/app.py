@@ -27,6 +27,7 @@ from msgin5g.server.deliverers import BindingDeliverer
 from msgin5g.server.metrics import (
     CONTENT_TYPE,
     ServerCollector,
+    StatsSource,
     render,
     traffic_counts,
 )
@@ -163,7 +164,12 @@ class Server:
             return
         registry = CollectorRegistry(auto_describe=False)
         registry.register(
-            ServerCollector(service, coap, lambda: dict(app.state.rest_requests))
+            ServerCollector(
+                service,
+                coap,
+                lambda: dict(app.state.rest_requests),
+                cluster=self._cluster_stats(service),
+            )
         )
         app.state.admin.traffic = partial(
             traffic_counts, service, coap, lambda: dict(app.state.rest_requests)
@@ -197,6 +203,12 @@ class Server:
                 return f"MQTT broker {mqtt.config.url} not connected"
 
             ops.checks["mqtt"] = mqtt_broker
+
+    @staticmethod
+    def _cluster_stats(service: MessagingService) -> StatsSource | None:
+        """The cluster membership's figures for ``/metrics``, when it has them."""
+        cluster = service.cluster
+        return cluster if isinstance(cluster, StatsSource) else None
 
     def _cluster_for(self, backend: Backend) -> Cluster | None:
         """This node's cluster membership, when ``cluster.node_id`` is set."""

@@ -4,8 +4,11 @@ What: :class:`ServerCollector` is a prometheus-client custom collector. At
 scrape time it reads the plain counters the server already keeps (service
 ``stats()``, the CoAP endpoint's message-layer counters, the CoAP transport's
 uplink counts and delivery-latency histogram, the stored-usage totals, the
-REST request counts) and turns them into metric families. :func:`render`
-produces the text exposition format for ``GET /metrics``.
+REST request counts; with ``coap.secure_bind`` the DTLS server's counters, with
+``cluster.node_id`` the cluster's hand-offs and live nodes) and turns them into
+metric families. :func:`render` produces the text exposition format for
+``GET /metrics``. :func:`binding_metrics` is the part every MSGin5G-1 binding
+shares (uplink counts, delivery latency): :mod:`.mqtt_metrics` uses it too.
 
 Why a collector and not prometheus-client's ``Counter.inc()`` per message: the
 hot path then pays nothing but the ``+= 1`` it already did (PERFORMANCE.md);
@@ -20,8 +23,8 @@ process's memory); Prometheus scrapes each process and sums with ``sum()``
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -33,10 +36,18 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
+    from msgin5g.runtime.histogram import Histogram
     from msgin5g.service.messaging import MessagingService
     from msgin5g.transports.coap import CoapTransport
 
-__all__ = ["CONTENT_TYPE", "ServerCollector", "render", "traffic_counts"]
+__all__ = [
+    "CONTENT_TYPE",
+    "ServerCollector",
+    "StatsSource",
+    "binding_metrics",
+    "render",
+    "traffic_counts",
+]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -73,6 +84,113 @@ _COAP_GAUGES = (
     ("dedup_bytes", "msgin5g_coap_dedup_bytes", "bytes held by the duplicate cache"),
 )
 
+_DTLS_COUNTERS = (
+    ("handshakes", "msgin5g_dtls_handshakes_total", "DTLS handshakes completed"),
+    (
+        "handshake_failures",
+        "msgin5g_dtls_handshake_failures_total",
+        "DTLS handshakes that failed (wrong key, alert) or timed out",
+    ),
+    (
+        "hello_verify",
+        "msgin5g_dtls_hello_verify_requests_total",
+        "ClientHellos answered with a stateless HelloVerifyRequest (cookie)",
+    ),
+    (
+        "dropped",
+        "msgin5g_dtls_dropped_total",
+        "datagrams dropped by the per-source rate limit before any DTLS work",
+    ),
+    (
+        "refused_full",
+        "msgin5g_dtls_refused_total",
+        "handshakes refused: session, per-host or handshake bound reached",
+    ),
+    (
+        "rebound",
+        "msgin5g_dtls_rebindings_total",
+        "sessions that moved to a new source address (NAT rebinding)",
+    ),
+    (
+        "bad_records",
+        "msgin5g_dtls_bad_records_total",
+        "records that failed to parse, authenticate or fit a session",
+    ),
+    ("closed", "msgin5g_dtls_sessions_closed_total", "DTLS sessions closed"),
+)
+_DTLS_GAUGES = (
+    ("sessions", "msgin5g_dtls_sessions", "DTLS sessions held (with handshakes)"),
+    ("handshaking", "msgin5g_dtls_handshakes_in_progress", "DTLS handshakes open"),
+)
+_CLUSTER_COUNTERS = (
+    (
+        "handed_out",
+        "msgin5g_cluster_handed_out_total",
+        "stored items handed off to the node that owns their recipient",
+    ),
+    (
+        "handed_in",
+        "msgin5g_cluster_handed_in_total",
+        "stored items taken over from other nodes",
+    ),
+)
+_CLUSTER_GAUGES = (
+    ("nodes_alive", "msgin5g_cluster_nodes_alive", "cluster nodes with a live lease"),
+)
+
+_Spec = tuple[tuple[str, str, str], ...]
+
+
+@runtime_checkable
+class StatsSource(Protocol):
+    """Anything with a ``stats()`` of named integer figures (DTLS, cluster)."""
+
+    def stats(self) -> dict[str, int]:
+        """The figures now."""
+        ...
+
+
+def _families(
+    stats: Mapping[str, int], counters: _Spec, gauges: _Spec
+) -> Iterator[Metric]:
+    """Counter and gauge families of the keys of ``stats`` named in the specs."""
+    for key, name, text in counters:
+        if key in stats:
+            yield CounterMetricFamily(name, text, value=stats[key])
+    for key, name, text in gauges:
+        if key in stats:
+            yield GaugeMetricFamily(name, text, value=stats[key])
+
+
+def binding_metrics(
+    prefix: str,
+    over: str,
+    uplink: Mapping[tuple[str, str], int],
+    latency: Histogram,
+    latency_help: str,
+) -> Iterator[Metric]:
+    """Uplink counts and the delivery-latency histogram of one MSGin5G-1 binding.
+
+    Args:
+        prefix: ``msgin5g_`` (CoAP) or ``msgin5g_mqtt_``.
+        over: words after "requests from UEs" in the help text (``""``, ``" over MQTT"``).
+        uplink: ``(Message Type, result) -> count``.
+        latency: the binding's delivery-latency histogram.
+        latency_help: what the histogram measures.
+    """
+    family = CounterMetricFamily(
+        f"{prefix}uplink_messages",
+        f"MSGin5G-1 requests from UEs{over} by Message Type and result "
+        "(ok, or the failureCause)",
+        labels=("type", "result"),
+    )
+    for (kind, result), count in sorted(uplink.items()):
+        family.add_metric((kind, result), count)
+    yield family
+    histogram = HistogramMetricFamily(f"{prefix}delivery_latency_seconds", latency_help)
+    histogram.add_metric([], latency.cumulative(), latency.sum)
+    yield histogram
+
 
 class ServerCollector(Collector):
     """Reads the server's counters at scrape time.
@@ -82,6 +200,7 @@ class ServerCollector(Collector):
         coap: the CoAP transport (None before it is started).
         rest_requests: ``(api, code) -> count`` of the REST port, or a callable
             returning it (None when the REST APIs are off).
+        cluster: this node's cluster membership (``cluster.node_id``), if any.
     """
 
     def __init__(
@@ -89,10 +208,12 @@ class ServerCollector(Collector):
         service: MessagingService,
         coap: CoapTransport | None,
         rest_requests: Callable[[], dict[tuple[str, str], int]] | None = None,
+        cluster: StatsSource | None = None,
     ) -> None:
         self._service = service
         self._coap = coap
         self._rest_requests = rest_requests
+        self._cluster = cluster
 
     def collect(self) -> Iterator[Metric]:
         """Yield every metric family (called by the registry per scrape)."""
@@ -108,6 +229,9 @@ class ServerCollector(Collector):
             for (api, code), count in sorted(self._rest_requests().items()):
                 rest.add_metric((api, code), count)
             yield rest
+        if self._cluster is not None:
+            stats = self._cluster.stats()
+            yield from _families(stats, _CLUSTER_COUNTERS, _CLUSTER_GAUGES)
 
     def _service_metrics(self) -> Iterator[Metric]:
         service = self._service
@@ -175,32 +299,21 @@ class ServerCollector(Collector):
         )
 
     def _coap_metrics(self, coap: CoapTransport) -> Iterator[Metric]:
-        uplink = CounterMetricFamily(
-            "msgin5g_uplink_messages",
-            "MSGin5G-1 requests from UEs by Message Type and result "
-            "(ok, or the failureCause)",
-            labels=("type", "result"),
-        )
-        for (kind, result), count in sorted(coap.uplink.items()):
-            uplink.add_metric((kind, result), count)
-        yield uplink
-        histogram = coap.delivery_latency
-        latency = HistogramMetricFamily(
-            "msgin5g_delivery_latency_seconds",
+        yield from binding_metrics(
+            "msgin5g_",
+            "",
+            coap.uplink,
+            coap.delivery_latency,
             "time from a downlink CON to the UE's answer",
         )
-        latency.add_metric([], histogram.cumulative(), histogram.sum)
-        yield latency
+        secure = coap.secure
+        if secure is not None:
+            yield from _families(secure.dtls.stats(), _DTLS_COUNTERS, _DTLS_GAUGES)
         try:
             stats = coap.endpoint.stats()
         except RuntimeError:  # not started or already closed
             return
-        for key, name, text in _COAP_COUNTERS:
-            if key in stats:
-                yield CounterMetricFamily(name, text, value=stats[key])
-        for key, name, text in _COAP_GAUGES:
-            if key in stats:
-                yield GaugeMetricFamily(name, text, value=stats[key])
+        yield from _families(stats, _COAP_COUNTERS, _COAP_GAUGES)
 
 
 def render(registry: CollectorRegistry) -> bytes:

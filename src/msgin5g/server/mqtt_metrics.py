@@ -2,7 +2,9 @@
 
 Read at scrape time from the counters the MQTT transport keeps (nothing on the
 hot path but its ``+= 1``), as :class:`~msgin5g.server.metrics.ServerCollector`
-does for CoAP; registered only when ``[mqtt] url`` is set.
+does for CoAP (the uplink and latency families through the same
+:func:`~msgin5g.server.metrics.binding_metrics`); registered only when
+``[mqtt] url`` is set.
 """
 
 from __future__ import annotations
@@ -10,13 +12,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from msgin5g.server.metrics import binding_metrics
 
 if TYPE_CHECKING:
     from msgin5g.transports.mqtt import MqttTransport
@@ -33,22 +32,13 @@ class MqttCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         """Metric families of one scrape."""
         mqtt = self._mqtt
-        uplink = CounterMetricFamily(
-            "msgin5g_mqtt_uplink_messages",
-            "MSGin5G-1 requests from UEs over MQTT by Message Type and result "
-            "(ok, or the failureCause)",
-            labels=("type", "result"),
-        )
-        for (kind, result), count in sorted(mqtt.uplink.items()):
-            uplink.add_metric((kind, result), count)
-        yield uplink
-        histogram = mqtt.delivery_latency
-        latency = HistogramMetricFamily(
-            "msgin5g_mqtt_delivery_latency_seconds",
+        yield from binding_metrics(
+            "msgin5g_mqtt_",
+            " over MQTT",
+            mqtt.uplink,
+            mqtt.delivery_latency,
             "time from a downlink publication to the UE's answer on its ack topic",
         )
-        latency.add_metric([], histogram.cumulative(), histogram.sum)
-        yield latency
         yield GaugeMetricFamily(
             "msgin5g_mqtt_broker_connected",
             "1 while the broker link is up",

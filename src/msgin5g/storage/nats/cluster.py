@@ -181,6 +181,16 @@ class NatsCluster:
             await self._nodes_kv.delete(token(self.node_id))
         self._listener = None
 
+    def stats(self) -> dict[str, int]:
+        """Items handed to and taken from other nodes, and the nodes alive now."""
+        others = (node for node in self._seen if node != self.node_id)
+        alive = 1 + sum(1 for node in others if self.is_alive(node))
+        return {
+            "handed_out": self.handed_out,
+            "handed_in": self.handed_in,
+            "nodes_alive": alive,
+        }
+
     # ---------------------------------------------------------------- lease
 
     def is_alive(self, node: str) -> bool:

@@ -43,9 +43,13 @@ _APIS = frozenset(
         "msgg-bgdelivery",
         "msgs-topicsub",
         "msgs-gwregistration",
+        "nef-callbacks",
         "oauth2",
     }
 )
+_OTHER_ROOTS = {"admin": "admin", "console": "console"}
+"""Roots outside the TS 29.538 APIs with a label of their own (``/admin/v1``,
+``/console``); ``oauth2`` is the token endpoint."""
 _OPS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 _CHECK_TIMEOUT = 5.0
 
@@ -75,7 +79,9 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 class RequestCounter:
     """ASGI middleware: counts HTTP requests by API root and status code.
 
-    The label set stays bounded: an unknown first path segment counts as
+    The label set stays bounded: the ``api`` label is the API root
+    (``msgs-msgdelivery``, ``nef-callbacks``...), ``admin`` for ``/admin/v1``,
+    ``console`` for ``/console``; an unknown first path segment counts as
     ``other`` and the operations endpoints are not counted.
     """
 
@@ -89,7 +95,7 @@ class RequestCounter:
             await self.app(scope, receive, send)
             return
         root = path.lstrip("/").partition("/")[0]
-        api = root if root in _APIS else "other"
+        api = root if root in _APIS else _OTHER_ROOTS.get(root, "other")
         status = 500
 
         async def counting_send(message: Message) -> None:
