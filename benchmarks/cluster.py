@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from common import ROOT, free_port, provision, reg_body
+from common import ROOT, cpu_seconds, free_port, provision, reg_body, serve
 from p2p import SECRET, run_load
 from storage_ops import ceiling
 
@@ -52,8 +52,6 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "src"))
 
 from tests.storage.nats_server import NatsServer
-
-_TICK = os.sysconf("SC_CLK_TCK")
 
 
 class _Item(msgspec.Struct):
@@ -65,15 +63,6 @@ class _Lat(msgspec.Struct, rename="camel"):
 
     payload: bytes | None = None
     aggregated_messages: list[_Item] | None = None
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of ``pid`` (0 once it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / _TICK  # fields 14 and 15 of stat
 
 
 class CpuSampler:
@@ -105,29 +94,7 @@ class CpuSampler:
 
 def start_msgin5g(port: int, storage: str, *extra: str) -> tuple[Any, list[int]]:
     """``msgin5g serve`` (REST off); its process and the pids of every server process."""
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "msgin5g",
-            "--log-level",
-            "WARNING",
-            "serve",
-            "--coap",
-            f"127.0.0.1:{port}",
-            "--storage",
-            storage,
-            "--set",
-            "rest.enabled=false",
-            *extra,
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert "serving MSGin5G-1" in line, line
+    proc, line = serve(port, storage, *extra, ready="serving MSGin5G-1")
     found = re.search(r"pids ([\d, ]+)\)", line)
     workers = [int(p) for p in found[1].split(",")] if found else []
     return proc, [proc.pid, *workers]

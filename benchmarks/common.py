@@ -1,4 +1,4 @@
-"""What the benchmarks share: ports, the server process, provisioning, memory.
+"""What the benchmarks share: ports, the server process, provisioning, memory, CPU.
 
 Imported by the scripts next to it (they run as ``python benchmarks/x.py``, so
 this directory is on ``sys.path``). Not collected by pytest.
@@ -7,6 +7,7 @@ this directory is on ``sys.path``). Not collected by pytest.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import subprocess
 import sys
@@ -18,8 +19,9 @@ from msgin5g.bench.peer import reg_body
 if TYPE_CHECKING:
     from msgin5g.bench import Summary
 
-__all__ = ["ROOT", "SECRET", "bench", "figures", "free_port", "provision"]
-__all__ += ["provision_bench", "reg_body", "rss_kib", "start_server"]
+__all__ = ["ROOT", "SECRET", "bench", "cpu_seconds", "figures", "free_port"]
+__all__ += ["provision", "provision_bench", "reg_body", "rss_kib", "serve"]
+__all__ += ["start_server"]
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "bench-secret"
@@ -59,8 +61,20 @@ async def provision(url: str, ids: list[str], secret: str) -> None:
     await backend.aclose()
 
 
-def start_server(port: int, db: Path, *extra: str) -> subprocess.Popen[str]:
-    """``msgin5g serve`` on ``port`` with SQLite ``db``, REST off; waits until ready."""
+def serve(
+    coap: int,
+    storage: str,
+    *extra: str,
+    ready: str = "serving",
+    lines: int = 1,
+    **popen: Any,
+) -> tuple[subprocess.Popen[str], str]:
+    """``msgin5g serve`` on ``127.0.0.1:coap`` with ``storage``, REST off.
+
+    Waits until each of its first ``lines`` lines on stdout contains ``ready``
+    (one per endpoint it announces); ``popen`` goes to :class:`subprocess.Popen`
+    (``stderr``, ``env``). Returns the process and its last ready line.
+    """
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -70,9 +84,9 @@ def start_server(port: int, db: Path, *extra: str) -> subprocess.Popen[str]:
             "WARNING",
             "serve",
             "--coap",
-            f"127.0.0.1:{port}",
+            f"127.0.0.1:{coap}",
             "--storage",
-            f"sqlite:///{db}",
+            storage,
             "--set",
             "rest.enabled=false",
             *extra,
@@ -80,11 +94,28 @@ def start_server(port: int, db: Path, *extra: str) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         text=True,
         cwd=ROOT,
+        **popen,
     )
     assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert "serving" in line, line
-    return proc
+    line = ""
+    for _ in range(lines):
+        line = proc.stdout.readline()
+        assert ready in line, line
+    return proc, line
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all threads (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def start_server(port: int, db: Path, *extra: str) -> subprocess.Popen[str]:
+    """``msgin5g serve`` on ``port`` with SQLite ``db``, REST off; waits until ready."""
+    return serve(port, f"sqlite:///{db}", *extra)[0]
 
 
 def provision_bench(url: str, ues: int, prefix: str = "bench-") -> float:

@@ -31,17 +31,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import ROOT, free_port, rss_kib
+from common import ROOT, cpu_seconds, free_port, rss_kib, serve
 
 sys.path.insert(0, str(ROOT))  # tests/dtls_peer.py: the Mbed TLS client peer
 
 KEY_LENGTH = 32
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used (s)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _token(ue: str) -> str:
@@ -52,43 +46,25 @@ def _token(ue: str) -> str:
 
 def start_secure_server(plain: int, secure: int, tmp: Path) -> subprocess.Popen[str]:
     """``msgin5g serve`` with plain CoAP and coaps:// (flood control off)."""
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "msgin5g",
-            "--log-level",
-            "WARNING",
-            "serve",
-            "--coap",
-            f"127.0.0.1:{plain}",
-            "--coaps",
-            f"127.0.0.1:{secure}",
-            "--storage",
-            f"sqlite:///{tmp / 'bench.db'}",
-            "--set",
-            "rest.enabled=false",
-            "--set",
-            "coap.allow_insecure=true",
-            "--set",
-            "coap.source_rate=0",
-            "--set",
-            f"coap.psk_store={tmp / 'psk.db'}",
-            "--set",
-            "coap.dtls_max_sessions=100000",
-            "--set",
-            "coap.dtls_max_per_host=100000",
-        ],
-        stdout=subprocess.PIPE,
+    proc, _ = serve(
+        plain,
+        f"sqlite:///{tmp / 'bench.db'}",
+        "--coaps",
+        f"127.0.0.1:{secure}",
+        "--set",
+        "coap.allow_insecure=true",
+        "--set",
+        "coap.source_rate=0",
+        "--set",
+        f"coap.psk_store={tmp / 'psk.db'}",
+        "--set",
+        "coap.dtls_max_sessions=100000",
+        "--set",
+        "coap.dtls_max_per_host=100000",
+        lines=2,
         stderr=subprocess.DEVNULL,
-        text=True,
-        cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
     )
-    assert proc.stdout is not None
-    for _ in range(2):
-        line = proc.stdout.readline()
-        assert "serving" in line, line
     return proc
 
 

@@ -18,15 +18,13 @@ from typing import Any
 
 from mbedtls.exceptions import TLSError
 from mbedtls.tls import (
-    ClientContext,
-    DTLSConfiguration,
-    DTLSVersion,
     HandshakeStep,
     TLSWrappedBuffer,
     WantReadError,
     WantWriteError,
 )
 
+from msgin5g.coap.dtls_client import psk_client_buffer
 from msgin5g.coap.message import CoapMessage, make_response
 from msgin5g.coap.numbers import Code, Type
 from msgin5g.coap_binding import post_options
@@ -57,15 +55,7 @@ class DtlsPeer:
         cipher: str = CIPHER,
     ) -> None:
         self.server = server
-        self.buffer: TLSWrappedBuffer = ClientContext(
-            DTLSConfiguration(
-                ciphers=(cipher,),
-                lowest_supported_version=DTLSVersion.DTLSv1_2,
-                highest_supported_version=DTLSVersion.DTLSv1_2,
-                validate_certificates=False,
-                pre_shared_key=(identity, key),
-            )
-        ).wrap_buffers(None)
+        self.buffer: TLSWrappedBuffer = psk_client_buffer(identity, key, (cipher,))
         self.transport: asyncio.DatagramTransport | None = None
         self.protocol = _Queue()
         self.mid = 0x1000

@@ -8,24 +8,14 @@ started again on the same port (the broker-restart test), and takes an ACL file
 
 from __future__ import annotations
 
-import contextlib
 import os
-import socket
 import subprocess
-import time
 from pathlib import Path
 
 from tests.conftest import require_binary
+from tests.processes import free_port, start_listening, stop_process
 
 __all__ = ["Mosquitto", "free_port"]
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class Mosquitto:
@@ -82,36 +72,18 @@ class Mosquitto:
         """Start the broker and wait until it accepts TCP connections."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._write_conf()
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [self.binary, "-c", str(self.conf)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"mosquitto exited {self.proc.returncode}: {self.log.read_text()}"
-                )
-            with contextlib.suppress(OSError):
-                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
-                return
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"mosquitto did not listen within {timeout} s")
+        self.proc = start_listening(
+            [self.binary, "-c", str(self.conf)],
+            self.log,
+            ("127.0.0.1", self.port),
+            timeout=timeout,
+        )
 
     def stop(self) -> None:
         """Stop the broker (SIGTERM, then SIGKILL after 5 s)."""
         proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        if proc is not None:
+            stop_process(proc, 5)
 
     def __enter__(self) -> Mosquitto:
         self.start()

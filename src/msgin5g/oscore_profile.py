@@ -79,18 +79,15 @@ def ue_context(
     window_known: bool = True,
 ) -> SecurityContext:
     """The device's context, from its PSK_TOKEN."""
-    ctx = derive_context(
+    return _derive(
+        ue_service_id,
         credential_digest(credential),
-        master_salt=MASTER_SALT,
-        id_context=id_context(ue_service_id),
-        sender_id=UE_SENDER_ID,
-        recipient_id=SERVER_SENDER_ID,
+        UE_SENDER_ID,
+        SERVER_SENDER_ID,
         sender_sequence=sender_sequence,
         reserved_until=reserved_until,
         window_known=window_known,
     )
-    ctx.owner = ue_service_id
-    return ctx
 
 
 def server_context(
@@ -106,15 +103,39 @@ def server_context(
     Its replay window is unknown: the first request after the context is
     derived is answered 4.01 with Echo (RFC 8613 Appendix B.1.2).
     """
+    return _derive(
+        ue_service_id,
+        digest,
+        SERVER_SENDER_ID,
+        UE_SENDER_ID,
+        sender_sequence=sender_sequence,
+        reserved_until=reserved_until,
+        window_known=False,
+        clock=clock,
+    )
+
+
+def _derive(
+    ue_service_id: str,
+    digest: bytes,
+    sender_id: bytes,
+    recipient_id: bytes,
+    *,
+    sender_sequence: int,
+    reserved_until: int | None,
+    window_known: bool,
+    clock: Callable[[], float] | None = None,
+) -> SecurityContext:
+    """One side's context of the profile (the table above), owned by the UE."""
     ctx = derive_context(
         digest,
         master_salt=MASTER_SALT,
         id_context=id_context(ue_service_id),
-        sender_id=SERVER_SENDER_ID,
-        recipient_id=UE_SENDER_ID,
+        sender_id=sender_id,
+        recipient_id=recipient_id,
         sender_sequence=sender_sequence,
         reserved_until=reserved_until,
-        window_known=False,
+        window_known=window_known,
         clock=clock,
     )
     ctx.owner = ue_service_id

@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import require_binary
+from tests.storage.nats_server import NatsServer
+
 
 def free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
@@ -132,3 +135,12 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
     yield srv
     err = srv.stop()
     assert "Traceback" not in err, err
+
+
+@pytest.fixture
+def jetstream(tmp_path: Path) -> Iterator[NatsServer]:
+    """A private ``nats-server -js`` of this test (free port, store in tmp)."""
+    server = NatsServer(require_binary("nats-server"), tmp_path / "js")
+    server.start()
+    yield server
+    server.stop()

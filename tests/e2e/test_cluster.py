@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 
 from msgin5g.client import Client
-from tests.conftest import require_binary
 from tests.e2e.conftest import ServerProcess, _env, msgin5g
 from tests.e2e.test_as import Lines, as_send, free_tcp_port, spawn
 from tests.storage.nats_server import NatsServer
@@ -58,14 +57,6 @@ class Node(ServerProcess):
             f"127.0.0.1:{self.http_port}",
         )
         super().start()
-
-
-@pytest.fixture
-def jetstream(tmp_path: Path) -> Iterator[NatsServer]:
-    server = NatsServer(require_binary("nats-server"), tmp_path / "js")
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

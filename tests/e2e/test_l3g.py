@@ -8,6 +8,7 @@ l3g``, the npm ``smpp`` server as SMSC (tests/interop/node-smpp/smsc.js),
 import base64
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -65,6 +66,24 @@ def send_texts(server: RestServer, *texts: str) -> None:
     for text in texts:
         ack = as_send(server, "--to", LEGACY, "--text", text, "--msg-id", text)
         assert ack["status"] == 200, ack
+
+
+@contextmanager
+def smsc_down(
+    server: RestServer, smsc: Smsc, tmp_path: Path, *texts: str
+) -> Iterator[tuple[Lines, int]]:
+    """The AS listening and the gateway bound; then the SMSC stops and the AS
+    sends ``texts`` to the Legacy UE. Yields the gateway and the SMSC's port."""
+    aserver = as_listener(server)
+    gateway = l3g(server, smsc, tmp_path)
+    port = smsc.port
+    try:
+        smsc.stop()
+        send_texts(server, *texts)
+        yield gateway, port
+    finally:
+        gateway.stop()
+        aserver.stop()
 
 
 def test_a2p_to_legacy_ue_is_a_concatenated_sms_and_its_receipt_a_report(
@@ -138,12 +157,7 @@ def test_mo_sms_reaches_an_msgin5g_ue_and_replies_find_the_sender(
 def test_smsc_down_for_10_s_loses_nothing(
     server: RestServer, smsc: Smsc, tmp_path: Path
 ) -> None:
-    aserver = as_listener(server)
-    gateway = l3g(server, smsc, tmp_path)
-    port = smsc.port
-    try:
-        smsc.stop()
-        send_texts(server, "m0", "m1", "m2")
+    with smsc_down(server, smsc, tmp_path, "m0", "m1", "m2") as (_, port):
         # the gateway acknowledged them (stored); the SMSC stays away 10 s
         time.sleep(10)
         again = Smsc(port=port)
@@ -152,9 +166,6 @@ def test_smsc_down_for_10_s_loses_nothing(
             assert texts == {"m0", "m1", "m2"}
         finally:
             again.stop()
-    finally:
-        gateway.stop()
-        aserver.stop()
 
 
 def test_enquire_link_malformed_pdus_and_throttling(
@@ -218,12 +229,7 @@ def test_gateway_api_refuses_bad_requests(
 def test_gateway_kill_9_with_sms_queued_loses_nothing(
     server: RestServer, smsc: Smsc, tmp_path: Path
 ) -> None:
-    aserver = as_listener(server)
-    gateway = l3g(server, smsc, tmp_path)
-    port = smsc.port
-    try:
-        smsc.stop()
-        send_texts(server, "k0", "k1")
+    with smsc_down(server, smsc, tmp_path, "k0", "k1") as (gateway, port):
         # both reached the gateway's outbox once the server's POSTs were answered
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and _outbox_rows(tmp_path) < 2:
@@ -238,9 +244,6 @@ def test_gateway_kill_9_with_sms_queued_loses_nothing(
         finally:
             restarted.stop()
             again.stop()
-    finally:
-        gateway.stop()
-        aserver.stop()
 
 
 def _outbox_rows(tmp_path: Path) -> int:

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_binary
 from tests.e2e.conftest import ServerProcess
 from tests.e2e.test_scenarios import finish, lines, listen, send
 from tests.storage.nats_server import NatsServer
@@ -28,14 +27,6 @@ class NatsServerProcess(ServerProcess):
     @property
     def storage(self) -> str:
         return f"{self.nats_url}?prefix=e2e"
-
-
-@pytest.fixture
-def jetstream(tmp_path: Path) -> Iterator[NatsServer]:
-    server = NatsServer(require_binary("nats-server"), tmp_path / "js")
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

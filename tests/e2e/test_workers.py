@@ -27,7 +27,6 @@ import pytest
 from msgin5g.client import Client
 from msgin5g.client.core import Received
 from msgin5g.model.messages import Imdn, Msg
-from tests.conftest import require_binary
 from tests.e2e.conftest import _env, free_udp_port, msgin5g, spawn
 from tests.e2e.test_as import Lines, as_send, free_tcp_port
 from tests.storage.nats_server import NatsServer, free_port
@@ -36,14 +35,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 SECRET = "worker-secret"
 UES = 24
-
-
-@pytest.fixture
-def jetstream(tmp_path: Path) -> Iterator[NatsServer]:
-    server = NatsServer(require_binary("nats-server"), tmp_path / "js")
-    server.start()
-    yield server
-    server.stop()
 
 
 @dataclass
@@ -265,9 +256,11 @@ async def check_delivered(ues: list[UE], sent: Round) -> None:
         assert {ue.reports[mid] for mid in sent.ids[i]} == {"REPT_DELY_SUCCESS"}
 
 
-async def test_ues_spread_over_two_workers_and_p2p_among_all_loses_nothing(
-    workers: Workers, ues: list[UE]
-) -> None:
+async def start_spread(workers: Workers, ues: list[UE]) -> dict[str, int]:
+    """Start the workers, register every UE, wait until both workers own some.
+
+    Returns the pid of each worker by node id.
+    """
     pids = workers.start()
     await asyncio.gather(*(ue.client.register() for ue in ues))
 
@@ -277,6 +270,13 @@ async def test_ues_spread_over_two_workers_and_p2p_among_all_loses_nothing(
         return sum(owned) == UES and min(owned) > 0
 
     await until(spread, "both workers own some of the UEs")
+    return pids
+
+
+async def test_ues_spread_over_two_workers_and_p2p_among_all_loses_nothing(
+    workers: Workers, ues: list[UE]
+) -> None:
+    pids = await start_spread(workers, ues)
     nodes = cluster_nodes(workers.storage)
     assert {
         n: nodes[n]["pid"] for n in pids
@@ -323,15 +323,7 @@ async def test_a_killed_worker_is_restarted_and_its_ues_get_every_message(
 async def test_a2p_through_the_shared_http_port_reaches_ues_of_both_workers(
     workers: Workers, ues: list[UE]
 ) -> None:
-    pids = workers.start()
-    await asyncio.gather(*(ue.client.register() for ue in ues))
-
-    def spread() -> bool:
-        nodes = cluster_nodes(workers.storage)
-        owned = [int(nodes.get(n, {}).get("registeredUes", 0)) for n in pids]  # type: ignore[call-overload]
-        return sum(owned) == UES and min(owned) > 0
-
-    await until(spread, "both workers own some of the UEs")
+    pids = await start_spread(workers, ues)
     nodes = cluster_nodes(workers.storage)
     assert {nodes[n]["http"] for n in pids} == {f"127.0.0.1:{workers.http_port}"}
     bind = f"127.0.0.1:{free_tcp_port()}"

@@ -9,28 +9,19 @@ crash tests show that every acknowledged write survives.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import itertools
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
+
+from tests.processes import free_port, start_listening, stop_process
 
 __all__ = ["NatsServer", "free_port", "fresh_prefix", "nats_url", "session_server"]
 
 _prefixes = itertools.count(1)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class NatsServer:
@@ -61,38 +52,23 @@ class NatsServer:
     def start(self, timeout: float = 15.0) -> None:
         """Start the server and wait until it accepts TCP connections."""
         self.store_dir.mkdir(parents=True, exist_ok=True)
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    self.binary,
-                    "-js",
-                    "-a",
-                    self.host,
-                    "-p",
-                    str(self.port),
-                    "-sd",
-                    str(self.store_dir),
-                    *self.args,
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"nats-server exited with {self.proc.returncode}: "
-                    + self.log.read_text(errors="replace")[-2000:]
-                )
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection((self.host, self.port), timeout=0.5) as sock,
-            ):
-                if sock.recv(7).startswith(b"INFO"):
-                    return
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"nats-server did not listen on {self.port} in {timeout}s")
+        self.proc = start_listening(
+            [
+                self.binary,
+                "-js",
+                "-a",
+                self.host,
+                "-p",
+                str(self.port),
+                "-sd",
+                str(self.store_dir),
+                *self.args,
+            ],
+            self.log,
+            (self.host, self.port),
+            timeout=timeout,
+            banner=b"INFO",
+        )
 
     def kill(self) -> None:
         """SIGKILL the server (no flush, no clean shutdown) and reap it."""
@@ -103,12 +79,8 @@ class NatsServer:
 
     def stop(self) -> None:
         """Stop the server cleanly (SIGTERM), SIGKILL after 10 s."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        if self.proc is not None:
+            stop_process(self.proc, 10)
         self.proc = None
 
 

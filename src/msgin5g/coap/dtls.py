@@ -78,8 +78,12 @@ from msgin5g.coap.dtls_records import (
     one_protected_record,
 )
 from msgin5g.coap.limits import SourceLimiter
-from msgin5g.coap.udp import DatagramProtocol, bind_socket
-from msgin5g.errors import ConnectError
+from msgin5g.coap.udp import (
+    DatagramProtocol,
+    bind_socket,
+    bound_address,
+    open_endpoint,
+)
 from msgin5g.logsafe import LogThrottle
 
 __all__ = [
@@ -240,13 +244,7 @@ class DtlsServer:
         loop = self._loop = asyncio.get_running_loop()
         sock = await bind_socket(loop, bind, recv_buffer, send_buffer)
         protocol = DatagramProtocol(self._on_udp)
-        try:
-            transport, _ = await loop.create_datagram_endpoint(
-                lambda: protocol, sock=sock
-            )
-        except OSError as exc:
-            sock.close()
-            raise ConnectError(f"cannot open UDP endpoint on {bind!r}: {exc}") from exc
+        transport = await open_endpoint(loop, sock, protocol, bind)
         self._transport, self._protocol = transport, protocol
         self._sweeper = loop.call_later(_TICK, self._sweep)
 
@@ -262,10 +260,7 @@ class DtlsServer:
     @property
     def local_address(self) -> tuple[str, int]:
         """The bound (host, port)."""
-        if self._transport is None:
-            raise ConnectError("endpoint not open")
-        name = self._transport.get_extra_info("sockname")
-        return (name[0], name[1])
+        return bound_address(self._transport)
 
     def sendto(self, data: bytes, peer: Any) -> None:
         """Encrypt ``data`` on the session of ``peer``'s identity and send it.

@@ -34,15 +34,42 @@ from mbedtls.tls import (
 
 from msgin5g.coap.address import Peer
 from msgin5g.coap.dtls import CIPHERS
-from msgin5g.coap.udp import DatagramProtocol, bind_socket, enable_icmp_errors
+from msgin5g.coap.udp import (
+    DatagramProtocol,
+    bind_socket,
+    bound_address,
+    enable_icmp_errors,
+    open_endpoint,
+)
 from msgin5g.errors import ConnectError
 
-__all__ = ["DtlsClient"]
+__all__ = ["DtlsClient", "psk_client_buffer"]
 
 log = logging.getLogger(__name__)
 
 _OVER = HandshakeStep.HANDSHAKE_OVER
 _CHUNK = 16 * 1024 + 256
+
+
+def psk_client_buffer(
+    identity: str, key: bytes, ciphers: tuple[str, ...] = CIPHERS
+) -> TLSWrappedBuffer:
+    """The Mbed TLS client side of one DTLS 1.2 PSK session (no socket).
+
+    Args:
+        identity: the PSK identity (the UE Service ID).
+        key: the pre-shared key.
+        ciphers: the suites offered (default: the server's RFC 7925 set).
+    """
+    return ClientContext(
+        DTLSConfiguration(
+            ciphers=ciphers,
+            lowest_supported_version=DTLSVersion.DTLSv1_2,
+            highest_supported_version=DTLSVersion.DTLSv1_2,
+            validate_certificates=False,
+            pre_shared_key=(identity, key),
+        )
+    ).wrap_buffers(None)
 
 
 class DtlsClient:
@@ -56,15 +83,7 @@ class DtlsClient:
 
     def __init__(self, server: Peer, identity: str, key: bytes) -> None:
         self._server = server
-        self._buffer: TLSWrappedBuffer = ClientContext(
-            DTLSConfiguration(
-                ciphers=CIPHERS,
-                lowest_supported_version=DTLSVersion.DTLSv1_2,
-                highest_supported_version=DTLSVersion.DTLSv1_2,
-                validate_certificates=False,
-                pre_shared_key=(identity, key),
-            )
-        ).wrap_buffers(None)
+        self._buffer = psk_client_buffer(identity, key)
         self._transport: asyncio.DatagramTransport | None = None
         self._protocol: DatagramProtocol | None = None
         self._inbox: asyncio.Queue[bytes] = asyncio.Queue()
@@ -91,13 +110,7 @@ class DtlsClient:
             sock=sock if enable_icmp_errors(sock) else None,
             on_refused=self._refused,
         )
-        try:
-            transport, _ = await loop.create_datagram_endpoint(
-                lambda: protocol, sock=sock
-            )
-        except OSError as exc:
-            sock.close()
-            raise ConnectError(f"cannot open UDP socket on {bind!r}: {exc}") from exc
+        transport = await open_endpoint(loop, sock, protocol, bind, what="socket")
         self._transport, self._protocol = transport, protocol
         where = f"{self._server[0]}:{self._server[1]}"
         try:
@@ -163,10 +176,7 @@ class DtlsClient:
     @property
     def local_address(self) -> tuple[str, int]:
         """The bound (host, port)."""
-        if self._transport is None:
-            raise ConnectError("endpoint not open")
-        name = self._transport.get_extra_info("sockname")
-        return (name[0], name[1])
+        return bound_address(self._transport)
 
     def sendto(self, data: bytes, peer: Any) -> None:
         """Encrypt ``data`` for the server (the only peer of this floor)."""

@@ -68,8 +68,10 @@ from msgin5g.coap.udp import (
     DatagramFloor,
     DatagramProtocol,
     bind_socket,
+    bound_address,
     enable_icmp_errors,
     not_open,
+    open_endpoint,
     resolve_peer,
     use_uvloop,
 )
@@ -201,13 +203,7 @@ class Endpoint(ObserveRole):
             sock=sock if enable_icmp_errors(sock) else None,
             on_refused=self._on_refused,
         )
-        try:
-            transport, _ = await loop.create_datagram_endpoint(
-                lambda: protocol, sock=sock
-            )
-        except OSError as exc:
-            sock.close()
-            raise ConnectError(f"cannot open UDP endpoint on {bind!r}: {exc}") from exc
+        transport = await open_endpoint(loop, sock, protocol, bind)
         self._transport = transport
         self._protocol = protocol
         self._sendto = transport.sendto
@@ -256,10 +252,7 @@ class Endpoint(ObserveRole):
         """The bound (host, port)."""
         if self._floor is not None:
             return self._floor.local_address
-        if self._transport is None:
-            raise ConnectError("endpoint not open")
-        name = self._transport.get_extra_info("sockname")
-        return (name[0], name[1])
+        return bound_address(self._transport)
 
     def stats(self) -> dict[str, int]:
         """Return the message-layer counters plus ``handlers_running``.

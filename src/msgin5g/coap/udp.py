@@ -46,8 +46,10 @@ __all__ = [
     "DatagramFloor",
     "DatagramProtocol",
     "bind_socket",
+    "bound_address",
     "enable_icmp_errors",
     "not_open",
+    "open_endpoint",
     "resolve_peer",
     "use_uvloop",
 ]
@@ -244,6 +246,40 @@ async def bind_socket(
         sock.close()
         raise ConnectError(f"cannot bind UDP {bind!r}: {exc}") from exc
     return sock
+
+
+async def open_endpoint(
+    loop: asyncio.AbstractEventLoop,
+    sock: socket.socket,
+    protocol: DatagramProtocol,
+    bind: tuple[str, int],
+    *,
+    what: str = "endpoint",
+) -> asyncio.DatagramTransport:
+    """Run ``protocol`` on the bound ``sock`` (from :func:`bind_socket`).
+
+    Raises:
+        ConnectError: the loop refused the socket (which is then closed);
+            the message names ``what`` was opened on ``bind``.
+    """
+    try:
+        transport, _ = await loop.create_datagram_endpoint(lambda: protocol, sock=sock)
+    except OSError as exc:
+        sock.close()
+        raise ConnectError(f"cannot open UDP {what} on {bind!r}: {exc}") from exc
+    return transport
+
+
+def bound_address(transport: asyncio.BaseTransport | None) -> tuple[str, int]:
+    """The (host, port) a datagram transport is bound to.
+
+    Raises:
+        ConnectError: there is no transport (not open, or closed).
+    """
+    if transport is None:
+        raise ConnectError("endpoint not open")
+    name = transport.get_extra_info("sockname")
+    return (name[0], name[1])
 
 
 def _set_reuse_port(sock: socket.socket) -> None:

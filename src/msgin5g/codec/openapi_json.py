@@ -55,7 +55,9 @@ __all__ = [
     "AddressType",
     "BgMessageDelivery",
     "DeliveryStatusReport",
+    "GatewayMessageDelivery",
     "InvalidParam",
+    "MessageDelivery",
     "MessageDeliveryAck",
     "MessageSegmentParameters",
     "ProblemDetails",
@@ -158,8 +160,13 @@ class ASMessageDelivery(_Request):
     latency: int | None = None
 
 
-class UEMessageDelivery(_Request):
-    """``UEMessageDelivery``: a message originated by a UE (gateway, or P2A out)."""
+class MessageDelivery(_Request):
+    """The members the message delivery bodies of TS 29.538 share, in order.
+
+    ``UEMessageDelivery`` and ``BgMessageDelivery`` add theirs after them;
+    ``L3gMessageDelivery`` and ``N3gMessageDelivery`` (the MSGG API a gateway
+    serves, :class:`GatewayMessageDelivery`) have exactly these.
+    """
 
     ori_addr: Address
     dest_addr: Address
@@ -169,21 +176,22 @@ class UEMessageDelivery(_Request):
     payload: str | None = None
     seg_ind: bool | None = None
     seg_params: MessageSegmentParameters | None = None
+
+
+class GatewayMessageDelivery(MessageDelivery):
+    """``L3gMessageDelivery`` / ``N3gMessageDelivery`` (same members)."""
+
+
+class UEMessageDelivery(MessageDelivery):
+    """``UEMessageDelivery``: a message originated by a UE (gateway, or P2A out)."""
+
     sto_and_fw_ind: bool
     sto_and_fw_params: StoreAndForwardParameters | None = None
 
 
-class BgMessageDelivery(_Request):
+class BgMessageDelivery(MessageDelivery):
     """``BgMessageDelivery`` (MSGG_BGDelivery): a message for a Broadcast Area."""
 
-    ori_addr: Address
-    dest_addr: Address
-    app_id: str | None = None
-    msg_id: str
-    deliv_st_req_ind: bool | None = None
-    payload: str | None = None
-    seg_ind: bool | None = None
-    seg_params: MessageSegmentParameters | None = None
     priority: str | None = None
 
 

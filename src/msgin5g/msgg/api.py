@@ -26,12 +26,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from msgin5g.codec.openapi_json import (
-    Address,
-    DeliveryStatusReport,
-    MessageSegmentParameters,
-    _Request,
-)
+from msgin5g.codec.openapi_json import DeliveryStatusReport, GatewayMessageDelivery
 from msgin5g.errors import MSGin5GError
 from msgin5g.spec.causes import FailureCause
 from msgin5g.transports.rest.problems import problem, problem_for
@@ -39,19 +34,6 @@ from msgin5g.transports.rest.problems import problem, problem_for
 __all__ = ["GatewayHandler", "GatewayMessageDelivery", "create_app"]
 
 log = logging.getLogger(__name__)
-
-
-class GatewayMessageDelivery(_Request):
-    """``L3gMessageDelivery`` / ``N3gMessageDelivery`` (same members)."""
-
-    ori_addr: Address
-    dest_addr: Address
-    app_id: str | None = None
-    msg_id: str
-    deliv_st_req_ind: bool | None = None
-    payload: str | None = None
-    seg_ind: bool | None = None
-    seg_params: MessageSegmentParameters | None = None
 
 
 class GatewayHandler(Protocol):

@@ -241,8 +241,6 @@ class NatsCluster:
                     self._listener.on_node_down(node)
 
     async def _watch_nodes(self) -> None:
-        bucket = f"{self._prefix}_nodes"
-
         async def on_node(msg: NatsMsg) -> None:
             node = untoken(msg.subject.rsplit(".", 1)[-1])
             if node == self.node_id:
@@ -265,22 +263,15 @@ class NatsCluster:
                 if self._listener is not None:
                     self._listener.on_node_up(node)
 
-        self._subs.append(
-            await self._backend._js.subscribe(
-                f"$KV.{bucket}.>",
-                stream=f"KV_{bucket}",
-                ordered_consumer=True,
-                idle_heartbeat=_WATCH_HEARTBEAT,
-                cb=on_node,
-                config=ConsumerConfig(deliver_policy=DeliverPolicy.NEW),
-            )
-        )
+        await self._watch("nodes", 0, on_node)
 
     # ---------------------------------------------------------------- watches
 
     async def _watch(
         self, suffix: str, after: int, handler: Callable[[NatsMsg], Any]
     ) -> None:
+        """Run ``handler`` on the changes of bucket ``suffix`` after revision
+        ``after`` (0: only changes from now on)."""
         bucket = f"{self._prefix}_{suffix}"
         config = (
             ConsumerConfig(

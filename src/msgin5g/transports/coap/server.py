@@ -1,6 +1,6 @@
 """The server side of MSGin5G-1 on our CoAP engine (TS 24.538 §6, digest §2, §3).
 
-(Over 500 lines: the uplink pipeline, the dispatch table and the downlink port
+(Over 500 lines: the uplink pipeline and the downlink port
 share the transport's state; the DTLS wiring lives in :mod:`.secure`.)
 
 Pipeline for every request to ``/msgin5g`` (digest §3 "common behaviour"):
@@ -11,9 +11,9 @@ Pipeline for every request to ``/msgin5g`` (digest §3 "common behaviour"):
    block-wise (Block1) request: MSGin5G segments large payloads itself (digest §2.1);
 4. the JSON is decoded and validated → 4.00 with ``{"messageType", "failureCause",
    "detail"}`` naming the offending member;
-5. one dispatch table (``_PROCEDURES``) maps the decoded
-   message class, one per Message Type, to a handler that runs the service
-   procedure; its response message is piggybacked on the ACK with 2.01 (new
+5. one dispatch table (:data:`~msgin5g.transports.dispatch.PROCEDURES`, shared
+   with MQTT) maps the decoded message class, one per Message Type, to the
+   service procedure; its response message is piggybacked on the ACK with 2.01 (new
    registration) or 2.04, Content-Format 50.
 
 Errors become CoAP codes only here, through :mod:`.codes`; each is logged once
@@ -43,11 +43,10 @@ Topic subscription in the Observe form (``GET /msgin5g/topics/{topic}``, digest
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from functools import partial
-from operator import attrgetter
-from typing import Any
 from urllib.parse import urlsplit
+
+import msgspec
 
 from msgin5g.coap.address import Peer
 from msgin5g.coap.dtls_records import identity_of
@@ -82,20 +81,11 @@ from msgin5g.errors import (
 )
 from msgin5g.logsafe import LogThrottle
 from msgin5g.model.messages import (
-    AggImdn,
-    AggMsg,
     BulkDereg,
     BulkReg,
     Dereg,
     DownlinkItem,
-    Imdn,
-    Msg,
-    MsgUpd,
     Reg,
-    SegConfir,
-    SegRec,
-    TopicSub,
-    TopicUnsub,
 )
 from msgin5g.model.registry import Contact
 from msgin5g.runtime.histogram import Histogram
@@ -113,6 +103,7 @@ from msgin5g.transports.coap.secure import (
     is_secure_contact,
     open_secure,
 )
+from msgin5g.transports.dispatch import PROCEDURES, TAGS
 
 __all__ = ["CoapTransport"]
 
@@ -124,7 +115,6 @@ _CON_ONLY = (Reg, Dereg, BulkReg, BulkDereg)
 (digest §2.2 rule 1, §3.2.2 step 1, §3.3 step 1); sent NON they are refused with
 4.00 ``INVALID_MESSAGE`` (digest §5.1) and the procedure does not run."""
 
-_json = json_response  # the name the dispatch table uses
 _NON = int(Type.NON)
 
 
@@ -334,7 +324,7 @@ class CoapTransport:
                 )
                 return refused
             uplink = decode_uplink(message.payload, service_id=self.config.service_id)
-            kind = _TAGS[type(uplink)]
+            kind = TAGS[type(uplink)]
             if self._secure is not None and identity_of(request.peer) is not None:
                 uplink = bind_identity(uplink, request.peer, self._secure.keys)
             if message.mtype == _NON and isinstance(uplink, _CON_ONLY):
@@ -345,12 +335,13 @@ class CoapTransport:
                 )
             service = self._service
             assert service is not None  # noqa: S101 - set in start()
-            handler = _PROCEDURES[type(uplink)]
+            procedure = PROCEDURES[type(uplink)]
             source = _contact(request.peer)
             oscore = self.oscore
             if oscore is not None:
                 source = oscore.admit(request, uplink, source)
-            answer = await handler(service, uplink, source, message)
+            status, body = await procedure(service, uplink, source)
+            answer = _render(message, uplink, status, body)
             if oscore is not None:
                 oscore.after(request, uplink)
             counted = (kind, "ok")
@@ -507,80 +498,21 @@ def _location_path(address: str) -> list[tuple[int, bytes]] | None:
     ] or None
 
 
-# one handler per uplink Message Type (digest §3) ----------------------------------
-#
-# Each runs the service procedure and renders its answer: 2.01 for a new
-# registration context, else 2.04, with the procedure's response message (if it
-# has one) piggybacked as JSON.
-
-_Handler = Callable[
-    [MessagingService, Any, Contact, CoapMessage], Awaitable[CoapMessage]
-]
-
-
-def _answering(procedure: str) -> _Handler:
-    """A handler for a procedure whose response message goes back with 2.04."""
-    get = attrgetter(procedure)
-
-    async def handle(
-        service: MessagingService, uplink: Any, source: Contact, request: CoapMessage
-    ) -> CoapMessage:
-        return _json(request, Code.CHANGED, await get(service)(uplink, source))
-
-    return handle
-
-
-def _acknowledging(procedure: str) -> _Handler:
-    """A handler for a procedure without response message (an empty 2.04)."""
-    get = attrgetter(procedure)
-
-    async def handle(
-        service: MessagingService, uplink: Any, source: Contact, request: CoapMessage
-    ) -> CoapMessage:
-        await get(service)(uplink, source)
-        return make_response(request, Code.CHANGED)
-
-    return handle
-
-
-async def _on_reg(
-    service: MessagingService, uplink: Reg, source: Contact, request: CoapMessage
+def _render(
+    request: CoapMessage, uplink: object, code: int, body: msgspec.Struct | None
 ) -> CoapMessage:
-    outcome = await service.register(uplink, source)
-    code = Code.CREATED if outcome.created else Code.CHANGED
+    """The CoAP answer to a procedure's outcome (:mod:`..dispatch`).
+
+    The response message (if any) is piggybacked as JSON; a successful ``REG``
+    that names a ``clientAddress`` also gets its path as Location-Path.
+    """
+    if body is None:
+        return make_response(request, code)
     extra = None
-    if uplink.client_address and outcome.response.failure_cause is None:
+    if (
+        isinstance(uplink, Reg)
+        and uplink.client_address
+        and getattr(body, "failure_cause", None) is None
+    ):
         extra = _location_path(uplink.client_address)
-    return _json(request, code, outcome.response, extra)
-
-
-async def _on_bulk_reg(
-    service: MessagingService, uplink: BulkReg, source: Contact, request: CoapMessage
-) -> CoapMessage:
-    bulk_resp, created = await service.bulk_register(uplink, source)
-    return _json(request, Code.CREATED if created else Code.CHANGED, bulk_resp)
-
-
-_PROCEDURES: dict[type, _Handler] = {
-    Msg: _answering("submit"),
-    Imdn: _acknowledging("report"),
-    Reg: _on_reg,
-    Dereg: _answering("deregister"),
-    BulkReg: _on_bulk_reg,
-    BulkDereg: _answering("bulk_deregister"),
-    AggMsg: _answering("submit_aggregate"),
-    AggImdn: _acknowledging("report_aggregate"),
-    SegRec: _acknowledging("segment_control"),
-    SegConfir: _acknowledging("segment_control"),
-    TopicSub: _answering("subscribe"),
-    TopicUnsub: _answering("unsubscribe"),
-    MsgUpd: _answering("update_stored"),
-}
-"""The dispatch table: the decoded class of each uplink Message Type → its handler
-(named after the :class:`MessagingService` procedure it runs)."""
-
-_TAGS: dict[type, str] = {
-    kind: str(kind.__struct_config__.tag)  # type: ignore[attr-defined]
-    for kind in _PROCEDURES
-}
-"""The Message Type of each uplink class (the metrics' ``type`` label)."""
+    return json_response(request, code, body, extra)

@@ -38,8 +38,6 @@ import asyncio
 import itertools
 import logging
 import os
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 import aiomqtt
 
@@ -59,21 +57,10 @@ from msgin5g.errors import (
 )
 from msgin5g.logsafe import LogThrottle
 from msgin5g.model.messages import (
-    AggImdn,
-    AggMsg,
-    BulkDereg,
-    BulkReg,
     Dereg,
     DownlinkItem,
     ErrorBody,
-    Imdn,
-    Msg,
-    MsgUpd,
     Reg,
-    SegConfir,
-    SegRec,
-    TopicSub,
-    TopicUnsub,
 )
 from msgin5g.model.registry import Contact, mqtt_contact
 from msgin5g.mqtt.link import Broker, BrokerLink, publish_properties, user_property
@@ -92,6 +79,7 @@ from msgin5g.mqtt_binding import (
 from msgin5g.runtime.histogram import Histogram
 from msgin5g.service.messaging import MessagingService
 from msgin5g.transports.coap.codes import code_for
+from msgin5g.transports.dispatch import PROCEDURES
 
 __all__ = ["MqttTransport"]
 
@@ -100,7 +88,6 @@ _throttled = LogThrottle(log)
 
 _Answer = tuple[int, bytes]
 """(CoAP code, payload) of an answer."""
-_Procedure = Callable[[MessagingService, Any, Contact], Awaitable[_Answer]]
 
 
 class MqttTransport:
@@ -231,9 +218,10 @@ class MqttTransport:
             _check_topic(sender, route, uplink)
             service = self._service
             assert service is not None  # noqa: S101 - set in start()
-            answer = await _PROCEDURES[type(uplink)](
+            status, body = await PROCEDURES[type(uplink)](
                 service, uplink, mqtt_contact(sender)
             )
+            answer = int(status), b"" if body is None else encode(body)
         except MSGin5GError as exc:
             code, cause = code_for(exc)
             counted = (kind, str(cause))
@@ -406,53 +394,3 @@ def _check_topic(sender: str, route: tuple[str, str | None], uplink: object) -> 
                 "clientAddress is not used on the MQTT binding "
                 "(the UE is reached on its topic)"
             )
-
-
-# one procedure per uplink Message Type, as the CoAP transport's _PROCEDURES --------
-
-
-def _answering(procedure: str) -> _Procedure:
-    async def run(service: MessagingService, uplink: Any, source: Contact) -> _Answer:
-        return int(Code.CHANGED), encode(
-            await getattr(service, procedure)(uplink, source)
-        )
-
-    return run
-
-
-def _acknowledging(procedure: str) -> _Procedure:
-    async def run(service: MessagingService, uplink: Any, source: Contact) -> _Answer:
-        await getattr(service, procedure)(uplink, source)
-        return int(Code.CHANGED), b""
-
-    return run
-
-
-async def _on_reg(service: MessagingService, uplink: Reg, source: Contact) -> _Answer:
-    outcome = await service.register(uplink, source)
-    code = Code.CREATED if outcome.created else Code.CHANGED
-    return int(code), encode(outcome.response)
-
-
-async def _on_bulk_reg(
-    service: MessagingService, uplink: BulkReg, source: Contact
-) -> _Answer:
-    response, created = await service.bulk_register(uplink, source)
-    return int(Code.CREATED if created else Code.CHANGED), encode(response)
-
-
-_PROCEDURES: dict[type, _Procedure] = {
-    Msg: _answering("submit"),
-    Imdn: _acknowledging("report"),
-    Reg: _on_reg,
-    Dereg: _answering("deregister"),
-    BulkReg: _on_bulk_reg,
-    BulkDereg: _answering("bulk_deregister"),
-    AggMsg: _answering("submit_aggregate"),
-    AggImdn: _acknowledging("report_aggregate"),
-    SegRec: _acknowledging("segment_control"),
-    SegConfir: _acknowledging("segment_control"),
-    TopicSub: _answering("subscribe"),
-    TopicUnsub: _answering("unsubscribe"),
-    MsgUpd: _answering("update_stored"),
-}

@@ -141,6 +141,6 @@ def test_every_uplink_message_type_has_exactly_one_handler() -> None:
     from typing import get_args
 
     from msgin5g.codec.ue_payload import Uplink
-    from msgin5g.transports.coap.server import _PROCEDURES
+    from msgin5g.transports.dispatch import PROCEDURES
 
-    assert set(_PROCEDURES) == set(get_args(Uplink))
+    assert set(PROCEDURES) == set(get_args(Uplink))
