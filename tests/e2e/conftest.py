@@ -101,8 +101,10 @@ class ServerProcess:
             self.logs.append(line)
             if "serving MSGin5G-1" in line:
                 return
-        self.stop()
-        raise AssertionError("server did not start:\n" + "".join(self.logs))
+        err = self.stop()
+        raise AssertionError(
+            "server did not start:\n" + "".join(self.logs) + "\nstderr:\n" + err[-3000:]
+        )
 
     def kill9(self) -> None:
         assert self.proc is not None

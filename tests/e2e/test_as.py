@@ -57,7 +57,14 @@ class Lines:
         """Terminate the process, close its pipes, return its stderr."""
         if self.proc.poll() is None:
             self.proc.terminate()
-        self.proc.wait(timeout=10)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # never leave it running
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            raise AssertionError(
+                f"{self.proc.args[3:5]} did not stop within 10 s of SIGTERM"
+            ) from None
         self._thread.join(timeout=10)
         assert self.proc.stdout is not None and self.proc.stderr is not None
         err = self.proc.stderr.read()

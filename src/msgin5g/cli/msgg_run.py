@@ -7,6 +7,8 @@ Builds the gateway from the options, starts it, prints one JSON line
 import argparse
 import asyncio
 import json
+import logging
+import os
 import signal
 from pathlib import Path
 from typing import Protocol
@@ -15,6 +17,11 @@ from msgin5g.errors import ConfigError
 from msgin5g.msgg.base import GatewayConfig
 
 __all__ = ["run_msgg"]
+
+log = logging.getLogger(__name__)
+
+_STOP_TIMEOUT = 6.0
+"""Seconds a gateway may take to stop after SIGINT/SIGTERM before it exits anyway."""
 
 
 class _Gateway(Protocol):
@@ -122,7 +129,19 @@ async def _serve(gateway: _Gateway, info: dict[str, object]) -> None:
         print(json.dumps({"event": "ready", "uri": uri, **info}), flush=True)
         await stop.wait()
     finally:
-        await gateway.aclose()
+        # bounded: a broker or HTTP peer that went away must not keep a stopped
+        # gateway alive (what is queued is already committed to the outbox)
+        closing = asyncio.ensure_future(gateway.aclose())
+        done, _ = await asyncio.wait([closing], timeout=_STOP_TIMEOUT)
+        if not done:
+            log.warning(
+                "shutdown did not finish within %.0f s; exiting (the outbox keeps "
+                "what is queued)",
+                _STOP_TIMEOUT,
+            )
+            logging.shutdown()
+            os._exit(0)
+        closing.result()
 
 
 def run_msgg(args: argparse.Namespace) -> int:
