@@ -319,3 +319,34 @@ async def test_restarted_device_asks_the_server_for_echo(
         assert isinstance(got.item, Msg)
         assert got.item.payload == b"after the device restarted"
         assert transport.context.window.known
+
+
+async def test_downlink_follows_an_oscore_ue_to_its_new_address(
+    server: Server, tmp_path: Path
+) -> None:
+    """NAT rebinding: the UE's uplink comes from a new port (same context, no
+    new REG); the server moves its contact, and downlink reaches the new port."""
+    state = tmp_path / "ue2.json"
+    async with oscore_client(server, "ue2", state) as ue2:
+        await ue2.register()
+        old = ue2.local_address
+    async with (
+        oscore_client(server, "ue2", state) as ue2,  # same context, new socket
+        oscore_client(server, "ue1") as ue1,
+    ):
+        assert ue2.local_address != old
+        await ue1.register()
+        resp = await ue2.send("ue1", b"from my new address")
+        assert resp.delivery_status == "DELY_ACCEPTED"
+        assert (await ue1.receive(timeout=10)).item.payload == b"from my new address"
+        for _ in range(100):  # the move is written in the background
+            contact = server.service.registry.contact_for("ue2")  # type: ignore[union-attr]
+            if contact is not None and contact.port == ue2.local_address[1]:
+                break
+            await asyncio.sleep(0.05)
+        assert contact is not None and contact.port == ue2.local_address[1]
+        resp = await ue1.send("ue2", b"to your new address")
+        assert resp.delivery_status == "DELY_ACCEPTED"
+        got = await ue2.receive(timeout=10)
+        assert isinstance(got.item, Msg)
+        assert got.item.payload == b"to your new address"

@@ -422,6 +422,38 @@ class Registry:
         self._set(_shared(stored, {}))
         return previous, self._registrations[ue_service_id]
 
+    async def rebind(
+        self, ue_service_id: str, source: Contact
+    ) -> UERegistration | None:
+        """Move a UE authenticated by its security context to a new address.
+
+        For a UE whose requests are authorised by its key (OSCORE), not by its
+        address: after a NAT rebinding its uplink comes from ``source``, and
+        downlink must follow. The contact moves too unless the UE gave a
+        ``clientAddress`` of its own. None: not registered (directly).
+        """
+        registration = self._registrations.get(ue_service_id)
+        if registration is None or registration.gateway is not None:
+            return None
+        source = _compact(source)
+        if registration.source == source:
+            return registration
+        contact = (
+            source
+            if registration.contact == registration.source
+            else registration.contact
+        )
+        moved = msgspec.structs.replace(
+            registration,
+            source=source,
+            contact=contact,
+            registered_at=self._clock.now(),
+            node=self.node,
+        )
+        await self._backend.put_registration(moved)
+        self._set(moved)
+        return moved
+
     async def claim(self, ue_service_id: str) -> UERegistration | None:
         """Take over a UE registered at another node (its uplink now reaches here)."""
         registration = self._registrations.get(ue_service_id)

@@ -225,7 +225,29 @@ class OscoreEdge:
         registration = self._service.registry.get(identity)
         if isinstance(uplink, Reg) or registration is None:
             return source
+        if registration.gateway is None and registration.source != source:
+            # NAT rebinding (or a new path): the verified context says who it
+            # is, so downlink follows the new address (issue 14 item 3)
+            self._service.tasks.spawn(
+                self._rebind(identity, source), name="OSCORE rebinding"
+            )
         return registration.source
+
+    async def _rebind(self, identity: str, source: Contact) -> None:
+        previous = self._service.registry.get(identity)
+        moved = await self._service.registry.rebind(identity, source)
+        if previous is None or moved is None or moved.contact == previous.contact:
+            return
+        log.info(
+            "%s (OSCORE) moved from %s:%d to %s:%d",
+            identity,
+            previous.contact.host,
+            previous.contact.port,
+            moved.contact.host,
+            moved.contact.port,
+        )
+        self._service.delivery.on_moved(identity, previous.contact)
+        self._service.delivery.on_uplink(identity)
 
     def after(self, request: Request, uplink: object) -> None:
         """Bind (``REG``) or unbind (``DEREG``) after an OSCORE procedure ran."""
