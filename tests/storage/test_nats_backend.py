@@ -47,9 +47,11 @@ def item(
     return QueuedItem(recipient, msg, 1, T0 + 3600, True)
 
 
-def record(message_id: str, fingerprint: bytes = b"fp") -> DedupRecord:
+def record(
+    message_id: str, fingerprint: bytes = b"fp", *, expires_at: float = T0 + 100
+) -> DedupRecord:
     return DedupRecord(
-        "ue-a", message_id, fingerprint, b"resp-" + fingerprint, T0 + 100
+        "ue-a", message_id, fingerprint, b"resp-" + fingerprint, expires_at
     )
 
 
@@ -193,6 +195,37 @@ async def test_resend_after_crash_before_the_record_is_not_stored_twice(
     assert await backend.count() == 4  # x and y once each, z new
     (z,) = await backend.pending_for("z")
     assert isinstance(z.item, Msg) and z.item.recipient_ue_service_id == "z"
+
+
+async def test_reuse_of_an_id_whose_record_expired_is_stored_again(
+    backend: NatsBackend,
+) -> None:
+    """Same originator, messageId and content as an expired record, within
+    JetStream's duplicate window: a new message, not a duplicate (the backend
+    reads the record only on JetStream's "duplicate" answer, then republishes)."""
+    first = item("m1")
+    assert (
+        await backend.enqueue_once(first, record("m1", expires_at=T0 + 10), T0) is None
+    )
+    again = item("m1")
+    assert (
+        await backend.enqueue_once(again, record("m1", expires_at=T0 + 99), T0 + 10)
+        is None
+    )
+    assert again.seq != first.seq
+    assert await backend.count() == 2
+    assert await backend.find_dedup("ue-a", "m1", T0 + 10) == record(
+        "m1", expires_at=T0 + 99
+    )
+
+
+async def test_resend_of_a_live_key_is_answered_and_stores_nothing(
+    backend: NatsBackend,
+) -> None:
+    """The common resend: same content, record live -> the first answer, one copy."""
+    assert await backend.enqueue_once(item("m1"), record("m1"), T0) is None
+    assert await backend.enqueue_once(item("m1"), record("m1"), T0 + 1) == record("m1")
+    assert await backend.count() == 1
 
 
 # ---------------------------------------------------------------- IDs and nodes
