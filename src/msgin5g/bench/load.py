@@ -357,6 +357,14 @@ class _Lanes(Worker, ABC):
         return sum(ue.in_flight for ue in self.lanes())
 
 
+def p2p_body(prefix: bytes, serial: int, payload: bytes, store: bool) -> bytes:
+    """The ``MSG`` body of a ``p2p`` lane: ``prefix`` ends in the messageId's
+    stem; with ``store`` the message asks for storage (``storeAndForwardFlag``)."""
+    tail = b',"storeAndForwardFlag":true}' if store else b"}"
+    encoded = base64.b64encode(payload)
+    return prefix + b'%d","payload":"%s"%s' % (serial, encoded, tail)
+
+
 class P2pWorker(_Lanes):
     """UE -> server -> UE messages (counted at the recipient)."""
 
@@ -380,8 +388,8 @@ class P2pWorker(_Lanes):
 
     def body(self, lane: int, at: float) -> bytes:
         self._serial += 1
-        payload = base64.b64encode(stamp(self.options.size, at))
-        return self._prefixes[lane] + b'%d","payload":"%s"}' % (self._serial, payload)
+        payload = stamp(self.options.size, at)
+        return p2p_body(self._prefixes[lane], self._serial, payload, self.options.store)
 
 
 class RegWorker(_Lanes):

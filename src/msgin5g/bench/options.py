@@ -115,7 +115,8 @@ class BenchOptions:
     """``a2p``: HTTP connections per process (h2c: streams on one connection)."""
     h2c: bool = False
     store: bool = False
-    """``a2p``: ``stoAndFwInd`` true (the server stores before it answers)."""
+    """``a2p``: ``stoAndFwInd`` true; ``p2p``: ``storeAndForwardFlag`` true (the
+    server stores each message durably before it answers)."""
     token: str | None = None
     """Bearer token for the REST API when OAuth2 is on."""
     as_id: str = "bench-as"

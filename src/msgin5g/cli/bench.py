@@ -149,6 +149,14 @@ def add_bench_parser(commands: Any) -> None:
                 help="source sockets over all processes (default 64); socket k "
                 "registers the UEs k, k+sockets, ...",
             )
+        if mode == "p2p":
+            parser.add_argument(
+                "--store",
+                action="store_true",
+                help="storeAndForwardFlag true: each message asks for storage, so "
+                "the server stores it durably before it answers (default: the "
+                "message does not ask, see docs/performance.md)",
+            )
         if mode == "a2p":
             parser.add_argument(
                 "--connections",
