@@ -83,9 +83,9 @@ def h2load(port: int, args: argparse.Namespace, tmp: Path) -> str:
             "-D",
             str(int(args.seconds)),
             "-c",
-            str(args.concurrency if flag else 1),
+            str(max(args.concurrency) if flag else 1),
             "-m",
-            "1" if flag else str(args.concurrency),
+            "1" if flag else str(max(args.concurrency)),
             "-d",
             str(body),
             "-H",
@@ -147,12 +147,13 @@ def main(args: argparse.Namespace) -> None:
         wait_http(http_port)
         print(
             f"A2P through REST into CoAP ({args.server}, {args.ues} UEs, "
-            f"{args.concurrency} requests in flight per generator process, "
+            f"{'/'.join(map(str, args.concurrency))} requests in flight per "
+            "generator process, "
             f"stoAndFwInd={args.store}, durable SQLite; generator and UEs in "
             f"{args.workers} process(es) of msgin5g bench)",
             flush=True,
         )
-        for mode in args.modes:
+        for mode, concurrency in [(m, c) for m in args.modes for c in args.concurrency]:
             cpu0 = cpu_seconds(server.pid)
             summary = run(
                 BenchOptions(
@@ -164,14 +165,15 @@ def main(args: argparse.Namespace) -> None:
                     prefix="ue-",
                     duration=args.seconds,
                     workers=args.workers,
-                    connections=args.concurrency,
+                    connections=concurrency,
                     h2c=mode == "h2c",
                     store=args.store,
                 )
             )
             server_cpu = cpu_seconds(server.pid) - cpu0
             print(
-                f"  {mode:8}  {summary.rate:7.0f} msgs/s delivered  "
+                f"  {mode:8} {concurrency:4d} in flight {summary.rate:7.0f} msgs/s "
+                "delivered  "
                 f"e2e p50 {summary.p50_ms:6.1f} ms p99 {summary.p99_ms:6.1f} ms  "
                 f"HTTP ack p99 {summary.answer_p99_ms:6.1f} ms  "
                 f"({summary.received} delivered, {summary.sent} sent, refused "
@@ -204,7 +206,14 @@ def main(args: argparse.Namespace) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ues", type=int, default=50)
-    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        nargs="+",
+        default=[32, 64],
+        help="requests in flight per generator process; several values: one row "
+        "each (default 32 64)",
+    )
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--workers", type=int, default=1, help="generator processes")
     parser.add_argument("--server", default="granian", choices=["granian", "hypercorn"])
