@@ -41,6 +41,7 @@ from common import (
     free_port,
     provision_bench,
     rss_kib,
+    serve,
     start_server,
 )
 
@@ -56,6 +57,7 @@ def run_load(
     prefix: str = "ue-",
     rate: float = 0.0,
     window: int = 1,
+    store: bool = False,
 ) -> dict[str, Any]:
     """``bench p2p`` against ``port``; the figures the benchmarks print."""
     summary = bench(
@@ -67,6 +69,7 @@ def run_load(
         workers=workers,
         rate=rate,
         window=window,
+        store=store,
     )
     return figures(summary)
 
@@ -80,6 +83,56 @@ def start_aiocoap(port: int) -> subprocess.Popen[str]:
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "ready"
     return proc
+
+
+def run_before(src: Path, tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The saturation load against ``msgin5g serve`` from the tree ``src``.
+
+    Its SQLite file is provisioned by that tree's own code (an older server may
+    not open a file a newer one created).
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MSGIN5G_")}
+    env["PYTHONPATH"] = str(src.resolve())
+    url = f"sqlite:///{tmp / 'before.db'}"
+    ids = [f"ue-{i:05d}" for i in range(1, args.ues + 1)]
+    subprocess.run(
+        [sys.executable, "-c", PROVISION_OLD, url, SECRET, *ids],
+        env=env,
+        check=True,
+        cwd=tmp,
+    )
+    port = free_port()
+    server, _ = serve(port, url, env=env)
+    try:
+        time.sleep(0.5)
+        return run_load(
+            port,
+            args.ues,
+            args.workers,
+            args.seconds,
+            window=args.window,
+            store=args.store,
+        )
+    finally:
+        server.terminate()
+        server.wait(20)
+
+
+PROVISION_OLD = """
+import asyncio, sys
+from msgin5g.model.credentials import credential_digest, psk_token
+from msgin5g.storage import open_backend
+
+async def main(url, secret, ids):
+    backend = open_backend(url)
+    await backend.start()
+    for ue in ids:
+        await backend.put_credential(ue, credential_digest(psk_token(secret, ue)))
+    await backend.aclose()
+
+asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3:]))
+"""
+"""Provisioning through the storage API every tree since issue 5 has."""
 
 
 def _line(name: str, r: dict[str, Any], args: argparse.Namespace) -> str:
@@ -122,6 +175,19 @@ def main() -> None:
         help="also a paced run at this offered msgs/s (repeatable)",
     )
     parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument(
+        "--store",
+        action="store_true",
+        help="every message asks for storage (storeAndForwardFlag): stored "
+        "durably before its answer (the default load does not ask)",
+    )
+    parser.add_argument(
+        "--before",
+        metavar="SRC",
+        help="also run the saturation load against a server from another source "
+        "tree (its src/ directory; scripts/bench extracts the code before issue "
+        "13 with git archive) and print the ratio",
+    )
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="msgin5g-bench-"))
@@ -157,7 +223,14 @@ def main() -> None:
                 f"{registered} UEs); server RSS {rss0 / 1024:.1f} -> "
                 f"{rss1 / 1024:.1f} MiB = {per_ue:,.0f} B per registered UE"
             )
-        ours = run_load(port, args.ues, args.workers, args.seconds, window=args.window)
+        ours = run_load(
+            port,
+            args.ues,
+            args.workers,
+            args.seconds,
+            window=args.window,
+            store=args.store,
+        )
         print(_line("msgin5g  end-to-end", ours, args))
         for rate in args.rate:
             paced = run_load(
@@ -167,12 +240,21 @@ def main() -> None:
                 args.seconds,
                 rate=rate,
                 window=args.window,
+                store=args.store,
             )
             print(_line(f"msgin5g  paced {rate:,.0f}/s", paced, args))
         print(f"server RSS after load: {rss_kib(server.pid) / 1024:.1f} MiB")
     finally:
         server.terminate()
         server.wait(20)
+    if args.before:
+        before = run_before(Path(args.before), tmp, args)
+        print(_line("before   end-to-end", before, args))
+        if before["msgs_per_s"]:
+            print(
+                "ratio msgin5g / before: "
+                f"{ours['msgs_per_s'] / before['msgs_per_s']:.2f}x"
+            )
     if args.skip_baseline:
         return
     port = free_port()
