@@ -393,6 +393,10 @@ async def test_requests_answer_in_flight_time_out_and_report_no_responders() -> 
         replies = await asyncio.gather(*futures)
         assert [r.seq for r in replies] == list(range(200))
         assert all(r.duplicate for r in replies) and requests.pending == 0
+        # not urgent: leaves with the next flush, at the latest LAZY_FLUSH later
+        lazy = await requests.send("t.echo", b"7", {"K": "v"}, urgent=False)
+        assert (await lazy).seq == 7
+        await requests.post("t.echo", b"8")  # no answer awaited
 
         with pytest.raises(nats.errors.NoRespondersError):
             await requests.request("t.nobody", b"")

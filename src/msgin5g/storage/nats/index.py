@@ -179,7 +179,9 @@ class StreamIndex(KvStores):
             sent = [
                 (
                     sseq,
-                    await self._req.send(subject, b'{"seq":%d,"no_erase":true}' % sseq),
+                    await self._req.send(
+                        subject, b'{"seq":%d,"no_erase":true}' % sseq, urgent=False
+                    ),
                 )
                 for sseq in sseqs
             ]

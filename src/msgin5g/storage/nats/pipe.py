@@ -43,6 +43,8 @@ from nats.aio.subscription import Subscription
 
 __all__ = ["Reply", "Requests"]
 
+LAZY_FLUSH: Final = 0.002
+"""Seconds a non-urgent command may wait for a flush (see :meth:`Requests.send`)."""
 _NO_RESPONDERS: Final = "503"
 _STATUS: Final = "Status"
 
@@ -77,6 +79,8 @@ class Requests:
         self._waiting: dict[str, tuple[asyncio.Future[Reply], float]] = {}
         self._sub: Subscription | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._lazy: asyncio.TimerHandle | None = None
+        self._flushing: asyncio.Future[object] | None = None
 
     async def start(self) -> None:
         """Subscribe to the reply subjects and start the timeout sweeper."""
@@ -93,6 +97,9 @@ class Requests:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
+        if self._lazy is not None:
+            self._lazy.cancel()
+            self._lazy = None
         waiting, self._waiting = self._waiting, {}
         for future, _ in waiting.values():
             if not future.done():
@@ -118,25 +125,84 @@ class Requests:
         return reply
 
     async def send(
-        self, subject: str, body: bytes, headers: dict[str, str] | None = None
+        self,
+        subject: str,
+        body: bytes,
+        headers: dict[str, str] | None = None,
+        *,
+        urgent: bool = True,
     ) -> "asyncio.Future[Reply]":
-        """Publish the request; return the future of its raw answer (``error`` kept).
+        """Publish a request; return the future of its raw answer (``error`` kept).
 
-        The publish is only queued to the connection's flusher, so many
+        The command is only queued to the connection's write buffer, so many
         requests can be put in flight before the first answer is awaited.
+        ``urgent``: kick the connection's flusher now (an answer is awaited on
+        the critical path); otherwise the command leaves with the next urgent
+        one, or at the latest :data:`LAZY_FLUSH` seconds later (background
+        deletes: fewer writes to the socket).
         """
         self._counter += 1
         token = str(self._counter)
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._waiting[token] = (future, time.monotonic() + self._timeout)
         try:
-            await self._client.publish(
-                subject, body, reply=self._prefix + token, headers=headers
+            await self.post(
+                subject, body, headers, urgent=urgent, reply=self._prefix + token
             )
         except BaseException:
             self._waiting.pop(token, None)
             raise
         return future
+
+    async def post(
+        self,
+        subject: str,
+        body: bytes,
+        headers: dict[str, str] | None = None,
+        *,
+        urgent: bool = False,
+        reply: str = "",
+    ) -> None:
+        """Queue a publish (no answer awaited unless ``reply``; see :meth:`send`).
+
+        Headers are written as given: keys are the backend's own constants and
+        values never hold CR or LF (``nats-py`` checks both per publish).
+        """
+        client = self._client
+        if client.is_closed:
+            raise nats.errors.ConnectionClosedError
+        if headers:
+            lines = "".join([f"{key}: {value}\r\n" for key, value in headers.items()])
+            hdr = f"NATS/1.0\r\n{lines}\r\n".encode()
+            size = len(hdr)
+            command = b"".join(
+                (
+                    f"HPUB {subject} {reply} {size} {size + len(body)}\r\n".encode(),
+                    hdr,
+                    body,
+                    b"\r\n",
+                )
+            )
+        else:
+            command = b"".join(
+                (f"PUB {subject} {reply} {len(body)}\r\n".encode(), body, b"\r\n")
+            )
+        await client._send_command(command)
+        if urgent:
+            flushes = client._flush_queue
+            if flushes is not None and flushes.empty():
+                await client._flush_pending()
+        elif self._lazy is None:
+            self._lazy = asyncio.get_running_loop().call_later(
+                LAZY_FLUSH, self._flush_lazy
+            )
+
+    def _flush_lazy(self) -> None:
+        self._lazy = None
+        client = self._client
+        flushes = client._flush_queue
+        if client._pending_data_size and flushes is not None and flushes.empty():
+            self._flushing = asyncio.ensure_future(client._flush_pending())
 
     # ------------------------------------------------------------ read loop side
 
