@@ -74,9 +74,6 @@ class NatsBackend(HandOffQueue):
         self._route_heap = []
         self._dedup_heap = []
         self._dedup_locks = {}
-        self._kv_dedup = {}
-        self._held = {}
-        self._released = {}
         self._adopted = OrderedDict()
         self.node = ""
         """The cluster node writing through this backend (set by NatsCluster)."""
@@ -204,4 +201,3 @@ class NatsBackend(HandOffQueue):
         self._by_sseq.clear()
         self._expiry.clear()
         self._payloads.clear()
-        self._held.clear()

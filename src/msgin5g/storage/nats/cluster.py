@@ -159,7 +159,6 @@ class NatsCluster:
             await self._watch("reg", backend.watch_from.get("reg", 0), self._on_reg)
             await self._watch("rec", backend.watch_from.get("rec", 0), self._on_rec)
             await self._watch_nodes()
-            await backend.watch_dedup()
         self._heartbeat_task = asyncio.get_running_loop().create_task(
             self._heartbeats()
         )

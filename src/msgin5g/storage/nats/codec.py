@@ -38,11 +38,8 @@ __all__ = [
     "PREFIX_PATTERN",
     "ItemMeta",
     "decode_meta",
-    "decode_record",
-    "dedup_key",
     "dedup_msg_id",
     "encode_meta",
-    "once_msg_id",
     "token",
     "untoken",
 ]
@@ -63,11 +60,6 @@ H_MESSAGE_ID: Final = "M5-Mid"
 H_PAYLOAD: Final = "M5-Pid"
 H_NODE: Final = "M5-Node"
 H_MSG_ID: Final = "Nats-Msg-Id"
-H_DEDUP_ORIGINATOR: Final = "M5-Dor"
-H_DEDUP_MESSAGE_ID: Final = "M5-Dmi"
-H_DEDUP_FINGERPRINT: Final = "M5-Dfp"
-H_DEDUP_RESPONSE: Final = "M5-Dre"
-H_DEDUP_EXPIRES: Final = "M5-Dex"
 
 
 def token(value: str) -> str:
@@ -120,9 +112,6 @@ class ItemMeta(msgspec.Struct, gc=False):
         pid: seq of the shared fan-out payload, 0 if the body is the item's own.
         sseq: JetStream stream sequence of the message holding this item.
         node: the cluster node that stored the item (``""``: a single process).
-        dedup: the duplicate-detection record the item was stored under (by
-            ``enqueue_once``), kept in the message's headers while it is stored
-            and written to the dedup bucket when it is removed; None if none.
     """
 
     seq: int
@@ -136,16 +125,6 @@ class ItemMeta(msgspec.Struct, gc=False):
     pid: int = 0
     sseq: int = 0
     node: str = ""
-    dedup: DedupRecord | None = None
-
-
-def dedup_key(originator: str, message_id: str) -> str:
-    """Key of a duplicate-detection record (in the dedup bucket and in memory)."""
-    return f"{token(originator)}.{token(message_id)}"
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
 
 
 def encode_meta(meta: ItemMeta, msg_id: str | None = None) -> dict[str, str]:
@@ -165,27 +144,7 @@ def encode_meta(meta: ItemMeta, msg_id: str | None = None) -> dict[str, str]:
         headers[H_NODE] = meta.node
     if msg_id is not None:
         headers[H_MSG_ID] = msg_id
-    record = meta.dedup
-    if record is not None:
-        headers[H_DEDUP_ORIGINATOR] = token(record.originator)
-        headers[H_DEDUP_MESSAGE_ID] = token(record.message_id)
-        headers[H_DEDUP_FINGERPRINT] = _b64(record.fingerprint)
-        headers[H_DEDUP_RESPONSE] = _b64(record.response)
-        headers[H_DEDUP_EXPIRES] = repr(record.expires_at)
     return headers
-
-
-def decode_record(headers: dict[str, str]) -> DedupRecord | None:
-    """The duplicate-detection record carried by a stored message, if any."""
-    if H_DEDUP_ORIGINATOR not in headers:
-        return None
-    return DedupRecord(
-        originator=untoken(headers[H_DEDUP_ORIGINATOR]),
-        message_id=untoken(headers[H_DEDUP_MESSAGE_ID]),
-        fingerprint=base64.b64decode(headers[H_DEDUP_FINGERPRINT]),
-        response=base64.b64decode(headers[H_DEDUP_RESPONSE]),
-        expires_at=float(headers[H_DEDUP_EXPIRES]),
-    )
 
 
 def decode_meta(recipient: str, headers: dict[str, str], sseq: int) -> ItemMeta:
@@ -202,23 +161,6 @@ def decode_meta(recipient: str, headers: dict[str, str], sseq: int) -> ItemMeta:
         pid=int(headers.get(H_PAYLOAD, "0")),
         sseq=sseq,
         node=headers.get(H_NODE, ""),
-        dedup=decode_record(headers),
-    )
-
-
-def once_msg_id(record: DedupRecord, replaces: float | None) -> str:
-    """``Nats-Msg-Id`` of a message stored by ``enqueue_once``.
-
-    Unlike :func:`dedup_msg_id` it leaves the content out: ANY message with the
-    same (originator, messageId) within JetStream's duplicate window is then
-    answered "duplicate" with the first one's stream sequence, whose record
-    (fingerprint included) decides between a resend and a re-use of the ID
-    for other content, on whichever node the second one arrives.
-    """
-    return dedup_msg_id(
-        DedupRecord(record.originator, record.message_id, b"", b"", 0.0),
-        replaces,
-        "/once",
     )
 
 

@@ -25,14 +25,13 @@ from nats.js.manager import JetStreamManager
 from msgin5g.errors import StorageError
 from msgin5g.model.messages import Msg
 from msgin5g.model.queue import QueuedItem, member_copy
-from msgin5g.storage.base import DedupRecord, stored_size
+from msgin5g.storage.base import stored_size
 from msgin5g.storage.nats.codec import (
     H_EXPIRES,
     H_PAYLOAD,
     ITEM_DECODER,
     ItemMeta,
     decode_meta,
-    dedup_key,
     token,
     untoken,
 )
@@ -90,8 +89,6 @@ class StreamIndex(KvStores):
     _inflight: set[int]
     _early_removed: set[int]
     _to_delete: list[int]
-    _held: dict[str, int]
-    _released: dict[str, DedupRecord]
     _deleter: "asyncio.Task[None] | None"
     node: str
 
@@ -118,11 +115,6 @@ class StreamIndex(KvStores):
         self._by_recipient.setdefault(meta.recipient, {})[meta.seq] = meta
         self._by_sseq[meta.sseq] = meta.seq
         heapq.heappush(self._expiry, (meta.expires_at, meta.seq))
-        record = meta.dedup
-        if record is not None:
-            key = dedup_key(record.originator, record.message_id)
-            self._held[key] = meta.seq
-            heapq.heappush(self._dedup_heap, (record.expires_at, key))
         if meta.pid:
             payload = self._payloads.get(meta.pid)
             if payload is not None:
@@ -137,11 +129,6 @@ class StreamIndex(KvStores):
         if not per_recipient:
             del self._by_recipient[meta.recipient]
         self._by_sseq.pop(meta.sseq, None)
-        record = meta.dedup
-        if record is not None:
-            key = dedup_key(record.originator, record.message_id)
-            if self._held.get(key) == seq:
-                del self._held[key]
         if meta.pid:
             payload = self._payloads.get(meta.pid)
             if payload is not None:
@@ -164,23 +151,6 @@ class StreamIndex(KvStores):
             pid=pid,
             node=self.node,
         )
-
-    def _release(self, metas: Iterable[ItemMeta]) -> list[tuple[str, DedupRecord]]:
-        """The records of removed items, kept in ``_released`` until written.
-
-        A record must outlive its message (the dedup window is longer than
-        delivery): it goes to the dedup bucket before the message is deleted.
-        """
-        released = []
-        for meta in metas:
-            record = meta.dedup
-            if record is not None:
-                key = dedup_key(record.originator, record.message_id)
-                previous = self._released.get(key)
-                if previous is None or previous.expires_at < record.expires_at:
-                    self._released[key] = record
-                released.append((key, record))
-        return released
 
     async def _get_body(self, sseq: int) -> bytes | None:
         """Body of the message at ``sseq`` (b"" if empty), None if it is gone."""
@@ -281,7 +251,6 @@ class StreamIndex(KvStores):
             for meta in metas:
                 self._index(meta)
             raise
-        await self._write_records(self._release(metas))
         deleted = await self._delete_sseqs(m.sseq for m in metas)
         taken = {m.seq for m in metas if m.sseq in deleted}
         return [item for item in items if item.seq in taken]

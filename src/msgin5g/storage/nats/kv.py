@@ -36,8 +36,6 @@ from contextlib import asynccontextmanager
 from typing import Final
 
 import msgspec
-from nats.aio.client import Client
-from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
 from nats.js.client import JetStreamContext
 from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
@@ -46,7 +44,7 @@ from nats.js.kv import KeyValue
 from msgin5g.model.queue import ReportRoute
 from msgin5g.model.registry import UERegistration
 from msgin5g.storage.base import DedupRecord, R
-from msgin5g.storage.nats.codec import dedup_key, token, untoken
+from msgin5g.storage.nats.codec import token, untoken
 from msgin5g.storage.nats.driver import map_driver_errors
 from msgin5g.storage.nats.pipe import Requests
 
@@ -113,21 +111,6 @@ class _Guard:
         self.users = 0
 
 
-class _DedupWatch:
-    """The future protocol the client's read loop feeds a subscription with."""
-
-    __slots__ = ("_stores",)
-
-    def __init__(self, stores: "KvStores") -> None:
-        self._stores = stores
-
-    def cancelled(self) -> bool:
-        return False
-
-    def set_result(self, msg: Msg) -> None:
-        self._stores._learn_record(msg.subject, msg.headers, msg.data)
-
-
 class KvStores:
     """Credentials, registrations, records, report routes and dedup records."""
 
@@ -137,11 +120,6 @@ class KvStores:
     _route_heap: list[tuple[float, str]]
     _dedup_heap: list[tuple[float, str]]
     _dedup_locks: dict[str, "_Guard"]
-    _kv_dedup: dict[str, float]
-    _released: dict[str, DedupRecord]
-    _held: dict[str, int]
-    _js_client: Client
-    _dedup_prefix: str
     _req: Requests
 
     async def _scan(self, suffix: str, pattern: str = ">") -> list[tuple[str, bytes]]:
@@ -185,10 +163,9 @@ class KvStores:
             self._route_heap = [
                 (_ROUTE_DECODER.decode(value).expires_at, key) for key, value in routes
             ]
-            self._dedup_heap.extend(  # after the held records of the index
+            self._dedup_heap = [
                 (_DEDUP_DECODER.decode(value).expires_at, key) for key, value in records
-            )
-            self._kv_dedup.update((key, at) for at, key in self._dedup_heap)
+            ]
         heapq.heapify(self._route_heap)
         heapq.heapify(self._dedup_heap)
 
@@ -365,33 +342,18 @@ class KvStores:
         due: set[str] = set()
         while heap and heap[0][0] <= now:
             due.add(heapq.heappop(heap)[1])
-        return await self._purge_keys(heap, bucket, decoder, due, now)
-
-    async def _purge_keys(
-        self,
-        heap: list[tuple[float, str]],
-        bucket: str,
-        decoder: msgspec.msgpack.Decoder[ReportRoute]
-        | msgspec.msgpack.Decoder[DedupRecord],
-        due: set[str],
-        now: float,
-    ) -> int:
         kv = self._kv[bucket]
         dropped = 0
         with map_driver_errors():
             for key in sorted(due):
                 found = await _get(kv, key)
                 if found is None:
-                    if bucket == "dedup":
-                        self._kv_dedup.pop(key, None)
                     continue
                 expires_at = decoder.decode(found[0]).expires_at
                 if expires_at > now:  # replaced by a newer entry: keep watching it
                     heapq.heappush(heap, (expires_at, key))
                 elif await _delete_at(kv, key, found[1]):
                     dropped += 1
-                    if bucket == "dedup":
-                        self._kv_dedup.pop(key, None)
         return dropped
 
     # ---------------------------------------------------------------- dedup records
@@ -409,7 +371,9 @@ class KvStores:
         self, originator: str, message_id: str
     ) -> tuple[DedupRecord, int] | None:
         with map_driver_errors():
-            found = await _get(self._kv["dedup"], dedup_key(originator, message_id))
+            found = await _get(
+                self._kv["dedup"], f"{token(originator)}.{token(message_id)}"
+            )
             return (
                 None if found is None else (_DEDUP_DECODER.decode(found[0]), found[1])
             )
@@ -423,7 +387,7 @@ class KvStores:
         node wrote the same key first) and its revision.
         """
         kv = self._kv["dedup"]
-        key = dedup_key(record.originator, record.message_id)
+        key = f"{token(record.originator)}.{token(record.message_id)}"
         body = _ENCODER.encode(record)
         with map_driver_errors():
             reply = await (
@@ -441,80 +405,7 @@ class KvStores:
                 if revision is not None or not await _create(kv, key, body):
                     return await self._get_dedup(record.originator, record.message_id)
         heapq.heappush(self._dedup_heap, (record.expires_at, key))
-        self._kv_dedup[key] = record.expires_at
         return None
-
-    async def _write_records(self, records: Sequence[tuple[str, DedupRecord]]) -> None:
-        """Write the records of removed messages to the bucket: one ack for all.
-
-        Every record but the last is a plain publish (no reply subject, so no
-        PubAck to send, match and decode); the last one is acknowledged. One
-        connection's publishes to one stream are stored in order, so that ack
-        means every record before it is stored too, and only then may the
-        caller delete the messages that held them. A put, not a create: of two
-        records of one key (another node's, or a re-use of the ID) the last
-        removed wins; both answer a resend of that key as a duplicate.
-        Records are written even if expired (the caller's clock decides that,
-        as everywhere in the storage port; ``purge_dedup`` drops them).
-        Written records leave ``_released``.
-        """
-        if not records:
-            return
-        prefix = f"$KV.{self._prefix}_dedup."
-        with map_driver_errors():
-            *rest, (last_key, last) = records
-            for key, record in rest:
-                await self._req.post(prefix + key, _ENCODER.encode(record))
-            reply = await (
-                await self._req.send(
-                    prefix + last_key, _ENCODER.encode(last), urgent=False
-                )
-            )
-            if reply.error is not None:
-                APIError.from_error(reply.error)  # raises
-        for key, record in records:
-            if self._kv_dedup.get(key, 0.0) < record.expires_at:
-                self._kv_dedup[key] = record.expires_at
-            if self._released.get(key) is record:
-                del self._released[key]
-
-    async def watch_dedup(self) -> None:
-        """Learn the keys of records other nodes write to the dedup bucket.
-
-        A cluster node calls this at start: records travel with their
-        messages and reach the bucket when the message is removed, so a
-        resend to this node later than JetStream's duplicate window must find
-        the key among the bucket keys this node knows (:meth:`enqueue_once`).
-        A plain subscription to the bucket's subjects, answered from the read
-        loop like :class:`~msgin5g.storage.nats.pipe.Requests`.
-        """
-        self._dedup_prefix = f"$KV.{self._prefix}_dedup."
-        await self._js_client.subscribe(
-            self._dedup_prefix + ">",
-            future=_DedupWatch(self),  # type: ignore[arg-type]
-        )
-
-    def _learn_record(
-        self, subject: str, headers: dict[str, str] | None, body: bytes
-    ) -> None:
-        key = subject[len(self._dedup_prefix) :]
-        if headers and headers.get("KV-Operation"):  # deleted or purged
-            self._kv_dedup.pop(key, None)
-            return
-        try:
-            expires_at = _DEDUP_DECODER.decode(body).expires_at
-        except msgspec.DecodeError:
-            return
-        if self._kv_dedup.get(key, 0.0) < expires_at:
-            self._kv_dedup[key] = expires_at
-            if key not in self._held and key not in self._released:  # not ours
-                heapq.heappush(self._dedup_heap, (expires_at, key))
-
-    async def _purge_kv_dedup(self, due: set[str], now: float) -> int:
-        """Drop the expired records of ``due`` keys from the bucket; how many."""
-        return await self._purge_keys(
-            self._dedup_heap, "dedup", _DEDUP_DECODER, due, now
-        )
 
     @asynccontextmanager
     async def _dedup_guard(self, record: DedupRecord) -> AsyncIterator[None]:

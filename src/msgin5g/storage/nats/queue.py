@@ -55,14 +55,10 @@ from msgin5g.storage.nats.codec import (
     H_SEQ,
     ITEM_ENCODER,
     ItemMeta,
-    decode_record,
-    dedup_key,
     dedup_msg_id,
     encode_meta,
-    once_msg_id,
-    untoken,
 )
-from msgin5g.storage.nats.driver import is_not_found, map_driver_errors
+from msgin5g.storage.nats.driver import map_driver_errors
 from msgin5g.storage.nats.index import Payload, StreamIndex, queue_order
 from msgin5g.storage.nats.pipe import Reply
 
@@ -96,157 +92,64 @@ class StreamQueue(StreamIndex):
         now: float,
         routes: Sequence[ReportRoute] = (),
     ) -> DedupRecord | None:
-        """Store ``item`` and ``routes`` under ``dedup`` unless a live record has the key.
+        """Store ``item``, ``routes`` and ``dedup`` unless a live record has the key.
 
-        The record travels in the stored message's headers (and this node's
-        index), not in the dedup bucket: one JetStream write per message. It
-        is written to the bucket when the message is removed
-        (:meth:`_write_records`, before the delete). Who knows a live record:
-
-        * this node: the index (stored items) and the bucket keys it knows
-          (loaded at start, and every record it wrote since): read first;
-        * another node, within ``dup_window``: the message carries a
-          deterministic ``Nats-Msg-Id``, so JetStream answers "duplicate" with
-          the first copy's stream sequence; its headers, or once it is gone
-          the bucket, hold the record (:meth:`_record_at`).
-
-        A record found expired is replaced: the new message's ``Nats-Msg-Id``
-        names the expiry it replaces, so it is not taken for a duplicate.
+        Order: message (with a deterministic ``Nats-Msg-Id``), routes, then the
+        record (KV create). The record is read only when needed: when JetStream
+        answers "duplicate" (a resend: the record says whether it was answered,
+        or the earlier attempt crashed before its record) and when the create
+        finds the key taken (a live record: this copy is undone; an expired one:
+        replaced at its revision). A new message — nearly every one — costs
+        the publish and the create, not a read before them (one JetStream
+        round trip less per message, issue 12's CPU per message). A crash
+        before the record leaves a stored message the sender was not told
+        about; its resend republishes with the same ``Nats-Msg-Id``
+        (JetStream answers "duplicate", nothing is stored twice within
+        ``dup_window``) and writes the record.
         """
         async with self._dedup_guard(dedup):
-            key = dedup_key(dedup.originator, dedup.message_id)
-            prior = self._local_record(key)
-            if prior is None and key in self._kv_dedup:
-                found = await self._get_dedup(dedup.originator, dedup.message_id)
-                prior = None if found is None else found[0]
-            if prior is not None and prior.expires_at > now:
-                return prior
             seq = self._next_seq()
             meta = self._meta_of(msgspec.structs.replace(item, seq=seq))
-            meta.dedup = dedup
             subject = self._subject(item.recipient)
             body = ITEM_ENCODER.encode(item.item)
-            replaces = None if prior is None else prior.expires_at
-            for _ in range(2):
-                msg_id = once_msg_id(dedup, replaces)
-                ack = await self._publish(subject, body, encode_meta(meta, msg_id))
-                if not ack.duplicate:
-                    break
-                other = await self._record_at(ack.seq, key)
-                if other is None:
-                    break  # a copy stored without its record (before 0.x): ours
-                if other.expires_at > now:
-                    return other  # answered before: nothing stored now
-                replaces = other.expires_at  # an earlier message's expired record
+            ack = await self._publish(
+                subject,
+                body,
+                encode_meta(meta, dedup_msg_id(dedup, None, item.recipient)),
+            )
+            found: tuple[DedupRecord, int] | None = None
             if ack.duplicate:
-                item.seq = self._by_sseq.get(ack.seq, seq)
-                return await self._adopt_copy(item, dedup, now, routes)
-            meta.sseq = ack.seq
-            self._index(meta)
+                found = await self._get_dedup(dedup.originator, dedup.message_id)
+                if found is not None and found[0].expires_at > now:
+                    return found[0]  # answered before: nothing stored now
+                if found is not None:
+                    # the record of an earlier message with this ID expired,
+                    # but JetStream still remembers its Nats-Msg-Id: a new one
+                    ack = await self._publish(
+                        subject,
+                        body,
+                        encode_meta(
+                            meta,
+                            dedup_msg_id(dedup, found[0].expires_at, item.recipient),
+                        ),
+                    )
+            fresh = not ack.duplicate
+            if fresh:
+                meta.sseq = ack.seq
+                self._index(meta)
+            else:  # an earlier attempt stored it (crash before its record)
+                seq = self._by_sseq.get(ack.seq, seq)
             await self._put_routes(list(routes))
+            winner = await self._put_dedup(dedup, None if found is None else found[1])
+            if winner is not None and winner[0].expires_at <= now:
+                # an expired record was in the way: replace it at its revision
+                winner = await self._put_dedup(dedup, winner[1])
+            if winner is not None and winner[0].expires_at > now:
+                if fresh:  # answered before, or another node won the race
+                    await self.remove(seq)
+                return winner[0]
             item.seq = seq
             return None
-
-    async def _adopt_copy(
-        self,
-        item: QueuedItem,
-        dedup: DedupRecord,
-        now: float,
-        routes: Sequence[ReportRoute],
-    ) -> DedupRecord | None:
-        """JetStream holds a copy of this message with no record anywhere.
-
-        Only a message written by an older version (its record in the bucket
-        only, written after the message) can be in that state: a crash
-        between the two. The copy stands for this message; the record is
-        written now (create: a record another node wrote meanwhile wins).
-        """
-        await self._put_routes(list(routes))
-        winner = await self._put_dedup(dedup, None)
-        if winner is not None and winner[0].expires_at > now:
-            item.seq = 0
-            return winner[0]
-        return None
-
-    def _local_record(self, key: str) -> DedupRecord | None:
-        """The record of ``key`` held by a stored item here, or being written."""
-        found = self._released.get(key)
-        seq = self._held.get(key)
-        if seq is not None:
-            meta = self._entries.get(seq)
-            held = None if meta is None else meta.dedup
-            if held is not None and (
-                found is None or held.expires_at > found.expires_at
-            ):
-                return held
-        return found
-
-    async def _record_at(self, sseq: int, key: str) -> DedupRecord | None:
-        """The record of ``key`` that the message at ``sseq`` was stored under.
-
-        From this node's index, else the message's headers (direct get), else
-        (the message is gone: it was delivered or expired) the bucket, where
-        the remover wrote it before deleting the message.
-        """
-        seq = self._by_sseq.get(sseq)
-        meta = None if seq is None else self._entries.get(seq)
-        if meta is not None and meta.dedup is not None:
-            return meta.dedup
-        released = self._released.get(key)
-        if released is not None:
-            return released
-        with map_driver_errors():
-            try:
-                raw = await self._jsm.get_msg(self._stream, sseq, direct=True)
-            except Exception as exc:
-                if not is_not_found(exc):
-                    raise
-            else:
-                record = decode_record(raw.headers or {})
-                if record is not None:
-                    return record
-        originator, _, message_id = key.partition(".")
-        found = await self._get_dedup(untoken(originator), untoken(message_id))
-        return None if found is None else found[0]
-
-    async def find_dedup(
-        self, originator: str, message_id: str, now: float
-    ) -> DedupRecord | None:
-        """The live record of (originator, messageId): stored items, then bucket."""
-        record = self._local_record(dedup_key(originator, message_id))
-        if record is not None and record.expires_at > now:
-            return record
-        return await super().find_dedup(originator, message_id, now)
-
-    async def purge_dedup(self, now: float) -> int:
-        """Drop duplicate-detection records with ``expires_at <= now``; how many.
-
-        Records held by stored items are dropped from them (the item stays,
-        its removal writes no record); the others are deleted from the bucket.
-        """
-        heap = self._dedup_heap
-        due: set[str] = set()
-        while heap and heap[0][0] <= now:
-            due.add(heapq.heappop(heap)[1])
-        dropped = 0
-        in_bucket: set[str] = set()
-        for key in due:
-            here = False
-            seq = self._held.get(key)
-            meta = None if seq is None else self._entries.get(seq)
-            if meta is not None and meta.dedup and meta.dedup.expires_at <= now:
-                meta.dedup = None
-                del self._held[key]
-                here = True
-            released = self._released.get(key)
-            if released is not None and released.expires_at <= now:
-                del self._released[key]
-                here = True
-            if key in self._kv_dedup:
-                in_bucket.add(key)
-            elif here:
-                dropped += 1
-        return dropped + await self._purge_kv_dedup(in_bucket, now)
 
     def enqueue_fanout(
         self,
@@ -382,7 +285,6 @@ class StreamQueue(StreamIndex):
             if seq in self._inflight:
                 self._early_removed.add(seq)
             return
-        await self._write_records(self._release([meta]))
         await self._delete_sseqs([meta.sseq])
 
     def remove_nowait(self, seq: int) -> None:
@@ -392,7 +294,6 @@ class StreamQueue(StreamIndex):
             if seq in self._inflight:
                 self._early_removed.add(seq)
             return
-        self._release([meta])
         self._schedule_delete(meta.sseq)
 
     def _schedule_delete(self, sseq: int) -> None:
@@ -403,16 +304,9 @@ class StreamQueue(StreamIndex):
             )
 
     async def _drain_deletes(self) -> None:
-        """Write the records of removed items, then delete their messages.
-
-        Everything queued so far goes in one pipelined batch (records first:
-        a record must be in the bucket before the message holding it goes).
-        """
-        while self._to_delete or self._released:
-            records = list(self._released.items())
+        while self._to_delete:
             batch, self._to_delete = self._to_delete, []
             try:
-                await self._write_records(records)
                 await self._delete_sseqs(batch)
             except StorageError as exc:  # kept for the next try (at-least-once)
                 _log.warning("nats: background delete failed (%s); retrying", exc)
