@@ -397,6 +397,8 @@ async def test_requests_answer_in_flight_time_out_and_report_no_responders() -> 
         lazy = await requests.send("t.echo", b"7", {"K": "v"}, urgent=False)
         assert (await lazy).seq == 7
         await requests.post("t.echo", b"8")  # no answer awaited
+        with pytest.raises(nats.errors.MaxPayloadError):
+            await requests.send("t.echo", b"x" * (client.max_payload + 1))
 
         with pytest.raises(nats.errors.NoRespondersError):
             await requests.request("t.nobody", b"")

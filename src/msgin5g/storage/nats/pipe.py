@@ -171,6 +171,14 @@ class Requests:
         client = self._client
         if client.is_closed:
             raise nats.errors.ConnectionClosedError
+        if client.is_draining_pubs:
+            raise nats.errors.ConnectionDrainingError
+        if len(body) > client.max_payload:
+            raise nats.errors.MaxPayloadError
+        if not client.is_connected and (
+            client._pending_data_size + len(body) > client._max_pending_size
+        ):  # reconnecting: buffered like nats-py's publish, up to its limit
+            raise nats.errors.OutboundBufferLimitError
         if headers:
             lines = "".join([f"{key}: {value}\r\n" for key, value in headers.items()])
             hdr = f"NATS/1.0\r\n{lines}\r\n".encode()
