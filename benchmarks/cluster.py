@@ -24,7 +24,11 @@ show scaling; CPU per message can: the projection to N nodes is N cores /
 CPU per message is printed next to it).
 
 Run: ``.venv/bin/python benchmarks/cluster.py [--seconds 8] [--ues 100]
-[--drain 10000]``. Not collected by pytest.
+[--drain 10000] [--store] [--rounds 3] [--skip-workers]``. ``--store``: every
+message asks for storage (``storeAndForwardFlag``), so the server stores it
+durably before it answers (``bench p2p --store``); ``--rounds``: (a), (b), (c)
+alternate that many times and the medians are compared (the machine is noisy).
+Not collected by pytest.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import os
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -44,8 +49,17 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from common import ROOT, cpu_seconds, free_port, provision, reg_body, serve
-from p2p import SECRET, run_load
+from common import (
+    ROOT,
+    bench,
+    cpu_seconds,
+    figures,
+    free_port,
+    provision,
+    reg_body,
+    serve,
+)
+from p2p import SECRET
 from storage_ops import ceiling
 
 sys.path.insert(0, str(ROOT))
@@ -92,6 +106,12 @@ class CpuSampler:
         return inside[-1] - inside[0] if len(inside) >= 2 else float("nan")
 
 
+def _median(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """Per figure, the median over rounds (CPU per message, rates)."""
+    keys = ("cpu_per_msg", "nats_cpu_per_msg", "msgs_per_s")
+    return {k: statistics.median(r[k] for r in runs) for k in keys}
+
+
 def start_msgin5g(port: int, storage: str, *extra: str) -> tuple[Any, list[int]]:
     """``msgin5g serve`` (REST off); its process and the pids of every server process."""
     proc, line = serve(port, storage, *extra, ready="serving MSGin5G-1")
@@ -116,6 +136,8 @@ def e2e(
     ues: list[str],
     seconds: float,
     nats_pid: int | None,
+    *,
+    store: bool = False,
 ) -> dict[str, Any]:
     asyncio.run(provision(storage, ues, SECRET))
     port = free_port()
@@ -125,7 +147,9 @@ def e2e(
     try:
         time.sleep(0.5)
         start = time.perf_counter()
-        result = run_load(port, len(ues), 1, seconds)
+        result = figures(
+            bench(port, "p2p", len(ues), seconds, prefix="ue-", store=store)
+        )
         end = time.perf_counter()  # includes the bench's warm-up and drain
     finally:
         ours.stop()
@@ -270,6 +294,18 @@ def main() -> None:
     parser.add_argument("--ues", type=int, default=100)
     parser.add_argument("--drain", type=int, default=10_000, help="0: skip the phase")
     parser.add_argument("--drain-limit", type=float, default=300.0)
+    parser.add_argument(
+        "--store",
+        action="store_true",
+        help="stored messages: every MSG asks for storage (bench p2p --store)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="rounds of (a), (b), (c) alternating; medians are compared",
+    )
+    parser.add_argument("--skip-workers", action="store_true", help="no (c)")
     args = parser.parse_args()
 
     binary = shutil.which("nats-server")
@@ -291,44 +327,69 @@ def main() -> None:
                 f"process): {rate:,.0f}/s"
             )
         ues = [f"ue-{i:05d}" for i in range(1, args.ues + 1)]  # bench's names
-        print(f"end to end, {args.ues} UEs, closed loop, generator in its own process:")
-        a = e2e(
-            "a: 1 process, SQLite",
-            f"sqlite:///{tmp / 'a.db'}",
-            (),
-            ues,
-            args.seconds,
-            None,
+        kind = "stored messages (--store)" if args.store else "messages"
+        print(
+            f"end to end, {args.ues} UEs, closed loop, {kind}, generator in its own "
+            f"process, {args.rounds} round(s) of (a), (b), (c) alternating:"
         )
-        b = e2e(
-            "b: 1 process, JetStream",
-            f"{js.url}?prefix=b",
-            (),
-            ues,
-            args.seconds,
-            js.proc.pid,
-        )
-        c = e2e(
-            "c: --workers 2, JetStream",
-            f"{js.url}?prefix=c",
-            ("--workers", "2"),
-            ues,
-            args.seconds,
-            js.proc.pid,
-        )
+        runs: dict[str, list[dict[str, Any]]] = {"a": [], "b": [], "c": []}
+        for rnd in range(args.rounds):
+            runs["a"].append(
+                e2e(
+                    "a: 1 process, SQLite",
+                    f"sqlite:///{tmp / f'a{rnd}.db'}",
+                    (),
+                    ues,
+                    args.seconds,
+                    None,
+                    store=args.store,
+                )
+            )
+            runs["b"].append(
+                e2e(
+                    "b: 1 process, JetStream",
+                    f"{js.url}?prefix=b{rnd}",
+                    (),
+                    ues,
+                    args.seconds,
+                    js.proc.pid,
+                    store=args.store,
+                )
+            )
+            if not args.skip_workers:
+                runs["c"].append(
+                    e2e(
+                        "c: --workers 2, JetStream",
+                        f"{js.url}?prefix=c{rnd}",
+                        ("--workers", "2"),
+                        ues,
+                        args.seconds,
+                        js.proc.pid,
+                        store=args.store,
+                    )
+                )
+        a, b = _median(runs["a"]), _median(runs["b"])
         total_b = b["cpu_per_msg"] + b["nats_cpu_per_msg"]
-        total_c = c["cpu_per_msg"] + c["nats_cpu_per_msg"]
         print(
-            f"  CPU per message: (b)/(a) = {b['cpu_per_msg'] / a['cpu_per_msg']:.2f}, "
-            f"(c)/(b) = {c['cpu_per_msg'] / b['cpu_per_msg']:.2f}; with nats-server's: "
-            f"(b)/(a) = {total_b / a['cpu_per_msg']:.2f}, (c)/(b) = "
-            f"{total_c / total_b:.2f}"
+            f"  CPU per message (medians over {args.rounds} round(s)): (a) "
+            f"{a['cpu_per_msg'] * 1e6:,.0f} us; (b) msgin5g {b['cpu_per_msg'] * 1e6:,.0f}"
+            f" us + nats-server {b['nats_cpu_per_msg'] * 1e6:,.0f} us; (b)/(a) = "
+            f"{b['cpu_per_msg'] / a['cpu_per_msg']:.2f} msgin5g only, "
+            f"{total_b / a['cpu_per_msg']:.2f} with nats-server's"
         )
-        print(
-            f"  projection: one core of msgin5g on JetStream carries "
-            f"{1 / c['cpu_per_msg']:,.0f} msgs/s (c); N such cores ~ N x that while "
-            f"JetStream keeps up (it spends {c['nats_cpu_per_msg'] * 1e6:,.0f} us/msg)"
-        )
+        if runs["c"]:
+            c = _median(runs["c"])
+            total_c = c["cpu_per_msg"] + c["nats_cpu_per_msg"]
+            print(
+                f"  (c)/(b) = {c['cpu_per_msg'] / b['cpu_per_msg']:.2f} msgin5g only,"
+                f" {total_c / total_b:.2f} with nats-server's"
+            )
+            print(
+                f"  projection: one core of msgin5g on JetStream carries "
+                f"{1 / c['cpu_per_msg']:,.0f} msgs/s (c); N such cores ~ N x that "
+                f"while JetStream keeps up (it spends "
+                f"{c['nats_cpu_per_msg'] * 1e6:,.0f} us/msg)"
+            )
         if args.drain:
             drain_after_move(js.url, args.drain, args.drain_limit)
     finally:

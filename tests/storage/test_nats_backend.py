@@ -361,3 +361,54 @@ async def test_user_and_password_from_the_url(tmp_path: Path) -> None:
         await bad.aclose()
     finally:
         server.stop()
+
+
+# ---------------------------------------------------------------- request path
+
+
+async def test_requests_answer_in_flight_time_out_and_report_no_responders() -> None:
+    """The backend's own request path (storage.nats.pipe): many requests in
+    flight on one reply subscription, answers matched to their requests, a
+    request nobody answers fails after the timeout (sweeper, no timer per
+    request), no responders and a closed connection are reported."""
+    import asyncio
+
+    import nats
+    import nats.errors
+
+    from msgin5g.storage.nats.pipe import Requests
+
+    client = await nats.connect(session_server().url)
+    try:
+
+        async def echo(msg: object) -> None:
+            assert hasattr(msg, "respond") and hasattr(msg, "data")
+            await msg.respond(b'{"seq":%s,"duplicate":true}' % msg.data)
+
+        silent = await client.subscribe("t.silent")
+        await client.subscribe("t.echo", cb=echo)
+        requests = Requests(client, timeout=1.5)
+        await requests.start()
+        futures = [await requests.send("t.echo", b"%d" % n) for n in range(200)]
+        replies = await asyncio.gather(*futures)
+        assert [r.seq for r in replies] == list(range(200))
+        assert all(r.duplicate for r in replies) and requests.pending == 0
+        # not urgent: leaves with the next flush, at the latest LAZY_FLUSH later
+        lazy = await requests.send("t.echo", b"7", {"K": "v"}, urgent=False)
+        assert (await lazy).seq == 7
+        await requests.post("t.echo", b"8")  # no answer awaited
+        with pytest.raises(nats.errors.MaxPayloadError):
+            await requests.send("t.echo", b"x" * (client.max_payload + 1))
+
+        with pytest.raises(nats.errors.NoRespondersError):
+            await requests.request("t.nobody", b"")
+        with pytest.raises(nats.errors.TimeoutError):
+            await requests.request("t.silent", b"")
+        assert requests.pending == 0
+        waiting = await requests.send("t.silent", b"")
+        requests.close()
+        with pytest.raises(nats.errors.ConnectionClosedError):
+            await waiting
+        await silent.unsubscribe()
+    finally:
+        await client.close()

@@ -37,6 +37,7 @@ from msgin5g.errors import StorageError
 from msgin5g.storage.nats.driver import NatsOptions, connect, map_driver_errors
 from msgin5g.storage.nats.handoff import HandOffQueue
 from msgin5g.storage.nats.kv import BUCKETS
+from msgin5g.storage.nats.pipe import Requests
 
 __all__ = ["NatsBackend"]
 
@@ -109,6 +110,8 @@ class NatsBackend(HandOffQueue):
             self._js = client.jetstream(timeout=10.0)
             self._js_client = client
             self._jsm = client.jsm()
+            self._req = Requests(client, 10.0)
+            await self._req.start()
             await self._create_schema()
             for suffix in ("reg", "rec"):
                 info = await self._jsm.stream_info(f"KV_{self._prefix}_{suffix}")
@@ -185,6 +188,9 @@ class NatsBackend(HandOffQueue):
 
     async def _close_client(self) -> None:
         client, self._client = self._client, None
+        requests = getattr(self, "_req", None)
+        if requests is not None:
+            requests.close()
         if client is not None and not client.is_closed:
             try:
                 await client.close()

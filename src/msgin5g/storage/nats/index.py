@@ -13,13 +13,12 @@ What:
 
 import asyncio
 import heapq
-import json
 import logging
 from collections.abc import Iterable, Sequence
-from typing import Any, Final
+from typing import Final
 
 from nats.aio.client import Client
-from nats.js.api import DeliverPolicy, PubAck
+from nats.js.api import DeliverPolicy
 from nats.js.client import JetStreamContext
 from nats.js.manager import JetStreamManager
 
@@ -38,6 +37,7 @@ from msgin5g.storage.nats.codec import (
 )
 from msgin5g.storage.nats.driver import is_not_found, map_driver_errors
 from msgin5g.storage.nats.kv import KvStores
+from msgin5g.storage.nats.pipe import Reply, Requests
 
 __all__ = ["Payload", "StreamIndex", "queue_order"]
 
@@ -76,6 +76,7 @@ class StreamIndex(KvStores):
     _js: JetStreamContext
     _js_client: Client
     _jsm: JetStreamManager
+    _req: Requests
     _prefix: str
     _stream: str
     _generation: int
@@ -104,9 +105,10 @@ class StreamIndex(KvStores):
 
     async def _publish(
         self, subject: str, body: bytes, headers: dict[str, str]
-    ) -> PubAck:
+    ) -> Reply:
+        """Acknowledged publish (PubAck: ``seq``, ``duplicate``)."""
         with map_driver_errors():
-            return await self._js.publish(subject, body, headers=headers)
+            return await self._req.request(subject, body, headers)
 
     def _index(self, meta: ItemMeta) -> None:
         self._entries[meta.seq] = meta
@@ -150,11 +152,6 @@ class StreamIndex(KvStores):
             node=self.node,
         )
 
-    async def _js_request(self, subject: str, body: bytes) -> dict[str, Any]:
-        msg = await self._js_client.request(subject, body, timeout=10.0)
-        reply: dict[str, Any] = json.loads(msg.data)
-        return reply
-
     async def _get_body(self, sseq: int) -> bytes | None:
         """Body of the message at ``sseq`` (b"" if empty), None if it is gone."""
         with map_driver_errors():
@@ -178,21 +175,24 @@ class StreamIndex(KvStores):
             already (another node or an earlier attempt removed them).
         """
         subject = f"$JS.API.STREAM.MSG.DELETE.{self._stream}"
-
-        async def delete(sseq: int) -> int:
-            reply = await self._js_request(
-                subject, b'{"seq":%d,"no_erase":true}' % sseq
-            )
-            error = reply.get("error")
-            if not error:
-                return sseq
-            if error.get("err_code") in _NOT_FOUND:
-                return 0
-            raise StorageError(f"nats: delete of message {sseq}: {error}")
-
         with map_driver_errors():
-            deleted = await asyncio.gather(*(delete(s) for s in sseqs))
-        return {sseq for sseq in deleted if sseq}
+            sent = [
+                (
+                    sseq,
+                    await self._req.send(
+                        subject, b'{"seq":%d,"no_erase":true}' % sseq, urgent=False
+                    ),
+                )
+                for sseq in sseqs
+            ]
+            deleted: set[int] = set()
+            for sseq, future in sent:
+                error = (await future).error
+                if not error:
+                    deleted.add(sseq)
+                elif error.get("err_code") not in _NOT_FOUND:
+                    raise StorageError(f"nats: delete of message {sseq}: {error}")
+        return deleted
 
     async def _load(self, metas: Sequence[ItemMeta]) -> list[QueuedItem]:
         """The items of ``metas`` (same order), bodies fetched by direct get."""

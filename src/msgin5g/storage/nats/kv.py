@@ -46,6 +46,7 @@ from msgin5g.model.registry import UERegistration
 from msgin5g.storage.base import DedupRecord, R
 from msgin5g.storage.nats.codec import token, untoken
 from msgin5g.storage.nats.driver import map_driver_errors
+from msgin5g.storage.nats.pipe import Requests
 
 __all__ = ["BUCKETS", "KvStores"]
 
@@ -54,6 +55,7 @@ BUCKETS: Final = ("cred", "reg", "rec", "route", "dedup", "meta")
 
 _ENCODER: Final = msgspec.msgpack.Encoder()
 _WRONG_LAST_SEQUENCE: Final = 10071
+_EXPECTED_LAST: Final = "Nats-Expected-Last-Subject-Sequence"
 BULK_IN_FLIGHT: Final = 256
 """Outstanding KV publishes of one :meth:`KvStores.put_credentials` call."""
 """JetStream API error code of a write whose expected last sequence did not hold."""
@@ -86,6 +88,19 @@ async def _delete_at(kv: KeyValue, key: str, revision: int) -> bool:
     return True
 
 
+async def _create(kv: KeyValue, key: str, body: bytes) -> bool:
+    """``kv.create``; False if the key holds a live value."""
+    try:
+        await kv.create(key, body)
+    except KeyWrongLastSequenceError:
+        return False
+    except APIError as exc:
+        if exc.err_code == _WRONG_LAST_SEQUENCE:
+            return False
+        raise
+    return True
+
+
 class _Guard:
     """A lock and how many tasks hold or wait for it."""
 
@@ -105,6 +120,7 @@ class KvStores:
     _route_heap: list[tuple[float, str]]
     _dedup_heap: list[tuple[float, str]]
     _dedup_locks: dict[str, "_Guard"]
+    _req: Requests
 
     async def _scan(self, suffix: str, pattern: str = ">") -> list[tuple[str, bytes]]:
         """Every live (key, value) of bucket ``suffix`` whose key matches ``pattern``.
@@ -374,13 +390,20 @@ class KvStores:
         key = f"{token(record.originator)}.{token(record.message_id)}"
         body = _ENCODER.encode(record)
         with map_driver_errors():
-            try:
-                if revision is None:
-                    await kv.create(key, body)
-                else:
-                    await kv.update(key, body, last=revision)
-            except KeyWrongLastSequenceError:
-                return await self._get_dedup(record.originator, record.message_id)
+            reply = await (
+                await self._req.send(
+                    f"$KV.{self._prefix}_dedup.{key}",
+                    body,
+                    {_EXPECTED_LAST: str(revision or 0)},
+                )
+            )
+            if reply.error is not None:
+                if reply.error.get("err_code") != _WRONG_LAST_SEQUENCE:
+                    APIError.from_error(reply.error)  # raises
+                # taken, or (a create) a delete marker, which nats-py's create
+                # replaces; a live record is the answer
+                if revision is not None or not await _create(kv, key, body):
+                    return await self._get_dedup(record.originator, record.message_id)
         heapq.heappush(self._dedup_heap, (record.expires_at, key))
         return None
 

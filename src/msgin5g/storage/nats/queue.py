@@ -30,7 +30,7 @@ Seq:
     ``g << 32 | n``. Seqs grow across restarts and never collide between nodes.
 
 Durability:
-    An awaited write returns after JetStream's PubAck for every message it
+    An awaited write returns after JetStream's Reply for every message it
     wrote (file storage: the message is in the server's store and survives a
     kill -9 of msgin5g and of nats-server). :meth:`StreamQueue.remove_nowait`
     hides the item at once and deletes it in the background.
@@ -43,7 +43,6 @@ import time
 from collections.abc import Awaitable, Sequence
 
 import msgspec
-from nats.js.api import PubAck
 
 from msgin5g.errors import StorageError
 from msgin5g.model.messages import Msg
@@ -61,6 +60,7 @@ from msgin5g.storage.nats.codec import (
 )
 from msgin5g.storage.nats.driver import map_driver_errors
 from msgin5g.storage.nats.index import Payload, StreamIndex, queue_order
+from msgin5g.storage.nats.pipe import Reply
 
 __all__ = ["StreamQueue"]
 
@@ -219,7 +219,7 @@ class StreamQueue(StreamIndex):
             H_PAYLOAD: str(pid),
             H_EXPIRES: repr(expires_at),
         }
-        first: PubAck | None = None
+        first: Reply | None = None
         if dedup is not None:
             # Payload first: a resend's members must refer to the payload stored
             # by the first attempt (JetStream answers "duplicate" with its seq).
@@ -244,7 +244,7 @@ class StreamQueue(StreamIndex):
         if first is None:  # no resend possible: payload and members pipelined
             writes.insert(0, self._publish(subject, body, payload_headers))
         results = await asyncio.gather(*writes, return_exceptions=True)
-        acks = [r for r in results if isinstance(r, PubAck)]
+        acks = [r for r in results if isinstance(r, Reply)]
         if len(acks) < len(results):  # the sender gets no answer: undo what was stored
             stored = [a.seq for a in acks if not a.duplicate]
             if first is not None and not first.duplicate:
