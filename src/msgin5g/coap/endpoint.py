@@ -96,6 +96,7 @@ _UNAVAILABLE = int(Code.SERVICE_UNAVAILABLE)
 _INTERNAL = int(Code.INTERNAL_SERVER_ERROR)
 _SIZE1 = int(OptionNumber.SIZE1)
 _MAX_AGE = int(OptionNumber.MAX_AGE)
+_NUMERICS_MAX = 65_536
 
 
 class Endpoint(ObserveRole):
@@ -138,6 +139,9 @@ class Endpoint(ObserveRole):
         self._floor: DatagramFloor | None = None
         self._closed = False
         self._handler_errors = 0
+        # numeric_peer() parses the address (inet_pton) on every request;
+        # downlink goes to the same few thousand contacts again and again
+        self._numerics: dict[Peer, Peer] = {}
 
     @classmethod
     async def create(
@@ -309,7 +313,9 @@ class Endpoint(ObserveRole):
             ConnectError: the endpoint is closed or the peer cannot be resolved.
             ValueError: invalid message, or mid/token already in use.
         """
-        peer = await self._destination(peer)
+        normal = None if self._closed else self._numeric(peer)
+        # a name (or a closed endpoint) needs the coroutine; numbers do not
+        peer = normal if normal is not None else await self._destination(peer)
         future: asyncio.Future[CoapMessage] = self._loop.create_future()
         self._run(self._layer.send_request(message, peer, future, mid=mid, token=token))
         try:
@@ -389,7 +395,17 @@ class Endpoint(ObserveRole):
         """``peer`` in the form this socket reports sources, or None (a name)."""
         if self._floor is not None:  # the floor's own peers, used as they are
             return peer if type(peer) is tuple else None
-        return numeric_peer(peer, self._family) if type(peer) is tuple else None
+        if type(peer) is not tuple:
+            return None
+        known = self._numerics.get(peer)
+        if known is not None:
+            return known
+        normal = numeric_peer(peer, self._family)
+        if normal is not None:
+            if len(self._numerics) >= _NUMERICS_MAX:
+                self._numerics.clear()
+            self._numerics[peer] = normal
+        return normal
 
     async def aclose(self) -> None:
         """Stop: cancel handlers and the timer, fail pending requests, close."""

@@ -134,6 +134,8 @@ class CoapTransport:
         """Uplink requests by (Message Type, ``ok`` or failure cause), for metrics."""
         self.delivery_latency = Histogram()
         """Seconds from a downlink CON to its acknowledged answer."""
+        # the running loop, once (asyncio.get_running_loop() costs a getpid())
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def endpoint(self) -> Endpoint:
@@ -172,6 +174,7 @@ class CoapTransport:
     async def start(self, service: MessagingService) -> None:
         """Bind the socket and serve ``/msgin5g`` for ``service``."""
         self._service = service
+        self._loop = asyncio.get_running_loop()
         secure = self.config.secure_address is not None
         if not secure and not self.config.insecure_allowed:
             raise ConfigError(
@@ -392,14 +395,14 @@ class CoapTransport:
         To a UE that registered over OSCORE the POST is protected.
         """
         request = self._request_for(contact, item)
-        loop = asyncio.get_running_loop()
+        loop = self._loop or asyncio.get_running_loop()
         start = loop.time()
         peer = (contact.host, contact.port)
         oscore = self.oscore
         ue = oscore.protected_recipient(item) if oscore is not None else None
         try:
             endpoint = self._endpoint_for(contact)
-            if oscore is not None and ue is not None:
+            if ue is not None and oscore is not None:
                 response = await oscore.exchange(
                     ue, request, partial(endpoint.request, peer=peer)
                 )
@@ -418,7 +421,7 @@ class CoapTransport:
         No task per delivery (a fan-out starts thousands); cancelling the
         future does not stop the exchange.
         """
-        loop = asyncio.get_running_loop()
+        loop = self._loop or asyncio.get_running_loop()
         if self.oscore is not None and self.oscore.protected_recipient(item):
             return asyncio.ensure_future(self.deliver(contact, item))
         outcome: asyncio.Future[None] = loop.create_future()
