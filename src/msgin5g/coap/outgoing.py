@@ -418,6 +418,18 @@ class Outgoing:
 
     # ----------------------------------------------------------------- timers
 
+    def deadline_bound(self) -> float | None:
+        """A lower bound of :meth:`next_deadline` (None: no deadline), in O(1).
+
+        The heap's top may be stale (lazy deletion), so it is never later than
+        the true next deadline: a timer armed no later than it is early
+        enough, and nothing needs popping to know that.
+        """
+        if self._outbox:
+            return self._clock()
+        heap = self._heap
+        return heap[0][0] if heap else None
+
     def next_deadline(self) -> float | None:
         """When :meth:`poll` should next be called, or None."""
         if self._outbox:

@@ -426,15 +426,13 @@ class CoapTransport:
             return asyncio.ensure_future(self.deliver(contact, item))
         outcome: asyncio.Future[None] = loop.create_future()
         try:
-            response = self._endpoint_for(contact).request_nowait(
-                self._request_for(contact, item), (contact.host, contact.port)
+            self._endpoint_for(contact).request_callback(
+                self._request_for(contact, item),
+                (contact.host, contact.port),
+                partial(_settle, outcome, self.delivery_latency, loop.time()),
             )
         except (TransportError, ValueError, RuntimeError) as exc:
             outcome.set_exception(RecipientUnreachable(str(exc)))
-            return outcome
-        response.add_done_callback(
-            partial(_settle, outcome, self.delivery_latency, loop.time())
-        )
         return outcome
 
     def _request_for(self, contact: Contact, item: DownlinkItem) -> CoapMessage:
@@ -466,21 +464,20 @@ def _settle(
     outcome: asyncio.Future[None],
     latency: Histogram,
     start: float,
-    response: asyncio.Future[CoapMessage],
+    response: CoapMessage | None,
+    exc: Exception | None,
 ) -> None:
     """Resolve a :meth:`CoapTransport.deliver_nowait` outcome from its exchange."""
     if outcome.done():
         return
-    if response.cancelled():
-        outcome.set_exception(RecipientUnreachable("delivery cancelled"))
+    if response is None:
+        outcome.set_exception(
+            _unreachable(exc if exc is not None else RequestTimeout("no answer"))
+        )
         return
-    exc = response.exception()
-    if exc is not None:
-        outcome.set_exception(_unreachable(exc))
-        return
-    latency.observe(response.get_loop().time() - start)
+    latency.observe(outcome.get_loop().time() - start)
     try:
-        _check(response.result().code)
+        _check(response.code)
     except (DeliveryRejected, RecipientUnreachable) as error:
         outcome.set_exception(error)
     else:
