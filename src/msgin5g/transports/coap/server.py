@@ -116,6 +116,9 @@ _CON_ONLY = (Reg, Dereg, BulkReg, BulkDereg)
 4.00 ``INVALID_MESSAGE`` (digest §5.1) and the procedure does not run."""
 
 _NON = int(Type.NON)
+_CON = int(Type.CON)
+_POST = int(Code.POST)
+_BLOCK1 = int(OptionNumber.BLOCK1)
 
 
 class CoapTransport:
@@ -299,7 +302,7 @@ class CoapTransport:
         kind = "unknown"
         uplink: object = None
         try:
-            if message.opt(OptionNumber.BLOCK1) is not None:
+            if message.opt(_BLOCK1) is not None:
                 _throttled.log(
                     "block-wise",
                     logging.INFO,
@@ -440,7 +443,7 @@ class CoapTransport:
         if options is None:
             options = post_options(contact.path)
             self._paths[contact.path] = options
-        return CoapMessage(Type.CON, Code.POST, options=options, payload=encode(item))
+        return CoapMessage(_CON, _POST, options=options, payload=encode(item))
 
 
 def _unreachable(exc: BaseException) -> RecipientUnreachable:
