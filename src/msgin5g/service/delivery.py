@@ -36,7 +36,12 @@ of the in-process ``MSG`` → route → deliver rate (measured, issue 11), so it
 a plain task held by its mailbox (a strong reference, cancelled by
 :meth:`DeliveryEngine.aclose`), and ``_drain`` itself logs an unexpected
 failure and counts it in :attr:`DeliveryEngine.drain_failures`, which the
-service's ``stats()`` adds to the supervisor's failures.
+service's ``stats()`` adds to the supervisor's failures. When messages trickle
+in one at a time, a mailbox's lone item to a UE registered directly needs no
+drain task at all (:meth:`DeliveryEngine._send_one`, issue 13): it goes out
+through the deliverer's ``deliver_nowait`` and a done-callback; what arrives
+meanwhile waits in the mailbox for a drain task, so there is still one delivery
+in flight per recipient and bundling is unchanged.
 
 **Segmentation** (digest §3.12): the engine decides when a downlink message is
 too large for its recipient and asks the
