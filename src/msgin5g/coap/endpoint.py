@@ -96,6 +96,26 @@ _UNAVAILABLE = int(Code.SERVICE_UNAVAILABLE)
 _INTERNAL = int(Code.INTERNAL_SERVER_ERROR)
 _SIZE1 = int(OptionNumber.SIZE1)
 _MAX_AGE = int(OptionNumber.MAX_AGE)
+_NUMERICS_MAX = 65_536
+
+
+ResponseCallback = Callable[[CoapMessage | None, Exception | None], None]
+"""Gets the response, or the error :meth:`Endpoint.request` would raise."""
+
+
+class _Callback:
+    """The handle of a :meth:`Endpoint.request_callback` exchange (one each)."""
+
+    __slots__ = ("on_done",)
+
+    def __init__(self, on_done: ResponseCallback) -> None:
+        self.on_done = on_done
+
+    def call(self, response: CoapMessage | None, error: Exception | None) -> None:
+        try:
+            self.on_done(response, error)
+        except Exception:
+            log.exception("response callback raised")
 
 
 class Endpoint(ObserveRole):
@@ -138,6 +158,9 @@ class Endpoint(ObserveRole):
         self._floor: DatagramFloor | None = None
         self._closed = False
         self._handler_errors = 0
+        # numeric_peer() parses the address (inet_pton) on every request;
+        # downlink goes to the same few thousand contacts again and again
+        self._numerics: dict[Peer, Peer] = {}
 
     @classmethod
     async def create(
@@ -309,7 +332,9 @@ class Endpoint(ObserveRole):
             ConnectError: the endpoint is closed or the peer cannot be resolved.
             ValueError: invalid message, or mid/token already in use.
         """
-        peer = await self._destination(peer)
+        normal = None if self._closed else self._numeric(peer)
+        # a name (or a closed endpoint) needs the coroutine; numbers do not
+        peer = normal if normal is not None else await self._destination(peer)
         future: asyncio.Future[CoapMessage] = self._loop.create_future()
         self._run(self._layer.send_request(message, peer, future, mid=mid, token=token))
         try:
@@ -344,6 +369,25 @@ class Endpoint(ObserveRole):
         future: asyncio.Future[CoapMessage] = self._loop.create_future()
         self._run(self._layer.send_request(message, normal, future))
         return future
+
+    def request_callback(
+        self, message: CoapMessage, peer: Peer, on_done: ResponseCallback
+    ) -> None:
+        """Send a request; call ``on_done(response, None)`` or ``(None, error)``.
+
+        :meth:`request_nowait` without a future: the outcome is handed over in
+        the same pass over the message layer's actions that produced it (no
+        future, no done-callback scheduled on the loop). ``on_done`` runs once,
+        inside the endpoint's datagram or timer processing: it must be quick
+        and must not raise (what it raises is logged). ``error`` is what
+        :meth:`request` would raise. ``peer`` must be a numeric address.
+
+        Raises:
+            ConnectError: the endpoint is closed.
+            ValueError: ``peer`` is not a numeric address, or invalid message.
+        """
+        normal = self._numeric_destination(peer)
+        self._run(self._layer.send_request(message, normal, _Callback(on_done)))
 
     def abandon(self, peer: Peer) -> None:
         """Fail every outstanding request to ``peer`` now (RequestTimeout).
@@ -389,7 +433,17 @@ class Endpoint(ObserveRole):
         """``peer`` in the form this socket reports sources, or None (a name)."""
         if self._floor is not None:  # the floor's own peers, used as they are
             return peer if type(peer) is tuple else None
-        return numeric_peer(peer, self._family) if type(peer) is tuple else None
+        if type(peer) is not tuple:
+            return None
+        known = self._numerics.get(peer)
+        if known is not None:
+            return known
+        normal = numeric_peer(peer, self._family)
+        if normal is not None:
+            if len(self._numerics) >= _NUMERICS_MAX:
+                self._numerics.clear()
+            self._numerics[peer] = normal
+        return normal
 
     async def aclose(self) -> None:
         """Stop: cancel handlers and the timer, fail pending requests, close."""
@@ -480,15 +534,27 @@ class Endpoint(ObserveRole):
     def _complete(actions: list[Action] | tuple[Action, ...]) -> None:
         for action in actions:
             if isinstance(action, Complete):
+                if type(action.handle) is _Callback:
+                    action.handle.call(action.response, None)
+                    continue
                 future = cast("asyncio.Future[CoapMessage]", action.handle)
                 if not future.done():
                     future.set_result(action.response)
             elif isinstance(action, Fail):
+                if type(action.handle) is _Callback:
+                    action.handle.call(None, action.error)
+                    continue
                 failed = cast("asyncio.Future[object] | None", action.handle)
                 if failed is not None and not failed.done():
                     failed.set_exception(action.error)
 
     def _arm_timer(self) -> None:
+        if self._timer is not None:
+            # the common case, after every datagram: the timer is armed early
+            # enough (no earlier deadline was added), nothing to pop or re-arm
+            bound = self._layer.deadline_bound()
+            if bound is None or self._timer_when <= bound:
+                return
         deadline = self._layer.next_deadline()
         if deadline is None:
             return

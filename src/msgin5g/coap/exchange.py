@@ -464,6 +464,10 @@ class MessageLayer:
         """Return when :meth:`poll` should next be called, or None."""
         return self._out.next_deadline()
 
+    def deadline_bound(self) -> float | None:
+        """A lower bound of :meth:`next_deadline` in O(1) (None: no deadline)."""
+        return self._out.deadline_bound()
+
     def poll(self) -> list[Action]:
         """Process due timers: retransmissions, give-ups, response timeouts.
 

@@ -313,7 +313,10 @@ class CoapMessage:
 
 def _encode_options(out: bytearray, options: list[tuple[int, bytes]]) -> None:
     """Append ``options`` (stable-sorted by number) in delta encoding."""
-    if len(options) > 1:
+    count = len(options)
+    # two options in order (Uri-Path + Content-Format, a request to
+    # /msgin5g) need no sort: the common case skips sorted() and its key calls
+    if count > 2 or (count == 2 and options[0][0] > options[1][0]):
         options = sorted(options, key=_by_number)
     last = 0
     for number, value in options:

@@ -159,11 +159,13 @@ class Outgoing:
     ) -> None:
         self._clock = clock
         self._rng = rng
+        self._random = rng.random
         self._max_pending = max_pending
         self._separate_timeout = separate_response_timeout
         self._non_timeout = non_response_timeout
         self._ack_timeout = params.ack_timeout
         self._ack_timeout_max = params.ack_timeout * params.ack_random_factor
+        self._ack_span = self._ack_timeout_max - self._ack_timeout
         self._max_retransmit = params.max_retransmit
         self._nstart = params.nstart
         self.non_sent = DedupCache(
@@ -217,6 +219,11 @@ class Outgoing:
             raise ValueError("handle already in use")
         token = self._check_ids(peer, mid, token)
         con = mtype == _CON
+        queued = con and self._active.get(peer, 0) >= self._nstart
+        if mid is None and not queued:
+            # sent now: allocate its Message ID first and encode once (a
+            # queued request gets one when it starts, see _start)
+            mid = self.new_mid(peer)
         data = CoapMessage(
             mtype,
             message.code,
@@ -228,7 +235,7 @@ class Outgoing:
         ex = Exchange(handle, peer, con, token, mid=mid, data=data, is_request=True)
         self._by_handle[hid] = ex
         self._by_token[(peer, token)] = ex
-        if con and self._active.get(peer, 0) >= self._nstart:
+        if queued:
             queue = self._queues.get(peer)
             if queue is None:
                 queue = self._queues[peer] = deque()
@@ -418,6 +425,18 @@ class Outgoing:
 
     # ----------------------------------------------------------------- timers
 
+    def deadline_bound(self) -> float | None:
+        """A lower bound of :meth:`next_deadline` (None: no deadline), in O(1).
+
+        The heap's top may be stale (lazy deletion), so it is never later than
+        the true next deadline: a timer armed no later than it is early
+        enough, and nothing needs popping to know that.
+        """
+        if self._outbox:
+            return self._clock()
+        heap = self._heap
+        return heap[0][0] if heap else None
+
     def next_deadline(self) -> float | None:
         """When :meth:`poll` should next be called, or None."""
         if self._outbox:
@@ -531,7 +550,8 @@ class Outgoing:
     def _start_con(self, ex: Exchange) -> None:
         self._by_mid[(ex.peer, ex.mid)] = ex
         ex.state = _WAIT_ACK
-        ex.timeout = self._rng.uniform(self._ack_timeout, self._ack_timeout_max)
+        # rng.uniform(lo, hi) is lo + (hi - lo) * random(): the same draw
+        ex.timeout = self._ack_timeout + self._ack_span * self._random()
         self._schedule(ex, self._clock() + ex.timeout)
         self.sent += 1
 

@@ -36,7 +36,12 @@ of the in-process ``MSG`` → route → deliver rate (measured, issue 11), so it
 a plain task held by its mailbox (a strong reference, cancelled by
 :meth:`DeliveryEngine.aclose`), and ``_drain`` itself logs an unexpected
 failure and counts it in :attr:`DeliveryEngine.drain_failures`, which the
-service's ``stats()`` adds to the supervisor's failures.
+service's ``stats()`` adds to the supervisor's failures. When messages trickle
+in one at a time, a mailbox's lone item to a UE registered directly needs no
+drain task at all (:meth:`DeliveryEngine._send_one`, issue 13): it goes out
+through the deliverer's ``deliver_nowait`` and a done-callback; what arrives
+meanwhile waits in the mailbox for a drain task, so there is still one delivery
+in flight per recipient and bundling is unchanged.
 
 **Segmentation** (digest §3.12): the engine decides when a downlink message is
 too large for its recipient and asks the
@@ -122,6 +127,9 @@ __all__ = ["DeliveryEngine"]
 log = logging.getLogger(__name__)
 
 _LOAD_BATCH = 500
+
+_Failed = tuple[Contact, list[tuple[int, QueuedItem]], BaseException]
+"""A delivery that failed outside the drain task: (contact, batch, error)."""
 _BURST_SLICE = 256
 _DONE_CAP = 50_000
 
@@ -135,7 +143,9 @@ class _Mailbox:
         self.done: set[int] = set()
         self.more = False
         self.adopt = False  # cluster: look for items other nodes stored first
-        self.task: asyncio.Task[None] | None = None
+        # the drain task, or the outcome of a lone item's delivery in flight
+        # (:meth:`DeliveryEngine._send_one`): either way, one at a time
+        self.task: asyncio.Future[None] | None = None
 
 
 class DeliveryEngine:
@@ -190,6 +200,7 @@ class DeliveryEngine:
         self._last_retry = 0.0
         self._segments = segments
         self._closing = False
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.delivered = 0
         self.failed = 0
         self.expired = 0
@@ -731,9 +742,87 @@ class DeliveryEngine:
 
     def _ensure_task(self, recipient: str, mailbox: _Mailbox) -> None:
         if mailbox.task is None and not self._closing:
+            if (
+                len(mailbox.heap) == 1
+                and not mailbox.more
+                and self._send_one(recipient, mailbox)
+            ):
+                return
             # not through the Supervisor: see "Time and tasks" above
-            loop = asyncio.get_running_loop()
+            loop = self._loop
+            if loop is None:  # once: get_running_loop() costs a getpid()
+                loop = self._loop = asyncio.get_running_loop()
             mailbox.task = loop.create_task(self._drain(recipient, mailbox))
+
+    def _send_one(self, recipient: str, mailbox: _Mailbox) -> bool:
+        """Deliver the mailbox's only item without a drain task; False: not here.
+
+        The drain loop's common case (messages trickling in, one at a time, to
+        a UE registered directly) as a callback: the deliverer's
+        ``deliver_nowait`` and :meth:`_sent_one`, which does what the loop
+        does after ``_push_to_ue``. Saves a task, a handful of coroutines and
+        a future per message (issue 13). Anything else (an AS, a gateway or
+        peer server's UE, a UE of another node, an expired item, a message to
+        segment, a cluster adoption) is left to the drain task.
+        """
+        if mailbox.adopt or as_of_key(recipient) is not None or self._peer(recipient):
+            return False
+        registration = self._registry.get(recipient)
+        if registration is None or registration.gateway is not None:
+            return False
+        contact = self._registry.contact_for(recipient)
+        if contact is None or self._remote_owner(recipient) is not None:
+            return False
+        _, seq, item = mailbox.heap[0]
+        if item.expires_at <= self._clock.now():
+            return False
+        message = item.item
+        if (
+            isinstance(message, Msg)
+            and self._segments is not None
+            and message.segmentation_set_id is None
+            and len(message.payload or b"")
+            > (registration.max_segment_size or self._config.segment_size)
+        ):
+            return False
+        mailbox.heap.clear()
+        outcome = self._deliverer.deliver_nowait(contact, message)
+        mailbox.task = outcome
+        outcome.add_done_callback(
+            partial(self._sent_one, recipient, mailbox, (contact, seq, item))
+        )
+        return True
+
+    def _sent_one(
+        self,
+        recipient: str,
+        mailbox: _Mailbox,
+        sent: tuple[Contact, int, QueuedItem],
+        outcome: asyncio.Future[None],
+    ) -> None:
+        """The outcome of :meth:`_send_one`: finish, go on, or handle the failure."""
+        contact, seq, item = sent
+        mailbox.task = None
+        if self._closing or self._mailboxes.get(recipient) is not mailbox:
+            return  # stopped or forgotten meanwhile: the item stays stored
+        error = (
+            RecipientUnreachable("delivery cancelled")
+            if outcome.cancelled()
+            else outcome.exception()
+        )
+        if error is None:
+            self._finish(mailbox, seq, item)
+            self.delivered += 1
+            if mailbox.heap or mailbox.more:
+                self._ensure_task(recipient, mailbox)
+            else:
+                del self._mailboxes[recipient]
+            return
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        failed = (contact, [(seq, item)], error)
+        mailbox.task = loop.create_task(self._drain(recipient, mailbox, failed))
 
     async def _load(self, recipient: str, mailbox: _Mailbox) -> None:
         if mailbox.adopt and self._cluster is not None:
@@ -748,9 +837,11 @@ class DeliveryEngine:
                 mailbox.seqs.add(item.seq)
                 heapq.heappush(mailbox.heap, (item.priority, item.seq, item))
 
-    async def _drain(self, recipient: str, mailbox: _Mailbox) -> None:
+    async def _drain(
+        self, recipient: str, mailbox: _Mailbox, failed: _Failed | None = None
+    ) -> None:
         try:
-            await self._drain_loop(recipient, mailbox)
+            await self._drain_loop(recipient, mailbox, failed)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -777,16 +868,30 @@ class DeliveryEngine:
             or self._remote_owner(recipient) is not None
         )
 
-    async def _drain_loop(self, recipient: str, mailbox: _Mailbox) -> None:
-        as_id = as_of_key(recipient)
-        if as_id is not None or self._peer(recipient) or self.via_gateway(recipient):
-            await self._drain_as(recipient, as_id, mailbox)
-            return
-        while await self._has_work(recipient, mailbox):
-            target = await self._target(recipient, mailbox)
-            if target is None:
+    async def _drain_loop(
+        self, recipient: str, mailbox: _Mailbox, failed: _Failed | None = None
+    ) -> None:
+        if failed is None:
+            as_id = as_of_key(recipient)
+            if (
+                as_id is not None
+                or self._peer(recipient)
+                or self.via_gateway(recipient)
+            ):
+                await self._drain_as(recipient, as_id, mailbox)
                 return
-            registration, contact = target
+        elif not await self._after_failure(recipient, mailbox, *failed):
+            return
+        # the common cases without awaiting a coroutine: items in the heap, a
+        # registration with a contact
+        while mailbox.heap or await self._has_work(recipient, mailbox):
+            registration = self._registry.get(recipient)
+            contact = (
+                None if registration is None else self._registry.contact_for(recipient)
+            )
+            if registration is None or contact is None:
+                await self._target(recipient, mailbox)  # parks the queue
+                return
             owner = self._remote_owner(recipient)  # None outside a cluster
             if owner is not None:
                 await self._hand_off(recipient, mailbox, owner)
@@ -799,25 +904,44 @@ class DeliveryEngine:
             batch = self._take_batch(mailbox, item) if direct else [(seq, item)]
             try:
                 await self._push_to_ue(recipient, contact, registration, batch)
-            except RecipientUnreachable as exc:
-                for entry_seq, entry in batch:
-                    heapq.heappush(mailbox.heap, (entry.priority, entry_seq, entry))
-                if self._moved(recipient, contact):
+            except (RecipientUnreachable, DeliveryRejected) as exc:
+                if await self._after_failure(recipient, mailbox, contact, batch, exc):
                     continue
-                log.info("%s unreachable (%s); parking its queue", recipient, exc)
-                await self._park(
-                    recipient, mailbox, FailureCause.RECIPIENT_NOT_REACHABLE
-                )
                 return
-            except DeliveryRejected as exc:
-                log.warning("%s refused %s: %s", recipient, _describe(item), exc)
-                for entry_seq, entry in batch:
-                    self._finish(mailbox, entry_seq, entry)
-                    await self.report_failure(entry, exc.cause)
-                continue
             for entry_seq, entry in batch:
                 self._finish(mailbox, entry_seq, entry)
             self.delivered += len(batch)
+
+    async def _after_failure(
+        self,
+        recipient: str,
+        mailbox: _Mailbox,
+        contact: Contact,
+        batch: list[tuple[int, QueuedItem]],
+        exc: BaseException,
+    ) -> bool:
+        """A delivery of ``batch`` to a UE failed: True to go on draining.
+
+        Unreachable: the items go back to the heap; the loop tries again if the
+        UE moved meanwhile, else parks the queue. Refused: the items are done,
+        with failure reports. Anything else is a bug, raised for ``_drain``.
+        """
+        if isinstance(exc, RecipientUnreachable):
+            for entry_seq, entry in batch:
+                heapq.heappush(mailbox.heap, (entry.priority, entry_seq, entry))
+            if self._moved(recipient, contact):
+                return True
+            log.info("%s unreachable (%s); parking its queue", recipient, exc)
+            await self._park(recipient, mailbox, FailureCause.RECIPIENT_NOT_REACHABLE)
+            return False
+        if isinstance(exc, DeliveryRejected):
+            item = batch[0][1]
+            log.warning("%s refused %s: %s", recipient, _describe(item), exc)
+            for entry_seq, entry in batch:
+                self._finish(mailbox, entry_seq, entry)
+                await self.report_failure(entry, exc.cause)
+            return True
+        raise exc
 
     async def _has_work(self, recipient: str, mailbox: _Mailbox) -> bool:
         """Whether the heap holds items, loading more from storage if needed."""

@@ -294,3 +294,89 @@ async def test_endpoint_interop_aiocoap_server(client: Endpoint) -> None:
         assert missing.code == Code.NOT_FOUND
     finally:
         await ctx.shutdown()
+
+
+# request_callback: the outcome without a future (issue 13) --------------------
+
+
+async def test_endpoint_request_callback_gets_the_response(
+    server: Endpoint, client: Endpoint
+) -> None:
+    loop = asyncio.get_running_loop()
+    got: asyncio.Future[tuple[CoapMessage | None, Exception | None]]
+    got = loop.create_future()
+    client.request_callback(
+        post(("echo",), b'{"a":1}'),
+        server.local_address,
+        lambda response, error: got.set_result((response, error)),
+    )
+    response, error = await asyncio.wait_for(got, 5)
+    assert error is None and response is not None
+    assert response.code == Code.CHANGED and response.payload == b'{"a":1}'
+    assert client.stats()["pending"] == 0
+
+
+async def test_endpoint_request_callback_gets_timeout_and_close_errors(
+    client: Endpoint,
+) -> None:
+    outcomes: list[tuple[CoapMessage | None, Exception | None]] = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        client.request_callback(
+            post(("x",)), silent.getsockname(), lambda r, e: outcomes.append((r, e))
+        )
+        for _ in range(200):  # FAST: 0.05 s, 2 retransmissions
+            if outcomes:
+                break
+            await asyncio.sleep(0.01)
+    [(response, error)] = outcomes
+    assert response is None and isinstance(error, RequestTimeout)
+    assert client.stats()["retransmissions"] == 2
+    # a callback that raises is logged, the endpoint goes on; closing fails
+    # what is outstanding
+    endpoint = await Endpoint.create(params=FAST)
+
+    def raising(response: CoapMessage | None, error: Exception | None) -> None:
+        raise RuntimeError("callback bug")
+
+    endpoint.request_callback(post(("x",)), ("127.0.0.1", free_udp_port()), raising)
+    endpoint.request_callback(
+        post(("x",)),
+        ("127.0.0.1", free_udp_port()),
+        lambda r, e: outcomes.append((r, e)),
+    )
+    await endpoint.aclose()
+    assert isinstance(outcomes[-1][1], ConnectError)
+    with pytest.raises(ConnectError):
+        endpoint.request_callback(post(("x",)), ("127.0.0.1", 1), lambda r, e: None)
+
+
+async def test_endpoint_request_callback_wants_a_numeric_peer(client: Endpoint) -> None:
+    with pytest.raises(ValueError, match="numeric"):
+        client.request_callback(post(("x",)), ("localhost", 5683), lambda r, e: None)
+
+
+async def test_endpoint_timer_rearmed_only_for_an_earlier_deadline(
+    client: Endpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After each datagram an O(1) bound decides; the timer is never too late."""
+    loop = asyncio.get_running_loop()
+    now = loop.time()
+    layer = client._layer
+    deadlines = {"bound": now + 50.0, "next": now + 60.0}
+    monkeypatch.setattr(layer, "deadline_bound", lambda: deadlines["bound"])
+    monkeypatch.setattr(layer, "next_deadline", lambda: deadlines["next"])
+    client._arm_timer()
+    assert client._timer_when == now + 60.0
+    deadlines.update(bound=now + 70.0, next=now + 80.0)  # later: left alone
+    client._arm_timer()
+    assert client._timer_when == now + 60.0
+    deadlines.update(bound=now + 55.0, next=now + 58.0)  # stale top, earlier live
+    client._arm_timer()
+    assert client._timer_when == now + 58.0
+    deadlines.update(bound=now + 57.0, next=now + 59.0)  # popping finds later
+    client._arm_timer()
+    assert client._timer_when == now + 58.0
+    assert client._timer is not None
+    client._timer.cancel()
+    client._timer = None

@@ -478,3 +478,27 @@ def test_layer_abort_peer_fails_its_requests_only(
     resent = [CoapMessage.decode(a.data) for _, a in later if isinstance(a, Send)]
     assert resent and all(a.peer == OTHER for _, a in later if isinstance(a, Send))
     assert layer.abort_peer(PEER, error) == []
+
+
+def test_layer_request_sent_now_and_queued_get_consecutive_mids(
+    layer: MessageLayer,
+) -> None:
+    """Sent at once: encoded with its allocated Message ID; queued: given one
+    when it starts (issue 13 encodes the first kind once)."""
+    msg = CoapMessage(Type.CON, Code.POST, options=uri_path_options(("x",)))
+    (first,) = sent(layer.send_request(msg, PEER, "a"))
+    assert layer.send_request(msg, PEER, "b") == []
+    ack = CoapMessage(Type.ACK, Code.CHANGED, first.mid, first.token)
+    (second,) = sent(layer.receive(ack.encode(), PEER))
+    assert second.mid == (first.mid + 1) & 0xFFFF
+    assert second.options == first.options and second.token != first.token
+
+
+def test_layer_retransmission_timeout_drawn_in_range(clock: FakeClock) -> None:
+    params = TransmissionParameters(ack_timeout=2.0, ack_random_factor=1.5)
+    for seed in range(20):
+        layer = MessageLayer(clock, params=params, rng=random.Random(seed))
+        layer.send_request(CoapMessage(Type.CON, Code.POST), PEER, "a")
+        deadline = layer.next_deadline()
+        assert deadline is not None
+        assert 2.0 <= deadline - clock.now <= 3.0

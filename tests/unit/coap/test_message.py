@@ -328,3 +328,14 @@ def test_message_largest_extended_forms_round_trip() -> None:
         options=[(268, b""), (268 + 269, b"a" * 268), (65535, b"b" * 269)],
     )
     assert CoapMessage.decode(msg.encode()) == msg
+
+
+def test_two_options_out_of_order_are_sorted_and_same_numbers_keep_order() -> None:
+    in_order = CoapMessage(0, 2, 7, b"", [(11, b"a"), (12, b"2")]).encode()
+    swapped = CoapMessage(0, 2, 7, b"", [(12, b"2"), (11, b"a")]).encode()
+    assert swapped == in_order
+    assert CoapMessage.decode(swapped).options == [(11, b"a"), (12, b"2")]
+    repeated = CoapMessage(0, 2, 7, b"", [(11, b"b"), (11, b"a")]).encode()
+    assert CoapMessage.decode(repeated).options == [(11, b"b"), (11, b"a")]
+    three = CoapMessage(0, 2, 7, b"", [(12, b"2"), (11, b"b"), (11, b"a")]).encode()
+    assert CoapMessage.decode(three).options == [(11, b"b"), (11, b"a"), (12, b"2")]

@@ -247,6 +247,7 @@ async def test_burst_failures_fall_back_to_the_mailbox_path(
     await settle(deliverer, PUB, 1)
     (report,) = [r for r in deliverer.messages_for(PUB) if isinstance(r, Imdn)]
     assert (report.originator, report.delivery_status) == ("gone", "REPT_DELY_FAILED")
+    await run_ready_tasks()  # the sleepy member's retry fails and parks
     assert svc.delivery.is_unreachable("sleepy")
     assert await svc.backend.count() == 1  # kept for the sleepy member
     deliverer.unreachable.discard(sleepy)

@@ -8,6 +8,7 @@ import msgspec
 import pytest
 
 from msgin5g.config import DeliveryConfig
+from msgin5g.errors import DeliveryRejected, RecipientUnreachable
 from msgin5g.model.credentials import psk_token
 from msgin5g.model.messages import (
     CommAvailability,
@@ -27,6 +28,7 @@ from msgin5g.testing import ManualClock, RecordingDeliverer
 
 UE1 = Contact("10.0.0.1", 40001)
 UE2 = Contact("10.0.0.2", 40002)
+UE3 = Contact("10.0.0.3", 40003)
 SECRETS = {"ue1": "s1", "ue2": "s2", "ue3": "s3"}
 
 
@@ -501,3 +503,129 @@ async def test_restart_resumes_delivery(clock: ManualClock) -> None:
     await settle()
     assert [m.message_id for m in deliverer.messages_for(UE2)] == ["k"]
     await second.aclose()
+
+
+# a lone item goes out without a drain task (issue 13) ------------------------
+
+
+class GatedDeliverer(RecordingDeliverer):
+    """Holds every ``deliver_nowait`` until the test settles it; counts calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gates: list[tuple[Contact, object, asyncio.Future[None]]] = []
+        self.awaited = 0
+
+    async def deliver(self, contact: Contact, item: object) -> None:  # type: ignore[override]
+        self.awaited += 1
+        await super().deliver(contact, item)  # type: ignore[arg-type]
+
+    def deliver_nowait(self, contact: Contact, item: object) -> asyncio.Future[None]:  # type: ignore[override]
+        gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.gates.append((contact, item, gate))
+        return gate
+
+
+def drain_tasks() -> list[asyncio.Task[object]]:
+    return [
+        t
+        for t in asyncio.all_tasks()
+        if getattr(t.get_coro(), "__qualname__", "") == "DeliveryEngine._drain"
+    ]
+
+
+async def test_lone_item_is_delivered_without_a_drain_task(
+    service: MessagingService, deliverer: RecordingDeliverer
+) -> None:
+    await service.register(reg("ue1"), UE1)
+    await service.register(reg("ue2"), UE2)
+    await service.submit(msg("m1"), UE1)
+    assert drain_tasks() == []
+    await settle()
+    assert [m.message_id for m in deliverer.messages_for(UE2)] == ["m1"]
+    assert await service.backend.count() == 0
+    assert service.delivery.delivered == 1
+    assert service.delivery.pending_in_memory() == 0
+    assert service.delivery.drain_tasks() == 0
+
+
+async def test_items_behind_a_lone_delivery_wait_and_are_bundled(
+    clock: ManualClock,
+) -> None:
+    backend = MemoryBackend()
+    await backend.start()
+    gated = GatedDeliverer()
+    svc = MessagingService(
+        backend, gated, config=DeliveryConfig(default_ttl=3600), clock=clock
+    )
+    for ue, secret in SECRETS.items():
+        await svc.provision(ue, psk_token(secret, ue))
+    await svc.start(sweeper=False)
+    try:
+        await svc.register(reg("ue1"), UE1)
+        await svc.register(reg("ue2"), UE2)
+        await svc.submit(msg("m1"), UE1)
+        await svc.submit(msg("m2"), UE1)
+        await svc.submit(msg("m3"), UE1)
+        await settle()
+        # one delivery in flight; the others wait in the mailbox, as behind a
+        # drain task's delivery
+        assert [(c, m.message_id) for c, m, _ in gated.gates] == [(UE2, "m1")]  # type: ignore[attr-defined]
+        assert svc.delivery.drain_tasks() == 1
+        gated.gates[0][2].set_result(None)
+        await settle()
+        # the drain task takes over and bundles what waited (§8.4.3)
+        assert [type(i).__name__ for i in gated.items_for(UE2)] == ["AggMsg"]
+        assert [m.message_id for m in gated.messages_for(UE2)] == ["m2", "m3"]
+        assert await backend.count() == 0
+        assert svc.delivery.delivered == 3
+    finally:
+        await svc.aclose()
+        await backend.aclose()
+
+
+async def test_lone_delivery_failures_take_the_mailbox_path(
+    clock: ManualClock,
+) -> None:
+    backend = MemoryBackend()
+    await backend.start()
+    gated = GatedDeliverer()
+    svc = MessagingService(
+        backend, gated, config=DeliveryConfig(default_ttl=3600), clock=clock
+    )
+    for ue, secret in SECRETS.items():
+        await svc.provision(ue, psk_token(secret, ue))
+    await svc.start(sweeper=False)
+    try:
+        await svc.register(reg("ue1"), UE1)
+        await svc.register(reg("ue2"), UE2)
+        await svc.register(reg("ue3"), UE3)
+        await svc.submit(msg("keep", store_and_forward_flag=True), UE1)
+        await svc.submit(msg("no", to="ue3", delivery_status_required=True), UE1)
+        await settle()
+        to_ue2, to_ue3 = gated.gates
+        to_ue2[2].set_exception(RecipientUnreachable("no ACK"))
+        to_ue3[2].set_exception(DeliveryRejected("4.00"))
+        await settle()
+        # unreachable: parked and kept stored, no second attempt
+        assert svc.delivery.is_unreachable("ue2")
+        assert gated.awaited == 0
+        assert len(gated.gates) == 3
+        # refused: done, and the originator gets its failure report
+        contact, report, _ = gated.gates[2]
+        assert contact == UE1 and isinstance(report, Imdn)
+        assert (report.message_id, report.delivery_status) == (
+            "no",
+            "REPT_DELY_FAILED",
+        )
+        stored = await backend.pending_for("ue2", limit=10)
+        assert [i.item.message_id for i in stored] == ["keep"]
+        assert await backend.pending_for("ue3", limit=10) == []
+        # an uplink from ue2 wakes its mailbox: the drain task delivers
+        await svc.submit(msg("x", to="ue1", frm="ue2"), UE2)
+        await settle()
+        assert [m.message_id for m in gated.messages_for(UE2)] == ["keep"]
+        assert not svc.delivery.is_unreachable("ue2")
+    finally:
+        await svc.aclose()
+        await backend.aclose()

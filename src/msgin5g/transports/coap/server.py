@@ -116,6 +116,9 @@ _CON_ONLY = (Reg, Dereg, BulkReg, BulkDereg)
 4.00 ``INVALID_MESSAGE`` (digest §5.1) and the procedure does not run."""
 
 _NON = int(Type.NON)
+_CON = int(Type.CON)
+_POST = int(Code.POST)
+_BLOCK1 = int(OptionNumber.BLOCK1)
 
 
 class CoapTransport:
@@ -134,6 +137,8 @@ class CoapTransport:
         """Uplink requests by (Message Type, ``ok`` or failure cause), for metrics."""
         self.delivery_latency = Histogram()
         """Seconds from a downlink CON to its acknowledged answer."""
+        # the running loop, once (asyncio.get_running_loop() costs a getpid())
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def endpoint(self) -> Endpoint:
@@ -172,6 +177,7 @@ class CoapTransport:
     async def start(self, service: MessagingService) -> None:
         """Bind the socket and serve ``/msgin5g`` for ``service``."""
         self._service = service
+        self._loop = asyncio.get_running_loop()
         secure = self.config.secure_address is not None
         if not secure and not self.config.insecure_allowed:
             raise ConfigError(
@@ -296,7 +302,7 @@ class CoapTransport:
         kind = "unknown"
         uplink: object = None
         try:
-            if message.opt(OptionNumber.BLOCK1) is not None:
+            if message.opt(_BLOCK1) is not None:
                 _throttled.log(
                     "block-wise",
                     logging.INFO,
@@ -392,14 +398,14 @@ class CoapTransport:
         To a UE that registered over OSCORE the POST is protected.
         """
         request = self._request_for(contact, item)
-        loop = asyncio.get_running_loop()
+        loop = self._loop or asyncio.get_running_loop()
         start = loop.time()
         peer = (contact.host, contact.port)
         oscore = self.oscore
         ue = oscore.protected_recipient(item) if oscore is not None else None
         try:
             endpoint = self._endpoint_for(contact)
-            if oscore is not None and ue is not None:
+            if ue is not None and oscore is not None:
                 response = await oscore.exchange(
                     ue, request, partial(endpoint.request, peer=peer)
                 )
@@ -418,20 +424,18 @@ class CoapTransport:
         No task per delivery (a fan-out starts thousands); cancelling the
         future does not stop the exchange.
         """
-        loop = asyncio.get_running_loop()
+        loop = self._loop or asyncio.get_running_loop()
         if self.oscore is not None and self.oscore.protected_recipient(item):
             return asyncio.ensure_future(self.deliver(contact, item))
         outcome: asyncio.Future[None] = loop.create_future()
         try:
-            response = self._endpoint_for(contact).request_nowait(
-                self._request_for(contact, item), (contact.host, contact.port)
+            self._endpoint_for(contact).request_callback(
+                self._request_for(contact, item),
+                (contact.host, contact.port),
+                partial(_settle, outcome, self.delivery_latency, loop.time()),
             )
         except (TransportError, ValueError, RuntimeError) as exc:
             outcome.set_exception(RecipientUnreachable(str(exc)))
-            return outcome
-        response.add_done_callback(
-            partial(_settle, outcome, self.delivery_latency, loop.time())
-        )
         return outcome
 
     def _request_for(self, contact: Contact, item: DownlinkItem) -> CoapMessage:
@@ -439,7 +443,7 @@ class CoapTransport:
         if options is None:
             options = post_options(contact.path)
             self._paths[contact.path] = options
-        return CoapMessage(Type.CON, Code.POST, options=options, payload=encode(item))
+        return CoapMessage(_CON, _POST, options=options, payload=encode(item))
 
 
 def _unreachable(exc: BaseException) -> RecipientUnreachable:
@@ -463,21 +467,20 @@ def _settle(
     outcome: asyncio.Future[None],
     latency: Histogram,
     start: float,
-    response: asyncio.Future[CoapMessage],
+    response: CoapMessage | None,
+    exc: Exception | None,
 ) -> None:
     """Resolve a :meth:`CoapTransport.deliver_nowait` outcome from its exchange."""
     if outcome.done():
         return
-    if response.cancelled():
-        outcome.set_exception(RecipientUnreachable("delivery cancelled"))
+    if response is None:
+        outcome.set_exception(
+            _unreachable(exc if exc is not None else RequestTimeout("no answer"))
+        )
         return
-    exc = response.exception()
-    if exc is not None:
-        outcome.set_exception(_unreachable(exc))
-        return
-    latency.observe(response.get_loop().time() - start)
+    latency.observe(outcome.get_loop().time() - start)
     try:
-        _check(response.result().code)
+        _check(response.code)
     except (DeliveryRejected, RecipientUnreachable) as error:
         outcome.set_exception(error)
     else:
