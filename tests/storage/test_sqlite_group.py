@@ -295,3 +295,41 @@ def test_interval_options_are_checked(tmp_path: Path) -> None:
         SqliteBackend(str(tmp_path / "x.db"), commit_interval=-1)
     with pytest.raises(ConfigError, match="removal_delay"):
         SqliteBackend(str(tmp_path / "x.db"), removal_delay=61)
+
+
+# ---------------------------------------------------------------- schema version 5
+
+
+async def test_a_version_4_file_opens_without_the_message_index(
+    tmp_path: Path,
+) -> None:
+    """Version 5 dropped ``queue_by_message``; a v4 file keeps its rows and finds."""
+    path = tmp_path / "v4.db"
+    conn = open_db(path)
+    conn.execute("CREATE INDEX queue_by_message ON queue(recipient, message_id)")
+    conn.execute("BEGIN")
+    q.op_enqueue(conn, row(7, "kept"))
+    conn.execute("COMMIT")
+    conn.execute("PRAGMA user_version = 4")
+    conn.close()
+    backend = SqliteBackend(str(path))
+    await backend.start()
+    try:
+        found = await backend.find("ue-b", "kept")
+        assert found is not None and found.seq == 7
+        assert (
+            await backend.enqueue(
+                QueuedItem("ue-b", Msg(message_id="new"), 1, 2e9, True)
+            )
+            == 8
+        )
+    finally:
+        await backend.aclose()
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 5
+        names = {n for (n,) in conn.execute("SELECT name FROM sqlite_master")}
+        assert "queue_by_message" not in names
+        assert "queue_by_recipient" in names
+    finally:
+        conn.close()
