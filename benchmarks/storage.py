@@ -23,6 +23,7 @@ import os
 import shutil
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 
 from msgin5g.model.messages import Msg
@@ -46,9 +47,9 @@ class Result:
     latencies: list[float] | None = None  # seconds per enqueue_once (mode once)
 
 
-def make_item(i: int) -> QueuedItem:
+def make_item(i: int, message_id: str | None = None) -> QueuedItem:
     msg = Msg(
-        message_id=f"00000000-0000-0000-0000-{i:012d}",
+        message_id=message_id or f"00000000-0000-0000-0000-{i:012d}",
         originating_ue_service_id="ue-a",
         recipient_ue_service_id=f"ue-{i % 1000}",
         payload=b"x" * 160,
@@ -128,10 +129,12 @@ async def run_once_cell(
     """``enqueue_once`` + ``remove_nowait`` per message, as the server does."""
     backend = open_config(config, directory)
     await backend.start()
-    items = [make_item(i) for i in range(max_writes)]
+    # random Message IDs from 400 originators, as UEs send them: the dedup
+    # table's inserts land on random pages, as in the server
+    items = [make_item(i, str(uuid.uuid4())) for i in range(max_writes)]
     records = [
-        DedupRecord("ue-a", item.item.message_id, b"f" * 16, b"r" * 60, 2e9)
-        for item in items
+        DedupRecord(f"ue-{i % 400}", item.item.message_id, b"f" * 32, b"r" * 80, 2e9)
+        for i, item in enumerate(items)
     ]
     next_index = 0
     started = time.perf_counter()

@@ -167,10 +167,9 @@ def test_an_insert_of_a_removed_seq_is_not_undone(tmp_path: Path) -> None:
     run_both(tmp_path, ops)
 
 
-def test_short_runs_claim_one_by_one(tmp_path: Path) -> None:
+def test_a_short_run_with_a_live_record(tmp_path: Path) -> None:
     before = [once(100, "m1", b"old")]
     ops = [once(1, "m1"), once(2, "m2"), remove(2)]
-    assert len(ops) < q.GROUP_MIN
     assert run_both(tmp_path, ops, before)[0] == record("m1", b"old")
 
 
@@ -286,6 +285,20 @@ def test_a_wait_that_gathers_keeps_waiting(monkeypatch: pytest.MonkeyPatch) -> N
         writer._began = writer_module.time.monotonic()
         writer._wait_interval()
     assert len(slept) == 3 * writer_module._IDLE_WAITS
+
+
+async def test_the_writer_connection_has_a_large_page_cache(tmp_path: Path) -> None:
+    from msgin5g.storage.sqlite.backend import WRITER_CACHE_KIB
+
+    backend = SqliteBackend(str(tmp_path / "c.db"))
+    await backend.start()
+    try:
+        size = await backend._submit(
+            lambda conn: conn.execute("PRAGMA cache_size").fetchone()[0]
+        )
+        assert size == -WRITER_CACHE_KIB
+    finally:
+        await backend.aclose()
 
 
 def test_interval_options_are_checked(tmp_path: Path) -> None:

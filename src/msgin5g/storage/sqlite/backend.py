@@ -52,6 +52,16 @@ under load (docs/performance.md, "SQLite writer: CPU per stored message").
 REMOVAL_DELAY = 0.05
 """Default longest seconds scheduled removals wait to join a write (:mod:`.writer`)."""
 
+WRITER_CACHE_KIB = 65_536
+"""Page cache of the writer connection (KiB; SQLite's default is 2,000).
+
+Every message's duplicate-detection record goes into a table that holds a day
+of records under random keys: with the default cache each claim read its
+b-tree path from the OS page cache (pread), ~14-19 µs per claim in a
+300,000-row table, ~8-10 µs with 64 MiB. Memory is taken only as pages are
+read.
+"""
+
 CREDENTIAL_CHUNK = 10_000
 """Pairs per writer operation of :meth:`SqliteBackend.put_credentials`."""
 
@@ -210,7 +220,12 @@ class SqliteBackend:
 
     def _open_writer(self) -> sqlite3.Connection:
         """Writer thread: open the file in WAL mode, migrate, find the next seq."""
-        conn = connect(self.path, self.busy_timeout, synchronous=self.synchronous)
+        conn = connect(
+            self.path,
+            self.busy_timeout,
+            synchronous=self.synchronous,
+            cache_kib=WRITER_CACHE_KIB,
+        )
         try:
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal" and not self._in_memory:

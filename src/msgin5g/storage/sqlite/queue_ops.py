@@ -16,9 +16,10 @@ Set-based group commit (:func:`run_group`):
     Every message the server accepts is one :func:`op_enqueue_once` and, once
     delivered, one :func:`op_remove`. A run of these operations in one writer
     batch runs as a few ``executemany`` calls for the whole run (duplicate
-    records, queue rows, routes, removals) instead of two to four ``execute``
-    calls per operation, with the results each operation would have had alone
-    (see :func:`run_group` for how order and duplicates are kept).
+    records one by one, then queue rows, routes, removals) instead of two to
+    four ``execute`` calls per operation, with the results each operation
+    would have had alone (see :func:`run_group` for how order and duplicates
+    are kept).
 
 Claiming a duplicate-detection key:
     :data:`_DEDUP_CLAIM` writes the record unless a LIVE record of the key exists
@@ -265,14 +266,6 @@ def _live_record(
     return existing
 
 
-GROUP_MIN: Final = 4
-"""Fewest claims :func:`run_group` writes with one ``executemany`` (in a savepoint).
-
-Below it the claims run one ``execute`` each: the savepoint's two statements
-would cost more than they save.
-"""
-
-
 def run_group(conn: sqlite3.Connection, ops: Sequence[GroupOp]) -> list[Any]:
     """Run consecutive :func:`op_enqueue_once`, :func:`op_enqueue` and :func:`op_remove`.
 
@@ -280,13 +273,13 @@ def run_group(conn: sqlite3.Connection, ops: Sequence[GroupOp]) -> list[Any]:
     its transaction); the results are those each operation would have returned
     run alone, in order:
 
-    * the duplicate-detection claims of the run go first, as ONE
-      ``executemany`` of :data:`_DEDUP_CLAIM` in a savepoint when the run has
-      :data:`GROUP_MIN` or more claims with distinct keys; if it changed fewer
-      rows than it had (a live record of some key exists), the savepoint is
-      rolled back and the claims run one by one, which also serves two claims
-      of ONE key in the run: the first writes, the second gets the first's
-      record (or replaces it if it has expired by the second's ``now``);
+    * the duplicate-detection claims of the run go first, one
+      :data:`_DEDUP_CLAIM` each, in order: of two claims of ONE key in the
+      run the first writes and the second gets the first's record (or
+      replaces it if it has expired by the second's ``now``). One
+      ``executemany`` in a savepoint was tried: the savepoint's journal of
+      the pages it dirtied (random keys: one dedup leaf per claim) cost twice
+      the claims themselves;
     * then the queue rows of the claimed (and plain) operations, one
       ``executemany``; then their report routes, one ``executemany`` in order
       (a later route of the same key replaces an earlier one, as run alone);
@@ -325,14 +318,14 @@ def _run_segment(conn: sqlite3.Connection, ops: Sequence[GroupOp]) -> list[Any]:
             claims.append((index, args[1], args[2]))
         elif fn is op_remove:
             removals.append(args)
-    claimed = _claim_all(conn, claims, results) if claims else None
+    claimed = _claim_all(conn, claims, results)
     rows: list[tuple[Any, ...]] = []
     routes: list[tuple[Any, ...]] = []
     for index, (fn, args, _) in enumerate(ops):
         if fn is op_remove:
             continue
         if fn is op_enqueue_once:
-            if claimed is not None and index not in claimed:
+            if index not in claimed:
                 continue  # a duplicate: nothing stored
             if args[3]:
                 routes.extend(args[3])
@@ -350,20 +343,8 @@ def _claim_all(
     conn: sqlite3.Connection,
     claims: list[tuple[int, DedupRecord, float]],
     results: list[Any],
-) -> set[int] | None:
-    """Claim every key; set the duplicates' results; None: all were claimed."""
-    if len(claims) >= GROUP_MIN and len(
-        {(record.originator, record.message_id) for _, record, _ in claims}
-    ) == len(claims):
-        conn.execute("SAVEPOINT claims")
-        cur = conn.executemany(
-            _DEDUP_CLAIM, [_claim_row(record, now) for _, record, now in claims]
-        )
-        if cur.rowcount == len(claims):
-            conn.execute("RELEASE claims")
-            return None
-        conn.execute("ROLLBACK TO claims")
-        conn.execute("RELEASE claims")
+) -> set[int]:
+    """Claim every key in order; set the duplicates' results; the claimed indexes."""
     claimed: set[int] = set()
     for index, record, now in claims:
         existing = _claim_dedup(conn, record, now)
