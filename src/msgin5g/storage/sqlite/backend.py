@@ -44,8 +44,8 @@ _log = logging.getLogger(__name__)
 COMMIT_INTERVAL = 0.002
 """Default least seconds between two writer transactions (see :mod:`.writer`).
 
-At 3,000 messages/s it cut the commits from ~1,000/s to ~500/s and the writer's
-CPU per message by about a quarter; it adds at most 2 ms to a write, and only
+At 3,000 messages/s it cut the commits from ~1,400/s to ~500/s and the writer's
+CPU per message by a fifth to a third; it adds at most 2 ms to a write, and only
 under load (docs/performance.md, "SQLite writer: CPU per stored message").
 """
 
