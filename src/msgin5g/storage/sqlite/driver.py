@@ -122,6 +122,7 @@ def connect(
     *,
     synchronous: str | None = None,
     query_only: bool = False,
+    cache_kib: int | None = None,
 ) -> sqlite3.Connection:
     """Open ``path`` in autocommit mode with the backend's pragmas.
 
@@ -130,6 +131,8 @@ def connect(
         busy_timeout: seconds to wait for another connection's lock.
         synchronous: the ``PRAGMA synchronous`` mode (writer only).
         query_only: refuse writes on this connection (reader).
+        cache_kib: the page cache's limit in KiB (``PRAGMA cache_size``;
+            None: SQLite's default, 2,000 KiB).
 
     Returns:
         The connection; the caller closes it.
@@ -150,6 +153,8 @@ def connect(
             conn.execute(f"PRAGMA synchronous = {synchronous}")
         if query_only:
             conn.execute("PRAGMA query_only = 1")
+        if cache_kib is not None:
+            conn.execute(f"PRAGMA cache_size = {-int(cache_kib)}")
     except BaseException:
         conn.close()
         raise

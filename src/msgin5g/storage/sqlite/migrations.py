@@ -17,7 +17,9 @@ History (what each version added):
     2. records (:class:`~msgin5g.storage.base.RecordStore`);
     3. fan-out: ``queue.pid`` and the shared ``payloads``;
     4. durable duplicate detection (``dedup``) and ``queue.size`` for quotas,
-       computed for the rows already stored.
+       computed for the rows already stored;
+    5. ``queue_by_message`` dropped: it cost every stored message an index
+       insert and delete for a rare lookup (``MSGUPD``).
 
 Why the steps spell out their DDL:
     A step is history: it must create what that version created even after
@@ -115,10 +117,17 @@ def _fill_sizes(conn: sqlite3.Connection) -> None:
         last = rows[-1][0]
 
 
+def _v5_drop_queue_by_message(conn: sqlite3.Connection) -> None:
+    conn.execute("DROP INDEX IF EXISTS queue_by_message")
+
+
 MIGRATIONS: Final = (
     Migration(2, "records: generic (kind, key) -> Struct store", _v2_records),
     Migration(3, "fan-out: queue.pid and shared payloads", _v3_fanout_payloads),
     Migration(4, "dedup records and queue.size (quotas)", _v4_dedup_and_sizes),
+    Migration(
+        5, "queue: drop the (recipient, message_id) index", _v5_drop_queue_by_message
+    ),
 )
 """Every step, oldest first; the last one produces :data:`.SCHEMA_VERSION`."""
 

@@ -19,6 +19,14 @@ Tables:
     * ``records``: (kind, key) -> msgpack Struct (:class:`~msgin5g.storage.base.RecordStore`);
     * ``dedup``: (originator, message_id) -> fingerprint, answer, expiry.
 
+Indexes:
+    Every index of ``queue`` and ``dedup`` is written on every stored message
+    (and ``queue``'s again on its removal), and each one adds a page to the WAL
+    of a small commit. ``queue`` keeps the ones the hot paths read
+    (by recipient, by expiry, by payload: only fan-out rows); version 5 dropped
+    ``queue(recipient, message_id)``: :func:`~.queue_ops.op_find` (``MSGUPD``,
+    the operator's delete) reads the recipient's rows instead.
+
 Changing the schema:
     Bump :data:`SCHEMA_VERSION`, change :data:`SCHEMA`, and append the step from
     the previous version to :data:`~.migrations.MIGRATIONS`.
@@ -29,7 +37,7 @@ from typing import Final
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "create_schema"]
 
-SCHEMA_VERSION: Final = 4
+SCHEMA_VERSION: Final = 5
 """Value of ``PRAGMA user_version`` for the schema this package creates."""
 
 SCHEMA: Final = (
@@ -59,7 +67,6 @@ SCHEMA: Final = (
     "CREATE INDEX IF NOT EXISTS queue_by_recipient ON queue(recipient, priority, seq)",
     "CREATE INDEX IF NOT EXISTS queue_by_payload ON queue(pid) WHERE pid IS NOT NULL",
     "CREATE INDEX IF NOT EXISTS queue_by_expiry ON queue(expires_at)",
-    "CREATE INDEX IF NOT EXISTS queue_by_message ON queue(recipient, message_id)",
     """CREATE TABLE IF NOT EXISTS report_routes (
         message_id TEXT NOT NULL,
         reporter TEXT NOT NULL,
