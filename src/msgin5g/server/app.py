@@ -87,7 +87,9 @@ class Server:
     async def _start(self, stack: AsyncExitStack) -> None:
         config = self.config
         backend = open_backend(
-            config.storage.url, synchronous=config.storage.synchronous
+            config.storage.url,
+            synchronous=config.storage.synchronous,
+            commit_interval=config.storage.commit_interval,
         )
         await backend.start()
         stack.push_async_callback(backend.aclose)

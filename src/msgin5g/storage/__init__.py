@@ -12,7 +12,9 @@ from msgin5g.storage.base import Backend
 
 __all__ = ["Backend", "open_backend"]
 
-_OPTIONS: Final = frozenset({"synchronous", "batch_max", "busy_timeout"})
+_OPTIONS: Final = frozenset(
+    {"synchronous", "batch_max", "busy_timeout", "commit_interval"}
+)
 """Options :func:`open_backend` understands (backends ignore those they lack)."""
 
 
@@ -24,8 +26,8 @@ def open_backend(url: str, **options: Any) -> Backend:
     * ``memory:`` -> :class:`msgin5g.storage.memory.MemoryBackend` (options ignored);
     * ``sqlite:///relative/path.db``, ``sqlite:////abs/path.db`` or
       ``sqlite:///:memory:`` -> :class:`msgin5g.storage.sqlite.SqliteBackend`,
-      with ``synchronous`` (default ``"FULL"``), ``batch_max`` and
-      ``busy_timeout`` taken from ``options``;
+      with ``synchronous`` (default ``"FULL"``), ``batch_max``,
+      ``busy_timeout`` and ``commit_interval`` taken from ``options``;
     * ``nats://[user:password@]host:port[,host2:port...][?prefix=&replicas=&creds=&tls_ca=...]``
       or ``tls://...`` -> :class:`msgin5g.storage.nats.NatsBackend` (NATS JetStream;
       needs the ``nats`` extra; options above ignored, see
@@ -59,7 +61,7 @@ def open_backend(url: str, **options: Any) -> Backend:
         from msgin5g.storage.sqlite import SqliteBackend  # lazy: imports the driver
 
         kwargs: dict[str, Any] = {"synchronous": options.get("synchronous", "FULL")}
-        for name in ("batch_max", "busy_timeout"):
+        for name in ("batch_max", "busy_timeout", "commit_interval"):
             if name in options:
                 kwargs[name] = options[name]
         return SqliteBackend(path, **kwargs)

@@ -55,6 +55,7 @@ def test_parse_hostport(text: str, expected: tuple[str, int]) -> None:
         ({"delivery.default_ttl": "abc"}, "delivery.default_ttl"),
         ({"delivery.default_ttl": "-1"}, "delivery.default_ttl"),
         ({"storage.url": "postgres://x"}, "storage.url"),
+        ({"storage.commit_interval": "2"}, "storage.commit_interval"),
         ({"log.level": "LOUD"}, "log.level"),
         ({"bogus": 1}, "bogus"),
     ],
@@ -74,3 +75,17 @@ def test_unknown_section_in_file(tmp_path: Path) -> None:
 def test_missing_file_is_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         load_config(tmp_path / "absent.toml")
+
+
+def test_commit_interval_reaches_the_sqlite_writer(tmp_path: Path) -> None:
+    from msgin5g.storage import open_backend
+
+    config = load_config(None, {}, {"storage.commit_interval": "0.002"})
+    assert config.storage.commit_interval == 0.002
+    backend = open_backend(
+        f"sqlite:///{tmp_path / 'x.db'}",
+        commit_interval=config.storage.commit_interval,
+    )
+    assert backend._writer.commit_interval == 0.002  # type: ignore[attr-defined]
+    default = open_backend(f"sqlite:///{tmp_path / 'y.db'}")
+    assert default._writer.commit_interval == 0.0  # type: ignore[attr-defined]
