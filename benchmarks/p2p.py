@@ -85,6 +85,18 @@ def start_aiocoap(port: int) -> subprocess.Popen[str]:
     return proc
 
 
+def _saturation(port: int, args: argparse.Namespace) -> dict[str, Any]:
+    """The closed-loop load of this invocation against ``port``."""
+    return run_load(
+        port,
+        args.ues,
+        args.workers,
+        args.seconds,
+        window=args.window,
+        store=args.store,
+    )
+
+
 def run_before(src: Path, tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
     """The saturation load against ``msgin5g serve`` from the tree ``src``.
 
@@ -105,14 +117,7 @@ def run_before(src: Path, tmp: Path, args: argparse.Namespace) -> dict[str, Any]
     server, _ = serve(port, url, env=env)
     try:
         time.sleep(0.5)
-        return run_load(
-            port,
-            args.ues,
-            args.workers,
-            args.seconds,
-            window=args.window,
-            store=args.store,
-        )
+        return _saturation(port, args)
     finally:
         server.terminate()
         server.wait(20)
@@ -223,14 +228,7 @@ def main() -> None:
                 f"{registered} UEs); server RSS {rss0 / 1024:.1f} -> "
                 f"{rss1 / 1024:.1f} MiB = {per_ue:,.0f} B per registered UE"
             )
-        ours = run_load(
-            port,
-            args.ues,
-            args.workers,
-            args.seconds,
-            window=args.window,
-            store=args.store,
-        )
+        ours = _saturation(port, args)
         print(_line("msgin5g  end-to-end", ours, args))
         for rate in args.rate:
             paced = run_load(

@@ -1,6 +1,7 @@
 """MessagingService on the memory backend with a fake clock and deliverer."""
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -549,9 +550,11 @@ async def test_lone_item_is_delivered_without_a_drain_task(
     assert service.delivery.drain_tasks() == 0
 
 
-async def test_items_behind_a_lone_delivery_wait_and_are_bundled(
+@contextlib.asynccontextmanager
+async def _gated_service(
     clock: ManualClock,
-) -> None:
+) -> AsyncIterator[tuple[MessagingService, MemoryBackend, "GatedDeliverer"]]:
+    """A started service on a memory backend whose deliveries wait on gates."""
     backend = MemoryBackend()
     await backend.start()
     gated = GatedDeliverer()
@@ -562,6 +565,16 @@ async def test_items_behind_a_lone_delivery_wait_and_are_bundled(
         await svc.provision(ue, psk_token(secret, ue))
     await svc.start(sweeper=False)
     try:
+        yield svc, backend, gated
+    finally:
+        await svc.aclose()
+        await backend.aclose()
+
+
+async def test_items_behind_a_lone_delivery_wait_and_are_bundled(
+    clock: ManualClock,
+) -> None:
+    async with _gated_service(clock) as (svc, backend, gated):
         await svc.register(reg("ue1"), UE1)
         await svc.register(reg("ue2"), UE2)
         await svc.submit(msg("m1"), UE1)
@@ -579,24 +592,12 @@ async def test_items_behind_a_lone_delivery_wait_and_are_bundled(
         assert [m.message_id for m in gated.messages_for(UE2)] == ["m2", "m3"]
         assert await backend.count() == 0
         assert svc.delivery.delivered == 3
-    finally:
-        await svc.aclose()
-        await backend.aclose()
 
 
 async def test_lone_delivery_failures_take_the_mailbox_path(
     clock: ManualClock,
 ) -> None:
-    backend = MemoryBackend()
-    await backend.start()
-    gated = GatedDeliverer()
-    svc = MessagingService(
-        backend, gated, config=DeliveryConfig(default_ttl=3600), clock=clock
-    )
-    for ue, secret in SECRETS.items():
-        await svc.provision(ue, psk_token(secret, ue))
-    await svc.start(sweeper=False)
-    try:
+    async with _gated_service(clock) as (svc, backend, gated):
         await svc.register(reg("ue1"), UE1)
         await svc.register(reg("ue2"), UE2)
         await svc.register(reg("ue3"), UE3)
@@ -626,6 +627,3 @@ async def test_lone_delivery_failures_take_the_mailbox_path(
         await settle()
         assert [m.message_id for m in gated.messages_for(UE2)] == ["keep"]
         assert not svc.delivery.is_unreachable("ue2")
-    finally:
-        await svc.aclose()
-        await backend.aclose()
