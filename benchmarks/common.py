@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ROOT", "SECRET", "bench", "cpu_seconds", "figures", "free_port"]
 __all__ += ["provision", "provision_bench", "reg_body", "rss_kib", "serve"]
-__all__ += ["start_server"]
+__all__ += ["provision_with_tree", "start_server"]
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "bench-secret"
@@ -180,3 +180,40 @@ def figures(summary: Summary) -> dict[str, Any]:
         "behind": summary.behind,
         "cpu": summary.generator_cpu_pct,
     }
+
+
+_PROVISION_SCRIPT = """
+import asyncio, sys
+from msgin5g.model.credentials import credential_digest, psk_token
+from msgin5g.storage import open_backend
+
+async def main(url):
+    pairs = [line.split(",", 1) for line in sys.stdin.read().splitlines()]
+    backend = open_backend(url)
+    await backend.start()
+    for start in range(0, len(pairs), 2000):
+        await asyncio.gather(*(
+            backend.put_credential(ue, credential_digest(psk_token(secret, ue)))
+            for ue, secret in pairs[start : start + 2000]
+        ))
+    await backend.aclose()
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+def provision_with_tree(src: Path, url: str, pairs: list[tuple[str, str]]) -> None:
+    """Provision (UE, secret) ``pairs`` into ``url`` with the code of the tree
+    ``src`` (its ``src/`` directory), through the storage API every tree since
+    issue 5 has: a server from an older tree may refuse a file that a newer
+    tree created (schema version), so a before/after run provisions each
+    server's file with that server's own code."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MSGIN5G_")}
+    env["PYTHONPATH"] = str(Path(src).resolve())
+    subprocess.run(
+        [sys.executable, "-c", _PROVISION_SCRIPT, url],
+        input="".join(f"{ue},{secret}\n" for ue, secret in pairs),
+        text=True,
+        env=env,
+        check=True,
+    )

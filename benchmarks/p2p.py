@@ -40,6 +40,7 @@ from common import (
     figures,
     free_port,
     provision_bench,
+    provision_with_tree,
     rss_kib,
     serve,
     start_server,
@@ -106,13 +107,8 @@ def run_before(src: Path, tmp: Path, args: argparse.Namespace) -> dict[str, Any]
     env = {k: v for k, v in os.environ.items() if not k.startswith("MSGIN5G_")}
     env["PYTHONPATH"] = str(src.resolve())
     url = f"sqlite:///{tmp / 'before.db'}"
-    ids = [f"ue-{i:05d}" for i in range(1, args.ues + 1)]
-    subprocess.run(
-        [sys.executable, "-c", PROVISION_OLD, url, SECRET, *ids],
-        env=env,
-        check=True,
-        cwd=tmp,
-    )
+    pairs = [(f"ue-{i:05d}", SECRET) for i in range(1, args.ues + 1)]
+    provision_with_tree(src, url, pairs)
     port = free_port()
     server, _ = serve(port, url, env=env)
     try:
@@ -121,23 +117,6 @@ def run_before(src: Path, tmp: Path, args: argparse.Namespace) -> dict[str, Any]
     finally:
         server.terminate()
         server.wait(20)
-
-
-PROVISION_OLD = """
-import asyncio, sys
-from msgin5g.model.credentials import credential_digest, psk_token
-from msgin5g.storage import open_backend
-
-async def main(url, secret, ids):
-    backend = open_backend(url)
-    await backend.start()
-    for ue in ids:
-        await backend.put_credential(ue, credential_digest(psk_token(secret, ue)))
-    await backend.aclose()
-
-asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3:]))
-"""
-"""Provisioning through the storage API every tree since issue 5 has."""
 
 
 def _line(name: str, r: dict[str, Any], args: argparse.Namespace) -> str:
