@@ -86,19 +86,10 @@ async def mqtt_connect(config: MqttConfig, within: float) -> str | None:
     Raises:
         ModuleNotFoundError: the MQTT extra (aiomqtt) is not installed.
     """
-    from msgin5g.mqtt.link import Broker, BrokerLink
+    from msgin5g.mqtt.link import BrokerLink
+    from msgin5g.transports.mqtt.server import broker_for
 
-    broker = Broker(
-        config.url,
-        username=config.username or None,
-        password=config.password or None,
-        ca_file=config.ca_file,
-        cert_file=config.cert_file,
-        key_file=config.key_file,
-        tls_insecure=config.tls_insecure,
-        keepalive=config.keepalive,
-        connect_timeout=min(within, config.connect_timeout),
-    )
+    broker = broker_for(config, connect_timeout=min(within, config.connect_timeout))
     link = BrokerLink(broker, f"msgin5g-doctor-{socket.gethostname()}", (), _ignore)
     try:
         async with asyncio.timeout(within + 1.0):

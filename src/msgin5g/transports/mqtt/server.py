@@ -81,13 +81,30 @@ from msgin5g.service.messaging import MessagingService
 from msgin5g.transports.coap.codes import code_for
 from msgin5g.transports.dispatch import PROCEDURES
 
-__all__ = ["MqttTransport"]
+__all__ = ["MqttTransport", "broker_for"]
 
 log = logging.getLogger(__name__)
 _throttled = LogThrottle(log)
 
 _Answer = tuple[int, bytes]
 """(CoAP code, payload) of an answer."""
+
+
+def broker_for(config: MqttConfig, *, connect_timeout: float | None = None) -> Broker:
+    """The broker the ``[mqtt]`` settings name (``connect_timeout`` overrides)."""
+    return Broker(
+        config.url,
+        username=config.username or None,
+        password=config.password or None,
+        ca_file=config.ca_file,
+        cert_file=config.cert_file,
+        key_file=config.key_file,
+        tls_insecure=config.tls_insecure,
+        keepalive=config.keepalive,
+        connect_timeout=(
+            config.connect_timeout if connect_timeout is None else connect_timeout
+        ),
+    )
 
 
 class MqttTransport:
@@ -100,17 +117,7 @@ class MqttTransport:
         self.instance = os.urandom(6).hex()
         client_id = config.client_id or f"msgin5g-server-{self.instance}"
         self._service: MessagingService | None = None
-        broker = Broker(
-            config.url,
-            username=config.username or None,
-            password=config.password or None,
-            ca_file=config.ca_file,
-            cert_file=config.cert_file,
-            key_file=config.key_file,
-            tls_insecure=config.tls_insecure,
-            keepalive=config.keepalive,
-            connect_timeout=config.connect_timeout,
-        )
+        broker = broker_for(config)
         self.link = BrokerLink(
             broker,
             client_id,
