@@ -6,15 +6,15 @@ table that holds a day of records under random keys. This harness builds such
 a file once (``--rows`` records, 400 originators, random Message IDs, a
 ~130-octet answer each, as the server writes them), then for each
 ``--cache-kib`` value opens a fresh writer connection (``driver.connect`` with
-that ``cache_size``, WAL, ``synchronous=FULL``), warms it with ``--warm``
-claims and times ``--claims`` more (``perf_counter`` around each statement),
-``--batch`` claims per transaction, each followed by the queue insert and
-removal of its message as in a writer batch. The cache sizes run in
-alternating order for ``--rounds`` rounds; each figure is µs per claim (median
-of the batches' means) and the writer connection's page-cache memory
-(``sqlite3_db_status`` is not exposed by the driver: the process's RSS growth
-over the cell is printed instead). Every cell starts from a copy of the same
-file.
+that ``cache_size``, WAL, ``synchronous=FULL``) on a copy of it, warms it with
+``--warm`` claims and times ``--claims`` more, ``--batch`` claims per
+transaction, each followed by the queue insert and removal of its message as
+in a writer batch. The cache sizes run in alternating order for ``--rounds``
+rounds. Each figure is CPU µs per claim: ``thread_time`` around each
+statement, so time the thread spends descheduled on a busy machine does not
+count, while reads that miss the cache (``pread`` system calls) do; the median
+of the batches' means. The process's RSS growth over a cell is printed too
+(freed memory is reused by later cells, so only the first cells say much).
 
     PYTHONPATH=src .venv/bin/python benchmarks/dedup_claims.py \
         --cache-kib 2000 16384 65536 [--rows 300000]
@@ -81,7 +81,7 @@ def build(path: str, rows: int) -> None:
 def cell(
     path: str, cache_kib: int, warm: int, claims: int, batch: int
 ) -> tuple[float, int]:
-    """µs per claim (median of the batch means) with a ``cache_kib`` writer cache,
+    """CPU µs per claim (median of the batch means) with a ``cache_kib`` writer cache,
     and the process's RSS growth (KiB) from opening the connection to the end."""
     before = rss_kib()
     conn = connect(path, 5.0, synchronous="FULL", cache_kib=cache_kib)
@@ -95,9 +95,9 @@ def cell(
             spent = 0.0
             for _ in range(batch):
                 row = claim_row(now)
-                t0 = time.perf_counter()
+                t0 = time.thread_time()
                 conn.execute(_DEDUP_CLAIM, row)
-                spent += time.perf_counter() - t0
+                spent += time.thread_time() - t0
                 seq += 1
                 conn.execute(
                     "INSERT INTO queue(seq, recipient, message_id, priority, "
