@@ -60,8 +60,9 @@ WRITER_CACHE_MIB = 16
 The setting ``storage.writer_cache_mib``. Every stored message's
 duplicate-detection claim writes a table that holds a day of records under
 random keys; pages the cache does not hold are read through ``pread``. In a
-300,000-row table (93 MiB) a claim cost ~15 µs with 2 MiB, ~13.5 µs with
-16 MiB, ~11.5 µs with 64 MiB (benchmarks/dedup_claims.py). The cache fills
+300,000-row table (93 MiB) a claim cost ~16.5 µs of CPU with 2 MiB, ~15.9 µs
+with 16 MiB, ~13.0 µs with 64 MiB (benchmarks/dedup_claims.py); in a
+1,000,000-row table no size made a difference. The cache fills
 as pages are read, whatever table they belong to (registrations too), so
 its size is memory the server keeps: 64 MiB was ~67 B per UE at 1 M
 registered UEs (docs/performance.md, "Memory per registered idle UE").
