@@ -287,18 +287,25 @@ def test_a_wait_that_gathers_keeps_waiting(monkeypatch: pytest.MonkeyPatch) -> N
     assert len(slept) == 3 * writer_module._IDLE_WAITS
 
 
-async def test_the_writer_connection_has_a_large_page_cache(tmp_path: Path) -> None:
-    from msgin5g.storage.sqlite.backend import WRITER_CACHE_KIB
-
-    backend = SqliteBackend(str(tmp_path / "c.db"))
+async def _writer_cache_size(backend: SqliteBackend) -> int:
     await backend.start()
     try:
         size = await backend._submit(
             lambda conn: conn.execute("PRAGMA cache_size").fetchone()[0]
         )
-        assert size == -WRITER_CACHE_KIB
+        return int(size)
     finally:
         await backend.aclose()
+
+
+async def test_the_writer_page_cache_is_bounded_by_the_setting(tmp_path: Path) -> None:
+    from msgin5g.storage.sqlite.backend import WRITER_CACHE_MIB
+
+    # negative cache_size: KiB (SQLite's own default is -2000)
+    default = SqliteBackend(str(tmp_path / "c.db"))
+    assert await _writer_cache_size(default) == -WRITER_CACHE_MIB * 1024
+    larger = SqliteBackend(str(tmp_path / "d.db"), writer_cache_mib=64)
+    assert await _writer_cache_size(larger) == -64 * 1024
 
 
 def test_interval_options_are_checked(tmp_path: Path) -> None:
@@ -308,6 +315,8 @@ def test_interval_options_are_checked(tmp_path: Path) -> None:
         SqliteBackend(str(tmp_path / "x.db"), commit_interval=-1)
     with pytest.raises(ConfigError, match="removal_delay"):
         SqliteBackend(str(tmp_path / "x.db"), removal_delay=61)
+    with pytest.raises(ConfigError, match="writer_cache_mib"):
+        SqliteBackend(str(tmp_path / "x.db"), writer_cache_mib=0)
 
 
 # ---------------------------------------------------------------- schema version 5

@@ -90,6 +90,7 @@ class Server:
             config.storage.url,
             synchronous=config.storage.synchronous,
             commit_interval=config.storage.commit_interval,
+            writer_cache_mib=config.storage.writer_cache_mib,
         )
         await backend.start()
         stack.push_async_callback(backend.aclose)

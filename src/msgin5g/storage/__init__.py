@@ -13,7 +13,7 @@ from msgin5g.storage.base import Backend
 __all__ = ["Backend", "open_backend"]
 
 _OPTIONS: Final = frozenset(
-    {"synchronous", "batch_max", "busy_timeout", "commit_interval"}
+    {"synchronous", "batch_max", "busy_timeout", "commit_interval", "writer_cache_mib"}
 )
 """Options :func:`open_backend` understands (backends ignore those they lack)."""
 
@@ -27,7 +27,8 @@ def open_backend(url: str, **options: Any) -> Backend:
     * ``sqlite:///relative/path.db``, ``sqlite:////abs/path.db`` or
       ``sqlite:///:memory:`` -> :class:`msgin5g.storage.sqlite.SqliteBackend`,
       with ``synchronous`` (default ``"FULL"``), ``batch_max``,
-      ``busy_timeout`` and ``commit_interval`` taken from ``options``;
+      ``busy_timeout``, ``commit_interval`` and ``writer_cache_mib`` taken
+      from ``options``;
     * ``nats://[user:password@]host:port[,host2:port...][?prefix=&replicas=&creds=&tls_ca=...]``
       or ``tls://...`` -> :class:`msgin5g.storage.nats.NatsBackend` (NATS JetStream;
       needs the ``nats`` extra; options above ignored, see
@@ -61,7 +62,12 @@ def open_backend(url: str, **options: Any) -> Backend:
         from msgin5g.storage.sqlite import SqliteBackend  # lazy: imports the driver
 
         kwargs: dict[str, Any] = {"synchronous": options.get("synchronous", "FULL")}
-        for name in ("batch_max", "busy_timeout", "commit_interval"):
+        for name in (
+            "batch_max",
+            "busy_timeout",
+            "commit_interval",
+            "writer_cache_mib",
+        ):
             if name in options:
                 kwargs[name] = options[name]
         return SqliteBackend(path, **kwargs)

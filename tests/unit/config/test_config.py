@@ -56,6 +56,7 @@ def test_parse_hostport(text: str, expected: tuple[str, int]) -> None:
         ({"delivery.default_ttl": "-1"}, "delivery.default_ttl"),
         ({"storage.url": "postgres://x"}, "storage.url"),
         ({"storage.commit_interval": "2"}, "storage.commit_interval"),
+        ({"storage.writer_cache_mib": "0"}, "storage.writer_cache_mib"),
         ({"log.level": "LOUD"}, "log.level"),
         ({"bogus": 1}, "bogus"),
     ],
@@ -89,3 +90,18 @@ def test_commit_interval_reaches_the_sqlite_writer(tmp_path: Path) -> None:
     assert backend._writer.commit_interval == 0.002  # type: ignore[attr-defined]
     default = open_backend(f"sqlite:///{tmp_path / 'y.db'}")
     assert default._writer.commit_interval == 0.0  # type: ignore[attr-defined]
+
+
+def test_writer_cache_mib_reaches_the_sqlite_writer(tmp_path: Path) -> None:
+    from msgin5g.storage import open_backend
+
+    config = load_config(None, {}, {"storage.writer_cache_mib": "48"})
+    assert config.storage.writer_cache_mib == 48
+    backend = open_backend(
+        f"sqlite:///{tmp_path / 'x.db'}",
+        writer_cache_mib=config.storage.writer_cache_mib,
+    )
+    assert backend.writer_cache_mib == 48  # type: ignore[attr-defined]
+    default = open_backend(f"sqlite:///{tmp_path / 'y.db'}")
+    assert default.writer_cache_mib == 16  # type: ignore[attr-defined]
+    assert load_config(None, {}, {}).storage.writer_cache_mib == 16  # same default

@@ -98,6 +98,51 @@ async def test_loaded_registrations_share_contacts_gateway_and_profile(
     assert loaded.by_source(gateway_source) == after["gw"]
 
 
+async def test_a_gateways_registrations_share_its_source_contact() -> None:
+    registry = Registry(MemoryBackend(), ManualClock(), DeliveryConfig())
+    gateway, _ = await registry.register(_reg("gw"), Contact(_host(), 6000))
+    source = Contact(_host(), 6000)  # each BULKREG's source is a new object
+    members = [
+        (await registry.register(_reg(f"ue-{n}"), source, gateway="gw"))[0]
+        for n in range(4)
+    ]
+    assert all(m.source is gateway.source for m in members)
+    assert all(m.contact is m.source for m in members)
+    # another source gets its own object, equal contacts stay equal
+    other, _ = await registry.register(_reg("x"), Contact(_host(), 6001))
+    assert other.source == Contact("127.0.0.1", 6001)
+    again, _ = await registry.register(_reg("ue-0"), source, gateway="gw")
+    assert again.source == gateway.source
+
+
+class _TickingClock(ManualClock):
+    """Each reading is a new float object (as time.time() returns)."""
+
+    def now(self) -> float:
+        return self.value + 0.0
+
+
+async def test_registrations_within_a_millisecond_share_one_time() -> None:
+    clock = _TickingClock(1_700_000_000.25)
+    registry = Registry(MemoryBackend(), clock, DeliveryConfig())
+    source = Contact(_host(), 6000)
+    a, _ = await registry.register(_reg("a"), source)
+    clock.value += 0.0004
+    b, _ = await registry.register(_reg("b"), source, gateway="a")
+    assert b.registered_at is a.registered_at  # one float for both
+    assert b.registered_at == 1_700_000_000.25  # the first one's time
+    # a UE registering again gets a later time, never its previous one
+    clock.value += 0.0002
+    a2, _ = await registry.register(_reg("a"), source)
+    assert a2.registered_at > a.registered_at
+    assert a2.registered_at == clock.value
+    # past the window: a new time
+    clock.value += 2 * registry_module.STAMP_SHARE
+    c, _ = await registry.register(_reg("c"), source, gateway="a")
+    assert c.registered_at == clock.value
+    assert c.registered_at is not a2.registered_at
+
+
 class _CountingBackend(MemoryBackend):
     """Counts credential reads; can hold them (a slow disk) or fail them."""
 

@@ -54,14 +54,18 @@ from ~1,400/s to ~500/s and the writer's CPU per message by about a fifth, for
 REMOVAL_DELAY = 0.05
 """Default longest seconds scheduled removals wait to join a write (:mod:`.writer`)."""
 
-WRITER_CACHE_KIB = 65_536
-"""Page cache of the writer connection (KiB; SQLite's default is 2,000).
+WRITER_CACHE_MIB = 16
+"""Default page cache of the writer connection (MiB; SQLite's default is ~2).
 
-Every message's duplicate-detection record goes into a table that holds a day
-of records under random keys: with the default cache each claim read its
-b-tree path from the OS page cache (pread), ~14-19 µs per claim in a
-300,000-row table, ~8-10 µs with 64 MiB. Memory is taken only as pages are
-read.
+The setting ``storage.writer_cache_mib``. Every stored message's
+duplicate-detection claim writes a table that holds a day of records under
+random keys; pages the cache does not hold are read through ``pread``. In a
+300,000-row table (93 MiB) a claim cost ~16.5 µs of CPU with 2 MiB, ~15.9 µs
+with 16 MiB, ~13.0 µs with 64 MiB (benchmarks/dedup_claims.py); in a
+1,000,000-row table no size made a difference. The cache fills
+as pages are read, whatever table they belong to (registrations too), so
+its size is memory the server keeps: 64 MiB was ~67 B per UE at 1 M
+registered UEs (docs/performance.md, "Memory per registered idle UE").
 """
 
 CREDENTIAL_CHUNK = 10_000
@@ -78,6 +82,7 @@ class SqliteBackend:
         path: the database file, or ``":memory:"``.
         synchronous: the ``PRAGMA synchronous`` mode (``FULL`` fsyncs every commit).
         batch_max: most operations committed in one transaction.
+        writer_cache_mib: the writer connection's page cache (MiB).
         commits: number of transactions committed by the writer so far.
         writes: number of operations those transactions carried.
         disk_full: the last write failed because the disk (or the file's
@@ -98,6 +103,7 @@ class SqliteBackend:
         busy_timeout: float = 5.0,
         commit_interval: float = COMMIT_INTERVAL,
         removal_delay: float = REMOVAL_DELAY,
+        writer_cache_mib: int = WRITER_CACHE_MIB,
     ) -> None:
         """Configure the backend; nothing is opened before :meth:`start`.
 
@@ -110,6 +116,10 @@ class SqliteBackend:
                 before failing with :class:`~msgin5g.errors.StorageUnavailable`.
             commit_interval: least seconds between the starts of two writer
                 transactions (:mod:`.writer`); 0 starts each at once.
+            removal_delay: longest seconds a removal-only batch waits to
+                join a write (:mod:`.writer`).
+            writer_cache_mib: page cache of the writer connection, in MiB
+                (``PRAGMA cache_size``; 1 to 65,536).
 
         Raises:
             ConfigError: an option has an invalid value.
@@ -132,8 +142,14 @@ class SqliteBackend:
             raise ConfigError(
                 f"storage.removal_delay: must be in [0, 60] s, got {removal_delay}"
             )
+        if not 1 <= writer_cache_mib <= 65_536:
+            raise ConfigError(
+                "storage.writer_cache_mib: must be in [1, 65536] MiB, "
+                f"got {writer_cache_mib}"
+            )
         self.path = path
         self.synchronous = mode
+        self.writer_cache_mib = writer_cache_mib
         self.batch_max = batch_max
         self.busy_timeout = busy_timeout
         self._in_memory = path == ":memory:" or path.startswith("file::memory:")
@@ -226,7 +242,7 @@ class SqliteBackend:
             self.path,
             self.busy_timeout,
             synchronous=self.synchronous,
-            cache_kib=WRITER_CACHE_KIB,
+            cache_kib=self.writer_cache_mib * 1024,
         )
         try:
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
