@@ -80,7 +80,10 @@ async def service(
     for ue, secret in SECRETS.items():
         await svc.provision(ue, psk_token(secret, ue))
     await svc.start(sweeper=False)
-    info = {ue: UECredentialInfo(auth_type="PSK_TOKEN", credential=psk_token(s, ue)) for ue, s in SECRETS.items()}
+    info = {
+        ue: UECredentialInfo(auth_type="PSK_TOKEN", credential=psk_token(s, ue))
+        for ue, s in SECRETS.items()
+    }
     await svc.register(Reg(ue_service_id="ue1", ue_credential_info=info["ue1"]), UE1)
     await svc.register(Reg(ue_service_id="ue2", ue_credential_info=info["ue2"]), UE2)
     try:
@@ -249,7 +252,7 @@ async def test_a_resend_during_transit_gets_the_same_answer_and_one_delivery(
 async def test_hold_zero_writes_every_message_before_delivery(
     clock: ManualClock,
 ) -> None:
-    async with service(clock, hold=0) as (svc, backend, gates):
+    async with service(clock, hold=0) as (svc, backend, _gates):
         assert svc.delivery.transit is None
         answer = submit(svc, msg("m1"))
         await settle()
