@@ -320,6 +320,12 @@ class DeliveryConfig:
     observe_con_every: int = 1
     """Observe notifications (RFC 7641): every Nth notification is CON, the
     others NON; 1 = all CON (a lost NON is not retransmitted)."""
+    transit_hold: float = 0.2
+    """Transit path (docs/design.md): a message that asks for no storage, to
+    a UE that can take it at once, is delivered first and written only if its
+    delivery takes longer than this (s); the sender's answer waits for the
+    delivery or the write, whichever comes first. 0: every message is written
+    before delivery starts."""
 
     def __post_init__(self) -> None:
         for name in ("default_ttl", "max_ttl", "report_wait", "dedup_window"):
@@ -333,6 +339,8 @@ class DeliveryConfig:
             raise ConfigError("delivery.default_ttl: must not exceed max_ttl")
         if self.sweep_interval <= 0 or self.retry_interval <= 0:
             raise ConfigError("delivery.sweep_interval/retry_interval: positive")
+        if not 0 <= self.transit_hold <= 10:
+            raise ConfigError("delivery.transit_hold: 0 to 10 seconds")
         if self.observe_con_every < 1:
             raise ConfigError("delivery.observe_con_every: must be >= 1")
         if not 0 < self.as_retry_initial <= self.as_retry_max:

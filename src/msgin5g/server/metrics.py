@@ -268,6 +268,15 @@ class ServerCollector(Collector):
             "copies made by group, topic and broadcast fan-outs",
             value=stats["fanoutCopies"],
         )
+        transit = CounterMetricFamily(
+            "msgin5g_transit_messages",
+            "messages that asked for no storage, delivered before their write:"
+            " unwritten (delivered within delivery.transit_hold) or written",
+            labels=("outcome",),
+        )
+        transit.add_metric(("unwritten",), stats["transitUnwritten"])
+        transit.add_metric(("written",), stats["transitWritten"])
+        yield transit
         quotas = service.quotas
         yield GaugeMetricFamily(
             "msgin5g_stored_messages",

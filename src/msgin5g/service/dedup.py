@@ -146,6 +146,8 @@ class _Pending:
     expires_at: float
     claimed: bool = False
     conflict: DedupRecord | None = None
+    # (status, encoded MSGRESP) of the record handed out: finish() reuses it
+    encoded: tuple[DeliveryStatus, bytes] | None = None
     waiters: list[asyncio.Future[MsgResp]] = field(default_factory=list)
 
 
@@ -220,11 +222,13 @@ class Deduplicator:
             originating_as_service_id=msg.originating_as_service_id,
             delivery_status=status,
         )
+        encoded = _ENCODER.encode(response)
+        pending.encoded = (status, encoded)
         return DedupRecord(
             originator=key[0],
             message_id=key[1],
             fingerprint=pending.fingerprint,
-            response=_ENCODER.encode(response),
+            response=encoded,
             expires_at=pending.expires_at,
         )
 
@@ -251,8 +255,15 @@ class Deduplicator:
             value = existing.fingerprint + existing.response
             self.cache.put(_cache_key(key), value, now)
         elif response.failure_cause != FailureCause.SERVER_CONGESTION:
-            value = pending.fingerprint + _ENCODER.encode(response)
-            self.cache.put(_cache_key(key), value, now)
+            encoded = pending.encoded
+            if (
+                encoded is None
+                or response.failure_cause is not None
+                or response.delivery_status != encoded[0]
+                or response.message_id != msg.message_id
+            ):
+                encoded = (response.delivery_status, _ENCODER.encode(response))
+            self.cache.put(_cache_key(key), pending.fingerprint + encoded[1], now)
         for waiter in pending.waiters:
             if not waiter.done():
                 waiter.set_result(response)

@@ -118,6 +118,7 @@ from msgin5g.service.ports import (
 from msgin5g.service.quotas import Quotas
 from msgin5g.service.registry import Registry
 from msgin5g.service.segments import SegmentService
+from msgin5g.service.transit import DELIVERED, FAILED, RETRY, Held, Transit
 from msgin5g.spec.causes import FailureCause
 from msgin5g.spec.delivery import PriorityRank, PriorityType, ReportDeliveryStatus
 from msgin5g.storage.base import Backend, DedupRecord, stored_size
@@ -207,6 +208,19 @@ class DeliveryEngine:
         self.activity = Activity(clock.now)  # last seen, recent failures (console)
         self.drain_failures = 0
         """Drain tasks that ended with an unexpected exception (logged)."""
+        self.transit = (
+            Transit(
+                backend,
+                clock,
+                config.transit_hold,
+                tasks,
+                push=lambda item: self._push(item.recipient, item),
+                done=self._unstored,
+            )
+            if config.transit_hold > 0
+            else None
+        )
+        """Messages delivered before they are written (:mod:`.transit`)."""
 
     # lifecycle ---------------------------------------------------------------
 
@@ -231,6 +245,8 @@ class DeliveryEngine:
         by a fan-out copy.
         """
         self._closing = True
+        if self.transit is not None:
+            self.transit.close()
         for timer in self._as_timers.values():
             timer.cancel()
         self._as_timers.clear()
@@ -356,7 +372,28 @@ class DeliveryEngine:
         same transaction; if storage already holds a live record of that
         (originator, messageId), nothing is stored or delivered and that record
         is returned. Without ``dedup``, ``routes`` must be empty.
+
+        A message that asks for no storage and no report route, to a UE that
+        can take it at once, goes the transit path (:mod:`.transit`): delivered
+        first, written only if its delivery outlasts ``delivery.transit_hold``;
+        this returns when it was delivered or written, whichever came first.
         """
+        transit = self.transit
+        if (
+            transit is not None
+            and deliver_now
+            and dedup is not None
+            and not routes
+            and not item.store
+            and item.recipient not in transit.recipients
+        ):
+            contact = self._direct_contact(item)
+            if contact is not None:
+                entry = transit.start(item, dedup, now)
+                self._stored(item)
+                outcome = self._deliverer.deliver_nowait(contact, item.item)
+                outcome.add_done_callback(partial(self._transit_done, entry))
+                return await entry.answer
         if dedup is None:
             await self._backend.enqueue(item)
         else:
@@ -460,6 +497,20 @@ class DeliveryEngine:
         that fails joins the ordinary mailbox path (retries, parking, reports).
         Saves a task, a mailbox and a heap per member: the fan-out hot path.
         """
+        contact = self._direct_contact(item)
+        if contact is None:
+            return False
+        outcome = self._deliverer.deliver_nowait(contact, item.item)
+        outcome.add_done_callback(partial(self._burst_done, item))
+        return True
+
+    def _direct_contact(self, item: QueuedItem) -> Contact | None:
+        """The contact to send ``item`` to at once, without a mailbox; else None.
+
+        For a UE registered directly at this node, reachable, with no mailbox or
+        stored backlog (so nothing older is bypassed) and a message that needs
+        no segmentation (:meth:`_burst`, the transit path).
+        """
         recipient = item.recipient
         if (
             recipient in self._mailboxes
@@ -467,7 +518,7 @@ class DeliveryEngine:
             or recipient in self._backlog
             or self._closing
         ):
-            return False
+            return None
         registration = self._registry.get(recipient)
         message = item.item
         if (
@@ -476,13 +527,35 @@ class DeliveryEngine:
             or registration.node != self._node
             or not isinstance(message, Msg)
         ):
-            return False
+            return None
         limit = registration.max_segment_size or self._config.segment_size
         if len(message.payload or b"") > limit:
-            return False
-        outcome = self._deliverer.deliver_nowait(registration.contact, message)
-        outcome.add_done_callback(partial(self._burst_done, item))
-        return True
+            return None
+        return registration.contact
+
+    def _transit_done(self, entry: Held, outcome: asyncio.Future[None]) -> None:
+        """The outcome of a transit delivery (:mod:`.transit`)."""
+        if self._closing:
+            return
+        transit = self.transit
+        assert transit is not None  # noqa: S101 - only set up with a transit
+        error = None if outcome.cancelled() else outcome.exception()
+        if outcome.cancelled() or isinstance(error, RecipientUnreachable):
+            transit.finished(entry, RETRY)  # written, then the mailbox retries
+            return
+        if error is None:
+            self.delivered += 1
+            transit.finished(entry, DELIVERED)
+            return
+        item = entry.item
+        cause = (
+            error.cause
+            if isinstance(error, DeliveryRejected)
+            else FailureCause.INTERNAL_ERROR
+        )
+        log.warning("%s refused %s: %s", item.recipient, _describe(item), error)
+        transit.finished(entry, FAILED)
+        self._tasks.spawn(self.report_failure(item, cause), name="failure report")
 
     def _burst_done(self, item: QueuedItem, outcome: asyncio.Future[None]) -> None:
         if self._closing:

@@ -285,7 +285,11 @@ class MessagingService:
         self._open = False
 
     def stats(self) -> dict[str, int]:
-        """Counters for diagnostics (``taskFailures``: background tasks that failed)."""
+        """Counters for diagnostics (``taskFailures``: background tasks that failed;
+        ``transitUnwritten``: messages delivered without ever being written,
+        ``transitWritten``: transit messages written because their delivery
+        outlasted ``delivery.transit_hold`` or failed, :mod:`.transit`)."""
+        transit = self.delivery.transit
         return {
             "registeredUes": len(self.registry),
             "registeredAss": len(self.applications),
@@ -295,6 +299,8 @@ class MessagingService:
             "pendingInMemory": self.delivery.pending_in_memory(),
             "fanouts": self.fanout.fanouts,
             "fanoutCopies": self.fanout.copies,
+            "transitUnwritten": 0 if transit is None else transit.unwritten,
+            "transitWritten": 0 if transit is None else transit.written,
             "droppedNotifications": self.topics.dropped_notifications,
             "supersededNotifications": self.topics.superseded_notifications,
             "backgroundTasks": self.tasks.running + self.delivery.drain_tasks(),

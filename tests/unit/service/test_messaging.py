@@ -559,7 +559,10 @@ async def _gated_service(
     await backend.start()
     gated = GatedDeliverer()
     svc = MessagingService(
-        backend, gated, config=DeliveryConfig(default_ttl=3600), clock=clock
+        backend,
+        gated,
+        config=DeliveryConfig(default_ttl=3600, transit_hold=0),
+        clock=clock,
     )
     for ue, secret in SECRETS.items():
         await svc.provision(ue, psk_token(secret, ue))
