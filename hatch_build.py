@@ -47,7 +47,7 @@ def why_pure() -> str | None:
     """Why this machine builds pure Python, or None when it can compile."""
     if os.environ.get("MSGIN5G_PURE", "") not in ("", "0"):
         return "MSGIN5G_PURE is set"
-    cc = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    cc = (os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc").split()[0]
     if shutil.which(cc) is None:
         return f"no C compiler ({cc})"
     include = Path(sysconfig.get_paths()["include"])
