@@ -386,15 +386,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class _Version(argparse.Action):
-    """``--version``: the installed distribution's version (read only when asked)."""
+    """``--version``: the installed distribution's version (read only when asked)
+    and whether the hot path runs compiled (:mod:`msgin5g._native`)."""
 
     def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
         super().__init__(option_strings, dest, nargs=0, **kwargs)
 
     def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
-        from msgin5g import __version__
+        from msgin5g import __version__, _native
 
         print(f"msgin5g {__version__}")
+        print(f"hot path: {_native.status}")
         parser.exit()
 
 

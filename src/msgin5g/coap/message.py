@@ -159,7 +159,7 @@ class CoapMessage:
         return bytes(out)
 
     @staticmethod
-    def decode(data: bytes) -> CoapMessage:  # noqa: C901, PLR0912, PLR0915
+    def decode(data: bytes | bytearray | memoryview) -> CoapMessage:
         """Parse a datagram.
 
         Args:
@@ -171,99 +171,9 @@ class CoapMessage:
         Raises:
             CoapDecodeError: any message format error (see the module docstring).
         """
-        if data.__class__ is not bytes:
-            data = bytes(data)
-        n = len(data)
-        if n < 4:
-            raise CoapDecodeError("shorter than the 4-byte header")
-        b0 = data[0]
-        if b0 >> 6 != 1:
-            raise CoapDecodeError(f"unsupported CoAP version {b0 >> 6}")
-        mtype = (b0 >> 4) & 3
-        code = data[1]
-        mid = data[2] << 8 | data[3]
-        tkl = b0 & 0x0F
-        if tkl > 8:
-            raise CoapDecodeError(f"reserved token length {tkl}", (mtype, code, mid))
-        if (code >> 5) in _RESERVED_CLASSES:
-            raise CoapDecodeError(
-                f"reserved code class {code >> 5}", (mtype, code, mid)
-            )
-        if code == 0:
-            if n > 4 or tkl:
-                raise CoapDecodeError(
-                    "Empty message with a token or bytes after the Message ID",
-                    (mtype, code, mid),
-                )
-            return CoapMessage(mtype, 0, mid)
-        pos = 4 + tkl
-        if pos > n:
-            raise CoapDecodeError("token truncated", (mtype, code, mid))
-        token = data[4:pos]
-        options: list[tuple[int, bytes]] = []
-        payload = b""
-        number = 0
-        while pos < n:
-            byte = data[pos]
-            pos += 1
-            if byte == 0xFF:
-                if pos == n:
-                    raise CoapDecodeError(
-                        "payload marker without payload", (mtype, code, mid)
-                    )
-                payload = data[pos:]
-                break
-            delta = byte >> 4
-            length = byte & 0x0F
-            if delta >= 13:
-                if delta == 13:
-                    if pos >= n:
-                        raise CoapDecodeError(
-                            "extended option delta truncated", (mtype, code, mid)
-                        )
-                    delta = data[pos] + 13
-                    pos += 1
-                elif delta == 14:
-                    if pos + 1 >= n:
-                        raise CoapDecodeError(
-                            "extended option delta truncated", (mtype, code, mid)
-                        )
-                    delta = (data[pos] << 8 | data[pos + 1]) + 269
-                    pos += 2
-                else:
-                    raise CoapDecodeError(
-                        "reserved option delta 15", (mtype, code, mid)
-                    )
-            if length >= 13:
-                if length == 13:
-                    if pos >= n:
-                        raise CoapDecodeError(
-                            "extended option length truncated", (mtype, code, mid)
-                        )
-                    length = data[pos] + 13
-                    pos += 1
-                elif length == 14:
-                    if pos + 1 >= n:
-                        raise CoapDecodeError(
-                            "extended option length truncated", (mtype, code, mid)
-                        )
-                    length = (data[pos] << 8 | data[pos + 1]) + 269
-                    pos += 2
-                else:
-                    raise CoapDecodeError(
-                        "reserved option length 15", (mtype, code, mid)
-                    )
-            number += delta
-            if number > 0xFFFF:
-                raise CoapDecodeError(
-                    f"option number {number} out of range", (mtype, code, mid)
-                )
-            end = pos + length
-            if end > n:
-                raise CoapDecodeError("option value truncated", (mtype, code, mid))
-            options.append((number, data[pos:end]))
-            pos = end
-        return CoapMessage(mtype, code, mid, token, options, payload)
+        # compiled (mypyc), a parameter typed bytes accepts bytes only: a bytearray
+        # is copied here, once, and _decode works on bytes
+        return _decode(data if isinstance(data, bytes) else bytes(data))
 
     def opt(self, number: int) -> bytes | None:
         """Return the value of the first option ``number``, or None."""
@@ -309,6 +219,94 @@ class CoapMessage:
         In a GET: 0 registers, 1 deregisters; in a response: the sequence number.
         """
         return self.uint_opt(_OBSERVE)
+
+
+def _decode(data: bytes) -> CoapMessage:  # noqa: C901, PLR0912, PLR0915
+    n = len(data)
+    if n < 4:
+        raise CoapDecodeError("shorter than the 4-byte header")
+    b0 = data[0]
+    if b0 >> 6 != 1:
+        raise CoapDecodeError(f"unsupported CoAP version {b0 >> 6}")
+    mtype = (b0 >> 4) & 3
+    code = data[1]
+    mid = data[2] << 8 | data[3]
+    tkl = b0 & 0x0F
+    if tkl > 8:
+        raise CoapDecodeError(f"reserved token length {tkl}", (mtype, code, mid))
+    if (code >> 5) in _RESERVED_CLASSES:
+        raise CoapDecodeError(f"reserved code class {code >> 5}", (mtype, code, mid))
+    if code == 0:
+        if n > 4 or tkl:
+            raise CoapDecodeError(
+                "Empty message with a token or bytes after the Message ID",
+                (mtype, code, mid),
+            )
+        return CoapMessage(mtype, 0, mid)
+    pos = 4 + tkl
+    if pos > n:
+        raise CoapDecodeError("token truncated", (mtype, code, mid))
+    token = data[4:pos]
+    options: list[tuple[int, bytes]] = []
+    payload = b""
+    number = 0
+    while pos < n:
+        byte = data[pos]
+        pos += 1
+        if byte == 0xFF:
+            if pos == n:
+                raise CoapDecodeError(
+                    "payload marker without payload", (mtype, code, mid)
+                )
+            payload = data[pos:]
+            break
+        delta = byte >> 4
+        length = byte & 0x0F
+        if delta >= 13:
+            if delta == 13:
+                if pos >= n:
+                    raise CoapDecodeError(
+                        "extended option delta truncated", (mtype, code, mid)
+                    )
+                delta = data[pos] + 13
+                pos += 1
+            elif delta == 14:
+                if pos + 1 >= n:
+                    raise CoapDecodeError(
+                        "extended option delta truncated", (mtype, code, mid)
+                    )
+                delta = (data[pos] << 8 | data[pos + 1]) + 269
+                pos += 2
+            else:
+                raise CoapDecodeError("reserved option delta 15", (mtype, code, mid))
+        if length >= 13:
+            if length == 13:
+                if pos >= n:
+                    raise CoapDecodeError(
+                        "extended option length truncated", (mtype, code, mid)
+                    )
+                length = data[pos] + 13
+                pos += 1
+            elif length == 14:
+                if pos + 1 >= n:
+                    raise CoapDecodeError(
+                        "extended option length truncated", (mtype, code, mid)
+                    )
+                length = (data[pos] << 8 | data[pos + 1]) + 269
+                pos += 2
+            else:
+                raise CoapDecodeError("reserved option length 15", (mtype, code, mid))
+        number += delta
+        if number > 0xFFFF:
+            raise CoapDecodeError(
+                f"option number {number} out of range", (mtype, code, mid)
+            )
+        end = pos + length
+        if end > n:
+            raise CoapDecodeError("option value truncated", (mtype, code, mid))
+        options.append((number, data[pos:end]))
+        pos = end
+    return CoapMessage(mtype, code, mid, token, options, payload)
 
 
 def _encode_options(out: bytearray, options: list[tuple[int, bytes]]) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from msgin5g import _native
 from msgin5g.cli.common import SERVER_EXTRA
 from msgin5g.config import load_config
 from msgin5g.server import Server, provision_ue
@@ -88,9 +89,13 @@ def test_help_and_version_load_no_server_module(argv: list[str]) -> None:
     assert out
 
 
-def test_version_is_the_package_version() -> None:
+def test_version_is_the_package_version_and_says_if_compiled() -> None:
     _, out, _ = _run(["--version"])
-    assert out == [f"msgin5g {version('msgin5g')}"]
+    assert out[0] == f"msgin5g {version('msgin5g')}"
+    assert out[1].startswith(("hot path: compiled (", "hot path: pure Python ("))
+    assert len(out) == 2
+    if _native.compiled:  # (a pure pass, MSGIN5G_PURE=1, is not passed on to the child)
+        assert out[1] == f"hot path: {_native.status}"
 
 
 @pytest.mark.parametrize(
