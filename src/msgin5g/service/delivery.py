@@ -2,7 +2,10 @@
 
 Every accepted message or report becomes a :class:`~msgin5g.model.queue.QueuedItem`
 that is written durably *before* its sender is acknowledged, so a ``kill -9``
-after the acknowledgement loses nothing. Delivery then runs per recipient:
+after the acknowledgement loses nothing; a message that asks for no storage and
+can be delivered at once may instead be acknowledged once the recipient took it
+(the transit path, :mod:`.transit`: answered means delivered or written).
+Delivery then runs per recipient:
 
 * a **mailbox** per recipient holds the items to push, in a heap ordered by
   (priority, arrival seq), and one drain task sends them one at a time (CoAP
@@ -75,7 +78,7 @@ No item is ever in two places: the storage row is the truth, the heap only a
 working copy, and ``seqs``/``done`` sets keep a reload from storage from
 duplicating an item that is queued or was just delivered.
 
-**Why one module of ~1,250 lines** (issue 11 asks for a reason above ~500): the
+**Why one module of ~1,300 lines** (issue 11 asks for a reason above ~500): the
 engine is one state machine. The mailboxes, the ``unreachable``, ``backlog``
 and ``held`` sets, the back-off timers and the storage-usage counters are read
 and changed by every path here (accept, burst, drain, park, sweep, forget), and
@@ -87,7 +90,9 @@ over the same state: splitting them into mixin modules was tried on paper and
 needed a self-type protocol listing ~30 members of the engine in each part,
 which passes the state around without making any of it independent. The
 procedures that *use* the engine live elsewhere (:mod:`.routing`,
-:mod:`.registration`, :mod:`.reports`, :mod:`.cluster`, :mod:`.nef`).
+:mod:`.registration`, :mod:`.reports`, :mod:`.cluster`, :mod:`.nef`), and the
+bookkeeping of the transit path's held writes lives in :mod:`.transit` (the
+engine only starts the delivery and reports its outcome there).
 """
 
 import asyncio
