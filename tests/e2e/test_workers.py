@@ -91,6 +91,11 @@ class Workers:
                     ),
                     "--set",
                     "delivery.sweep_interval=0.2",
+                    # a delivery that fails while a worker restarts (the UE's
+                    # old contact) parks the recipient until its next uplink or
+                    # this retry (300 s by default): the checks wait 90 s
+                    "--set",
+                    "delivery.retry_interval=2",
                 ],
                 stdout=out,
                 stderr=err,
