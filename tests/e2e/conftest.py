@@ -3,6 +3,7 @@
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -146,3 +147,14 @@ def jetstream(tmp_path: Path) -> Iterator[NatsServer]:
     server.start()
     yield server
     server.stop()
+
+
+def stored_rows(server: ServerProcess) -> tuple[int, int]:
+    """(queue rows, dedup records) in the server's file (WAL readers see commits)."""
+    conn = sqlite3.connect(server.db)
+    try:
+        queue = conn.execute("SELECT COUNT(*) FROM queue").fetchone()[0]
+        dedup = conn.execute("SELECT COUNT(*) FROM dedup").fetchone()[0]
+    finally:
+        conn.close()
+    return int(queue), int(dedup)

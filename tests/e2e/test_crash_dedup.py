@@ -8,29 +8,17 @@ is stored twice. Real processes and sockets on loopback, bounded in count.
 """
 
 import asyncio
-import sqlite3
 import uuid
 from collections import Counter
 
 import pytest
 
 from msgin5g.client import Client
-from tests.e2e.conftest import ServerProcess
+from tests.e2e.conftest import ServerProcess, stored_rows
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 N = 300
-
-
-def stored_rows(server: ServerProcess) -> tuple[int, int]:
-    """(queue rows, dedup records) in the server's file (WAL readers see commits)."""
-    conn = sqlite3.connect(server.db)
-    try:
-        queue = conn.execute("SELECT COUNT(*) FROM queue").fetchone()[0]
-        dedup = conn.execute("SELECT COUNT(*) FROM dedup").fetchone()[0]
-    finally:
-        conn.close()
-    return int(queue), int(dedup)
 
 
 async def test_resend_after_kill_9_stores_and_delivers_each_message_once(

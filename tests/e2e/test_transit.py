@@ -6,7 +6,6 @@ answered only once it is durable, and survives a ``kill -9``.
 """
 
 import socket
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from msgin5g.coap.numbers import Code, OptionNumber, Type
 from msgin5g.codec.ue_payload import encode
 from msgin5g.model.credentials import psk_token
 from msgin5g.model.messages import Reg, UECredentialInfo
-from tests.e2e.conftest import ServerProcess
+from tests.e2e.conftest import ServerProcess, stored_rows
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -46,17 +45,6 @@ def register_silently(server: ServerProcess, ue: str, secret: str) -> socket.soc
     return sock
 
 
-def rows(server: ServerProcess) -> tuple[int, int]:
-    """(queue rows, dedup records) in the server's file (WAL readers see commits)."""
-    conn = sqlite3.connect(server.db)
-    try:
-        queue = conn.execute("SELECT COUNT(*) FROM queue").fetchone()[0]
-        dedup = conn.execute("SELECT COUNT(*) FROM dedup").fetchone()[0]
-    finally:
-        conn.close()
-    return int(queue), int(dedup)
-
-
 async def test_a_message_the_recipient_takes_at_once_is_never_written(
     server: ServerProcess,
 ) -> None:
@@ -75,7 +63,7 @@ async def test_a_message_the_recipient_takes_at_once_is_never_written(
         resp = await ue1.send("ue2", b"kept", store_and_forward=True)
         assert resp.delivery_status == "DELY_ACCEPTED"
         assert (await ue2.receive(timeout=10)).item.payload == b"kept"
-    assert rows(server)[1] == 1  # only the stored message left a record
+    assert stored_rows(server)[1] == 1  # only the stored message left a record
 
 
 @pytest.fixture
@@ -101,7 +89,7 @@ async def test_an_unacknowledged_message_is_answered_once_durable_and_survives_k
         )
         # answered after the hold, by the commit: the row is in the file now
         assert resp.delivery_status == "DELY_ACCEPTED"
-        assert rows(server) == (1, 1)
+        assert stored_rows(server) == (1, 1)
     server.kill9()
     server.start()
     async with Client("ue2", "s2", server=server.url, bind=("127.0.0.1", 0)) as ue2:
