@@ -38,7 +38,7 @@ from msgin5g.service.nef import (
     UeIdentity,
 )
 from msgin5g.service.peers import Peers, domain_of
-from msgin5g.service.schedule import CommSchedule, Window
+from msgin5g.service.schedule import CommSchedule, Window, window_of
 from msgin5g.spec.causes import FailureCause
 from msgin5g.storage.memory import MemoryBackend
 from msgin5g.testing import ManualClock, RecordingDeliverer
@@ -410,6 +410,18 @@ def test_window_states() -> None:
     periodic = Window(start=100.0, duration=10.0, period=60.0)
     assert periodic.state(165.0) == (True, 5.0)
     assert periodic.state(175.0) == (False, 45.0)
+
+
+def test_window_of_reads_only_profiles_with_a_window() -> None:
+    assert window_of("{}") is None
+    assert window_of('{"ue_location":{"cell_id":"c1"}}') is None
+    profile = (
+        '{"comm_availability":{"scheduledCommTime":"2026-12-05T10:00:00+00:00",'
+        '"commDurationTime":10,"periodicCommIndicator":true,"periodicCommInterval":60}}'
+    )
+    window = window_of(profile)
+    assert window is not None
+    assert (window.duration, window.period) == (10.0, 60.0)
 
 
 async def test_delivery_waits_for_the_window(
