@@ -55,8 +55,7 @@ __all__ = [
 SOURCE: Final = Path(__file__).parent / "native" / "coapgen.c"
 
 NO_COMPILER_HINT: Final = (
-    "install a C compiler (Debian/Ubuntu: apt-get install gcc), or use "
-    "--engine python"
+    "install a C compiler (Debian/Ubuntu: apt-get install gcc), or use --engine python"
 )
 _LIVE_FIELDS: Final = ("sent", "refused", "received", "arrived", "timeouts")
 _WAIT_CHILD: Final = 10.0
@@ -105,7 +104,7 @@ def build(source_path: Path = SOURCE) -> Path:
     fd, temp = tempfile.mkstemp(prefix=f".{target.name}-", dir=target.parent)
     os.close(fd)
     try:
-        result = subprocess.run(
+        result = subprocess.run(  # noqa: S603 - the compiler found on PATH
             [compiler, "-std=gnu11", "-O2", "-o", temp, str(source_path), "-lm"],
             capture_output=True,
             text=True,
@@ -117,7 +116,7 @@ def build(source_path: Path = SOURCE) -> Path:
                 f"building the C engine with {compiler} failed: {first}",
                 NO_COMPILER_HINT,
             )
-        os.chmod(temp, 0o755)
+        os.chmod(temp, 0o755)  # noqa: S103 - a program, like any in /usr/bin
         os.replace(temp, target)  # atomic: a concurrent build renames the same
     finally:
         if os.path.exists(temp):
@@ -134,12 +133,13 @@ def engine_config(
     store: bool,
     t0: float,
     t_end: float,
-    lanes: Sequence[tuple[int, Sequence[bytes]]],
+    lanes: Sequence[tuple[int, int, Sequence[bytes]]],
 ) -> bytes:
     """The stdin configuration of ``coapgen`` (format: the top of coapgen.c).
 
-    ``lanes`` are ``(fd, bodies)``: for ``p2p`` one body, the prefix; for
-    ``reg`` the REG bodies.
+    ``lanes`` are ``(fd, next Message ID, bodies)``: for ``p2p`` one body, the
+    prefix; for ``reg`` the REG bodies. The Message IDs go on from the set-up's
+    (a used one would be answered from the server's duplicate cache).
 
     Raises:
         ValueError: a body holds a line break (JSON from msgspec never does).
@@ -154,8 +154,8 @@ def engine_config(
         b"t0 " + repr(t0).encode(),
         b"t_end " + repr(t_end).encode(),
     ]
-    for fd, bodies in lanes:
-        lines.append(b"lane %d %d" % (fd, len(bodies)))
+    for fd, mid, bodies in lanes:
+        lines.append(b"lane %d %d %d" % (fd, len(bodies), mid & 0xFFFF))
         for body in bodies:
             if b"\n" in body or b"\r" in body:
                 raise ValueError("a lane body must be one line")
@@ -200,13 +200,14 @@ class _NativeLanes(Worker, ABC):
         finally:
             sweeper.cancel()
         fds = [os.dup(fd) for fd in self.lane_fds()]
+        mids = [ue.next_mid() for ue in self.ues]
         for ue in self.ues:
             if ue.transport is not None:
                 ue.transport.close()
         await asyncio.sleep(0)  # let the loop drop its readers
         try:
             self.shared.publish(self.index, ready=1)
-            while not self.shared.t0:  # noqa: ASYNC110 - another process sets it
+            while not self.shared.t0:
                 if self.shared.stopped:
                     return self.counts
                 await asyncio.sleep(0.01)
@@ -223,7 +224,7 @@ class _NativeLanes(Worker, ABC):
                 store=self.options.store,
                 t0=self.t0,
                 t_end=self.t_end,
-                lanes=list(zip(fds, self.lane_bodies(), strict=True)),
+                lanes=list(zip(fds, mids, self.lane_bodies(), strict=True)),
             )
             return await asyncio.to_thread(self._drive, binary, fds, config)
         finally:
@@ -235,21 +236,23 @@ class _NativeLanes(Worker, ABC):
 
     def _drive(self, binary: Path, fds: list[int], config: bytes) -> Counts:
         """Run the child: configure, relay live counts, stop, read its counts."""
-        with subprocess.Popen(
+        with subprocess.Popen(  # noqa: S603 - our build of our source
             [str(binary)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             pass_fds=fds,
         ) as child:
-            assert child.stdin is not None and child.stdout is not None
+            stdin, stdout = child.stdin, child.stdout
+            if stdin is None or stdout is None:  # pragma: no cover - PIPE above
+                raise BenchFailed("the C engine has no pipes")
             for fd in fds:  # the child holds its own copies
                 os.close(fd)
             fds.clear()
-            child.stdin.write(config)
-            child.stdin.flush()
-            counts = self._relay(child.stdin, child.stdout)
+            stdin.write(config)
+            stdin.flush()
+            counts = self._relay(stdin, stdout)
             try:
-                child.stdin.close()
+                stdin.close()
             except OSError:
                 pass
             status = child.wait(_WAIT_CHILD)

@@ -53,7 +53,9 @@
  *     store 0|1         p2p storeAndForwardFlag
  *     t0 SECONDS        the measured window [t0, t_end), CLOCK_MONOTONIC
  *     t_end SECONDS
- *     lane FD N         an inherited connected UDP socket, then N lines: p2p
+ *     lane FD N MID     an inherited connected UDP socket, its next Message ID
+ *                       (Python's counter goes on: a used ID would be answered
+ *                       from the server's duplicate cache), then N lines: p2p
  *                       N = 1, the body prefix; reg: the REG bodies
  *     go                start the load now
  * later "stop" ends the run. Output (stdout): every 50 ms one line
@@ -281,7 +283,7 @@ static struct {
 
 static int in_window(double t) { return G.t0 <= t && t < G.t_end; }
 
-static void lane_init(Lane *lane, size_t max_body)
+static void lane_init(Lane *lane, size_t max_body, unsigned mid)
 {
     unsigned size = 2;
     lane->bits = 1;
@@ -293,8 +295,7 @@ static void lane_init(Lane *lane, size_t max_body)
     lane->tab = xalloc(size * sizeof(Entry));
     for (unsigned i = 0; i < size; i++)
         lane->tab[i].dgram = xalloc(HEADER_MAX + max_body);
-    uint32_t seed = (uint32_t)(now_s() * 1e9) ^ (uint32_t)lane->fd * 2654435761u;
-    lane->mid_next = seed & 0xFFFF;
+    lane->mid_next = mid & 0xFFFF;
     lane->tok_next = 1;
     int flags = fcntl(lane->fd, F_GETFL);
     if (flags < 0 || fcntl(lane->fd, F_SETFL, flags | O_NONBLOCK) < 0)
@@ -772,7 +773,8 @@ static void read_config(void)
         double value;
         int fd;
         size_t count;
-        if (sscanf(line, "lane %d %zu", &fd, &count) == 2) {
+        unsigned mid;
+        if (sscanf(line, "lane %d %zu %u", &fd, &count, &mid) == 3) {
             if (count < 1)
                 die("a lane needs at least one body");
             if (G.nlanes == cap) {
@@ -798,7 +800,7 @@ static void read_config(void)
             }
             if (G.mode == P2P)
                 longest = p2p_max_body(longest);
-            lane_init(lane, longest);
+            lane_init(lane, longest, mid);
         } else if (strncmp(line, "mode ", 5) == 0) {
             if (G.nlanes)
                 die("mode must come before the lanes");
