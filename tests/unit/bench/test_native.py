@@ -258,6 +258,8 @@ def test_stamps_are_read_back_like_the_python_receiver(coapgen: Path) -> None:
         for i in range(5)
     )
     bodies.append(b'{"messageType":"AGGMSG","aggregatedMessages":[%s]}' % items)
+    spaced = {"messageType": "MSG", "payload": base64.b64encode(stamp(30, 2.5))}
+    bodies.append(json.dumps(spaced, default=bytes.decode).encode())  # ": " spacing
     bodies.append(msg(b"1234567"))  # too short to carry a send time
     bodies.append(b'{"messageType":"MSG","messageId":"x"}')
     produced = selftest(coapgen, "payloads", b"\n".join(bodies).decode() + "\n")

@@ -33,7 +33,8 @@
  *  - reg bodies: per lane the REG bodies Python precomputed, cycled (the
  *    second one first, as RegWorker.body does); success = 2.xx holding
  *    "SUCCESS" (then also received, with its latency);
- *  - receive side: each `"payload":"` in a delivered body whose base64 starts
+ *  - receive side: each "payload" string member (any JSON spacing) of a
+ *    delivered body (AGGMSG: one per item) whose base64 starts
  *    with 8 decodable octets is a stamp: arrived += 1, and when t0 <= sent_at
  *    < t_end: received += 1 and the latency goes into the histogram;
  *  - histograms bucket-compatible with msgin5g.bench.stats.Histogram (same
@@ -520,17 +521,36 @@ static void finish(Lane *lane, Entry *e, const Message *m, double now)
         send_request(lane, now);
 }
 
-/* Each stamp in a delivered MSG (one payload) or AGGMSG (several). */
-static void on_payload(const unsigned char *body, size_t n, double now)
+static int blank(int c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+/* The next `"payload": "` member from p: its string's first octet, or NULL. */
+static const unsigned char *next_payload(const unsigned char *p,
+                                         const unsigned char *end)
 {
-    static const char key[] = "\"payload\":\"";
+    static const char key[] = "\"payload\"";
     const size_t klen = sizeof key - 1;
-    const unsigned char *p = body, *end = body + n;
     while (p < end) {
         const unsigned char *hit = memmem(p, (size_t)(end - p), key, klen);
         if (!hit)
-            return;
+            return NULL;
         p = hit + klen;
+        while (p < end && blank(*p))
+            p++;
+        if (p == end || *p++ != ':')
+            continue;
+        while (p < end && blank(*p))
+            p++;
+        if (p < end && *p == '"')
+            return p + 1;
+    }
+    return NULL;
+}
+
+/* Each stamp in a delivered MSG (one payload) or AGGMSG (several). */
+static void on_payload(const unsigned char *body, size_t n, double now)
+{
+    const unsigned char *p = body, *end = body + n;
+    while ((p = next_payload(p, end))) {
         double sent_at;
         if (!stamp_decode(p, end, &sent_at))
             continue;
@@ -997,13 +1017,8 @@ static int selftest_payloads(void)
     G.t_end = INFINITY;
     while ((line = read_line(1))) {
         const unsigned char *p = (const unsigned char *)line, *end = p + strlen(line);
-        static const char key[] = "\"payload\":\"";
         const char *sep = "";
-        while (p < end) {
-            const unsigned char *hit = memmem(p, (size_t)(end - p), key, sizeof key - 1);
-            if (!hit)
-                break;
-            p = hit + sizeof key - 1;
+        while ((p = next_payload(p, end))) {
             double sent_at;
             if (stamp_decode(p, end, &sent_at)) {
                 printf("%s%.17g", sep, sent_at);
