@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ROOT", "SECRET", "bench", "cpu_seconds", "figures", "free_port"]
 __all__ += ["provision", "provision_bench", "reg_body", "rss_kib", "serve"]
-__all__ += ["provision_with_tree", "start_server"]
+__all__ += ["choose_engine", "provision_with_tree", "start_server"]
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "bench-secret"
@@ -167,6 +167,31 @@ def bench(port: int, mode: str, ues: int, seconds: float, **more: Any) -> Summar
     return run(options)
 
 
+def choose_engine(requested: str, workers: int) -> str:
+    """The ``msgin5g bench`` engine for ``--engine auto|c|python``, printed.
+
+    ``auto`` is the C engine (coapgen: the generator's CPU per message is a
+    fraction of the server's, so the server is the limit) when it builds here,
+    else the Python engine; ``c`` fails when it does not build.
+    """
+    from msgin5g.bench.native import build
+    from msgin5g.bench.options import BenchFailed
+
+    why = ""
+    if requested in ("auto", "c"):
+        try:
+            build()
+        except BenchFailed as exc:
+            if requested == "c":
+                raise
+            why = f" (the C engine does not build here: {exc})"
+        else:
+            print(f"generator: C engine (coapgen), {workers} process(es)")
+            return "c"
+    print(f"generator: Python engine (uvloop), {workers} process(es){why}")
+    return "python"
+
+
 def figures(summary: Summary) -> dict[str, Any]:
     """The figures the benchmarks print, from a bench summary."""
     return {
@@ -179,6 +204,7 @@ def figures(summary: Summary) -> dict[str, Any]:
         "lost": summary.lost,
         "behind": summary.behind,
         "cpu": summary.generator_cpu_pct,
+        "generator_us": summary.generator_us_per_unit,
     }
 
 

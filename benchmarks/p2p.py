@@ -19,6 +19,10 @@ socket each, in ``--workers`` uvloop processes apart from the server):
 5. runs the saturation load against a minimal relay built on aiocoap
    (``benchmarks/aiocoap_relay.py``) in the same invocation and prints the ratio.
 
+The generator is ``msgin5g bench --engine c`` (coapgen, a fraction of the
+server's CPU per message, so the server is the limit) when it builds here, else
+the Python engine (``--engine`` chooses; the first line printed says which).
+
 Run: ``.venv/bin/python benchmarks/p2p.py``. Not a test.
 """
 
@@ -37,6 +41,7 @@ from common import (
     ROOT,
     SECRET,
     bench,
+    choose_engine,
     figures,
     free_port,
     provision_bench,
@@ -59,6 +64,7 @@ def run_load(
     rate: float = 0.0,
     window: int = 1,
     store: bool = False,
+    engine: str = "python",
 ) -> dict[str, Any]:
     """``bench p2p`` against ``port``; the figures the benchmarks print."""
     summary = bench(
@@ -71,6 +77,7 @@ def run_load(
         rate=rate,
         window=window,
         store=store,
+        engine=engine,
     )
     return figures(summary)
 
@@ -95,6 +102,7 @@ def _saturation(port: int, args: argparse.Namespace) -> dict[str, Any]:
         args.seconds,
         window=args.window,
         store=args.store,
+        engine=args.engine,
     )
 
 
@@ -126,7 +134,7 @@ def _line(name: str, r: dict[str, Any], args: argparse.Namespace) -> str:
         f" p99 {r['p99_ms']:.1f} ms ({r['received']} delivered in the window, "
         f"{r['sent']} sent, {r['accepted']} DELY_ACCEPTED, {r['lost']} lost,{behind}"
         f" {args.ues} UEs, {args.workers} generator process(es) busy up to "
-        f"{r['cpu']:.0f} %)"
+        f"{r['cpu']:.0f} %, {r['generator_us']:.0f} µs generator CPU per message)"
     )
 
 
@@ -160,6 +168,14 @@ def main() -> None:
     )
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument(
+        "--engine",
+        choices=("auto", "c", "python"),
+        default="auto",
+        help="the generator's engine (msgin5g bench --engine): auto = the C "
+        "engine when it builds here (cc/gcc), else Python; every load of the "
+        "run (before, aiocoap relay) uses the same one",
+    )
+    parser.add_argument(
         "--store",
         action="store_true",
         help="every message asks for storage (storeAndForwardFlag): stored "
@@ -182,6 +198,7 @@ def main() -> None:
     print(
         f"msgin5g p2p benchmark: {os.cpu_count()} cores, loopback, SQLite (FULL) at {db}"
     )
+    args.engine = choose_engine(args.engine, args.workers)
 
     port = free_port()
     server = start_server(port, db)
@@ -198,6 +215,7 @@ def main() -> None:
                 sockets=8,
                 window=8,
                 workers=args.workers,
+                engine=args.engine,
             )
             rss1 = rss_kib(server.pid)
             registered = min(args.reg_ues, regs.received)
@@ -218,6 +236,7 @@ def main() -> None:
                 rate=rate,
                 window=args.window,
                 store=args.store,
+                engine=args.engine,
             )
             print(_line(f"msgin5g  paced {rate:,.0f}/s", paced, args))
         print(f"server RSS after load: {rss_kib(server.pid) / 1024:.1f} MiB")
@@ -238,7 +257,12 @@ def main() -> None:
     relay = start_aiocoap(port)
     try:
         base = run_load(
-            port, args.ues, args.workers, args.baseline_seconds, window=args.window
+            port,
+            args.ues,
+            args.workers,
+            args.baseline_seconds,
+            window=args.window,
+            engine=args.engine,
         )
     finally:
         relay.terminate()

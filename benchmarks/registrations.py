@@ -14,7 +14,11 @@ What one run does:
    (PSK_TOKEN checked, registration written durably) from this process (the
    generator), over ``--sockets`` sockets with ``--window`` outstanding CONs;
    ``--rounds`` rounds, each round a fresh set of UEs, the best and median
-   printed;
+   printed; then ``--bench-seconds`` of the same load through ``msgin5g bench
+   reg`` (``--reg-ues`` bench UEs registering again and again over
+   ``--sockets`` sockets, ``--window / --sockets`` REGs in flight each) with
+   the C engine when it builds here (``--engine``), whose generator costs a
+   fraction of the server's CPU per REG;
 4. **memory**: a Gateway UE registers every UE with ``BULKREG`` (a UDP source
    address is one UE; 1 M UEs cannot each have a socket here, so they register
    through one gateway, as constrained UEs would); the server's RSS is sampled
@@ -37,7 +41,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import free_port, provision_with_tree, rss_kib
+from common import (
+    SECRET,
+    bench,
+    choose_engine,
+    free_port,
+    provision_bench,
+    provision_with_tree,
+    rss_kib,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -250,6 +262,15 @@ async def run(args: argparse.Namespace) -> None:
             provision_with_tree(
                 src, f"sqlite:///{db}", [(ue, secret(ue)) for ue in everyone]
             )
+        if args.bench_seconds:
+            if src == (ROOT / "src").resolve():
+                provision_bench(f"sqlite:///{db}", args.reg_ues, _BENCH_PREFIX)
+            else:
+                pairs = [
+                    (f"{_BENCH_PREFIX}{i:05d}", SECRET)
+                    for i in range(1, args.reg_ues + 1)
+                ]
+                provision_with_tree(src, f"sqlite:///{db}", pairs)
         port = free_port()
         server = start_server(port, db, src)
         try:
@@ -265,6 +286,8 @@ async def run(args: argparse.Namespace) -> None:
                 f"({', '.join(f'{r:,.0f}' for r in rates)}); server CPU "
                 f"{cpu * 1e6 / (args.rounds * args.reg_ues):,.0f} µs per REG"
             )
+            if args.bench_seconds:
+                await asyncio.to_thread(bench_reg, port, server.pid, args)
             if args.ues:
                 marks = [
                     m for m in (100_000, 250_000, 500_000, 1_000_000) if m <= args.ues
@@ -279,6 +302,36 @@ async def run(args: argparse.Namespace) -> None:
             server.wait(timeout=60)
 
 
+_BENCH_PREFIX = "breg-"
+
+
+def bench_reg(port: int, pid: int, args: argparse.Namespace) -> None:
+    """Single REGs through ``msgin5g bench reg`` (its generator processes fork
+    from this thread, outside the event loop); prints one line."""
+    engine = choose_engine(args.engine, 1)
+    window = max(1, args.window // args.sockets)
+    cpu = cpu_seconds(pid)
+    summary = bench(
+        port,
+        "reg",
+        args.reg_ues,
+        args.bench_seconds,
+        prefix=_BENCH_PREFIX,
+        sockets=args.sockets,
+        window=window,
+        engine=engine,
+    )
+    cpu = cpu_seconds(pid) - cpu
+    print(
+        f"single REG via msgin5g bench reg ({engine} engine, {args.sockets} sockets "
+        f"x {window} in flight, {args.reg_ues:,} UEs re-registering): "
+        f"{summary.rate:,.0f}/s, p50 {summary.p50_ms:.1f} ms, p99 "
+        f"{summary.p99_ms:.1f} ms, {summary.lost} lost; generator "
+        f"{summary.generator_us_per_unit:,.0f} µs CPU per REG; server CPU "
+        f"{cpu * 1e6 / max(1, summary.received):,.0f} µs per REG (whole run)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -289,6 +342,18 @@ def main() -> None:
     parser.add_argument("--sockets", type=int, default=64)
     parser.add_argument("--window", type=int, default=1024)
     parser.add_argument("--src", default=str(ROOT / "src"), help="server source tree")
+    parser.add_argument(
+        "--bench-seconds",
+        type=float,
+        default=5.0,
+        help="window of the msgin5g bench reg row (0: skip it)",
+    )
+    parser.add_argument(
+        "--engine",
+        choices=("auto", "c", "python"),
+        default="auto",
+        help="engine of the msgin5g bench reg row: auto = C when it builds here",
+    )
     args = parser.parse_args()
     args.src = Path(args.src).resolve()
     use_uvloop()

@@ -5,6 +5,7 @@ message sent in the window arrived, nothing lost) and on the summary's shape.
 """
 
 import json
+import shutil
 import socket
 import time
 from collections.abc import Iterator
@@ -140,6 +141,49 @@ def test_fanout_to_a_group_made_through_ss_gm(
     rounds = summary["extra"]["rounds"]  # type: ignore[index]
     assert rounds >= 1
     assert delivered(summary) == 7 * rounds  # every member but the sender
+    assert summary["lost"] == 0
+
+
+needs_cc = pytest.mark.skipif(
+    shutil.which("cc") is None and shutil.which("gcc") is None,
+    reason="no C compiler for --engine c",
+)
+
+
+@needs_cc
+def test_p2p_with_the_c_engine_delivers_everything(
+    bench_server: tuple[ServerProcess, str],
+) -> None:
+    summary = bench(bench_server, "p2p", "--ues 4 --window 2 --engine c")
+    assert delivered(summary) > 0
+    assert summary["lost"] == 0
+    assert summary["refused"] == 0
+    assert summary["sent"] == summary["received"] == summary["accepted"]
+    assert summary["p50_ms"] is not None
+    assert summary["answer_p50_ms"] is not None
+    assert summary["generator_us_per_unit"] > 0  # type: ignore[operator]
+
+
+@needs_cc
+def test_p2p_paced_with_the_c_engine_in_two_processes(
+    bench_server: tuple[ServerProcess, str],
+) -> None:
+    summary = bench(
+        bench_server, "p2p", "--ues 8 --workers 2 --rate 200 --store --engine c"
+    )
+    assert summary["workers"] == 2
+    assert delivered(summary) > 0
+    assert summary["lost"] == 0
+    assert summary["received"] == summary["sent"]
+
+
+@needs_cc
+def test_reg_with_the_c_engine_counts_successful_registrations(
+    bench_server: tuple[ServerProcess, str],
+) -> None:
+    summary = bench(bench_server, "reg", "--ues 8 --sockets 2 --window 4 --engine c")
+    assert delivered(summary) > 0
+    assert summary["received"] == summary["accepted"] == summary["sent"]
     assert summary["lost"] == 0
 
 

@@ -14,6 +14,7 @@ from typing import Final
 from msgin5g.errors import ConfigError, MSGin5GError
 
 __all__ = [
+    "ENGINES",
     "MODES",
     "PROVISION_HINT",
     "BenchFailed",
@@ -23,6 +24,10 @@ __all__ = [
 ]
 
 MODES: Final = ("p2p", "reg", "a2p", "fanout")
+
+ENGINES: Final = ("python", "c")
+"""``--engine``: the load phase in the Python workers, or in the C engine
+(``p2p`` and ``reg`` only, :mod:`msgin5g.bench.native`)."""
 
 PROVISION_HINT: Final = (
     "provision the bench UEs first: msgin5g bench provision --storage URL "
@@ -123,6 +128,9 @@ class BenchOptions:
     group: str = "bench-group"
     run_id: str = "run"
     """Makes message IDs unique across runs against the same server."""
+    engine: str = "python"
+    """Who sends the measured load: ``python`` (uvloop workers) or ``c`` (one
+    coapgen child per worker, ``p2p`` and ``reg`` only)."""
 
     def __post_init__(self) -> None:
         problems = [text for ok, text in self._checks() if not ok]
@@ -154,6 +162,12 @@ class BenchOptions:
             (
                 self.mode not in ("a2p", "fanout") or bool(self.http),
                 f"{self.mode} needs --http URL (the server's REST API)",
+            ),
+            (self.engine in ENGINES, f"--engine must be one of {', '.join(ENGINES)}"),
+            (
+                self.engine != "c" or self.mode in ("p2p", "reg"),
+                f"--engine c: {self.mode} has no C engine (p2p and reg do); "
+                "drop --engine c",
             ),
         ]
 

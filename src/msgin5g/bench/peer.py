@@ -156,6 +156,11 @@ class RawUe(asyncio.DatagramProtocol):
         self.transport = transport
         self._sendto = transport.sendto
 
+    def next_mid(self) -> int:
+        """Take the next Message ID (for whoever sends on this socket next:
+        the C engine goes on from here, :mod:`msgin5g.bench.native`)."""
+        return next(self._mids) & 0xFFFF
+
     def post(self, payload: bytes, done: Completion, sent_at: float) -> None:
         """Send ``payload`` as a CON ``POST /msgin5g``; ``done`` gets the answer.
 
@@ -172,7 +177,7 @@ class RawUe(asyncio.DatagramProtocol):
         sent_at: float | None = None,
     ) -> None:
         """Send a CON request; ``done`` gets the answer (or None)."""
-        mid = next(self._mids) & 0xFFFF
+        mid = self.next_mid()
         token = next(self._tokens).to_bytes(4, "big")
         datagram = CoapMessage(Type.CON, code, mid, token, options, payload).encode()
         now = time.perf_counter() if sent_at is None else sent_at

@@ -2,7 +2,9 @@
 
 :func:`run` (called by ``msgin5g bench``, in the CLI's process) does the REST
 set-up a mode needs (:mod:`msgin5g.bench.a2p`), forks ``--workers`` generator
-processes (each on uvloop, :class:`~msgin5g.bench.load.Worker`), waits until
+processes (each on uvloop, :class:`~msgin5g.bench.load.Worker`; with
+``--engine c`` each runs its load phase in a C child,
+:mod:`msgin5g.bench.native`, built here first), waits until
 every one has registered its UEs, opens the window ``[t0, t0 + duration)``
 after ``--warmup`` seconds of load, shows a progress line on stderr when it is
 a terminal, waits after the window until every accepted message arrived or
@@ -56,6 +58,10 @@ def _worker_main(
         from msgin5g.bench.a2p import A2pWorker
 
         worker_type = A2pWorker
+    elif options.engine == "c":
+        from msgin5g.bench.native import NATIVE_WORKERS
+
+        worker_type = NATIVE_WORKERS[options.mode]
     else:
         worker_type = WORKERS[options.mode]
     try:
@@ -216,7 +222,8 @@ def run(options: BenchOptions) -> Summary:
     """Run one benchmark against a running server and summarise it.
 
     Raises:
-        BenchFailed: set-up failed (a UE not provisioned, no server, ...).
+        BenchFailed: set-up failed (a UE not provisioned, no server, no C
+            compiler for ``--engine c`` ...).
         ServerUnreachable: the REST API does not answer (``a2p``, ``fanout``).
         ConfigError: an unusable ``--server`` or ``--http``.
     """
@@ -226,6 +233,10 @@ def run(options: BenchOptions) -> Summary:
     options = replace(options, run_id=secrets.token_hex(4))
     if options.mode in ("a2p", "fanout"):
         _setup_rest(options)
+    if options.engine == "c":  # once here, not in every generator process
+        from msgin5g.bench.native import build
+
+        build()
     ctx = mp.get_context("fork")
     array = ctx.RawArray("d", Shared.size_for(options.workers))
     shared = Shared(array, options.workers)

@@ -34,6 +34,12 @@ The UEs must be provisioned first with one secret:
   msgin5g bench provision --storage URL --ues N --secret S
 They are named <prefix>00001 ... (--prefix, default bench-).
 
+--engine c (p2p and reg) sends the measured load from a small C program
+(coapgen, built once with cc or gcc into ~/.cache/msgin5g) on the sockets the
+Python workers opened and registered: about 10x less generator CPU per message,
+so the server, not the generator, is the limit on a shared machine. It speaks
+plain CoAP only (no DTLS, no block-wise, no Observe). Default: --engine python.
+
 --rate 0 (default) is a closed loop: as fast as the server answers (saturation).
 --rate R offers R messages/s over all processes, paced. Output: a progress line
 on stderr (terminal only), then a summary (rate, p50/p90/p99, sent, received,
@@ -120,6 +126,14 @@ def _add_load_options(parser: argparse.ArgumentParser, mode: str) -> None:
             metavar="OCTETS",
             help="payload size (default 48; the first 8 carry the send time)",
         )
+    parser.add_argument(
+        "--engine",
+        choices=("python", "c"),
+        default="python",
+        help="who sends the measured load: python (default) or c, a small C "
+        "program built with cc/gcc on first use (p2p and reg only; ~10x less "
+        "generator CPU per message)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -227,6 +241,7 @@ def _options(args: argparse.Namespace) -> Any:
         token=getattr(args, "token", None),
         as_id=getattr(args, "as_id", "bench-as"),
         group=getattr(args, "group", "bench-group"),
+        engine=args.engine,
     )
 
 

@@ -74,10 +74,12 @@ def test_rest_modes_need_the_http_url(
         ({"size": 4}, "--size must be 8-4000"),
         ({"secret": ""}, "--secret is required"),
         ({"mode": "x"}, "mode must be one of"),
+        ({"engine": "rust"}, "--engine must be one of python, c"),
+        ({"mode": "reg", "engine": "c"}, None),
     ],
 )
 def test_bad_options_are_one_clear_error(
-    changes: dict[str, object], message: str
+    changes: dict[str, object], message: str | None
 ) -> None:
     values: dict[str, object] = {
         "mode": "p2p",
@@ -86,8 +88,29 @@ def test_bad_options_are_one_clear_error(
         "secret": "s",
     }
     values.update(changes)
+    if message is None:
+        BenchOptions(**values)  # type: ignore[arg-type]
+        return
     with pytest.raises(ConfigError, match=message):
         BenchOptions(**values)  # type: ignore[arg-type]
+
+
+def test_engine_c_reaches_the_run_and_defaults_to_python() -> None:
+    assert parse("p2p", "--secret", "s").engine == "python"
+    assert parse("p2p", "--secret", "s", "--engine", "c").engine == "c"
+    assert parse("reg", "--secret", "s", "--engine", "c").engine == "c"
+
+
+@pytest.mark.parametrize("mode", ["fanout", "a2p"])
+def test_engine_c_is_refused_where_there_is_no_c_engine(
+    mode: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["bench", mode, "--secret", "s", "--http", "http://h:1", "--engine", "c"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"--engine c: {mode} has no C engine (p2p and reg do)" in err
+    assert f"hint: see: msgin5g bench {mode} --help" in err
+    assert "Traceback" not in err
 
 
 def test_cli_reports_a_missing_secret_in_one_line(

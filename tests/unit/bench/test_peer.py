@@ -161,3 +161,17 @@ def test_a_reused_message_id_with_a_new_token_is_a_new_message() -> None:
         ue.datagram_received(message.encode(), None)
     assert got == [msg(b"1" * 8), msg(b"2" * 8)]
     assert ue.mid_reuses == 1
+
+
+def test_the_next_message_id_goes_on_from_the_requests_sent() -> None:
+    """What the C engine continues from: a set-up ID used again on the same
+    socket would be answered from the server's duplicate cache."""
+    ue, wire, _ = make_ue()
+    ue.post(b"{}", lambda _r, _t: None, 1.0)
+    ue.post(b"{}", lambda _r, _t: None, 1.0)
+    first, second = (m.mid for m in wire.sent)
+    assert second == (first + 1) & 0xFFFF
+    handed_over = ue.next_mid()
+    assert handed_over == (second + 1) & 0xFFFF
+    ue.post(b"{}", lambda _r, _t: None, 1.0)
+    assert wire.sent[-1].mid == (handed_over + 1) & 0xFFFF
