@@ -8,23 +8,27 @@ What one run does:
    SQLite file (a real CLI process): wall time;
 2. starts ``msgin5g serve`` in its own process (``coap.max_payload`` 60,000 so
    a ``BULKREG`` of ~500 entries fits one datagram; durable, ``synchronous``
-   FULL, group commit) on ``--src`` (default: this tree's ``src``; pass another
-   tree's ``src`` for a before/after comparison in the same run);
-3. **registrations/s**: ``--reg-ues`` UEs register with a single ``REG`` each
-   (PSK_TOKEN checked, registration written durably) from this process (the
-   generator), over ``--sockets`` sockets with ``--window`` outstanding CONs;
-   ``--rounds`` rounds, each round a fresh set of UEs, the best and median
-   printed; then ``--bench-seconds`` of the same load through ``msgin5g bench
-   reg`` (``--reg-ues`` bench UEs registering again and again over
-   ``--sockets`` sockets, ``--window / --sockets`` REGs in flight each) with
-   the C engine when it builds here (``--engine``), whose generator costs a
-   fraction of the server's CPU per REG;
+   FULL, group commit) on ``--src`` (default: this tree's ``src``) and, with
+   ``--before SRC``, a second server on another tree's ``src`` (its own file,
+   provisioned by its own code), for a before/after ratio in the same run;
+3. **registrations/s**: ``--rounds`` rounds of ``msgin5g bench reg`` (the C
+   engine when it builds here, ``--engine``: its generator costs a fraction of
+   the server's CPU per REG) of ``--reg-seconds`` each, alternating between the
+   servers (the order flips every round); each round registers a fresh set of
+   ``--reg-ues`` UEs (prefix ``f<round>-``), a single ``REG`` each (PSK_TOKEN
+   checked, registration written durably before REGRESP), over ``--sockets``
+   sockets with ``--window / --sockets`` REGs in flight each (``--window`` may
+   list several totals: rounds for each); per round the rate,
+   p50/p99 and the server's CPU per REG, then the medians and their ratio.
+   Then ``--bench-seconds`` of REGs of UEs registering again and again
+   (``--reg-ues`` UEs, prefix ``breg-``) on this tree's server;
 4. **memory**: a Gateway UE registers every UE with ``BULKREG`` (a UDP source
    address is one UE; 1 M UEs cannot each have a socket here, so they register
    through one gateway, as constrained UEs would); the server's RSS is sampled
    at 100k, 250k, 500k and 1M registered UEs (those up to ``--ues``), after a
    2 s idle pause, and printed as bytes per UE registered by the gateway above
-   the baseline RSS (read after the REG rounds, before the first ``BULKREG``).
+   the baseline RSS (read after the REG rounds, before the first ``BULKREG``;
+   the ``--before`` server is stopped first).
 
 Run: ``.venv/bin/python benchmarks/registrations.py [--ues 1000000]``. Not a test.
 """
@@ -146,48 +150,6 @@ def start_server(port: int, db: Path, src: Path) -> subprocess.Popen[str]:
     return proc
 
 
-async def single_regs(port: int, ues: list[str], sockets: int, window: int) -> float:
-    """Registrations/s of single REGs (``window`` outstanding over ``sockets``).
-
-    The first ``sockets`` UEs register first, one per socket, untimed: a source
-    with no registered UE may send only ``coap.source_burst`` (8) datagrams at
-    once (flood control), so a fresh socket with 16 requests in flight would
-    wait seconds for retransmissions. Every socket is a registered UE's source
-    when the timed part starts, as a device's is after its first REG.
-    """
-    peer = ("127.0.0.1", port)
-    bodies = [encode(Reg(ue_service_id=ue, ue_credential_info=info(ue))) for ue in ues]
-    endpoints = [await Endpoint.create(("127.0.0.1", 0)) for _ in range(sockets)]
-    warm, bodies = bodies[:sockets], bodies[sockets:]
-    await asyncio.gather(
-        *(
-            endpoint.request(
-                CoapMessage(Type.CON, Code.POST, options=OPTIONS, payload=body), peer
-            )
-            for endpoint, body in zip(endpoints, warm, strict=True)
-        )
-    )
-    pending = list(reversed(bodies))
-    failures = 0
-
-    async def lane(endpoint: Endpoint) -> None:
-        nonlocal failures
-        while pending:
-            body = pending.pop()
-            message = CoapMessage(Type.CON, Code.POST, options=OPTIONS, payload=body)
-            response = await endpoint.request(message, peer)
-            if response.code not in (Code.CREATED, Code.CHANGED):
-                failures += 1
-
-    start = time.perf_counter()
-    await asyncio.gather(*(lane(endpoints[i % sockets]) for i in range(window)))
-    elapsed = time.perf_counter() - start
-    for endpoint in endpoints:
-        await endpoint.aclose()
-    assert failures == 0, f"{failures} registrations failed"
-    return len(bodies) / elapsed
-
-
 async def bulk_curve(
     port: int, pid: int, ues: list[str], checkpoints: list[int]
 ) -> list[tuple[int, float, float]]:
@@ -242,52 +204,34 @@ async def bulk_curve(
 
 
 async def run(args: argparse.Namespace) -> None:
-    src = args.src
     ues = [f"u{i:07d}" for i in range(args.ues)]
-    reg_sets = [
-        [f"r{round_}-{i:06d}" for i in range(args.reg_ues)]
+    trees = [("after", args.src)] + ([("before", args.before)] if args.before else [])
+    prefixes = [
+        f"f{window}-{round_}-"
+        for window in args.window
         for round_ in range(args.rounds)
     ]
     with tempfile.TemporaryDirectory(prefix="msgin5g-reg-") as name:
         tmp = Path(name)
-        db = tmp / "bench.db"
-        everyone = ["gw", *ues, *(ue for regs in reg_sets for ue in regs)]
-        if src == (ROOT / "src").resolve():
-            elapsed = provision(db, everyone, tmp, ROOT / "src")
-            print(
-                f"provisioning: {len(everyone):,} UEs with msgin5g ue import in "
-                f"{elapsed:.1f} s ({len(everyone) / elapsed:,.0f}/s)"
-            )
-        else:  # another tree: its own code writes its file (schema version)
-            provision_with_tree(
-                src, f"sqlite:///{db}", [(ue, secret(ue)) for ue in everyone]
-            )
-        if args.bench_seconds:
-            if src == (ROOT / "src").resolve():
-                provision_bench(f"sqlite:///{db}", args.reg_ues, _BENCH_PREFIX)
-            else:
-                pairs = [
-                    (f"{_BENCH_PREFIX}{i:05d}", SECRET)
-                    for i in range(1, args.reg_ues + 1)
-                ]
-                provision_with_tree(src, f"sqlite:///{db}", pairs)
-        port = free_port()
-        server = start_server(port, db, src)
+        servers: dict[str, tuple[subprocess.Popen[str], int]] = {}
         try:
-            rates = []
-            cpu = cpu_seconds(server.pid)
-            for regs in reg_sets:
-                rates.append(await single_regs(port, regs, args.sockets, args.window))
-            cpu = cpu_seconds(server.pid) - cpu
-            print(
-                f"single REG (PSK check, durable): {args.rounds} x {args.reg_ues:,} UEs, "
-                f"{args.sockets} sockets, window {args.window}: best "
-                f"{max(rates):,.0f}/s, median {statistics.median(rates):,.0f}/s "
-                f"({', '.join(f'{r:,.0f}' for r in rates)}); server CPU "
-                f"{cpu * 1e6 / (args.rounds * args.reg_ues):,.0f} µs per REG"
-            )
+            for label, src in trees:
+                db = tmp / f"{label}.db"
+                provision_tree(db, src, ["gw", *ues] if label == "after" else [], tmp)
+                provision_reg_sets(db, src, [*prefixes, _BENCH_PREFIX], args.reg_ues)
+                port = free_port()
+                servers[label] = (start_server(port, db, src), port)
+            engine = choose_engine(args.engine, 1)
+            for i, window in enumerate(args.window):
+                mine = prefixes[i * args.rounds : (i + 1) * args.rounds]
+                await asyncio.to_thread(
+                    fresh_rounds, servers, mine, window, engine, args
+                )
+            port, pid = servers["after"][1], servers["after"][0].pid
             if args.bench_seconds:
-                await asyncio.to_thread(bench_reg, port, server.pid, args)
+                await asyncio.to_thread(bench_reg, port, pid, engine, args)
+            if "before" in servers:  # the memory curve runs alone
+                stop(servers.pop("before")[0])
             if args.ues:
                 marks = [
                     m for m in (100_000, 250_000, 500_000, 1_000_000) if m <= args.ues
@@ -296,20 +240,118 @@ async def run(args: argparse.Namespace) -> None:
                 print(
                     f"memory per registered idle UE (BULKREG x {PER_BULK} via one gateway):"
                 )
-                await bulk_curve(port, server.pid, ues, marks)
+                await bulk_curve(port, pid, ues, marks)
         finally:
-            server.terminate()
-            server.wait(timeout=60)
+            for server, _ in servers.values():
+                stop(server)
+
+
+def stop(server: subprocess.Popen[str]) -> None:
+    server.terminate()
+    server.wait(timeout=60)
+
+
+def provision_tree(db: Path, src: Path, ues: list[str], tmp: Path) -> None:
+    """The memory curve's UEs (each its own secret) into ``db``, by ``src``'s code:
+    ``msgin5g ue import`` for this tree (timed, printed), else the storage API
+    (a server from an older tree may refuse a file a newer tree created)."""
+    if not ues:
+        return
+    if src == (ROOT / "src").resolve():
+        elapsed = provision(db, ues, tmp, ROOT / "src")
+        print(
+            f"provisioning: {len(ues):,} UEs with msgin5g ue import in "
+            f"{elapsed:.1f} s ({len(ues) / elapsed:,.0f}/s)"
+        )
+    else:
+        provision_with_tree(src, f"sqlite:///{db}", [(ue, secret(ue)) for ue in ues])
+
+
+def provision_reg_sets(db: Path, src: Path, prefixes: list[str], count: int) -> None:
+    """``count`` bench UEs (the bench secret) per prefix into ``db``."""
+    if src == (ROOT / "src").resolve():
+        for prefix in prefixes:
+            provision_bench(f"sqlite:///{db}", count, prefix)
+        return
+    pairs = [
+        (f"{prefix}{i:05d}", SECRET) for prefix in prefixes for i in range(1, count + 1)
+    ]
+    provision_with_tree(src, f"sqlite:///{db}", pairs)
+
+
+def fresh_rounds(
+    servers: dict[str, tuple[subprocess.Popen[str], int]],
+    prefixes: list[str],
+    outstanding: int,
+    engine: str,
+    args: argparse.Namespace,
+) -> None:
+    """Fresh single REGs, ``outstanding`` in flight over all sockets, rounds
+    alternating between the servers; prints the medians and, with two
+    servers, their ratio."""
+    window = max(1, outstanding // args.sockets)
+    rates: dict[str, list[float]] = {label: [] for label in servers}
+    cpus: dict[str, list[float]] = {label: [] for label in servers}
+    order = list(servers)
+    print(
+        f"single REG of fresh UEs (PSK check, durable): {args.rounds} rounds x "
+        f"{args.reg_seconds:g} s per server, {args.reg_ues:,} fresh UEs a round, "
+        f"{args.sockets} sockets x {window} in flight, {engine} engine"
+    )
+    for round_, prefix in enumerate(prefixes):
+        for label in order if round_ % 2 == 0 else order[::-1]:
+            server, port = servers[label]
+            cpu = cpu_seconds(server.pid)
+            summary = bench(
+                port,
+                "reg",
+                args.reg_ues,
+                args.reg_seconds,
+                prefix=prefix,
+                sockets=args.sockets,
+                window=window,
+                engine=engine,
+                warmup=0.5,
+                run_id=f"{label}{round_}",
+            )
+            per_reg = (cpu_seconds(server.pid) - cpu) * 1e6 / max(1, summary.received)
+            rates[label].append(summary.rate)
+            cpus[label].append(per_reg)
+            used = summary.sent * (1 + 0.5 / args.reg_seconds) + args.sockets
+            again = (
+                " (some UEs registered twice: raise --reg-ues)"
+                if used > args.reg_ues
+                else ""
+            )
+            print(
+                f"  round {round_ + 1} {label:6s} {summary.rate:9,.0f}/s  p50 "
+                f"{summary.p50_ms:5.1f} ms  p99 {summary.p99_ms:5.1f} ms  lost "
+                f"{summary.lost}  server CPU {per_reg:4.0f} µs per REG (whole run)"
+                f"{again}",
+                flush=True,
+            )
+    medians = {label: statistics.median(values) for label, values in rates.items()}
+    for label in servers:
+        print(
+            f"  {label:6s} median {medians[label]:,.0f}/s, best "
+            f"{max(rates[label]):,.0f}/s, server CPU "
+            f"{statistics.median(cpus[label]):.0f} µs per REG"
+        )
+    if medians.get("before"):
+        print(
+            f"  ratio of medians after/before: "
+            f"{medians['after'] / medians['before']:.2f}x"
+        )
 
 
 _BENCH_PREFIX = "breg-"
 
 
-def bench_reg(port: int, pid: int, args: argparse.Namespace) -> None:
-    """Single REGs through ``msgin5g bench reg`` (its generator processes fork
-    from this thread, outside the event loop); prints one line."""
-    engine = choose_engine(args.engine, 1)
-    window = max(1, args.window // args.sockets)
+def bench_reg(port: int, pid: int, engine: str, args: argparse.Namespace) -> None:
+    """REGs of UEs registering again and again through ``msgin5g bench reg``
+    (its generator processes fork from this thread, outside the event loop);
+    prints one line."""
+    window = max(1, args.window[-1] // args.sockets)
     cpu = cpu_seconds(pid)
     summary = bench(
         port,
@@ -340,8 +382,21 @@ def main() -> None:
     parser.add_argument("--reg-ues", type=int, default=20_000, help="UEs per REG round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--sockets", type=int, default=64)
-    parser.add_argument("--window", type=int, default=1024)
+    parser.add_argument(
+        "--window",
+        type=int,
+        nargs="+",
+        default=[1024],
+        help="REGs in flight over all sockets; several values: rounds for each",
+    )
     parser.add_argument("--src", default=str(ROOT / "src"), help="server source tree")
+    parser.add_argument(
+        "--before",
+        help="another tree's src: a second server, REG rounds alternating, ratio",
+    )
+    parser.add_argument(
+        "--reg-seconds", type=float, default=3.0, help="window of each REG round"
+    )
     parser.add_argument(
         "--bench-seconds",
         type=float,
@@ -356,6 +411,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     args.src = Path(args.src).resolve()
+    args.before = Path(args.before).resolve() if args.before else None
     use_uvloop()
     asyncio.run(run(args))
 
