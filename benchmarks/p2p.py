@@ -13,7 +13,11 @@ socket each, in ``--workers`` uvloop processes apart from the server):
 3. **messages/s end to end**: ``bench p2p``: ``--ues`` UEs register and each
    sends ``MSG`` to the next UE in a closed loop (``--window`` outstanding CONs
    per UE, 1 as NSTART=1 allows). A message counts when the *recipient*
-   received it; latency is recipient receive time minus sender send time;
+   received it; latency is recipient receive time minus sender send time.
+   ``--rounds`` rounds; with ``--before SRC`` a second server from another
+   tree (the code before issue 13, say) runs beside it and the rounds
+   alternate between the two (the order flips every round): the ratio of the
+   median rounds and each server's CPU per message;
 4. **paced**: for each ``--rate R`` the same load offered at R msgs/s (p50/p99
    at a fixed load);
 5. runs the saturation load against a minimal relay built on aiocoap
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,6 +47,7 @@ from common import (
     SECRET,
     bench,
     choose_engine,
+    cpu_seconds,
     figures,
     free_port,
     provision_bench,
@@ -106,8 +112,8 @@ def _saturation(port: int, args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
-def run_before(src: Path, tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """The saturation load against ``msgin5g serve`` from the tree ``src``.
+def start_before(src: Path, tmp: Path, args: argparse.Namespace) -> tuple[Any, int]:
+    """``msgin5g serve`` from the tree ``src`` (process, port), ready for load.
 
     Its SQLite file is provisioned by that tree's own code (an older server may
     not open a file a newer one created).
@@ -119,12 +125,33 @@ def run_before(src: Path, tmp: Path, args: argparse.Namespace) -> dict[str, Any]
     provision_with_tree(src, url, pairs)
     port = free_port()
     server, _ = serve(port, url, env=env)
-    try:
-        time.sleep(0.5)
-        return _saturation(port, args)
-    finally:
-        server.terminate()
-        server.wait(20)
+    return server, port
+
+
+def saturation_rounds(
+    servers: dict[str, tuple[Any, int]], args: argparse.Namespace
+) -> dict[str, dict[str, Any]]:
+    """``--rounds`` closed-loop rounds per server, alternating (the order flips
+    every round); per round a line with the server's CPU per message; returns
+    each server's median round (by rate) with its median CPU per message."""
+    rows: dict[str, list[dict[str, Any]]] = {name: [] for name in servers}
+    order = list(servers)
+    for round_ in range(args.rounds):
+        for name in order if round_ % 2 == 0 else order[::-1]:
+            server, port = servers[name]
+            cpu = cpu_seconds(server.pid)
+            r = _saturation(port, args)
+            r["server_us"] = (
+                (cpu_seconds(server.pid) - cpu) * 1e6 / max(1, r["received"])
+            )
+            rows[name].append(r)
+            print(_line(f"  round {round_ + 1} {name:7s}", r, args), flush=True)
+    medians = {}
+    for name, runs in rows.items():
+        middle = sorted(runs, key=lambda r: r["msgs_per_s"])[len(runs) // 2]
+        middle["server_us"] = statistics.median(r["server_us"] for r in runs)
+        medians[name] = middle
+    return medians
 
 
 def _line(name: str, r: dict[str, Any], args: argparse.Namespace) -> str:
@@ -168,6 +195,12 @@ def main() -> None:
     )
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="saturation rounds per server (alternating with --before's)",
+    )
+    parser.add_argument(
         "--engine",
         choices=("auto", "c", "python"),
         default="auto",
@@ -202,7 +235,10 @@ def main() -> None:
 
     port = free_port()
     server = start_server(port, db)
+    servers = {"msgin5g": (server, port)}
     try:
+        if args.before:
+            servers["before"] = start_before(Path(args.before), tmp, args)
         time.sleep(0.5)
         if args.reg_ues:
             rss0 = rss_kib(server.pid)
@@ -225,8 +261,23 @@ def main() -> None:
                 f"{registered} UEs); server RSS {rss0 / 1024:.1f} -> "
                 f"{rss1 / 1024:.1f} MiB = {per_ue:,.0f} B per registered UE"
             )
-        ours = _saturation(port, args)
-        print(_line("msgin5g  end-to-end", ours, args))
+        print(f"saturation: {args.rounds} round(s) of {args.seconds:g} s per server")
+        medians = saturation_rounds(servers, args)
+        ours = medians["msgin5g"]
+        print(_line("msgin5g  end-to-end (median round)", ours, args))
+        if "before" in medians:
+            before = medians["before"]
+            print(_line("before   end-to-end (median round)", before, args))
+            if before["msgs_per_s"]:
+                print(
+                    "ratio msgin5g / before: "
+                    f"{ours['msgs_per_s'] / before['msgs_per_s']:.2f}x (median rounds), "
+                    f"server CPU per message {before['server_us']:.0f} -> "
+                    f"{ours['server_us']:.0f} µs"
+                )
+            stopping, _ = servers.pop("before")
+            stopping.terminate()
+            stopping.wait(20)
         for rate in args.rate:
             paced = run_load(
                 port,
@@ -241,16 +292,9 @@ def main() -> None:
             print(_line(f"msgin5g  paced {rate:,.0f}/s", paced, args))
         print(f"server RSS after load: {rss_kib(server.pid) / 1024:.1f} MiB")
     finally:
-        server.terminate()
-        server.wait(20)
-    if args.before:
-        before = run_before(Path(args.before), tmp, args)
-        print(_line("before   end-to-end", before, args))
-        if before["msgs_per_s"]:
-            print(
-                "ratio msgin5g / before: "
-                f"{ours['msgs_per_s'] / before['msgs_per_s']:.2f}x"
-            )
+        for proc, _ in servers.values():
+            proc.terminate()
+            proc.wait(20)
     if args.skip_baseline:
         return
     port = free_port()
