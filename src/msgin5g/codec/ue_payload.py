@@ -136,8 +136,7 @@ ConfigResponse = ConfResp | BulkConfResp
 class _TypeOnly(msgspec.Struct, rename="camel"):
     """Just the ``messageType`` of a payload, for error bodies."""
 
-    message_type: Any = None  # Any, not object: mypyc-compiled, msgspec
-    # looked the name "object" up in this module's globals (KeyError)
+    message_type: object = None
 
 
 _type_only_decoder: Final = msgspec.json.Decoder(_TypeOnly)

@@ -30,8 +30,6 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-import msgspec
-
 from msgin5g.coap.endpoint import Request, Site
 from msgin5g.coap.message import CoapMessage, make_response
 from msgin5g.coap.oscore import (
@@ -55,7 +53,7 @@ from msgin5g.model.registry import Contact
 from msgin5g.oscore_profile import server_context, ue_of
 from msgin5g.service.messaging import MessagingService
 from msgin5g.transports.coap.identity import originator
-from msgin5g.transports.coap.oscore_request import OscoreRequest
+from msgin5g.transports.coap.oscore_types import OscoreRequest, OscoreSequence
 
 __all__ = ["RESERVATION_STEP", "OscoreEdge", "OscoreRequest", "OscoreSequence"]
 
@@ -71,12 +69,6 @@ _TEXT_PLAIN = (12, b"")
 
 _Send = Callable[[CoapMessage], Awaitable[CoapMessage]]
 """Carries one outer request, returns the outer response."""
-
-
-class OscoreSequence(msgspec.Struct, frozen=True):
-    """The stored reservation: numbers below ``next`` may have been used."""
-
-    next: int
 
 
 class OscoreEdge:
