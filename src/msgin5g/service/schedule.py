@@ -54,8 +54,8 @@ class Window:
 
 def window_of(profile: str) -> Window | None:
     """The window a stored registration profile announces, or None."""
-    if '"comm_availability"' not in profile:
-        return None  # most REGs: no JSON parse, no exception per registration
+    if '"comm_availability"' not in profile:  # most UEs: no JSON parse per REG
+        return None
     try:
         avail = json.loads(profile).get("comm_availability")
         start = datetime.fromisoformat(avail["scheduledCommTime"]).timestamp()
