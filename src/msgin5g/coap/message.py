@@ -99,7 +99,7 @@ def uri_path_options(path: tuple[str, ...]) -> list[tuple[int, bytes]]:
     return [(_URI_PATH, segment.encode()) for segment in path]
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class CoapMessage:
     """One CoAP message (RFC 7252 §3).
 
@@ -120,6 +120,24 @@ class CoapMessage:
     token: bytes = b""
     options: list[tuple[int, bytes]] = field(default_factory=list)
     payload: bytes = b""
+
+    def __init__(  # noqa: PLR0917 - the fields in order, as the dataclass had
+        self,
+        mtype: int,
+        code: int,
+        mid: int = 0,
+        token: bytes = b"",
+        options: list[tuple[int, bytes]] | None = None,
+        payload: bytes = b"",
+    ) -> None:
+        # written out (init=False): several are built per message, and the
+        # __init__ dataclasses generates stays interpreted under mypyc
+        self.mtype = mtype
+        self.code = code
+        self.mid = mid
+        self.token = token
+        self.options = [] if options is None else options
+        self.payload = payload
 
     def encode(self) -> bytes:
         """Serialise the message.

@@ -23,6 +23,7 @@ from typing import Any, Final, cast
 
 import msgspec
 
+from msgin5g.codec.message_type import MessageTypeOnly
 from msgin5g.errors import DecodeError, EncodeError, UnsupportedMessageType
 from msgin5g.model.messages import (
     AggImdn,
@@ -133,13 +134,7 @@ ConfigResponse = ConfResp | BulkConfResp
 """Configuration responses."""
 
 
-class _TypeOnly(msgspec.Struct, rename="camel"):
-    """Just the ``messageType`` of a payload, for error bodies."""
-
-    message_type: object = None
-
-
-_type_only_decoder: Final = msgspec.json.Decoder(_TypeOnly)
+_type_only_decoder: Final = msgspec.json.Decoder(MessageTypeOnly)
 _uplink_decoder: Final = msgspec.json.Decoder(Uplink)
 _local_uplink_decoder: Final = msgspec.json.Decoder(LocalUplink)
 _local_downlink_decoder: Final = msgspec.json.Decoder(LocalDownlink)

@@ -36,7 +36,6 @@ remembered: the sender is expected to retry the same message later.
 import asyncio
 import hashlib
 import sys
-from dataclasses import dataclass, field
 
 import msgspec
 
@@ -138,17 +137,30 @@ class DedupCache:
         self.rotations += 1
 
 
-@dataclass(slots=True)
 class _Pending:
-    """A submission being routed: what its durable record will say."""
+    """A submission being routed: what its durable record will say.
 
-    fingerprint: bytes
-    expires_at: float
-    claimed: bool = False
-    conflict: DedupRecord | None = None
-    # (status, encoded MSGRESP) of the record handed out: finish() reuses it
-    encoded: tuple[DeliveryStatus, bytes] | None = None
-    waiters: list[asyncio.Future[MsgResp]] = field(default_factory=list)
+    A plain slotted class, not a dataclass: one is built per message, and a
+    dataclass's generated ``__init__`` stays interpreted when this is compiled.
+    """
+
+    __slots__ = (
+        "claimed",
+        "conflict",
+        "encoded",
+        "expires_at",
+        "fingerprint",
+        "waiters",
+    )
+
+    def __init__(self, fingerprint: bytes, expires_at: float) -> None:
+        self.fingerprint = fingerprint
+        self.expires_at = expires_at
+        self.claimed = False
+        self.conflict: DedupRecord | None = None
+        # (status, encoded MSGRESP) of the record handed out: finish() reuses it
+        self.encoded: tuple[DeliveryStatus, bytes] | None = None
+        self.waiters: list[asyncio.Future[MsgResp]] = []
 
 
 class Deduplicator:

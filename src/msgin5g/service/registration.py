@@ -24,7 +24,7 @@ are not registered, so the others wait for the next registration).
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from typing import Final
 
 from msgin5g.errors import ServiceError
 from msgin5g.logsafe import LogThrottle
@@ -59,12 +59,32 @@ log = logging.getLogger(__name__)
 _throttled = LogThrottle(log)  # faults a flood can repeat (issue 10 item 11)
 
 
-@dataclass(frozen=True, slots=True)
 class RegistrationOutcome:
-    """Result of a ``REG``: the response and whether a new context was created."""
+    """Result of a ``REG``: the response and whether a new context was created.
 
-    response: RegResp
-    created: bool
+    A plain slotted class, not a dataclass: one is built per ``REG``, and a
+    dataclass's generated ``__init__`` stays interpreted Python even when this
+    module is compiled (docs/performance.md, "Compiled hot path").
+    """
+
+    __slots__ = ("created", "response")
+
+    def __init__(self, response: RegResp, created: bool) -> None:
+        self.response: Final = response
+        self.created: Final = created
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RegistrationOutcome):
+            return NotImplemented
+        return self.response == other.response and self.created == other.created
+
+    def __hash__(self) -> int:
+        return hash((self.response, self.created))
+
+    def __repr__(self) -> str:
+        return (
+            f"RegistrationOutcome(response={self.response!r}, created={self.created!r})"
+        )
 
 
 class Registrations:

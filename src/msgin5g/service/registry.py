@@ -24,6 +24,7 @@ import json
 import logging
 import sys
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import msgspec
@@ -143,6 +144,7 @@ class Registry:
         self._lookup_tasks: set[asyncio.Task[None]] = set()
         self._last_contact = Contact("", 0)  # see _contact
         self._stamp = float("-inf")  # see _registered_at
+        self._stamp_object: Any = self._stamp  # the same, as one shared object
         self.node = ""
         """This node's ID in a cluster (``""``: single process); set once by the
         service before :meth:`load`. Written into every registration made here."""
@@ -378,20 +380,25 @@ class Registry:
         self._last_contact = _compact(contact)
         return self._last_contact
 
-    def _registered_at(self, previous: UERegistration | None) -> float:
+    def _registered_at(self, previous: UERegistration | None) -> Any:
         """Now, or the float of a registration less than :data:`STAMP_SHARE` ago.
 
         Not the float of ``previous`` (the same UE's registration): its
         re-registration gets a later time.
+
+        Typed ``Any`` and kept boxed in ``_stamp_object``: compiled (mypyc), a
+        ``float`` is a C double, boxed anew wherever it becomes an object again,
+        so the registrations would no longer share one float object.
         """
         now = self._clock.now()
         stamp = self._stamp
         if 0 <= now - stamp < STAMP_SHARE and (
             previous is None or previous.registered_at < stamp
         ):
-            return stamp
+            return self._stamp_object
         self._stamp = now
-        return now
+        self._stamp_object = now
+        return self._stamp_object
 
     def _set(self, registration: UERegistration) -> None:
         ue = registration.ue_service_id

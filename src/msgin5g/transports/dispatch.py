@@ -53,7 +53,8 @@ def _answering(procedure: str) -> Procedure:
     get = attrgetter(procedure)
 
     async def run(service: MessagingService, uplink: Any, source: Contact) -> Outcome:
-        return Code.CHANGED, await get(service)(uplink, source)
+        response = await get(service)(uplink, source)
+        return Code.CHANGED, response
 
     return run
 

@@ -12,6 +12,7 @@ import sys
 import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -55,7 +56,9 @@ async def open_service(tmp_path: Path) -> AsyncIterator[Factory]:
     opened: list[tuple[MessagingService, Backend]] = []
     clock = ManualClock()
 
-    async def factory(**config: object) -> tuple[MessagingService, Backend]:
+    async def factory(
+        *, wrap: Callable[[Backend], Backend] | None = None, **config: object
+    ) -> tuple[MessagingService, Backend]:
         for svc, backend in opened:  # the previous process is gone
             await svc.aclose()
             await backend.aclose()
@@ -63,7 +66,7 @@ async def open_service(tmp_path: Path) -> AsyncIterator[Factory]:
         backend = open_backend(f"sqlite:///{tmp_path / 'store.db'}")
         await backend.start()
         svc = MessagingService(
-            backend,
+            backend if wrap is None else wrap(backend),
             RecordingDeliverer(),
             config=DeliveryConfig(**config),  # type: ignore[arg-type]
             clock=clock,
@@ -226,28 +229,44 @@ async def test_expired_records_are_purged_by_the_sweeper(open_service: Factory) 
     assert await backend.count() == 2
 
 
+class _FirstEnqueueFails:
+    """A backend whose first ``enqueue_once`` fails after the other copies queued.
+
+    A wrapper, not a patched method: the SQLite backend and the router may be
+    compiled (mypyc), and a compiled class's methods cannot be replaced.
+    """
+
+    def __init__(self, inner: Backend) -> None:
+        self._inner = inner
+        self.calls = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+    async def enqueue_once(self, *args: Any, **kw: Any) -> Any:
+        self.calls += 1
+        for _ in range(10):  # the other copies arrive and wait for this one
+            await asyncio.sleep(0)
+        if self.calls == 1:
+            raise RuntimeError("storage hiccup")
+        return await self._inner.enqueue_once(*args, **kw)
+
+
 async def test_copies_waiting_on_a_refused_first_are_routed_once(
     open_service: Factory,
 ) -> None:
     """The first copy is refused for congestion: the waiting copies store it once."""
-    svc, backend = await open_service()
-    original = svc.router.route
-    calls = 0
+    wrapped: list[_FirstEnqueueFails] = []
 
-    async def route_refusing_first(m: Msg, now: float):  # type: ignore[no-untyped-def]
-        nonlocal calls
-        calls += 1
-        for _ in range(10):  # the other copies arrive and wait for this one
-            await asyncio.sleep(0)
-        if calls == 1:
-            raise RuntimeError("storage hiccup")
-        return await original(m, now)
+    def wrap(backend: Backend) -> Backend:
+        wrapped.append(_FirstEnqueueFails(backend))
+        return cast(Backend, wrapped[-1])
 
-    svc.router.route = route_refusing_first  # type: ignore[method-assign]
+    svc, backend = await open_service(wrap=wrap)
     answers = await asyncio.gather(
         *(svc.submit(msg("m1"), UE1) for _ in range(4)), return_exceptions=True
     )
     assert isinstance(answers[0], RuntimeError)
     assert [a.delivery_status for a in answers[1:]] == ["DELY_STORED"] * 3  # type: ignore[union-attr]
-    assert calls == 2
+    assert wrapped[0].calls == 2
     assert await backend.count() == 1

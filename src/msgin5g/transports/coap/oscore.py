@@ -29,9 +29,6 @@ never reuses a nonce (Appendix B.1.1).
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-
-import msgspec
 
 from msgin5g.coap.endpoint import Request, Site
 from msgin5g.coap.message import CoapMessage, make_response
@@ -56,6 +53,7 @@ from msgin5g.model.registry import Contact
 from msgin5g.oscore_profile import server_context, ue_of
 from msgin5g.service.messaging import MessagingService
 from msgin5g.transports.coap.identity import originator
+from msgin5g.transports.coap.oscore_types import OscoreRequest, OscoreSequence
 
 __all__ = ["RESERVATION_STEP", "OscoreEdge", "OscoreRequest", "OscoreSequence"]
 
@@ -71,24 +69,6 @@ _TEXT_PLAIN = (12, b"")
 
 _Send = Callable[[CoapMessage], Awaitable[CoapMessage]]
 """Carries one outer request, returns the outer response."""
-
-
-class OscoreSequence(msgspec.Struct, frozen=True):
-    """The stored reservation: numbers below ``next`` may have been used."""
-
-    next: int
-
-
-@dataclass(slots=True)
-class OscoreRequest(Request):
-    """An inner request that arrived OSCORE-protected.
-
-    Attributes:
-        ue_service_id: the UE whose security context verified it (the
-            requester's identity, whatever its source address).
-    """
-
-    ue_service_id: str = ""
 
 
 class OscoreEdge:
