@@ -34,6 +34,12 @@ except ImportError:  # run by hand: only build() and main() are used
 NATIVE = "msgin5g_native"  # the directory of compiled modules (msgin5g/_native.py)
 GROUP = f"{NATIVE}__mypyc"  # mypyc's shared library, imported by each module's shim
 MANIFEST = "manifest.json"
+# pip builds in an isolated environment that has none of the optional dependencies
+# (cryptography, python-mbedtls, nats-py ...): the modules mypy follows from the
+# compiled ones may import them. Those are not compiled, so their errors are not ours
+# to report here (``mypy --strict`` over the whole tree does that, scripts/check), and
+# a missing third-party module is typed Any rather than an error.
+MYPY_FLAGS = ("--follow-imports=silent", "--ignore-missing-imports")
 
 
 def configured_modules(root: Path) -> list[str]:
@@ -82,7 +88,7 @@ def build(root: Path, modules: list[str], out: Path, work: Path) -> float:
     os.chdir(root)  # mypy reads [tool.mypy] from pyproject.toml here
     try:
         extensions = mypycify(
-            [str(p.relative_to(root)) for p in sources.values()],
+            [*MYPY_FLAGS, *(str(p.relative_to(root)) for p in sources.values())],
             opt_level="3",
             group_name=NATIVE,
             target_dir=str(work / "c"),
@@ -130,7 +136,8 @@ class NativeBuildHook(BuildHookInterface):  # type: ignore[type-arg]
                 seconds = build(
                     root, configured_modules(root), out, root / "build" / "mypyc"
                 )
-            except Exception as e:  # any failure: install pure Python
+            except (Exception, SystemExit) as e:  # any failure: install pure Python
+                # mypy's type errors end mypycify with SystemExit (its report is above)
                 reason = f"mypyc failed: {type(e).__name__}: {e}"
             else:
                 key = (
