@@ -6,11 +6,13 @@ this directory is on ``sys.path``). Not collected by pytest.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +23,8 @@ if TYPE_CHECKING:
 
 __all__ = ["ROOT", "SECRET", "bench", "cpu_seconds", "figures", "free_port"]
 __all__ += ["provision", "provision_bench", "reg_body", "rss_kib", "serve"]
-__all__ += ["choose_engine", "provision_with_tree", "start_server"]
+__all__ += ["add_engine_option", "alternating", "choose_engine", "provision_with_tree"]
+__all__ += ["start_server"]
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "bench-secret"
@@ -190,6 +193,25 @@ def choose_engine(requested: str, workers: int) -> str:
             return "c"
     print(f"generator: Python engine (uvloop), {workers} process(es){why}")
     return "python"
+
+
+def add_engine_option(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--engine auto|c|python`` (the generator of ``what``; see :func:`choose_engine`)."""
+    parser.add_argument(
+        "--engine",
+        choices=("auto", "c", "python"),
+        default="auto",
+        help=f"the generator's engine for {what} (msgin5g bench --engine): auto = "
+        "the C engine when it builds here (cc/gcc), else Python",
+    )
+
+
+def alternating(names: list[str], rounds: int) -> Iterator[tuple[int, str]]:
+    """``(round, name)`` for ``rounds`` rounds over ``names``, the order flipped
+    every round (a before/after pair measured alike, drift shared)."""
+    for round_ in range(rounds):
+        for name in names if round_ % 2 == 0 else names[::-1]:
+            yield round_, name
 
 
 def figures(summary: Summary) -> dict[str, Any]:

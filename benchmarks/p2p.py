@@ -45,6 +45,8 @@ from typing import Any
 from common import (
     ROOT,
     SECRET,
+    add_engine_option,
+    alternating,
     bench,
     choose_engine,
     cpu_seconds,
@@ -135,17 +137,13 @@ def saturation_rounds(
     every round); per round a line with the server's CPU per message; returns
     each server's median round (by rate) with its median CPU per message."""
     rows: dict[str, list[dict[str, Any]]] = {name: [] for name in servers}
-    order = list(servers)
-    for round_ in range(args.rounds):
-        for name in order if round_ % 2 == 0 else order[::-1]:
-            server, port = servers[name]
-            cpu = cpu_seconds(server.pid)
-            r = _saturation(port, args)
-            r["server_us"] = (
-                (cpu_seconds(server.pid) - cpu) * 1e6 / max(1, r["received"])
-            )
-            rows[name].append(r)
-            print(_line(f"  round {round_ + 1} {name:7s}", r, args), flush=True)
+    for round_, name in alternating(list(servers), args.rounds):
+        server, port = servers[name]
+        cpu = cpu_seconds(server.pid)
+        r = _saturation(port, args)
+        r["server_us"] = (cpu_seconds(server.pid) - cpu) * 1e6 / max(1, r["received"])
+        rows[name].append(r)
+        print(_line(f"  round {round_ + 1} {name:7s}", r, args), flush=True)
     medians = {}
     for name, runs in rows.items():
         middle = sorted(runs, key=lambda r: r["msgs_per_s"])[len(runs) // 2]
@@ -200,14 +198,7 @@ def main() -> None:
         default=3,
         help="saturation rounds per server (alternating with --before's)",
     )
-    parser.add_argument(
-        "--engine",
-        choices=("auto", "c", "python"),
-        default="auto",
-        help="the generator's engine (msgin5g bench --engine): auto = the C "
-        "engine when it builds here (cc/gcc), else Python; every load of the "
-        "run (before, aiocoap relay) uses the same one",
-    )
+    add_engine_option(parser, "every load of the run (before, aiocoap relay)")
     parser.add_argument(
         "--store",
         action="store_true",

@@ -47,8 +47,11 @@ from pathlib import Path
 
 from common import (
     SECRET,
+    add_engine_option,
+    alternating,
     bench,
     choose_engine,
+    cpu_seconds,
     free_port,
     provision_bench,
     provision_with_tree,
@@ -114,12 +117,6 @@ def provision(db: Path, ues: list[str], tmp: Path, src: Path) -> float:
     assert result.returncode == 0, result.stderr[-2000:]
     print(f"  {result.stderr.strip().splitlines()[-1]}")
     return elapsed
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def start_server(port: int, db: Path, src: Path) -> subprocess.Popen[str]:
@@ -292,44 +289,43 @@ def fresh_rounds(
     window = max(1, outstanding // args.sockets)
     rates: dict[str, list[float]] = {label: [] for label in servers}
     cpus: dict[str, list[float]] = {label: [] for label in servers}
-    order = list(servers)
     print(
         f"single REG of fresh UEs (PSK check, durable): {args.rounds} rounds x "
         f"{args.reg_seconds:g} s per server, {args.reg_ues:,} fresh UEs a round, "
         f"{args.sockets} sockets x {window} in flight, {engine} engine"
     )
-    for round_, prefix in enumerate(prefixes):
-        for label in order if round_ % 2 == 0 else order[::-1]:
-            server, port = servers[label]
-            cpu = cpu_seconds(server.pid)
-            summary = bench(
-                port,
-                "reg",
-                args.reg_ues,
-                args.reg_seconds,
-                prefix=prefix,
-                sockets=args.sockets,
-                window=window,
-                engine=engine,
-                warmup=0.5,
-                run_id=f"{label}{round_}",
-            )
-            per_reg = (cpu_seconds(server.pid) - cpu) * 1e6 / max(1, summary.received)
-            rates[label].append(summary.rate)
-            cpus[label].append(per_reg)
-            used = summary.sent * (1 + 0.5 / args.reg_seconds) + args.sockets
-            again = (
-                " (some UEs registered twice: raise --reg-ues)"
-                if used > args.reg_ues
-                else ""
-            )
-            print(
-                f"  round {round_ + 1} {label:6s} {summary.rate:9,.0f}/s  p50 "
-                f"{summary.p50_ms:5.1f} ms  p99 {summary.p99_ms:5.1f} ms  lost "
-                f"{summary.lost}  server CPU {per_reg:4.0f} µs per REG (whole run)"
-                f"{again}",
-                flush=True,
-            )
+    for round_, label in alternating(list(servers), len(prefixes)):
+        prefix = prefixes[round_]
+        server, port = servers[label]
+        cpu = cpu_seconds(server.pid)
+        summary = bench(
+            port,
+            "reg",
+            args.reg_ues,
+            args.reg_seconds,
+            prefix=prefix,
+            sockets=args.sockets,
+            window=window,
+            engine=engine,
+            warmup=0.5,
+            run_id=f"{label}{round_}",
+        )
+        per_reg = (cpu_seconds(server.pid) - cpu) * 1e6 / max(1, summary.received)
+        rates[label].append(summary.rate)
+        cpus[label].append(per_reg)
+        used = summary.sent * (1 + 0.5 / args.reg_seconds) + args.sockets
+        again = (
+            " (some UEs registered twice: raise --reg-ues)"
+            if used > args.reg_ues
+            else ""
+        )
+        print(
+            f"  round {round_ + 1} {label:6s} {summary.rate:9,.0f}/s  p50 "
+            f"{summary.p50_ms:5.1f} ms  p99 {summary.p99_ms:5.1f} ms  lost "
+            f"{summary.lost}  server CPU {per_reg:4.0f} µs per REG (whole run)"
+            f"{again}",
+            flush=True,
+        )
     medians = {label: statistics.median(values) for label, values in rates.items()}
     for label in servers:
         print(
@@ -403,12 +399,7 @@ def main() -> None:
         default=5.0,
         help="window of the msgin5g bench reg row (0: skip it)",
     )
-    parser.add_argument(
-        "--engine",
-        choices=("auto", "c", "python"),
-        default="auto",
-        help="engine of the msgin5g bench reg row: auto = C when it builds here",
-    )
+    add_engine_option(parser, "the REG rounds")
     args = parser.parse_args()
     args.src = Path(args.src).resolve()
     args.before = Path(args.before).resolve() if args.before else None
