@@ -42,11 +42,22 @@ MANIFEST = "manifest.json"
 MYPY_FLAGS = ("--follow-imports=silent", "--ignore-missing-imports")
 
 
-def configured_modules(root: Path) -> list[str]:
-    """The dotted names of the modules to compile (pyproject.toml)."""
+def _hook(root: Path) -> dict[str, Any]:
     data = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
-    hook = data["tool"]["hatch"]["build"]["targets"]["wheel"]["hooks"]["custom"]
-    return list(hook["compile"])
+    hook: dict[str, Any] = data["tool"]["hatch"]["build"]["targets"]["wheel"]["hooks"][
+        "custom"
+    ]
+    return hook
+
+
+def configured_modules(root: Path) -> list[str]:
+    """The dotted names of the modules to compile with mypyc (pyproject.toml)."""
+    return list(_hook(root)["compile"])
+
+
+def configured_extensions(root: Path) -> list[str]:
+    """The dotted names of the C extension modules (``src/<path>.c``; pyproject.toml)."""
+    return list(_hook(root).get("extensions", []))
 
 
 def why_pure() -> str | None:
@@ -67,20 +78,32 @@ def why_pure() -> str | None:
     return None
 
 
-def source_of(root: Path, module: str) -> Path:
-    return root / "src" / (module.replace(".", "/") + ".py")
+def source_of(root: Path, module: str, suffix: str = ".py") -> Path:
+    return root / "src" / (module.replace(".", "/") + suffix)
 
 
-def build(root: Path, modules: list[str], out: Path, work: Path) -> float:
-    """Compile *modules* into *out* (emptied first); return the seconds it took."""
+def build(
+    root: Path,
+    modules: list[str],
+    out: Path,
+    work: Path,
+    c_modules: list[str] | None = None,
+) -> float:
+    """Compile *modules* (mypyc) and *c_modules* (C) into *out* (emptied first).
+
+    Returns the seconds it took.
+    """
     from mypyc.build import mypycify
-    from setuptools import Distribution
+    from setuptools import Distribution, Extension
+
+    c_modules = c_modules or []
 
     start = time.monotonic()
     shutil.rmtree(out, ignore_errors=True)
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     sources = {m: source_of(root, m) for m in modules}
+    sources.update({m: source_of(root, m, ".c") for m in c_modules})
     digests = {
         m: hashlib.sha256(p.read_bytes()).hexdigest() for m, p in sources.items()
     }
@@ -88,11 +111,20 @@ def build(root: Path, modules: list[str], out: Path, work: Path) -> float:
     os.chdir(root)  # mypy reads [tool.mypy] from pyproject.toml here
     try:
         extensions = mypycify(
-            [*MYPY_FLAGS, *(str(p.relative_to(root)) for p in sources.values())],
+            [*MYPY_FLAGS, *(str(sources[m].relative_to(root)) for m in modules)],
             opt_level="3",
             group_name=NATIVE,
             target_dir=str(work / "c"),
         )
+        extensions += [
+            Extension(
+                m,
+                [str(sources[m].relative_to(root))],
+                extra_compile_args=["-O2", "-std=gnu11"],
+                extra_link_args=["-pthread"],
+            )
+            for m in c_modules
+        ]
         dist = Distribution({"name": NATIVE, "ext_modules": extensions})
         cmd: Any = dist.get_command_obj("build_ext")
         cmd.build_lib = str(out)
@@ -102,7 +134,7 @@ def build(root: Path, modules: list[str], out: Path, work: Path) -> float:
     finally:
         os.chdir(here)
     suffix = sysconfig.get_config_var("EXT_SUFFIX")
-    files = {m: m.replace(".", "/") + suffix for m in modules}
+    files = {m: m.replace(".", "/") + suffix for m in [*modules, *c_modules]}
     missing = [f for f in [*files.values(), GROUP + suffix] if not (out / f).is_file()]
     if missing:
         raise RuntimeError(f"mypyc produced no {', '.join(missing)}")
@@ -114,8 +146,9 @@ def build(root: Path, modules: list[str], out: Path, work: Path) -> float:
                 "source": str(sources[m].relative_to(root / "src" / "msgin5g")),
                 "sha256": digests[m],
                 "file": files[m],
+                **({"kind": "c"} if m in c_modules else {}),
             }
-            for m in modules
+            for m in [*modules, *c_modules]
         },
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
@@ -134,7 +167,11 @@ class NativeBuildHook(BuildHookInterface):  # type: ignore[type-arg]
             out = root / "build" / NATIVE
             try:
                 seconds = build(
-                    root, configured_modules(root), out, root / "build" / "mypyc"
+                    root,
+                    configured_modules(root),
+                    out,
+                    root / "build" / "mypyc",
+                    configured_extensions(root),
                 )
             except (Exception, SystemExit) as e:  # any failure: install pure Python
                 # mypy's type errors end mypycify with SystemExit (its report is above)
@@ -164,7 +201,11 @@ def main() -> None:
     root = Path(__file__).resolve().parent
     out = Path(sys.argv[1]) if len(sys.argv) > 1 else root / "build" / NATIVE
     seconds = build(
-        root, configured_modules(root), out.resolve(), root / "build" / "mypyc"
+        root,
+        configured_modules(root),
+        out.resolve(),
+        root / "build" / "mypyc",
+        configured_extensions(root),
     )
     print(f"compiled into {out} in {seconds:.0f} s")
 

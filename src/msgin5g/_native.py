@@ -105,11 +105,14 @@ def choose(package: Path, candidates: list[Path]) -> tuple[dict[str, str], str]:
         paths[manifest["group"]] = str(
             place / (manifest["group"] + EXTENSION_SUFFIXES[0])
         )
-        names = ", ".join(sorted(manifest["modules"]))
-        return (
-            paths,
-            f"compiled ({len(manifest['modules'])} modules with mypyc: {names})",
+        mypyc = sorted(
+            m for m, e in manifest["modules"].items() if e.get("kind") != "c"
         )
+        c = sorted(m for m, e in manifest["modules"].items() if e.get("kind") == "c")
+        text = f"{len(mypyc)} modules with mypyc: {', '.join(mypyc)}"
+        if c:
+            text += f"; C: {', '.join(c)}"
+        return paths, f"compiled ({text})"
     if stale is not None:
         print(
             f"msgin5g: not loading the compiled modules, {stale}: running pure Python "

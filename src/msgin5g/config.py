@@ -91,6 +91,11 @@ class CoapConfig:
     reuse_port: bool = False
     """Open the socket with ``SO_REUSEPORT`` (set for the processes of
     ``--workers N``, which share one port)."""
+    send_thread: bool = True
+    """Send the listener's datagrams from a thread of its own (C, compiled at
+    install; the event loop copies each datagram into a queue and the kernel's
+    sending work runs on another core: docs/performance.md). False, or a pure
+    Python install, sends from the event loop."""
     service_id: str = MSGIN5G_SERVICE_ID
     """The MSGin5G service identifier (digest §1.2, a PROJECT CHOICE value): a
     ``msgin5gServiceId`` a client sends must equal it (else 4.00). It is also the

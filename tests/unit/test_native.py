@@ -28,11 +28,14 @@ SUFFIX = EXTENSION_SUFFIXES[0]
 EXPECT_COMPILED = os.environ.get("MSGIN5G_EXPECT_COMPILED") == "1"
 
 
+def _path(module: str, suffix: str) -> str:
+    return module.replace(".", "/") + suffix
+
+
 def _configured() -> list[str]:
     data = tomllib.loads((PACKAGE.parents[1] / "pyproject.toml").read_text())
-    return list(
-        data["tool"]["hatch"]["build"]["targets"]["wheel"]["hooks"]["custom"]["compile"]
-    )
+    hook = data["tool"]["hatch"]["build"]["targets"]["wheel"]["hooks"]["custom"]
+    return [*hook["compile"], *hook.get("extensions", [])]
 
 
 def test_compiled_modules_are_the_ones_claimed() -> None:
@@ -75,6 +78,31 @@ def test_unchanged_sources_load_the_built_files(tmp_path: Path) -> None:
         "g__mypyc": str(place / ("g__mypyc" + SUFFIX)),
     }
     assert status == "compiled (1 modules with mypyc: msgin5g.coap.numbers)"
+
+
+def test_a_c_extension_is_named_apart_and_checked_like_the_others(
+    tmp_path: Path,
+) -> None:
+    place = tmp_path / "msgin5g_native"
+    _manifest(place, _sha("coap/numbers.py"))
+    manifest = json.loads((place / "manifest.json").read_text())
+    manifest["modules"]["msgin5g.coap._udpsend"] = {
+        "source": "coap/_udpsend.c",
+        "sha256": _sha("coap/_udpsend.c"),
+        "file": "y/_udpsend" + SUFFIX,
+        "kind": "c",
+    }
+    (place / "manifest.json").write_text(json.dumps(manifest))
+    paths, status = _native.choose(PACKAGE, [place])
+    assert paths["msgin5g.coap._udpsend"] == str(place / ("y/_udpsend" + SUFFIX))
+    assert status == (
+        "compiled (1 modules with mypyc: msgin5g.coap.numbers; C: msgin5g.coap._udpsend)"
+    )
+    manifest["modules"]["msgin5g.coap._udpsend"]["sha256"] = "0" * 64
+    (place / "manifest.json").write_text(json.dumps(manifest))
+    paths, status = _native.choose(PACKAGE, [place])
+    assert paths == {}
+    assert "msgin5g/coap/_udpsend.c changed since the build" in status
 
 
 def test_an_edited_source_loads_python_with_one_warning_line(
@@ -161,7 +189,9 @@ def test_a_real_edit_is_never_shadowed_by_the_installed_build(tmp_path: Path) ->
 
     edited = copy / "coap" / "message.py"
     edited.write_text(edited.read_text() + "\n# edited after the build\n")
-    verdict, err = _probe(copy, modules)
+    # a C extension has no .py to fall back to: pure Python runs without it
+    python_modules = [m for m in modules if not (copy.parent / _path(m, ".c")).exists()]
+    verdict, err = _probe(copy, python_modules)
     assert err.count("\n") == 1
     assert "msgin5g/coap/message.py changed since the build" in err
     assert str(verdict["status"]).startswith("pure Python (compiled modules are stale")

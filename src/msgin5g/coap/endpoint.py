@@ -73,11 +73,13 @@ from msgin5g.coap.resource import Handler, Request, Site
 from msgin5g.coap.udp import (
     DatagramFloor,
     DatagramProtocol,
+    Sender,
     bind_socket,
     bound_address,
     enable_icmp_errors,
     not_open,
     open_endpoint,
+    open_sender,
     resolve_peer,
     use_uvloop,
 )
@@ -160,6 +162,7 @@ class Endpoint(ObserveRole):
         self._transport: asyncio.DatagramTransport | None = None
         self._protocol: DatagramProtocol | None = None
         self._sendto: Callable[[bytes, Any], None] = not_open
+        self._sender: Sender | None = None
         self._family = socket.AF_INET
         self._floor: DatagramFloor | None = None
         self._closed = False
@@ -185,6 +188,7 @@ class Endpoint(ObserveRole):
         source_limiter: SourceLimiter | None = None,
         max_dedup_bytes: int | None = DEFAULT_DEDUP_BYTES,
         reuse_port: bool = False,
+        send_thread: bool = False,
     ) -> Endpoint:
         """Bind a UDP socket and start serving.
 
@@ -203,6 +207,9 @@ class Endpoint(ObserveRole):
                 (None: every datagram is processed).
             max_dedup_bytes: byte bound of the duplicate-detection cache.
             reuse_port: bind with ``SO_REUSEPORT`` (processes share the port).
+            send_thread: send datagrams from a thread of their own
+                (:func:`~msgin5g.coap.udp.open_sender`; the loop's transport
+                where the native module is not built).
 
         Returns:
             the running endpoint.
@@ -236,6 +243,10 @@ class Endpoint(ObserveRole):
         self._transport = transport
         self._protocol = protocol
         self._sendto = transport.sendto
+        if send_thread:
+            self._sender = open_sender(loop, sock, transport, protocol)
+            if self._sender is not None:
+                self._sendto = self._sender.send
         if log.isEnabledFor(logging.DEBUG):
             log.debug("CoAP endpoint listening on %r", self.local_address)
         return self
@@ -287,7 +298,9 @@ class Endpoint(ObserveRole):
         """Return the message-layer counters plus ``handlers_running``.
 
         With a source limiter also ``dropped`` (datagrams refused before
-        decoding) and ``sources`` (sources tracked).
+        decoding) and ``sources`` (sources tracked); with the send thread
+        ``send_thread_queued``, ``send_thread_fallbacks`` and
+        ``send_thread_failed``.
         """
         counters = self._layer.stats()
         if self._limiter is not None:
@@ -296,6 +309,11 @@ class Endpoint(ObserveRole):
         counters["handlers_running"] = len(self._tasks)
         counters["handler_errors"] = self._handler_errors
         counters["observations"] = len(self._observers)
+        if self._sender is not None:
+            sender = self._sender.stats()
+            counters["send_thread_queued"] = sender["queued"]
+            counters["send_thread_fallbacks"] = sender["fallbacks"]
+            counters["send_thread_failed"] = sender["failed"]
         return counters
 
     def send_raw(self, data: bytes, peer: Peer) -> None:
@@ -467,6 +485,8 @@ class Endpoint(ObserveRole):
         self._complete(self._layer.abort_all(ConnectError("endpoint closed")))
         transport, protocol = self._transport, self._protocol
         self._sendto = not_open
+        if self._sender is not None:
+            self._sender.close()  # sends what is queued first
         if self._floor is not None:
             await self._floor.aclose()
         if transport is not None and protocol is not None:

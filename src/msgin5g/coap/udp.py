@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import os
 import socket
 import sys
 from collections.abc import Callable
@@ -45,11 +46,13 @@ from msgin5g.errors import ConnectError
 __all__ = [
     "DatagramFloor",
     "DatagramProtocol",
+    "Sender",
     "bind_socket",
     "bound_address",
     "enable_icmp_errors",
     "not_open",
     "open_endpoint",
+    "open_sender",
     "resolve_peer",
     "use_uvloop",
 ]
@@ -268,6 +271,57 @@ async def open_endpoint(
         sock.close()
         raise ConnectError(f"cannot open UDP {what} on {bind!r}: {exc}") from exc
     return transport
+
+
+class Sender(Protocol):
+    """A send thread (:mod:`msgin5g.coap._udpsend`, C): what the endpoint uses."""
+
+    def send(self, data: bytes, addr: Any) -> None:
+        """Queue one datagram (or send it at once when the queue is full)."""
+
+    def close(self) -> None:
+        """Send what is queued and stop the thread."""
+
+    def stats(self) -> dict[str, int]:
+        """sent, failed, fallbacks, wakeups, queued, depth_max."""
+        ...
+
+
+def open_sender(
+    loop: asyncio.AbstractEventLoop,
+    sock: socket.socket,
+    transport: asyncio.DatagramTransport,
+    protocol: DatagramProtocol,
+) -> Sender | None:
+    """A thread that sends ``sock``'s datagrams, or None where it is not built.
+
+    The thread (C, :mod:`msgin5g.coap._udpsend`) calls ``sendmmsg`` without
+    the GIL: the kernel's work for a datagram (on loopback, the receiver's
+    side too) leaves the event loop's thread. It falls back to
+    ``transport.sendto`` when its queue is full or an address is not numeric;
+    a send error goes to ``protocol.error_received`` on the loop, as
+    ``transport.sendto``'s would.
+    """
+    try:
+        from msgin5g.coap._udpsend import Sender as NativeSender
+    except ImportError:  # pure Python install: the loop's transport sends
+        return None
+
+    def on_error(err: int) -> None:  # the send thread, holding the GIL
+        # 0: a batch was sent in part and the kernel kept no errno; the socket's
+        # error queue, which error_received drains, says which peer refused
+        exc = OSError(err, os.strerror(err) if err else "datagram not sent")
+        with contextlib.suppress(RuntimeError):  # the loop is closed
+            loop.call_soon_threadsafe(protocol.error_received, exc)
+
+    def schedule() -> None:  # wake the thread once per turn of the loop
+        loop.call_soon(native.flush)
+
+    native = NativeSender(
+        sock.fileno(), sock.family, transport.sendto, on_error, schedule
+    )
+    sender: Sender = native
+    return sender
 
 
 def bound_address(transport: asyncio.BaseTransport | None) -> tuple[str, int]:

@@ -76,12 +76,28 @@ _COAP_COUNTERS = (
         "msgin5g_coap_dropped_total",
         "datagrams dropped by the per-source rate limit",
     ),
+    (
+        "send_thread_fallbacks",
+        "msgin5g_coap_send_thread_fallbacks_total",
+        "datagrams the event loop sent itself: the send thread's queue was full "
+        "or the address not numeric",
+    ),
+    (
+        "send_thread_failed",
+        "msgin5g_coap_send_thread_failed_total",
+        "datagrams the send thread could not send (after one retry)",
+    ),
 )
 _COAP_GAUGES = (
     ("pending", "msgin5g_coap_exchanges_open", "outstanding and queued requests"),
     ("handlers_running", "msgin5g_coap_handlers_running", "requests in progress"),
     ("observations", "msgin5g_coap_observations", "CoAP Observe registrations"),
     ("dedup_bytes", "msgin5g_coap_dedup_bytes", "bytes held by the duplicate cache"),
+    (
+        "send_thread_queued",
+        "msgin5g_coap_send_thread_queued",
+        "datagrams waiting in the send thread's queue",
+    ),
 )
 
 _DTLS_COUNTERS = (

@@ -265,6 +265,7 @@ class CoapTransport:
             source_limiter=limiter,
             max_dedup_bytes=self.config.dedup_max_bytes,
             reuse_port=self.config.reuse_port,
+            send_thread=self.config.send_thread,
         )
         log.info("MSGin5G-1 CoAP listening on %s:%d", *self._endpoint.local_address)
         log.warning(
