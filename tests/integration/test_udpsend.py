@@ -139,6 +139,52 @@ def test_close_sends_what_is_queued_and_later_sends_use_the_fallback(
     assert fallback == [b"after close"]
 
 
+def test_a_quiet_loop_sends_itself_and_a_busy_one_hands_over_per_turn(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    """With ``schedule`` (the loop's call_soon), a turn of at most 4 datagrams
+    while the thread sleeps is sent by the caller; a longer turn is queued and
+    the thread woken once, by flush() after the turn; the turn after a busy one
+    is queued too."""
+    sock, receiver = pair
+    turns: list[int] = []
+    sender = _udpsend.Sender(
+        sock.fileno(), sock.family, sock.sendto, None, lambda: turns.append(1)
+    )
+    to = receiver.getsockname()
+
+    def settle() -> None:  # the thread sent everything and sleeps
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            stats = sender.stats()
+            if stats["sleeping"] and not stats["queued"]:
+                return
+            time.sleep(0.005)
+        raise AssertionError(f"the send thread does not go to sleep: {stats}")
+
+    settle()
+    for i in range(4):  # a quiet turn: sent at once, in order
+        sender.send(b"q%d" % i, to)
+    assert _receive(receiver, 4) == [b"q0", b"q1", b"q2", b"q3"]
+    assert sender.stats()["direct"] == 4
+    sender.send(b"fifth", to)  # more than 4 in this turn: queued until the flush
+    assert sender.stats()["queued"] == 1  # the thread sleeps: nobody woke it
+    assert len(turns) == 1  # one flush asked for per turn
+    sender.flush()
+    assert receiver.recv(100) == b"fifth"
+    settle()
+    sender.send(b"after a busy turn", to)  # queued again
+    assert sender.stats()["queued"] == 1
+    sender.flush()
+    assert receiver.recv(100) == b"after a busy turn"
+    settle()
+    sender.send(b"quiet again", to)
+    assert sender.stats()["direct"] == 5
+    assert receiver.recv(100) == b"quiet again"
+    sender.close()
+    assert sender.stats()["wakeups"] == 2
+
+
 def test_ipv6_with_flow_info_and_scope() -> None:
     if not socket.has_ipv6:
         pytest.skip("no IPv6 here")
@@ -217,7 +263,8 @@ async def test_an_endpoint_with_the_send_thread_answers_and_fails_fast() -> None
         assert sorted(r.payload for r in replies) == sorted(
             b"%d" % i for i in range(200)
         )
-        assert server._sender.stats()["sent"] >= 200
+        stats = server._sender.stats()
+        assert stats["sent"] + stats["direct"] >= 200
         counters = server.stats()
         assert counters["send_thread_queued"] == 0
         assert counters["send_thread_fallbacks"] == counters["send_thread_failed"] == 0

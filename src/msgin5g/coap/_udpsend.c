@@ -17,8 +17,19 @@
  *     (the event loop's own transport.sendto) in the caller's thread.
  *   - An address send() cannot pack (a host name, an IPv6 scope "%eth0", a
  *     family the socket does not have) goes to the fallback too.
- *   - The thread sleeps on a condition variable when the ring is empty; send()
- *     signals only when the thread said it sleeps (Dekker order with seq_cst).
+ *   - The thread sleeps on a condition variable when the ring is empty. A
+ *     cross-core wake-up costs the waker ~5 µs on this project's VM (more than
+ *     the send) and adds latency, so it is paid at most once per turn of the
+ *     event loop: send() asks schedule() (loop.call_soon) for a flush() after
+ *     the turn, which wakes the thread if it sleeps (Dekker order with seq_cst
+ *     on `waiting` and `head`). Waking per datagram made the server slower
+ *     than no thread at all (0.83x, docs/performance.md).
+ *   - A quiet loop sends itself: while the thread sleeps, the ring is empty
+ *     and neither this turn nor the last handed over more than
+ *     DIRECT_PER_TURN datagrams, send() calls sendto() at once (in order, as
+ *     nothing is queued). Under light load that is the latency and the CPU of
+ *     the thread-less server; under load, turns are long and the thread
+ *     takes the datagrams.
  *   - A send error other than EAGAIN/ENOBUFS (an ICMP error the socket held,
  *     IP_RECVERR) is retried once, as the datagram it failed was not the one
  *     refused, then counted and reported to on_error(errno) with the GIL taken
@@ -47,6 +58,7 @@
 #define SLOTS 4096          /* power of two */
 #define SLOT_INLINE 1472    /* an Ethernet MTU's UDP payload */
 #define BATCH 64            /* datagrams per sendmmsg */
+#define DIRECT_PER_TURN 4   /* at most sent by the caller in a quiet loop turn */
 
 typedef struct {
     struct sockaddr_storage addr;
@@ -64,6 +76,8 @@ typedef struct {
     PyObject *on_error;     /* callable(errno) or None */
     PyObject *schedule;     /* callable(): runs flush() soon (loop.call_soon), or None */
     int flush_pending;      /* schedule() was called, flush() has not run */
+    int turn_sends;         /* datagrams handed over in this loop turn */
+    int busy;               /* the last turn handed over more than DIRECT_PER_TURN */
     Slot *ring;
     _Atomic uint64_t head;  /* written by the producer */
     _Atomic uint64_t tail;  /* written by the thread */
@@ -78,6 +92,7 @@ typedef struct {
     _Atomic uint64_t sent;
     _Atomic uint64_t failed;
     uint64_t fallbacks;     /* producer only */
+    uint64_t direct;        /* producer only */
     uint64_t wakeups;       /* producer only */
     uint64_t depth_max;     /* producer only */
 } Sender;
@@ -256,6 +271,25 @@ static PyObject *call_fallback(Sender *self, PyObject *data, PyObject *addr) {
     return PyObject_CallFunctionObjArgs(self->fallback, data, addr, NULL);
 }
 
+/* Make sure flush() runs after this turn of the event loop (once per turn);
+ * 0 when it cannot be scheduled. */
+static int schedule_flush(Sender *self) {
+    if (self->flush_pending) {
+        return 1;
+    }
+    if (self->schedule == Py_None) {
+        return 0;
+    }
+    PyObject *r = PyObject_CallNoArgs(self->schedule);
+    if (r == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    Py_DECREF(r);
+    self->flush_pending = 1;
+    return 1;
+}
+
 static PyObject *Sender_send(Sender *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "send(data, addr)");
@@ -281,6 +315,26 @@ static PyObject *Sender_send(Sender *self, PyObject *const *args, Py_ssize_t nar
         PyBuffer_Release(&view);
         return call_fallback(self, data, addr);
     }
+    if (self->turn_sends <= DIRECT_PER_TURN) {
+        self->turn_sends++; /* counts up to DIRECT_PER_TURN + 1: "more" */
+    }
+    if (!self->busy && self->turn_sends <= DIRECT_PER_TURN && head == tail
+        && atomic_load(&self->waiting) && schedule_flush(self)) {
+        /* a quiet loop (this turn and the last one handed over few datagrams)
+         * and the thread sleeps: waking it (a cross-core wake-up, a VM exit on a
+         * virtual machine) would cost more time and latency than the send, so
+         * the caller sends, in order (the ring is empty). The loop's transport
+         * takes over on any error (EAGAIN buffering, error_received for ICMP
+         * errors). flush() closes the turn. */
+        ssize_t sent = sendto(self->fd, view.buf, (size_t)view.len, 0,
+                              (struct sockaddr *)&s->addr, s->addrlen);
+        PyBuffer_Release(&view);
+        if (sent >= 0) {
+            self->direct++;
+            Py_RETURN_NONE;
+        }
+        return call_fallback(self, data, addr);
+    }
     if (view.len <= SLOT_INLINE) {
         memcpy(s->data, view.buf, (size_t)view.len);
         s->heap = NULL;
@@ -298,32 +352,20 @@ static PyObject *Sender_send(Sender *self, PyObject *const *args, Py_ssize_t nar
     if (head + 1 - tail > self->depth_max) {
         self->depth_max = head + 1 - tail;
     }
-    if (atomic_load(&self->waiting)) {
-        if (self->schedule == Py_None) {
-            self->wakeups++;
-            wake(self);
-        } else if (!self->flush_pending) {
-            /* wake the thread once, after this turn of the event loop: the
-             * datagrams of one turn leave in one sendmmsg, and a cross-core
-             * wake-up (a VM exit on a virtual machine) is paid per turn, not
-             * per datagram */
-            self->flush_pending = 1;
-            PyObject *r = PyObject_CallNoArgs(self->schedule);
-            if (r == NULL) {
-                self->flush_pending = 0;
-                PyErr_Clear();
-                self->wakeups++;
-                wake(self);
-            } else {
-                Py_DECREF(r);
-            }
-        }
+    /* wake the thread once, after this turn of the event loop: the datagrams
+     * of one turn leave in one sendmmsg, and a cross-core wake-up (a VM exit on
+     * a virtual machine) is paid per turn, not per datagram */
+    if (atomic_load(&self->waiting) && !schedule_flush(self)) {
+        self->wakeups++;
+        wake(self);
     }
     Py_RETURN_NONE;
 }
 
 static PyObject *Sender_flush(Sender *self, PyObject *Py_UNUSED(unused)) {
     self->flush_pending = 0;
+    self->busy = self->turn_sends > DIRECT_PER_TURN;
+    self->turn_sends = 0;
     if (!self->closed && atomic_load(&self->waiting)) {
         self->wakeups++;
         wake(self);
@@ -361,11 +403,12 @@ static PyObject *Sender_close(Sender *self, PyObject *Py_UNUSED(unused)) {
 static PyObject *Sender_stats(Sender *self, PyObject *Py_UNUSED(unused)) {
     uint64_t head = atomic_load(&self->head), tail = atomic_load(&self->tail);
     return Py_BuildValue(
-        "{s:K,s:K,s:K,s:K,s:K,s:K}", "sent", (unsigned long long)atomic_load(&self->sent),
+        "{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:i}", "direct", (unsigned long long)self->direct,
+        "sent", (unsigned long long)atomic_load(&self->sent),
         "failed", (unsigned long long)atomic_load(&self->failed), "fallbacks",
         (unsigned long long)self->fallbacks, "wakeups", (unsigned long long)self->wakeups,
         "queued", (unsigned long long)(head - tail), "depth_max",
-        (unsigned long long)self->depth_max);
+        (unsigned long long)self->depth_max, "sleeping", atomic_load(&self->waiting));
 }
 
 static int Sender_init(Sender *self, PyObject *args, PyObject *kwds) {
@@ -436,7 +479,8 @@ static PyMethodDef Sender_methods[] = {
     {"close", (PyCFunction)Sender_close, METH_NOARGS,
      "Send what is queued, stop the thread (idempotent); later sends use the fallback."},
     {"stats", (PyCFunction)Sender_stats, METH_NOARGS,
-     "Counters: sent, failed, fallbacks, wakeups, queued, depth_max."},
+     "Counters: direct, sent, failed, fallbacks, wakeups, queued, depth_max; "
+     "sleeping (1: the thread waits for work)."},
     {NULL, NULL, 0, NULL},
 };
 

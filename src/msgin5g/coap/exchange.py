@@ -91,6 +91,11 @@ def _empty(mtype: int, mid: int) -> bytes:
     return bytes((0x40 | mtype << 4, 0, mid >> 8, mid & 0xFF))
 
 
+def _reply_token(reply: bytes) -> bytes:
+    """The token of an encoded message (RFC 7252 §3: TKL, then the 4-byte header)."""
+    return reply[4 : 4 + (reply[0] & 0x0F)]
+
+
 class MessageLayer:
     """The RFC 7252 message layer as a state machine that returns actions.
 
@@ -221,6 +226,13 @@ class MessageLayer:
         key = (peer, msg.mid)
         state = cache.get(key)
         con = msg.mtype == _CON
+        if isinstance(state, bytes) and _reply_token(state) != msg.token:
+            # the Message ID is re-used with another token: a new request (a
+            # client restarted on the same port within EXCHANGE_LIFETIME, its
+            # Message IDs counting again), not a retransmission, which repeats
+            # the token. RFC 7252 §4.5 alone would replay the old reply to it.
+            cache.pop(key)
+            state = None
         if state is not None:
             self._duplicates += 1
             if not con:

@@ -283,7 +283,7 @@ class Sender(Protocol):
         """Send what is queued and stop the thread."""
 
     def stats(self) -> dict[str, int]:
-        """sent, failed, fallbacks, wakeups, queued, depth_max."""
+        """direct, sent, failed, fallbacks, wakeups, queued, depth_max, sleeping."""
         ...
 
 

@@ -114,6 +114,24 @@ def test_layer_duplicate_con_replays_cached_response(layer: MessageLayer) -> Non
     assert layer.respond(req, PEER, CoapMessage(Type.ACK, Code.CHANGED)) == []
 
 
+def test_layer_reused_message_id_with_another_token_is_a_new_request(
+    layer: MessageLayer,
+) -> None:
+    """A client restarted on the same port counts its Message IDs again: a
+    request with an answered Message ID but another token is not a
+    retransmission (which repeats the token) and gets its own answer."""
+    req = dispatch(layer, con_post(0x10, b"old"))
+    layer.respond(req, PEER, CoapMessage(Type.ACK, Code.CHANGED, payload=b"old"))
+    new = dispatch(layer, con_post(0x10, b"new!", b'{"n":1}'))
+    assert new.token == b"new!"
+    (resp,) = sent(layer.respond(new, PEER, CoapMessage(Type.ACK, Code.CREATED)))
+    assert (resp.mid, resp.token, resp.code) == (0x10, b"new!", Code.CREATED)
+    # its own retransmission is a duplicate again, answered from the cache
+    (again,) = sent(layer.receive(con_post(0x10, b"new!", b'{"n":1}'), PEER))
+    assert (again.token, again.code) == (b"new!", Code.CREATED)
+    assert layer.stats()["duplicates"] == 1
+
+
 def test_layer_duplicate_in_progress_is_dropped(layer: MessageLayer) -> None:
     dispatch(layer, con_post(0x10))
     assert layer.receive(con_post(0x10), PEER) == []
