@@ -27,8 +27,10 @@ What one run does:
    through one gateway, as constrained UEs would); the server's RSS is sampled
    at 100k, 250k, 500k and 1M registered UEs (those up to ``--ues``), after a
    2 s idle pause, and printed as bytes per UE registered by the gateway above
-   the baseline RSS (read after the REG rounds, before the first ``BULKREG``;
-   the ``--before`` server is stopped first).
+   the baseline RSS, on a fresh server process of this tree with its own file
+   (the UEs and the gateway, imported in step 1) started after the REG servers
+   were stopped: a server that did the REG rounds holds freed memory that new
+   registrations re-use (it read 23 B per UE).
 
 Run: ``.venv/bin/python benchmarks/registrations.py [--ues 1000000]``. Not a test.
 """
@@ -212,9 +214,10 @@ async def run(args: argparse.Namespace) -> None:
         tmp = Path(name)
         servers: dict[str, tuple[subprocess.Popen[str], int]] = {}
         try:
+            memory_db = tmp / "memory.db"
+            provision_tree(memory_db, args.src, ["gw", *ues], tmp)
             for label, src in trees:
                 db = tmp / f"{label}.db"
-                provision_tree(db, src, ["gw", *ues] if label == "after" else [], tmp)
                 provision_reg_sets(db, src, [*prefixes, _BENCH_PREFIX], args.reg_ues)
                 port = free_port()
                 servers[label] = (start_server(port, db, src), port)
@@ -227,9 +230,17 @@ async def run(args: argparse.Namespace) -> None:
             port, pid = servers["after"][1], servers["after"][0].pid
             if args.bench_seconds:
                 await asyncio.to_thread(bench_reg, port, pid, engine, args)
-            if "before" in servers:  # the memory curve runs alone
-                stop(servers.pop("before")[0])
+            # the memory curve runs alone, on a server that did nothing else: after
+            # the REG rounds the heap holds freed memory that new registrations
+            # would re-use, and the curve would read a few bytes per UE
+            for server, _ in servers.values():
+                stop(server)
+            servers = {}
             if args.ues:
+                port = free_port()
+                servers["memory"] = (start_server(port, memory_db, args.src), port)
+                pid = servers["memory"][0].pid
+                time.sleep(1.0)
                 marks = [
                     m for m in (100_000, 250_000, 500_000, 1_000_000) if m <= args.ues
                 ]
