@@ -240,7 +240,7 @@ async def run(args: argparse.Namespace) -> None:
                 port = free_port()
                 servers["memory"] = (start_server(port, memory_db, args.src), port)
                 pid = servers["memory"][0].pid
-                time.sleep(1.0)
+                await asyncio.sleep(1.0)
                 marks = [
                     m for m in (100_000, 250_000, 500_000, 1_000_000) if m <= args.ues
                 ]
