@@ -91,11 +91,15 @@ class CoapConfig:
     reuse_port: bool = False
     """Open the socket with ``SO_REUSEPORT`` (set for the processes of
     ``--workers N``, which share one port)."""
-    send_thread: bool = True
+    send_thread: bool = False
     """Send the listener's datagrams from a thread of its own (C, compiled at
     install; the event loop copies each datagram into a queue and the kernel's
-    sending work runs on another core: docs/performance.md). False, or a pure
-    Python install, sends from the event loop."""
+    sending work runs on another core: ~15 % more messages/s at saturation,
+    docs/performance.md). The trade-off: ICMP errors are not read on that
+    socket (uvloop 0.23 crashes on an error queue the thread leaves to it), so
+    a UE whose port closed is found unreachable after the CoAP retransmissions
+    (62-93 s) instead of at once. Off by default; a pure Python install always
+    sends from the event loop."""
     service_id: str = MSGIN5G_SERVICE_ID
     """The MSGin5G service identifier (digest §1.2, a PROJECT CHOICE value): a
     ``msgin5gServiceId`` a client sends must equal it (else 4.00). It is also the

@@ -328,10 +328,18 @@ static PyObject *Sender_send(Sender *self, PyObject *const *args, Py_ssize_t nar
          * errors). flush() closes the turn. */
         ssize_t sent = sendto(self->fd, view.buf, (size_t)view.len, 0,
                               (struct sockaddr *)&s->addr, s->addrlen);
+        int err = errno;
         PyBuffer_Release(&view);
         if (sent >= 0) {
             self->direct++;
             Py_RETURN_NONE;
+        }
+        if (err != EAGAIN && err != EWOULDBLOCK && err != ENOBUFS && err != EINTR) {
+            /* most likely an ICMP error the socket held for an earlier datagram
+             * (IP_RECVERR): this sendto consumed it, so the loop would never
+             * hear of it, and the error queue it leaves keeps epoll reporting
+             * EPOLLERR: hand it over as the thread does, then resend */
+            report_error(self, err);
         }
         return call_fallback(self, data, addr);
     }

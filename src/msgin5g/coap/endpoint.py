@@ -209,7 +209,8 @@ class Endpoint(ObserveRole):
             reuse_port: bind with ``SO_REUSEPORT`` (processes share the port).
             send_thread: send datagrams from a thread of their own
                 (:func:`~msgin5g.coap.udp.open_sender`; the loop's transport
-                where the native module is not built).
+                where the native module is not built). ICMP errors are then
+                not read: an unreachable peer fails after the retransmissions.
 
         Returns:
             the running endpoint.
@@ -234,9 +235,11 @@ class Endpoint(ObserveRole):
             loop, bind, recv_buffer, send_buffer, reuse_port=reuse_port
         )
         self._family = sock.family
+        # the send thread and IP_RECVERR do not mix under uvloop 0.23 (open_sender)
+        icmp = not send_thread and enable_icmp_errors(sock)
         protocol = DatagramProtocol(
             self._on_datagram,
-            sock=sock if enable_icmp_errors(sock) else None,
+            sock=sock if icmp else None,
             on_refused=self._on_refused,
         )
         transport = await open_endpoint(loop, sock, protocol, bind)

@@ -62,7 +62,11 @@ log = logging.getLogger(__name__)
 
 _IP_RECVERR = 11  # <linux/in.h>; the socket module does not export it
 _IPV6_RECVERR = 25  # <linux/in6.h>
-_ERRQUEUE_DRAIN = 64  # errors read per error_received call at most
+# errors read per error_received call at most: the queue is emptied. uvloop 0.23's
+# libuv reads an error queue left non-empty itself (on EPOLLERR) and hands the
+# errno to uvloop as a huge unsigned length, which crashes the process (libuv
+# issue #5242's signed-error fix); the kernel bounds the queue by the receive buffer
+_ERRQUEUE_DRAIN = 1 << 20
 
 
 def enable_icmp_errors(sock: socket.socket) -> bool:
@@ -294,6 +298,11 @@ def open_sender(
     protocol: DatagramProtocol,
 ) -> Sender | None:
     """A thread that sends ``sock``'s datagrams, or None where it is not built.
+
+    ``sock`` must not carry ``IP_RECVERR`` (:func:`enable_icmp_errors`): an
+    ICMP error that the thread's send consumes leaves the socket's error queue
+    to the event loop's libuv, which uvloop 0.23 crashes on (see
+    ``_ERRQUEUE_DRAIN``); the endpoint leaves it off with the thread.
 
     The thread (C, :mod:`msgin5g.coap._udpsend`) calls ``sendmmsg`` without
     the GIL: the kernel's work for a datagram (on loopback, the receiver's

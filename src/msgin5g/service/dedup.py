@@ -40,6 +40,7 @@ import sys
 import msgspec
 
 from msgin5g.model.messages import Msg, MsgResp
+from msgin5g.runtime.reaper import Reaper
 from msgin5g.spec.causes import FailureCause
 from msgin5g.spec.delivery import DeliveryStatus
 from msgin5g.storage.base import DedupRecord
@@ -83,6 +84,7 @@ class DedupCache:
         "_max_entries",
         "_previous",
         "_previous_bytes",
+        "_reaper",
         "_rotated",
         "_window",
         "rotations",
@@ -100,6 +102,8 @@ class DedupCache:
         self._max_bytes = max(1, max_bytes // 2)
         self._rotated = now
         self.rotations = 0
+        # a dropped generation is emptied a few entries per put (no loop stall)
+        self._reaper = Reaper()
 
     def __len__(self) -> int:
         return len(self._current) + len(self._previous)
@@ -124,6 +128,7 @@ class DedupCache:
             or self._current_bytes >= self._max_bytes
         ):
             self._rotate(now)
+        self._reaper.reap()
         old = self._current.get(key)
         if old is not None:
             self._current_bytes -= entry_cost(key, old)
@@ -131,6 +136,7 @@ class DedupCache:
         self._current_bytes += entry_cost(key, value)
 
     def _rotate(self, now: float) -> None:
+        self._reaper.bury(self._previous)
         self._previous, self._current = self._current, {}
         self._previous_bytes, self._current_bytes = self._current_bytes, 0
         self._rotated = now
