@@ -42,11 +42,12 @@ Design choices:
 Log levels: DEBUG normal flow and malformed input, INFO retransmission
 exhaustion (in the layer), WARNING misbehaving peers, ERROR handler bugs.
 
-Size (~630 lines, over the ~500 aim): the I/O shell of both roles (server
+Size (~660 lines, over the ~500 aim): the I/O shell of both roles (server
 dispatch with its limits, client requests with futures and, since issue 13,
-callbacks) around one timer and one socket; the Observe server role and flood
-control already live apart (:mod:`.notify`, :mod:`.limits`). What is left
-shares the endpoint's socket, timer and closed state on every path.
+callbacks and the optional send thread) around one timer and one socket; the
+Observe server role, flood control and the socket floor already live apart
+(:mod:`.notify`, :mod:`.limits`, :mod:`.udp`). What is left shares the
+endpoint's socket, timer and closed state on every path.
 """
 
 from __future__ import annotations
