@@ -74,3 +74,35 @@ def test_fails_fast_on_uvloop_too() -> None:
         asyncio.run(test_con_to_closed_port_fails_fast())
     finally:
         asyncio.set_event_loop_policy(None)
+
+
+def test_the_whole_error_queue_is_drained() -> None:
+    """More ICMP errors than one read used to take (64): all are reported and the
+    queue is left empty (uvloop 0.23's libuv crashes on a queue left to it)."""
+    from msgin5g.coap.udp import DatagramProtocol, enable_icmp_errors
+
+    dead = [closed_udp_port() for _ in range(150)]
+    refused: list[object] = []
+    sent: set[int] = set()
+
+    async def scenario() -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            assert enable_icmp_errors(sock)
+            sock.setblocking(False)
+            for port in dead:
+                try:
+                    sock.sendto(b"x", ("127.0.0.1", port))
+                    sent.add(port)
+                except ConnectionRefusedError:  # the error held for the one before:
+                    pass  # this datagram was not sent
+            protocol = DatagramProtocol(
+                lambda data, addr: None, sock=sock, on_refused=refused.append
+            )
+            protocol.error_received(ConnectionRefusedError())
+            with pytest.raises(BlockingIOError):  # nothing left in the queue
+                sock.recvmsg(1, 512, socket.MSG_ERRQUEUE)
+
+    asyncio.run(scenario())
+    assert len(sent) > 64
+    assert {addr[1] for addr in refused} == sent  # type: ignore[index]
