@@ -27,6 +27,7 @@ from msgin5g.bench.http import H1Connection, H2Connection, open_connection
 from msgin5g.bench.load import Worker
 from msgin5g.bench.options import BenchFailed, BenchOptions, parse_http_url
 from msgin5g.bench.peer import stamp
+from msgin5g.bench.stats import refusal_cause
 from msgin5g.errors import ConfigError
 
 __all__ = ["AS_PATH", "A2pWorker", "ensure_group", "register_as"]
@@ -162,7 +163,7 @@ class A2pWorker(Worker):
                 self.counts.accepted += 1
             return
         if counted:
-            self.counts.refused += 1
+            self.counts.refuse(refusal_cause(f"HTTP {answer.status}", answer.body))
         await asyncio.sleep(min(answer.retry_after, _BACKOFF_MAX) or 0.001)
 
     async def _closed(self, conn: H1Connection | H2Connection) -> None:

@@ -42,7 +42,7 @@ from msgin5g.bench.peer import (
     reg_body,
     stamp,
 )
-from msgin5g.bench.stats import Counts
+from msgin5g.bench.stats import Counts, coap_code, refusal_cause
 from msgin5g.coap import CoapMessage
 from msgin5g.coap.numbers import OptionNumber
 
@@ -110,6 +110,12 @@ def _accepted(response: CoapMessage) -> bool:
         return False
     payload = response.payload
     return b"DELY_ACCEPTED" in payload or b"DELY_STORED" in payload
+
+
+def _cause(response: CoapMessage) -> str:
+    """The refusal's key in the summary (:func:`~msgin5g.bench.stats.refusal_cause`)."""
+    code = None if response.code >> 5 == 2 else coap_code(response.code)
+    return refusal_cause(code, response.payload)
 
 
 def _backoff(response: CoapMessage | None) -> float:
@@ -302,7 +308,7 @@ class _Lanes(Worker, ABC):
         if _accepted(response):
             c.accepted += 1
         else:
-            c.refused += 1
+            c.refuse(_cause(response))
 
     def send(self, lane: int) -> None:
         ue = self.lanes()[lane]
@@ -428,7 +434,7 @@ class RegWorker(_Lanes):
             c.received += 1
             c.latency.add(latency)
         else:
-            c.refused += 1
+            c.refuse(_cause(response))
 
 
 class FanoutWorker(Worker):
@@ -470,7 +476,7 @@ class FanoutWorker(Worker):
                     if response is None:
                         self.counts.timeouts += self.copies
                     else:
-                        self.counts.refused += self.copies
+                        self.counts.refuse(_cause(response), self.copies)
                 await asyncio.sleep(_backoff(response) or 0.01)
                 continue
             if counted:

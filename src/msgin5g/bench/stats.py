@@ -15,11 +15,14 @@ window either got a refusal (*refused*: a CoAP 4.xx/5.xx, a failure
 ``deliveryStatus``, an HTTP 4xx/5xx), or arrived (*received*: at the recipient
 UE; for ``reg`` a successful REGRESP), or is *lost* (no answer after the
 retransmissions, or accepted and never delivered): ``lost = sent - refused -
-received``, never negative. The rate is ``received / duration``.
+received``, never negative. The rate is ``received / duration``. Refusals
+are also counted by cause (:func:`refusal_cause`), and a cause a user can act
+on (the server's per-UE rate limit, its overload answer) adds a warning.
 """
 
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
@@ -28,7 +31,9 @@ __all__ = [
     "Counts",
     "Histogram",
     "Summary",
+    "coap_code",
     "format_table",
+    "refusal_cause",
     "summarize",
 ]
 
@@ -44,6 +49,32 @@ _SCALE: Final = _PER_DECADE / math.log(10)
 
 BOTTLENECK_CPU: Final = 90.0
 """A generator process busier than this (% of one core) may be the limit."""
+
+CONGESTION: Final = "SERVER_CONGESTION"
+"""The cause of a refusal by the server's per-originator submission limit."""
+
+_CAUSE: Final = re.compile(rb'"(?:failureCause|cause)"\s*:\s*"([A-Za-z0-9_]{1,64})"')
+_STATUS: Final = re.compile(rb'"deliveryStatus"\s*:\s*"([A-Z_]{1,32})"')
+
+
+def refusal_cause(code: str | None, payload: bytes) -> str:
+    """A short key for a refusal, from its answer.
+
+    ``code`` is None for a success code whose body refuses (a MSGRESP with
+    ``DELY_REJECTED``: the key is its failure cause, else its status), or the
+    error code (``"5.03"``, ``"HTTP 429"``), to which the body's cause is
+    added (``"5.03 SERVER_CONGESTION"``).
+    """
+    match = _CAUSE.search(payload) or _STATUS.search(payload)
+    cause = match.group(1).decode() if match else None
+    if code is None:
+        return cause or "refused"
+    return f"{code} {cause}" if cause else code
+
+
+def coap_code(code: int) -> str:
+    """``"5.03"`` for the CoAP code byte 163."""
+    return f"{code >> 5}.{code & 31:02d}"
 
 
 class Histogram:
@@ -127,6 +158,13 @@ class Counts:
     """Answer latency: the sender got MSGRESP (CoAP) or the HTTP answer."""
     extra: dict[str, float] = field(default_factory=dict)
     """Mode-specific figures (``fanout``: ``last_ms`` per round, maximum)."""
+    refusals: dict[str, int] = field(default_factory=dict)
+    """Refusals by cause (:func:`refusal_cause`)."""
+
+    def refuse(self, cause: str, n: int = 1) -> None:
+        """Count ``n`` refusals for ``cause``."""
+        self.refused += n
+        self.refusals[cause] = self.refusals.get(cause, 0) + n
 
     def to_wire(self) -> dict[str, Any]:
         data = asdict(self)
@@ -177,6 +215,8 @@ class Summary:
     processes of one core each, the generator alone could reach about
     ``W * 1e6 / generator_us_per_unit`` units/s."""
     extra: dict[str, float] = field(default_factory=dict)
+    refusals: dict[str, int] = field(default_factory=dict)
+    """Refusals by cause (a failure cause, a status, or a CoAP/HTTP code)."""
     warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> str:
@@ -232,8 +272,12 @@ def summarize(
                 extra[key] = extra.get(key, 0) + value
             else:
                 extra[key] = max(extra.get(key, value), value)
+    refusals: dict[str, int] = {}
+    for part in parts:
+        for cause, n in part.refusals.items():
+            refusals[cause] = refusals.get(cause, 0) + n
     behind = sum(p.behind for p in parts)
-    warnings = []
+    warnings = _refusal_warnings(refusals)
     bottleneck = cpu >= BOTTLENECK_CPU
     if bottleneck:
         warnings.append(
@@ -272,8 +316,35 @@ def summarize(
             1e6 * sum(p.cpu_s for p in parts) / received if received else math.nan
         ),
         extra=extra,
+        refusals=dict(sorted(refusals.items(), key=lambda kv: -kv[1])),
         warnings=warnings,
     )
+
+
+def _refusal_warnings(refusals: dict[str, int]) -> list[str]:
+    """What a user can do about the refusals they can act on."""
+    warnings = []
+    congested = refusals.get(CONGESTION, 0)
+    if congested:
+        warnings.append(
+            f"{congested:,} messages were refused with {CONGESTION}: the server "
+            "limits what each UE submits (limits.submit_rate, default 2,000/s per "
+            "UE); spread the load over more --ues, or raise the limit on a test "
+            "server (--set limits.submit_rate=0)"
+        )
+    overloaded = sum(n for key, n in refusals.items() if key.startswith("5.03"))
+    if overloaded:
+        warnings.append(
+            f"{overloaded:,} requests were answered 5.03 (the server was "
+            "overloaded and shed them): lower --rate or --window"
+        )
+    limited = sum(n for key, n in refusals.items() if key.startswith("HTTP 429"))
+    if limited:
+        warnings.append(
+            f"{limited:,} requests were answered 429: the server limits each AS "
+            "(rest.rate_limit); raise it on a test server"
+        )
+    return warnings
 
 
 def _ms(value: float) -> str:
@@ -286,6 +357,13 @@ def _per_unit(summary: Summary) -> str:
         return "-"
     ceiling = summary.workers * 1e6 / cost
     return f"{cost:,.0f} µs CPU per unit (alone it could do ~{ceiling:,.0f}/s)"
+
+
+def _refused(summary: Summary) -> str:
+    if not summary.refusals:
+        return f"{summary.refused:,}"
+    causes = ", ".join(f"{cause} {n:,}" for cause, n in summary.refusals.items())
+    return f"{summary.refused:,} ({causes})"
 
 
 def format_table(summary: Summary) -> str:
@@ -311,7 +389,7 @@ def format_table(summary: Summary) -> str:
         ("sent", f"{summary.sent:,}"),
         ("accepted", f"{summary.accepted:,}"),
         ("received", f"{summary.received:,}"),
-        ("refused", f"{summary.refused:,}"),
+        ("refused", _refused(summary)),
         ("lost", f"{summary.lost:,} ({summary.timeouts:,} without an answer)"),
         ("generator CPU", f"{summary.generator_cpu_pct:.0f} % of a core (busiest)"),
         ("generator cost", _per_unit(summary)),

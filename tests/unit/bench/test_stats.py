@@ -10,7 +10,9 @@ from msgin5g.bench.stats import (
     BOTTLENECK_CPU,
     Counts,
     Histogram,
+    coap_code,
     format_table,
+    refusal_cause,
     summarize,
 )
 
@@ -191,3 +193,61 @@ def test_message_id_reuses_add_up_over_processes_and_rounds_do_not() -> None:
         [a, b], mode="fanout", server="s", ues=2, duration_s=1, offered_rate=0
     )
     assert summary.extra == {"mid_reused": 5, "rounds": 5}
+
+
+@pytest.mark.parametrize(
+    ("code", "payload", "key"),
+    [
+        (
+            None,
+            b'{"messageType":"MSGRESP","deliveryStatus":"DELY_REJECTED",'
+            b'"failureCause":"SERVER_CONGESTION"}',
+            "SERVER_CONGESTION",
+        ),
+        (None, b'{"deliveryStatus": "DELY_FAILED"}', "DELY_FAILED"),
+        (None, b"", "refused"),
+        ("5.03", b"", "5.03"),
+        ("5.03", b'{"failureCause":"SERVER_CONGESTION"}', "5.03 SERVER_CONGESTION"),
+        (
+            "HTTP 429",
+            b'{"status":429,"cause":"TOO_MANY_REQUESTS"}',
+            "HTTP 429 TOO_MANY_REQUESTS",
+        ),
+        ("4.04", b'{"failureCause":"UNKNOWN_UE","x":1}', "4.04 UNKNOWN_UE"),
+    ],
+)
+def test_a_refusal_is_keyed_by_its_cause(
+    code: str | None, payload: bytes, key: str
+) -> None:
+    assert refusal_cause(code, payload) == key
+
+
+def test_coap_codes_read_as_class_dot_detail() -> None:
+    assert coap_code(163) == "5.03"
+    assert coap_code(132) == "4.04"
+
+
+def test_refusal_causes_add_up_over_workers_and_say_what_to_do() -> None:
+    first, second = part(100, 0, 60), part(100, 0, 90)
+    first.refuse("SERVER_CONGESTION", 30)
+    first.refuse("5.03", 10)
+    second.refuse("SERVER_CONGESTION", 10)
+    back = Counts.from_wire(json.loads(json.dumps(second.to_wire())))
+    assert back.refusals == {"SERVER_CONGESTION": 10}
+    summary = summarize(
+        [first, back], mode="p2p", server="s", ues=2, duration_s=1, offered_rate=0
+    )
+    assert summary.refused == 50
+    assert summary.refusals == {"SERVER_CONGESTION": 40, "5.03": 10}  # most first
+    assert summary.lost == 0
+    assert any("limits.submit_rate" in text for text in summary.warnings)
+    assert any("5.03" in text and "--rate" in text for text in summary.warnings)
+    table = format_table(summary)
+    assert "refused" in table and "(SERVER_CONGESTION 40, 5.03 10)" in table
+
+
+def test_a_c_engine_final_line_without_refusals_still_reads() -> None:
+    # the C engine's line from before the refusals member (and any without it)
+    wire = Counts(sent=1, received=1).to_wire()
+    del wire["refusals"]
+    assert Counts.from_wire(wire).refusals == {}

@@ -82,6 +82,7 @@
  * Build: cc -O2 -Wall -Wextra -o coapgen coapgen.c -lm (C99, libc + libm).
  */
 #define _GNU_SOURCE
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -280,10 +281,16 @@ typedef struct {
     Seen *seen; /* server POSTs seen, by Message ID (allocated on first use) */
 } Lane;
 
+#define CAUSES 8   /* distinct refusal keys kept; more go to "other" */
+#define CAUSE_LEN 80
+
 typedef struct {
     uint64_t sent, accepted, refused, received, timeouts, behind, arrived;
     uint64_t mid_reused, bad;
     Histogram latency, answer;
+    char cause[CAUSES][CAUSE_LEN]; /* refusals by key, as refusal_cause() in stats.py */
+    uint64_t cause_n[CAUSES];
+    size_t ncauses;
 } Counts;
 
 enum { P2P, REG };
@@ -495,6 +502,58 @@ static int has(const Message *m, const char *needle)
     return m->payload && memmem(m->payload, m->payload_len, needle, strlen(needle));
 }
 
+/* The value of the JSON member `"name":"VALUE"` (VALUE [A-Za-z0-9_], at most
+   64), copied to out; 0 when absent. The server's JSON is compact, but a
+   space after the colon is allowed as in stats.py. */
+static size_t member(const Message *m, const char *name, char *out)
+{
+    if (!m->payload)
+        return 0;
+    const unsigned char *end = m->payload + m->payload_len;
+    const unsigned char *p = memmem(m->payload, m->payload_len, name, strlen(name));
+    if (!p)
+        return 0;
+    p += strlen(name);
+    while (p < end && (*p == ' ' || *p == ':'))
+        p++;
+    if (p >= end || *p++ != '"')
+        return 0;
+    size_t n = 0;
+    while (p + n < end && n < 64 &&
+           (isalnum(p[n]) || p[n] == '_'))
+        n++;
+    memcpy(out, p, n);
+    out[n] = 0;
+    return n;
+}
+
+/* The slot of key in G.c.cause, added if new; the last slot is "other". */
+static size_t cause_slot(const char *key)
+{
+    for (size_t i = 0; i < G.c.ncauses; i++)
+        if (!strcmp(G.c.cause[i], key))
+            return i;
+    if (G.c.ncauses >= CAUSES - 1 && strcmp(key, "other"))
+        return cause_slot("other");
+    snprintf(G.c.cause[G.c.ncauses], CAUSE_LEN, "%s", key);
+    return G.c.ncauses++;
+}
+
+static void refuse(const Message *m)
+{
+    char cause[CAUSE_LEN] = "", key[CAUSE_LEN];
+    if (!member(m, "\"failureCause\"", cause) && !member(m, "\"cause\"", cause))
+        member(m, "\"deliveryStatus\"", cause);
+    if ((m->code >> 5) == 2)
+        snprintf(key, sizeof key, "%s", cause[0] ? cause : "refused");
+    else if (cause[0])
+        snprintf(key, sizeof key, "%d.%02d %s", m->code >> 5, m->code & 31, cause);
+    else
+        snprintf(key, sizeof key, "%d.%02d", m->code >> 5, m->code & 31);
+    G.c.refused++;
+    G.c.cause_n[cause_slot(key)]++;
+}
+
 static void counted(const Message *m, double sent_at)
 {
     if (!in_window(sent_at))
@@ -509,13 +568,13 @@ static void counted(const Message *m, double sent_at)
         if (ok && (has(m, "DELY_ACCEPTED") || has(m, "DELY_STORED")))
             G.c.accepted++;
         else
-            G.c.refused++;
+            refuse(m);
     } else if (ok && has(m, "\"SUCCESS\"")) {
         G.c.accepted++;
         G.c.received++;
         hist_add(&G.c.latency, g_rx - sent_at);
     } else
-        G.c.refused++;
+        refuse(m);
 }
 
 static void defer(size_t lane, double at)
@@ -922,6 +981,10 @@ static void print_final(double cpu)
     fputs(",\"extra\":{", stdout);
     if (G.c.mid_reused)
         printf("\"mid_reused\":%llu", (unsigned long long)G.c.mid_reused);
+    fputs("},\"refusals\":{", stdout);
+    for (size_t i = 0; i < G.c.ncauses; i++) /* keys: [A-Za-z0-9_. ] only */
+        printf("%s\"%s\":%llu", i ? "," : "", G.c.cause[i],
+               (unsigned long long)G.c.cause_n[i]);
     fputs("}}\n", stdout);
     fflush(stdout);
 }
