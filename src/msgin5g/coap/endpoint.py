@@ -53,7 +53,6 @@ endpoint's socket, timer and closed state on every path.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 import time
@@ -73,14 +72,10 @@ from msgin5g.coap.observe import ObserverTable
 from msgin5g.coap.resource import Handler, Request, Site
 from msgin5g.coap.udp import (
     DatagramFloor,
-    DatagramProtocol,
-    Sender,
+    UdpSocket,
     bind_socket,
-    bound_address,
-    enable_icmp_errors,
     not_open,
-    open_endpoint,
-    open_sender,
+    open_socket,
     resolve_peer,
     use_uvloop,
 )
@@ -160,10 +155,8 @@ class Endpoint(ObserveRole):
         self._tasks: set[asyncio.Task[None]] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when = 0.0
-        self._transport: asyncio.DatagramTransport | None = None
-        self._protocol: DatagramProtocol | None = None
+        self._socket: UdpSocket | None = None
         self._sendto: Callable[[bytes, Any], None] = not_open
-        self._sender: Sender | None = None
         self._family = socket.AF_INET
         self._floor: DatagramFloor | None = None
         self._closed = False
@@ -209,9 +202,8 @@ class Endpoint(ObserveRole):
             max_dedup_bytes: byte bound of the duplicate-detection cache.
             reuse_port: bind with ``SO_REUSEPORT`` (processes share the port).
             send_thread: send datagrams from a thread of their own
-                (:func:`~msgin5g.coap.udp.open_sender`; the loop's transport
-                where the native module is not built). ICMP errors are then
-                not read: an unreachable peer fails after the retransmissions.
+                (:func:`~msgin5g.coap.udp.open_sender`; ignored where the C
+                modules are not built).
 
         Returns:
             the running endpoint.
@@ -236,21 +228,15 @@ class Endpoint(ObserveRole):
             loop, bind, recv_buffer, send_buffer, reuse_port=reuse_port
         )
         self._family = sock.family
-        # the send thread and IP_RECVERR do not mix under uvloop 0.23 (open_sender)
-        icmp = not send_thread and enable_icmp_errors(sock)
-        protocol = DatagramProtocol(
+        self._socket = await open_socket(
+            loop,
+            sock,
+            bind,
             self._on_datagram,
-            sock=sock if icmp else None,
-            on_refused=self._on_refused,
+            self._on_refused,
+            send_thread=send_thread,
         )
-        transport = await open_endpoint(loop, sock, protocol, bind)
-        self._transport = transport
-        self._protocol = protocol
-        self._sendto = transport.sendto
-        if send_thread:
-            self._sender = open_sender(loop, sock, transport, protocol)
-            if self._sender is not None:
-                self._sendto = self._sender.send
+        self._sendto = self._socket.send
         if log.isEnabledFor(logging.DEBUG):
             log.debug("CoAP endpoint listening on %r", self.local_address)
         return self
@@ -296,14 +282,17 @@ class Endpoint(ObserveRole):
         """The bound (host, port)."""
         if self._floor is not None:
             return self._floor.local_address
-        return bound_address(self._transport)
+        if self._socket is None:
+            raise ConnectError("endpoint not open")
+        return self._socket.local_address
 
     def stats(self) -> dict[str, int]:
         """Return the message-layer counters plus ``handlers_running``.
 
         With a source limiter also ``dropped`` (datagrams refused before
-        decoding) and ``sources`` (sources tracked); with the send thread
-        ``send_thread_queued``, ``send_thread_fallbacks`` and
+        decoding) and ``sources`` (sources tracked); with the native socket
+        its counters (``socket_received``, ``socket_dropped`` ...), with the
+        send thread ``send_thread_queued``, ``send_thread_fallbacks`` and
         ``send_thread_failed``.
         """
         counters = self._layer.stats()
@@ -313,11 +302,8 @@ class Endpoint(ObserveRole):
         counters["handlers_running"] = len(self._tasks)
         counters["handler_errors"] = self._handler_errors
         counters["observations"] = len(self._observers)
-        if self._sender is not None:
-            sender = self._sender.stats()
-            counters["send_thread_queued"] = sender["queued"]
-            counters["send_thread_fallbacks"] = sender["fallbacks"]
-            counters["send_thread_failed"] = sender["failed"]
+        if self._socket is not None:
+            counters.update(self._socket.stats())
         return counters
 
     def send_raw(self, data: bytes, peer: Peer) -> None:
@@ -487,17 +473,11 @@ class Endpoint(ObserveRole):
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         self._complete(self._layer.abort_all(ConnectError("endpoint closed")))
-        transport, protocol = self._transport, self._protocol
         self._sendto = not_open
-        if self._sender is not None:
-            self._sender.close()  # sends what is queued first
         if self._floor is not None:
             await self._floor.aclose()
-        if transport is not None and protocol is not None:
-            transport.close()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(1.0):
-                    await protocol.closed
+        if self._socket is not None:
+            await self._socket.aclose()  # sends what is queued first
 
     async def __aenter__(self) -> Endpoint:
         return self

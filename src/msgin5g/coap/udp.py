@@ -47,12 +47,15 @@ __all__ = [
     "DatagramFloor",
     "DatagramProtocol",
     "Sender",
+    "UdpSocket",
     "bind_socket",
     "bound_address",
+    "bound_name",
     "enable_icmp_errors",
     "not_open",
     "open_endpoint",
     "open_sender",
+    "open_socket",
     "resolve_peer",
     "use_uvloop",
 ]
@@ -294,43 +297,207 @@ class Sender(Protocol):
 def open_sender(
     loop: asyncio.AbstractEventLoop,
     sock: socket.socket,
-    transport: asyncio.DatagramTransport,
-    protocol: DatagramProtocol,
+    fallback: Callable[[bytes, Any], None],
+    on_error: Callable[[int], None],
 ) -> Sender | None:
     """A thread that sends ``sock``'s datagrams, or None where it is not built.
 
-    ``sock`` must not carry ``IP_RECVERR`` (:func:`enable_icmp_errors`): an
-    ICMP error that the thread's send consumes leaves the socket's error queue
-    to the event loop's libuv, which uvloop 0.23 crashes on (see
-    ``_ERRQUEUE_DRAIN``); the endpoint leaves it off with the thread.
-
     The thread (C, :mod:`msgin5g.coap._udpsend`) calls ``sendmmsg`` without
     the GIL: the kernel's work for a datagram (on loopback, the receiver's
-    side too) leaves the event loop's thread. It falls back to
-    ``transport.sendto`` when its queue is full or an address is not numeric;
-    a send error goes to ``protocol.error_received`` on the loop, as
-    ``transport.sendto``'s would.
+    side too) leaves the event loop's thread. It calls ``fallback(data,
+    addr)`` in the caller's thread when its queue is full or an address is
+    not numeric, and ``on_error(errno)`` in its own thread, holding the GIL,
+    for a datagram it could not send (0: a batch went out in part). Only with
+    the native socket (:func:`open_socket`): with the loop's transport a send
+    by the thread can consume an ICMP error and leave the error queue to
+    libuv, which uvloop 0.23 crashes on.
     """
     try:
         from msgin5g.coap._udpsend import Sender as NativeSender
-    except ImportError:  # pure Python install: the loop's transport sends
+    except ImportError:  # pure Python install: the socket sends itself
         return None
-
-    def on_error(err: int) -> None:  # the send thread, holding the GIL
-        # 0: a batch was sent in part and the kernel kept no errno; the socket's
-        # error queue, which error_received drains, says which peer refused
-        exc = OSError(err, os.strerror(err) if err else "datagram not sent")
-        with contextlib.suppress(RuntimeError):  # the loop is closed
-            loop.call_soon_threadsafe(protocol.error_received, exc)
 
     def schedule() -> None:  # wake the thread once per turn of the loop
         loop.call_soon(native.flush)
 
-    native = NativeSender(
-        sock.fileno(), sock.family, transport.sendto, on_error, schedule
-    )
+    native = NativeSender(sock.fileno(), sock.family, fallback, on_error, schedule)
     sender: Sender = native
     return sender
+
+
+class UdpSocket(Protocol):
+    """The endpoint's socket as it sends, reports and closes (:func:`open_socket`)."""
+
+    @property
+    def local_address(self) -> tuple[str, int]:
+        """The bound (host, port)."""
+        ...
+
+    @property
+    def send(self) -> Callable[[bytes, Any], None]:
+        """``send(data, addr)``: the fastest way out (a C method, usually)."""
+        ...
+
+    def stats(self) -> dict[str, int]:
+        """Counters of the native socket and the send thread, where they run."""
+        ...
+
+    async def aclose(self) -> None:
+        """Send what is queued, stop reading, close the socket."""
+
+
+class _NativeSocket:
+    """``sock`` read and written by :mod:`msgin5g.coap._udpio` (never by libuv)."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        sock: socket.socket,
+        native: Any,
+        sender: Sender | None,
+    ) -> None:
+        self._loop = loop
+        self._sock = sock
+        self._native = native
+        self._sender = sender
+        self._address = bound_name(sock)
+        self._send: Callable[[bytes, Any], None] = (
+            sender.send if sender is not None else native.sendto
+        )
+        self._closed = False
+
+    @property
+    def local_address(self) -> tuple[str, int]:
+        return self._address
+
+    @property
+    def send(self) -> Callable[[bytes, Any], None]:
+        return self._send
+
+    def stats(self) -> dict[str, int]:
+        counters = {f"socket_{k}": v for k, v in self._native.stats().items()}
+        if self._sender is not None:
+            counters.update(_thread_stats(self._sender))
+        return counters
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._sender is not None:
+            self._sender.close()  # sends what is queued first (its fallback: native)
+        with contextlib.suppress(ValueError, OSError):  # the loop is closing
+            self._loop.remove_reader(self._native.poll_fileno())
+        self._native.close()
+        self._sock.close()
+
+
+class _LoopSocket:
+    """``sock`` run by the event loop's datagram transport (pure-Python installs).
+
+    No send thread here (it is C, built with :mod:`msgin5g.coap._udpio`).
+    """
+
+    def __init__(
+        self, transport: asyncio.DatagramTransport, protocol: DatagramProtocol
+    ) -> None:
+        self._transport = transport
+        self._protocol = protocol
+        self._send: Callable[[bytes, Any], None] = transport.sendto
+
+    @property
+    def local_address(self) -> tuple[str, int]:
+        return bound_address(self._transport)
+
+    @property
+    def send(self) -> Callable[[bytes, Any], None]:
+        return self._send
+
+    def stats(self) -> dict[str, int]:
+        return {}
+
+    async def aclose(self) -> None:
+        self._transport.close()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(1.0):
+                await self._protocol.closed
+
+
+def _thread_stats(sender: Sender) -> dict[str, int]:
+    counters = sender.stats()
+    return {
+        "send_thread_queued": counters["queued"],
+        "send_thread_fallbacks": counters["fallbacks"],
+        "send_thread_failed": counters["failed"],
+    }
+
+
+async def open_socket(
+    loop: asyncio.AbstractEventLoop,
+    sock: socket.socket,
+    bind: tuple[str, int],
+    on_datagram: Callable[[bytes, Any], None],
+    on_refused: Callable[[Any], None],
+    *,
+    send_thread: bool = False,
+) -> UdpSocket:
+    """Serve the bound ``sock``: datagrams to ``on_datagram``, ICMP refusals to ``on_refused``.
+
+    Compiled installs read and write the socket in C (:mod:`msgin5g.coap._udpio`,
+    ``recvmmsg``, the error queue drained before libuv could see it, which
+    uvloop 0.23 crashes on), with the send thread where ``send_thread`` asks
+    for it. Pure-Python installs use the loop's transport (and no thread).
+
+    Raises:
+        ConnectError: the loop refused the socket (which is then closed).
+    """
+    try:
+        from msgin5g.coap._udpio import Socket as NativeSocket
+    except ImportError:  # pure Python install: the loop's transport
+        return await _open_loop_socket(loop, sock, bind, on_datagram, on_refused)
+    enable_icmp_errors(sock)
+
+    def fallback(data: bytes, addr: Any) -> None:  # names, scoped IPv6 addresses
+        try:
+            sock.sendto(data, addr)
+        except OSError as exc:
+            log.debug("cannot send to %r: %s", addr, exc)
+
+    def on_error(err: int) -> None:
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("socket error: %s", os.strerror(err) if err else "partial batch")
+
+    try:
+        native = NativeSocket(
+            sock.fileno(), sock.family, on_datagram, on_refused, on_error, fallback
+        )
+        loop.add_reader(native.poll_fileno(), native.read)
+    except (OSError, ValueError) as exc:
+        sock.close()
+        raise ConnectError(f"cannot open UDP endpoint on {bind!r}: {exc}") from exc
+    sender = open_sender(loop, sock, native.sendto, on_error) if send_thread else None
+    return _NativeSocket(loop, sock, native, sender)
+
+
+async def _open_loop_socket(
+    loop: asyncio.AbstractEventLoop,
+    sock: socket.socket,
+    bind: tuple[str, int],
+    on_datagram: Callable[[bytes, Any], None],
+    on_refused: Callable[[Any], None],
+) -> UdpSocket:
+    icmp = enable_icmp_errors(sock)
+    protocol = DatagramProtocol(
+        on_datagram, sock=sock if icmp else None, on_refused=on_refused
+    )
+    transport = await open_endpoint(loop, sock, protocol, bind)
+    return _LoopSocket(transport, protocol)
+
+
+def bound_name(sock: socket.socket) -> tuple[str, int]:
+    """The (host, port) ``sock`` is bound to."""
+    name = sock.getsockname()
+    return (name[0], name[1])
 
 
 def bound_address(transport: asyncio.BaseTransport | None) -> tuple[str, int]:
