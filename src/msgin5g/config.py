@@ -91,6 +91,13 @@ class CoapConfig:
     reuse_port: bool = False
     """Open the socket with ``SO_REUSEPORT`` (set for the processes of
     ``--workers N``, which share one port)."""
+    native_socket: bool = True
+    """Read and write the listener's UDP socket in C (``recvmmsg``; compiled
+    installs, ``msgin5g.coap._udpio``): the socket's ICMP error queue is then
+    drained where uvloop never sees it (uvloop 0.23 crashes on one it reads
+    itself). False runs the event loop's own datagram transport, as before
+    2026-12-05: an escape hatch and a baseline for benchmarks, with that
+    crash's narrow window. A pure Python install always uses the loop's."""
     send_thread: bool = False
     """Send the listener's datagrams from a thread of its own (C, compiled at
     install; the event loop copies each datagram into a queue and the kernel's

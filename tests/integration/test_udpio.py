@@ -298,3 +298,32 @@ def test_a_storm_of_icmp_errors_under_load_leaves_the_server_serving(
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.startswith("survived"), result.stdout
     assert int(result.stdout.split()[1]) >= 3000
+
+
+@pytest.mark.parametrize("native_socket", [True, False])
+def test_the_endpoint_serves_on_either_socket(native_socket: bool) -> None:
+    """``coap.native_socket``: C by default, the loop's transport when False."""
+    from msgin5g.coap import CoapMessage, Code, Endpoint, Type
+    from msgin5g.errors import PortUnreachable
+
+    async def main() -> None:
+        server = await Endpoint.create(("127.0.0.1", 0), native_socket=native_socket)
+        client = await Endpoint.create(("127.0.0.1", 0))
+        try:
+            assert type(server._socket).__name__ == (
+                "_NativeSocket" if native_socket else "_LoopSocket"
+            )
+            reply = await client.request(
+                CoapMessage(Type.CON, Code.GET), server.local_address, timeout=5
+            )
+            assert reply.code == Code.NOT_FOUND  # no site: every path 4.04
+            with pytest.raises(PortUnreachable):
+                await server.request(
+                    CoapMessage(Type.CON, Code.GET), _dead_ports(1)[0], timeout=30
+                )
+            assert ("socket_received" in server.stats()) is native_socket
+        finally:
+            await client.aclose()
+            await server.aclose()
+
+    run(main())

@@ -47,6 +47,8 @@
  *   - The packing of addresses mirrors _udpsend.c's pack_address: two
  *     extension modules cannot share static C without a header, which the
  *     compiled set's staleness check (one source file per module) would miss.
+ *     For the same reason this is one file of ~650 lines (over the project's
+ *     600): sending, receiving, addresses and the type object, in that order.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

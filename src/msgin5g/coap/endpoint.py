@@ -183,6 +183,7 @@ class Endpoint(ObserveRole):
         max_dedup_bytes: int | None = DEFAULT_DEDUP_BYTES,
         reuse_port: bool = False,
         send_thread: bool = False,
+        native_socket: bool = True,
     ) -> Endpoint:
         """Bind a UDP socket and start serving.
 
@@ -204,6 +205,9 @@ class Endpoint(ObserveRole):
             send_thread: send datagrams from a thread of their own
                 (:func:`~msgin5g.coap.udp.open_sender`; ignored where the C
                 modules are not built).
+            native_socket: read and write the socket in C where it is built
+                (:func:`~msgin5g.coap.udp.open_socket`); False: the event
+                loop's transport (and no send thread).
 
         Returns:
             the running endpoint.
@@ -235,6 +239,7 @@ class Endpoint(ObserveRole):
             self._on_datagram,
             self._on_refused,
             send_thread=send_thread,
+            native=native_socket,
         )
         self._sendto = self._socket.send
         if log.isEnabledFor(logging.DEBUG):

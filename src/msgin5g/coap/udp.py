@@ -2,9 +2,11 @@
 
 What: the few socket-level helpers :class:`~msgin5g.coap.endpoint.Endpoint`
 needs, kept apart so the endpoint reads as protocol glue: :func:`bind_socket`
-(with enlarged buffers), :class:`DatagramProtocol` (hands each datagram to one
-callback), :func:`resolve_peer` (host names to the numeric form the socket
-reports, :func:`~msgin5g.coap.address.numeric_peer`) and :func:`use_uvloop`.
+(with enlarged buffers), :func:`open_socket` (the bound socket served: datagrams
+and ICMP refusals to two callbacks, a ``send`` function, optionally the send
+thread), :class:`DatagramProtocol` (the loop-transport adapter),
+:func:`resolve_peer` (host names to the numeric form the socket reports,
+:func:`~msgin5g.coap.address.numeric_peer`) and :func:`use_uvloop`.
 
 Design choices (``../shared/PERFORMANCE.md``):
     * Socket buffers are enlarged (4 MiB by default): with the kernel default
@@ -16,12 +18,19 @@ Design choices (``../shared/PERFORMANCE.md``):
       per datagram here.
     * ICMP port unreachable fails fast (Linux): :func:`enable_icmp_errors` sets
       ``IP_RECVERR`` on the socket, so the kernel reports the ICMP error of an
-      unconnected socket; :meth:`DatagramProtocol.error_received` drains the
-      socket's error queue (which names the destination that refused) and
-      hands each refusing peer to ``on_refused``. The endpoint fails the
-      exchanges to that peer at once instead of retransmitting for ~93 s into
-      a closed port; real loss (no ICMP) still gets the RFC 7252
+      unconnected socket in the socket's error queue, which names the
+      destination that refused; the refusing peer goes to ``on_refused`` and
+      the endpoint fails the exchanges to it at once instead of retransmitting
+      for ~93 s into a closed port; real loss (no ICMP) still gets the RFC 7252
       retransmissions.
+    * Compiled installs read and write the socket in C (:func:`open_socket`,
+      :mod:`msgin5g.coap._udpio`): ``recvmmsg`` batches, and the error queue
+      drained where libuv never sees it. uvloop 0.23's libuv reads an error
+      queue itself on EPOLLERR and crashes the process (libuv issue #5242); the
+      event loop here watches an epoll descriptor of the module's own, never
+      the socket. Pure-Python installs run the loop's transport with
+      :class:`DatagramProtocol`, which drains the queue in ``error_received``
+      (a narrow window for that crash remains there).
     * ``reuse_port`` (``SO_REUSEPORT``, Linux) lets the worker processes of
       ``msgin5g serve --workers N`` bind one port: the kernel hashes each
       datagram's 4-tuple to one socket of the group, so one UE (one source
@@ -440,13 +449,15 @@ async def open_socket(
     on_refused: Callable[[Any], None],
     *,
     send_thread: bool = False,
+    native: bool = True,
 ) -> UdpSocket:
     """Serve the bound ``sock``: datagrams to ``on_datagram``, ICMP refusals to ``on_refused``.
 
     Compiled installs read and write the socket in C (:mod:`msgin5g.coap._udpio`,
     ``recvmmsg``, the error queue drained before libuv could see it, which
     uvloop 0.23 crashes on), with the send thread where ``send_thread`` asks
-    for it. Pure-Python installs use the loop's transport (and no thread).
+    for it. Pure-Python installs, and ``native=False``, use the loop's
+    transport (and no thread).
 
     Raises:
         ConnectError: the loop refused the socket (which is then closed).
@@ -454,6 +465,8 @@ async def open_socket(
     try:
         from msgin5g.coap._udpio import Socket as NativeSocket
     except ImportError:  # pure Python install: the loop's transport
+        native = False
+    if not native:
         return await _open_loop_socket(loop, sock, bind, on_datagram, on_refused)
     enable_icmp_errors(sock)
 
@@ -468,15 +481,15 @@ async def open_socket(
             log.debug("socket error: %s", os.strerror(err) if err else "partial batch")
 
     try:
-        native = NativeSocket(
+        io = NativeSocket(
             sock.fileno(), sock.family, on_datagram, on_refused, on_error, fallback
         )
-        loop.add_reader(native.poll_fileno(), native.read)
+        loop.add_reader(io.poll_fileno(), io.read)
     except (OSError, ValueError) as exc:
         sock.close()
         raise ConnectError(f"cannot open UDP endpoint on {bind!r}: {exc}") from exc
-    sender = open_sender(loop, sock, native.sendto, on_error) if send_thread else None
-    return _NativeSocket(loop, sock, native, sender)
+    sender = open_sender(loop, sock, io.sendto, on_error) if send_thread else None
+    return _NativeSocket(loop, sock, io, sender)
 
 
 async def _open_loop_socket(

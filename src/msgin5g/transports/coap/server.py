@@ -266,6 +266,7 @@ class CoapTransport:
             max_dedup_bytes=self.config.dedup_max_bytes,
             reuse_port=self.config.reuse_port,
             send_thread=self.config.send_thread,
+            native_socket=self.config.native_socket,
         )
         log.info("MSGin5G-1 CoAP listening on %s:%d", *self._endpoint.local_address)
         log.warning(
