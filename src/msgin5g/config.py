@@ -99,14 +99,12 @@ class CoapConfig:
     2026-12-05: an escape hatch and a baseline for benchmarks, with that
     crash's narrow window. A pure Python install always uses the loop's."""
     send_thread: bool = False
-    """Send the listener's datagrams from a thread of its own (C, compiled at
+    """Send the listener's datagrams from a thread of their own (C, compiled at
     install; the event loop copies each datagram into a queue and the kernel's
     sending work runs on another core: ~15 % more messages/s at saturation,
-    docs/performance.md). The trade-off: ICMP errors are not read on that
-    socket (uvloop 0.23 crashes on an error queue the thread leaves to it), so
-    a UE whose port closed is found unreachable after the CoAP retransmissions
-    (62-93 s) instead of at once. Off by default; a pure Python install always
-    sends from the event loop."""
+    docs/performance.md). Off by default: at half load it adds ~1 ms to p99.
+    ICMP errors are read with it too (on the native socket); with
+    ``native_socket = false`` or a pure Python install there is no thread."""
     service_id: str = MSGIN5G_SERVICE_ID
     """The MSGin5G service identifier (digest §1.2, a PROJECT CHOICE value): a
     ``msgin5gServiceId`` a client sends must equal it (else 4.00). It is also the

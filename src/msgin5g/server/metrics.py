@@ -87,6 +87,21 @@ _COAP_COUNTERS = (
         "msgin5g_coap_send_thread_failed_total",
         "datagrams the send thread could not send (after one retry)",
     ),
+    (
+        "socket_refused",
+        "msgin5g_coap_icmp_unreachable_total",
+        "ICMP port unreachable errors read from the listener's socket",
+    ),
+    (
+        "socket_dropped",
+        "msgin5g_coap_send_dropped_total",
+        "datagrams dropped because the socket stayed full (8,192 waiting)",
+    ),
+    (
+        "socket_errors",
+        "msgin5g_coap_socket_errors_total",
+        "send or receive errors on the listener's socket",
+    ),
 )
 _COAP_GAUGES = (
     ("pending", "msgin5g_coap_exchanges_open", "outstanding and queued requests"),
@@ -97,6 +112,11 @@ _COAP_GAUGES = (
         "send_thread_queued",
         "msgin5g_coap_send_thread_queued",
         "datagrams waiting in the send thread's queue",
+    ),
+    (
+        "socket_queued",
+        "msgin5g_coap_send_queued",
+        "datagrams waiting for the listener's socket to be writable",
     ),
 )
 
