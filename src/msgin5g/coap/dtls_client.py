@@ -34,13 +34,7 @@ from mbedtls.tls import (
 
 from msgin5g.coap.address import Peer
 from msgin5g.coap.dtls import CIPHERS
-from msgin5g.coap.udp import (
-    DatagramProtocol,
-    bind_socket,
-    bound_address,
-    enable_icmp_errors,
-    open_endpoint,
-)
+from msgin5g.coap.udp import UdpSocket, bind_socket, open_socket
 from msgin5g.errors import ConnectError
 
 __all__ = ["DtlsClient", "psk_client_buffer"]
@@ -84,8 +78,7 @@ class DtlsClient:
     def __init__(self, server: Peer, identity: str, key: bytes) -> None:
         self._server = server
         self._buffer = psk_client_buffer(identity, key)
-        self._transport: asyncio.DatagramTransport | None = None
-        self._protocol: DatagramProtocol | None = None
+        self._socket: UdpSocket | None = None
         self._inbox: asyncio.Queue[bytes] = asyncio.Queue()
         self._on_datagram: Callable[[bytes, Any], None] | None = None
         self._on_refused: Callable[[Any], None] | None = None
@@ -105,13 +98,10 @@ class DtlsClient:
         """
         loop = asyncio.get_running_loop()
         sock = await bind_socket(loop, bind, recv_buffer, recv_buffer)
-        protocol = DatagramProtocol(
-            self._received,
-            sock=sock if enable_icmp_errors(sock) else None,
-            on_refused=self._refused,
+        # the native socket where built: ICMP errors read where libuv never sees them
+        self._socket = await open_socket(
+            loop, sock, bind, self._received, self._refused
         )
-        transport = await open_endpoint(loop, sock, protocol, bind, what="socket")
-        self._transport, self._protocol = transport, protocol
         where = f"{self._server[0]}:{self._server[1]}"
         try:
             async with asyncio.timeout(timeout):
@@ -176,11 +166,13 @@ class DtlsClient:
     @property
     def local_address(self) -> tuple[str, int]:
         """The bound (host, port)."""
-        return bound_address(self._transport)
+        if self._socket is None:
+            raise ConnectError("endpoint not open")
+        return self._socket.local_address
 
     def sendto(self, data: bytes, peer: Any) -> None:
         """Encrypt ``data`` for the server (the only peer of this floor)."""
-        if peer != self._server or self._transport is None:
+        if peer != self._server or self._socket is None:
             if self._on_refused is not None:
                 asyncio.get_running_loop().call_soon(self._on_refused, peer)
             return
@@ -195,20 +187,16 @@ class DtlsClient:
 
     async def aclose(self) -> None:
         """Send close_notify (best effort) and close the socket."""
-        transport, protocol = self._transport, self._protocol
-        self._transport = None
-        if transport is None or protocol is None:
+        sock, self._socket = self._socket, None
+        if sock is None:
             return
         with contextlib.suppress(TLSError, WantReadError, WantWriteError):
             if self.established:
                 self._buffer.shutdown()
         out = self._buffer.peek_outgoing(1 << 16)
         if out:
-            transport.sendto(out, self._server)
-        transport.close()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(1.0):
-                await protocol.closed
+            sock.send(out, self._server)
+        await sock.aclose()
 
     def _refused(self, addr: Any) -> None:
         """ICMP port unreachable: fails the handshake now, later the exchanges."""
@@ -243,5 +231,5 @@ class DtlsClient:
         out = self._buffer.peek_outgoing(1 << 16)
         if out:
             self._buffer.consume_outgoing(len(out))
-            if self._transport is not None:
-                self._transport.sendto(out, self._server)
+            if self._socket is not None:
+                self._socket.send(out, self._server)
