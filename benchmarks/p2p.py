@@ -19,7 +19,8 @@ socket each, in ``--workers`` uvloop processes apart from the server):
    alternate between the two (the order flips every round): the ratio of the
    median rounds and each server's CPU per message;
 4. **paced**: for each ``--rate R`` the same load offered at R msgs/s (p50/p99
-   at a fixed load);
+   at a fixed load), ``--paced-rounds`` rounds (3): the median round by p99 and
+   the spread of the rounds' p99;
 5. runs the saturation load against a minimal relay built on aiocoap
    (``benchmarks/aiocoap_relay.py``) in the same invocation and prints the ratio.
 
@@ -152,6 +153,34 @@ def saturation_rounds(
     return medians
 
 
+def paced_rounds(port: int, rate: float, args: argparse.Namespace) -> None:
+    """``--paced-rounds`` rounds at ``rate``: a line each, then the median round
+    by p99 and the spread (one round's p99 moves by 2x on a noisy machine)."""
+    runs = []
+    for round_ in range(args.paced_rounds):
+        r = run_load(
+            port,
+            args.ues,
+            args.workers,
+            args.seconds,
+            rate=rate,
+            window=args.window,
+            store=args.store,
+            engine=args.engine,
+        )
+        runs.append(r)
+        print(_line(f"  paced round {round_ + 1}", r, args), flush=True)
+    ordered = sorted(runs, key=lambda r: r["p99_ms"])
+    middle = ordered[len(ordered) // 2]
+    spread = f"{ordered[0]['p99_ms']:.1f}-{ordered[-1]['p99_ms']:.1f}"
+    print(
+        _line(
+            f"msgin5g  paced {rate:,.0f}/s (median of {len(runs)} by p99)", middle, args
+        )
+        + f"; p99 of the rounds {spread} ms"
+    )
+
+
 def _line(name: str, r: dict[str, Any], args: argparse.Namespace) -> str:
     behind = f" {r['behind']} paced sends behind," if r["behind"] else ""
     return (
@@ -190,6 +219,12 @@ def main() -> None:
         action="append",
         default=[],
         help="also a paced run at this offered msgs/s (repeatable)",
+    )
+    parser.add_argument(
+        "--paced-rounds",
+        type=int,
+        default=3,
+        help="rounds per --rate (the median by p99 is reported, with the spread)",
     )
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument(
@@ -270,17 +305,7 @@ def main() -> None:
             stopping.terminate()
             stopping.wait(20)
         for rate in args.rate:
-            paced = run_load(
-                port,
-                args.ues,
-                args.workers,
-                args.seconds,
-                rate=rate,
-                window=args.window,
-                store=args.store,
-                engine=args.engine,
-            )
-            print(_line(f"msgin5g  paced {rate:,.0f}/s", paced, args))
+            paced_rounds(port, rate, args)
         print(f"server RSS after load: {rss_kib(server.pid) / 1024:.1f} MiB")
     finally:
         for proc, _ in servers.values():
