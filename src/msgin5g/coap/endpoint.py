@@ -42,11 +42,11 @@ Design choices:
 Log levels: DEBUG normal flow and malformed input, INFO retransmission
 exhaustion (in the layer), WARNING misbehaving peers, ERROR handler bugs.
 
-Size (~660 lines, over the ~500 aim): the I/O shell of both roles (server
+Size (~640 lines, over the ~500 aim): the I/O shell of both roles (server
 dispatch with its limits, client requests with futures and, since issue 13,
-callbacks and the optional send thread) around one timer and one socket; the
-Observe server role, flood control and the socket floor already live apart
-(:mod:`.notify`, :mod:`.limits`, :mod:`.udp`). What is left shares the
+callbacks) around one timer and one socket; the Observe server role, flood
+control and the socket itself (native or the loop's, the send thread) already
+live apart (:mod:`.notify`, :mod:`.limits`, :mod:`.udp`). What is left shares the
 endpoint's socket, timer and closed state on every path.
 """
 
