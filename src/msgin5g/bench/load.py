@@ -20,7 +20,8 @@ floats (:class:`Shared`): the coordinator writes the window (``t0``,
   ``--drain`` seconds).
 
 Closed loop (``--rate 0``): a completed request starts the next on its lane;
-a refusal carrying Max-Age (5.03 SERVER_CONGESTION) delays it, at most 50 ms.
+a refusal carrying Max-Age (5.03 SERVER_CONGESTION) delays it, at most 50 ms,
+and so does a MSGRESP refused with SERVER_CONGESTION (the per-UE limit).
 Paced: every millisecond the due number of sends goes out round-robin over the
 lanes with room in their window; a send with no room is counted ``behind``.
 """
@@ -119,8 +120,16 @@ def _cause(response: CoapMessage) -> str:
 
 
 def _backoff(response: CoapMessage | None) -> float:
-    """How long a refused lane waits before its next request (Max-Age, capped)."""
-    if response is None or response.code >> 5 != 5:
+    """How long a refused lane waits before its next request (Max-Age, capped).
+
+    A MSGRESP refused with SERVER_CONGESTION (the server's per-UE submission
+    limit: a 2.xx, no Max-Age) waits the cap too.
+    """
+    if response is None:
+        return 0.0
+    if response.code >> 5 == 2:
+        return _BACKOFF_MAX if b'"SERVER_CONGESTION"' in response.payload else 0.0
+    if response.code >> 5 != 5:
         return 0.0
     max_age = response.uint_opt(OptionNumber.MAX_AGE)
     return min(float(max_age if max_age is not None else 1), _BACKOFF_MAX)

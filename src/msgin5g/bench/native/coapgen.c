@@ -596,7 +596,12 @@ static void finish(Lane *lane, Entry *e, const Message *m, double now)
     if (G.rate > 0 || now >= G.t_end)
         return;
     double delay = 0.0;
-    if (m && (m->code >> 5) == 5) {
+    /* 5.xx with Max-Age, or a MSGRESP refused by the per-UE submission limit
+     * (a 2.xx without Max-Age): the lane waits BACKOFF_MAX, so a closed loop
+     * does not hammer a rate-limited server; every delay stays BACKOFF_MAX,
+     * which keeps the deferred queue FIFO */
+    if (m && ((m->code >> 5) == 5
+              || ((m->code >> 5) == 2 && has(m, "\"SERVER_CONGESTION\"")))) {
         double max_age = m->max_age < 0 ? 1.0 : (double)m->max_age;
         delay = max_age < BACKOFF_MAX ? max_age : BACKOFF_MAX;
     }
