@@ -81,6 +81,10 @@ async def run_device(args: argparse.Namespace) -> int:
 
         return await run_via_gateway(args)
     payload = _check_send(args) if args.ue_command == "send" else b""
+    # before the first datagram: a SIGINT that lands while uvloop installs its
+    # handlers can be lost (the process then listens on), so ``listen`` installs
+    # them before registering; one that comes during REG still stops it after
+    stop = stop_on_signals() if args.ue_command == "listen" else None
     async with _client(args) as client:
         if args.ue_command == "deregister":
             _print(await client.deregister())
@@ -91,7 +95,7 @@ async def run_device(args: argparse.Namespace) -> int:
         if args.ue_command == "send":
             return await _send(client, args, payload)
         try:
-            return await _listen(client, args)
+            return await _listen(client, args, stop or stop_on_signals())
         finally:
             if not args.stay_registered:
                 await _leave(client)
@@ -282,9 +286,8 @@ def _progress(sent: int, total: int) -> None:
     print(f"\rsegments [{bar}] {sent}/{total}", end=end, file=sys.stderr, flush=True)
 
 
-async def _listen(client: Client, args: argparse.Namespace) -> int:
-    """Print what arrives until --count, --timeout, SIGINT or SIGTERM."""
-    stop = stop_on_signals()
+async def _listen(client: Client, args: argparse.Namespace, stop: asyncio.Event) -> int:
+    """Print what arrives until --count, --timeout, SIGINT or SIGTERM (``stop``)."""
     receiving = asyncio.ensure_future(_receive(client, args))
     stopping = asyncio.ensure_future(stop.wait())
     try:
