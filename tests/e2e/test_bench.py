@@ -7,6 +7,7 @@ message sent in the window arrived, nothing lost) and on the summary's shape.
 import json
 import shutil
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -237,31 +238,9 @@ def test_the_per_ue_rate_limit_is_reported_as_its_cause(
     assert any("limits.submit_rate" in text for text in warnings)
 
 
-def test_the_table_names_the_cause_of_refusals(
-    limited_server: tuple[ServerProcess, str],
-) -> None:
-    result = msgin5g(
-        "bench",
-        "p2p",
-        "--server",
-        limited_server[0].url,
-        "--duration",
-        "1",
-        "--ues",
-        "2",
-        "--secret",
-        SECRET,
-        timeout=60,
-    )
-    refused = [
-        line for line in result.stdout.splitlines() if line.startswith("refused")
-    ]
-    assert len(refused) == 1 and "SERVER_CONGESTION" in refused[0], result.stdout
-    assert "warning:" in result.stdout and "--ues" in result.stdout
-
-
-def run_failing(*args: str) -> str:
-    result = msgin5g(
+def short_p2p(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """``msgin5g bench p2p`` for 1 s over 2 UEs, its table on stdout."""
+    return msgin5g(
         "bench",
         "p2p",
         "--duration",
@@ -271,9 +250,24 @@ def run_failing(*args: str) -> str:
         "--secret",
         SECRET,
         *args,
-        check=False,
+        check=check,
         timeout=60,
     )
+
+
+def test_the_table_names_the_cause_of_refusals(
+    limited_server: tuple[ServerProcess, str],
+) -> None:
+    result = short_p2p("--server", limited_server[0].url)
+    refused = [
+        line for line in result.stdout.splitlines() if line.startswith("refused")
+    ]
+    assert len(refused) == 1 and "SERVER_CONGESTION" in refused[0], result.stdout
+    assert "warning:" in result.stdout and "--ues" in result.stdout
+
+
+def run_failing(*args: str) -> str:
+    result = short_p2p(*args, check=False)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     return result.stderr
